@@ -796,7 +796,7 @@ class Cluster:
 
     def _selector(self, obj: dict[str, Any]) -> LabelSelector | None:
         try:
-            return label_selector_from_spec(obj.get("spec", {}).get("selector") or {})
+            return label_selector_from_spec(obj.get("spec", {}).get("selector"))
         except SelectorError:
             return None
 

@@ -396,7 +396,7 @@ class _StrategicMerge:
                 return _DELETED
             if directive == "replace":
                 replacement = self.clean_map(patch, path)
-                return {} if replacement is _DELETED else replacement
+                return {} if isinstance(replacement, _Deleted) else replacement
             raise PatchError(
                 f'{_where(path)}: unknown $patch directive "{directive}" in a map '
                 '(must be "replace" or "delete")'
@@ -435,7 +435,7 @@ class _StrategicMerge:
                     merged = self.merge_map(current, value, (*path, key))
                 else:
                     merged = self.clean_map(value, (*path, key))
-                if merged is _DELETED:
+                if isinstance(merged, _Deleted):
                     original.pop(key, None)
                 else:
                     original[key] = merged
@@ -480,7 +480,7 @@ class _StrategicMerge:
         current = original.get(field)
         if not isinstance(current, list):
             return  # nothing to delete from, as in apimachinery
-        remaining = [item for item in current if item not in values]
+        remaining = [item for item in current if _index_of(values, item) < 0]
         if remaining:
             original[field] = remaining
         else:
@@ -561,7 +561,7 @@ class _StrategicMerge:
             return values
         merged: list[Any] = []
         for item in (*original, *values):
-            if item not in merged:
+            if _index_of(merged, item) < 0:
                 merged.append(item)
         return _order(merged, values, original, None)
 
@@ -596,7 +596,7 @@ class _StrategicMerge:
                     raise PatchError(
                         f'{where}: a "$patch: delete" item must carry the merge key "{key}"'
                     )
-                server = [e for e in server if e.get(key, _MISSING) != item[key]]
+                server = [e for e in server if not _same(e.get(key, _MISSING), item[key])]
             elif directive == "replace":
                 replace = True
             elif directive == "merge":
@@ -608,7 +608,7 @@ class _StrategicMerge:
         merged = list(server)
         for item in plain:
             for index, existing in enumerate(merged):
-                if existing.get(key, _MISSING) == item[key]:
+                if _same(existing.get(key, _MISSING), item[key]):
                     result = self.merge_map(existing, item, (*path, field))
                     assert not isinstance(result, _Deleted)
                     merged[index] = result
@@ -670,6 +670,18 @@ class _StrategicMerge:
         return result
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Merge-key / list-value equality: JSON-like, so true is not 1 but 80 is 80.0."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _index_of(values: list[Any], value: Any) -> int:
+    for index, candidate in enumerate(values):
+        if _same(candidate, value):
+            return index
+    return -1
+
+
 def _order(merged: list[Any], order: list[Any], server: list[Any], key: str | None) -> list[Any]:
     """apimachinery's element order for a merged list.
 
@@ -685,12 +697,7 @@ def _order(merged: list[Any], order: list[Any], server: list[Any], key: str | No
     wanted = [ident(item) for item in order]
     live = [ident(item) for item in server]
 
-    def position(values: list[Any], value: Any) -> int:
-        for index, candidate in enumerate(values):
-            if candidate == value and type(candidate) is type(value):
-                return index
-        return -1
-
+    position = _index_of
     patch_items = [item for item in merged if position(wanted, ident(item)) >= 0]
     server_only = [item for item in merged if position(wanted, ident(item)) < 0]
     patch_items.sort(key=lambda item: position(wanted, ident(item)))

@@ -260,9 +260,7 @@ class SimServer:
     def _openapi(self, request: web.Request, parts: list[str]) -> web.Response:
         if parts[:2] != ["openapi", "v3"]:
             raise ApiError(404, "only /openapi/v3 is served")
-        version_hash = hashlib.sha256(
-            ",".join(sorted(t.key + t.version for t in self.catalogue.all())).encode()
-        ).hexdigest()[:16].upper()
+        version_hash = openapi.catalogue_hash(self.catalogue)
         if len(parts) == 2:
             return json_response(openapi.openapi_v3_index(self.catalogue, version_hash))
         rest = parts[2:]

@@ -41,10 +41,12 @@ from typing import Any
 from pystol_sim.resources import PrinterColumn, ResourceType
 
 __all__ = [
+    "JSONPathError",
     "evaluate_jsonpath",
     "human_duration",
     "parse_timestamp",
     "render_table",
+    "table_columns",
 ]
 
 # The descriptions the real server sends for the two columns every table has
@@ -887,8 +889,6 @@ class JSONPathError(ValueError):
     """A printer column's JSONPath that this interpreter cannot parse."""
 
 
-_MISSING = object()
-
 _TOKEN = re.compile(
     r"""
     (?P<recurse>\.\.)
@@ -953,8 +953,8 @@ def _parse_bracket(inner: str, path: str) -> tuple[str, Any]:
         if not match:
             raise JSONPathError(f"unrecognised filter in JSONPath {path!r}: [{inner}]")
         sub = _parse_path(match.group("path") or "") if match.group("path") else []
-        literal: Any = _MISSING
-        if match.group("op"):
+        literal = None
+        if match.group("op"):  # without an operator the filter tests for existence
             literal = _parse_literal(match.group("value").strip(), path)
         return ("filter", (sub, match.group("op"), literal))
     if len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":

@@ -177,8 +177,11 @@ def test_invalid_label_selectors(text: str, reason: str) -> None:
 
 
 def test_missing_parenthesis_message_matches_the_documented_form() -> None:
-    with pytest.raises(SelectorError, match=r'^invalid label selector "app in \(web": missing '
-                       r"closing parenthesis"):
+    with pytest.raises(
+        SelectorError,
+        match=r'^invalid label selector "app in \(web": missing '
+        r"closing parenthesis",
+    ):
         parse_label_selector("app in (web")
 
 
@@ -301,8 +304,9 @@ def test_matching_many_objects_is_fast() -> None:
     import time
 
     selector = parse_label_selector("app=web,tier in (frontend,edge),!canary,env!=dev")
-    pods = [{"app": "web" if i % 2 else "db", "tier": "frontend", "env": "prod"}
-            for i in range(100_000)]
+    pods = [
+        {"app": "web" if i % 2 else "db", "tier": "frontend", "env": "prod"} for i in range(100_000)
+    ]
     start = time.perf_counter()
     count = sum(1 for labels in pods if selector.matches(labels))
     elapsed = time.perf_counter() - start

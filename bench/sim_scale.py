@@ -1,0 +1,786 @@
+"""Scale benchmark of `pystol-sim`: memory, label-selected lists and a watch under a burst.
+
+What it measures (the issue's three claims), each beside a floor made of the
+same objects and the JSON library the sim itself uses (orjson):
+
+1. Memory. A scenario of `--nodes` nodes and 100 deployments holding `--pods`
+   pods is loaded into a `pystol-sim` child process; its current and peak RSS
+   (`VmRSS`, `VmHWM` from `/proc/<pid>/status`) once it serves. The floor is a
+   bare Python process holding the very same pods as orjson bytes in a dict
+   keyed by (namespace, name). Target: sim RSS < 1 GiB at 100,000 pods.
+2. Label-selected list. `GET /api/v1/pods?labelSelector=app=<deployment>`
+   (1,000 pods at full size) repeated over one keep-alive HTTPS connection; the
+   latency runs from sending the request to holding the parsed items. The floor
+   is `orjson.dumps` of the same 1,000 pod dicts plus `orjson.loads` of the
+   response, timed in the same run. Target: p99 well under 1 s.
+3. Watch burst. A watch on all pods (from the list resourceVersion), read by a
+   separate process so that its parsing does not share a GIL with the writers,
+   while `--writers` threads create `--burst` bare pods (with `nodeName` set)
+   over their own keep-alive connections. Measured: time until the watcher holds
+   every ADDED event, events/s, the lag from the last acknowledged write to the
+   last event, and checks that no event is missing or repeated and that
+   resourceVersions strictly increase. The floor is `orjson.dumps` of the same
+   number of watch-event lines built from the same pods.
+
+Why a child process and real HTTPS: that is how every user and test talks to
+the sim, so TLS, aiohttp and the event loop are part of what is measured. Why
+the scenario sets `start_seconds: 3600`: every created pod then gets exactly
+one follow-up write from the simulated kubelet (its Pending status), so the
+burst is 10,000 client writes + 10,000 controller writes, not an open-ended
+stream of Running/Ready transitions.
+
+Run from the repository root:
+
+    .venv/bin/python -m bench.sim_scale                 # 100,000 pods, 1,000 nodes
+    .venv/bin/python -m bench.sim_scale --smoke         # 2,000 pods, 20 nodes (CI)
+
+Results are printed as a table and written as JSON to `bench/results/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+SERVING_PREFIX = "pystol-sim: serving "
+BENCH_NS = "bench"
+BURST_NS = "burst"
+BURST_LABEL = "sim-scale-burst"
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+RSS_TARGET_BYTES = GIB
+LIST_P99_TARGET_SECONDS = 1.0
+FLOOR_REPS = 30
+WARMUP_REPS = 3
+
+# Run by the memory floor's child process: a bare interpreter holding the pods as
+# orjson bytes in a dict, exactly the shape of the sim's own store (minus its index).
+FLOOR_CHILD = r"""
+import gc, json, sys
+import orjson  # the sim imports it too; its import cost belongs to the floor
+
+def status():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+bare = status()
+store = {}
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        namespace, name, raw = line[:-1].split(b"\t", 2)
+        store[(namespace.decode(), name.decode())] = raw
+gc.collect()
+loaded = status()
+print(json.dumps({"objects": len(store), "bytes": sum(len(v) for v in store.values()),
+                  "bare_rss": bare["VmRSS"], "rss": loaded["VmRSS"],
+                  "hwm": loaded["VmHWM"]}))
+"""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    pods: int
+    nodes: int
+    deployments: int
+    burst: int
+    list_reps: int
+    writers: int
+    smoke: bool
+
+    @property
+    def replicas(self) -> int:
+        return self.pods // self.deployments
+
+
+def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None]:
+    parser = argparse.ArgumentParser(prog="python -m bench.sim_scale", description=__doc__
+                                     .split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--smoke", action="store_true",
+                        help="small configuration for CI: 2,000 pods, 20 nodes, 1,000 writes")
+    parser.add_argument("--pods", type=int, help="pods held by the deployments "
+                        "(default 100000; 2000 with --smoke)")
+    parser.add_argument("--nodes", type=int, help="nodes (default 1000; 20 with --smoke)")
+    parser.add_argument("--deployments", type=int, default=100,
+                        help="deployments sharing the pods, one `app` label each (default 100)")
+    parser.add_argument("--burst", type=int, help="pod creations during the watch "
+                        "(default 10000; 1000 with --smoke)")
+    parser.add_argument("--list-reps", type=int,
+                        help="timed label-selected lists (default 100; 30 with --smoke)")
+    parser.add_argument("--writers", type=int, default=8,
+                        help="concurrent writer connections for the burst (default 8)")
+    parser.add_argument("--output", type=Path,
+                        help="JSON results file (default bench/results/sim_scale.json, "
+                        "sim_scale_smoke.json with --smoke)")
+    parser.add_argument("--profile-sim", type=Path, metavar="FILE",
+                        help="run the sim under cProfile and write its stats to FILE "
+                        "(slows the sim down: for diagnosis, not for the recorded figures)")
+    args = parser.parse_args(argv)
+    smoke = bool(args.smoke)
+    cfg = Config(
+        pods=args.pods or (2_000 if smoke else 100_000),
+        nodes=args.nodes or (20 if smoke else 1_000),
+        deployments=args.deployments,
+        burst=args.burst or (1_000 if smoke else 10_000),
+        list_reps=args.list_reps or (30 if smoke else 100),
+        writers=args.writers,
+        smoke=smoke,
+    )
+    if cfg.deployments < 1 or cfg.pods % cfg.deployments:
+        parser.error(f"--pods ({cfg.pods}) must be a multiple of --deployments "
+                     f"({cfg.deployments})")
+    if cfg.nodes < 1 or cfg.burst < 1 or cfg.writers < 1 or cfg.list_reps < 1:
+        parser.error("--nodes, --burst, --writers and --list-reps must be at least 1")
+    output = args.output or RESULTS_DIR / ("sim_scale_smoke.json" if smoke else "sim_scale.json")
+    return cfg, output, args.profile_sim
+
+
+def scenario_document(cfg: Config, with_pods: bool = True) -> dict[str, Any]:
+    """The scenario: `nodes` nodes, `deployments` deployments of `replicas` pods each.
+
+    Each generated deployment `app-<i>` gets the label `app: app-<i>` (the
+    generator's default), which is what the label-selected list asks for.
+    """
+    per_node = -(-cfg.pods // cfg.nodes) + -(-cfg.burst // cfg.nodes)
+    document: dict[str, Any] = {
+        "name": "sim-scale",
+        # Burst pods stay Pending: one kubelet status write each, then quiet.
+        "timings": {"start_seconds": 3600},
+        "nodes": [{"name_prefix": "node", "count": cfg.nodes,
+                   "capacity": {"pods": max(110, per_node + 10)}}],
+        "namespaces": [BENCH_NS, BURST_NS],
+    }
+    if with_pods:
+        document["deployments"] = [{"name_prefix": "app", "count": cfg.deployments,
+                                    "namespace": BENCH_NS, "replicas": cfg.replicas}]
+    return document
+
+
+# --------------------------------------------------------------------------- the sim process
+
+
+def client_context(ca_pem: bytes) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=ca_pem.decode())
+
+
+@dataclass
+class Endpoint:
+    """Where the sim serves and how to authenticate: enough to open connections."""
+
+    host: str
+    port: int
+    token: str
+    ca_pem: bytes
+
+    def connect(self, timeout: float = 300.0) -> http.client.HTTPSConnection:
+        conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                           context=client_context(self.ca_pem))
+        conn.connect()  # TCP + TLS handshake now, not inside a timed request
+        return conn
+
+    def headers(self, body: bool = False) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def call(self, conn: http.client.HTTPSConnection, method: str, path: str,
+             body: bytes | None = None) -> tuple[int, bytes]:
+        conn.request(method, path, body=body, headers=self.headers(body is not None))
+        response = conn.getresponse()
+        return response.status, response.read()
+
+
+@dataclass
+class Sim:
+    process: subprocess.Popen[str]
+    endpoint: Endpoint
+    startup_seconds: float
+    output: list[str]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _pump(stream: Any, lines: list[str], serving: queue.Queue[str]) -> None:
+    """Keep reading the sim's output (so its pipe never fills); hand over the serving line."""
+    for line in stream:
+        lines.append(line.rstrip("\n"))
+        if line.startswith(SERVING_PREFIX):
+            serving.put(line)
+    serving.put("")
+
+
+@contextmanager
+def start_sim(scenario: Path, workdir: Path, timeout: float,
+              profile: Path | None = None) -> Iterator[Sim]:
+    """Start `pystol-sim` as a child process and wait for its serving line."""
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.unlink(missing_ok=True)
+    runner = [sys.executable]
+    if profile is not None:
+        runner += ["-m", "cProfile", "-o", str(profile)]
+    args = [*runner, "-m", "pystol_sim", "--scenario", str(scenario), "--port", "0",
+            "--kubeconfig", str(kubeconfig), "--speed", "1"]
+    started = time.monotonic()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=REPO_ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    lines: list[str] = []
+    serving: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_pump, args=(process.stdout, lines, serving), daemon=True).start()
+    try:
+        try:
+            line = serving.get(timeout=timeout)
+        except queue.Empty:
+            line = ""
+        startup = time.monotonic() - started
+        if not line:
+            raise RuntimeError(f"pystol-sim did not serve within {timeout:.0f}s:\n"
+                               + "\n".join(lines[-30:]))
+        url = line.split()[2]
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        config = yaml.safe_load(kubeconfig.read_text())
+        token = config["users"][0]["user"]["token"]
+        ca_pem = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
+        yield Sim(process, Endpoint(host, int(port), token, ca_pem), startup, lines)
+    finally:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in bytes."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def ratio(sim: float | None, floor: float | None) -> float | None:
+    if sim is None or floor is None or floor <= 0:
+        return None
+    return sim / floor
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def bench_lists(sim: Sim, cfg: Config) -> dict[str, Any]:
+    """Label-selected lists of one deployment's pods, and the orjson floor for them."""
+    endpoint = sim.endpoint
+    conn = endpoint.connect()
+    selectors = [f"app-{i}" for i in range(cfg.deployments)]
+    fetch_s: list[float] = []
+    parsed_s: list[float] = []
+    sizes: list[int] = []
+    body = b""
+    items: list[dict[str, Any]] = []
+    cpu_before = 0.0
+    for rep in range(-WARMUP_REPS, cfg.list_reps):
+        if rep == 0:
+            cpu_before = cpu_seconds(sim.pid)
+        path = f"/api/v1/pods?labelSelector=app%3D{selectors[rep % len(selectors)]}"
+        t0 = time.perf_counter()
+        status, body = endpoint.call(conn, "GET", path)
+        t1 = time.perf_counter()
+        items = orjson.loads(body)["items"]
+        t2 = time.perf_counter()
+        if status != 200 or len(items) != cfg.replicas:
+            raise RuntimeError(f"GET {path}: status {status}, {len(items)} items "
+                               f"(expected {cfg.replicas})")
+        if rep >= 0:
+            fetch_s.append(t1 - t0)
+            parsed_s.append(t2 - t0)
+            sizes.append(len(body))
+    sim_cpu = cpu_seconds(sim.pid) - cpu_before
+    conn.close()
+    floor_s: list[float] = []
+    dumps_s: list[float] = []
+    floor_size = 0
+    list_doc = {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                "items": items}
+    for _ in range(FLOOR_REPS):
+        t0 = time.perf_counter()
+        floor_size = len(orjson.dumps(list_doc))
+        t1 = time.perf_counter()
+        orjson.loads(body)
+        t2 = time.perf_counter()
+        dumps_s.append(t1 - t0)
+        floor_s.append(t2 - t0)
+    return {
+        "reps": cfg.list_reps, "items": cfg.replicas,
+        "response_bytes": int(sum(sizes) / len(sizes)),
+        "p50_s": percentile(parsed_s, 50), "p99_s": percentile(parsed_s, 99),
+        "max_s": max(parsed_s),
+        "fetch_p50_s": percentile(fetch_s, 50), "fetch_p99_s": percentile(fetch_s, 99),
+        "sim_cpu_per_list_s": sim_cpu / cfg.list_reps,
+        "floor_bytes": floor_size,
+        "floor_p50_s": percentile(floor_s, 50), "floor_p99_s": percentile(floor_s, 99),
+        "floor_dumps_p50_s": percentile(dumps_s, 50),
+    }
+
+
+def watch_worker(endpoint: Endpoint, path: str, namespace: str, expected: int, quiet: float,
+                 limit: float, ready: Any, out: Any) -> None:
+    """Child process: read a watch stream until every expected ADDED event has arrived.
+
+    Then keeps reading until the stream has been quiet for `quiet` seconds, so the
+    follow-up events are counted too. Reports receive times on the monotonic clock,
+    which is shared by every process on the machine.
+    """
+    report: dict[str, Any] = {"error": None}
+    try:
+        conn = endpoint.connect(timeout=limit)
+        conn.request("GET", path, headers=endpoint.headers())
+        response = conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"watch answered {response.status}: {response.read()[:300]!r}")
+        ready.set()
+        added: dict[str, float] = {}
+        duplicates = 0
+        counts: dict[str, int] = {}
+        burst_events = 0
+        last_rv = 0
+        rv_violations = 0
+        first_event = last_event = last_burst_event = 0.0
+        received = 0
+        pending = b""
+        done = False
+        while True:
+            try:
+                chunk = response.read1(1 << 16)
+            except TimeoutError:
+                break
+            now = time.monotonic()
+            if not chunk:
+                break
+            received += len(chunk)
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if not line:
+                    continue
+                event = orjson.loads(line)
+                kind = event["type"]
+                meta = event["object"].get("metadata") or {}
+                counts[kind] = counts.get(kind, 0) + 1
+                rv = int(meta.get("resourceVersion") or 0)
+                if kind != "BOOKMARK":
+                    if rv <= last_rv:
+                        rv_violations += 1
+                    last_rv = max(last_rv, rv)
+                if not first_event:
+                    first_event = now
+                last_event = now
+                if meta.get("namespace") == namespace:
+                    burst_events += 1
+                    last_burst_event = now
+                    if kind == "ADDED":
+                        if meta["name"] in added:
+                            duplicates += 1
+                        else:
+                            added[meta["name"]] = now
+            if not done and len(added) >= expected:
+                done = True
+                if conn.sock is not None:
+                    conn.sock.settimeout(quiet)
+        report.update(added=added, duplicates=duplicates, counts=counts,
+                      burst_events=burst_events, rv_violations=rv_violations,
+                      first_event=first_event, last_event=last_event,
+                      last_burst_event=last_burst_event, bytes=received,
+                      complete=len(added) >= expected)
+        conn.close()
+    except Exception as error:  # reported to the parent, which decides
+        report["error"] = f"{type(error).__name__}: {error}"
+    finally:
+        ready.set()
+        out.put(report)
+
+
+def burst_pod(index: int, nodes: int) -> bytes:
+    return orjson.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"burst-{index}", "labels": {"app": BURST_LABEL}},
+        "spec": {"nodeName": f"node-{index % nodes}",
+                 "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
+    })
+
+
+def bench_watch(sim: Sim, cfg: Config) -> dict[str, Any]:
+    """A watch on all pods while `burst` pods are created over `writers` connections."""
+    endpoint = sim.endpoint
+    conn = endpoint.connect()
+    status, body = endpoint.call(conn, "GET", f"/api/v1/namespaces/{BURST_NS}/pods")
+    if status != 200:
+        raise RuntimeError(f"list of namespace {BURST_NS}: status {status}")
+    list_rv = orjson.loads(body)["metadata"]["resourceVersion"]
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    results: Any = context.Queue()
+    limit = 120.0 + cfg.burst / 20
+    watcher = context.Process(
+        target=watch_worker, daemon=True,
+        args=(endpoint, f"/api/v1/pods?watch=true&resourceVersion={list_rv}"
+              f"&timeoutSeconds={int(limit) + 60}", BURST_NS, cfg.burst, 1.5, limit,
+              ready, results))
+    watcher.start()
+    if not ready.wait(60):
+        watcher.kill()
+        raise RuntimeError("the watcher did not connect within 60 s")
+
+    sent = [0.0] * cfg.burst
+    acks = [0.0] * cfg.burst
+    errors: list[str] = []
+    bodies = [burst_pod(i, cfg.nodes) for i in range(cfg.burst)]
+    path = f"/api/v1/namespaces/{BURST_NS}/pods"
+    gate = threading.Barrier(cfg.writers + 1)
+
+    def write(first: int) -> None:
+        writer = endpoint.connect()
+        gate.wait()
+        for index in range(first, cfg.burst, cfg.writers):
+            sent[index] = time.monotonic()
+            try:
+                code, answer = endpoint.call(writer, "POST", path, bodies[index])
+            except (OSError, http.client.HTTPException) as error:
+                errors.append(f"burst-{index}: {error!r}")
+                writer = endpoint.connect()
+                continue
+            acks[index] = time.monotonic()
+            if code != 201:
+                errors.append(f"burst-{index}: {code} {answer[:200]!r}")
+        writer.close()
+
+    threads = [threading.Thread(target=write, args=(k,), daemon=True)
+               for k in range(cfg.writers)]
+    for thread in threads:
+        thread.start()
+    cpu_before = cpu_seconds(sim.pid)
+    gate.wait()
+    started = time.monotonic()
+    for thread in threads:
+        thread.join()
+    writes_done = time.monotonic()
+    try:
+        report = results.get(timeout=limit + 30)
+    except queue.Empty:
+        watcher.kill()
+        raise RuntimeError("the watcher did not report") from None
+    sim_cpu = cpu_seconds(sim.pid) - cpu_before
+    watcher.join(10)
+    if report["error"]:
+        raise RuntimeError(f"watcher failed: {report['error']}")
+
+    added: dict[str, float] = report["added"]
+    expected_names = {f"burst-{i}" for i in range(cfg.burst)}
+    missing = sorted(expected_names - set(added))
+    last_ack = max(acks)
+    last_added = max(added.values()) if added else 0.0
+    delays = [added[f"burst-{i}"] - acks[i] for i in range(cfg.burst)
+              if f"burst-{i}" in added and acks[i]]
+    write_latency = [acks[i] - sent[i] for i in range(cfg.burst) if acks[i]]
+
+    # The floor: serialise the same pods as watch-event lines (and, for reference, parse them).
+    status, body = endpoint.call(conn, "GET", f"{path}?labelSelector=app%3D{BURST_LABEL}")
+    pods = orjson.loads(body)["items"]
+    conn.close()
+    floor_dumps: list[float] = []
+    floor_loads: list[float] = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        lines = [orjson.dumps({"type": "ADDED", "object": pod}) + b"\n" for pod in pods]
+        t1 = time.perf_counter()
+        for line in lines:
+            orjson.loads(line)
+        t2 = time.perf_counter()
+        floor_dumps.append(t1 - t0)
+        floor_loads.append(t2 - t1)
+    delivered = last_added - started
+    return {
+        "writes": cfg.burst, "writers": cfg.writers, "write_errors": len(errors),
+        "first_errors": errors[:5], "missing": len(missing), "first_missing": missing[:5],
+        "duplicates": report["duplicates"], "rv_violations": report["rv_violations"],
+        "complete": report["complete"], "events_by_type": report["counts"],
+        "burst_events": report["burst_events"], "stream_bytes": report["bytes"],
+        "writes_seconds": writes_done - started,
+        "writes_per_s": cfg.burst / (last_ack - started),
+        "write_p50_s": percentile(write_latency, 50) if write_latency else None,
+        "write_p99_s": percentile(write_latency, 99) if write_latency else None,
+        "all_added_seconds": delivered,
+        "all_events_seconds": report["last_burst_event"] - started,
+        "added_per_s": len(added) / delivered if delivered > 0 else None,
+        "events_per_s": report["burst_events"] / (report["last_burst_event"] - started)
+        if report["last_burst_event"] > started else None,
+        "end_lag_s": last_added - last_ack,
+        "delivery_p50_s": percentile(delays, 50) if delays else None,
+        "delivery_p99_s": percentile(delays, 99) if delays else None,
+        "delivery_max_s": max(delays) if delays else None,
+        "sim_cpu_s": sim_cpu,
+        "floor_pods": len(pods),
+        "floor_dumps_s": min(floor_dumps),
+        "floor_loads_s": min(floor_loads),
+        "floor_events_per_s": len(pods) / min(floor_dumps) if pods else None,
+    }
+
+
+def bench_full_list_and_floor(sim: Sim, cfg: Config, workdir: Path) -> dict[str, Any]:
+    """List every workload pod once, then hold the same pods as bytes in a bare process."""
+    endpoint = sim.endpoint
+    conn = endpoint.connect(timeout=900)
+    t0 = time.perf_counter()
+    status, body = endpoint.call(conn, "GET", f"/api/v1/namespaces/{BENCH_NS}/pods")
+    t1 = time.perf_counter()
+    document = orjson.loads(body)
+    t2 = time.perf_counter()
+    conn.close()
+    items = document["items"]
+    if status != 200 or len(items) != cfg.pods:
+        raise RuntimeError(f"full list: status {status}, {len(items)} pods (expected {cfg.pods})")
+    t3 = time.perf_counter()
+    orjson.dumps(document)
+    floor_dumps = time.perf_counter() - t3
+    size = len(body)
+    del body
+    pods_file = workdir / "pods.tsv"
+    raw_bytes = 0
+    with pods_file.open("wb") as out:
+        for pod in items:
+            raw = orjson.dumps(pod)
+            raw_bytes += len(raw)
+            meta = pod["metadata"]
+            out.write(f"{meta['namespace']}\t{meta['name']}\t".encode() + raw + b"\n")
+    del document, items
+    child = subprocess.run([sys.executable, "-c", FLOOR_CHILD, str(pods_file)],
+                           capture_output=True, text=True, check=True, timeout=600)
+    floor = json.loads(child.stdout)
+    pods_file.unlink()
+    return {
+        "full_list_seconds": t2 - t0, "full_list_fetch_seconds": t1 - t0,
+        "full_list_bytes": size, "full_list_floor_seconds": floor_dumps + (t2 - t1),
+        "pod_bytes_mean": raw_bytes / cfg.pods,
+        "floor_objects": floor["objects"], "floor_raw_bytes": floor["bytes"],
+        "floor_bare_rss": floor["bare_rss"], "floor_rss": floor["rss"],
+        "floor_hwm": floor["hwm"],
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Row:
+    metric: str
+    unit: str
+    sim: float | None
+    baseline: float | None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio(self.sim, self.baseline)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def table(rows: list[Row]) -> str:
+    header = ("metric", "pystol-sim", "baseline", "ratio")
+    body = [(f"{r.metric} ({r.unit})", _fmt(r.sim), _fmt(r.baseline),
+             f"{r.ratio:.2f}x" if r.ratio is not None else "-") for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
+    out = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                     for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
+    out.append("  ".join("-" * w for w in widths))
+    for line in body:
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+    return "\n".join(out)
+
+
+def build_rows(cfg: Config, r: dict[str, Any]) -> list[Row]:
+    mem, lists, watch, full = r["memory"], r["lists"], r["watch"], r["full_list"]
+    per_pod_sim = (mem["rss"] - mem["empty_rss"]) / cfg.pods
+    per_pod_floor = (full["floor_rss"] - full["floor_bare_rss"]) / cfg.pods
+    ms = 1000.0
+    return [
+        Row("start-up to serving", "s", r["startup_seconds"], None,
+            "scenario load + settle"),
+        Row("RSS once loaded", "MiB", mem["rss"] / MIB, full["floor_rss"] / MIB,
+            "baseline: bare python + pods as orjson bytes in a dict"),
+        Row("peak RSS (VmHWM)", "MiB", mem["hwm"] / MIB, full["floor_hwm"] / MIB),
+        Row("memory per pod", "bytes", per_pod_sim, per_pod_floor,
+            "(loaded - empty process) / pods"),
+        Row(f"label list of {cfg.replicas} pods p50", "ms", lists["p50_s"] * ms,
+            lists["floor_p50_s"] * ms, "baseline: orjson.dumps + orjson.loads"),
+        Row(f"label list of {cfg.replicas} pods p99", "ms", lists["p99_s"] * ms,
+            lists["floor_p99_s"] * ms),
+        Row("label list response", "KiB", lists["response_bytes"] / 1024,
+            lists["floor_bytes"] / 1024),
+        Row(f"full list of {cfg.pods} pods", "s", full["full_list_seconds"],
+            full["full_list_floor_seconds"], "baseline: orjson.dumps + orjson.loads"),
+        Row(f"watch: all {cfg.burst} ADDED received", "s", watch["all_added_seconds"],
+            watch["floor_dumps_s"], "from first write; baseline: dumps of the event lines"),
+        Row("watch: ADDED events/s", "1/s", watch["added_per_s"], watch["floor_events_per_s"]),
+        Row("watch: lag last write -> last event", "ms", watch["end_lag_s"] * ms, None),
+        Row("watch: write ack -> event p99", "ms",
+            (watch["delivery_p99_s"] or 0.0) * ms, None),
+        Row(f"burst writes ({cfg.writers} connections)", "writes/s", watch["writes_per_s"],
+            None),
+    ]
+
+
+def checks(cfg: Config, r: dict[str, Any]) -> list[tuple[str, bool]]:
+    watch = r["watch"]
+    return [
+        (f"sim RSS {r['memory']['rss'] / MIB:.0f} MiB < 1 GiB",
+         r["memory"]["rss"] < RSS_TARGET_BYTES),
+        (f"label list p99 {r['lists']['p99_s'] * 1000:.0f} ms < 1 s",
+         r["lists"]["p99_s"] < LIST_P99_TARGET_SECONDS),
+        (f"burst: {watch['write_errors']} write errors", watch["write_errors"] == 0),
+        (f"watch: every ADDED received ({watch['missing']} missing, "
+         f"{watch['duplicates']} duplicated)",
+         watch["complete"] and watch["missing"] == 0 and watch["duplicates"] == 0),
+        (f"watch: resourceVersions strictly increasing ({watch['rv_violations']} violations)",
+         watch["rv_violations"] == 0),
+    ]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(cfg: Config, workdir: Path, profile: Path | None) -> dict[str, Any]:
+    load_timeout = 60.0 + cfg.pods / 100
+    results: dict[str, Any] = {}
+
+    empty = workdir / "empty.yaml"
+    empty.write_text(yaml.safe_dump(scenario_document(cfg, with_pods=False), sort_keys=False))
+    with start_sim(empty, workdir, load_timeout) as sim:
+        time.sleep(0.5)
+        empty_status = proc_status(sim.pid)
+        print(f"empty sim ({cfg.nodes} nodes, no pods): RSS "
+              f"{empty_status['VmRSS'] / MIB:.0f} MiB", flush=True)
+
+    scenario = workdir / "scenario.yaml"
+    scenario.write_text(yaml.safe_dump(scenario_document(cfg), sort_keys=False))
+    with start_sim(scenario, workdir, load_timeout, profile) as sim:
+        results["startup_seconds"] = sim.startup_seconds
+        time.sleep(0.5)
+        loaded = proc_status(sim.pid)
+        results["memory"] = {"rss": loaded["VmRSS"], "hwm": loaded["VmHWM"],
+                             "empty_rss": empty_status["VmRSS"],
+                             "empty_hwm": empty_status["VmHWM"]}
+        print(f"loaded {cfg.pods} pods on {cfg.nodes} nodes in {sim.startup_seconds:.1f} s: "
+              f"RSS {loaded['VmRSS'] / MIB:.0f} MiB, peak {loaded['VmHWM'] / MIB:.0f} MiB",
+              flush=True)
+        results["lists"] = bench_lists(sim, cfg)
+        print(f"label list: p50 {results['lists']['p50_s'] * 1000:.1f} ms, "
+              f"p99 {results['lists']['p99_s'] * 1000:.1f} ms", flush=True)
+        results["watch"] = bench_watch(sim, cfg)
+        print(f"watch burst: all ADDED after {results['watch']['all_added_seconds']:.2f} s, "
+              f"lag {results['watch']['end_lag_s'] * 1000:.0f} ms", flush=True)
+        after = proc_status(sim.pid)
+        results["memory"].update(rss_after_burst=after["VmRSS"], hwm_after_burst=after["VmHWM"])
+        results["full_list"] = bench_full_list_and_floor(sim, cfg, workdir)
+        tracebacks = [line for line in sim.output if line.startswith("Traceback")]
+        results["sim_tracebacks"] = len(tracebacks)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, output, profile = parse_args(argv)
+    print(f"sim_scale: {cfg.pods} pods, {cfg.nodes} nodes, {cfg.deployments} deployments, "
+          f"burst of {cfg.burst} writes over {cfg.writers} connections", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sim-scale-") as tmp:
+        results = run(cfg, Path(tmp), profile)
+    rows = build_rows(cfg, results)
+    verdicts = checks(cfg, results)
+    print()
+    print(table(rows))
+    print()
+    for text, ok in verdicts:
+        print(f"  [{'ok' if ok else 'FAIL'}] {text}")
+    if results["sim_tracebacks"]:
+        print(f"  [warn] the sim printed {results['sim_tracebacks']} traceback(s)")
+    document = {
+        "benchmark": "sim_scale",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "orjson": orjson.__version__},
+        "config": asdict(cfg),
+        "table": [{"metric": row.metric, "unit": row.unit, "pystol_sim": row.sim,
+                   "baseline": row.baseline, "ratio": row.ratio, "note": row.note}
+                  for row in rows],
+        "checks": [{"check": text, "ok": ok} for text, ok in verdicts],
+        "details": results,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwritten to {output}")
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
