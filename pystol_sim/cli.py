@@ -39,6 +39,10 @@ def kubeconfig(server_url: str, token: str, ca_pem: bytes) -> dict[str, object]:
 
 async def serve(scenario_path: Path | None, host: str, port: int, kubeconfig_path: Path,
                 speed: float, token: str, history: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     scenario = load_scenario(scenario_path)
     timings = Timings(start_seconds=scenario.timings.start_seconds,
                       ready_seconds=scenario.timings.ready_seconds,
@@ -64,10 +68,6 @@ async def serve(scenario_path: Path | None, host: str, port: int, kubeconfig_pat
                                               sort_keys=False))
     kubeconfig_path.chmod(0o600)
     print(f"pystol-sim: serving {url} kubeconfig={kubeconfig_path}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.closing.set()
     await runner.cleanup()

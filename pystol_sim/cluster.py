@@ -144,6 +144,7 @@ class Cluster:
         self._rr = itertools.count()
         self._ip = itertools.count(2)
         self._not_ready_since: dict[str, float] = {}
+        self._killed: set[str] = set()  # uids of pods whose kill was already announced
         self.pods = self._type("", "v1", "pods")
         self.nodes_t = self._type("", "v1", "nodes")
         self.namespaces = self._type("", "v1", "namespaces")
@@ -304,6 +305,7 @@ class Cluster:
         if pod["metadata"].get("deletionTimestamp") and record.deleted is None:
             record.deleted = now
         if event == "DELETED":
+            self._killed.discard(uid)
             record.removed = now
             if record.deleted is None:
                 record.deleted = now
@@ -493,6 +495,11 @@ class Cluster:
         spec = pod.setdefault("spec", {})
         status = pod.setdefault("status", {})
         if meta.get("deletionTimestamp"):
+            if meta["uid"] not in self._killed and spec.get("nodeName"):
+                self._killed.add(meta["uid"])
+                for container in spec.get("containers") or ():
+                    self.record_event(pod, "Killing", f"Stopping container {container.get('name')}",
+                                      component="kubelet")
             grace = meta.get("deletionGracePeriodSeconds") or 0
             if grace <= 0:
                 self.store.remove(self.pods, ns, name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ class SimProcess:
     kubeconfig: Path
     token: str
     speed: float
+    ssl_context: ssl.SSLContext
 
     @classmethod
     @contextmanager
@@ -43,8 +46,11 @@ class SimProcess:
             process.kill()
             raise RuntimeError(f"pystol-sim did not start: {line}{rest}")
         url = line.split()[2]
-        token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
-        sim = cls(process, url, kubeconfig, token, speed)
+        config = yaml.safe_load(kubeconfig.read_text())
+        token = config["users"][0]["user"]["token"]
+        ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
+        sim = cls(process, url, kubeconfig, token, speed,
+                  ssl.create_default_context(cadata=ca.decode()))
         try:
             yield sim
         finally:
@@ -61,7 +67,8 @@ class SimProcess:
         req = urllib.request.Request(self.url + path, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:
+            with urllib.request.urlopen(req, timeout=timeout,
+                                        context=self.ssl_context) as response:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
