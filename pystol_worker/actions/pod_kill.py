@@ -1,0 +1,49 @@
+"""pod-kill: delete selected pods, optionally spread over `duration`, and time the recovery.
+
+The original Pystol's headline action. Kills are spread with a `distribution`:
+`uniform` spaces them evenly over the duration; `poisson` places them as a
+Poisson process would, given that many arrivals in that window (independent
+uniform times, sorted) — random, but with a known mean rate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pystol_worker.actions.base import Action, Selection
+from pystol_worker.job_context import JobContext
+from pystol_worker.model import JobSpec, TargetKind
+from pystol_worker.pod_selection import select_pods
+from pystol_worker.recovery import kill_pods_and_observe
+
+
+class PodKillParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_period_seconds: int | None = Field(
+        None, ge=0, le=3600, description="Grace period for the delete; default: the pod's own.")
+    distribution: Literal["uniform", "poisson"] | None = Field(
+        None, description="Spread the kills over `duration` (needs a duration); default: "
+                          "all at once.")
+    seed: int | None = Field(None, description="Random seed for selection and timing, to "
+                                               "repeat an experiment exactly.")
+
+
+class PodKill(Action):
+    name = "pod-kill"
+    description = ("Delete the selected pods (optionally spread over the duration) and measure "
+                   "how long their workloads take to be fully ready again.")
+    target_kind = TargetKind.PODS
+    Params = PodKillParams
+
+    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
+        assert isinstance(params, PodKillParams)
+        return select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
+
+    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+                selection: Selection) -> None:
+        assert isinstance(params, PodKillParams)
+        kill_pods_and_observe(ctx, spec, selection, grace_period=params.grace_period_seconds,
+                              distribution=params.distribution, seed=params.seed)

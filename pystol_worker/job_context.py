@@ -1,0 +1,69 @@
+"""What an action sees while it runs: the cluster, the clock, the timeline and cancellation.
+
+A preview (the API's `POST /preview`) gets the same context without a job, so an
+action's `select()` is the same code whether it answers a preview or a run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pystol_worker.job_store import JobStore
+from pystol_worker.kube_access import ClusterAccess
+from pystol_worker.model import JobResult, Metrics
+from pystol_worker.settings import Settings
+
+CANCEL_POLL_SECONDS = 0.2
+
+
+class JobAborted(Exception):
+    """The job was cancelled (or halted) while running; whatever it changed is reverted."""
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    cluster: ClusterAccess
+    store: JobStore | None = None
+    job_id: str | None = None
+    result: JobResult = field(default_factory=JobResult)
+    metrics: Metrics = field(default_factory=Metrics)
+    stop: threading.Event = field(default_factory=threading.Event)
+    abort_reason: str | None = None
+    on_event: Callable[[str, str, dict[str, Any]], None] | None = None
+
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        if self.store is not None and self.job_id is not None:
+            self.store.append_event(self.job_id, kind, message, data)
+        if self.on_event is not None:
+            self.on_event(kind, message, data)
+
+    def cancelled(self) -> bool:
+        """True once an abort was asked for (checked against Redis at most every 0.2 s)."""
+        if self.stop.is_set():
+            return True
+        if self.store is not None and self.job_id is not None:
+            by = self.store.cancel_requested_by(self.job_id)
+            if by is not None:
+                self.abort_reason = f"aborted: cancelled by {by}"
+                self.stop.set()
+                return True
+        return False
+
+    def check(self) -> None:
+        if self.cancelled():
+            raise JobAborted(self.abort_reason or "aborted")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking early (with JobAborted) when the job is cancelled."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.stop.wait(min(remaining, CANCEL_POLL_SECONDS))

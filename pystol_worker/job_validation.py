@@ -1,0 +1,71 @@
+"""Everything a job must pass before it is queued, in one place for every entry point.
+
+The API, the CLI (through the API), the CR watcher and the scheduler all call
+`validate_job`, so a job refused over HTTP is refused as a custom resource too,
+with the same field paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ValidationError
+
+from pystol_worker.actions.base import Action
+from pystol_worker.actions.registry import ActionRegistry, UnknownAction
+from pystol_worker.model import JobSpec, TargetKind
+from pystol_worker.selector_syntax import field_selector_problem, label_selector_problem
+from pystol_worker.settings import Settings
+
+
+@dataclass
+class FieldProblem:
+    loc: str
+    msg: str
+
+
+class JobInvalid(Exception):
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{p.loc}: {p.msg}" for p in problems))
+        self.problems = problems
+
+
+def validate_job(spec: JobSpec, registry: ActionRegistry, settings: Settings
+                 ) -> tuple[Action, BaseModel]:
+    """The action and its validated params; JobInvalid lists every problem found."""
+    problems: list[FieldProblem] = []
+    try:
+        action = registry.get(spec.action)
+    except UnknownAction as error:
+        raise JobInvalid([FieldProblem("action", str(error))]) from None
+    params: BaseModel | None = None
+    try:
+        params = action.Params.model_validate(spec.params)
+    except ValidationError as error:
+        for item in error.errors():
+            loc = ".".join(str(part) for part in ("params", *item["loc"]))
+            problems.append(FieldProblem(loc, item["msg"]))
+    target = spec.target
+    if action.target_kind in (TargetKind.PODS, TargetKind.WORKLOADS):
+        if not target.namespaces:
+            problems.append(FieldProblem("target.namespaces", f"{action.name} targets "
+                                         f"{action.target_kind.value}: name at least one "
+                                         "namespace"))
+        if target.names:
+            problems.append(FieldProblem("target.names", "names select nodes; use "
+                                         "label_selector or field_selector for "
+                                         f"{action.target_kind.value}"))
+    for index, namespace in enumerate(target.namespaces):
+        if settings.is_protected(namespace):
+            problems.append(FieldProblem(f"target.namespaces[{index}]",
+                                         f"namespace {namespace!r} is protected "
+                                         "(PYSTOL_PROTECTED_NAMESPACES); Pystol never "
+                                         "targets it"))
+    if target.label_selector and (problem := label_selector_problem(target.label_selector)):
+        problems.append(FieldProblem("target.label_selector", problem))
+    if target.field_selector and (problem := field_selector_problem(target.field_selector)):
+        problems.append(FieldProblem("target.field_selector", problem))
+    if problems:
+        raise JobInvalid(problems)
+    assert params is not None
+    return action, params

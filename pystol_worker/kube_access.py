@@ -1,0 +1,230 @@
+"""The cluster access layer: every call Pystol makes to a Kubernetes API goes through here.
+
+It owns three concerns so that actions do not have to:
+- one client-side rate limiter (token bucket, QPS and burst from settings), because
+  the Python client has none and a chaos tool must not be the thing that takes the
+  API server down;
+- retries with exponential backoff on 429, 5xx and connection errors;
+- fast reads of large lists: pages of `limit` objects parsed with `json.loads`
+  instead of the client's typed models (2 s vs 0.09 s for 10,000 pods).
+
+The `kubernetes` package is imported lazily: the API process and the CLI only
+pay for it when they actually talk to a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+T = TypeVar("T")
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+PAGE_SIZE = 500
+
+
+class ClusterError(Exception):
+    """A Kubernetes API call failed for good; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class NotFound(ClusterError):
+    pass
+
+
+class TokenBucket:
+    """Client-side rate limiter shared by every thread of a process."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until one is free; returns the seconds waited."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            self._tokens -= 1
+            wait = -self._tokens / self.qps if self._tokens < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 6
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+
+    def delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after and retry_after.isdigit():
+            return min(self.max_delay, float(retry_after))
+        backoff = min(self.max_delay, self.base_delay * (2 ** attempt))
+        return backoff * (0.5 + random.random() / 2)
+
+
+def load_api_client(kubeconfig: str) -> ApiClient:
+    """A client from a kubeconfig path, or in-cluster config, or ~/.kube/config."""
+    from kubernetes import client, config
+
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig)
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config()
+
+
+class ClusterAccess:
+    def __init__(self, api_client: ApiClient, limiter: TokenBucket,
+                 retry: RetryPolicy | None = None,
+                 on_request: Callable[[str, int], None] | None = None) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.limiter = limiter
+        self.retry = retry or RetryPolicy()
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.on_request = on_request
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ClusterAccess:
+        return cls(load_api_client(settings.kubeconfig),
+                   TokenBucket(settings.kube_qps, settings.kube_burst))
+
+    # -- the one path every request takes ----------------------------------------------------
+
+    def call(self, verb: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        attempt = 0
+        while True:
+            self.limiter.acquire()
+            try:
+                result = func(*args, **kwargs)
+                self._count(verb, 200)
+                return result
+            except ApiException as error:
+                self._count(verb, error.status or 0)
+                retry_after = (error.headers or {}).get("Retry-After") if error.headers else None
+                if error.status in RETRY_STATUSES and attempt + 1 < self.retry.attempts:
+                    time.sleep(self.retry.delay(attempt, retry_after))
+                    attempt += 1
+                    continue
+                raise self._translate(error) from None
+            except (Urllib3Error, ConnectionError, OSError) as error:
+                self._count(verb, 0)
+                if attempt + 1 < self.retry.attempts:
+                    time.sleep(self.retry.delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise ClusterError(f"cannot reach the Kubernetes API: {error}") from None
+
+    def _count(self, verb: str, code: int) -> None:
+        if self.on_request is not None:
+            self.on_request(verb, code)
+
+    @staticmethod
+    def _translate(error: Any) -> ClusterError:
+        reason, message = None, str(error.reason or "")
+        try:
+            body = json.loads(error.body or "{}")
+            message = body.get("message") or message
+            reason = body.get("reason")
+        except (ValueError, TypeError):
+            pass
+        kind = NotFound if error.status == 404 else ClusterError
+        return kind(f"Kubernetes API answered {error.status}: {message}", error.status, reason)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def list_pods(self, namespace: str, label_selector: str | None = None,
+                  field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """Every matching pod as plain dicts, paging through large lists; and the list's rv."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        resource_version = ""
+        while True:
+            kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False}
+            if label_selector:
+                kwargs["label_selector"] = label_selector
+            if field_selector:
+                kwargs["field_selector"] = field_selector
+            if token:
+                kwargs["_continue"] = token
+            response = self.call("list", self.core.list_namespaced_pod, namespace, **kwargs)
+            body = json.loads(response.data)
+            items.extend(body.get("items") or ())
+            meta = body.get("metadata") or {}
+            resource_version = resource_version or meta.get("resourceVersion", "")
+            token = meta.get("continue")
+            if not token:
+                return items, resource_version
+
+    def get_raw(self, func: Callable[..., Any], *args: Any) -> dict[str, Any]:
+        response = self.call("get", func, *args, _preload_content=False)
+        return json.loads(response.data)
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.get_raw(self.core.read_namespaced_pod, name, namespace)
+
+    def get_workload(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        readers = {"Deployment": self.apps.read_namespaced_deployment,
+                   "ReplicaSet": self.apps.read_namespaced_replica_set,
+                   "StatefulSet": self.apps.read_namespaced_stateful_set,
+                   "DaemonSet": self.apps.read_namespaced_daemon_set}
+        if kind not in readers:
+            raise ClusterError(f"unsupported workload kind {kind}")
+        return self.get_raw(readers[kind], name, namespace)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def delete_pod(self, namespace: str, name: str, uid: str | None,
+                   grace_period: int | None) -> None:
+        from kubernetes import client
+
+        body = client.V1DeleteOptions(
+            grace_period_seconds=grace_period,
+            preconditions=client.V1Preconditions(uid=uid) if uid else None)
+        self.call("delete", self.core.delete_namespaced_pod, name, namespace, body=body)
+
+    def watch_pods(self, namespace: str, label_selector: str, resource_version: str,
+                   timeout_seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event type, pod dict) from a resourceVersion, until the server ends the stream."""
+        self.limiter.acquire()
+        response = self.core.list_namespaced_pod(
+            namespace, label_selector=label_selector, watch=True,
+            resource_version=resource_version, timeout_seconds=timeout_seconds,
+            allow_watch_bookmarks=True, _preload_content=False,
+            _request_timeout=(10, timeout_seconds + 10))
+        self._count("watch", response.status)
+        try:
+            buffer = b""
+            for chunk in response.stream(65536, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        event = json.loads(line)
+                        yield event.get("type", ""), event.get("object") or {}
+        finally:
+            response.release_conn()

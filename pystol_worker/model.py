@@ -1,0 +1,290 @@
+"""The job model shared by the API, the CLI, the CR watcher and the worker.
+
+A job spec is what someone asked for; a job record is what happened. The
+record reads like chaostoolkit's activity runs (status, output, error, start,
+end, duration) but typed: every field a user sees is declared here, so the
+API's OpenAPI document, the CLI and the worker cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `90`, `1.5`, `"60s"`, `"5m"`, `"1h30m"` or `"250ms"`."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 60s, 5m or 1h30m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                amount, unit = float(match[1]), match[2]
+                seconds += amount * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise ValueError(f"invalid duration {value!r}: expected a number of seconds "
+                                 "or a Go-style duration such as 60s, 5m or 1h30m") from None
+    else:
+        raise ValueError("expected a duration such as 60s, 5m or 1h30m")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    if seconds == int(seconds):
+        whole = int(seconds)
+        if whole and whole % 3600 == 0:
+            return f"{whole // 3600}h"
+        if whole and whole % 60 == 0:
+            return f"{whole // 60}m"
+        return f"{whole}s"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    Field(json_schema_extra={"type": "string", "examples": ["60s", "5m", "1h30m"]}),
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TargetMode(StrEnum):
+    """Chaos Mesh's vocabulary for how many of the matching targets to hit."""
+
+    ONE = "one"
+    ALL = "all"
+    FIXED = "fixed"
+    FIXED_PERCENT = "fixed-percent"
+    RANDOM_MAX_PERCENT = "random-max-percent"
+
+
+class TargetKind(StrEnum):
+    PODS = "pods"
+    WORKLOADS = "workloads"
+    NODES = "nodes"
+
+
+class Target(BaseModel):
+    """What a job hits: pods or workloads (namespaces + selectors) or nodes (names/selector)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespaces: list[str] = Field(default_factory=list, max_length=100,
+                                  description="Namespaces to select from (pods, workloads).")
+    label_selector: str | None = Field(None, max_length=1024, examples=["app=web"])
+    field_selector: str | None = Field(None, max_length=1024, examples=["status.phase=Running"])
+    names: list[str] = Field(default_factory=list, max_length=1000,
+                             description="Node names (node actions); take precedence.")
+    amount: int | None = Field(None, ge=1, description="Original Pystol's node count: same as "
+                                                       "mode=fixed, value=amount.")
+    mode: TargetMode = TargetMode.ONE
+    value: float | None = Field(None, description="Count (fixed) or percent (fixed-percent, "
+                                                  "random-max-percent).")
+
+    @model_validator(mode="after")
+    def _mode_and_value(self) -> Target:
+        for namespace in self.namespaces:
+            if len(namespace) > 63 or not DNS_LABEL.match(namespace):
+                raise ValueError(f"namespace {namespace!r} is not a valid namespace name")
+        if self.amount is not None:
+            if self.value is not None or self.mode not in (TargetMode.ONE, TargetMode.FIXED):
+                raise ValueError("amount is the original Pystol's way to say mode=fixed; "
+                                 "give either amount or mode/value, not both")
+            self.mode, self.value, self.amount = TargetMode.FIXED, float(self.amount), None
+        if self.mode in (TargetMode.ONE, TargetMode.ALL):
+            if self.value is not None:
+                raise ValueError(f"mode {self.mode.value} takes no value")
+        elif self.value is None:
+            raise ValueError(f"mode {self.mode.value} needs a value")
+        elif self.mode == TargetMode.FIXED:
+            if self.value < 1 or self.value != int(self.value):
+                raise ValueError("mode fixed needs a whole number value of at least 1")
+        elif not 0 < self.value <= 100:
+            raise ValueError(f"mode {self.mode.value} needs a percent value in (0, 100]")
+        return self
+
+
+class HttpProbe(BaseModel):
+    """Steady-state check: a URL answers with the expected status before and after."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["http"] = "http"
+    url: str = Field(pattern=r"^https?://", max_length=2048)
+    expect_status: int = Field(200, ge=100, le=599)
+    timeout: Duration = 5.0
+
+
+Probe = Annotated[HttpProbe, Field(discriminator="type")]
+
+
+class JobSpec(BaseModel):
+    """What someone asked for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(min_length=1, max_length=100, examples=["pod-kill"])
+    target: Target
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="Validated by the action's own params model.")
+    duration: Duration | None = Field(None, description="How long the fault is held (or the "
+                                                        "kills are spread) before revert.")
+    recovery_timeout: Duration | None = Field(None, description="How long workloads get to "
+                                                                "recover; default from settings.")
+    probes: list[Probe] = Field(default_factory=list, max_length=20)
+    dry_run: bool = False
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class Source(StrEnum):
+    API = "api"
+    CLI = "cli"
+    CR = "cr"
+    SCHEDULE = "schedule"
+
+
+class TimelineEvent(BaseModel):
+    at: datetime
+    kind: str = Field(examples=["queued", "started", "selected", "injected", "recovered"])
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkloadRef(BaseModel):
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+class TargetRef(BaseModel):
+    """One object a job selected."""
+
+    kind: str
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    node: str | None = None
+    workload: WorkloadRef | None = None
+
+
+class Change(BaseModel):
+    """One change made to the cluster, and its undo when there is one."""
+
+    target: TargetRef
+    action: str = Field(examples=["deleted"])
+    at: datetime
+    reverted_at: datetime | None = None
+    revert: str | None = None
+    error: str | None = None
+
+
+class WorkloadRecovery(BaseModel):
+    workload: WorkloadRef
+    desired_replicas: int
+    first_injection_at: datetime
+    recovered: bool
+    recovered_at: datetime | None = None
+    recovery_seconds: float | None = None
+    ready_replicas: int = 0
+
+
+class ProbeOutcome(BaseModel):
+    probe: Probe
+    phase: Literal["before", "after"]
+    ok: bool
+    status: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+
+
+class Metrics(BaseModel):
+    targets_selected: int = 0
+    targets_affected: int = 0
+    injected_at: datetime | None = None
+    reverted_at: datetime | None = None
+    recovery_seconds: float | None = Field(None, description="Slowest workload's recovery.")
+
+
+class JobResult(BaseModel):
+    changes: list[Change] = Field(default_factory=list)
+    recovery: list[WorkloadRecovery] = Field(default_factory=list)
+    probes: list[ProbeOutcome] = Field(default_factory=list)
+    output: dict[str, Any] = Field(default_factory=dict, description="Action-specific output.")
+
+
+class JobRecord(BaseModel):
+    """What happened to one job; the API's job resource."""
+
+    id: str
+    spec: JobSpec
+    status: JobStatus = JobStatus.QUEUED
+    source: Source
+    submitter: str
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = Field(None, description="Why the job ended as it did.")
+    error: str | None = Field(None, description="The exception that ended it, if any.")
+    worker: str | None = None
+    schedule_id: str | None = None
+    cancel_requested: bool = False
+    targets: list[TargetRef] = Field(default_factory=list)
+    result: JobResult = Field(default_factory=JobResult)
+    metrics: Metrics = Field(default_factory=Metrics)
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class Page(BaseModel):
+    items: list[JobRecord]
+    next_cursor: str | None = None

@@ -1,0 +1,113 @@
+"""Pystol's configuration: one pydantic-settings class, read from `PYSTOL_*` variables.
+
+Every process (API, worker, beat, watcher, CLI) loads it once at start and passes
+it down; nothing reads the environment anywhere else. A bad value stops the
+process at start with the variable's name and what was expected, because a
+chaos tool that guesses its configuration is not one you let near production.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_PROTECTED = ("kube-system", "kube-public", "kube-node-lease")
+BIND_PATTERN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PYSTOL_", extra="ignore",
+                                      validate_default=True)
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0",
+                           description="Broker, job store and schedules.")
+    kubeconfig: str = Field("", description="Kubeconfig path; empty: in-cluster config, "
+                                            "then ~/.kube/config.")
+    api_bind: str = Field("127.0.0.1:8080", description="HOST:PORT `pystol api` listens on.")
+    api_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer tokens the API accepts.")
+    api_workers: int = Field(2, ge=1, le=64, description="WSGI worker processes of the API.")
+    protected_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_PROTECTED),
+        description="Comma-separated namespaces never targeted.")
+    allow_protected: bool = Field(False, description="Admin switch: allow targeting protected "
+                                                     "namespaces.")
+    worker_concurrency: int = Field(2, ge=1, le=256, description="Jobs one worker runs at once.")
+    kube_qps: float = Field(20.0, gt=0, description="Client-side rate limit to the Kubernetes "
+                                                    "API, requests per second.")
+    kube_burst: int = Field(40, ge=1, description="Burst allowed above kube_qps.")
+    queue: str = Field("pystol.jobs", min_length=1, description="Celery queue for chaos jobs.")
+    max_job_seconds: int = Field(3600, ge=60, description="Longest a job may run; the broker's "
+                                                          "visibility timeout is twice this.")
+    recovery_timeout_seconds: float = Field(300.0, gt=0, description="Default time a workload "
+                                                                     "gets to recover.")
+    max_request_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the "
+                                                                   "API accepts.")
+    api_url: str = Field("http://127.0.0.1:8080", description="Where the CLI finds the API.")
+    token: str = Field("", description="Bearer token the CLI sends.")
+
+    @field_validator("api_tokens", "protected_namespaces", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("api_bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        match = BIND_PATTERN.match(value)
+        if not match or not 0 < int(match["port"]) < 65536:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis:// , rediss:// or unix:// URL")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def bind_host(self) -> str:
+        return self.api_bind.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def bind_port(self) -> int:
+        return int(self.api_bind.rsplit(":", 1)[1])
+
+    def is_protected(self, namespace: str) -> bool:
+        return not self.allow_protected and namespace in self.protected_namespaces
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; raise SettingsError naming each bad PYSTOL_ variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            given = problem.get("input")
+            shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) \
+                else ""
+            lines.append(f"PYSTOL_{field.upper()}: {problem['msg']}{shown}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
