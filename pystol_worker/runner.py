@@ -1,0 +1,130 @@
+"""Running one job from queued to its one terminal state.
+
+Whatever happens inside an action, the job ends in exactly one of succeeded,
+failed, aborted or cancelled, with the reason in the record: the runner is the
+only place that decides, and `JobStore.finish` refuses a second decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from collections.abc import Callable
+
+from pystol_worker.actions.base import ActionError
+from pystol_worker.actions.registry import ActionRegistry
+from pystol_worker.job_context import JobAborted, JobContext
+from pystol_worker.job_store import JobNotFound, JobStore, TransitionRefused
+from pystol_worker.job_validation import JobInvalid, validate_job
+from pystol_worker.kube_access import ClusterAccess, ClusterError
+from pystol_worker.model import JobRecord, JobStatus
+from pystol_worker.probes import run_probe
+from pystol_worker.settings import Settings
+
+log = logging.getLogger("pystol.worker")
+LOST_WORKER_REASON = ("the worker running this job was lost; Pystol does not run a chaos job "
+                      "twice")
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, store: JobStore, registry: ActionRegistry,
+                 cluster_factory: Callable[[], ClusterAccess]) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.cluster_factory = cluster_factory
+        self._cluster: ClusterAccess | None = None
+
+    @property
+    def cluster(self) -> ClusterAccess:
+        if self._cluster is None:
+            self._cluster = self.cluster_factory()
+        return self._cluster
+
+    def run(self, job_id: str, worker: str) -> JobStatus | None:
+        try:
+            record = self.store.claim(job_id, worker)
+        except JobNotFound:
+            log.warning("job %s is not in the store; dropping the task", job_id)
+            return None
+        except TransitionRefused:
+            current = self.store.get(job_id, with_timeline=False)
+            if current.status == JobStatus.RUNNING:
+                # Redelivered: the worker that started it died (acks_late + requeue).
+                self.store.finish(job_id, JobStatus.ABORTED, LOST_WORKER_REASON)
+                return JobStatus.ABORTED
+            return current.status
+        ctx = JobContext(settings=self.settings, cluster=self.cluster, store=self.store,
+                         job_id=job_id)
+        status, reason, error = self._execute(record, ctx)
+
+        def keep_results(stored: JobRecord) -> None:
+            stored.result = ctx.result
+            stored.metrics = ctx.metrics
+        with contextlib.suppress(TransitionRefused):
+            self.store.finish(job_id, status, reason, error, change=keep_results)
+        return status
+
+    def _execute(self, record: JobRecord, ctx: JobContext
+                 ) -> tuple[JobStatus, str, str | None]:
+        spec = record.spec
+        try:
+            ctx.check()
+            action, params = validate_job(spec, self.registry, self.settings)
+            selection = action.select(ctx, spec, params)
+            ctx.metrics.targets_selected = len(selection.chosen)
+
+            def keep_targets(stored: JobRecord) -> None:
+                stored.targets = selection.chosen
+                stored.metrics.targets_selected = len(selection.chosen)
+            self.store.update(record.id, keep_targets)
+            ctx.event("selected", f"{len(selection.chosen)} of {selection.matched} matching "
+                      f"{action.target_kind.value} selected", **selection.summary())
+            if not selection.chosen:
+                return JobStatus.FAILED, "no targets: nothing matched the target " + (
+                    f"({'; '.join(selection.excluded)})" if selection.excluded else ""), None
+            if spec.dry_run:
+                ctx.result.output["would_affect"] = [ref.model_dump(mode="json",
+                                                                    exclude_none=True)
+                                                     for ref in selection.chosen]
+                return (JobStatus.SUCCEEDED, f"dry run: would have affected "
+                        f"{len(selection.chosen)} {action.target_kind.value}; nothing changed",
+                        None)
+            for probe in spec.probes:
+                outcome = run_probe(probe, "before")
+                ctx.result.probes.append(outcome)
+                if not outcome.ok:
+                    return (JobStatus.FAILED, f"steady state not met before injection: "
+                            f"{probe.url} answered {outcome.status or outcome.error}", None)
+            ctx.check()
+            action.execute(ctx, spec, params, selection)
+            failed = []
+            for probe in spec.probes:
+                outcome = run_probe(probe, "after")
+                ctx.result.probes.append(outcome)
+                if not outcome.ok:
+                    failed.append(f"{probe.url} answered {outcome.status or outcome.error}")
+            if failed:
+                return JobStatus.FAILED, "steady state not met after recovery: " + \
+                    "; ".join(failed), None
+            return JobStatus.SUCCEEDED, self._summary(ctx), None
+        except JobAborted as aborted:
+            return JobStatus.ABORTED, str(aborted), None
+        except JobInvalid as invalid:
+            return JobStatus.FAILED, f"invalid job: {invalid}", None
+        except ActionError as failure:
+            return JobStatus.FAILED, str(failure), None
+        except ClusterError as failure:
+            return JobStatus.FAILED, f"Kubernetes API error: {failure}", None
+        except Exception as failure:
+            log.exception("job %s crashed", record.id)
+            return (JobStatus.FAILED, f"internal error: {failure!r}",
+                    traceback.format_exc(limit=20))
+
+    @staticmethod
+    def _summary(ctx: JobContext) -> str:
+        text = f"{ctx.metrics.targets_affected} target(s) affected"
+        if ctx.metrics.recovery_seconds is not None:
+            text += f"; recovered in {ctx.metrics.recovery_seconds:.2f}s"
+        return text

@@ -1,0 +1,85 @@
+"""Pystol's own processes (worker, API) started the way a user starts them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import requests
+
+
+@dataclass
+class Process:
+    name: str
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
+    handle = Process(name, process)
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            handle.output.append(line.rstrip("\n"))
+    threading.Thread(target=pump, name=f"pump-{name}", daemon=True).start()
+    return handle
+
+
+@contextmanager
+def worker(env: dict[str, str], concurrency: int = 2, pool: str = "prefork"
+           ) -> Iterator[Process]:
+    handle = spawn("worker", [sys.executable, "-m", "pystol_api.cli", "worker",
+                              "--concurrency", str(concurrency), "--pool", pool], env)
+    deadline = time.monotonic() + 30
+    while not any("ready." in line for line in handle.output):
+        if handle.process.poll() is not None or time.monotonic() > deadline:
+            handle.stop()
+            raise RuntimeError(f"worker did not start:\n{handle.tail()}")
+        time.sleep(0.05)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@contextmanager
+def api(env: dict[str, str], port: int, token: str) -> Iterator[Process]:
+    handle = spawn("api", [sys.executable, "-m", "pystol_api.cli", "api"],
+                   dict(env, PYSTOL_API_BIND=f"127.0.0.1:{port}", PYSTOL_API_TOKENS=token))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if handle.process.poll() is not None or time.monotonic() > deadline:
+            handle.stop()
+            raise RuntimeError(f"API did not start:\n{handle.tail()}")
+        time.sleep(0.1)
+    try:
+        yield handle
+    finally:
+        handle.stop()
