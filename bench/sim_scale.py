@@ -124,7 +124,7 @@ class Config:
         return self.pods // self.deployments
 
 
-def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None]:
+def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None, Path | None]:
     parser = argparse.ArgumentParser(prog="python -m bench.sim_scale", description=__doc__
                                      .split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--smoke", action="store_true",
@@ -146,6 +146,9 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None]:
     parser.add_argument("--profile-sim", type=Path, metavar="FILE",
                         help="run the sim under cProfile and write its stats to FILE "
                         "(slows the sim down: for diagnosis, not for the recorded figures)")
+    parser.add_argument("--render", type=Path, metavar="FILE",
+                        help="run nothing: print the table of an earlier results file and "
+                        "rewrite its table and checks from its details")
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
     cfg = Config(
@@ -163,7 +166,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None]:
     if cfg.nodes < 1 or cfg.burst < 1 or cfg.writers < 1 or cfg.list_reps < 1:
         parser.error("--nodes, --burst, --writers and --list-reps must be at least 1")
     output = args.output or RESULTS_DIR / ("sim_scale_smoke.json" if smoke else "sim_scale.json")
-    return cfg, output, args.profile_sim
+    return cfg, output, args.profile_sim, args.render
 
 
 def scenario_document(cfg: Config, with_pods: bool = True) -> dict[str, Any]:
@@ -630,10 +633,12 @@ class Row:
     sim: float | None
     baseline: float | None
     note: str = ""
+    rate: bool = False  # higher is better (events/s): the ratio is then baseline / sim
 
     @property
     def ratio(self) -> float | None:
-        return ratio(self.sim, self.baseline)
+        """How many times the floor's cost the sim pays: > 1 means slower or bigger."""
+        return ratio(self.baseline, self.sim) if self.rate else ratio(self.sim, self.baseline)
 
 
 def _fmt(value: float | None) -> str:
@@ -649,7 +654,7 @@ def _fmt(value: float | None) -> str:
 def table(rows: list[Row]) -> str:
     header = ("metric", "pystol-sim", "baseline", "ratio")
     body = [(f"{r.metric} ({r.unit})", _fmt(r.sim), _fmt(r.baseline),
-             f"{r.ratio:.2f}x" if r.ratio is not None else "-") for r in rows]
+             f"{_fmt(r.ratio)}x" if r.ratio is not None else "-") for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
     out = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w)
                      for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
@@ -677,16 +682,24 @@ def build_rows(cfg: Config, r: dict[str, Any]) -> list[Row]:
             lists["floor_p50_s"] * ms, "baseline: orjson.dumps + orjson.loads"),
         Row(f"label list of {cfg.replicas} pods p99", "ms", lists["p99_s"] * ms,
             lists["floor_p99_s"] * ms),
+        Row("label list: sim CPU per list", "ms", lists["sim_cpu_per_list_s"] * ms,
+            lists["floor_dumps_p50_s"] * ms, "baseline: orjson.dumps of the same pods"),
         Row("label list response", "KiB", lists["response_bytes"] / 1024,
             lists["floor_bytes"] / 1024),
         Row(f"full list of {cfg.pods} pods", "s", full["full_list_seconds"],
             full["full_list_floor_seconds"], "baseline: orjson.dumps + orjson.loads"),
         Row(f"watch: all {cfg.burst} ADDED received", "s", watch["all_added_seconds"],
             watch["floor_dumps_s"], "from first write; baseline: dumps of the event lines"),
-        Row("watch: ADDED events/s", "1/s", watch["added_per_s"], watch["floor_events_per_s"]),
+        Row("watch: ADDED events/s", "1/s", watch["added_per_s"], watch["floor_events_per_s"],
+            rate=True),
+        Row("burst: sim CPU per write", "ms", watch["sim_cpu_s"] / cfg.burst * ms,
+            watch["floor_dumps_s"] / max(1, watch["floor_pods"]) * ms,
+            "includes the kubelet's follow-up write; baseline: dumps of one event line"),
         Row("watch: lag last write -> last event", "ms", watch["end_lag_s"] * ms, None),
         Row("watch: write ack -> event p99", "ms",
             (watch["delivery_p99_s"] or 0.0) * ms, None),
+        Row("watch: write ack -> event max", "ms",
+            (watch["delivery_max_s"] or 0.0) * ms, None),
         Row(f"burst writes ({cfg.writers} connections)", "writes/s", watch["writes_per_s"],
             None),
     ]
@@ -749,12 +762,8 @@ def run(cfg: Config, workdir: Path, profile: Path | None) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg, output, profile = parse_args(argv)
-    print(f"sim_scale: {cfg.pods} pods, {cfg.nodes} nodes, {cfg.deployments} deployments, "
-          f"burst of {cfg.burst} writes over {cfg.writers} connections", flush=True)
-    with tempfile.TemporaryDirectory(prefix="sim-scale-") as tmp:
-        results = run(cfg, Path(tmp), profile)
+def report(cfg: Config, results: dict[str, Any], document: dict[str, Any]) -> bool:
+    """Print the table and checks; put them into `document`. True when every check passed."""
     rows = build_rows(cfg, results)
     verdicts = checks(cfg, results)
     print()
@@ -764,22 +773,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [{'ok' if ok else 'FAIL'}] {text}")
     if results["sim_tracebacks"]:
         print(f"  [warn] the sim printed {results['sim_tracebacks']} traceback(s)")
-    document = {
+    document["table"] = [{"metric": row.metric, "unit": row.unit, "pystol_sim": row.sim,
+                          "baseline": row.baseline, "ratio": row.ratio, "note": row.note}
+                         for row in rows]
+    document["checks"] = [{"check": text, "ok": ok} for text, ok in verdicts]
+    document["details"] = results
+    return all(ok for _, ok in verdicts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, output, profile, render = parse_args(argv)
+    if render is not None:
+        document = json.loads(render.read_text())
+        passed = report(Config(**document["config"]), document["details"], document)
+        render.write_text(json.dumps(document, indent=2) + "\n")
+        return 0 if passed else 1
+    print(f"sim_scale: {cfg.pods} pods, {cfg.nodes} nodes, {cfg.deployments} deployments, "
+          f"burst of {cfg.burst} writes over {cfg.writers} connections", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sim-scale-") as tmp:
+        results = run(cfg, Path(tmp), profile)
+    document: dict[str, Any] = {
         "benchmark": "sim_scale",
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "orjson": orjson.__version__},
         "config": asdict(cfg),
-        "table": [{"metric": row.metric, "unit": row.unit, "pystol_sim": row.sim,
-                   "baseline": row.baseline, "ratio": row.ratio, "note": row.note}
-                  for row in rows],
-        "checks": [{"check": text, "ok": ok} for text, ok in verdicts],
-        "details": results,
     }
+    passed = report(cfg, results, document)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nwritten to {output}")
-    return 0 if all(ok for _, ok in verdicts) else 1
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import secrets
 import signal
 import sys
@@ -51,6 +52,10 @@ async def serve(scenario_path: Path | None, host: str, port: int, kubeconfig_pat
     catalogue = Catalogue()
     cluster = Cluster(Store(history_size=history), catalogue, timings, speed)
     cluster.load(scenario_manifests(scenario))
+    # Everything loaded so far lives for the whole run: keep the collector from walking it
+    # (a full pass over 100,000 pods pauses the event loop for about 0.4 s).
+    gc.collect()
+    gc.freeze()
     cluster.start()
     server = SimServer(cluster, token)
     runner = web.AppRunner(server.app(), handle_signals=False, access_log=None,

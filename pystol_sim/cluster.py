@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import hashlib
 import itertools
 import math
@@ -29,7 +28,7 @@ import orjson
 from pystol_sim.errors import ApiError
 from pystol_sim.resources import Catalogue, PrinterColumn, ResourceType
 from pystol_sim.selectors import LabelSelector, SelectorError, label_selector_from_spec
-from pystol_sim.store import Store, now_rfc3339
+from pystol_sim.store import Store, json_copy, now_rfc3339, random_suffix
 
 ANNOTATION_START = "sim.pystol.org/start-seconds"
 ANNOTATION_READY = "sim.pystol.org/ready-seconds"
@@ -772,7 +771,7 @@ class Cluster:
     def new_pod(self, owner: dict[str, Any], template: dict[str, Any], name: str,
                 extra_labels: dict[str, str] | None = None, node_name: str | None = None
                 ) -> dict[str, Any] | None:
-        tmpl = copy.deepcopy(template or {})
+        tmpl = json_copy(template or {})
         meta = tmpl.get("metadata") or {}
         labels = dict(meta.get("labels") or {})
         labels.update(extra_labels or {})
@@ -816,7 +815,7 @@ class Cluster:
         template = rs.get("spec", {}).get("template") or {}
         if len(pods) < desired:
             for _ in range(desired - len(pods)):
-                pod = self.new_pod(rs, template, f"{name}-{uuid.uuid4().hex[:5]}")
+                pod = self.new_pod(rs, template, f"{name}-{random_suffix()}")
                 if pod is not None:
                     pods.append(pod)
                     self.record_event(rs, "SuccessfulCreate", f"Created pod: "
@@ -862,9 +861,9 @@ class Cluster:
                         if rs["metadata"].get("labels", {}).get("pod-template-hash") == digest),
                        None)
         if current is None:
-            tmpl = copy.deepcopy(template)
+            tmpl = json_copy(template)
             tmpl.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = digest
-            selector = copy.deepcopy(spec.get("selector") or {})
+            selector = json_copy(spec.get("selector") or {})
             selector.setdefault("matchLabels", {})["pod-template-hash"] = digest
             rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
                   "metadata": {"name": f"{name}-{digest}", "namespace": ns,
@@ -988,7 +987,7 @@ class Cluster:
         by_node = {p.get("spec", {}).get("nodeName"): p for p in pods}
         for node in eligible:
             if node.name not in by_node and node.ready:
-                pod = self.new_pod(ds, template, f"{name}-{uuid.uuid4().hex[:5]}",
+                pod = self.new_pod(ds, template, f"{name}-{random_suffix()}",
                                    node_name=node.name)
                 if pod is not None:
                     by_node[node.name] = pod

@@ -17,7 +17,8 @@ thread, so it needs no locks.
 from __future__ import annotations
 
 import asyncio
-import copy
+import bisect
+import random
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -45,6 +46,18 @@ SUPPORTED_FIELDS: dict[str, tuple[str, ...]] = {
     "/secrets": ("type",),
     "apps/replicasets": ("status.replicas",),
 }
+
+
+NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
+
+
+def random_suffix(length: int = 5) -> str:
+    return "".join(random.choices(NAME_ALPHABET, k=length))
+
+
+def json_copy(obj: Any) -> Any:
+    """A deep copy of a JSON value, several times faster than copy.deepcopy."""
+    return orjson.loads(orjson.dumps(obj))
 
 
 def now_rfc3339() -> str:
@@ -158,6 +171,16 @@ class TypeTable:
             self._sorted_keys = sorted(self.objects)
         return self._sorted_keys
 
+    def remember_key(self, key: ObjectKey) -> None:
+        if self._sorted_keys is not None:
+            bisect.insort(self._sorted_keys, key)
+
+    def forget_key(self, key: ObjectKey) -> None:
+        if self._sorted_keys is not None:
+            index = bisect.bisect_left(self._sorted_keys, key)
+            if index < len(self._sorted_keys) and self._sorted_keys[index] == key:
+                del self._sorted_keys[index]
+
     def record(self, event: WatchEvent) -> None:
         if len(self.history) >= self.history_size:
             self.compacted_rv = self.history.popleft().rv
@@ -213,15 +236,16 @@ class Store:
         key = (meta.get("namespace", ""), meta["name"])
         rv = self._next_rv()
         meta["resourceVersion"] = str(rv)
-        raw = orjson.dumps(obj)
+        # orjson's buffer is over-allocated; an exact-size copy halves the memory per object.
+        raw = memoryview(orjson.dumps(obj)).tobytes()
         labels = dict(meta.get("labels") or {})
         fields = field_values(rtype.key, obj)
         if event_type == "DELETED":
-            table.objects.pop(key, None)
-            table._sorted_keys = None
+            if table.objects.pop(key, None) is not None:
+                table.forget_key(key)
         else:
             if key not in table.objects:
-                table._sorted_keys = None
+                table.remember_key(key)
             table.objects[key] = StoredObject(raw, labels, fields, rv)
         self._index_owners(rtype, key, old_obj, obj if event_type != "DELETED" else None)
         table.record(WatchEvent(rv, event_type, key[0], raw, labels, fields,
@@ -272,13 +296,14 @@ class Store:
         keys = table.sorted_keys()
         start = 0
         if after is not None:
-            import bisect
             start = bisect.bisect_right(keys, after)
+        if namespace:
+            start = max(start, bisect.bisect_left(keys, (namespace, "")))
         objects = table.objects
         for index in range(start, len(keys)):
             key = keys[index]
             if namespace and key[0] != namespace:
-                continue
+                break
             item = objects.get(key)
             if item is None:
                 continue
@@ -299,7 +324,7 @@ class Store:
 
     def create(self, rtype: ResourceType, obj: dict[str, Any], namespace: str = "",
                dry_run: bool = False) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
+        obj = json_copy(obj)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise invalid(rtype.kind, "", [("metadata", "must be an object")], rtype.group)
@@ -310,7 +335,7 @@ class Store:
             if not prefix:
                 raise invalid(rtype.kind, "", [("metadata.name",
                               "Required value: name or generateName is required")], rtype.group)
-            meta["name"] = prefix + uuid.uuid4().hex[:5]
+            meta["name"] = prefix + random_suffix()
         if rtype.namespaced:
             ns = namespace or meta.get("namespace") or "default"
             if meta.get("namespace") and namespace and meta["namespace"] != namespace:
@@ -336,7 +361,7 @@ class Store:
                check_rv: bool = True, dry_run: bool = False) -> dict[str, Any]:
         """Replace an object. With status_only only `.status` changes (the status subresource);
         on the main resource of a type with a status subresource, `.status` is kept."""
-        obj = copy.deepcopy(obj)
+        obj = json_copy(obj)
         meta = obj.get("metadata") or {}
         name = meta.get("name", "")
         ns = meta.get("namespace", "") if rtype.namespaced else ""
@@ -353,7 +378,7 @@ class Store:
                            f"{meta['uid']}, UID in object meta: {current['metadata']['uid']}",
                            rtype.group)
         if status_only:
-            new = copy.deepcopy(current)
+            new = json_copy(current)
             if "status" in obj:
                 new["status"] = obj["status"]
             else:
@@ -428,7 +453,7 @@ class Store:
                                f"{meta['resourceVersion']}", rtype.group)
         if dry_run:
             return current
-        new = copy.deepcopy(current)
+        new = json_copy(current)
         new_meta = new["metadata"]
         finalizers = list(new_meta.get("finalizers") or [])
         if orphan and "orphan" not in finalizers:

@@ -966,9 +966,8 @@ def test_wrong_token_is_unauthorized(sim: SimProcess) -> None:
     config.load_kube_config(config_file=str(sim.kubeconfig),
                             client_configuration=configuration)
     configuration.api_key = {"authorization": "Bearer not-the-token"}
-    with client.ApiClient(configuration) as bad_client:
-        with pytest.raises(ApiException) as caught:
-            client.CoreV1Api(bad_client).list_namespace()
+    with client.ApiClient(configuration) as bad_client, pytest.raises(ApiException) as caught:
+        client.CoreV1Api(bad_client).list_namespace()
     assert caught.value.status == 401
     body = body_of(caught.value)
     assert (body["kind"], body["reason"], body["code"]) == ("Status", "Unauthorized", 401)

@@ -1,0 +1,243 @@
+"""The HTTP client of the Pystol API, as the `pystol` command line uses it.
+
+The CLI is just another API client: it never talks to Redis or the cluster, so what
+it can do over HTTP anyone can do with curl. This module turns the API's answers
+into dicts and its failures into two exceptions the CLI knows how to print:
+
+- `ApiError`: the API answered with an error (RFC 9457 problem+json, or whatever a
+  proxy in between sent). 4xx is the caller's fault (exit 2), 5xx the server's (exit 3).
+- `ApiUnreachable`: no answer at all (refused, DNS, TLS, timeout): exit 3.
+
+`requests` is imported when a client is built, not when this module is imported, so
+`pystol --help` and the commands that run processes do not pay for it. It also reads
+the small client configuration file (`cli.env`), because that file only exists to
+tell this client where the API is and which token to send.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import requests
+
+API_PREFIX = "/api/v1"
+SOURCE_HEADER = "X-Pystol-Source"
+USER_AGENT = "pystol-cli/0.1"
+CONFIG_KEYS = ("PYSTOL_API_URL", "PYSTOL_TOKEN")
+DEFAULT_CONFIG_PATH = Path("~/.config/pystol/cli.env")
+ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+@dataclass(eq=False)
+class ApiError(Exception):
+    """The API (or something in front of it) answered with an error."""
+
+    status: int
+    title: str
+    detail: str = ""
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    url: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.detail}" if self.detail else self.title
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if 400 <= self.status < 500 else 3
+
+
+@dataclass(eq=False)
+class ApiUnreachable(Exception):
+    """No HTTP answer came back from the API."""
+
+    url: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"cannot reach the Pystol API at {self.url}: {self.reason}"
+
+    exit_code = 3
+
+
+class ConfigFileError(Exception):
+    """The client configuration file cannot be used; the message names file and line."""
+
+
+def read_cli_env(path: Path) -> dict[str, str]:
+    """`KEY=VALUE` lines for PYSTOL_API_URL and PYSTOL_TOKEN.
+
+    Blank lines and `#` comments are skipped, `export ` in front of a key and quotes
+    around a value are allowed (so the file can also be `source`d by a shell). Any
+    other key is refused rather than ignored: a typo must not silently drop a token.
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").lstrip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ConfigFileError(f"{path}:{number}: expected KEY=VALUE, got {raw.strip()!r}")
+        if key not in CONFIG_KEYS:
+            raise ConfigFileError(f"{path}:{number}: unknown key {key!r}; "
+                                  f"expected one of {', '.join(CONFIG_KEYS)}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def problem_from_answer(status: int, content_type: str, body: bytes, reason: str,
+                        url: str) -> ApiError:
+    """An ApiError from an error answer: problem+json when it is one, else the body's start."""
+    data: object = None
+    if "json" in content_type:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+    if isinstance(data, dict):
+        title = str(data.get("title") or reason or f"HTTP {status}")
+        detail = data.get("detail")
+        return ApiError(status, title, "" if detail is None else str(detail),
+                        _field_errors(data.get("errors")), url)
+    text = body.decode("utf-8", "replace").strip()
+    text = re.sub(r"<[^>]+>", " ", text) if "html" in content_type else text
+    text = " ".join(text.split())[:300]
+    return ApiError(status, reason or f"HTTP {status}", text, [], url)
+
+
+def _field_errors(items: object) -> list[tuple[str, str]]:
+    """(field path, message) pairs from `errors[]`, whichever common spelling is used."""
+    if not isinstance(items, list):
+        return []
+    found = []
+    for item in items:
+        if not isinstance(item, dict):
+            found.append(("", str(item)))
+            continue
+        loc = next((item[key] for key in ("loc", "field", "path", "pointer") if key in item), "")
+        if isinstance(loc, list | tuple):
+            loc = ".".join(str(part) for part in loc)
+        message = next((item[key] for key in ("msg", "message", "detail") if key in item), "")
+        found.append((str(loc), str(message)))
+    return found
+
+
+def unreachable_reason(error: BaseException) -> str:
+    """`connection refused`, `timed out` … from a requests exception's long chain."""
+    import requests
+
+    if isinstance(error, requests.Timeout):
+        return "no answer in time (timed out)"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS failed (" + " ".join(str(error).split())[:200] + ")"
+    match = ERRNO_TEXT.search(str(error))
+    if match:
+        return match[1].strip().lower()
+    if "Name or service not known" in str(error) or "nodename nor servname" in str(error):
+        return "unknown host name"
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+class ApiClient:
+    """One API endpoint and token; every method returns the decoded JSON answer."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 15.0,
+                 source: str = "cli") -> None:
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session: requests.Session = requests.Session()
+        self.session.headers.update({
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json, application/problem+json",
+            "User-Agent": USER_AGENT,
+            SOURCE_HEADER: source,
+        })
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                json_body: object = None) -> Any:
+        import requests
+
+        url = self.base_url + path
+        try:
+            answer = self.session.request(method, url, params=params, json=json_body,
+                                          timeout=self.timeout)
+        except requests.RequestException as error:
+            raise ApiUnreachable(self.base_url, unreachable_reason(error)) from None
+        content_type = answer.headers.get("Content-Type", "")
+        if answer.status_code >= 400:
+            raise problem_from_answer(answer.status_code, content_type, answer.content,
+                                      answer.reason or "", url)
+        if not answer.content:
+            return None
+        try:
+            return answer.json()
+        except ValueError:
+            raise ApiError(502, "unexpected answer from the API",
+                           f"{method} {path} answered {answer.status_code} with "
+                           f"{content_type or 'no content type'}, not JSON", [], url) from None
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def submit_job(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", f"{API_PREFIX}/jobs", json_body=dict(spec))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"{API_PREFIX}/jobs/{quote(job_id, safe='')}")
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self.request("POST", f"{API_PREFIX}/jobs/{quote(job_id, safe='')}/cancel")
+
+    def list_jobs(self, *, status: str | None = None, action: str | None = None,
+                  namespace: str | None = None, limit: int | None = None,
+                  cursor: str | None = None) -> dict[str, Any]:
+        params = {key: value for key, value in (
+            ("status", status), ("action", action), ("namespace", namespace),
+            ("limit", limit), ("cursor", cursor)) if value is not None}
+        page = self.request("GET", f"{API_PREFIX}/jobs", params=params)
+        if isinstance(page, list):  # tolerate a bare list: one page, nothing after it
+            return {"items": page, "next_cursor": None}
+        return page
+
+    def iter_job_pages(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every page, following `next_cursor` until there is none (or it repeats)."""
+        seen: set[str] = set()
+        cursor = None
+        while True:
+            page = self.list_jobs(cursor=cursor, **filters)
+            yield page
+            cursor = page.get("next_cursor")
+            if not cursor or cursor in seen:
+                return
+            seen.add(cursor)
+
+    # -- the rest -------------------------------------------------------------------------
+
+    def actions(self) -> list[dict[str, Any]]:
+        answer = self.request("GET", f"{API_PREFIX}/actions")
+        if isinstance(answer, dict):
+            for key in ("items", "actions"):
+                if isinstance(answer.get(key), list):
+                    return answer[key]
+        return answer if isinstance(answer, list) else []

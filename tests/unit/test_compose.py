@@ -1,0 +1,36 @@
+"""docker-compose.yml cannot run here (no Docker engine), so check what it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compose_runs_redis_with_aof_api_and_workers_with_health_checks() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) >= {"redis", "api", "worker"}
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    for name in ("redis", "api", "worker"):
+        assert "healthcheck" in services[name], name
+    for name in ("api", "worker"):
+        service = services[name]
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["environment"]["PYSTOL_REDIS_URL"] == "redis://redis:6379/0"
+        assert service["build"] == "."
+    assert services["api"]["command"] == ["api"]
+    assert services["worker"]["command"][0] == "worker"
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+
+
+def test_dockerfile_installs_the_package_and_runs_as_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "USER 10001" in text
+    assert 'ENTRYPOINT ["pystol"]' in text
+    for package in ("pystol_api", "pystol_worker", "pystol_sim"):
+        assert f"COPY {package}" in text
