@@ -207,6 +207,10 @@ def api(runtime: Runtime) -> None:
         serve(settings)
     except SettingsError as error:
         raise CliError(str(error)) from None
+    except SystemExit as refused:
+        if isinstance(refused.code, str):  # a refusal to start, e.g. no PYSTOL_API_TOKENS
+            raise CliError(refused.code) from None
+        raise
 
 
 @cli.command()
@@ -534,7 +538,7 @@ def jobs() -> None:
 @click.option("--status", type=click.Choice(STATUSES), help="Only jobs in this state.")
 @click.option("--action", metavar="NAME", help="Only jobs of this action.")
 @click.option("--namespace", "-n", metavar="NS", help="Only jobs targeting this namespace.")
-@click.option("--limit", type=click.IntRange(1, 1000), metavar="N",
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Jobs per page [default: the API's].")
 @click.option("--all", "all_pages", is_flag=True, help="Follow the pages to the last job.")
 @output_option

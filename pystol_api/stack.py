@@ -169,9 +169,10 @@ def plan_redis(configured_url: str, *, choice: RedisChoice, answers: bool,
                                                                           workdir)),
                          f"{missing}starting redis-server on port {port}")
     if choice in ("auto", "fake") and fake_ok:
+        why = f"{missing}redis-server is not on PATH; " if choice == "auto" else ""
         return RedisPlan("fakeredis", url, tuple(fake_redis_command(port)),
-                         f"{missing}redis-server is not on PATH, starting fakeredis on port "
-                         f"{port}: it is slow and for trying things out only")
+                         f"{why}starting fakeredis on port {port}: it is slow and for trying "
+                         "things out only")
     if choice == "server":
         raise StackError("redis-server is not on PATH: install it (apt-get install "
                          "redis-server) or use --redis auto")
@@ -254,6 +255,18 @@ def example_command(example: tuple[str, str] | None) -> str:
     namespace, selector = example or ("NAMESPACE", "app=NAME")
     return (f"pystol run pod-kill --namespace {shlex.quote(namespace)} "
             f"--selector {shlex.quote(selector)} --mode fixed --value 1 --wait")
+
+
+def describe_exit(code: int | None) -> str:
+    """`exited with code 3`, `was killed by SIGKILL` for a Popen return code."""
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def api_ready(url: str, timeout: float = 1.0) -> bool:
@@ -415,7 +428,7 @@ class Supervisor:
 
     def report_death(self, child: Child) -> None:
         child.drain()
-        self.out.error(f"{child.name} exited unexpectedly with code {child.exit_code}; "
+        self.out.error(f"{child.name} {describe_exit(child.exit_code)} unexpectedly; "
                        "its last lines:")
         for line in child.last_lines or ["(no output)"]:
             self.out.error(f"  {child.name}| {line}")

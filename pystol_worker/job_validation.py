@@ -34,19 +34,22 @@ def validate_job(spec: JobSpec, registry: ActionRegistry, settings: Settings
                  ) -> tuple[Action, BaseModel]:
     """The action and its validated params; JobInvalid lists every problem found."""
     problems: list[FieldProblem] = []
+    action: Action | None = None
     try:
         action = registry.get(spec.action)
     except UnknownAction as error:
-        raise JobInvalid([FieldProblem("action", str(error))]) from None
+        problems.append(FieldProblem("action", str(error)))
     params: BaseModel | None = None
-    try:
-        params = action.Params.model_validate(spec.params)
-    except ValidationError as error:
-        for item in error.errors():
-            loc = ".".join(str(part) for part in ("params", *item["loc"]))
-            problems.append(FieldProblem(loc, item["msg"]))
+    if action is not None:
+        try:
+            params = action.Params.model_validate(spec.params)
+        except ValidationError as error:
+            for item in error.errors():
+                loc = ".".join(str(part) for part in ("params", *item["loc"]))
+                problems.append(FieldProblem(loc, item["msg"]))
+        problems += [FieldProblem(loc, msg) for loc, msg in action.check(spec, params)]
     target = spec.target
-    if action.target_kind in (TargetKind.PODS, TargetKind.WORKLOADS):
+    if action is not None and action.target_kind in (TargetKind.PODS, TargetKind.WORKLOADS):
         if not target.namespaces:
             problems.append(FieldProblem("target.namespaces", f"{action.name} targets "
                                          f"{action.target_kind.value}: name at least one "
@@ -67,5 +70,5 @@ def validate_job(spec: JobSpec, registry: ActionRegistry, settings: Settings
         problems.append(FieldProblem("target.field_selector", problem))
     if problems:
         raise JobInvalid(problems)
-    assert params is not None
+    assert action is not None and params is not None
     return action, params

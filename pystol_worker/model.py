@@ -8,6 +8,7 @@ API's OpenAPI document, the CLI and the worker cannot drift apart.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    field_validator,
     model_validator,
 )
 
@@ -49,6 +51,8 @@ def parse_duration(value: object) -> float:
                                  "or a Go-style duration such as 60s, 5m or 1h30m") from None
     else:
         raise ValueError("expected a duration such as 60s, 5m or 1h30m")
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {value!r}: must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -62,7 +66,7 @@ def format_duration(seconds: float) -> str:
         if whole and whole % 60 == 0:
             return f"{whole // 60}m"
         return f"{whole}s"
-    return f"{seconds:g}s"
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
 Duration = Annotated[
@@ -107,16 +111,25 @@ class Target(BaseModel):
     amount: int | None = Field(None, ge=1, description="Original Pystol's node count: same as "
                                                        "mode=fixed, value=amount.")
     mode: TargetMode = TargetMode.ONE
-    value: float | None = Field(None, description="Count (fixed) or percent (fixed-percent, "
-                                                  "random-max-percent).")
+    value: float | None = Field(None, allow_inf_nan=False,
+                                description="Count (fixed) or percent (fixed-percent, "
+                                            "random-max-percent).")
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("expected a number, not a boolean")
+        return value
 
     @model_validator(mode="after")
     def _mode_and_value(self) -> Target:
         for namespace in self.namespaces:
-            if len(namespace) > 63 or not DNS_LABEL.match(namespace):
+            if len(namespace) > 63 or not DNS_LABEL.fullmatch(namespace):
                 raise ValueError(f"namespace {namespace!r} is not a valid namespace name")
         if self.amount is not None:
-            if self.value is not None or self.mode not in (TargetMode.ONE, TargetMode.FIXED):
+            explicit_mode = "mode" in self.model_fields_set and self.mode != TargetMode.FIXED
+            if self.value is not None or explicit_mode:
                 raise ValueError("amount is the original Pystol's way to say mode=fixed; "
                                  "give either amount or mode/value, not both")
             self.mode, self.value, self.amount = TargetMode.FIXED, float(self.amount), None
@@ -144,7 +157,8 @@ class HttpProbe(BaseModel):
     timeout: Duration = 5.0
 
 
-Probe = Annotated[HttpProbe, Field(discriminator="type")]
+# One probe type so far; becomes a discriminated union on `type` when a second one lands.
+Probe = HttpProbe
 
 
 class JobSpec(BaseModel):

@@ -35,7 +35,8 @@ def choose_count(matched: int, mode: TargetMode, value: float | None,
     assert value is not None
     if mode == TargetMode.FIXED:
         return min(int(value), matched)
-    ceiling = max(1, math.floor(matched * value / 100))
+    # round() first: 375 * 18.4 / 100 is 68.99999999999999 in binary floating point.
+    ceiling = max(1, math.floor(round(matched * value / 100, 9)))
     if mode == TargetMode.FIXED_PERCENT:
         return min(ceiling, matched)
     return rng.randint(1, min(ceiling, matched))

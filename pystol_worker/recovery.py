@@ -31,7 +31,7 @@ def kill_offsets(count: int, duration: float | None, distribution: str | None,
 
     uniform: evenly spaced, the first at 0 and the last at duration * (n-1)/n.
     poisson: a Poisson process conditioned on `count` arrivals within the duration,
-    i.e. sorted independent uniform times; the mean gap is duration / count.
+    i.e. sorted independent uniform times; the mean gap is duration / (count + 1).
     """
     if count <= 0:
         return []

@@ -53,6 +53,10 @@ class Action(ABC):
     target_kind: ClassVar[TargetKind]
     Params: ClassVar[type[BaseModel]] = NoParams
 
+    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+        """Cross-field problems between the spec and the params, as (field path, message)."""
+        return []
+
     @abstractmethod
     def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
         """Choose targets; must not change the cluster (preview and dry runs call it)."""

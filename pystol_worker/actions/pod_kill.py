@@ -38,6 +38,12 @@ class PodKill(Action):
     target_kind = TargetKind.PODS
     Params = PodKillParams
 
+    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+        if isinstance(params, PodKillParams) and params.distribution and not spec.duration:
+            return [("params.distribution", "spreading kills needs a duration to spread them "
+                     "over (e.g. \"duration\": \"60s\")")]
+        return []
+
     def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
         assert isinstance(params, PodKillParams)
         return select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)

@@ -8,9 +8,11 @@ CLI sends as well as what it prints and its exit codes.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -591,6 +593,12 @@ def test_plan_redis_prefers_a_running_redis_then_redis_server_then_fakeredis(
     with pytest.raises(stack.StackError, match="fakeredis\\[lua\\]"):
         stack.plan_redis(configured, choice="auto", answers=False, redis_server=None,
                          fake_ok=False, **kwargs)
+    forced_fake = stack.plan_redis(configured, choice="fake", answers=True,
+                                   redis_server="/usr/bin/redis-server", fake_ok=True, **kwargs)
+    assert forced_fake.kind == "fakeredis" and "not on PATH" not in forced_fake.note
+    with pytest.raises(stack.StackError, match="needs Lua"):
+        stack.plan_redis(configured, choice="fake", answers=False, redis_server=None,
+                         fake_ok=False, **kwargs)
     with pytest.raises(stack.StackError, match="not on PATH"):
         stack.plan_redis(configured, choice="server", answers=False, redis_server=None,
                          fake_ok=True, **kwargs)
@@ -632,6 +640,11 @@ def test_example_command_follows_the_scenario(tmp_path: Path) -> None:
     assert "--namespace NAMESPACE --selector app=NAME" in stack.example_command(None)
 
 
+def test_describe_exit() -> None:
+    assert stack.describe_exit(3) == "exited with code 3"
+    assert stack.describe_exit(-9) == "was killed by SIGKILL"
+
+
 def test_ports() -> None:
     port = stack.find_free_port()
     assert stack.port_is_free("127.0.0.1", port)
@@ -647,3 +660,32 @@ def test_redis_detection_and_fakeredis_check() -> None:
     assert not stack.redis_answers(f"redis://127.0.0.1:{stack.find_free_port()}/0",
                                    timeout=0.2)
     assert isinstance(stack.fakeredis_serves_celery(), bool)
+
+
+def test_supervisor_prefixes_output_detects_deaths_and_stops_children() -> None:
+    import io
+
+    buffer, errors = io.StringIO(), io.StringIO()
+    out = stack.Output(buffer, errors, colour=False)
+    supervisor = stack.Supervisor(out)
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('up', flush=True); time.sleep(60)")
+    calm = supervisor.start(stack.Child("calm", [sys.executable, "-c", stubborn], {}, out,
+                                        stop_timeout=0.3))
+    supervisor.wait_until(lambda: "up" in calm.last_lines, 10, "calm")
+    brief = supervisor.start(stack.Child("brief", [sys.executable, "-c",
+                                                   "print('bye'); raise SystemExit(3)"], {}, out))
+    with pytest.raises(stack.ChildDied) as died:
+        supervisor.wait_until(lambda: False, 10, "nothing")
+    assert died.value.child is brief
+    supervisor.report_death(brief)
+    started = time.monotonic()
+    supervisor.stop_all()  # SIGTERM is ignored: SIGKILL after stop_timeout
+    assert time.monotonic() - started < 5
+    assert calm.exit_code == -signal.SIGKILL
+    assert "[calm]   up" in buffer.getvalue().splitlines()
+    assert "[brief]  bye" in buffer.getvalue().splitlines()
+    assert "stopping calm" in buffer.getvalue()
+    assert errors.getvalue().splitlines() == [
+        "pystol up: error: brief exited with code 3 unexpectedly; its last lines:",
+        "pystol up: error:   brief| bye"]

@@ -80,17 +80,12 @@ def test_duration_survives_a_json_round_trip(given: object) -> None:
     assert again == job
 
 
-@pytest.mark.xfail(reason="bug: format_duration uses '%g', so tiny durations serialise as "
-                          "'1e-05s', which parse_duration refuses; the stored job cannot be "
-                          "read back", strict=True)
 def test_tiny_duration_survives_a_json_round_trip() -> None:
     job = spec(duration="0.00001")
     again = JobSpec.model_validate_json(job.model_dump_json())
     assert again.duration == pytest.approx(0.00001)
 
 
-@pytest.mark.xfail(reason="bug: format_duration uses '%g' (6 significant digits), so "
-                          "1234.5678 is stored as '1234.57s'", strict=True)
 def test_fractional_duration_keeps_its_precision_through_json() -> None:
     job = spec(duration="1234.5678")
     again = JobSpec.model_validate_json(job.model_dump_json())
@@ -127,9 +122,6 @@ def test_the_duration_message_shows_examples_of_good_durations() -> None:
         parse_duration("10 parsecs")
 
 
-@pytest.mark.xfail(reason="bug: parse_duration accepts 'inf' and 'nan' (float() parses them); "
-                          "the job then cannot be serialised (format_duration raises "
-                          "OverflowError/ValueError)", strict=True)
 @pytest.mark.parametrize("given", ["inf", "nan", float("inf")])
 def test_infinite_or_nan_duration_is_refused(given: object) -> None:
     with pytest.raises(ValidationError):
@@ -191,12 +183,9 @@ def test_fixed_refuses_fractions_and_numbers_below_one(value: float) -> None:
         Target(mode="fixed", value=value)
 
 
-@pytest.mark.xfail(reason="bug: Target._mode_and_value calls int(self.value) for mode fixed, "
-                          "so value inf raises a bare OverflowError (not a ValidationError) and "
-                          "nan gives 'cannot convert float NaN to integer'", strict=True)
 @pytest.mark.parametrize("value", ["inf", "nan"])
 def test_fixed_refuses_infinite_and_nan_values_cleanly(value: str) -> None:
-    with pytest.raises(ValidationError, match="whole number value of at least 1"):
+    with pytest.raises(ValidationError, match="finite number"):
         Target(mode="fixed", value=value)
 
 
@@ -209,7 +198,7 @@ def test_percent_modes_accept_values_in_zero_to_hundred(mode: str, value: float)
 @pytest.mark.parametrize("mode", ["fixed-percent", "random-max-percent"])
 @pytest.mark.parametrize("value", [0, -5, 100.01, 150, "nan", "inf"])
 def test_percent_modes_refuse_values_outside_zero_to_hundred(mode: str, value: object) -> None:
-    with pytest.raises(ValidationError, match=r"percent value in \(0, 100\]"):
+    with pytest.raises(ValidationError, match=r"percent value in \(0, 100\]|finite number"):
         Target(mode=mode, value=value)
 
 
@@ -249,9 +238,6 @@ def test_amount_conflicts_with_mode_and_value(fields: dict[str, Any]) -> None:
         Target(**fields)
 
 
-@pytest.mark.xfail(reason="bug: mode 'one' is the default, so Target._mode_and_value cannot "
-                          "tell an explicit mode=one from none and silently turns "
-                          "{mode: one, amount: 3} into fixed/3", strict=True)
 def test_amount_conflicts_with_an_explicit_mode_one() -> None:
     with pytest.raises(ValidationError, match="either amount or mode/value, not both"):
         Target(mode="one", amount=3)
@@ -280,9 +266,6 @@ def test_invalid_namespace_names_are_refused(name: str) -> None:
     assert locs(caught.value) == [("target",)]
 
 
-@pytest.mark.xfail(reason="bug: DNS_LABEL ends in '$', which also matches before a trailing "
-                          "newline, so namespace 'shop\\n' is accepted (use \\Z or fullmatch)",
-                   strict=True)
 def test_namespace_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ValidationError, match="is not a valid namespace name"):
         Target(namespaces=["shop\n"])
@@ -297,7 +280,7 @@ def test_namespace_with_a_trailing_newline_is_refused() -> None:
         ({"colour": "red"}, ("colour",)),
         ({"target": {"namespaces": ["shop"], "selector": "app=web"}}, ("target", "selector")),
         ({"probes": [{"type": "http", "url": "http://web/", "expect": 200}]},
-         ("probes", 0, "http", "expect")),
+         ("probes", 0, "expect")),
     ],
 )
 def test_unknown_fields_are_refused_with_their_path(data: dict[str, Any],

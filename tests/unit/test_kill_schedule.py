@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 
@@ -39,7 +40,7 @@ def test_uniform_offsets_span_the_duration_without_reaching_its_end(count: int) 
     assert len(offsets) == count
     assert offsets[0] == 0.0
     assert offsets[-1] == pytest.approx(60.0 * (count - 1) / count)
-    gaps = [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
     assert all(gap == pytest.approx(60.0 / count) for gap in gaps)
 
 
@@ -74,7 +75,7 @@ def test_poisson_offsets_behave_like_a_poisson_process() -> None:
     for _ in range(400):
         offsets = kill_offsets(count, duration, "poisson", rng)
         offsets_all += offsets
-        gaps += [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
+        gaps += [b - a for a, b in itertools.pairwise(offsets)]
     mean_gap = statistics.fmean(gaps)
     assert mean_gap == pytest.approx(duration / count, rel=0.05)
     assert statistics.pstdev(gaps) == pytest.approx(mean_gap, rel=0.1)

@@ -88,9 +88,6 @@ def test_fixed_percent_with_whole_percents(n: int, percent: int) -> None:
     assert choose_count(n, TargetMode.FIXED_PERCENT, percent, random.Random(1)) == expected
 
 
-@pytest.mark.xfail(reason="bug: choose_count computes floor(matched * value / 100) in binary "
-                          "floating point; 375 * 18.4 / 100 = 68.99999999999999, so it "
-                          "chooses 68 pods instead of 69", strict=True)
 @pytest.mark.parametrize(("n", "value", "expected"),
                          [(375, 18.4, 69), (375, 32.8, 123), (1000, 64.1, 641)])
 def test_fixed_percent_with_fractional_percents_is_exact(n: int, value: float,
@@ -98,8 +95,6 @@ def test_fixed_percent_with_fractional_percents_is_exact(n: int, value: float,
     assert choose_count(n, TargetMode.FIXED_PERCENT, value, random.Random(1)) == expected
 
 
-@pytest.mark.xfail(reason="bug: the random-max-percent ceiling has the same float floor: "
-                          "375 pods at 18.4% can never reach 69, only 68", strict=True)
 def test_random_max_percent_ceiling_with_a_fractional_percent_is_exact() -> None:
     rng = random.Random(1)
     counts = {choose_count(375, TargetMode.RANDOM_MAX_PERCENT, 18.4, rng) for _ in range(20000)}

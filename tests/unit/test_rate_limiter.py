@@ -90,8 +90,7 @@ def test_without_a_usable_retry_after_the_backoff_applies(retry_after: str | Non
     assert 0.1 <= delay <= 0.2
 
 
-def test_backoff_grows_exponentially_with_jitter_and_caps(monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
+def test_backoff_grows_exponentially_with_jitter_and_caps() -> None:
     policy = RetryPolicy(base_delay=0.2, max_delay=5.0)
     for attempt, full in enumerate([0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]):
         delays = [policy.delay(attempt, None) for _ in range(200)]
@@ -100,7 +99,7 @@ def test_backoff_grows_exponentially_with_jitter_and_caps(monkeypatch: pytest.Mo
     assert policy.delay(60, None) <= 5.0
 
 
-def test_the_jitter_uses_the_random_module(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_jitter_spans_half_to_all_of_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     policy = RetryPolicy(base_delay=1.0, max_delay=10.0)
     monkeypatch.setattr(random, "random", lambda: 0.0)
     assert policy.delay(2, None) == pytest.approx(2.0)

@@ -1,4 +1,4 @@
-"""Tests for pystol_worker.settings: defaults from DESIGN.md, comma lists, errors naming variables."""
+"""Tests for pystol_worker.settings: DESIGN.md defaults, comma lists, errors naming variables."""
 
 from __future__ import annotations
 
