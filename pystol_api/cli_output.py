@@ -221,9 +221,12 @@ def format_summary(record: Mapping[str, Any]) -> list[str]:
     if record.get("error"):
         lines.append(f"  error:     {click.style(str(record['error']), fg='red')}")
     metrics = record.get("metrics") or {}
-    verb = "would be hit" if spec.get("dry_run") else "affected"
-    lines.append(f"  targets:   {metrics.get('targets_affected', 0)} {verb} of "
-                 f"{metrics.get('targets_selected', 0)} selected")
+    if spec.get("dry_run"):
+        lines.append(f"  targets:   {metrics.get('targets_selected', 0)} selected, none "
+                     "changed")
+    else:
+        lines.append(f"  targets:   {metrics.get('targets_affected', 0)} affected of "
+                     f"{metrics.get('targets_selected', 0)} selected")
     lines += [f"    {line}" for line in target_lines(record)]
     recovery = recovery_lines(record)
     if recovery:

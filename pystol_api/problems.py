@@ -23,7 +23,7 @@ from http import HTTPStatus
 from typing import Any
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from pydantic import BaseModel, Field, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
@@ -155,8 +155,6 @@ def _http_problem(error: HTTPException) -> Response:
         slug, title = phrase.lower().replace(" ", "-"), phrase
     detail = error.description or title
     if isinstance(error, RequestEntityTooLarge):
-        from flask import current_app
-
         limit = current_app.config.get("MAX_CONTENT_LENGTH")
         detail = f"the request body is larger than the {limit} bytes this API accepts " \
                  "(PYSTOL_MAX_REQUEST_BYTES)"

@@ -281,32 +281,41 @@ def api_ready(url: str, timeout: float = 1.0) -> bool:
 
 
 class Output:
-    """Prefixed, line-at-a-time output shared by the children's reader threads."""
+    """Prefixed, line-at-a-time output shared by the children's reader threads.
+
+    Writing never raises: when our own stdout goes away (a closed pipe, a terminal that
+    was shut), the supervisor must still keep draining the children's pipes and still
+    stop them, so a failed write only mutes that stream.
+    """
 
     def __init__(self, stdout: IO[str], stderr: IO[str], colour: bool) -> None:
         self.stdout, self.stderr, self.colour = stdout, stderr, colour
         self.lock = threading.Lock()
         self.width = 6
+        self.muted: set[int] = set()
+
+    def _write(self, stream: IO[str], text: str) -> None:
+        with self.lock:
+            if id(stream) in self.muted:
+                return
+            try:
+                click.echo(text, file=stream, color=self.colour)
+            except (OSError, ValueError):  # broken pipe, closed file
+                self.muted.add(id(stream))
 
     def child_line(self, name: str, text: str) -> None:
         colour = NAME_COLOURS.get(name, "cyan" if name.startswith("worker") else None)
         prefix = click.style(f"[{name}]".ljust(self.width + 2), fg=colour)
-        with self.lock:
-            click.echo(f"{prefix} {text}", file=self.stdout, color=self.colour)
+        self._write(self.stdout, f"{prefix} {text}")
 
     def say(self, text: str = "") -> None:
-        with self.lock:
-            click.echo(text, file=self.stdout, color=self.colour)
+        self._write(self.stdout, text)
 
     def warn(self, text: str) -> None:
-        with self.lock:
-            click.echo(click.style(f"pystol up: warning: {text}", fg="yellow"),
-                       file=self.stderr, color=self.colour)
+        self._write(self.stderr, click.style(f"pystol up: warning: {text}", fg="yellow"))
 
     def error(self, text: str) -> None:
-        with self.lock:
-            click.echo(click.style(f"pystol up: error: {text}", fg="red"), file=self.stderr,
-                       color=self.colour)
+        self._write(self.stderr, click.style(f"pystol up: error: {text}", fg="red"))
 
 
 class Child:
@@ -424,7 +433,10 @@ class Supervisor:
         if running:
             self.out.say(f"pystol up: stopping {', '.join(child.name for child in running)}")
         for child in reversed(self.children):
-            child.stop(self.hurry)
+            try:
+                child.stop(self.hurry)
+            except Exception as error:  # stop the others whatever happened to this one
+                self.out.error(f"could not stop {child.name}: {error}")
 
     def report_death(self, child: Child) -> None:
         child.drain()
@@ -469,8 +481,9 @@ def run_up(options: UpOptions, settings: Settings, *, colour: bool = False,
                 out.error(str(error))
                 return 1
             finally:
-                supervisor.stop_all()
-                out.say("pystol up: stopped")
+                if supervisor.children:
+                    supervisor.stop_all()
+                    out.say("pystol up: stopped")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

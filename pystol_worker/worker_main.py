@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pystol_worker.celery_app import make_celery
 from pystol_worker.kube_access import preload_client_modules
 from pystol_worker.settings import Settings
@@ -16,5 +18,5 @@ def run_worker(settings: Settings, concurrency: int | None = None, pool: str = "
     app.worker_main([
         "worker", f"--concurrency={concurrency or settings.worker_concurrency}",
         f"--pool={pool}", "-Q", settings.queue, f"--loglevel={loglevel}",
-        "--without-gossip", "--without-mingle", "-n", "pystol@%h",
+        "--without-gossip", "--without-mingle", "-n", f"pystol-{os.getpid()}@%h",
     ])

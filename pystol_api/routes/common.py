@@ -61,13 +61,14 @@ class Services:
     cluster: LazyCluster
 
 
+# A JobSpec as it arrives over HTTP, documented under the name JobSpec. It is a guard at
+# the edge: bad input must be a 4xx, never a 5xx, whatever the model underneath lets
+# through. Numbers the model cannot handle become validation errors: an integer too large
+# for a float (an `amount` or `duration` of 400 digits) raises OverflowError inside the
+# model's validators, and an infinite or NaN float anywhere in the spec could not be
+# stored or serialised. (The class docstring is the schema's public description.)
 class JobSubmission(JobSpec):
-    """A JobSpec as it arrives over HTTP (documented under the name JobSpec).
-
-    Until `pystol_worker.model` refuses them itself, this turns numbers it cannot
-    handle (`"value": "inf"` overflows its mode check; an infinite or NaN duration
-    cannot be serialised) into validation errors instead of server errors.
-    """
+    """What someone asked for: the job to run, on which targets, for how long."""
 
     model_config = ConfigDict(title="JobSpec")
 

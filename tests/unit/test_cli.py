@@ -689,3 +689,26 @@ def test_supervisor_prefixes_output_detects_deaths_and_stops_children() -> None:
     assert errors.getvalue().splitlines() == [
         "pystol up: error: brief exited with code 3 unexpectedly; its last lines:",
         "pystol up: error:   brief| bye"]
+
+
+def test_dry_run_summary_says_nothing_changed() -> None:
+    from pystol_api.cli_output import format_summary
+
+    done = finished("succeeded", "dry run: would have affected 1 pod; nothing changed")
+    done["spec"]["dry_run"] = True
+    lines = [click.unstyle(line) for line in format_summary(done)]
+    assert lines[0] == "job job-1 succeeded in 7.0s (dry run: nothing was changed)"
+    assert "  targets:   3 selected, none changed" in lines
+
+
+def test_output_survives_a_closed_stdout() -> None:
+    import io
+
+    closed = io.StringIO()
+    closed.close()
+    errors = io.StringIO()
+    out = stack.Output(closed, errors, colour=False)
+    out.child_line("api", "still fine")
+    out.say("and again")
+    out.error("reported")
+    assert errors.getvalue() == "pystol up: error: reported\n"
