@@ -558,7 +558,7 @@ def _announce(out: Output, options: UpOptions, plan: RedisPlan, api_url: str,
     lines = [
         "",
         f"pystol up: ready at {api_url}",
-        f"  API:      {api_url}  (REST under /api/v1, /metrics, /readyz)",
+        f"  API:      {api_url}  (REST under /api/v1, docs at /api/v1/docs)",
         f"  token:    {shown_token}",
         f"  Redis:    {plan.url} ({plan.description})",
         f"  cluster:  {cluster}",

@@ -116,6 +116,16 @@ class JobStore:
         record.timeline = [event]
         return record, True
 
+    def release_idempotency_key(self, record: JobRecord) -> None:
+        """Forget the record's idempotency key (its job could not be queued), so that a retry
+        with the same key submits afresh instead of returning the failed job."""
+        if not record.spec.idempotency_key:
+            return
+        key = f"{PREFIX}idem:{record.submitter}:{record.spec.idempotency_key}"
+        stored = self.redis.get(key)
+        if stored is not None and json.loads(stored).get("id") == record.id:
+            self.redis.delete(key)
+
     def get(self, job_id: str, with_timeline: bool = True) -> JobRecord:
         raw = self.redis.get(self._key(job_id))
         if raw is None:

@@ -68,6 +68,11 @@ def validate_job(spec: JobSpec, registry: ActionRegistry, settings: Settings
         problems.append(FieldProblem("target.label_selector", problem))
     if target.field_selector and (problem := field_selector_problem(target.field_selector)):
         problems.append(FieldProblem("target.field_selector", problem))
+    longest = (spec.duration or 0) + (spec.recovery_timeout or settings.recovery_timeout_seconds)
+    if longest > settings.max_job_seconds:
+        problems.append(FieldProblem("duration", f"duration plus recovery timeout is {longest:g}s, "
+                                     f"longer than a job may run (PYSTOL_MAX_JOB_SECONDS="
+                                     f"{settings.max_job_seconds})"))
     if problems:
         raise JobInvalid(problems)
     assert action is not None and params is not None

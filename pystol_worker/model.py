@@ -15,11 +15,13 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -33,7 +35,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 60s, 5m or 1h30m")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"duration {value!r} is out of range") from None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -81,6 +86,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _namespace_name(namespace: str) -> str:
+    if len(namespace) > 63 or not DNS_LABEL.fullmatch(namespace):
+        raise ValueError(f"namespace {namespace!r} is not a valid namespace name "
+                         "(lower-case letters, digits and '-', at most 63)")
+    return namespace
+
+
+NamespaceName = Annotated[str, AfterValidator(_namespace_name)]
+
+
 class TargetMode(StrEnum):
     """Chaos Mesh's vocabulary for how many of the matching targets to hit."""
 
@@ -102,18 +117,32 @@ class Target(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    namespaces: list[str] = Field(default_factory=list, max_length=100,
+    namespaces: list[NamespaceName] = Field(default_factory=list, max_length=100,
                                   description="Namespaces to select from (pods, workloads).")
     label_selector: str | None = Field(None, max_length=1024, examples=["app=web"])
     field_selector: str | None = Field(None, max_length=1024, examples=["status.phase=Running"])
     names: list[str] = Field(default_factory=list, max_length=1000,
                              description="Node names (node actions); take precedence.")
-    amount: int | None = Field(None, ge=1, description="Original Pystol's node count: same as "
-                                                       "mode=fixed, value=amount.")
+    amount: int | None = Field(None, ge=1, le=1_000_000,
+                               description="Original Pystol's node count: same as mode=fixed, "
+                                           "value=amount.")
     mode: TargetMode = TargetMode.ONE
-    value: float | None = Field(None, allow_inf_nan=False,
+    value: float | None = Field(None, allow_inf_nan=False, validate_default=True,
                                 description="Count (fixed) or percent (fixed-percent, "
                                             "random-max-percent).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _amount_means_fixed(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("amount") is None:
+            return data
+        if data.get("value") is not None or data.get("mode", "fixed") != "fixed":
+            raise ValueError("amount is the original Pystol's way to say mode=fixed; "
+                             "give either amount or mode/value, not both")
+        amount = data["amount"]
+        if isinstance(amount, int) and not isinstance(amount, bool) and 1 <= amount <= 1_000_000:
+            return {**data, "mode": "fixed", "value": amount, "amount": None}
+        return data
 
     @field_validator("value", mode="before")
     @classmethod
@@ -122,28 +151,23 @@ class Target(BaseModel):
             raise ValueError("expected a number, not a boolean")
         return value
 
-    @model_validator(mode="after")
-    def _mode_and_value(self) -> Target:
-        for namespace in self.namespaces:
-            if len(namespace) > 63 or not DNS_LABEL.fullmatch(namespace):
-                raise ValueError(f"namespace {namespace!r} is not a valid namespace name")
-        if self.amount is not None:
-            explicit_mode = "mode" in self.model_fields_set and self.mode != TargetMode.FIXED
-            if self.value is not None or explicit_mode:
-                raise ValueError("amount is the original Pystol's way to say mode=fixed; "
-                                 "give either amount or mode/value, not both")
-            self.mode, self.value, self.amount = TargetMode.FIXED, float(self.amount), None
-        if self.mode in (TargetMode.ONE, TargetMode.ALL):
-            if self.value is not None:
-                raise ValueError(f"mode {self.mode.value} takes no value")
-        elif self.value is None:
-            raise ValueError(f"mode {self.mode.value} needs a value")
-        elif self.mode == TargetMode.FIXED:
-            if self.value < 1 or self.value != int(self.value):
+    @field_validator("value")
+    @classmethod
+    def _value_fits_mode(cls, value: float | None, info: ValidationInfo) -> float | None:
+        mode = info.data.get("mode")
+        if mode is None:
+            return value
+        if mode in (TargetMode.ONE, TargetMode.ALL):
+            if value is not None:
+                raise ValueError(f"mode {mode.value} takes no value")
+        elif value is None:
+            raise ValueError(f"mode {mode.value} needs a value")
+        elif mode == TargetMode.FIXED:
+            if value < 1 or value != int(value):
                 raise ValueError("mode fixed needs a whole number value of at least 1")
-        elif not 0 < self.value <= 100:
-            raise ValueError(f"mode {self.mode.value} needs a percent value in (0, 100]")
-        return self
+        elif not 0 < value <= 100:
+            raise ValueError(f"mode {mode.value} needs a percent value in (0, 100]")
+        return value
 
 
 class HttpProbe(BaseModel):

@@ -110,6 +110,7 @@ def blueprint(services: Services) -> APIBlueprint:
             log.exception("could not queue job %s", record.id)
             store.finish(record.id, JobStatus.FAILED, "could not be queued",
                          error=f"{type(error).__name__}: {error}")
+            store.release_idempotency_key(record)
             raise ApiProblem(503, "queue-unavailable", "Job could not be queued",
                              f"job {record.id} was stored but the queue (PYSTOL_REDIS_URL) "
                              "refused it; it was marked failed. Retry later.",

@@ -263,7 +263,7 @@ def test_valid_namespace_names(name: str) -> None:
 def test_invalid_namespace_names_are_refused(name: str) -> None:
     with pytest.raises(ValidationError, match="is not a valid namespace name") as caught:
         spec(target={"namespaces": ["ok", name]})
-    assert locs(caught.value) == [("target",)]
+    assert locs(caught.value) == [("target", "namespaces", 1)]
 
 
 def test_namespace_with_a_trailing_newline_is_refused() -> None:

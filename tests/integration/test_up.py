@@ -1,0 +1,72 @@
+"""The README's first-run story: `pystol up --sim`, then the line it prints, pasted."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis_server import free_port
+
+
+def read_until(process: subprocess.Popen[str], lines: list[str], pattern: str,
+               timeout: float) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(lines):
+            match = re.search(pattern, line)
+            if match:
+                return match
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("redis_choice", ["server", "fake"])
+def test_up_sim_then_run_pod_kill_wait(tmp_path: Path, redis_choice: str) -> None:
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               # nothing answers there, so `up` starts its own Redis of the chosen kind
+               PYSTOL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", HOME=str(tmp_path))
+    env.pop("PYSTOL_API_TOKENS", None)
+    up = subprocess.Popen([sys.executable, "-m", "pystol_api.cli", "up", "--sim", "--port",
+                           str(port), "--redis", redis_choice],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert up.stdout is not None
+        for line in up.stdout:
+            lines.append(line.rstrip("\n"))
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        exports = read_until(up, lines, r"^export PYSTOL_API_URL=(\S+) PYSTOL_TOKEN=(\S+)$", 90)
+        api_url, token = exports.group(1), shlex.split(exports.group(2))[0]
+        assert api_url == f"http://127.0.0.1:{port}"
+        example = read_until(up, lines, r"^(pystol run pod-kill .*)$", 5).group(1)
+        assert "--namespace shop" in example and "--selector app=web" in example
+        if redis_choice == "fake":
+            assert any("for trying things out" in line for line in lines)
+
+        argv = shlex.split(example)
+        assert argv[0] == "pystol" and "--wait" in argv
+        run = subprocess.run([sys.executable, "-m", "pystol_api.cli", *argv[1:]],
+                             env=dict(env, PYSTOL_API_URL=api_url, PYSTOL_TOKEN=token),
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr + "\n".join(lines[-40:])
+        assert "succeeded" in run.stdout
+        assert re.search(r"recover", run.stdout), run.stdout
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+    assert code == 0, "\n".join(lines[-30:])
+    assert any("[worker]" in line for line in lines) and any("[sim]" in line for line in lines)
