@@ -476,6 +476,9 @@ class Cluster:
         conditions = [c for c in status.get("conditions") or () if c["type"] != "PodScheduled"]
         stamp = now_rfc3339()
         if node is None:
+            existing = _condition(pod, "PodScheduled")
+            if existing is not None and existing.get("status") == "False":
+                return False  # already marked unschedulable: writing again would loop
             conditions.append({"type": "PodScheduled", "status": "False",
                                "reason": "Unschedulable", "lastTransitionTime": stamp,
                                "message": f"0/{len(self.nodes)} nodes are available."})
@@ -532,8 +535,11 @@ class Cluster:
                 self.store.put(self.pods, pod)
                 self.later(self._delay(pod, ANNOTATION_START, self.timings.start_seconds),
                            self.pods, ns, name)
-            elif _condition(pod, "PodScheduled") is not None:
+            elif pod != self.store.find(self.pods, ns, name):
                 self.store.put(self.pods, pod)
+                self.record_event(pod, "FailedScheduling", "0/"
+                                  f"{len(self.nodes)} nodes are available: no node fits",
+                                  type_="Warning", component="default-scheduler")
             return
         node = self.nodes.get(node_name)
         if node is None or not node.ready:

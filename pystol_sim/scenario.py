@@ -21,9 +21,11 @@ never built here: the simulated cluster's controllers create them.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.resources
 import re
 import types
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1070,6 +1072,10 @@ def _node_manifest(group: NodeGroup, name: str, index: int) -> dict[str, Any]:
                 "architecture": "amd64",
                 "osImage": "pystol-sim",
                 "kernelVersion": "pystol-sim",
+                # Required by the official clients' typed models; stable per node name.
+                "machineID": hashlib.md5(name.encode()).hexdigest(),
+                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+                "bootID": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
             },
         },
     }

@@ -217,7 +217,7 @@ def test_no_matching_pods_fails_clearly(stack: Stack) -> None:
     ({"action": "no-such", "target": {"namespaces": ["shop"]}}, "action"),
     ({"action": "pod-kill", "target": {"namespaces": ["shop"], "label_selector": "app in (x"}},
      "target.label_selector"),
-    ({"action": "pod-kill", "target": {"namespaces": ["shop"], "mode": "fixed"}}, "target"),
+    ({"action": "pod-kill", "target": {"namespaces": ["shop"], "mode": "fixed"}}, "target.value"),
     ({"action": "pod-kill", "target": {"namespaces": ["kube-system"]}}, "target.namespaces[0]"),
     ({"action": "pod-kill", "target": {"namespaces": ["shop"]}, "params": {"bogus": 1}},
      "params.bogus"),
