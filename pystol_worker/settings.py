@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     protected_namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_PROTECTED),
         description="Comma-separated namespaces never targeted.")
+    namespace: str = Field("pystol", description="Pystol's own namespace; always protected.")
     allow_protected: bool = Field(False, description="Admin switch: allow targeting protected "
                                                      "namespaces.")
     worker_concurrency: int = Field(2, ge=1, le=256, description="Jobs one worker runs at once.")
@@ -95,7 +96,8 @@ class Settings(BaseSettings):
         return int(self.api_bind.rsplit(":", 1)[1])
 
     def is_protected(self, namespace: str) -> bool:
-        return not self.allow_protected and namespace in self.protected_namespaces
+        return not self.allow_protected and (namespace in self.protected_namespaces
+                                             or namespace == self.namespace)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -62,7 +62,7 @@ case "${1:-}" in
   up)
     shift
     setup
-    exec pystol-sim --kubeconfig "$ROOT/.tools/sim.kubeconfig" "$@"
+    exec pystol up --sim "$@"
     ;;
   setup)
     setup

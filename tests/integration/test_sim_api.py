@@ -767,13 +767,31 @@ def test_watch_bookmark_ends_initial_events(core: client.CoreV1Api, ns: str) -> 
     events = list(watch.Watch().stream(
         core.list_namespaced_config_map, ns, allow_watch_bookmarks=True,
         send_initial_events=True, resource_version_match="NotOlderThan", timeout_seconds=1))
-    assert [e["type"] for e in events] == ["ADDED", "ADDED", "BOOKMARK"]
+    assert [e["type"] for e in events[:3]] == ["ADDED", "ADDED", "BOOKMARK"]
     assert sorted(e["object"].metadata.name for e in events[:2]) == ["x", "y"]
     bookmark = events[2]["raw_object"]
     assert bookmark["kind"] == "ConfigMap"
     assert bookmark["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     assert int(bookmark["metadata"]["resourceVersion"]) >= max(
         int(e["object"].metadata.resource_version) for e in events[:2])
+    # Anything after that on a quiet collection can only be a (progress) bookmark.
+    assert {e["type"] for e in events[3:]} <= {"BOOKMARK"}
+
+
+def test_watch_bookmark_reports_progress(core: client.CoreV1Api, ns: str) -> None:
+    rv = core.list_namespaced_config_map(ns).metadata.resource_version
+    # Another namespace's write moves the global resourceVersion past the list's.
+    core.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(generate_name="progress-")))
+    tracker = watch.Watch()
+    events = list(tracker.stream(core.list_namespaced_config_map, ns, resource_version=rv,
+                                 allow_watch_bookmarks=True, timeout_seconds=1))
+    assert events, "no bookmark before the watch timed out"
+    assert {e["type"] for e in events} == {"BOOKMARK"}
+    latest = int(events[-1]["raw_object"]["metadata"]["resourceVersion"])
+    assert latest > int(rv)
+    # The client resumes from the bookmark's resourceVersion.
+    assert tracker.resource_version == str(latest)
 
 
 # ------------------------------------------------------------- concurrency, finalizers, dry run
