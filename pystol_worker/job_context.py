@@ -2,6 +2,9 @@
 
 A preview (the API's `POST /preview`) gets the same context without a job, so an
 action's `select()` is the same code whether it answers a preview or a run.
+`check()` reads Redis every time it is called (one MGET: the job's cancel flag
+and the global halt), and actions call it right before every injecting call:
+that read is what makes a halt stop injections within one round trip.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pystol_worker.job_store import JobStore
 from pystol_worker.kube_access import ClusterAccess
 from pystol_worker.model import JobResult, Metrics
 from pystol_worker.settings import Settings
+
+if TYPE_CHECKING:
+    from pystol_worker.revert_journal import RevertJournal
+    from pystol_worker.target_locks import TargetLocks
 
 CANCEL_POLL_SECONDS = 0.2
 
@@ -30,10 +37,13 @@ class JobContext:
     cluster: ClusterAccess
     store: JobStore | None = None
     job_id: str | None = None
+    journal: RevertJournal | None = None
+    locks: TargetLocks | None = None
     result: JobResult = field(default_factory=JobResult)
     metrics: Metrics = field(default_factory=Metrics)
     stop: threading.Event = field(default_factory=threading.Event)
     abort_reason: str | None = None
+    locked: list[str] = field(default_factory=list)
     on_event: Callable[[str, str, dict[str, Any]], None] | None = None
 
     def event(self, kind: str, message: str, **data: Any) -> None:
@@ -43,13 +53,13 @@ class JobContext:
             self.on_event(kind, message, data)
 
     def cancelled(self) -> bool:
-        """True once an abort was asked for (checked against Redis at most every 0.2 s)."""
+        """True once an abort was asked for: the job was cancelled or chaos was halted."""
         if self.stop.is_set():
             return True
         if self.store is not None and self.job_id is not None:
-            by = self.store.cancel_requested_by(self.job_id)
-            if by is not None:
-                self.abort_reason = f"aborted: cancelled by {by}"
+            reason = self.store.stop_reason(self.job_id)
+            if reason is not None:
+                self.abort_reason = reason
                 self.stop.set()
                 return True
         return False
@@ -59,7 +69,7 @@ class JobContext:
             raise JobAborted(self.abort_reason or "aborted")
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, waking early (with JobAborted) when the job is cancelled."""
+        """Sleep, waking early (with JobAborted) when the job is cancelled or halted."""
         deadline = time.monotonic() + seconds
         while True:
             self.check()

@@ -37,6 +37,7 @@ from pystol_worker.model import (
 PREFIX = "pystol:"
 IDEMPOTENCY_SECONDS = 24 * 3600
 TIMELINE_CHANNEL = PREFIX + "timeline"
+HALT_KEY = PREFIX + "halt"
 
 
 class JobNotFound(KeyError):
@@ -284,3 +285,14 @@ class JobStore:
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
+
+    def stop_reason(self, job_id: str) -> str | None:
+        """Why a running job must stop now (cancelled, or the global halt), in one round trip."""
+        cancel, halt = self.redis.mget([self._key(job_id) + ":cancel", HALT_KEY])
+        if halt is not None:
+            by = json.loads(halt).get("by") or "someone"
+            return f"aborted: chaos halted by {by}"
+        if cancel is not None:
+            by = cancel.decode() if isinstance(cancel, bytes) else str(cancel)
+            return f"aborted: cancelled by {by}"
+        return None

@@ -213,6 +213,126 @@ class ClusterAccess:
             preconditions=client.V1Preconditions(uid=uid) if uid else None)
         self.call("delete", self.core.delete_namespaced_pod, name, namespace, body=body)
 
+    def patch(self, kind: str, namespace: str | None, name: str, body: Any) -> dict[str, Any]:
+        """Strategic-merge (built-ins) patch of a Pod, Node, Deployment or StatefulSet."""
+        patchers: dict[str, Callable[..., Any]] = {
+            "Pod": self.core.patch_namespaced_pod, "Node": self.core.patch_node,
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "StatefulSet": self.apps.patch_namespaced_stateful_set}
+        args = (name, body) if kind == "Node" else (name, namespace, body)
+        response = self.call("patch", patchers[kind], *args, _preload_content=False)
+        return json.loads(response.data)
+
+    def list_nodes(self, label_selector: str | None = None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"_preload_content": False}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        response = self.call("list", self.core.list_node, **kwargs)
+        return json.loads(response.data).get("items") or []
+
+    def list_all_pods(self, field_selector: str) -> list[dict[str, Any]]:
+        response = self.call("list", self.core.list_pod_for_all_namespaces,
+                             field_selector=field_selector, _preload_content=False)
+        return json.loads(response.data).get("items") or []
+
+    def get_node(self, name: str) -> dict[str, Any]:
+        return self.get_raw(self.core.read_node, name)
+
+    def get_scale(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        reader = {"Deployment": self.apps.read_namespaced_deployment_scale,
+                  "StatefulSet": self.apps.read_namespaced_stateful_set_scale}[kind]
+        return self.get_raw(reader, name, namespace)
+
+    def set_scale(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+        patcher = {"Deployment": self.apps.patch_namespaced_deployment_scale,
+                   "StatefulSet": self.apps.patch_namespaced_stateful_set_scale}[kind]
+        self.call("patch", patcher, name, namespace, {"spec": {"replicas": replicas}})
+
+    def list_workloads(self, kind: str, namespace: str, label_selector: str | None
+                       ) -> list[dict[str, Any]]:
+        lister = {"Deployment": self.apps.list_namespaced_deployment,
+                  "StatefulSet": self.apps.list_namespaced_stateful_set}[kind]
+        kwargs: dict[str, Any] = {"_preload_content": False}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        response = self.call("list", lister, namespace, **kwargs)
+        return json.loads(response.data).get("items") or []
+
+    def evict(self, namespace: str, name: str, grace_period: int | None = None) -> None:
+        from kubernetes import client
+
+        body = client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            delete_options=client.V1DeleteOptions(grace_period_seconds=grace_period))
+        # No retries here: a 429 means a PodDisruptionBudget says no, and the caller decides.
+        self.limiter.acquire()
+        from kubernetes.client.rest import ApiException
+        try:
+            self.core.create_namespaced_pod_eviction(name, namespace, body)
+            self._count("create", 201)
+        except ApiException as error:
+            self._count("create", error.status or 0)
+            raise self._translate(error) from None
+
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        from kubernetes import client
+
+        creators: dict[str, Callable[..., Any]] = {
+            "Pod": self.core.create_namespaced_pod,
+            "NetworkPolicy": client.NetworkingV1Api(self.api_client)
+            .create_namespaced_network_policy}
+        response = self.call("create", creators[kind], namespace, body, _preload_content=False)
+        return json.loads(response.data)
+
+    def delete(self, kind: str, namespace: str, name: str, grace_period: int | None = 0
+               ) -> bool:
+        """Delete an object; False when it was already gone."""
+        from kubernetes import client
+
+        deleters: dict[str, Callable[..., Any]] = {
+            "Pod": self.core.delete_namespaced_pod,
+            "NetworkPolicy": client.NetworkingV1Api(self.api_client)
+            .delete_namespaced_network_policy}
+        try:
+            self.call("delete", deleters[kind], name, namespace,
+                      grace_period_seconds=grace_period)
+        except NotFound:
+            return False
+        return True
+
+    def exec_in_pod(self, namespace: str, name: str, container: str, command: list[str],
+                    timeout: float = 30.0) -> tuple[int, str, str]:
+        """Run a command in a container (pods/exec over WebSocket): (exit code, out, err)."""
+        from kubernetes.stream import stream
+
+        self.limiter.acquire()
+        client_stream = stream(self.core.connect_get_namespaced_pod_exec, name, namespace,
+                               container=container, command=command, stderr=True,
+                               stdin=False, stdout=True, tty=False, _preload_content=False)
+        client_stream.run_forever(timeout=timeout)
+        out = client_stream.read_stdout() if client_stream.peek_stdout() else ""
+        err = client_stream.read_stderr() if client_stream.peek_stderr() else ""
+        code = client_stream.returncode
+        client_stream.close()
+        self._count("create", 200)
+        return int(code if code is not None else -1), out, err
+
+    def post_event(self, target: Any, api_version: str, reason: str, message: str,
+                   event_type: str = "Normal") -> None:
+        """A Kubernetes Event on the affected object, so `kubectl describe` shows the chaos."""
+        namespace = target.namespace or "default"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {
+            "metadata": {"generateName": f"{target.name}.pystol-", "namespace": namespace},
+            "involvedObject": {"kind": target.kind, "name": target.name,
+                               "namespace": target.namespace or "", "uid": target.uid,
+                               "apiVersion": api_version},
+            "reason": reason, "message": message, "type": event_type,
+            "source": {"component": "pystol"}, "reportingComponent": "pystol",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        self.call("create", self.core.create_namespaced_event, namespace, body)
+
     def watch_pods(self, namespace: str, label_selector: str, resource_version: str,
                    timeout_seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event type, pod dict) from a resourceVersion, until the server ends the stream."""

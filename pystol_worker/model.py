@@ -126,6 +126,11 @@ class Target(BaseModel):
     amount: int | None = Field(None, ge=1, le=1_000_000,
                                description="Original Pystol's node count: same as mode=fixed, "
                                            "value=amount.")
+    max_targets: int | None = Field(None, ge=1, le=100_000,
+                                    description="Never hit more than this many targets.")
+    min_available: int | str | None = Field(
+        None, description="Keep at least this many (or this percent, e.g. \"50%\") of each "
+                          "workload's desired pods ready; the action takes fewer targets.")
     mode: TargetMode = TargetMode.ONE
     value: float | None = Field(None, allow_inf_nan=False, validate_default=True,
                                 description="Count (fixed) or percent (fixed-percent, "
@@ -143,6 +148,18 @@ class Target(BaseModel):
         if isinstance(amount, int) and not isinstance(amount, bool) and 1 <= amount <= 1_000_000:
             return {**data, "mode": "fixed", "value": amount, "amount": None}
         return data
+
+    @field_validator("min_available")
+    @classmethod
+    def _count_or_percent(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, bool):
+            raise ValueError("expected a count or a percent such as \"50%\"")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("must not be negative")
+        elif isinstance(value, str) and not re.fullmatch(r"(100|[1-9]?[0-9])%", value):
+            raise ValueError("expected a count or a percent from 0% to 100%, e.g. \"50%\"")
+        return value
 
     @field_validator("value", mode="before")
     @classmethod
@@ -200,6 +217,9 @@ class JobSpec(BaseModel):
                                                                 "recover; default from settings.")
     probes: list[Probe] = Field(default_factory=list, max_length=20)
     dry_run: bool = False
+    on_conflict: Literal["wait", "reject"] = Field(
+        "wait", description="When another running job holds a fault on the same workload or "
+                            "node: wait for it, or fail at once.")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
 

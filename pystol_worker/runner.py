@@ -20,7 +20,9 @@ from pystol_worker.job_validation import JobInvalid, validate_job
 from pystol_worker.kube_access import ClusterAccess, ClusterError
 from pystol_worker.model import JobRecord, JobStatus
 from pystol_worker.probes import run_probe
+from pystol_worker.revert_journal import RevertJournal
 from pystol_worker.settings import Settings
+from pystol_worker.target_locks import TargetLocks
 
 log = logging.getLogger("pystol.worker")
 LOST_WORKER_REASON = ("the worker running this job was lost; Pystol does not run a chaos job "
@@ -34,6 +36,8 @@ class JobRunner:
         self.store = store
         self.registry = registry
         self.cluster_factory = cluster_factory
+        self.journal = RevertJournal(store.redis, settings.heartbeat_seconds)
+        self.locks = TargetLocks(store.redis)
         self._cluster: ClusterAccess | None = None
 
     @property
@@ -52,12 +56,18 @@ class JobRunner:
             current = self.store.get(job_id, with_timeline=False)
             if current.status == JobStatus.RUNNING:
                 # Redelivered: the worker that started it died (acks_late + requeue).
-                self.store.finish(job_id, JobStatus.ABORTED, LOST_WORKER_REASON)
-                return JobStatus.ABORTED
+                return self._abort_lost(job_id)
             return current.status
         ctx = JobContext(settings=self.settings, cluster=self.cluster, store=self.store,
-                         job_id=job_id)
-        status, reason, error = self._execute(record, ctx)
+                         job_id=job_id, journal=self.journal, locks=self.locks)
+
+        def refresh_locks() -> None:
+            self.locks.refresh(job_id, ctx.locked, self.settings.heartbeat_seconds)
+        try:
+            with self.journal.heartbeat(job_id, on_beat=refresh_locks):
+                status, reason, error = self._execute(record, ctx)
+        finally:
+            self.locks.release(job_id, ctx.locked)
 
         def keep_results(stored: JobRecord) -> None:
             stored.result = ctx.result
@@ -65,6 +75,18 @@ class JobRunner:
         with contextlib.suppress(TransitionRefused):
             self.store.finish(job_id, status, reason, error, change=keep_results)
         return status
+
+    def _abort_lost(self, job_id: str) -> JobStatus:
+        """Undo what the lost worker left in the journal, then end the job aborted."""
+        undone, failed = self.journal.reap(self.cluster, job_id=job_id)
+        reason = LOST_WORKER_REASON
+        if undone:
+            reason += f"; reverted {len(undone)} change(s) it left"
+        if failed:
+            reason += f"; {len(failed)} revert(s) failed and are left to the reaper"
+        with contextlib.suppress(TransitionRefused):
+            self.store.finish(job_id, JobStatus.ABORTED, reason)
+        return JobStatus.ABORTED
 
     def _execute(self, record: JobRecord, ctx: JobContext
                  ) -> tuple[JobStatus, str, str | None]:

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
                                                           "visibility timeout is twice this.")
     recovery_timeout_seconds: float = Field(300.0, gt=0, description="Default time a workload "
                                                                      "gets to recover.")
+    heartbeat_seconds: float = Field(15.0, ge=0.5, le=600, description="A running job's "
+                                     "heartbeat lives this long; when it lapses, the job counts "
+                                     "as lost and its faults are reverted.")
+    reaper_interval_seconds: float = Field(10.0, ge=0.2, le=3600, description="How often each "
+                                           "worker looks for orphaned faults to revert.")
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the "
                                                                    "API accepts.")
     api_url: str = Field("http://127.0.0.1:8080", description="Where the CLI finds the API.")

@@ -7,19 +7,23 @@ processes.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_process_init
 
 from pystol_worker.actions.registry import default_registry
 from pystol_worker.celery_app import RUN_JOB_TASK
 from pystol_worker.job_store import JobStore
 from pystol_worker.kube_access import ClusterAccess
+from pystol_worker.reaper import reap_once
 from pystol_worker.runner import JobRunner
 from pystol_worker.settings import Settings
+
+log = logging.getLogger("pystol.worker")
 
 
 class RunnerPerProcess:
@@ -37,6 +41,36 @@ class RunnerPerProcess:
         return self._runner
 
 
+def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep that reaps at start and then on the worker's own timer."""
+
+    class ReaperStep(bootsteps.StartStopStep):
+        requires = {"celery.worker.components:Timer"}
+
+        def __init__(self, worker: Any, **kwargs: Any) -> None:
+            super().__init__(worker, **kwargs)
+            self.runner = RunnerPerProcess(settings)
+            self.tref: Any = None
+
+        def start(self, worker: Any) -> None:
+            worker.timer.call_after(0.0, self.reap)
+            self.tref = worker.timer.call_repeatedly(settings.reaper_interval_seconds, self.reap)
+
+        def stop(self, worker: Any) -> None:
+            if self.tref is not None:
+                self.tref.cancel()
+
+        def reap(self) -> None:
+            runner = self.runner.get()
+            try:
+                reap_once(runner.store, runner.journal, runner.cluster,
+                          settings.heartbeat_seconds)
+            except Exception:
+                log.exception("reaper pass failed; the next one retries")
+
+    return ReaperStep
+
+
 def register_tasks(app: Celery, settings: Settings) -> None:
     runners = RunnerPerProcess(settings)
 
@@ -44,6 +78,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def _warm_up(**_: Any) -> None:
         # Connect to Redis and the cluster before the first job, not during it.
         runners.get().cluster  # noqa: B018
+
+    app.steps["worker"].add(reaper_step(settings))
 
     @app.task(name=RUN_JOB_TASK, bind=True)
     def run_job(task: Any, job_id: str) -> str | None:

@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -583,6 +584,9 @@ def test_label_selectors(core: client.CoreV1Api, ns: str) -> None:
     assert names("!tier") == ["c", "d"]
     assert names("app in (web, cache),!tier") == ["c"]
 
+    core.delete_collection_namespaced_config_map(ns, label_selector="tier")
+    assert names("") == ["c", "d"]
+
 
 def test_field_selectors(core: client.CoreV1Api, ns: str) -> None:
     core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=meta("one")))
@@ -761,6 +765,44 @@ def test_watch_sees_a_burst_completely_and_in_order(core: client.CoreV1Api, ns: 
     assert len(set(versions)) == count
 
 
+def test_watch_with_label_selector_sees_objects_leave_and_enter(core: client.CoreV1Api,
+                                                               ns: str) -> None:
+    rv = core.list_namespaced_config_map(ns).metadata.resource_version
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=meta(
+        "mover", labels={"team": "a"})))
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=meta(
+        "other", labels={"team": "b"})))
+    core.patch_namespaced_config_map("mover", ns, {"metadata": {"labels": {"team": "b"}}})
+    core.patch_namespaced_config_map("mover", ns, {"metadata": {"labels": {"team": "a"}}})
+    core.patch_namespaced_config_map("mover", ns, {"data": {"x": "1"}})
+    core.delete_namespaced_config_map("mover", ns)
+    events = [(e["type"], e["object"].metadata.name, e["object"].metadata.labels["team"])
+              for e in watch.Watch().stream(core.list_namespaced_config_map, ns,
+                                            label_selector="team=a", resource_version=rv,
+                                            timeout_seconds=1)]
+    assert events == [("ADDED", "mover", "a"), ("DELETED", "mover", "b"),
+                      ("ADDED", "mover", "a"), ("MODIFIED", "mover", "a"),
+                      ("DELETED", "mover", "a")]
+
+
+def test_watch_with_field_selector_on_pod_phase(core: client.CoreV1Api, ns: str) -> None:
+    rv = core.list_namespaced_pod(ns).metadata.resource_version
+    core.create_namespaced_pod(ns, client.V1Pod(
+        metadata=meta("phased", annotations=quick_annotations(0, 0)),
+        spec=client.V1PodSpec(containers=[container()])))
+    events = []
+    for event in watch.Watch().stream(core.list_namespaced_pod, ns,
+                                      field_selector="status.phase=Running",
+                                      resource_version=rv, timeout_seconds=5):
+        events.append(event)
+        if pod_ready(event["object"]):
+            break
+    # The pod only enters this watch once it is Running: first seen as ADDED, then MODIFIED.
+    assert events[0]["type"] == "ADDED"
+    assert {e["object"].status.phase for e in events} == {"Running"}
+    assert {e["type"] for e in events[1:]} <= {"MODIFIED"}
+
+
 def test_watch_bookmark_ends_initial_events(core: client.CoreV1Api, ns: str) -> None:
     for name in ("x", "y"):
         core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=meta(name)))
@@ -811,6 +853,21 @@ def test_optimistic_concurrency(core: client.CoreV1Api, ns: str) -> None:
     body = body_of(caught.value)
     assert body["kind"] == "Status"
     assert body["reason"] == "Conflict"
+    assert core.read_namespaced_config_map("occ", ns).data == {"v": "1"}
+
+    # A patch that names a stale resourceVersion is refused the same way.
+    with pytest.raises(ApiException) as caught:
+        core.patch_namespaced_config_map("occ", ns, {"metadata": {
+            "resourceVersion": second.metadata.resource_version}, "data": {"v": "3"}})
+    assert caught.value.status == 409
+    assert body_of(caught.value)["reason"] == "Conflict"
+
+    # So is a delete whose precondition names a stale resourceVersion.
+    with pytest.raises(ApiException) as caught:
+        core.delete_namespaced_config_map("occ", ns, body=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(
+                resource_version=second.metadata.resource_version)))
+    assert caught.value.status == 409
     assert core.read_namespaced_config_map("occ", ns).data == {"v": "1"}
 
     with pytest.raises(ApiException) as caught:
@@ -941,6 +998,8 @@ def test_exec_output_and_exit_code(core: client.CoreV1Api, ns: str, running_pod:
     response.run_forever(timeout=5)
     assert response.returncode == 127
     assert "not found" in response.read_stderr()
+    log = core.read_namespaced_pod_log(running_pod, ns)
+    assert "main" in log
 
 
 def test_exec_kill_restarts_the_container(core: client.CoreV1Api, ns: str,
@@ -979,12 +1038,13 @@ def test_exec_kill_restarts_the_container(core: client.CoreV1Api, ns: str,
 # ------------------------------------------------------------------------------------- auth
 
 
-def test_wrong_token_is_unauthorized(sim: SimProcess) -> None:
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=str(sim.kubeconfig),
-                            client_configuration=configuration)
-    configuration.api_key = {"authorization": "Bearer not-the-token"}
-    with client.ApiClient(configuration) as bad_client, pytest.raises(ApiException) as caught:
+def test_wrong_token_is_unauthorized(sim: SimProcess, tmp_path: Path) -> None:
+    kubeconfig = yaml.safe_load(sim.kubeconfig.read_text())
+    kubeconfig["users"][0]["user"]["token"] = "not-the-token"
+    wrong = tmp_path / "kubeconfig"
+    wrong.write_text(yaml.safe_dump(kubeconfig))
+    with config.new_client_from_config(config_file=str(wrong)) as bad_client, \
+            pytest.raises(ApiException) as caught:
         client.CoreV1Api(bad_client).list_namespace()
     assert caught.value.status == 401
     body = body_of(caught.value)

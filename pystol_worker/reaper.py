@@ -1,0 +1,82 @@
+"""The reaper: revert what dead workers left behind and close their jobs.
+
+It runs in every worker's main process, once when the worker starts and then
+every `PYSTOL_REAPER_INTERVAL_SECONDS`, on Celery's own timer (no extra
+thread in a process that forks). One reaper acts at a time (a Redis lock).
+A job counts as lost when its heartbeat lapsed: its journal entries are
+undone, and the job, if still `running`, ends `aborted` saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pystol_worker.job_store import JobStore, TransitionRefused
+from pystol_worker.kube_access import ClusterAccess
+from pystol_worker.model import JobStatus, utcnow
+from pystol_worker.revert_journal import RevertJournal, UndoRegistry, undo_functions
+
+log = logging.getLogger("pystol.reaper")
+
+
+@dataclass
+class ReapReport:
+    reverted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    aborted_jobs: list[str] = field(default_factory=list)
+
+
+def lost_job_reason(reverted: int, failed: int) -> str:
+    text = "the worker running this job stopped (its heartbeat lapsed)"
+    if reverted:
+        text += f"; the reaper reverted {reverted} change(s)"
+    if failed:
+        text += f"; {failed} revert(s) failed and will be retried"
+    return text
+
+
+def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
+              heartbeat_seconds: float, registry: UndoRegistry = undo_functions) -> ReapReport:
+    from pystol_worker.actions.registry import default_registry
+
+    default_registry()  # the actions' modules register the undo functions
+    report = ReapReport()
+    undone, failed = journal.reap(cluster, registry)
+    per_job: dict[str, list[int]] = {}
+    for entry in undone:
+        report.reverted.append(entry.describe())
+        per_job.setdefault(entry.job_id, [0, 0])[0] += 1
+    for entry, error in failed:
+        report.failed.append(f"{entry.describe()}: {error}")
+        per_job.setdefault(entry.job_id, [0, 0])[1] += 1
+    cursor = None
+    while True:
+        page = store.list(status=JobStatus.RUNNING, cursor=cursor, limit=200)
+        for record in page.items:
+            started = record.started_at or record.created_at
+            if journal.alive(record.id) or \
+                    (utcnow() - started).total_seconds() < heartbeat_seconds:
+                continue
+            per_job.setdefault(record.id, [0, 0])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    for job_id, (reverted, failures) in per_job.items():
+        if journal.alive(job_id):
+            continue
+        try:
+            current = store.get(job_id, with_timeline=False)
+        except KeyError:
+            continue
+        if current.status != JobStatus.RUNNING:
+            continue
+        try:
+            store.finish(job_id, JobStatus.ABORTED, lost_job_reason(reverted, failures))
+            report.aborted_jobs.append(job_id)
+        except TransitionRefused:
+            pass
+    if report.reverted or report.failed or report.aborted_jobs:
+        log.warning("reaper: reverted %d change(s), %d failed, aborted jobs %s",
+                    len(report.reverted), len(report.failed), report.aborted_jobs)
+    return report
