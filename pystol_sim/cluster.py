@@ -144,6 +144,7 @@ class Cluster:
         self._ip = itertools.count(2)
         self._not_ready_since: dict[str, float] = {}
         self._killed: set[str] = set()  # uids of pods whose kill was already announced
+        self._created_images: dict[str, dict[str, str]] = {}  # pod uid -> container -> image
         self.pods = self._type("", "v1", "pods")
         self.nodes_t = self._type("", "v1", "nodes")
         self.namespaces = self._type("", "v1", "namespaces")
@@ -292,6 +293,8 @@ class Cluster:
                     "labels") or {}):
                 owner_kind = "Deployment"
                 owner_name = owner_name.rsplit("-", 1)[0]
+            self._created_images[uid] = {c.get("name"): c.get("image")
+                                         for c in pod.get("spec", {}).get("containers") or ()}
             record = self.truth[uid] = PodTruth(uid, pod["metadata"].get("namespace", ""),
                                                 pod["metadata"]["name"], owner_kind, owner_name,
                                                 now)
@@ -305,6 +308,7 @@ class Cluster:
             record.deleted = now
         if event == "DELETED":
             self._killed.discard(uid)
+            self._created_images.pop(uid, None)
             record.removed = now
             if record.deleted is None:
                 record.deleted = now
@@ -572,7 +576,14 @@ class Cluster:
                     self.store.put(self.pods, pod)
                 self.later((due - now) * self.speed, self.pods, ns, name)
             return
+        if phase == "Running" and self._restart_swapped_images(pod):
+            self.store.put(self.pods, pod)
+            self.later(self._delay(pod, ANNOTATION_READY, self.timings.ready_seconds),
+                       self.pods, ns, name)
+            return
         if phase == "Running" and not pod_is_ready(pod):
+            if self._unusable(pod):
+                return  # a pause image where the app was: running, never ready
             ready = self._delay(pod, ANNOTATION_READY, self.timings.ready_seconds)
             since = self._last_start(pod) or now
             due = since + ready / self.speed
@@ -581,6 +592,45 @@ class Cluster:
                 self.store.put(self.pods, pod)
             else:
                 self.later((due - now) * self.speed, self.pods, ns, name)
+
+    def _restart_swapped_images(self, pod: dict[str, Any]) -> bool:
+        """A kubelet restarts a container whose image was changed in the pod spec."""
+        wanted = {c.get("name"): c.get("image") for c in pod["spec"].get("containers") or ()}
+        changed = False
+        stamp = now_rfc3339()
+        for cs in pod.get("status", {}).get("containerStatuses") or ():
+            image = wanted.get(cs["name"])
+            if image is None or image == cs.get("image"):
+                continue
+            running = cs.get("state", {}).get("running", {})
+            cs["lastState"] = {"terminated": {"exitCode": 0, "reason": "Completed",
+                                              "startedAt": running.get("startedAt", stamp),
+                                              "finishedAt": stamp}}
+            cs["image"], cs["imageID"] = image, f"sim://{image}"
+            cs["restartCount"] = cs.get("restartCount", 0) + 1
+            cs["state"] = {"running": {"startedAt": stamp, "startedAtUnix": time.time()}}
+            cs["ready"] = False
+            changed = True
+        if changed:
+            self._put_condition(pod, "ContainersReady", "False", "ContainersNotReady")
+            self._put_condition(pod, "Ready", "False", "ContainersNotReady")
+            record = self.truth.get(pod["metadata"]["uid"])
+            if record is not None:
+                record.ready = None
+            self.record_event(pod, "Pulled", "Container image changed; restarting",
+                              component="kubelet")
+        return changed
+
+    def _unusable(self, pod: dict[str, Any]) -> bool:
+        """True when a container now runs a pause image instead of the one it was created with:
+        the process runs but serves nothing, so readiness never passes (Chaos Mesh's
+        pod-failure works this way on a real cluster)."""
+        created = self._created_images.get(pod["metadata"]["uid"], {})
+        for container in pod["spec"].get("containers") or ():
+            image = container.get("image", "")
+            if image != created.get(container.get("name")) and "pause" in image.rsplit("/", 1)[-1]:
+                return True
+        return False
 
     @staticmethod
     def _last_start(pod: dict[str, Any]) -> float | None:
