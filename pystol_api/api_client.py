@@ -232,6 +232,18 @@ class ApiClient:
                 return
             seen.add(cursor)
 
+    # -- the kill switch ---------------------------------------------------------------------
+
+    def halt(self, reason: str | None) -> dict[str, Any]:
+        body = {"reason": reason} if reason else {}
+        return self.request("POST", f"{API_PREFIX}/halt", json_body=body)
+
+    def lift_halt(self) -> dict[str, Any]:
+        return self.request("DELETE", f"{API_PREFIX}/halt")
+
+    def halt_state(self) -> dict[str, Any]:
+        return self.request("GET", f"{API_PREFIX}/halt")
+
     # -- the rest -------------------------------------------------------------------------
 
     def actions(self) -> list[dict[str, Any]]:

@@ -615,6 +615,42 @@ def jobs_cancel(runtime: Runtime, job_id: str, output: str) -> None:
         click.echo(f"watch it end: pystol jobs show {job_id} --follow")
 
 
+# -- halt --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--reason", metavar="TEXT", help="Why (shown to whoever lifts it).")
+@click.option("--off", "lift", is_flag=True, help="Lift the halt: chaos may run again.")
+@click.option("--status", "show", is_flag=True, help="Only tell whether chaos is halted.")
+@output_option
+@click.pass_obj
+def halt(runtime: Runtime, reason: str | None, lift: bool, show: bool, output: str) -> None:
+    """Halt all chaos now: running jobs abort and revert, queued ones are cancelled, and new
+    jobs are refused until `pystol halt --off`."""
+    if lift and show:
+        raise click.UsageError("--off and --status exclude each other")
+    with runtime.client() as client:
+        if show:
+            state = client.halt_state()
+        elif lift:
+            state = client.lift_halt()
+        else:
+            state = client.halt(reason)
+    if output == "json":
+        click.echo(dump_json(state))
+        return
+    if not state.get("halted"):
+        click.echo("chaos is not halted: jobs may run")
+        return
+    click.echo(f"chaos is HALTED (by {state.get('by')} since {state.get('since')}"
+               + (f": {state['reason']}" if state.get("reason") else "") + ")",
+               color=runtime.colour())
+    if not show:
+        click.echo(f"cancelled {state.get('cancelled_jobs', 0)} queued job(s), asked "
+                   f"{state.get('aborted_jobs', 0)} running job(s) to abort and revert")
+    click.echo("lift it with: pystol halt --off")
+
+
 # -- actions -----------------------------------------------------------------------------
 
 

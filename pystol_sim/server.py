@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,7 @@ class SimServer:
         self.catalogue: Catalogue = cluster.catalogue
         self.token = token
         self.faults: list[FaultRule] = []
+        self.request_counts: Counter[tuple[str, str]] = Counter()
         self.streams: set[web.StreamResponse] = set()
         self.closing = asyncio.Event()
 
@@ -165,6 +167,13 @@ class SimServer:
             return json_response({"pods": [record.__dict__ for record in
                                            self.cluster.truth.values()
                                            if not ns or record.namespace == ns]})
+        if tail == "requests" and request.method == "GET":
+            return json_response({"requests": [
+                {"verb": verb, "resource": resource, "count": count}
+                for (verb, resource), count in sorted(self.request_counts.items())]})
+        if tail == "requests" and request.method == "DELETE":
+            self.request_counts.clear()
+            return json_response({"requests": []})
         if tail == "compact" and request.method == "POST":
             return json_response({"compactedRevision": self.store.compact()})
         if tail == "nodes" and request.method == "POST":
@@ -320,6 +329,7 @@ class SimServer:
         if not verb:
             raise ApiError(405, f"method {method} is not allowed")
         resource = rtype.plural + (f"/{target.subresource}" if target.subresource else "")
+        self.request_counts[(verb, resource)] += 1
         await self._apply_faults(verb, resource)
         if target.namespace and rtype.key != "/namespaces" and method in ("POST", "PUT",
                                                                           "PATCH"):

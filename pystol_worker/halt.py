@@ -27,6 +27,17 @@ class HaltState(BaseModel):
     aborted_jobs: int = 0
 
 
+class ChaosHalted(Exception):
+    """New jobs are refused while the global halt is engaged."""
+
+    def __init__(self, state: HaltState) -> None:
+        since = state.since.isoformat() if state.since else "?"
+        super().__init__(f"chaos is halted (by {state.by} since {since}"
+                         + (f": {state.reason}" if state.reason else "")
+                         + "); lift the halt (DELETE /api/v1/halt, `pystol halt --off`) first")
+        self.state = state
+
+
 class HaltSwitch:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
@@ -61,6 +72,11 @@ class HaltSwitch:
                 cursor = page.next_cursor
         return HaltState(halted=True, by=by, reason=reason, since=since,
                          cancelled_jobs=cancelled, aborted_jobs=aborted)
+
+    def refuse_if_halted(self) -> None:
+        state = self.state()
+        if state.halted:
+            raise ChaosHalted(state)
 
     def release(self) -> HaltState:
         self.redis.delete(HALT_KEY)

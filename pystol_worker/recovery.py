@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pystol_worker.actions.base import PermanentError, Selection
+from pystol_worker.fault_holding import lock_targets
 from pystol_worker.job_context import JobContext
 from pystol_worker.kube_access import ClusterAccess, ClusterError, NotFound
 from pystol_worker.model import Change, JobSpec, TargetRef, WorkloadRecovery, WorkloadRef
@@ -242,6 +243,7 @@ def kill_pods_and_observe(ctx: JobContext, spec: JobSpec, selection: Selection, 
                 observer = observers[key] = RecoveryObserver(ctx.cluster, workload, 0)
             observer.planned_kills += 1
         plan.append((ref, observer))
+    lock_targets(ctx, spec, [ref for ref, _ in plan])
     for observer in observers.values():
         observer.start()
     try:

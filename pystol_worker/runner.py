@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from pystol_worker.actions.base import ActionError
 from pystol_worker.actions.registry import ActionRegistry
+from pystol_worker.blast_radius import guarded_selection
 from pystol_worker.job_context import JobAborted, JobContext
 from pystol_worker.job_store import JobNotFound, JobStore, TransitionRefused
 from pystol_worker.job_validation import JobInvalid, validate_job
@@ -94,7 +95,7 @@ class JobRunner:
         try:
             ctx.check()
             action, params = validate_job(spec, self.registry, self.settings)
-            selection = action.select(ctx, spec, params)
+            selection = guarded_selection(action, ctx, spec, params)
             ctx.metrics.targets_selected = len(selection.chosen)
 
             def keep_targets(stored: JobRecord) -> None:

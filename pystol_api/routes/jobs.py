@@ -26,6 +26,7 @@ from pystol_api.routes.common import (
     Services,
     json_response,
 )
+from pystol_worker.halt import ChaosHalted, HaltSwitch
 from pystol_worker.job_store import IdempotencyConflict, TransitionRefused
 from pystol_worker.job_validation import validate_job
 from pystol_worker.model import JobRecord, JobStatus, Page, Source, TimelineEvent
@@ -85,7 +86,8 @@ def blueprint(services: Services) -> APIBlueprint:
                               "content": {"application/json": {"schema": {
                                   "$ref": "#/components/schemas/JobRecord"}}}},
                         200: JobRecord,
-                        409: problem_doc("The idempotency key was used for a different spec."),
+                        409: problem_doc("The idempotency key was used for a different spec, "
+                                         "or chaos is halted."),
                         422: INVALID_DOC,
                         503: problem_doc("The job store or the queue is unavailable.")})
     def submit_job(body: JobSubmission, header: SubmitHeaders) -> Response:
@@ -93,6 +95,10 @@ def blueprint(services: Services) -> APIBlueprint:
         last 24 h for the same spec, answers 200 with that job and queues nothing."""
         spec = body.as_spec()
         validate_job(spec, services.registry, services.settings)
+        try:
+            HaltSwitch(services.redis).refuse_if_halted()
+        except ChaosHalted as halted:
+            raise ApiProblem(409, "chaos-halted", "Chaos is halted", str(halted)) from None
         submitter = current_submitter()
         try:
             record, created = store.create(spec, Source(header.source), submitter)

@@ -22,6 +22,7 @@ from pystol_api.routes.common import (
     json_response,
 )
 from pystol_worker.actions import ActionError
+from pystol_worker.blast_radius import guarded_selection
 from pystol_worker.job_context import JobContext
 from pystol_worker.job_validation import validate_job
 from pystol_worker.model import TargetRef
@@ -48,7 +49,7 @@ def blueprint(services: Services) -> APIBlueprint:
         action, params = validate_job(spec, services.registry, services.settings)
         context = JobContext(settings=services.settings, cluster=services.cluster.get())
         try:
-            selection = action.select(context, spec, params)
+            selection = guarded_selection(action, context, spec, params)
         except ActionError as error:
             raise ApiProblem(422, "action-refused", "The action refused the job",
                              str(error)) from None

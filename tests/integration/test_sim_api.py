@@ -341,8 +341,8 @@ def test_namespace_crud(core: client.CoreV1Api) -> None:
     assert created.metadata.name == name
     assert wait_for(lambda: core.read_namespace(name).status.phase) == "Active"
     assert name in [n.metadata.name for n in core.list_namespace().items]
-    assert [n.metadata.name for n in core.list_namespace(
-        label_selector=f"kubernetes.io/metadata.name={name}").items] in ([name], [])
+    assert [n.metadata.name for n in core.list_namespace(label_selector="team=a").items] == [
+        name]
     patched = core.patch_namespace(name, {"metadata": {"labels": {"team": "b"}}})
     assert patched.metadata.labels["team"] == "b"
     current = core.read_namespace(name)
@@ -351,6 +351,21 @@ def test_namespace_crud(core: client.CoreV1Api) -> None:
     assert replaced.metadata.labels == {**current.metadata.labels}
     core.delete_namespace(name)
     wait_for(lambda: gone(lambda: core.read_namespace(name)))
+
+
+@pytest.mark.xfail(reason="sim bug: a namespace created through the API does not get the "
+                          "kubernetes.io/metadata.name label (scenario namespaces do)",
+                   strict=True)
+def test_created_namespace_carries_its_name_label(core: client.CoreV1Api) -> None:
+    name = f"it-ns-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=meta(name)))
+    try:
+        assert core.read_namespace("shop").metadata.labels[
+            "kubernetes.io/metadata.name"] == "shop"
+        selected = core.list_namespace(label_selector=f"kubernetes.io/metadata.name={name}")
+        assert [n.metadata.name for n in selected.items] == [name]
+    finally:
+        core.delete_namespace(name)
 
 
 @pytest.mark.xfail(reason="sim bug: deleting a namespace removes it at once (no Terminating "
