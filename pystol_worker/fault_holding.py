@@ -56,10 +56,11 @@ def target_lock_keys(refs: list[TargetRef]) -> list[str]:
     return sorted(keys)
 
 
-def lock_targets(ctx: JobContext, spec: JobSpec, refs: list[TargetRef]) -> None:
-    """Take the no-overlap locks, waiting or refusing as the job asked (`on_conflict`)."""
+def lock_targets(ctx: JobContext, spec: JobSpec, refs: list[TargetRef]) -> bool:
+    """Take the no-overlap locks, waiting or refusing as the job asked (`on_conflict`).
+    Returns True when it had to wait: the targets chosen before may be stale by then."""
     if ctx.locks is None or ctx.job_id is None:
-        return
+        return False
     keys = target_lock_keys(refs)
     announced = False
     deadline = time.monotonic() + ctx.settings.max_job_seconds
@@ -68,7 +69,7 @@ def lock_targets(ctx: JobContext, spec: JobSpec, refs: list[TargetRef]) -> None:
         conflicts = ctx.locks.acquire(ctx.job_id, keys, ctx.settings.heartbeat_seconds)
         if not conflicts:
             ctx.locked = keys
-            return
+            return announced
         held = ", ".join(f"{target} (job {job})" for target, job in sorted(conflicts.items()))
         if spec.on_conflict == "reject":
             raise PermanentError(f"refused: another running job holds a fault on {held}")

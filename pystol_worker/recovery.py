@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -225,10 +226,8 @@ class RecoveryObserver:
             ready_replicas=self.ready_count())
 
 
-def kill_pods_and_observe(ctx: JobContext, spec: JobSpec, selection: Selection, *,
-                          grace_period: int | None, distribution: str | None,
-                          seed: int | None) -> None:
-    rng = random.Random(seed)
+def _plan(ctx: JobContext, selection: Selection
+          ) -> tuple[list[tuple[TargetRef, RecoveryObserver | None]], dict[str, RecoveryObserver]]:
     cache: dict[tuple[str, str, str], Workload | None] = {}
     observers: dict[str, RecoveryObserver] = {}
     plan: list[tuple[TargetRef, RecoveryObserver | None]] = []
@@ -243,7 +242,22 @@ def kill_pods_and_observe(ctx: JobContext, spec: JobSpec, selection: Selection, 
                 observer = observers[key] = RecoveryObserver(ctx.cluster, workload, 0)
             observer.planned_kills += 1
         plan.append((ref, observer))
-    lock_targets(ctx, spec, [ref for ref, _ in plan])
+    return plan, observers
+
+
+def kill_pods_and_observe(ctx: JobContext, spec: JobSpec, selection: Selection, *,
+                          grace_period: int | None, distribution: str | None,
+                          seed: int | None, reselect: Callable[[], Selection]) -> None:
+    rng = random.Random(seed)
+    plan, observers = _plan(ctx, selection)
+    while lock_targets(ctx, spec, [ref for ref, _ in plan]):
+        # We waited for another job: what we chose before may have died or moved meanwhile.
+        selection = reselect()
+        ctx.event("selected", f"{len(selection.chosen)} of {selection.matched} matching pods "
+                  "selected again after waiting", **selection.summary())
+        if not selection.chosen:
+            raise PermanentError("no targets left after waiting for the other job")
+        plan, observers = _plan(ctx, selection)
     for observer in observers.values():
         observer.start()
     try:
@@ -251,7 +265,7 @@ def kill_pods_and_observe(ctx: JobContext, spec: JobSpec, selection: Selection, 
         for observer in observers.values():
             observer.kills_finished()
         timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
-        if observers:
+        if observers and ctx.metrics.targets_affected:
             ctx.event("observing", f"waiting up to {timeout:g}s for "
                       f"{len(observers)} workload(s) to recover")
         deadline = time.monotonic() + timeout
@@ -260,6 +274,8 @@ def kill_pods_and_observe(ctx: JobContext, spec: JobSpec, selection: Selection, 
     finally:
         for observer in observers.values():
             observer.stop.set()
+    if not ctx.metrics.targets_affected:
+        raise PermanentError("no pod was killed: every selected pod was gone before its kill")
     _report(ctx, list(observers.values()), timeout)
 
 

@@ -51,5 +51,8 @@ class PodKill(Action):
     def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
                 selection: Selection) -> None:
         assert isinstance(params, PodKillParams)
+        from pystol_worker.blast_radius import guarded_selection
+
         kill_pods_and_observe(ctx, spec, selection, grace_period=params.grace_period_seconds,
-                              distribution=params.distribution, seed=params.seed)
+                              distribution=params.distribution, seed=params.seed,
+                              reselect=lambda: guarded_selection(self, ctx, spec, params))

@@ -52,7 +52,9 @@ def pod_kill(namespace: str, selector: str, **extra: Any) -> dict[str, Any]:
                             "target": {"namespaces": [namespace], "label_selector": selector,
                                        "mode": "fixed", "value": 1}}
     for key, value in extra.items():
-        if key in ("mode", "value"):
+        if key == "target_extra":
+            spec["target"].update(value)
+        elif key in ("mode", "value"):
             spec["target"][key] = value
         else:
             spec[key] = value

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,21 +26,6 @@ from kubernetes.stream import stream
 from tests.support.sim_process import SimProcess
 
 # --------------------------------------------------------------------------------- helpers
-
-
-def sim_call(sim: SimProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """Raw HTTPS request to the sim, trusting the CA from its kubeconfig (for `/_sim/`)."""
-    cluster = yaml.safe_load(sim.kubeconfig.read_text())["clusters"][0]["cluster"]
-    context = ssl.create_default_context(
-        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(sim.url + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {sim.token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
 
 
 def meta(name: str, **kwargs: Any) -> client.V1ObjectMeta:
@@ -746,7 +728,7 @@ def test_watch_after_compaction_gets_410(sim: SimProcess, core: client.CoreV1Api
                                          ns: str) -> None:
     old_rv = core.list_namespaced_config_map(ns).metadata.resource_version
     core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=meta("before")))
-    status, body = sim_call(sim, "POST", "/_sim/compact")
+    status, body = sim.request("POST", "/_sim/compact")
     assert status == 200, body
     with pytest.raises(ApiException) as caught:
         for _ in watch.Watch().stream(core.list_namespaced_config_map, ns,

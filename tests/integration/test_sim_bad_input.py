@@ -8,9 +8,7 @@ sim's kubeconfig) because no well-behaved client would send most of them.
 
 from __future__ import annotations
 
-import base64
 import json
-import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support.sim_process import SimProcess
 
@@ -34,15 +31,12 @@ def raw_request(sim: SimProcess, method: str, path: str, data: bytes | None = No
                 content_type: str | None = JSON, token: str | None = None
                 ) -> tuple[int, Any]:
     """Send exactly these bytes; returns (HTTP status, decoded JSON body or the raw text)."""
-    cluster = yaml.safe_load(sim.kubeconfig.read_text())["clusters"][0]["cluster"]
-    context = ssl.create_default_context(
-        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
     headers = {"Authorization": f"Bearer {token or sim.token}"}
     if content_type is not None:
         headers["Content-Type"] = content_type
     request = urllib.request.Request(sim.url + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=20, context=context) as response:
+        with urllib.request.urlopen(request, timeout=20, context=sim.ssl_context) as response:
             status, payload = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, payload = error.code, error.read()

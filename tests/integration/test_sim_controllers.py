@@ -9,18 +9,13 @@ namespace of their own.
 
 from __future__ import annotations
 
-import base64
 import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
@@ -35,26 +30,9 @@ ALL_NODES = ("control-plane", *WORKERS)
 # ------------------------------------------------------------------------------- helpers
 
 
-def sim_call(sim: SimProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """Raw HTTPS request to the sim, trusting the CA from its kubeconfig (for `/_sim/`)."""
-    cluster = yaml.safe_load(sim.kubeconfig.read_text())["clusters"][0]["cluster"]
-    context = ssl.create_default_context(
-        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(sim.url + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {sim.token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-
-
 def truth(sim: SimProcess, namespace: str) -> dict[str, dict[str, Any]]:
-    """Ground truth of every pod the namespace ever had, by pod uid."""
-    status, body = sim_call(sim, "GET", f"/_sim/truth?namespace={namespace}")
-    assert status == 200, body
-    return {record["uid"]: record for record in body["pods"]}
+    """Ground truth of every pod the namespace (or, for "", the cluster) ever had, by uid."""
+    return {record["uid"]: record for record in sim.truth(namespace or None)}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
@@ -384,8 +362,7 @@ def test_not_ready_node_loses_its_pods(fresh_sim: SimProcess, fresh_kube: Client
     on_a = {p.metadata.uid: p for p in core.list_pod_for_all_namespaces(
         field_selector="spec.nodeName=worker-a").items}
     assert on_a, "the demo scenario has pods on worker-a"
-    status, body = sim_call(fresh_sim, "POST", "/_sim/nodes", {"name": "worker-a",
-                                                               "ready": False})
+    status, body = fresh_sim.request("POST", "/_sim/nodes", {"name": "worker-a", "ready": False})
     assert status == 200, body
     ready = next(c for c in core.read_node("worker-a").status.conditions if c.type == "Ready")
     assert ready.status != "True"
@@ -418,8 +395,7 @@ def test_not_ready_node_loses_its_pods(fresh_sim: SimProcess, fresh_kube: Client
         assert records[uid]["removed"] is not None
 
     # The node comes back: the daemonset runs on it again.
-    status, body = sim_call(fresh_sim, "POST", "/_sim/nodes", {"name": "worker-a",
-                                                               "ready": True})
+    status, body = fresh_sim.request("POST", "/_sim/nodes", {"name": "worker-a", "ready": True})
     assert status == 200, body
     wait_for(lambda: sorted(p.spec.node_name for p in active(
         core.list_namespaced_pod("monitoring").items)) == sorted(ALL_NODES))
@@ -434,8 +410,7 @@ def test_pods_on_a_not_ready_node_turn_not_ready_first(fresh_sim: SimProcess,
     listing = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=worker-b")
     on_b = {p.metadata.uid for p in listing.items}
     assert on_b
-    status, body = sim_call(fresh_sim, "POST", "/_sim/nodes", {"name": "worker-b",
-                                                               "ready": False})
+    status, body = fresh_sim.request("POST", "/_sim/nodes", {"name": "worker-b", "ready": False})
     assert status == 200, body
     seen_not_ready: set[str] = set()
     removed_while_ready: set[str] = set()
