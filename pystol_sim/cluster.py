@@ -256,6 +256,9 @@ class Cluster:
             if event == "DELETED" or not self.nodes.get(name, NodeInfo("", {}, True, False, [],
                                                                          0)).ready:
                 self.mark(rtype, "", name)
+                for key, item in self.store.select(self.pods):
+                    if item.fields.get("spec.nodeName") == name:
+                        self.mark(self.pods, *key)
             self._retry_pending()
         elif key in ("apps/replicasets", "apps/deployments", "apps/statefulsets",
                      "apps/daemonsets", "policy/poddisruptionbudgets", "/services",
@@ -1036,9 +1039,11 @@ class Cluster:
             return
         ns, name = ds["metadata"]["namespace"], ds["metadata"]["name"]
         template = ds.get("spec", {}).get("template") or {}
-        wanted = (template.get("spec") or {}).get("nodeSelector") or {}
+        pod_spec = template.get("spec") or {}
+        wanted = pod_spec.get("nodeSelector") or {}
         eligible = [n for n in self.nodes.values()
-                    if all(n.labels.get(k) == v for k, v in wanted.items())]
+                    if all(n.labels.get(k) == v for k, v in wanted.items())
+                    and all(tolerates(pod_spec, taint) for taint in n.no_schedule_taints)]
         pods = [p for p in self.owned(self.pods, ds) if pod_is_active(p)]
         by_node = {p.get("spec", {}).get("nodeName"): p for p in pods}
         for node in eligible:

@@ -326,8 +326,9 @@ class SimServer:
         else:
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
                     "DELETE": "delete" if name else "deletecollection"}.get(method, "")
-        if not verb:
-            raise ApiError(405, f"method {method} is not allowed")
+        if not verb or (verb not in rtype.verbs and target.subresource is None):
+            raise ApiError(405, f"method {method} is not allowed on {rtype.plural} "
+                           f"(verbs: {', '.join(rtype.verbs)})")
         resource = rtype.plural + (f"/{target.subresource}" if target.subresource else "")
         self.request_counts[(verb, resource)] += 1
         await self._apply_faults(verb, resource)
@@ -527,8 +528,13 @@ class SimServer:
         if verb == "update":
             wanted = await self._json_body(request)
         elif verb == "patch":
-            kind = PATCH_TYPES.get(request.content_type, "merge")
-            patch = orjson.loads(await self._read_body(request) or b"{}")
+            kind = PATCH_TYPES.get(request.content_type)
+            if kind not in ("merge", "json", "strategic"):
+                raise ApiError(415, f"unsupported patch type {request.content_type!r} for scale")
+            try:
+                patch = orjson.loads(await self._read_body(request) or b"{}")
+            except orjson.JSONDecodeError as error:
+                raise bad_request(f"error decoding patch: {error}") from error
             try:
                 wanted = patching.json_patch(scale, patch) if kind == "json" else \
                     patching.json_merge_patch(scale, patch)

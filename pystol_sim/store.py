@@ -351,6 +351,8 @@ class Store:
             meta.pop(field, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
+        if rtype.key == "/namespaces":
+            meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
         meta["generation"] = 1
         if dry_run:
             meta["resourceVersion"] = str(self.rv)
@@ -426,7 +428,10 @@ class Store:
 
     @staticmethod
     def _awaits_kubelet(rtype: ResourceType, obj: dict[str, Any]) -> bool:
-        """A terminating pod with a grace period stays until its kubelet confirms it gone."""
+        """Objects whose deletion a controller finishes: a terminating pod with a grace period
+        stays until its kubelet confirms it gone; a namespace until its contents are gone."""
+        if rtype.key == "/namespaces":
+            return True
         return (rtype.key == "/pods" and bool(obj.get("spec", {}).get("nodeName"))
                 and (obj["metadata"].get("deletionGracePeriodSeconds") or 0) > 0)
 

@@ -6,11 +6,21 @@ from pystol_worker.actions.registry import ActionRegistry
 
 
 def register_all(registry: ActionRegistry) -> None:
+    from pystol_worker.actions.deployment_scale import DeploymentScale
+    from pystol_worker.actions.http_probe import HttpProbeAction
+    from pystol_worker.actions.network_partition import NetworkPartition
+    from pystol_worker.actions.node_cordon import NodeCordon
+    from pystol_worker.actions.node_drain import NodeDrain
+    from pystol_worker.actions.pod_failure import PodFailure
     from pystol_worker.actions.pod_kill import PodKill
     from pystol_worker.actions.stress import CpuStress, MemoryStress
-    from pystol_worker.actions.http_probe import HttpProbeAction
 
     registry.register(PodKill)
+    registry.register(NodeCordon)
+    registry.register(NodeDrain)
+    registry.register(NetworkPartition)
+    registry.register(PodFailure)
+    registry.register(DeploymentScale)
     registry.register(CpuStress)
     registry.register(MemoryStress)
     registry.register(HttpProbeAction)

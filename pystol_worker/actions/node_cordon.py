@@ -139,7 +139,8 @@ def cordon_fault(ctx: JobContext, ref: TargetRef,
 
     return Fault(target=ref, undo=UNCORDON, description=f"cordoned node {ref.name}",
                  inject=inject, data={"node": ref.name, "job_id": job_id,
-                                      "original_unschedulable": original})
+                                      "original_unschedulable": original,
+                                      "had_annotations": "annotations" in node["metadata"]})
 
 
 @undo_functions.register(UNCORDON)
@@ -154,8 +155,10 @@ def _uncordon(cluster: ClusterAccess, entry: JournalEntry) -> None:
     if annotations.get(CORDONED_BY) != (entry.data.get("job_id") or entry.job_id):
         return  # never cordoned by this job, or already uncordoned
     original = entry.data.get("original_unschedulable")
+    # A node that had no annotations gets none back, not an empty map.
+    only_ours = set(annotations) == {CORDONED_BY} and not entry.data.get("had_annotations")
     cluster.patch("Node", None, name, {
-        "metadata": {"annotations": {CORDONED_BY: None}},
+        "metadata": {"annotations": None if only_ours else {CORDONED_BY: None}},
         "spec": {"unschedulable": original}})  # None removes the field, as it was
 
 

@@ -335,9 +335,6 @@ def test_namespace_crud(core: client.CoreV1Api) -> None:
     wait_for(lambda: gone(lambda: core.read_namespace(name)))
 
 
-@pytest.mark.xfail(reason="sim bug: a namespace created through the API does not get the "
-                          "kubernetes.io/metadata.name label (scenario namespaces do)",
-                   strict=True)
 def test_created_namespace_carries_its_name_label(core: client.CoreV1Api) -> None:
     name = f"it-ns-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=meta(name)))
@@ -350,8 +347,6 @@ def test_created_namespace_carries_its_name_label(core: client.CoreV1Api) -> Non
         core.delete_namespace(name)
 
 
-@pytest.mark.xfail(reason="sim bug: deleting a namespace removes it at once (no Terminating "
-                          "phase) and leaves every object in it behind", strict=True)
 def test_deleting_a_namespace_deletes_its_contents(core: client.CoreV1Api) -> None:
     name = f"it-ns-{uuid.uuid4().hex[:8]}"
     core.create_namespace(client.V1Namespace(metadata=meta(name)))
@@ -359,10 +354,7 @@ def test_deleting_a_namespace_deletes_its_contents(core: client.CoreV1Api) -> No
                                                                data={"a": "1"}))
     core.delete_namespace(name)
     wait_for(lambda: gone(lambda: core.read_namespace(name)))
-    try:
-        assert core.list_namespaced_config_map(name).items == []
-    finally:
-        core.delete_namespaced_config_map("left", name)
+    assert core.list_namespaced_config_map(name).items == []
 
 
 # ------------------------------------------------------------------ custom resources (CRDs)

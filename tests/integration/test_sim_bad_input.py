@@ -268,9 +268,6 @@ def test_many_bad_requests_in_a_row(sim: SimProcess) -> None:
     assert_still_serving(sim)
 
 
-@pytest.mark.xfail(reason="sim bug: a malformed JSON body on the scale subresource is an "
-                          "unhandled JSONDecodeError (500 InternalError), not 400 BadRequest",
-                   strict=True)
 def test_malformed_scale_patch_is_a_bad_request(sim: SimProcess) -> None:
     code, body = raw_request(sim, "PATCH", "/apis/apps/v1/namespaces/shop/deployments/web/scale",
                              b"{nope", "application/merge-patch+json")
@@ -279,9 +276,6 @@ def test_malformed_scale_patch_is_a_bad_request(sim: SimProcess) -> None:
     assert_status(body, 400, "BadRequest")
 
 
-@pytest.mark.xfail(reason="sim bug: the scale subresource accepts a PATCH of any content type "
-                          "(e.g. text/plain) as a merge patch instead of answering 415",
-                   strict=True)
 def test_scale_patch_with_wrong_content_type_is_refused(sim: SimProcess) -> None:
     path = "/apis/apps/v1/namespaces/shop/deployments/web/scale"
     code, body = raw_request(sim, "GET", path)
@@ -292,10 +286,6 @@ def test_scale_patch_with_wrong_content_type_is_refused(sim: SimProcess) -> None
     assert_status(body, 415, "UnsupportedMediaType")
 
 
-@pytest.mark.xfail(reason="sim bug: DELETE on the namespaces collection is served although "
-                          "discovery does not list deletecollection for namespaces (real "
-                          "apiserver: 405); it deletes every matching namespace",
-                   strict=True)
 def test_deletecollection_of_namespaces_is_not_allowed(sim: SimProcess) -> None:
     marker = uuid.uuid4().hex[:10]
     name = f"bad-{marker}"

@@ -401,9 +401,6 @@ def test_not_ready_node_loses_its_pods(fresh_sim: SimProcess, fresh_kube: Client
         core.list_namespaced_pod("monitoring").items)) == sorted(ALL_NODES))
 
 
-@pytest.mark.xfail(reason="sim bug: pods on a node that turns NotReady keep Ready=True (and "
-                          "stay in Service endpoints) until they are evicted; nothing marks "
-                          "them NotReady", strict=True)
 def test_pods_on_a_not_ready_node_turn_not_ready_first(fresh_sim: SimProcess,
                                                         fresh_kube: Clients) -> None:
     core = fresh_kube.core
@@ -496,9 +493,6 @@ def test_daemonset_runs_one_pod_per_node(kube: Clients, ns: str) -> None:
     assert sorted(p.spec.node_name for p in pods) == sorted(ALL_NODES)
 
 
-@pytest.mark.xfail(reason="sim bug: the DaemonSet controller ignores node taints, so a "
-                          "daemonset without a toleration still runs on the NoSchedule-tainted "
-                          "control-plane node", strict=True)
 def test_daemonset_respects_node_taints(kube: Clients, ns: str) -> None:
     core, apps = kube.core, kube.apps
     apps.create_namespaced_daemon_set(ns, daemonset("plain", None))

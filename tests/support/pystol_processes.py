@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,20 +25,29 @@ class Process:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.output[-lines:])
 
+    def kill_group(self) -> None:
+        """SIGKILL the process and every child it forked, as a lost machine would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill_group()
+        with contextlib.suppress(ProcessLookupError):  # pool children left behind, if any
+            os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.returncode
 
 
 def spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
+    # Own session: a test can SIGKILL the whole process group, pool children included.
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=dict(os.environ, PYTHONUNBUFFERED="1", **env))
+                               text=True, env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
+                               start_new_session=True)
     handle = Process(name, process)
 
     def pump() -> None:

@@ -1,0 +1,233 @@
+"""deployment-scale: change Deployments' and StatefulSets' replica counts for a while.
+
+What it simulates: capacity loss (a bad rollout or an autoscaler gone wrong
+scales a service down, to zero if asked) or a sudden scale-up, and whether the
+rest of the system copes; afterwards, how long the workload takes to be whole
+again once its replica count is given back.
+
+How: the selected workloads (Deployments and/or StatefulSets in
+`target.namespaces`, by label selector, then Chaos Mesh's mode/value) are
+scaled through their `scale` subresource to `replicas`, or to `percent` of
+their current count (rounded down). The revert journal entry, written before
+the change, records the replica count the workload had; the undo scales it
+back to that count. The undo is idempotent and does nothing when the workload
+is gone or was replaced by a new one of the same name.
+
+Observed: the lowest number of ready pods of each workload while the fault was
+held, and — by watch — how long after the restore each workload was back to
+its original number of ready pods (`recovery_seconds`, counted from the revert).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pystol_worker.actions.base import Action, PermanentError, Selection
+from pystol_worker.actions.pod_failure import HoldObserver, hold_observer, wait_for_recovery
+from pystol_worker.fault_holding import Fault, hold_faults, lock_targets
+from pystol_worker.job_context import JobContext
+from pystol_worker.kube_access import ClusterAccess, NotFound
+from pystol_worker.model import JobSpec, Target, TargetKind, TargetRef, WorkloadRef
+from pystol_worker.pod_selection import choose
+from pystol_worker.recovery import Workload, _selector_string
+from pystol_worker.revert_journal import JournalEntry, undo_functions
+
+UNDO_RESTORE_REPLICAS = "restore-replicas"
+WorkloadKind = Literal["Deployment", "StatefulSet"]
+
+
+class DeploymentScaleParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kinds: list[WorkloadKind] = Field(["Deployment", "StatefulSet"], min_length=1,
+                                      description="Which kinds of workload to select.")
+    replicas: int | None = Field(None, ge=0, le=1000, description="Scale each selected "
+                                 "workload to this many replicas (give this or percent).")
+    percent: float | None = Field(
+        None, ge=0, le=1000, allow_inf_nan=False,
+        description="Scale each selected workload to this percent of its current replicas, "
+                    "rounded down (give this or replicas); 50 halves it, 0 scales it to zero.")
+    seed: int | None = Field(None, description="Random seed for selection, to repeat an "
+                                               "experiment exactly.")
+
+
+def _current_replicas(obj: dict[str, Any]) -> int:
+    replicas = (obj.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
+
+
+def new_replicas(params: DeploymentScaleParams, current: int) -> int:
+    if params.replicas is not None:
+        return params.replicas
+    assert params.percent is not None
+    # round() first: 3 * 110 / 100 is 3.3000000000000003 in binary floating point.
+    return math.floor(round(current * params.percent / 100, 9))
+
+
+def _min_available(target: Target, current: int) -> int:
+    value = target.min_available
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return math.ceil(current * int(value.rstrip("%")) / 100)
+    return int(value)
+
+
+def _plan(obj: dict[str, Any], params: DeploymentScaleParams, target: Target
+          ) -> tuple[int, int, str | None]:
+    """(current replicas, replicas to scale to, why the workload is left out or None)."""
+    meta = obj["metadata"]
+    where = f"{obj['kind']} {meta.get('namespace')}/{meta['name']}"
+    current = _current_replicas(obj)
+    new = new_replicas(params, current)
+    if meta.get("deletionTimestamp"):
+        return current, new, f"{where} is being deleted"
+    if new == current:
+        return current, new, f"{where} already has {current} replica(s)"
+    keep = _min_available(target, current)
+    if new < keep:
+        return current, new, (f"{where}: scaling from {current} to {new} would leave fewer "
+                              f"than min_available={target.min_available} ({keep})")
+    return current, new, None
+
+
+def _ref(obj: dict[str, Any]) -> TargetRef:
+    meta = obj["metadata"]
+    return TargetRef(kind=obj["kind"], name=meta["name"], namespace=meta.get("namespace"),
+                     uid=meta.get("uid"))
+
+
+class DeploymentScale(Action):
+    name = "deployment-scale"
+    description = ("Scale the selected Deployments/StatefulSets to a replica count (or a percent "
+                   "of their current one) for the duration, then restore the count they had "
+                   "and measure how long they take to be fully ready again.")
+    target_kind = TargetKind.WORKLOADS
+    Params = DeploymentScaleParams
+
+    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+        problems = []
+        if not spec.duration:
+            problems.append(("duration", "deployment-scale holds its fault for a duration: "
+                             "give one, e.g. \"duration\": \"60s\""))
+        if spec.target.field_selector:
+            problems.append(("target.field_selector", "deployment-scale selects workloads by "
+                             "label_selector only"))
+        if isinstance(params, DeploymentScaleParams):
+            if params.replicas is not None and params.percent is not None:
+                problems.append(("params.percent", "give either replicas or percent, not both"))
+            elif params.replicas is None and params.percent is None:
+                problems.append(("params.replicas", "give the replica count to scale to "
+                                 "(replicas) or a percent of the current count (percent)"))
+        return problems
+
+    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
+        assert isinstance(params, DeploymentScaleParams)
+        target = spec.target
+        rng = random.Random(params.seed)
+        candidates: list[dict[str, Any]] = []
+        excluded: list[str] = []
+        kinds = list(dict.fromkeys(params.kinds))
+        for namespace in target.namespaces:
+            if ctx.settings.is_protected(namespace):
+                excluded.append(f"namespace {namespace} is protected")
+                continue
+            for kind in kinds:
+                for obj in ctx.cluster.list_workloads(kind, namespace, target.label_selector):
+                    obj["kind"] = kind
+                    _, _, reason = _plan(obj, params, target)
+                    if reason:
+                        excluded.append(reason)
+                    else:
+                        candidates.append(obj)
+        candidates.sort(key=_sort_key)
+        chosen = choose(candidates, target.mode, target.value, rng)
+        if target.max_targets is not None:
+            chosen = chosen[:target.max_targets]
+        chosen.sort(key=_sort_key)
+        return Selection(matched=len(candidates), chosen=[_ref(obj) for obj in chosen],
+                         excluded=excluded, objects=chosen)
+
+    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+                selection: Selection) -> None:
+        assert isinstance(params, DeploymentScaleParams)
+        lock_targets(ctx, spec, selection.chosen)
+        faults: list[Fault] = []
+        observers: list[HoldObserver] = []
+        report: list[dict[str, Any]] = []
+        for ref in selection.chosen:
+            kind, namespace = ref.kind, ref.namespace or ""
+            try:
+                obj = ctx.cluster.get_workload(kind, namespace, ref.name)
+            except NotFound:
+                obj = None
+            if obj is None or obj["metadata"].get("uid") != ref.uid:
+                ctx.event("skipped", f"{kind} {namespace}/{ref.name} was gone before the "
+                          "injection", workload=ref.name)
+                continue
+            obj["kind"] = kind
+            current, new, reason = _plan(obj, params, spec.target)
+            if reason:
+                ctx.event("skipped", reason, workload=ref.name)
+                continue
+            workload = Workload(WorkloadRef(kind=kind, namespace=namespace, name=ref.name),
+                                current, _selector_string((obj.get("spec") or {})
+                                                          .get("selector") or {}))
+            observer = hold_observer(ctx.cluster, workload)
+            observers.append(observer)
+
+            def inject(cluster: ClusterAccess = ctx.cluster, kind: str = kind,
+                       namespace: str = namespace, name: str = ref.name, replicas: int = new,
+                       observer: HoldObserver = observer) -> None:
+                cluster.set_scale(kind, namespace, name, replicas)
+                observer.injected(time.time())
+            faults.append(Fault(
+                target=ref, undo=UNDO_RESTORE_REPLICAS, inject=inject, api_version="apps/v1",
+                description=f"scaled {kind} {namespace}/{ref.name} from {current} to {new} "
+                            "replica(s)",
+                data={"replicas": current, "scaled_to": new}))
+            report.append({"workload": str(workload.ref), "uid": ref.uid,
+                           "original_replicas": current, "scaled_to": new})
+        if not faults:
+            raise PermanentError("every selected workload was gone or changed before the "
+                                 "fault could be injected")
+        ctx.result.output["workloads"] = report
+        for observer in observers:
+            observer.start()
+        try:
+            hold_faults(ctx, spec, self.name, faults, hold_seconds=spec.duration)
+            reverted_at = time.time()
+            for item, observer in zip(report, observers, strict=True):
+                item["lowest_ready_while_held"] = observer.lowest_ready
+            wait_for_recovery(ctx, spec, observers, reverted_at)
+        finally:
+            for observer in observers:
+                observer.stop.set()
+
+
+def _sort_key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return (obj["metadata"].get("namespace", ""), obj["kind"], obj["metadata"]["name"])
+
+
+@undo_functions.register(UNDO_RESTORE_REPLICAS)
+def _restore_replicas(cluster: ClusterAccess, entry: JournalEntry) -> None:
+    """Scale the workload back to the replica count it had before the fault."""
+    kind, namespace, name = entry.target.kind, entry.target.namespace or "", entry.target.name
+    replicas = int(entry.data["replicas"])
+    try:
+        obj = cluster.get_workload(kind, namespace, name)
+    except NotFound:
+        return  # the workload is gone: nothing left to restore
+    if entry.target.uid and obj["metadata"].get("uid") != entry.target.uid:
+        return  # a new workload of the same name has its own replica count
+    if _current_replicas(obj) == replicas:
+        return
+    try:
+        cluster.set_scale(kind, namespace, name, replicas)
+    except NotFound:
+        return

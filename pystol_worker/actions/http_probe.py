@@ -1,0 +1,164 @@
+"""http-probe: the original Pystol's pingtest — call a URL N times and report what it did.
+
+It simulates nothing and changes nothing: it is the measuring stick to run
+before, during (in a parallel job) and after an experiment. It calls
+`params.url` `params.count` times, `params.interval` apart, each call with
+`params.timeout`, and reports in the job's output the status codes it got and
+the latency percentiles (p50, p90, p99, max, nearest rank) of the calls that
+answered. The job fails, with the numbers in its reason, when an expectation is
+not met: fewer than `min_success_percent` of the calls answered
+`expect_status`, or the slowest answer took longer than `max_latency`.
+
+Nothing is injected, so there is no revert journal entry, no lock and nothing
+to revert; a cancelled probe stops between two calls.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from pystol_worker.actions.base import Action, PermanentError, Selection
+from pystol_worker.job_context import JobContext
+from pystol_worker.model import Duration, JobSpec, TargetKind, TargetRef
+
+PERCENTILES = (50, 90, 99)
+
+
+class HttpProbeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048,
+                     examples=["http://web.shop.svc.cluster.local/healthz"],
+                     description="The URL to call (GET).")
+    count: int = Field(10, ge=1, le=10_000, description="How many calls to make.")
+    interval: Duration = Field(1.0, le=3600, description="Pause between two calls.")
+    timeout: Duration = Field(5.0, gt=0, le=300, description="Timeout of one call.")
+    expect_status: int = Field(200, ge=100, le=599,
+                               description="The status code a call must answer to count as "
+                                           "a success.")
+    max_latency: Duration | None = Field(
+        None, gt=0, description="Fail when the slowest answer took longer than this.")
+    min_success_percent: float = Field(
+        100.0, ge=0, le=100, allow_inf_nan=False,
+        description="Fail when fewer than this percent of the calls answered "
+                    "`expect_status`.")
+    follow_redirects: bool = Field(False, description="Follow redirects (the status is then "
+                                                      "the final one).")
+
+
+def percentile(sorted_values: list[float], percent: float) -> float:
+    """Nearest-rank percentile of an ascending list (never interpolated: a real sample)."""
+    rank = max(1, math.ceil(round(percent / 100 * len(sorted_values), 9)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary(latencies: list[float]) -> dict[str, float] | None:
+    if not latencies:
+        return None
+    ordered = sorted(latencies)
+    summary = {f"p{p}": round(percentile(ordered, p), 6) for p in PERCENTILES}
+    summary["max"] = round(ordered[-1], 6)
+    summary["min"] = round(ordered[0], 6)
+    summary["mean"] = round(sum(ordered) / len(ordered), 6)
+    return summary
+
+
+def call_once(session: requests.Session, params: HttpProbeParams) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        response = session.get(params.url, timeout=params.timeout,
+                                allow_redirects=params.follow_redirects)
+        response.content  # noqa: B018 - the latency includes reading the body
+    except requests.Timeout:
+        return {"status": None, "error": f"timed out after {params.timeout:g}s"}
+    except requests.RequestException as error:
+        return {"status": None, "error": f"{type(error).__name__}: {error}"}
+    finally:
+        seconds = time.perf_counter() - started
+    return {"status": response.status_code, "seconds": round(seconds, 6)}
+
+
+class HttpProbeAction(Action):
+    name = "http-probe"
+    description = ("Call a URL a number of times (the original Pystol's pingtest) and report "
+                   "status codes and latency percentiles; fail when the expected status or "
+                   "latency is not met. Changes nothing.")
+    # A URL is no cluster object; until TargetKind.URL exists the catalogue says pods.
+    target_kind = getattr(TargetKind, "URL", TargetKind.PODS)
+    Params = HttpProbeParams
+
+    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+        problems = []
+        if spec.duration:
+            problems.append(("duration", "http-probe holds nothing: its length is "
+                             "params.count calls params.interval apart"))
+        if spec.target.label_selector or spec.target.field_selector or spec.target.names:
+            problems.append(("target", "http-probe targets params.url; selectors and names "
+                             "select nothing here"))
+        return problems
+
+    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
+        assert isinstance(params, HttpProbeParams)
+        return Selection(matched=1, chosen=[TargetRef(kind="URL", name=params.url)])
+
+    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+                selection: Selection) -> None:
+        assert isinstance(params, HttpProbeParams)
+        longest = params.count * params.timeout + (params.count - 1) * params.interval
+        if longest > ctx.settings.max_job_seconds:
+            raise PermanentError(f"{params.count} calls with timeout {params.timeout:g}s, "
+                                 f"{params.interval:g}s apart, may take {longest:g}s: longer "
+                                 "than a job may run (PYSTOL_MAX_JOB_SECONDS="
+                                 f"{ctx.settings.max_job_seconds})")
+        ctx.event("probing", f"calling {params.url} {params.count} time(s), "
+                  f"{params.interval:g}s apart", url=params.url)
+        calls: list[dict[str, Any]] = []
+        with requests.Session() as session:
+            for index in range(params.count):
+                if index:
+                    ctx.sleep(params.interval)
+                ctx.check()
+                calls.append(call_once(session, params))
+                self._report(ctx, params, calls)
+        problems = self._report(ctx, params, calls)
+        output = ctx.result.output
+        ctx.event("probed", f"{output['succeeded']}/{output['count']} answered "
+                  f"{params.expect_status}; latency {output['latency_seconds']}",
+                  statuses=output["statuses"], latency_seconds=output["latency_seconds"])
+        if problems:
+            raise PermanentError(f"http-probe of {params.url}: " + "; ".join(problems))
+
+    @staticmethod
+    def _report(ctx: JobContext, params: HttpProbeParams, calls: list[dict[str, Any]]
+                ) -> list[str]:
+        """Write the output so far (a cancelled probe keeps what it measured); the problems."""
+        statuses: dict[str, int] = {}
+        for call in calls:
+            key = str(call["status"]) if call["status"] is not None else "error"
+            statuses[key] = statuses.get(key, 0) + 1
+        latencies = [call["seconds"] for call in calls if call["status"] is not None]
+        succeeded = sum(1 for call in calls if call["status"] == params.expect_status)
+        summary = latency_summary(latencies)
+        errors = [call["error"] for call in calls if call.get("error")]
+        ctx.result.output.update({
+            "url": params.url, "count": len(calls), "planned": params.count,
+            "expect_status": params.expect_status, "succeeded": succeeded,
+            "success_percent": round(100 * succeeded / len(calls), 3) if calls else None,
+            "statuses": statuses, "latency_seconds": summary,
+            "errors": sorted(set(errors))[:10], "calls": calls})
+        problems = []
+        if calls and 100 * succeeded < params.min_success_percent * len(calls):
+            problems.append(f"{succeeded}/{len(calls)} calls answered {params.expect_status} "
+                            f"(expected at least {params.min_success_percent:g}%; got "
+                            f"{', '.join(f'{n}x {s}' for s, n in sorted(statuses.items()))})")
+        if params.max_latency is not None and summary is not None \
+                and summary["max"] > params.max_latency:
+            problems.append(f"slowest answer took {summary['max']:.3f}s, more than max_latency "
+                            f"{params.max_latency:g}s (p50 {summary['p50']:.3f}s, p90 "
+                            f"{summary['p90']:.3f}s, p99 {summary['p99']:.3f}s)")
+        return problems

@@ -1,0 +1,323 @@
+"""pod-failure: make the selected pods' containers unusable for a while, as Chaos Mesh does.
+
+What it simulates: an application that is up but serves nothing (a hung process,
+a broken build, a dependency that never answers). The pods stay where they are
+— same name, same uid, same node, same IP — but their containers run a pause
+image, so readiness never passes and Services drop them.
+
+How: one strategic-merge patch per pod sets the image of each chosen container
+(all of them, or the ones named in `containers`) to `image` (default
+`registry.k8s.io/pause:3.9`). Changing a container's image is the one change
+Kubernetes allows on a running pod; the kubelet restarts the container with the
+new image. The revert journal entry (written before the patch) records every
+container's original image, and the undo patches those back by container name;
+the kubelet restarts the containers with their real images and the pods become
+ready again. The undo is idempotent and leaves a pod alone when it is gone or
+was replaced by a new pod of the same name (a new pod runs its template's images).
+
+Observed: which pods went not-ready while the fault was held, the lowest number
+of ready replicas of each workload during the hold, and — by watch — how long
+after the revert each workload was back to its desired number of ready pods
+(`recovery_seconds`, counted from the revert, since the workload cannot heal
+while the fault is held).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pystol_worker.actions.base import Action, PermanentError, Selection
+from pystol_worker.fault_holding import Fault, hold_faults, lock_targets
+from pystol_worker.job_context import JobContext
+from pystol_worker.kube_access import ClusterAccess, NotFound
+from pystol_worker.model import JobSpec, TargetKind, TargetRef, WorkloadRecovery
+from pystol_worker.pod_selection import select_pods
+from pystol_worker.recovery import RecoveryObserver, Workload, resolve_workload
+from pystol_worker.revert_journal import JournalEntry, undo_functions
+
+DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
+UNDO_RESTORE_IMAGES = "restore-container-images"
+ContainerName = Annotated[str, Field(min_length=1, max_length=63,
+                                     pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+# -- observing a held fault (shared with deployment-scale) ----------------------------------------
+
+
+@dataclass
+class HoldObserver(RecoveryObserver):
+    """A `RecoveryObserver` for a fault that is held and then reverted.
+
+    It follows one workload's pods by watch from before the injection. While the
+    fault is held it notes which of the `watched` pods went not-ready and the
+    lowest ready count; recovery is only evaluated once `reverted()` was called,
+    and `recovery_seconds` runs from the revert to the watch event that brought
+    the workload back to its desired number of ready pods.
+    """
+
+    watched: set[str] = field(default_factory=set)
+    unready_seen: set[str] = field(default_factory=set)
+    injected_at: float | None = None
+    reverted_at: float | None = None
+    lowest_ready: int | None = None
+
+    def injected(self, at: float) -> None:
+        with self.changed:
+            if self.injected_at is None:
+                self.injected_at = at
+
+    def reverted(self, at: float) -> None:
+        with self.changed:
+            self.reverted_at = at
+            self.kills_done = self.planned_kills
+            self.first_kill = self.injected_at or at
+            self._evaluate(time.time())
+
+    def _holding(self) -> bool:
+        return self.injected_at is not None and self.reverted_at is None
+
+    def _note(self, pod: dict[str, Any], deleted: bool = False) -> None:
+        super()._note(pod, deleted)
+        uid = pod["metadata"].get("uid", "")
+        if self._holding() and uid in self.watched and not deleted \
+                and not self.pods.get(uid, (True, False))[0]:
+            self.unready_seen.add(uid)
+
+    def _evaluate(self, now: float) -> None:
+        if self._holding():
+            ready = self.ready_count()
+            self.lowest_ready = ready if self.lowest_ready is None \
+                else min(self.lowest_ready, ready)
+        super()._evaluate(now)
+
+    def outcome(self) -> WorkloadRecovery:
+        start = self.injected_at or self.reverted_at or time.time()
+        recovered = self.recovered_at is not None and self.reverted_at is not None
+        return WorkloadRecovery(
+            workload=self.workload.ref, desired_replicas=self.workload.desired,
+            first_injection_at=_utc(start), recovered=recovered,
+            recovered_at=_utc(self.recovered_at) if recovered and self.recovered_at else None,
+            recovery_seconds=round(max(0.0, self.recovered_at - self.reverted_at), 3)
+            if recovered and self.recovered_at and self.reverted_at else None,
+            ready_replicas=self.ready_count())
+
+
+def hold_observer(cluster: ClusterAccess, workload: Workload) -> HoldObserver:
+    # One planned "kill" stands for the revert: nothing is evaluated until it happened.
+    return HoldObserver(cluster, workload, 1)
+
+
+def wait_for_recovery(ctx: JobContext, spec: JobSpec, observers: list[HoldObserver],
+                      reverted_at: float) -> None:
+    """After the revert: wait (by watch) for every workload, record it, fail if one did not."""
+    timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
+    for observer in observers:
+        observer.reverted(reverted_at)
+    if observers:
+        ctx.event("observing", f"waiting up to {timeout:g}s for {len(observers)} workload(s) "
+                  "to be ready again")
+    deadline = time.monotonic() + timeout
+    for observer in observers:
+        observer.wait(deadline, ctx)
+    problems = []
+    for observer in observers:
+        outcome = observer.outcome()
+        ctx.result.recovery.append(outcome)
+        if outcome.recovered:
+            ctx.event("recovered", f"{outcome.workload} was ready again "
+                      f"{outcome.recovery_seconds:.2f}s after the revert",
+                      workload=str(outcome.workload),
+                      recovery_seconds=outcome.recovery_seconds)
+        elif observer.error:
+            problems.append(observer.error)
+        else:
+            problems.append(f"{outcome.workload} was not ready again within {timeout:g}s of "
+                            f"the revert ({outcome.ready_replicas}/"
+                            f"{outcome.desired_replicas} ready)")
+    times = [r.recovery_seconds for r in ctx.result.recovery if r.recovery_seconds is not None]
+    ctx.metrics.recovery_seconds = max(times) if times else None
+    if problems:
+        raise PermanentError("; ".join(problems))
+
+
+# -- the action ---------------------------------------------------------------------------------
+
+
+class PodFailureParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(DEFAULT_PAUSE_IMAGE, min_length=1, max_length=512, pattern=r"^\S+$",
+                       description="Image swapped in while the fault is held; a pause image "
+                                   "runs but serves nothing, so the pod is never ready.")
+    containers: list[ContainerName] | None = Field(
+        None, min_length=1, max_length=50,
+        description="Names of the containers to swap; default: every container of the pod. "
+                    "Pods without one of these containers are left out.")
+    seed: int | None = Field(None, description="Random seed for selection, to repeat an "
+                                               "experiment exactly.")
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((pod.get("spec") or {}).get("containers") or ())
+
+
+def _pod_name(pod: dict[str, Any]) -> str:
+    return f"{pod['metadata'].get('namespace', '')}/{pod['metadata']['name']}"
+
+
+def _images_to_swap(pod: dict[str, Any], params: PodFailureParams) -> tuple[dict[str, str],
+                                                                             str | None]:
+    """{container: original image} for the containers to swap, or why the pod is left out."""
+    images = {c.get("name", ""): c.get("image", "") for c in _containers(pod)}
+    names = params.containers or list(images)
+    missing = [name for name in names if name not in images]
+    if missing:
+        return {}, f"pod {_pod_name(pod)} has no container named {', '.join(missing)}"
+    already = [name for name in names if images[name] == params.image]
+    if already:
+        return {}, (f"pod {_pod_name(pod)}: container {', '.join(already)} already runs "
+                    f"{params.image}")
+    return {name: images[name] for name in names}, None
+
+
+class PodFailure(Action):
+    name = "pod-failure"
+    description = ("Swap the selected pods' container images for a pause image for the "
+                   "duration (the pods stay, but are never ready), then restore the original "
+                   "images and measure how long the workloads take to be ready again.")
+    target_kind = TargetKind.PODS
+    Params = PodFailureParams
+
+    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+        problems = []
+        if not spec.duration:
+            problems.append(("duration", "pod-failure holds its fault for a duration: give "
+                             "one, e.g. \"duration\": \"60s\""))
+        if isinstance(params, PodFailureParams) and params.containers is not None \
+                and len(set(params.containers)) != len(params.containers):
+            problems.append(("params.containers", "a container is named twice"))
+        return problems
+
+    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
+        assert isinstance(params, PodFailureParams)
+        selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
+        chosen, objects, excluded = [], [], list(selection.excluded)
+        for ref, pod in zip(selection.chosen, selection.objects, strict=True):
+            _, reason = _images_to_swap(pod, params)
+            if reason:
+                excluded.append(reason)
+                continue
+            chosen.append(ref)
+            objects.append(pod)
+        return Selection(matched=selection.matched, chosen=chosen, excluded=excluded,
+                         objects=objects)
+
+    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+                selection: Selection) -> None:
+        assert isinstance(params, PodFailureParams)
+        cache: dict[tuple[str, str, str], Workload | None] = {}
+        observers: dict[str, HoldObserver] = {}
+        observer_of: dict[str, HoldObserver] = {}
+        for ref, pod in zip(selection.chosen, selection.objects, strict=True):
+            workload = resolve_workload(ctx.cluster, pod, cache)
+            if workload is None:
+                continue
+            ref.workload = workload.ref
+            observer = observers.get(str(workload.ref))
+            if observer is None:
+                observer = observers[str(workload.ref)] = hold_observer(ctx.cluster, workload)
+            observer.watched.add(ref.uid or "")
+            observer_of[ref.uid or ""] = observer
+        lock_targets(ctx, spec, selection.chosen)
+        faults, report = self._faults(ctx, params, selection.chosen, observer_of)
+        if not faults:
+            raise PermanentError("every selected pod was gone or changed before the fault "
+                                 "could be injected")
+        ctx.result.output["pods"] = report
+        for observer in observers.values():
+            observer.start()
+        try:
+            hold_faults(ctx, spec, self.name, faults, hold_seconds=spec.duration)
+            reverted_at = time.time()
+            for item in report:
+                observer = observer_of.get(item["uid"])
+                if observer is not None:
+                    item["not_ready_while_held"] = item["uid"] in observer.unready_seen
+            for observer in observers.values():
+                ctx.result.output.setdefault("lowest_ready_while_held", {})[
+                    str(observer.workload.ref)] = observer.lowest_ready
+            wait_for_recovery(ctx, spec, list(observers.values()), reverted_at)
+        finally:
+            for observer in observers.values():
+                observer.stop.set()
+
+    def _faults(self, ctx: JobContext, params: PodFailureParams, refs: list[TargetRef],
+                observer_of: dict[str, HoldObserver]) -> tuple[list[Fault],
+                                                               list[dict[str, Any]]]:
+        """One fault per pod, from a fresh read (the selection may be a lock wait old)."""
+        faults, report = [], []
+        for ref in refs:
+            namespace = ref.namespace or ""
+            try:
+                pod = ctx.cluster.get_pod(namespace, ref.name)
+            except NotFound:
+                pod = None
+            if pod is None or pod["metadata"].get("uid") != ref.uid \
+                    or pod["metadata"].get("deletionTimestamp"):
+                ctx.event("skipped", f"pod {namespace}/{ref.name} was gone or terminating "
+                          "before the injection", pod=ref.name)
+                continue
+            images, reason = _images_to_swap(pod, params)
+            if reason:
+                ctx.event("skipped", reason, pod=ref.name)
+                continue
+            observer = observer_of.get(ref.uid or "")
+            swap = {"spec": {"containers": [{"name": name, "image": params.image}
+                                            for name in images]}}
+
+            def inject(cluster: ClusterAccess = ctx.cluster, ns: str = namespace,
+                       name: str = ref.name, body: dict[str, Any] = swap,
+                       observer: HoldObserver | None = observer) -> None:
+                cluster.patch("Pod", ns, name, body)
+                if observer is not None:
+                    observer.injected(time.time())
+            faults.append(Fault(
+                target=ref, undo=UNDO_RESTORE_IMAGES, inject=inject,
+                description=f"swapped container(s) {', '.join(images)} of pod "
+                            f"{namespace}/{ref.name} for {params.image}",
+                data={"images": images}))
+            report.append({"pod": ref.name, "namespace": namespace, "uid": ref.uid,
+                           "workload": str(ref.workload) if ref.workload else None,
+                           "original_images": images, "image": params.image})
+        return faults, report
+
+
+@undo_functions.register(UNDO_RESTORE_IMAGES)
+def _restore_images(cluster: ClusterAccess, entry: JournalEntry) -> None:
+    """Put every swapped container's original image back (by container name)."""
+    images: dict[str, str] = dict(entry.data.get("images") or {})
+    namespace = entry.target.namespace or ""
+    try:
+        pod = cluster.get_pod(namespace, entry.target.name)
+    except NotFound:
+        return  # the pod is gone: nothing runs the pause image any more
+    if entry.target.uid and pod["metadata"].get("uid") != entry.target.uid:
+        return  # a new pod of the same name runs its template's images
+    current = {c.get("name"): c.get("image") for c in _containers(pod)}
+    restore = [{"name": name, "image": image} for name, image in images.items()
+               if name in current and current[name] != image]
+    if not restore:
+        return
+    try:
+        cluster.patch("Pod", namespace, entry.target.name, {"spec": {"containers": restore}})
+    except NotFound:
+        return

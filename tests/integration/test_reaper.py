@@ -1,0 +1,92 @@
+"""No fault outlives its job, not even when the worker is SIGKILLed mid-hold.
+
+For each holding action: start a job that holds a fault for 30 s, wait until the
+fault is in the cluster, SIGKILL the whole worker (pool children included), start
+a new worker, and see the fault reverted within the heartbeat + reaper interval,
+the job ended `aborted` saying why, and the revert journal empty.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from tests.integration.conftest import TOKEN, Stack
+from tests.support.pystol_processes import api, worker
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.sim_process import SimProcess
+
+HEARTBEAT = 2.0
+REAPER_EVERY = 0.5
+FAST_REAPER = {"PYSTOL_HEARTBEAT_SECONDS": str(HEARTBEAT),
+               "PYSTOL_REAPER_INTERVAL_SECONDS": str(REAPER_EVERY)}
+
+
+@dataclass
+class Case:
+    spec: dict[str, Any]
+    faulty: Callable[[client.CoreV1Api, client.AppsV1Api], bool]
+
+
+def node_unschedulable(core: client.CoreV1Api, name: str) -> bool:
+    return bool(core.read_node(name).spec.unschedulable)
+
+
+CASES: dict[str, Case] = {
+    "node-cordon": Case(
+        {"action": "node-cordon", "target": {"names": ["worker-a"]}, "duration": "30s"},
+        lambda core, apps: node_unschedulable(core, "worker-a")),
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+            ) -> Iterator[tuple[SimProcess, RedisServer, str, dict[str, str]]]:
+    redis_server.client().flushdb()
+    with SimProcess.start(tmp_path_factory.mktemp("reaper"), speed=10.0) as sim:
+        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
+               **FAST_REAPER}
+        port = free_port()
+        with api(env, port, TOKEN):
+            yield sim, redis_server, f"http://127.0.0.1:{port}", env
+
+
+@pytest.mark.parametrize("action", sorted(CASES))
+def test_sigkilled_worker_leaves_no_fault_behind(
+        cluster: tuple[SimProcess, RedisServer, str, dict[str, str]], action: str) -> None:
+    sim, redis_server, url, env = cluster
+    case = CASES[action]
+    kube = config.new_client_from_config(config_file=str(sim.kubeconfig))
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    assert not case.faulty(core, apps), "the cluster starts with the fault already present"
+
+    first = worker(env, concurrency=1)
+    doomed = first.__enter__()
+    stack = Stack(sim, redis_server, doomed, doomed, url, TOKEN)
+    job = stack.submit(case.spec)
+    deadline = time.monotonic() + 30
+    while not case.faulty(core, apps):
+        assert time.monotonic() < deadline, f"fault never appeared:\n{doomed.tail()}"
+        time.sleep(0.1)
+    doomed.kill_group()
+    time.sleep(HEARTBEAT / 2)
+    assert case.faulty(core, apps), "the fault went away without anyone reverting it"
+    assert stack.call("GET", f"/api/v1/jobs/{job['id']}").json()["status"] == "running"
+
+    killed_at = time.monotonic()
+    with worker(env, concurrency=1) as successor:
+        stack.worker = successor
+        while case.faulty(core, apps):
+            assert time.monotonic() - killed_at < HEARTBEAT + REAPER_EVERY + 10, \
+                f"fault not reverted by the next worker:\n{successor.tail()}"
+            time.sleep(0.1)
+        record = stack.wait_for_job(job["id"], timeout=20)
+    assert record["status"] == "aborted"
+    assert "heartbeat lapsed" in record["reason"] or "worker" in record["reason"]
+    assert "reverted" in record["reason"]
+    assert redis_server.client().hlen("pystol:journal") == 0
