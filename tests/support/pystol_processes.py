@@ -82,9 +82,9 @@ def api(env: dict[str, str], port: int, token: str) -> Iterator[Process]:
     deadline = time.monotonic() + 30
     while True:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         if handle.process.poll() is not None or time.monotonic() > deadline:
             handle.stop()
