@@ -6,6 +6,7 @@ from pystol_worker.actions.registry import ActionRegistry
 
 
 def register_all(registry: ActionRegistry) -> None:
+    from pystol_worker.actions.container_kill import ContainerKill
     from pystol_worker.actions.deployment_scale import DeploymentScale
     from pystol_worker.actions.http_probe import HttpProbeAction
     from pystol_worker.actions.network_partition import NetworkPartition
@@ -21,6 +22,7 @@ def register_all(registry: ActionRegistry) -> None:
     registry.register(NetworkPartition)
     registry.register(PodFailure)
     registry.register(DeploymentScale)
+    registry.register(ContainerKill)
     registry.register(CpuStress)
     registry.register(MemoryStress)
     registry.register(HttpProbeAction)

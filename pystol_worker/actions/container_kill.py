@@ -1,0 +1,364 @@
+"""container-kill: kill one container's main process in each selected pod, and time its return.
+
+What it simulates: a process crash (OOM kill, segfault, a panic) inside a pod
+that itself stays: same pod, same node, same IP; the kubelet restarts the
+container, the restart count goes up, and readiness dips until the new process
+is ready. Unlike pod-kill, no controller has to create anything.
+
+How: through the pod's `exec` subresource, `command` (default `kill 1`: SIGTERM
+to PID 1) runs in the chosen container (`container`, default the pod's first).
+There is nothing to revert — the kubelet heals it — so no revert-journal entry
+is written (as with pod-kill), but the job takes the same no-overlap locks as
+the holding actions, so it never kills containers of a workload another job is
+holding a fault on. A `PystolChaos` Event is posted on each pod.
+
+Observed by watch, per pod: the container's restart count before and after,
+and how long from the kill until the container was ready again after a
+restart; per workload: the time from its first kill until it had its desired
+number of ready pods again. A kill command that exits non-zero, a container
+that does not restart, or one that is not ready again within the recovery
+timeout fails the job, saying which and why. (An exec session that ends without
+an exit status, as happens when the container dies under it, counts as a kill:
+whether the container restarted decides.)
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pystol_worker.actions.base import Action, PermanentError, Selection
+from pystol_worker.fault_holding import lock_targets
+from pystol_worker.job_context import JobContext
+from pystol_worker.kube_access import NotFound
+from pystol_worker.model import (
+    Change,
+    JobSpec,
+    TargetKind,
+    TargetRef,
+    WorkloadRef,
+)
+from pystol_worker.pod_selection import select_pods
+from pystol_worker.recovery import RecoveryObserver, Workload, resolve_workload
+
+log = logging.getLogger("pystol.actions.container_kill")
+ContainerName = Annotated[str, Field(min_length=1, max_length=63,
+                                     pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+NO_EXIT_STATUS = -1
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+class ContainerKillParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    container: ContainerName | None = Field(
+        None, description="The container to kill; default: each pod's first container. Pods "
+                          "without it are left out.")
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(
+        ["kill", "1"], min_length=1, max_length=64,
+        description="Command run in the container (pods/exec) to kill it; default SIGTERM to "
+                    "PID 1. Use [\"kill\", \"-9\", \"1\"] for SIGKILL.")
+    seed: int | None = Field(None, description="Random seed for selection, to repeat an "
+                                               "experiment exactly.")
+
+
+def _container_name(pod: dict[str, Any], params: ContainerKillParams) -> str | None:
+    containers = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or ()]
+    if params.container is None:
+        return containers[0] if containers else None
+    return params.container if params.container in containers else None
+
+
+def _container_status(pod: dict[str, Any], container: str) -> dict[str, Any] | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or ():
+        if status.get("name") == container:
+            return status
+    return None
+
+
+def _why_not(pod: dict[str, Any], params: ContainerKillParams) -> str | None:
+    """Why this pod cannot have its container killed now, or None."""
+    where = f"pod {pod['metadata'].get('namespace', '')}/{pod['metadata']['name']}"
+    container = _container_name(pod, params)
+    if container is None:
+        return f"{where} has no container named {params.container}" if params.container \
+            else f"{where} has no containers"
+    status = _container_status(pod, container)
+    if (pod.get("status") or {}).get("phase") != "Running" or status is None \
+            or "running" not in (status.get("state") or {}):
+        return f"{where}: container {container} is not running"
+    return None
+
+
+@dataclass
+class KilledContainer:
+    """One container kill and what the watch saw of it afterwards."""
+
+    ref: TargetRef
+    container: str
+    before: int
+    restart_count: int
+    sent_at: float = 0.0
+    killed: bool = False
+    exit_code: int | None = None
+    error: str | None = None
+    ready_at: float | None = None
+    gone: bool = False
+
+    def settled(self) -> bool:
+        return self.ready_at is not None or self.gone
+
+    def report(self, command: list[str], timeout: float) -> dict[str, Any]:
+        seconds = round(self.ready_at - self.sent_at, 3) if self.ready_at else None
+        error = self.error
+        if error is None and self.killed:
+            where = f"container {self.container} of pod {self.ref.namespace}/{self.ref.name}"
+            if self.gone:
+                error = f"pod {self.ref.namespace}/{self.ref.name} was deleted before " \
+                        f"{self.container} was ready again"
+            elif self.restart_count <= self.before:
+                error = f"{where} did not restart within {timeout:g}s of the kill (restart " \
+                        f"count still {self.restart_count})"
+            elif self.ready_at is None:
+                error = f"{where} restarted but was not ready again within {timeout:g}s"
+        return {"pod": self.ref.name, "namespace": self.ref.namespace, "uid": self.ref.uid,
+                "workload": str(self.ref.workload) if self.ref.workload else None,
+                "container": self.container, "command": command, "exit_code": self.exit_code,
+                "restart_count_before": self.before, "restart_count_after": self.restart_count,
+                "ready_again_seconds": seconds, "error": error}
+
+
+@dataclass
+class ContainerObserver(RecoveryObserver):
+    """A `RecoveryObserver` that also follows single containers of the pods it watches.
+
+    A killed container counts as back when the watch shows its restart count above
+    the one read right before the kill and its `ready` true. The group (a workload,
+    or the bare pods of a namespace) has recovered once every kill happened, every
+    killed container is back, and — for a workload — it has its desired number of
+    ready pods.
+    """
+
+    tracked: dict[str, KilledContainer] = field(default_factory=dict)
+    is_workload: bool = True
+
+    def expect(self, kill: KilledContainer) -> None:
+        with self.changed:
+            self.tracked[kill.ref.uid or ""] = kill
+
+    def killed(self, kill: KilledContainer, at: float) -> None:
+        with self.changed:
+            kill.killed = True
+            self.kills_done += 1
+            if self.first_kill is None:
+                self.first_kill = at
+            self._evaluate(time.time())
+
+    def not_killed(self, kill: KilledContainer | None) -> None:
+        """A planned kill that did not happen (the pod was gone, the command failed)."""
+        with self.changed:
+            if kill is not None:
+                self.tracked.pop(kill.ref.uid or "", None)
+            self.planned_kills -= 1
+            self._evaluate(time.time())
+
+    def _note(self, pod: dict[str, Any], deleted: bool = False) -> None:
+        super()._note(pod, deleted)
+        kill = self.tracked.get(pod["metadata"].get("uid", ""))
+        if kill is None or kill.ready_at is not None:
+            return
+        if deleted:
+            kill.gone = True
+            return
+        status = _container_status(pod, kill.container)
+        if status is None:
+            return
+        kill.restart_count = max(kill.restart_count, int(status.get("restartCount") or 0))
+        if kill.restart_count > kill.before and status.get("ready"):
+            kill.ready_at = time.time()
+
+    def _evaluate(self, now: float) -> None:
+        if self.recovered_at is not None or self.kills_done < self.planned_kills:
+            return
+        if not all(kill.settled() for kill in self.tracked.values() if kill.killed):
+            return
+        if self.is_workload and self.ready_count() < self.workload.desired:
+            return
+        self.recovered_at = now
+        self.changed.notify_all()
+
+
+class ContainerKill(Action):
+    name = "container-kill"
+    description = ("Kill a container's main process in each selected pod (through pods/exec, "
+                   "default `kill 1`), and report its restart count before and after and how "
+                   "long it took to be ready again.")
+    target_kind = TargetKind.PODS
+    Params = ContainerKillParams
+
+    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+        if isinstance(params, ContainerKillParams) and not params.command[0].strip():
+            return [("params.command", "the command's first element names the program to run "
+                     "and cannot be empty")]
+        return []
+
+    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
+        assert isinstance(params, ContainerKillParams)
+        selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
+        chosen, objects, excluded = [], [], list(selection.excluded)
+        for ref, pod in zip(selection.chosen, selection.objects, strict=True):
+            reason = _why_not(pod, params)
+            if reason:
+                excluded.append(reason)
+                continue
+            chosen.append(ref)
+            objects.append(pod)
+        return Selection(matched=selection.matched, chosen=chosen, excluded=excluded,
+                         objects=objects)
+
+    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+                selection: Selection) -> None:
+        assert isinstance(params, ContainerKillParams)
+        cache: dict[tuple[str, str, str], Workload | None] = {}
+        observers: dict[str, ContainerObserver] = {}
+        plan: list[tuple[TargetRef, str, ContainerObserver]] = []
+        for ref, pod in zip(selection.chosen, selection.objects, strict=True):
+            workload = resolve_workload(ctx.cluster, pod, cache)
+            if workload is not None:
+                ref.workload = workload.ref
+                key = str(workload.ref)
+            else:  # bare pods: followed per namespace, through the job's own selector
+                key = f"pods/{ref.namespace}"
+                workload = Workload(WorkloadRef(kind="Pod", namespace=ref.namespace or "",
+                                                name="(bare pods)"), 0,
+                                    spec.target.label_selector or "")
+            observer = observers.get(key)
+            if observer is None:
+                observer = observers[key] = ContainerObserver(
+                    ctx.cluster, workload, 0, is_workload=ref.workload is not None)
+            observer.planned_kills += 1
+            plan.append((ref, _container_name(pod, params) or "", observer))
+        lock_targets(ctx, spec, selection.chosen)
+        for observer in observers.values():
+            observer.start()
+        kills: list[KilledContainer] = []
+        timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
+        try:
+            for ref, container, observer in plan:
+                ctx.check()
+                kill = self._kill(ctx, params, ref, container, observer)
+                if kill is not None:
+                    kills.append(kill)
+            waiting = [o for o in observers.values() if o.kills_done]
+            if waiting:
+                ctx.event("observing", f"waiting up to {timeout:g}s for "
+                          f"{sum(k.killed for k in kills)} container(s) to be ready again")
+            deadline = time.monotonic() + timeout
+            for observer in waiting:
+                observer.wait(deadline, ctx)
+        finally:
+            for observer in observers.values():
+                observer.stop.set()
+        self._report(ctx, params, list(observers.values()), kills, timeout)
+
+    def _kill(self, ctx: JobContext, params: ContainerKillParams, ref: TargetRef,
+              container: str, observer: ContainerObserver) -> KilledContainer | None:
+        namespace = ref.namespace or ""
+        try:
+            pod: dict[str, Any] | None = ctx.cluster.get_pod(namespace, ref.name)
+        except NotFound:
+            pod = None
+        if pod is None or pod["metadata"].get("uid") != ref.uid \
+                or pod["metadata"].get("deletionTimestamp"):
+            ctx.event("skipped", f"pod {namespace}/{ref.name} was gone or terminating before "
+                      "the kill", pod=ref.name)
+            observer.not_killed(None)
+            return None
+        status = _container_status(pod, container) or {}
+        before = int(status.get("restartCount") or 0)
+        kill = KilledContainer(ref=ref, container=container, before=before,
+                               restart_count=before)
+        command = " ".join(shlex.quote(part) for part in params.command)
+        observer.expect(kill)
+        ctx.check()
+        kill.sent_at = time.time()
+        try:
+            code, _, err = ctx.cluster.exec_in_pod(namespace, ref.name, container,
+                                                   params.command)
+        except Exception as error:
+            kill.error = f"could not run `{command}` in container {container} of pod " \
+                         f"{namespace}/{ref.name}: {error}"
+            observer.not_killed(kill)
+            ctx.event("kill-failed", kill.error, pod=ref.name, container=container)
+            return kill
+        kill.exit_code = code
+        if code not in (0, NO_EXIT_STATUS):
+            detail = f": {err.strip()}" if err.strip() else ""
+            kill.error = f"`{command}` in container {container} of pod {namespace}/" \
+                         f"{ref.name} exited with code {code}{detail}"
+            observer.not_killed(kill)
+            ctx.event("kill-failed", kill.error, pod=ref.name, container=container,
+                      exit_code=code)
+            return kill
+        observer.killed(kill, kill.sent_at)
+        message = f"killed container {container} of pod {namespace}/{ref.name} with " \
+                  f"`{command}`"
+        at = _utc(kill.sent_at)
+        ctx.result.changes.append(Change(target=ref, action=message, at=at))
+        ctx.metrics.targets_affected += 1
+        if ctx.metrics.injected_at is None:
+            ctx.metrics.injected_at = at
+        try:
+            ctx.cluster.post_event(ref, "v1", "PystolChaos",
+                                   f"{message} by Pystol job {ctx.job_id}")
+        except Exception as error:
+            log.warning("could not post PystolChaos event on %s: %s", ref.name, error)
+        ctx.event("injected", message + (f" of {ref.workload}" if ref.workload else ""),
+                  pod=ref.name, namespace=namespace, container=container,
+                  restart_count_before=before)
+        return kill
+
+    @staticmethod
+    def _report(ctx: JobContext, params: ContainerKillParams,
+                observers: list[ContainerObserver], kills: list[KilledContainer],
+                timeout: float) -> None:
+        entries = [kill.report(params.command, timeout) for kill in kills]
+        ctx.result.output["pods"] = entries
+        problems = [entry["error"] for entry in entries if entry["error"]]
+        for entry in entries:
+            if entry["ready_again_seconds"] is not None:
+                ctx.event("recovered", f"container {entry['container']} of pod "
+                          f"{entry['namespace']}/{entry['pod']} was ready again "
+                          f"{entry['ready_again_seconds']:.2f}s after the kill (restarts "
+                          f"{entry['restart_count_before']} -> {entry['restart_count_after']})",
+                          pod=entry["pod"], recovery_seconds=entry["ready_again_seconds"])
+        for observer in observers:
+            if observer.error:
+                problems.append(observer.error)
+            if not observer.is_workload or not observer.kills_done:
+                continue
+            outcome = observer.result()
+            ctx.result.recovery.append(outcome)
+            containers_back = all(kill.settled() for kill in observer.tracked.values()
+                                  if kill.killed)
+            if not outcome.recovered and containers_back and not observer.error:
+                problems.append(f"{outcome.workload} did not recover within {timeout:g}s "
+                                f"({outcome.ready_replicas}/{outcome.desired_replicas} ready)")
+        times = [r.recovery_seconds for r in ctx.result.recovery
+                 if r.recovery_seconds is not None]
+        if not times:
+            times = [e["ready_again_seconds"] for e in entries
+                     if e["ready_again_seconds"] is not None]
+        ctx.metrics.recovery_seconds = max(times) if times else None
+        if problems:
+            raise PermanentError("; ".join(problems))
+

@@ -1,0 +1,204 @@
+"""container-kill on pystol-sim: containers restart in place, and their return is timed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from kubernetes import client, config
+
+from tests.integration.conftest import Stack
+
+READY_SECONDS = 2.0  # simulated; the sim runs 10x faster
+
+
+def clients(stack: Stack) -> tuple[client.CoreV1Api, client.AppsV1Api]:
+    api_client = config.new_client_from_config(config_file=str(stack.sim.kubeconfig))
+    return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+
+
+def make_workload(stack: Stack, replicas: int = 3) -> str:
+    """A namespace of the test's own with a two-container deployment `svc` (app=svc)."""
+    core, apps = clients(stack)
+    namespace = f"ck-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    labels = {"app": "svc"}
+    annotations = {"sim.pystol.org/start-seconds": "0.5",
+                   "sim.pystol.org/ready-seconds": str(READY_SECONDS)}
+    apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": "svc"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels, "annotations": annotations},
+                              "spec": {"containers": [{"name": "app", "image": "lab/app:1"},
+                                                      {"name": "sidecar",
+                                                       "image": "lab/proxy:1"}]}}}})
+    wait_for(lambda: len(pods(stack, namespace)) == replicas
+             and all(ready(p) for p in pods(stack, namespace)), timeout=30)
+    return namespace
+
+
+def pods(stack: Stack, namespace: str) -> list[Any]:
+    core, _ = clients(stack)
+    return core.list_namespaced_pod(namespace, label_selector="app=svc").items
+
+
+def ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
+
+
+def restarts(stack: Stack, namespace: str) -> dict[str, dict[str, int]]:
+    return {p.metadata.uid: {cs.name: cs.restart_count for cs in p.status.container_statuses}
+            for p in pods(stack, namespace)}
+
+
+def snapshot(stack: Stack, namespace: str) -> dict[str, Any]:
+    """What container-kill must leave as it was: the same pods, where they were, ready."""
+    return {p.metadata.uid: (p.metadata.name, p.spec.node_name, p.status.pod_ip, ready(p))
+            for p in pods(stack, namespace)}
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.05)
+
+
+def spec(namespace: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"action": "container-kill",
+                            "target": {"namespaces": [namespace], "label_selector": "app=svc",
+                                       "mode": "fixed", "value": 2}}
+    body.update(extra)
+    return body
+
+
+def test_killed_containers_restart_in_place_and_are_timed(stack: Stack) -> None:
+    namespace = make_workload(stack)
+    before = snapshot(stack, namespace)
+    counts_before = restarts(stack, namespace)
+    job = stack.submit(spec(namespace))
+    record = stack.wait_for_job(job["id"])
+    assert record["status"] == "succeeded", record
+
+    # Same pods on the same nodes with the same IPs, all ready: only restart counts moved.
+    assert snapshot(stack, namespace) == before
+    changes = record["result"]["changes"]
+    killed = {c["target"]["uid"] for c in changes}
+    assert len(killed) == 2 and killed <= set(before)
+    counts_after = restarts(stack, namespace)
+    for uid, counts in counts_before.items():
+        expected = {"app": counts["app"] + 1, "sidecar": counts["sidecar"]} \
+            if uid in killed else counts
+        assert counts_after[uid] == expected
+    for change in changes:  # nothing to revert: no journal entry, no reverted_at
+        assert change["reverted_at"] is None
+        assert change["action"].startswith("killed container app of pod")
+        assert change["target"]["workload"] == {"kind": "Deployment", "namespace": namespace,
+                                                "name": "svc"}
+    assert stack.redis.client().hlen("pystol:journal") == 0
+
+    truth = {p["uid"]: p for p in stack.sim.truth(namespace)}
+    entries = record["result"]["output"]["pods"]
+    assert {e["uid"] for e in entries} == killed
+    for entry in entries:
+        assert entry["container"] == "app" and entry["command"] == ["kill", "1"]
+        assert entry["exit_code"] == 0 and entry["error"] is None
+        assert entry["restart_count_before"] == counts_before[entry["uid"]]["app"]
+        assert entry["restart_count_after"] == entry["restart_count_before"] + 1
+        true_seconds = truth[entry["uid"]]["ready"] - truth[entry["uid"]]["restarts"][-1]
+        assert abs(true_seconds - READY_SECONDS / stack.sim.speed) < 0.1
+        assert abs(entry["ready_again_seconds"] - true_seconds) < 0.15, (entry, true_seconds)
+    [recovery] = record["result"]["recovery"]
+    assert recovery["recovered"] and recovery["desired_replicas"] == 3
+    assert recovery["ready_replicas"] == 3
+    assert record["metrics"]["recovery_seconds"] == recovery["recovery_seconds"]
+    assert record["metrics"]["targets_affected"] == 2
+    kinds = [event["kind"] for event in record["timeline"]]
+    assert kinds.count("injected") == 2 and kinds.count("recovered") == 2
+    core, _ = clients(stack)
+    for change in changes:
+        events = core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={change['target']['name']}").items
+        assert "PystolChaos" in {event.reason for event in events}
+
+
+def test_named_container_and_own_command(stack: Stack) -> None:
+    namespace = make_workload(stack, replicas=2)
+    counts_before = restarts(stack, namespace)
+    job = stack.submit(spec(namespace, target={"namespaces": [namespace],
+                                               "label_selector": "app=svc", "mode": "all"},
+                            params={"container": "sidecar",
+                                    "command": ["sh", "-c", "kill -9 1"]}))
+    record = stack.wait_for_job(job["id"])
+    assert record["status"] == "succeeded", record
+    for pod in pods(stack, namespace):
+        counts = {cs.name: cs.restart_count for cs in pod.status.container_statuses}
+        assert counts == {"app": counts_before[pod.metadata.uid]["app"],
+                          "sidecar": counts_before[pod.metadata.uid]["sidecar"] + 1}
+        sidecar = next(cs for cs in pod.status.container_statuses if cs.name == "sidecar")
+        assert sidecar.last_state.terminated.exit_code == 137  # SIGKILL
+    assert all(e["container"] == "sidecar" for e in record["result"]["output"]["pods"])
+
+
+def test_failing_command_and_container_that_does_not_restart(stack: Stack) -> None:
+    namespace = make_workload(stack, replicas=2)
+    counts_before = restarts(stack, namespace)
+    job = stack.submit(spec(namespace, params={"command": ["false"]}))
+    record = stack.wait_for_job(job["id"])
+    assert record["status"] == "failed"
+    assert "`false` in container app of pod" in record["reason"]
+    assert "exited with code 1" in record["reason"]
+    assert record["result"]["changes"] == []
+    assert all(e["exit_code"] == 1 for e in record["result"]["output"]["pods"])
+
+    # `true` exits 0 but kills nothing: the container never restarts.
+    job = stack.submit(spec(namespace, params={"command": ["true"]}, recovery_timeout="1s"))
+    record = stack.wait_for_job(job["id"])
+    assert record["status"] == "failed"
+    assert "did not restart within 1s of the kill (restart count still 0)" in record["reason"]
+    assert restarts(stack, namespace) == counts_before
+
+
+def test_dry_run_preview_and_exclusions(stack: Stack) -> None:
+    namespace = make_workload(stack)
+    before = snapshot(stack, namespace)
+    counts_before = restarts(stack, namespace)
+    response = stack.call("POST", "/api/v1/preview", json=spec(namespace))
+    assert response.status_code == 200, response.text
+    assert response.json()["matched"] == 3 and len(response.json()["chosen"]) == 2
+
+    job = stack.submit(spec(namespace, dry_run=True))
+    record = stack.wait_for_job(job["id"])
+    assert record["status"] == "succeeded" and "dry run" in record["reason"]
+    assert len(record["result"]["output"]["would_affect"]) == 2
+    assert snapshot(stack, namespace) == before and restarts(stack, namespace) == counts_before
+
+    body = stack.call("POST", "/api/v1/preview",
+                      json=spec(namespace, params={"container": "db"})).json()
+    assert body["chosen"] == []
+    assert any("has no container named db" in reason for reason in body["excluded"])
+    response = stack.call("POST", "/api/v1/jobs", json=spec(namespace, params={"command": []}))
+    assert response.status_code == 422
+    assert "params.command" in [error["loc"] for error in response.json()["errors"]]
+
+
+def test_takes_the_no_overlap_locks(stack: Stack) -> None:
+    namespace = make_workload(stack, replicas=2)
+    holder = stack.submit({"action": "pod-failure",
+                           "target": {"namespaces": [namespace], "label_selector": "app=svc"},
+                           "duration": "30s"})
+    wait_for(lambda: any(e["kind"] == "holding" for e in stack.call(
+        "GET", f"/api/v1/jobs/{holder['id']}").json()["timeline"]))
+    counts_before = restarts(stack, namespace)
+    job = stack.submit(spec(namespace, on_conflict="reject"))
+    record = stack.wait_for_job(job["id"])
+    assert record["status"] == "failed"
+    assert "another running job holds a fault" in record["reason"]
+    assert holder["id"] in record["reason"]
+    assert restarts(stack, namespace) == counts_before
+    assert stack.call("POST", f"/api/v1/jobs/{holder['id']}/cancel").status_code == 202
+    assert stack.wait_for_job(holder["id"], timeout=10)["status"] == "aborted"
