@@ -51,6 +51,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import socket
 import ssl
@@ -254,6 +255,9 @@ class Proc:
                 self.process.wait()
 
 
+LIVE: list[Proc] = []  # every child process this benchmark started and has not stopped yet
+
+
 @contextmanager
 def spawn(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None
           ) -> Iterator[Proc]:
@@ -262,10 +266,12 @@ def spawn(name: str, args: list[str], workdir: Path, env: dict[str, str] | None 
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
                                    env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
     proc = Proc(name, process, log)
+    LIVE.append(proc)
     try:
         yield proc
     finally:
         proc.stop()
+        LIVE.remove(proc)
 
 
 @contextmanager
@@ -439,16 +445,44 @@ def cpu_seconds(pid: int) -> float:
 
 
 def tree_pids(pid: int) -> list[int]:
-    """A process and its direct children (gunicorn's master and workers)."""
+    """A process and its descendants (gunicorn's master and workers, a prefork pool)."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    return [pid, *(int(child) for child in children)]
+    return [pid, *(grandchild for child in children for grandchild in tree_pids(int(child)))]
 
 
 def tree_cpu(pids: list[int]) -> float:
     return sum(cpu_seconds(pid) for pid in pids)
+
+
+@dataclass
+class CpuSnapshot:
+    """Machine-wide busy CPU and the CPU of this benchmark's own processes, at one instant."""
+
+    at: float
+    machine: float
+    ours: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:9]]
+        busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+        pids = {pid for proc in LIVE for pid in tree_pids(proc.pid)}
+        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                     resource.RUSAGE_CHILDREN)]
+        own = sum(u.ru_utime + u.ru_stime for u in usage)  # this process, and wrk once reaped
+        return cls(time.monotonic(), busy, own + tree_cpu(sorted(pids)))
+
+    def until(self, later: CpuSnapshot) -> dict[str, float]:
+        """Cores in use between two snapshots: the whole machine, ours, everyone else's."""
+        span = max(1e-9, later.at - self.at)
+        machine = (later.machine - self.machine) / span
+        ours = (later.ours - self.ours) / span
+        return {"machine_cores": machine, "our_cores": ours,
+                "other_cores": max(0.0, machine - ours)}
 
 
 # --------------------------------------------------------------------------- child processes
@@ -619,16 +653,18 @@ def load_run(port: int, path: str, cfg: Config, seconds: float, workdir: Path,
              server_pid: int, redis_pid: int) -> dict[str, Any]:
     pids = tree_pids(server_pid)
     cpu0, redis0 = tree_cpu(pids), cpu_seconds(redis_pid)
+    before = CpuSnapshot.take()
     if shutil.which("wrk"):
         result = run_wrk(port, path, cfg, seconds, workdir)
     else:
         result = run_python_load(port, path, cfg, seconds)
+    cores = before.until(CpuSnapshot.take())
     server_cpu, redis_cpu = tree_cpu(pids) - cpu0, cpu_seconds(redis_pid) - redis0
     requests = max(1, result["requests"])
     result.update(server_cpu_s=server_cpu, redis_cpu_s=redis_cpu,
                   server_cpu_per_request_s=server_cpu / requests,
                   redis_cpu_per_request_s=redis_cpu / requests,
-                  loadavg=os.getloadavg()[0])
+                  loadavg=os.getloadavg()[0], **cores)
     return result
 
 
@@ -654,7 +690,8 @@ def bench_submission(cfg: Config, env: dict[str, str], redis_url: str, redis_pid
                 runs[side].append(run)
                 print(f"  (a) {side:8s} round {round_no + 1}: {run['rps']:,.0f} req/s, "
                       f"p50 {run['p50_s'] * 1e3:.2f} ms, p99 {run['p99_s'] * 1e3:.2f} ms, "
-                      f"{run['errors']} errors", flush=True)
+                      f"{run['errors']} errors; other programs used "
+                      f"{run['other_cores']:.2f} cores", flush=True)
     client = redis.Redis.from_url(redis_url)
     queued = sum(int(client.llen(key)) for key in client.scan_iter(f"{PYSTOL_QUEUE}*")
                  if client.type(key) == b"list")
@@ -941,9 +978,16 @@ def run(cfg: Config, workdir: Path) -> dict[str, Any]:
         pystol = PystolClient(api_port, redis_url)
         print(f"(b) dispatch: {cfg.dispatch_jobs} jobs per side, {cfg.pool} pool, "
               f"concurrency {cfg.concurrency}", flush=True)
+        before = CpuSnapshot.take()
         results["dispatch"] = bench_dispatch(cfg, pystol, redis_url)
+        after = CpuSnapshot.take()
+        results["dispatch"]["cores"] = cores = before.until(after)
+        print(f"  other programs used {cores['other_cores']:.2f} cores", flush=True)
         print(f"(c) injection: {cfg.injection_jobs} pod kills per side", flush=True)
+        before = after
         results["injection"] = bench_injection(cfg, pystol, sim)
+        results["injection"]["cores"] = cores = before.until(CpuSnapshot.take())
+        print(f"  other programs used {cores['other_cores']:.2f} cores", flush=True)
         results["api_tracebacks"] = api.text().count("Traceback")
     results["loadavg_end"] = os.getloadavg()
     return results

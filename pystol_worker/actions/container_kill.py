@@ -155,7 +155,7 @@ class ContainerObserver(RecoveryObserver):
         with self.changed:
             self.tracked[kill.ref.uid or ""] = kill
 
-    def killed(self, kill: KilledContainer, at: float) -> None:
+    def kill_done(self, kill: KilledContainer, at: float) -> None:
         with self.changed:
             kill.killed = True
             self.kills_done += 1
@@ -309,7 +309,7 @@ class ContainerKill(Action):
             ctx.event("kill-failed", kill.error, pod=ref.name, container=container,
                       exit_code=code)
             return kill
-        observer.killed(kill, kill.sent_at)
+        observer.kill_done(kill, kill.sent_at)
         message = f"killed container {container} of pod {namespace}/{ref.name} with " \
                   f"`{command}`"
         at = _utc(kill.sent_at)

@@ -92,6 +92,10 @@ class HttpProbeAction(Action):
     target_kind = getattr(TargetKind, "URL", TargetKind.PODS)
     Params = HttpProbeParams
 
+    def uses_namespaces(self, spec: JobSpec, params: BaseModel | None) -> bool:
+        """A URL lives in no namespace (read by job validation once it asks the action)."""
+        return False
+
     def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
         problems = []
         if spec.duration:

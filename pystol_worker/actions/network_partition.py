@@ -9,11 +9,12 @@ pods keep running; whatever talks to them, or they to it, sees timeouts. It
 takes a CNI plugin that enforces NetworkPolicies (Calico, Cilium, ...) to have
 an effect on a real cluster.
 
-How the policy selects the pods: with `mode: all` (and no field selector, no
-`max_targets` cut) it uses the job's own `target.label_selector`, so replicas
-created during the partition are cut off too. Otherwise the chosen pods are
-labelled `chaos.pystol.org/partition=<job id>` — one journaled change per pod,
-whose undo removes the label again — and the policy selects that label.
+How the policy selects the pods: with `mode: all` (and no field selector, and
+no pod left out by `max_targets` or `min_available`) it uses the job's own
+`target.label_selector`, so replicas created during the partition are cut off
+too. Otherwise the chosen pods are labelled `chaos.pystol.org/partition=<job id>`
+— one journaled change per pod, whose undo removes the label again — and the
+policy selects that label.
 
 Reverted: the policy, named `pystol-partition-<job id suffix>` (one per
 namespace), is deleted (already gone is fine), then the labels are removed
@@ -191,29 +192,22 @@ class NetworkPartition(Action):
     Params = NetworkPartitionParams
 
     def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
-        problems = []
         if not spec.duration:
-            problems.append(("duration", "network-partition holds the partition for a "
-                             "duration; give one, e.g. \"duration\": \"60s\""))
-        if spec.target.min_available is not None:
-            problems.append(("target.min_available", "network-partition does not support "
-                             "min_available; choose fewer pods with mode/value"))
-        return problems
+            return [("duration", "network-partition holds the partition for a duration; give "
+                     "one, e.g. \"duration\": \"60s\"")]
+        return []
 
     def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
         assert isinstance(params, NetworkPartitionParams)
-        selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
-        target = spec.target
-        if target.max_targets is not None and len(selection.chosen) > target.max_targets:
-            selection.excluded.append(f"{len(selection.chosen) - target.max_targets} pod(s) "
-                                      "left out by max_targets")
-            selection.chosen = selection.chosen[:target.max_targets]
-            selection.objects = selection.objects[:target.max_targets]
-        return selection
+        # max_targets and min_available are applied to this by blast_radius.guarded_selection.
+        return select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
 
     @staticmethod
     def _by_selector(spec: JobSpec, selection: Selection) -> bool:
-        """The job's own label selector picks exactly the chosen pods: no labels needed."""
+        """The job's own label selector picks exactly the chosen pods: no labels needed.
+
+        Not so when max_targets or min_available (blast_radius) left some matching pods out.
+        """
         target = spec.target
         return (target.mode == TargetMode.ALL and not target.field_selector
                 and len(selection.chosen) == selection.matched)

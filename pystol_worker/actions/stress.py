@@ -162,10 +162,14 @@ class StressAction(Action):
     """The code cpu-stress and memory-stress share; subclasses say what to stress."""
 
     target_kind = TargetKind.PODS
-    # Node-pinned jobs (target.names) need no namespaces: see the note in the report
-    # for the validation change that reads this.
-    pins_to_nodes: ClassVar[bool] = True
     short_name: ClassVar[str]
+
+    def uses_namespaces(self, spec: JobSpec, params: BaseModel | None) -> bool:
+        """Node-pinned jobs (params.node, target.names) select no pods, so need no namespaces.
+
+        Read by job validation once it asks the action instead of its target kind."""
+        return not (isinstance(params, StressParams)
+                    and bool(_pinned_nodes(spec.target, params)))
 
     def stress_args(self, params: BaseModel, seconds: int) -> list[str]:
         raise NotImplementedError
@@ -197,9 +201,13 @@ class StressAction(Action):
         nodes = _pinned_nodes(spec.target, params)
         if nodes:
             return self._select_nodes(ctx, params, nodes)
-        selector = ",".join(part for part in (spec.target.field_selector,
-                                              "status.phase=Running") if part)
-        target = spec.target.model_copy(update={"field_selector": selector})
+        # Running pods only (they have a node), and never Pystol's own stress pods.
+        fields = ",".join(part for part in (spec.target.field_selector,
+                                            "status.phase=Running") if part)
+        labels = ",".join(part for part in (spec.target.label_selector,
+                                            f"{MANAGED_BY_LABEL}!=pystol") if part)
+        target = spec.target.model_copy(update={"field_selector": fields,
+                                                "label_selector": labels})
         selection = select_pods(ctx.cluster, target, ctx.settings, seed=params.seed)
         chosen, objects = [], []
         for ref, pod in zip(selection.chosen, selection.objects, strict=True):
@@ -261,20 +269,19 @@ class StressAction(Action):
             body = self.pod_body(ctx.job_id, name, namespace, ref, node, params, seconds)
             where = f"on node {ref.node}" if pinned else \
                 f"next to pod {ref.namespace}/{ref.name} on node {ref.node}"
-            description = f"started {self.describe(params)} stress pod {namespace}/{name} {where}"
+            description = f"{self.describe(params)} stress from pod {namespace}/{name} {where}"
             faults.append(Fault(target=ref, undo="delete-stress-pod", description=description,
-                                inject=self._creator(ctx.cluster, namespace, body, ctx.job_id),
+                                inject=self._creator(ctx.cluster, namespace, body, ctx.job_id,
+                                                     stress_pods),
                                 data={"namespace": namespace, "pod": name, "node": ref.node}))
-            stress_pods.append({"name": name, "namespace": namespace, "node": ref.node,
-                                "target": body["metadata"]["annotations"][TARGET_ANNOTATION],
-                                "args": body["spec"]["containers"][0]["args"]})
         ctx.result.output["stress_pods"] = stress_pods
         lock_targets(ctx, spec, selection.chosen)
         hold_faults(ctx, spec, self.name, faults, hold_seconds=spec.duration)
 
     @staticmethod
-    def _creator(cluster: ClusterAccess, namespace: str, body: dict[str, Any], job_id: str
-                 ) -> Any:
+    def _creator(cluster: ClusterAccess, namespace: str, body: dict[str, Any], job_id: str,
+                 started: list[dict[str, Any]]) -> Any:
+        """The injecting call for one stress pod; it lists the pod in `started` once created."""
         def create() -> None:
             try:
                 cluster.create("Pod", namespace, body)
@@ -288,6 +295,10 @@ class StressAction(Action):
                     raise PermanentError(f"a pod {namespace}/{body['metadata']['name']} that "
                                          "Pystol did not start for this job is in the way"
                                          ) from None
+            started.append({"name": body["metadata"]["name"], "namespace": namespace,
+                            "node": body["spec"]["nodeName"],
+                            "target": body["metadata"]["annotations"][TARGET_ANNOTATION],
+                            "args": body["spec"]["containers"][0]["args"]})
         return create
 
     def pod_body(self, job_id: str, name: str, namespace: str, ref: TargetRef,
@@ -315,7 +326,9 @@ class StressAction(Action):
                     "image": params.image,
                     "args": self.stress_args(params, seconds),
                     "resources": self.resources(params),
-                    "securityContext": {"allowPrivilegeEscalation": False},
+                    "securityContext": {"allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]},
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
                 }],
             },
         }

@@ -25,7 +25,7 @@ def template(app: str) -> dict[str, Any]:
 
 
 def make_workloads(stack: Stack) -> str:
-    """A namespace of the test's own: Deployment web ×3 and StatefulSet db ×2 (tier=lab)."""
+    """A namespace of the test's own: Deployment web (3) and StatefulSet db (2), tier=lab."""
     core, apps = clients(stack)
     namespace = f"ds-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
@@ -101,7 +101,7 @@ def test_workloads_run_fewer_replicas_while_held_and_get_them_back(stack: Stack)
     assert stack.call("GET", f"/api/v1/jobs/{job['id']}").json()["status"] == "running"
 
     record = stack.wait_for_job(job["id"])
-    assert record["status"] == "succeeded", record
+    assert record["status"] == "succeeded", (record["reason"], record["error"])
     # Recovery was observed: by the time the job ended, both were whole again.
     assert state(stack, namespace) == {"Deployment/web": (3, 3), "StatefulSet/db": (2, 2)}
     wait_for(lambda: snapshot(stack, namespace) == before)
@@ -140,7 +140,7 @@ def test_percent_of_one_kind(stack: Stack) -> None:
     wait_for(lambda: state(stack, namespace)["Deployment/web"] == (1, 1))
     assert state(stack, namespace)["StatefulSet/db"] == (2, 2)  # not a selected kind
     record = stack.wait_for_job(job["id"])
-    assert record["status"] == "succeeded", record
+    assert record["status"] == "succeeded", (record["reason"], record["error"])
     [item] = record["result"]["output"]["workloads"]
     assert (item["original_replicas"], item["scaled_to"]) == (3, 1)  # floor(3 * 50%)
     wait_for(lambda: snapshot(stack, namespace) == before)

@@ -117,7 +117,7 @@ def test_pods_run_pause_images_while_held_and_get_theirs_back(stack: Stack) -> N
     assert stack.call("GET", f"/api/v1/jobs/{job['id']}").json()["status"] == "running"
 
     record = stack.wait_for_job(job["id"])
-    assert record["status"] == "succeeded", record
+    assert record["status"] == "succeeded", (record["reason"], record["error"])
     wait_all_ready(stack, namespace, 3)
     assert snapshot(stack, namespace) == before  # same pods, same nodes, same images, ready
     for pod in pods(stack, namespace):
@@ -167,7 +167,7 @@ def test_only_the_named_containers_are_swapped(stack: Stack) -> None:
     wait_for(lambda: all(images(p) == {"app": IMAGES["app"], "sidecar": "example/pause:1"}
                          and not ready(p) for p in pods(stack, namespace)))
     record = stack.wait_for_job(job["id"])
-    assert record["status"] == "succeeded", record
+    assert record["status"] == "succeeded", (record["reason"], record["error"])
     assert [item["original_images"] for item in record["result"]["output"]["pods"]] == \
         [{"sidecar": IMAGES["sidecar"]}] * 2
     wait_all_ready(stack, namespace, 2)

@@ -212,7 +212,13 @@ def test_cancel_mid_hold_deletes_the_stress_pod_at_once(stack: Stack) -> None:
     job = stack.submit(stress_spec("cpu-stress", namespace, selector, mode="one", value=None,
                                    duration="60s"))
     wait_for_event(stack, job["id"], "holding")
-    assert len(stress_pods(stack, job["id"])) == 1
+    (held,) = stress_pods(stack, job["id"])
+    # A stress pod is never itself picked as a target, even by a selector-less job.
+    preview = stack.call("POST", "/api/v1/preview",
+                         json=stress_spec("cpu-stress", namespace, mode="all", value=None))
+    assert preview.status_code == 200, preview.text
+    chosen = [c["name"] for c in preview.json()["chosen"]]
+    assert len(chosen) == 1 and held.metadata.name not in chosen
     started = time.monotonic()
     assert stack.call("POST", f"/api/v1/jobs/{job['id']}/cancel").status_code == 202
     record = stack.wait_for_job(job["id"], timeout=10)

@@ -37,10 +37,25 @@ def node_unschedulable(core: client.CoreV1Api, name: str) -> bool:
     return bool(core.read_node(name).spec.unschedulable)
 
 
+def cart_image_swapped(core: client.CoreV1Api) -> bool:
+    return any(c.image.endswith("/pause:3.9")
+               for pod in core.list_namespaced_pod("shop", label_selector="app=cart").items
+               for c in pod.spec.containers)
+
+
 CASES: dict[str, Case] = {
     "node-cordon": Case(
         {"action": "node-cordon", "target": {"names": ["worker-a"]}, "duration": "30s"},
         lambda core, apps: node_unschedulable(core, "worker-a")),
+    "pod-failure": Case(
+        {"action": "pod-failure", "target": {"namespaces": ["shop"], "label_selector": "app=cart",
+                                             "mode": "fixed", "value": 1}, "duration": "30s"},
+        lambda core, apps: cart_image_swapped(core)),
+    "deployment-scale": Case(
+        {"action": "deployment-scale",
+         "target": {"namespaces": ["shop"], "label_selector": "app=cart", "mode": "all"},
+         "params": {"replicas": 0, "kinds": ["Deployment"]}, "duration": "30s"},
+        lambda core, apps: apps.read_namespaced_deployment("cart", "shop").spec.replicas == 0),
 }
 
 
