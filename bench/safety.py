@@ -57,6 +57,7 @@ import argparse
 import base64
 import datetime
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -86,7 +87,6 @@ from bench.pipeline import (
     cpu_seconds,
     free_port,
     http_ready,
-    percentile,
     spawn,
     start_redis,
     summary,
@@ -160,6 +160,12 @@ kube_access.json = TimedJson
 imported = time.perf_counter()
 rss_after_imports = vm("VmRSS")
 kubeconfig, namespace, selector = sys.argv[1:4]
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+cpu0 = cpu()
 t0 = time.perf_counter()
 settings = Settings(kubeconfig=kubeconfig)
 cluster = ClusterAccess.from_settings(settings)
@@ -174,12 +180,13 @@ t1 = time.perf_counter()
 selection = select_pods(cluster, Target(namespaces=[namespace], label_selector=selector,
                                         mode="all"), settings)
 t2 = time.perf_counter()
+cpu2 = cpu()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({
     "matched": selection.matched, "chosen": len(selection.chosen),
     "excluded": selection.excluded,
     "seconds": t2 - t0, "client_seconds": t1 - t0, "select_seconds": t2 - t1,
-    "import_seconds": imported - started,
+    "import_seconds": imported - started, "cpu_seconds": cpu2 - cpu0,
     "parse_seconds": TimedJson.parse_seconds, "pages": TimedJson.pages,
     "limiter_wait_seconds": sum(waits), "limiter_calls": len(waits),
     "rss_after_imports": rss_after_imports, "peak_rss": peak,
@@ -500,7 +507,7 @@ def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: rando
         for victim in VICTIMS}
     every = [at for times in deletions.values() for at in times]
     gaps = [later - earlier for times in deletions.values()
-            for earlier, later in zip(times, times[1:], strict=False) if later < halt_at]
+            for earlier, later in itertools.pairwise(times) if later < halt_at]
     changes = {victim: len(records[victim].result.changes) for victim in VICTIMS}
     finished = [ts(record.finished_at) for record in records.values()]
     return {
@@ -576,12 +583,12 @@ def select_scenario(size: int) -> dict[str, Any]:
 
 
 def run_child(args: list[str], env: dict[str, str], stdout: Path
-              ) -> tuple[int, float, resource.struct_rusage]:
-    """Run a process to its end; its exit code, wall time and its own rusage (wait4)."""
-    with stdout.open("wb") as out:
+              ) -> tuple[float, resource.struct_rusage]:
+    """Run a process to its end; its wall time and its own rusage (from `os.wait4`)."""
+    stderr = stdout.with_suffix(".stderr")
+    with stdout.open("wb") as out, stderr.open("wb") as err:
         started = time.perf_counter()
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE, env=env,
-                                   cwd=REPO_ROOT)
+        process = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=REPO_ROOT)
     watchdog = threading.Timer(CHILD_TIMEOUT_SECONDS, process.kill)
     watchdog.start()
     try:
@@ -590,12 +597,10 @@ def run_child(args: list[str], env: dict[str, str], stdout: Path
         watchdog.cancel()
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    if process.stderr is not None:
-        stderr = process.stderr.read().decode(errors="replace")
-        process.stderr.close()
-        if process.returncode != 0:
-            raise RuntimeError(f"{args[0]} exited {process.returncode}:\n{stderr[-2000:]}")
-    return process.returncode, wall, usage
+    if process.returncode != 0:
+        raise RuntimeError(f"{args[0]} exited {process.returncode}:\n"
+                           f"{stderr.read_text(errors='replace')[-2000:]}")
+    return wall, usage
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -608,12 +613,13 @@ def pystol_select(sim: SimClient, selector: str, workdir: Path) -> dict[str, Any
     sim.reset_requests()
     cpu_before = cpu_seconds(sim.proc.pid)
     out = workdir / "pystol-select.json"
-    _, wall, usage = run_child([sys.executable, "-c", SELECT_CHILD, str(sim.kubeconfig),
+    wall, usage = run_child([sys.executable, "-c", SELECT_CHILD, str(sim.kubeconfig),
                                 SELECT_NS, selector], child_env(), out)
     sim_cpu = cpu_seconds(sim.proc.pid) - cpu_before
     result: dict[str, Any] = json.loads(out.read_text().strip().splitlines()[-1])
     requests = sim.requests()
     result.update(process_seconds=wall, process_max_rss=usage.ru_maxrss * 1024,
+                  process_cpu_seconds=usage.ru_utime + usage.ru_stime,
                   requests=requests, total_requests=sum(requests.values()), sim_cpu_s=sim_cpu)
     return result
 
@@ -629,13 +635,14 @@ def kubectl_select(sim: SimClient, selector: str, cache: Path, workdir: Path
     sim.reset_requests()
     cpu_before = cpu_seconds(sim.proc.pid)
     out = workdir / "kubectl-select.txt"
-    _, wall, usage = run_child(kubectl_args(selector, cache),
+    wall, usage = run_child(kubectl_args(selector, cache),
                                child_env({"KUBECONFIG": str(sim.kubeconfig)}), out)
     sim_cpu = cpu_seconds(sim.proc.pid) - cpu_before
     with out.open("rb") as lines:
         matched = sum(1 for line in lines if line.startswith(b"pod/"))
     requests = sim.requests()
     return {"matched": matched, "seconds": wall, "peak_rss": usage.ru_maxrss * 1024,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "requests": requests, "total_requests": sum(requests.values()),
             "sim_cpu_s": sim_cpu}
 
@@ -643,10 +650,11 @@ def kubectl_select(sim: SimClient, selector: str, cache: Path, workdir: Path
 def kubectl_first_run(sim: SimClient, cache: Path, workdir: Path) -> dict[str, Any]:
     """Warm kubectl's discovery cache; count every request it sends (-v=6), discovery too."""
     out = workdir / "kubectl-first.txt"
-    done = subprocess.run(kubectl_args(ONE_PERCENT_SELECTOR, cache, verbose=True),
-                          env=child_env({"KUBECONFIG": str(sim.kubeconfig)}), stdout=out.open(
-                              "wb"), stderr=subprocess.PIPE, text=True, timeout=300,
-                          check=False)
+    with out.open("wb") as stdout:
+        done = subprocess.run(kubectl_args(ONE_PERCENT_SELECTOR, cache, verbose=True),
+                              env=child_env({"KUBECONFIG": str(sim.kubeconfig)}),
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300,
+                              check=False)
     sent = [line.split('url="', 1)[1].split('"', 1)[0] for line in done.stderr.splitlines()
             if '"Response"' in line and 'url="' in line]
     return {"exit": done.returncode, "requests_with_cold_cache": len(sent),
@@ -697,9 +705,9 @@ def bench_selection(cfg: Config, size: int, workdir: Path) -> dict[str, Any]:
                 "seconds", "select_seconds", "client_seconds", "parse_seconds",
                 "limiter_wait_seconds", "import_seconds", "process_seconds", "peak_increase",
                 "peak_rss", "rss_after_imports", "process_max_rss", "total_requests",
-                "sim_cpu_s", "pages")},
+                "sim_cpu_s", "pages", "cpu_seconds", "process_cpu_seconds")},
             "kubectl": {key: med(kc, key) for key in (
-                "seconds", "peak_rss", "total_requests", "sim_cpu_s")},
+                "seconds", "peak_rss", "total_requests", "sim_cpu_s", "cpu_seconds")},
             "pystol_requests": py[-1]["requests"] if py else {},
             "kubectl_requests": kc[-1]["requests"] if kc else {},
             "wrong_counts": [f"{side} matched {row['matched']} of {row['expected']}"
@@ -753,6 +761,8 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
                     note="pystol incl. interpreter start + imports"),
                 Row(f"{label}: whole-process max RSS", "MiB",
                     (py["process_max_rss"] or 0) / MIB, (kc["peak_rss"] or 0) / MIB),
+                Row(f"{label}: client CPU", "s", py["cpu_seconds"], kc["cpu_seconds"],
+                    note="user + system; pystol: in-process, kubectl: whole process"),
                 Row(f"{label}: sim CPU", "s", py["sim_cpu_s"], kc["sim_cpu_s"]),
             ]
     return rows

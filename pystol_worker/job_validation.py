@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from pystol_worker.actions.base import Action
 from pystol_worker.actions.registry import ActionRegistry, UnknownAction
-from pystol_worker.model import JobSpec, TargetKind
+from pystol_worker.model import JobSpec
 from pystol_worker.selector_syntax import field_selector_problem, label_selector_problem
 from pystol_worker.settings import Settings
 
@@ -49,7 +49,7 @@ def validate_job(spec: JobSpec, registry: ActionRegistry, settings: Settings
                 problems.append(FieldProblem(loc, item["msg"]))
         problems += [FieldProblem(loc, msg) for loc, msg in action.check(spec, params)]
     target = spec.target
-    if action is not None and action.target_kind in (TargetKind.PODS, TargetKind.WORKLOADS):
+    if action is not None and action.uses_namespaces(spec, params):
         if not target.namespaces:
             problems.append(FieldProblem("target.namespaces", f"{action.name} targets "
                                          f"{action.target_kind.value}: name at least one "

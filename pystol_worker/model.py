@@ -110,6 +110,7 @@ class TargetKind(StrEnum):
     PODS = "pods"
     WORKLOADS = "workloads"
     NODES = "nodes"
+    URL = "url"
 
 
 class Target(BaseModel):

@@ -53,6 +53,10 @@ class Action(ABC):
     target_kind: ClassVar[TargetKind]
     Params: ClassVar[type[BaseModel]] = NoParams
 
+    def uses_namespaces(self, spec: JobSpec, params: BaseModel | None) -> bool:
+        """Whether this job selects inside namespaces (so `target.namespaces` is required)."""
+        return self.target_kind in (TargetKind.PODS, TargetKind.WORKLOADS)
+
     def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
         """Cross-field problems between the spec and the params, as (field path, message)."""
         return []

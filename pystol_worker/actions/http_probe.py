@@ -89,7 +89,7 @@ class HttpProbeAction(Action):
                    "status codes and latency percentiles; fail when the expected status or "
                    "latency is not met. Changes nothing.")
     # A URL is no cluster object; until TargetKind.URL exists the catalogue says pods.
-    target_kind = getattr(TargetKind, "URL", TargetKind.PODS)
+    target_kind = TargetKind.URL
     Params = HttpProbeParams
 
     def uses_namespaces(self, spec: JobSpec, params: BaseModel | None) -> bool:

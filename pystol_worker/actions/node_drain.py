@@ -167,11 +167,9 @@ class Drain:
         by_workload: dict[str, list[tuple[dict[str, Any], str]]] = {}
         plan: list[_Planned] = []
         for pod, node, workload in candidates:
-            ref = pod_ref(pod)
             if workload is None:
-                plan.append(_Planned(pod, ref, node, None))
+                plan.append(_Planned(pod, pod_ref(pod), node, None))
                 continue
-            ref.workload = workload.ref
             key = str(workload.ref)
             if key not in self.observers:
                 self.observers[key] = RecoveryObserver(self.ctx.cluster, workload, 0)

@@ -43,7 +43,17 @@ def cart_image_swapped(core: client.CoreV1Api) -> bool:
                for c in pod.spec.containers)
 
 
+def stress_pods(core: client.CoreV1Api) -> list[Any]:
+    return core.list_pod_for_all_namespaces(
+        label_selector="app.kubernetes.io/managed-by=pystol").items
+
+
 CASES: dict[str, Case] = {
+    "cpu-stress": Case(
+        {"action": "cpu-stress", "target": {"namespaces": ["shop"], "label_selector": "app=web",
+                                            "mode": "one"},
+         "duration": "30s", "params": {"workers": 1, "load": 50}},
+        lambda core, apps: bool(stress_pods(core))),
     "node-cordon": Case(
         {"action": "node-cordon", "target": {"names": ["worker-a"]}, "duration": "30s"},
         lambda core, apps: node_unschedulable(core, "worker-a")),
