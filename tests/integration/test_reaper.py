@@ -54,6 +54,16 @@ CASES: dict[str, Case] = {
                                             "mode": "one"},
          "duration": "30s", "params": {"workers": 1, "load": 50}},
         lambda core, apps: bool(stress_pods(core))),
+    "network-partition": Case(
+        {"action": "network-partition", "target": {"namespaces": ["shop"],
+                                                   "label_selector": "app=cart",
+                                                   "mode": "fixed", "value": 1},
+         "duration": "30s"},
+        lambda core, apps: bool(client.NetworkingV1Api(core.api_client)
+                                .list_namespaced_network_policy("shop").items)),
+    "node-drain": Case(
+        {"action": "node-drain", "target": {"names": ["worker-b"]}, "duration": "30s"},
+        lambda core, apps: node_unschedulable(core, "worker-b")),
     "node-cordon": Case(
         {"action": "node-cordon", "target": {"names": ["worker-a"]}, "duration": "30s"},
         lambda core, apps: node_unschedulable(core, "worker-a")),
