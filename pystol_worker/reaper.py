@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pystol_worker.job_store import JobStore, TransitionRefused
 from pystol_worker.kube_access import ClusterAccess
-from pystol_worker.model import JobStatus, utcnow
+from pystol_worker.model import JobRecord, JobStatus, utcnow
 from pystol_worker.revert_journal import RevertJournal, UndoRegistry, undo_functions
 
 log = logging.getLogger("pystol.reaper")
@@ -42,41 +42,46 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
 
     default_registry()  # the actions' modules register the undo functions
     report = ReapReport()
-    undone, failed = journal.reap(cluster, registry)
-    per_job: dict[str, list[int]] = {}
-    for entry in undone:
-        report.reverted.append(entry.describe())
-        per_job.setdefault(entry.job_id, [0, 0])[0] += 1
-    for entry, error in failed:
-        report.failed.append(f"{entry.describe()}: {error}")
-        per_job.setdefault(entry.job_id, [0, 0])[1] += 1
-    cursor = None
-    while True:
-        page = store.list(status=JobStatus.RUNNING, cursor=cursor, limit=200)
-        for record in page.items:
-            started = record.started_at or record.created_at
-            if journal.alive(record.id) or \
-                    (utcnow() - started).total_seconds() < heartbeat_seconds:
+    if not journal.lock_reaper():
+        return report
+    try:
+        entries = journal.entries()
+        suspects = {entry.job_id for entry in entries}
+        suspects |= {record.id for record in _running_jobs(store)
+                     if (utcnow() - (record.started_at or record.created_at)).total_seconds()
+                     >= heartbeat_seconds}
+        # Decide who is dead once, so a heartbeat lapsing mid-pass cannot split the verdict.
+        dead = {job_id for job_id in suspects if not journal.alive(job_id)}
+        for job_id in sorted(dead):
+            undone, failed = journal.undo_all(
+                cluster, [entry for entry in entries if entry.job_id == job_id], registry)
+            report.reverted += [entry.describe() for entry in undone]
+            report.failed += [f"{entry.describe()}: {error}" for entry, error in failed]
+            try:
+                current = store.get(job_id, with_timeline=False)
+            except KeyError:
                 continue
-            per_job.setdefault(record.id, [0, 0])
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
-    for job_id, (reverted, failures) in per_job.items():
-        if journal.alive(job_id):
-            continue
-        try:
-            current = store.get(job_id, with_timeline=False)
-        except KeyError:
-            continue
-        if current.status != JobStatus.RUNNING:
-            continue
-        try:
-            store.finish(job_id, JobStatus.ABORTED, lost_job_reason(reverted, failures))
-            report.aborted_jobs.append(job_id)
-        except TransitionRefused:
-            pass
+            if current.status != JobStatus.RUNNING:
+                continue
+            try:
+                store.finish(job_id, JobStatus.ABORTED, lost_job_reason(len(undone), len(failed)))
+                report.aborted_jobs.append(job_id)
+            except TransitionRefused:
+                pass
+    finally:
+        journal.unlock_reaper()
     if report.reverted or report.failed or report.aborted_jobs:
         log.warning("reaper: reverted %d change(s), %d failed, aborted jobs %s",
                     len(report.reverted), len(report.failed), report.aborted_jobs)
     return report
+
+
+def _running_jobs(store: JobStore) -> list[JobRecord]:
+    records: list[JobRecord] = []
+    cursor = None
+    while True:
+        page = store.list(status=JobStatus.RUNNING, cursor=cursor, limit=200)
+        records += page.items
+        if page.next_cursor is None:
+            return records
+        cursor = page.next_cursor

@@ -130,30 +130,27 @@ class RevertJournal:
         registry.get(entry.undo)(cluster, entry)
         self.resolve(entry)
 
-    def orphans(self) -> list[JournalEntry]:
-        return [entry for entry in self.entries() if not self.alive(entry.job_id)]
-
-    def reap(self, cluster: ClusterAccess, registry: UndoRegistry = undo_functions,
-             job_id: str | None = None) -> tuple[list[JournalEntry], list[tuple[JournalEntry,
-                                                                                str]]]:
-        """Undo every orphaned entry (or every entry of one dead job); (undone, failed)."""
-        lock = self.redis.set(PREFIX + "reaper-lock", "1", nx=True, ex=60)
-        if not lock:
-            return [], []
+    def undo_all(self, cluster: ClusterAccess, entries: list[JournalEntry],
+                 registry: UndoRegistry = undo_functions
+                 ) -> tuple[list[JournalEntry], list[tuple[JournalEntry, str]]]:
+        """Undo each entry, newest first; (undone, failed). Failed ones stay journaled."""
         undone: list[JournalEntry] = []
         failed: list[tuple[JournalEntry, str]] = []
-        try:
-            candidates = self.entries(job_id) if job_id else self.orphans()
-            for entry in candidates:
-                try:
-                    self.undo(cluster, entry, registry)
-                    undone.append(entry)
-                except Exception as error:
-                    log.warning("undo of %s failed, will retry: %s", entry.describe(), error)
-                    failed.append((entry, str(error)))
-        finally:
-            self.redis.delete(PREFIX + "reaper-lock")
+        for entry in entries:
+            try:
+                self.undo(cluster, entry, registry)
+                undone.append(entry)
+            except Exception as error:
+                log.warning("undo of %s failed, will retry: %s", entry.describe(), error)
+                failed.append((entry, str(error)))
         return undone, failed
+
+    def lock_reaper(self, seconds: int = 60) -> bool:
+        """One reaper at a time across all workers."""
+        return bool(self.redis.set(PREFIX + "reaper-lock", "1", nx=True, ex=seconds))
+
+    def unlock_reaper(self) -> None:
+        self.redis.delete(PREFIX + "reaper-lock")
 
 
 class Heartbeat:

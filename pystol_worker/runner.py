@@ -79,7 +79,7 @@ class JobRunner:
 
     def _abort_lost(self, job_id: str) -> JobStatus:
         """Undo what the lost worker left in the journal, then end the job aborted."""
-        undone, failed = self.journal.reap(self.cluster, job_id=job_id)
+        undone, failed = self.journal.undo_all(self.cluster, self.journal.entries(job_id))
         reason = LOST_WORKER_REASON
         if undone:
             reason += f"; reverted {len(undone)} change(s) it left"
