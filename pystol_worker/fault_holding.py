@@ -2,10 +2,11 @@
 
 Every action that changes something reversible (an image, a cordon, a replica
 count, a NetworkPolicy, a stress pod) describes its changes as `Fault`s and
-hands them to `hold_faults`, which:
-1. takes the no-overlap locks on the affected workloads and nodes,
-2. for each fault: checks cancel/halt, writes the journal entry, injects, posts
+hands them to `hold_faults` (after taking the no-overlap locks on the
+affected workloads and nodes with `lock_targets`), which:
+1. for each fault: checks cancel/halt, writes the journal entry, injects, posts
    a `PystolChaos` Event on the object and a timeline event,
+2. runs `after_inject`, if given (node-drain evicts there),
 3. holds for the duration (waking at once on cancel or halt),
 4. always reverts, newest first, in a `finally`: undo, drop the journal entry,
    post `PystolRevert`; an undo that fails keeps its entry for the reaper and
@@ -89,7 +90,8 @@ def post_event(ctx: JobContext, fault: Fault, reason: str, message: str) -> None
 
 
 def hold_faults(ctx: JobContext, spec: JobSpec, action: str, faults: list[Fault],
-                hold_seconds: float | None) -> None:
+                hold_seconds: float | None,
+                after_inject: Callable[[], None] | None = None) -> None:
     """Inject every fault, hold, and revert them all whatever happens."""
     if ctx.journal is None or ctx.job_id is None:
         raise ActionError("a job that changes the cluster needs the revert journal")
@@ -120,6 +122,8 @@ def hold_faults(ctx: JobContext, spec: JobSpec, action: str, faults: list[Fault]
                        f"{ctx.job_id}")
             ctx.event("injected", fault.description, target=fault.target.name,
                       namespace=fault.target.namespace)
+        if after_inject is not None:
+            after_inject()
         if hold_seconds:
             ctx.event("holding", f"holding {len(applied)} fault(s) for {hold_seconds:g}s")
             ctx.sleep(hold_seconds)

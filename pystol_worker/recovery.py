@@ -57,7 +57,7 @@ def _ready(pod: dict[str, Any]) -> bool:
     return False
 
 
-def _selector_string(selector: dict[str, Any]) -> str:
+def selector_string(selector: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
     for expr in selector.get("matchExpressions") or ():
         key, op, values = expr["key"], expr["operator"], expr.get("values") or []
@@ -106,7 +106,7 @@ def resolve_workload(cluster: ClusterAccess, pod: dict[str, Any],
             desired = int(spec.get("replicas", 1))
         workload = Workload(WorkloadRef(kind=kind, namespace=namespace,
                                         name=obj["metadata"]["name"]),
-                            desired, _selector_string(spec.get("selector") or {}))
+                            desired, selector_string(spec.get("selector") or {}))
     except (NotFound, ClusterError):
         workload = None
     cache[key] = workload
@@ -322,6 +322,105 @@ def _report(ctx: JobContext, observers: list[RecoveryObserver], timeout: float) 
         elif observer.kills_done:
             problems.append(f"{outcome.workload} did not recover within {timeout:g}s "
                             f"({outcome.ready_replicas}/{outcome.desired_replicas} ready)")
+    times = [r.recovery_seconds for r in ctx.result.recovery if r.recovery_seconds is not None]
+    ctx.metrics.recovery_seconds = max(times) if times else None
+    if problems:
+        raise PermanentError("; ".join(problems))
+
+
+# -- observing a held fault (pod-failure, deployment-scale) ----------------------------------------
+
+
+@dataclass
+class HoldObserver(RecoveryObserver):
+    """A `RecoveryObserver` for a fault that is held and then reverted.
+
+    It follows one workload's pods by watch from before the injection. While the
+    fault is held it notes which of the `watched` pods went not-ready and the
+    lowest ready count; recovery is only evaluated once `reverted()` was called,
+    and `recovery_seconds` runs from the revert to the watch event that brought
+    the workload back to its desired number of ready pods.
+    """
+
+    watched: set[str] = field(default_factory=set)
+    unready_seen: set[str] = field(default_factory=set)
+    injected_at: float | None = None
+    reverted_at: float | None = None
+    lowest_ready: int | None = None
+
+    def injected(self, at: float) -> None:
+        with self.changed:
+            if self.injected_at is None:
+                self.injected_at = at
+
+    def reverted(self, at: float) -> None:
+        with self.changed:
+            self.reverted_at = at
+            self.kills_done = self.planned_kills
+            self.first_kill = self.injected_at or at
+            self._evaluate(time.time())
+
+    def _holding(self) -> bool:
+        return self.injected_at is not None and self.reverted_at is None
+
+    def _note(self, pod: dict[str, Any], deleted: bool = False) -> None:
+        super()._note(pod, deleted)
+        uid = pod["metadata"].get("uid", "")
+        if self._holding() and uid in self.watched and not deleted \
+                and not self.pods.get(uid, (True, False))[0]:
+            self.unready_seen.add(uid)
+
+    def _evaluate(self, now: float) -> None:
+        if self._holding():
+            ready = self.ready_count()
+            self.lowest_ready = ready if self.lowest_ready is None \
+                else min(self.lowest_ready, ready)
+        super()._evaluate(now)
+
+    def outcome(self) -> WorkloadRecovery:
+        start = self.injected_at or self.reverted_at or time.time()
+        recovered = self.recovered_at is not None and self.reverted_at is not None
+        return WorkloadRecovery(
+            workload=self.workload.ref, desired_replicas=self.workload.desired,
+            first_injection_at=_utc(start), recovered=recovered,
+            recovered_at=_utc(self.recovered_at) if recovered and self.recovered_at else None,
+            recovery_seconds=round(max(0.0, self.recovered_at - self.reverted_at), 3)
+            if recovered and self.recovered_at and self.reverted_at else None,
+            ready_replicas=self.ready_count())
+
+
+def hold_observer(cluster: ClusterAccess, workload: Workload) -> HoldObserver:
+    # One planned "kill" stands for the revert: nothing is evaluated until it happened.
+    return HoldObserver(cluster, workload, 1)
+
+
+def wait_for_recovery(ctx: JobContext, spec: JobSpec, observers: list[HoldObserver],
+                      reverted_at: float) -> None:
+    """After the revert: wait (by watch) for every workload, record it, fail if one did not."""
+    timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
+    for observer in observers:
+        observer.reverted(reverted_at)
+    if observers:
+        ctx.event("observing", f"waiting up to {timeout:g}s for {len(observers)} workload(s) "
+                  "to be ready again")
+    deadline = time.monotonic() + timeout
+    for observer in observers:
+        observer.wait(deadline, ctx)
+    problems = []
+    for observer in observers:
+        outcome = observer.outcome()
+        ctx.result.recovery.append(outcome)
+        if outcome.recovered:
+            ctx.event("recovered", f"{outcome.workload} was ready again "
+                      f"{outcome.recovery_seconds:.2f}s after the revert",
+                      workload=str(outcome.workload),
+                      recovery_seconds=outcome.recovery_seconds)
+        elif observer.error:
+            problems.append(observer.error)
+        else:
+            problems.append(f"{outcome.workload} was not ready again within {timeout:g}s of "
+                            f"the revert ({outcome.ready_replicas}/"
+                            f"{outcome.desired_replicas} ready)")
     times = [r.recovery_seconds for r in ctx.result.recovery if r.recovery_seconds is not None]
     ctx.metrics.recovery_seconds = max(times) if times else None
     if problems:

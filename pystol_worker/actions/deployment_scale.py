@@ -28,13 +28,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.actions.pod_failure import HoldObserver, hold_observer, wait_for_recovery
 from pystol_worker.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.job_context import JobContext
 from pystol_worker.kube_access import ClusterAccess, NotFound
 from pystol_worker.model import JobSpec, Target, TargetKind, TargetRef, WorkloadRef
 from pystol_worker.pod_selection import choose
-from pystol_worker.recovery import Workload, _selector_string
+from pystol_worker.recovery import (
+    HoldObserver,
+    Workload,
+    hold_observer,
+    selector_string,
+    wait_for_recovery,
+)
 from pystol_worker.revert_journal import JournalEntry, undo_functions
 
 UNDO_RESTORE_REPLICAS = "restore-replicas"
@@ -176,7 +181,7 @@ class DeploymentScale(Action):
                 ctx.event("skipped", reason, workload=ref.name)
                 continue
             workload = Workload(WorkloadRef(kind=kind, namespace=namespace, name=ref.name),
-                                current, _selector_string((obj.get("spec") or {})
+                                current, selector_string((obj.get("spec") or {})
                                                           .get("selector") or {}))
             observer = hold_observer(ctx.cluster, workload)
             observers.append(observer)

@@ -27,7 +27,6 @@ lifts the first rule.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -118,9 +117,8 @@ def node_target_problems(spec: JobSpec) -> list[tuple[str, str]]:
 
 # -- the cordon fault and its undo ---------------------------------------------------------------
 
-def cordon_fault(ctx: JobContext, ref: TargetRef,
-                 after: Callable[[], None] | None = None) -> Fault:
-    """A Fault that cordons one node; `after()` runs once the cordon is in place."""
+def cordon_fault(ctx: JobContext, ref: TargetRef) -> Fault:
+    """A Fault that cordons one node."""
     job_id = ctx.job_id or ""
     node = ctx.cluster.get_node(ref.name)
     original = (node.get("spec") or {}).get("unschedulable")
@@ -134,8 +132,6 @@ def cordon_fault(ctx: JobContext, ref: TargetRef,
             "metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
                          "annotations": {CORDONED_BY: job_id}},
             "spec": {"unschedulable": True}})
-        if after is not None:
-            after()
 
     return Fault(target=ref, undo=UNCORDON, description=f"cordoned node {ref.name}",
                  inject=inject, data={"node": ref.name, "job_id": job_id,

@@ -364,11 +364,10 @@ class NodeDrain(Action):
         assert isinstance(params, NodeDrainParams)
         lock_targets(ctx, spec, selection.chosen)
         drain = Drain(ctx, spec, params, [ref.name for ref in selection.chosen])
-        last = len(selection.chosen) - 1
-        faults = [cordon_fault(ctx, ref, after=drain.evict_all if index == last else None)
-                  for index, ref in enumerate(selection.chosen)]
+        faults = [cordon_fault(ctx, ref) for ref in selection.chosen]
         try:
-            hold_faults(ctx, spec, self.name, faults, hold_seconds=spec.duration)
+            hold_faults(ctx, spec, self.name, faults, hold_seconds=spec.duration,
+                        after_inject=drain.evict_all)
             ctx.check()
             problems = drain.observe_recovery()
         finally:
