@@ -43,7 +43,7 @@ from pystol_api.problems import (
     register_error_handlers,
     validation_error_callback,
 )
-from pystol_api.routes import actions, halt, health, jobs, preview
+from pystol_api.routes import actions, halt, health, jobs, preview, schedules
 from pystol_api.routes.common import API_PREFIX, BEARER_SCHEME, LazyCluster, Services
 from pystol_worker.actions import ActionRegistry, default_registry
 from pystol_worker.job_store import JobStore
@@ -132,7 +132,8 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
     )
     health_bp = health.blueprint(services)
     for blueprint in (jobs.blueprint(services), actions.blueprint(services),
-                      preview.blueprint(services), halt.blueprint(services), health_bp):
+                      preview.blueprint(services), halt.blueprint(services),
+                      schedules.blueprint(services), health_bp):
         app.register_api(blueprint)
     public.update(name for name in app.view_functions if name.startswith(health_bp.name + "."))
 

@@ -234,6 +234,25 @@ def worker(runtime: Runtime, concurrency: int | None, pool: str, loglevel: str) 
         raise CliError(str(error)) from None
 
 
+@cli.command()
+@click.option("--namespace", "-n", metavar="NS", help="Watch one namespace [default: all].")
+@click.option("--peering", default="pystol", show_default=True, metavar="NAME",
+              help="kopf peering object shared by the watcher replicas; only one acts.")
+@click.option("--standalone", is_flag=True, help="No peering: run only one such watcher.")
+@click.option("--priority", type=int, default=None,
+              help="Peering priority, the highest acts [default: random].")
+@click.option("--liveness", default="http://0.0.0.0:8081/healthz", show_default=True,
+              metavar="URL", help="kopf liveness endpoint; empty: none.")
+@click.pass_obj
+def watch(runtime: Runtime, namespace: str | None, peering: str, standalone: bool,
+          priority: int | None, liveness: str) -> None:
+    """Run PystolAction and PystolSchedule custom resources (the CR watcher)."""
+    settings = runtime.settings()
+    run_watcher = _import_or_explain("pystol_api.watcher", "run_watcher", "the CR watcher")
+    run_watcher(settings, namespace=namespace, peering=None if standalone else peering,
+                liveness=liveness or None, priority=priority)
+
+
 def _import_or_explain(module: str, name: str, what: str) -> Callable[..., Any]:
     import importlib
 

@@ -633,6 +633,7 @@ def next_allowed_slot(spec: ScheduleSpec, anchor_ms: int, after_ms: int) -> int 
 
 def firing_tolerance_ms(spec: ScheduleSpec) -> int:
     """How early a fire may arrive and still count for the slot it was aimed at."""
-    if spec.interval is not None:
-        return max(1, min(1000, math.floor(interval_ms(spec) * 0.05)))
+    period = spec.interval if spec.interval is not None else spec.mtbf
+    if period is not None:
+        return max(1, min(1000, math.floor(period * 1000 * 0.05)))
     return 1000

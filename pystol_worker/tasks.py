@@ -21,6 +21,7 @@ from pystol_worker.job_store import JobStore
 from pystol_worker.kube_access import ClusterAccess
 from pystol_worker.reaper import reap_once
 from pystol_worker.runner import JobRunner
+from pystol_worker.schedule_firing import register_fire_task
 from pystol_worker.settings import Settings
 
 log = logging.getLogger("pystol.worker")
@@ -85,3 +86,5 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def run_job(task: Any, job_id: str) -> str | None:
         status = runners.get().run(job_id, worker=task.request.hostname or "worker")
         return status.value if status else None
+
+    register_fire_task(app, settings)  # pystol.fire_schedule: what beat sends for a schedule

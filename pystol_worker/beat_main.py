@@ -1,0 +1,36 @@
+"""`pystol beat`: Celery beat with celery-redbeat, the schedules kept in Redis.
+
+Beat holds no schedule of its own: `redbeat.RedBeatScheduler` reads the entries that
+`ScheduleStore` writes under `pystol:redbeat:` on every tick, so schedules are added,
+changed, paused and removed at run time without restarting it, and a restarted beat
+carries on from what Redis says (no pidfile, no local schedule file). Redbeat's lock keeps
+a second beat from firing the same entries. Each fire is stamped with the moment it was
+sent (header `pystol_fired_at`), which lets the fire task tell which slot it stands for
+even when it waits in the queue.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery.signals import before_task_publish
+
+from pystol_worker.celery_app import make_celery
+from pystol_worker.schedule_store import BEAT_MAX_LOOP_INTERVAL, FIRED_AT_HEADER, configure_redbeat
+from pystol_worker.settings import Settings
+
+SCHEDULER = "redbeat.RedBeatScheduler"
+
+
+def stamp_fired_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """`before_task_publish` handler: when beat sent this task."""
+    if headers is not None:
+        headers[FIRED_AT_HEADER] = time.time()
+
+
+def run_beat(settings: Settings, loglevel: str = "INFO") -> None:
+    app = configure_redbeat(make_celery(settings), settings)
+    before_task_publish.connect(stamp_fired_at, weak=False)
+    app.Beat(scheduler=SCHEDULER, loglevel=loglevel, pidfile=None, schedule=None,
+             max_interval=BEAT_MAX_LOOP_INTERVAL).run()
