@@ -35,7 +35,7 @@ Everything runs as real processes started the way a user starts them
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.pipeline            # full run (~3 min)
+    .venv/bin/python -m bench.pipeline            # full run (~2.5 min)
     .venv/bin/python -m bench.pipeline --smoke    # CI (~30 s)
 
 Results are printed as a table and written as JSON to `bench/results/`.

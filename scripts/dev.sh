@@ -58,6 +58,14 @@ case "${1:-}" in
     ruff check .
     pytest -q "$@"
     ;;
+  bench)
+    shift
+    setup
+    command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk; }
+    for bench in sim_scale pipeline safety schedules cr_watcher; do
+      [ -f "bench/$bench.py" ] && python -m "bench.$bench" "$@"
+    done
+    ;;
   up)
     shift
     setup
@@ -67,7 +75,7 @@ case "${1:-}" in
     setup
     ;;
   *)
-    echo "usage: bash scripts/dev.sh test [pytest args] | up | setup" >&2
+    echo "usage: bash scripts/dev.sh test [pytest args] | up [pystol up options] | bench [--smoke] | setup" >&2
     exit 2
     ;;
 esac

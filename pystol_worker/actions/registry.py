@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from importlib import metadata
 
 from pystol_worker.actions.base import Action
 
 ENTRY_POINT_GROUP = "pystol.actions"
+log = logging.getLogger("pystol.actions")
 
 
 class UnknownAction(KeyError):
@@ -24,6 +26,7 @@ class ActionRegistry:
     def __init__(self) -> None:
         self._actions: dict[str, type[Action]] = {}
         self._entry_points_loaded = False
+        self.broken: dict[str, str] = {}  # plug-in entry point -> why it was left out
 
     def register(self, cls: type[Action]) -> type[Action]:
         existing = self._actions.get(cls.name)
@@ -44,11 +47,18 @@ class ActionRegistry:
             return loaded
         self._entry_points_loaded = True
         for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            cls = entry.load()
-            if not (isinstance(cls, type) and issubclass(cls, Action)):
-                raise TypeError(f"entry point {entry.name} = {entry.value} is not an Action "
-                                "subclass")
-            self.register(cls)
+            # A broken plug-in must not take the API or the workers down with it: it is
+            # left out, loudly, and the built-in catalogue keeps working.
+            try:
+                cls = entry.load()
+                if not (isinstance(cls, type) and issubclass(cls, Action)):
+                    raise TypeError("not an Action subclass")
+                self.register(cls)
+            except Exception as error:
+                log.error("action plug-in %s = %s could not be loaded and is left out: %s",
+                          entry.name, entry.value, error)
+                self.broken[entry.name] = f"{entry.value}: {error}"
+                continue
             loaded.append(cls.name)
         return loaded
 
