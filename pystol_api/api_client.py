@@ -232,6 +232,25 @@ class ApiClient:
                 return
             seen.add(cursor)
 
+    # -- schedules ---------------------------------------------------------------------------
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        answer = self.request("GET", f"{API_PREFIX}/schedules")
+        return answer.get("items", []) if isinstance(answer, dict) else list(answer or [])
+
+    def create_schedule(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", f"{API_PREFIX}/schedules", json_body=dict(body))
+
+    def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self.request("GET", f"{API_PREFIX}/schedules/{quote(schedule_id, safe='')}")
+
+    def patch_schedule(self, schedule_id: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", f"{API_PREFIX}/schedules/{quote(schedule_id, safe='')}",
+                            json_body=dict(patch))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self.request("DELETE", f"{API_PREFIX}/schedules/{quote(schedule_id, safe='')}")
+
     # -- the kill switch ---------------------------------------------------------------------
 
     def halt(self, reason: str | None) -> dict[str, Any]:

@@ -64,6 +64,7 @@ from pystol_api.cli_output import (
     problem_lines,
     styled_status,
 )
+from pystol_api.cli_schedules import schedules
 
 if TYPE_CHECKING:
     from pystol_worker.settings import Settings
@@ -251,6 +252,18 @@ def watch(runtime: Runtime, namespace: str | None, peering: str, standalone: boo
     run_watcher = _import_or_explain("pystol_api.watcher", "run_watcher", "the CR watcher")
     run_watcher(settings, namespace=namespace, peering=None if standalone else peering,
                 liveness=liveness or None, priority=priority)
+
+
+@cli.command()
+@click.option("--loglevel", "-l", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                case_sensitive=False), help="Log level.")
+@click.pass_obj
+def beat(runtime: Runtime, loglevel: str) -> None:
+    """Run celery beat (redbeat): fires the schedules kept in Redis (`pystol schedules`)."""
+    settings = runtime.settings()
+    run_beat = _import_or_explain("pystol_worker.beat_main", "run_beat", "beat")
+    run_beat(settings, loglevel=loglevel.upper())
 
 
 def _import_or_explain(module: str, name: str, what: str) -> Callable[..., Any]:
@@ -687,6 +700,9 @@ def actions(runtime: Runtime, output: str) -> None:
     for line in format_table(ACTION_HEADERS, action_rows(catalogue),
                              (lambda column, text: None) if colour else None):
         click.echo(line, color=colour)
+
+
+cli.add_command(schedules)
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ case "${1:-}" in
     setup
     command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk; }
     for bench in sim_scale pipeline safety schedules cr_watcher; do
-      [ -f "bench/$bench.py" ] && python -m "bench.$bench" "$@"
+      if [ -f "bench/$bench.py" ]; then python -m "bench.$bench" "$@"; fi
     done
     ;;
   up)
