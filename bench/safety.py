@@ -509,6 +509,14 @@ def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: rando
     gaps = [later - earlier for times in deletions.values()
             for earlier, later in itertools.pairwise(times) if later < halt_at]
     changes = {victim: len(records[victim].result.changes) for victim in VICTIMS}
+    # For each kill that landed after T: when its worker passed the halt check (the change's
+    # `at`, taken right after the check, before the DELETE) and when the sim saw the DELETE.
+    checked = {change.target.uid: ts(change.at) for record in records.values()
+               for change in record.result.changes}
+    late = sorted(({"victim": pod["owner_name"], "checked_s": (checked.get(pod["uid"]) or 0.0)
+                    - halt_at, "deleted_s": pod["deleted"] - halt_at}
+                   for pod in truth if pod["owner_name"] in VICTIMS and pod["deleted"]
+                   and pod["deleted"] > halt_at), key=lambda kill: kill["deleted_s"])
     finished = [ts(record.finished_at) for record in records.values()]
     return {
         "job_ids": job_ids,
@@ -517,6 +525,8 @@ def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: rando
         "kills": {victim: len(times) for victim, times in deletions.items()},
         "changes_recorded": changes,
         "kills_after_halt": sum(1 for at in every if at > halt_at),
+        "kills_after_answer": sum(1 for at in every if at > answered),
+        "after_halt": late,
         "late_kills": sum(1 for at in every if at > halt_at + LATE_KILL_SECONDS),
         "halt_latency_s": max(0.0, max(every) - halt_at) if every else None,
         "last_kill_minus_halt_s": max(every) - halt_at if every else None,
@@ -558,6 +568,7 @@ def bench_halt(cfg: Config, workdir: Path) -> dict[str, Any]:
         "late_kills": sum(run["late_kills"] for run in runs),
         "kills_after_halt": sum(run["kills_after_halt"] for run in runs),
         "runs_with_kill_after_halt": sum(1 for run in runs if run["kills_after_halt"]),
+        "kills_after_answer": sum(run["kills_after_answer"] for run in runs),
         "not_aborted": [run["statuses"] for run in runs
                         if any(s not in ("aborted", "cancelled")
                                for s in run["statuses"].values())],

@@ -155,11 +155,10 @@ def _snake_params(params: Mapping[str, Any], where: str,
     return out
 
 
-def job_spec_from_cr(spec: Any, where: str = "spec") -> JobSpec:
-    """The JobSpec a camelCase custom-resource spec describes; CrInvalid names its fields."""
+def _job_data(spec: Any, where: str, problems: list[FieldProblem]) -> Any:
+    """A camelCase job as the snake_case data the job model reads (problems appended)."""
     if not isinstance(spec, Mapping):
-        raise CrInvalid([FieldProblem(where, "must be an object")])
-    problems: list[FieldProblem] = []
+        return spec
     data = _rename(spec, JOB_FIELDS, where, problems)
     if isinstance(data.get("target"), Mapping):
         data["target"] = _rename(data["target"], TARGET_FIELDS, f"{where}.target", problems)
@@ -169,6 +168,15 @@ def job_spec_from_cr(spec: Any, where: str = "spec") -> JobSpec:
                           for index, probe in enumerate(data["probes"])]
     if isinstance(data.get("params"), Mapping):
         data["params"] = _snake_params(data["params"], where, problems)
+    return data
+
+
+def job_spec_from_cr(spec: Any, where: str = "spec") -> JobSpec:
+    """The JobSpec a camelCase custom-resource spec describes; CrInvalid names its fields."""
+    if not isinstance(spec, Mapping):
+        raise CrInvalid([FieldProblem(where, "must be an object")])
+    problems: list[FieldProblem] = []
+    data = _job_data(spec, where, problems)
     try:
         job = JobSpec.model_validate(data)
     except ValidationError as error:
@@ -188,7 +196,10 @@ def _whole(value: Any) -> Any:
 
 def job_spec_to_cr(spec: JobSpec) -> dict[str, Any]:
     """The camelCase custom-resource form of a JobSpec (defaults left out)."""
-    data = spec.model_dump(mode="json", exclude_defaults=True)
+    return _job_data_to_cr(spec.model_dump(mode="json", exclude_defaults=True))
+
+
+def _job_data_to_cr(data: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in data.items():
         if name == "target":
@@ -609,3 +620,129 @@ def problems_message(error: CrInvalid, limit: int = 20) -> str:
     if len(error.problems) > limit:
         lines.append(f"... and {len(error.problems) - limit} more")
     return "invalid spec: " + "; ".join(lines)
+
+
+# -- PystolSchedule ------------------------------------------------------------------------------
+
+# CR field -> ScheduleSpec field; Kubernetes CronJob's names where it has one.
+SCHEDULE_FIELDS = {"schedule": "cron", "interval": "interval", "mtbf": "mtbf",
+                   "timeZone": "time_zone", "suspend": "paused",
+                   "concurrencyPolicy": "concurrency_policy",
+                   "startingDeadlineSeconds": "starting_deadline_seconds",
+                   "historyLimit": "history_limit", "windows": "windows",
+                   "excludedDates": "excluded_dates", "template": "template"}
+SCHEDULE_CR_NAMES = {snake: camel for camel, snake in SCHEDULE_FIELDS.items()}
+SCHEDULE_PHASES = ("Active", "Suspended", "Failed")
+MAX_RUNS_SHOWN = 10
+
+
+def schedule_cr_path(loc: str | Sequence[str | int], where: str = "spec") -> str:
+    """A ScheduleSpec location (`template.target.namespaces[0]`, `cron`, ('paused',)) as
+    the PystolSchedule's field path (`spec.template.target.namespaces[0]`, ...)."""
+    text = loc if isinstance(loc, str) else ".".join(str(part) for part in loc)
+    head, dot, rest = text.partition(".")
+    name, bracket, index = head.partition("[")
+    top = SCHEDULE_CR_NAMES.get(name, to_camel(name)) if name else ""
+    prefix = f"{where}.{top}" if top else where
+    if bracket:
+        prefix += "[" + index
+    if not dot:
+        return prefix
+    return camel_path(rest, prefix)
+
+
+def schedule_message(message: str) -> str:
+    return camel_message(message).replace("one of cron, interval or mtbf",
+                                          "one of schedule, interval or mtbf")
+
+
+def schedule_spec_from_cr(spec: Any, where: str = "spec") -> Any:
+    """The ScheduleSpec a PystolSchedule's spec describes; CrInvalid names its fields."""
+    from pystol_worker.schedules import ScheduleSpec
+
+    if not isinstance(spec, Mapping):
+        raise CrInvalid([FieldProblem(where, "must be an object")])
+    problems: list[FieldProblem] = []
+    data = _rename(spec, SCHEDULE_FIELDS, where, problems)
+    if "template" in data:
+        data["template"] = _job_data(data["template"], f"{where}.template", problems)
+    try:
+        schedule = ScheduleSpec.model_validate(data)
+    except ValidationError as error:
+        problems += [FieldProblem(schedule_cr_path(item["loc"], where),
+                                  schedule_message(item["msg"])) for item in error.errors()]
+    except ArithmeticError as error:
+        problems.append(FieldProblem(where, f"a number is out of range ({error})"))
+    if problems:
+        raise CrInvalid(problems)
+    return schedule
+
+
+def schedule_spec_to_cr(spec: Any) -> dict[str, Any]:
+    """The PystolSchedule spec of a ScheduleSpec (defaults left out)."""
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == "template":
+            value = _job_data_to_cr(value)
+        elif name == "starting_deadline_seconds":
+            value = _whole(value)
+        out[SCHEDULE_CR_NAMES[name]] = value
+    return out
+
+
+def schedule_invalid(error: JobInvalid, where: str = "spec") -> CrInvalid:
+    """validate_schedule's problems with the PystolSchedule's field paths."""
+    return CrInvalid([FieldProblem(schedule_cr_path(p.loc, where), schedule_message(p.msg))
+                      for p in error.problems])
+
+
+def _run_entry(run: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"slotAt": rfc3339(run.slot_at), "outcome": run.outcome.value}
+    if run.job_id:
+        entry["jobId"] = run.job_id
+    if run.job_status is not None:
+        entry["jobPhase"] = PHASES[run.job_status]
+    if run.skipped is not None:
+        entry["skipped"] = run.skipped.value
+    if run.reason:
+        entry["reason"] = run.reason[:300]
+    if run.count > 1:
+        entry["count"] = run.count
+    return entry
+
+
+def schedule_status(record: Any, generation: int | None,
+                    previous_conditions: Iterable[Mapping[str, Any]] | None = None,
+                    now: datetime | None = None) -> dict[str, Any]:
+    """A PystolSchedule's status for its schedule record: next run, recent runs."""
+    stamp = rfc3339(now or datetime.now(UTC)) or ""
+    paused = record.spec.paused
+    phase = "Suspended" if paused else "Active"
+    message = record.spec.describe() + ("; suspended" if paused else "")
+    started = [run for run in record.last_runs if run.job_id]
+    status: dict[str, Any] = {
+        "phase": phase, "scheduleId": record.id, "message": message,
+        "nextRunAt": rfc3339(record.next_run_at),
+        "lastRunAt": rfc3339(started[0].fired_at or started[0].slot_at) if started else None,
+        "lastJobId": started[0].job_id if started else None,
+        "recentRuns": [_run_entry(run) for run in record.last_runs[:MAX_RUNS_SHOWN]]}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    status["conditions"] = merge_conditions(previous_conditions, [
+        _condition("Ready", "True", "Suspended" if paused else "Scheduled", message,
+                   generation, stamp)])
+    return status
+
+
+def schedule_refused_status(message: str, generation: int | None,
+                            previous_conditions: Iterable[Mapping[str, Any]] | None = None,
+                            now: datetime | None = None) -> dict[str, Any]:
+    stamp = rfc3339(now or datetime.now(UTC)) or ""
+    status: dict[str, Any] = {"phase": "Failed", "message": message, "scheduleId": None,
+                              "nextRunAt": None}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    status["conditions"] = merge_conditions(previous_conditions, [
+        _condition("Ready", "False", "InvalidSpec", message, generation, stamp)])
+    return status

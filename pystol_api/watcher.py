@@ -60,6 +60,11 @@ from pystol_api.cr_mapping import (
     action_status,
     problems_message,
     refused_status,
+    rfc3339,
+    schedule_invalid,
+    schedule_refused_status,
+    schedule_spec_from_cr,
+    schedule_status,
 )
 from pystol_worker.actions.registry import ActionRegistry, default_registry
 from pystol_worker.celery_app import make_celery, send_job
@@ -89,7 +94,7 @@ ANNOTATIONS_PREFIX = "pystol.org"
 SENT_PREFIX = PREFIX + "cr:sent:"
 FOLLOW_POLL_SECONDS = 10.0      # a daemon re-reads its job this often without any message
 DELETE_WAIT_SECONDS = 30.0      # one attempt of the delete handler waits this long
-SCHEDULE_STATUS_SECONDS = 15.0  # PystolSchedule status refresh
+SCHEDULE_STATUS_SECONDS = 10.0  # PystolSchedule status refresh and drift repair
 PEERING_KINDS = {True: ("clusterkopfpeerings", "ClusterKopfPeering"),
                  False: ("kopfpeerings", "KopfPeering")}
 
@@ -502,17 +507,119 @@ async def abort_action(ctx: WatcherContext, body: Any, patch: Any) -> None:
 # -- PystolSchedule handlers --------------------------------------------------------------------
 
 
-def sync_schedule(ctx: WatcherContext, body: Any, patch: Any) -> None:
+def schedule_id_of(namespace: str | None, name: str | None, uid: str | None) -> str:
+    """`cr.<namespace>.<name>` (namespaces have no dots), or `cr.<uid>` when too long."""
+    readable = f"cr.{namespace}.{name}"
+    return readable if len(readable) <= 150 else f"cr.{uid}"
+
+
+def _schedules() -> Any:
+    """The schedule store's module; None in an installation without schedules."""
+    try:
+        from pystol_worker import schedules
+    except ImportError:
+        return None
+    return schedules
+
+
+def _schedule_refused(body: Any, patch: Any, message: str) -> None:
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    log.warning("PystolSchedule %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+    _event(body, "InvalidSpec", message, warning=True)
+    patch.status.update(schedule_refused_status(message, meta.get("generation"),
+                                                status.get("conditions")))
+
+
+def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> None:
     """Create or replace the schedule-store entry that mirrors the PystolSchedule."""
-    raise NotImplementedError
+    import kopf
+
+    schedules = _schedules()
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    schedule_id = schedule_id_of(namespace, name, meta.get("uid"))
+    if schedules is None:
+        _schedule_refused(body, patch, "this Pystol installation has no schedules "
+                                       "(pystol_worker.schedules is missing)")
+        return
+    store = schedules.ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry)
+    try:
+        try:
+            spec = schedule_spec_from_cr(_plain(body.get("spec") or {}))
+            if cause == "timer":  # reconcile: the store may have drifted (API edits, deletes)
+                with contextlib.suppress(schedules.ScheduleNotFound):
+                    if store.get(schedule_id).spec == spec:
+                        return
+            record = store.create(spec, Source.CR, submitter_of(namespace, name),
+                                  schedule_id=schedule_id)
+        except (CrInvalid, JobInvalid) as error:
+            invalid = error if isinstance(error, CrInvalid) else schedule_invalid(error)
+            # Stop firing the previous spec: the object now asks for something invalid.
+            with contextlib.suppress(schedules.ScheduleNotFound):
+                store.delete(schedule_id)
+            _schedule_refused(body, patch, problems_message(invalid))
+            return
+    except redis.RedisError as error:
+        raise kopf.TemporaryError(f"the schedule store (PYSTOL_REDIS_URL) is unavailable: "
+                                  f"{error}", delay=5) from error
+    log.info("%s schedule %s for PystolSchedule %s/%s: %s", "re-synced" if cause == "timer"
+             else "stored", record.id, namespace, name, record.spec.describe())
+    _event(body, "Scheduled", f"schedule {record.id}: {record.spec.describe()}"
+           + (f"; next run {rfc3339(record.next_run_at)}" if record.next_run_at else ""))
+    patch.status.update(schedule_status(record, meta.get("generation"),
+                                        status.get("conditions")))
 
 
 def delete_schedule(ctx: WatcherContext, body: Any) -> None:
-    raise NotImplementedError
+    """The object is going: stop firing it. Jobs it started run to their end (revert)."""
+    import kopf
+
+    schedules = _schedules()
+    if schedules is None:
+        return
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    schedule_id = status.get("scheduleId") or schedule_id_of(
+        meta.get("namespace"), meta.get("name"), meta.get("uid"))
+    try:
+        schedules.ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry) \
+            .delete(schedule_id)
+        log.info("deleted schedule %s of PystolSchedule %s/%s", schedule_id,
+                 meta.get("namespace"), meta.get("name"))
+    except schedules.ScheduleNotFound:
+        pass
+    except redis.RedisError as error:
+        raise kopf.TemporaryError(f"the schedule store is unavailable: {error}",
+                                  delay=5) from error
 
 
-def refresh_schedule(ctx: WatcherContext, body: Any) -> dict[str, Any] | None:
-    raise NotImplementedError
+def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in status.items() if k != "conditions"}
+    data["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                          for c in status.get("conditions") or ()]
+    return data
+
+
+def refresh_schedule(ctx: WatcherContext, body: Any, patch: Any) -> None:
+    """The timer: put the next run and recent runs in status; repair a drifted store."""
+    schedules = _schedules()
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    if schedules is None or status.get("phase") == "Failed" \
+            or status.get("observedGeneration") != meta.get("generation"):
+        return  # refused, or the create/update handler has not run for this generation
+    sync_schedule(ctx, body, patch, "timer")
+    if patch.status:
+        return
+    schedule_id = status.get("scheduleId")
+    if not schedule_id:
+        return
+    try:
+        record = schedules.ScheduleStore(ctx.redis, ctx.settings,
+                                         registry=ctx.registry).get(schedule_id)
+    except schedules.ScheduleNotFound:
+        return
+    new = schedule_status(record, status.get("observedGeneration"), status.get("conditions"))
+    if _without_times(new) != _without_times(_plain(status)):
+        patch.status.update(new)
 
 
 # -- the operator ---------------------------------------------------------------------------------
@@ -566,23 +673,20 @@ def build_registry(ctx: WatcherContext) -> kopf.OperatorRegistry:
         await abort_action(ctx, body, patch)
 
     # PystolSchedule --------------------------------------------------------------------------
-    @kopf.on.create(GROUP, VERSION, SCHEDULES, registry=registry, id="sync", backoff=5)
-    @kopf.on.update(GROUP, VERSION, SCHEDULES, registry=registry, id="resync", field="spec",
-                    backoff=5)
-    @kopf.on.resume(GROUP, VERSION, SCHEDULES, registry=registry, id="resume", backoff=5)
+    @kopf.on.create(GROUP, VERSION, SCHEDULES, registry=registry, id="schedule", backoff=5)
+    @kopf.on.update(GROUP, VERSION, SCHEDULES, registry=registry, id="reschedule",
+                    field="spec", backoff=5)
     def schedule_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        sync_schedule(ctx, body, patch)
+        sync_schedule(ctx, body, patch, "change")
 
     @kopf.on.delete(GROUP, VERSION, SCHEDULES, registry=registry, id="unschedule", backoff=5)
     def schedule_deleted(body: kopf.Body, **_: Any) -> None:
         delete_schedule(ctx, body)
 
-    @kopf.timer(GROUP, VERSION, SCHEDULES, registry=registry, id="status",
-                interval=SCHEDULE_STATUS_SECONDS, initial_delay=1, idle=None)
-    def schedule_status(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        status = refresh_schedule(ctx, body)
-        if status:
-            patch.status.update(status)
+    @kopf.timer(GROUP, VERSION, SCHEDULES, registry=registry, id="refresh",
+                interval=SCHEDULE_STATUS_SECONDS, initial_delay=SCHEDULE_STATUS_SECONDS / 3)
+    def schedule_refresh(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        refresh_schedule(ctx, body, patch)
 
     return registry
 

@@ -23,6 +23,7 @@ message with the moment it sent it (header `pystol_fired_at`). The task, in a wo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -36,7 +37,7 @@ from celery import Celery
 from pystol_worker.actions.registry import default_registry
 from pystol_worker.celery_app import send_job
 from pystol_worker.halt import ChaosHalted, HaltSwitch
-from pystol_worker.job_store import IdempotencyConflict, TransitionRefused
+from pystol_worker.job_store import IdempotencyConflict, JobNotFound, TransitionRefused
 from pystol_worker.job_validation import JobInvalid, validate_job
 from pystol_worker.model import JobStatus, Source
 from pystol_worker.schedule_model import (
@@ -219,8 +220,18 @@ class ScheduleFirer:
                 reason=f"{claim.missed} slot(s) from {first.isoformat()} got no fire (was "
                        "beat running?); only the latest missed slot runs"),
                 spec.history_limit)
-        run = self.decide(claim, fired)
-        self.schedules.record_run(schedule_id, run, spec.history_limit)
+        # One decision at a time per schedule: two fires handled by two worker processes
+        # at once must not both see "no previous run" under Forbid.
+        lock = self.redis.lock(self.schedules.key(schedule_id) + ":deciding", timeout=60,
+                               blocking_timeout=30)
+        locked = lock.acquire()
+        try:
+            run = self.decide(claim, fired)
+            self.schedules.record_run(schedule_id, run, spec.history_limit)
+        finally:
+            if locked:
+                with contextlib.suppress(redis.exceptions.LockError):
+                    lock.release()
         log.info("schedule %s slot %s: %s%s", schedule_id, run.slot_at.isoformat(),
                  run.outcome.value, f" ({run.reason})" if run.reason else "")
         return FireResult(run.outcome.value, claim.slot_ms, run.job_id, run.skipped,
@@ -266,9 +277,11 @@ class ScheduleFirer:
                                                 f"{listed}")
             for job_id in sorted(earlier):
                 try:
+                    if self.jobs.get(job_id, with_timeline=False).cancel_requested:
+                        continue  # already asked to abort (by an earlier Replace or a user)
                     self.jobs.request_cancel(job_id, by=f"schedule {stored.id} (Replace)")
                     replaced.append(job_id)
-                except TransitionRefused:
+                except (TransitionRefused, JobNotFound):
                     continue
         return self.start(claim, fired, replaced)
 

@@ -150,13 +150,19 @@ def test_idempotency_key_returns_the_same_job(stack: Stack) -> None:
 
 
 def test_cancel_queued_and_abort_running(stack: Stack) -> None:
-    namespace, selector = make_workload(stack, replicas=3, start=0.5, ready=0.5)
-    # Two long jobs occupy both worker slots, so a third stays queued.
-    long_spec = pod_kill(namespace, selector, mode="fixed", value=3, duration="60s",
-                         params={"distribution": "uniform"})
-    running = [stack.submit(long_spec) for _ in range(2)]
+    # Two long jobs on two workloads occupy both worker slots, so a third stays queued.
+    workloads = [make_workload(stack, replicas=3, start=0.5, ready=0.5) for _ in range(2)]
+    running = [stack.submit(pod_kill(namespace, selector, mode="fixed", value=3,
+                                     duration="60s", params={"distribution": "uniform"}))
+               for namespace, selector in workloads]
+    namespace, selector = workloads[0]
     for job in running:
         stack.wait_for_job(job["id"], until=("running",))
+    deadline = time.monotonic() + 10
+    while not all(any(e["kind"] == "injected" for e in stack.call(
+            "GET", f"/api/v1/jobs/{job['id']}").json()["timeline"]) for job in running):
+        assert time.monotonic() < deadline, "the long jobs never made their first kill"
+        time.sleep(0.1)
     queued = stack.submit(pod_kill(namespace, selector))
     time.sleep(0.3)
     assert stack.call("GET", f"/api/v1/jobs/{queued['id']}").json()["status"] == "queued"
