@@ -45,7 +45,7 @@ identical for both sides, so the ratio shows what Pystol adds over kubectl.
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.safety            # 20 halts, 10k and 100k pods (~10 min)
+    .venv/bin/python -m bench.safety            # 20 halts, 10k and 100k pods (~11 min)
     .venv/bin/python -m bench.safety --smoke    # CI: 3 halts, 10k pods, 2 reps
 
 Results are printed as a table and written as JSON to `bench/results/`.
@@ -534,6 +534,11 @@ def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: rando
         "terminal_s": max(at for at in finished if at is not None) - halt_at
         if all(at is not None for at in finished) else None,
         "gaps_s": gaps,
+        # Every kill's window from its halt check to the sim seeing its DELETE: the most a
+        # halt can lag when it lands just after a check.
+        "check_to_deleted_s": [pod["deleted"] - checked[pod["uid"]] for pod in truth
+                               if pod["uid"] in checked and pod["deleted"]
+                               and checked[pod["uid"]] is not None],
     }
 
 
@@ -557,7 +562,9 @@ def bench_halt(cfg: Config, workdir: Path) -> dict[str, Any]:
         store.redis.close()
     gaps = [gap for run in runs for gap in run["gaps_s"]]
     return {
-        "runs": [{k: v for k, v in run.items() if k != "gaps_s"} for run in runs],
+        "runs": [{k: v for k, v in run.items() if k not in ("gaps_s", "check_to_deleted_s")}
+                 for run in runs],
+        "check_to_deleted": summary([gap for run in runs for gap in run["check_to_deleted_s"]]),
         "halt_latency": summary([run["halt_latency_s"] for run in runs]),
         "terminal": summary([run["terminal_s"] for run in runs
                              if run["terminal_s"] is not None]),

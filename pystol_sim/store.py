@@ -317,6 +317,12 @@ class Store:
                      labels: LabelSelector | None = None) -> list[dict[str, Any]]:
         return [item.load() for _, item in self.select(rtype, namespace, labels)]
 
+    def count_from(self, rtype: ResourceType, namespace: str | None, key: ObjectKey) -> int:
+        """How many objects sort at or after `key` (within `namespace`), by bisection."""
+        keys = self.table(rtype).sorted_keys()
+        end = bisect.bisect_right(keys, (namespace, "\U0010ffff")) if namespace else len(keys)
+        return max(0, end - bisect.bisect_left(keys, key))
+
     def count(self, rtype: ResourceType) -> int:
         return len(self.table(rtype).objects)
 

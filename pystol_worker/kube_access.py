@@ -14,6 +14,7 @@ pay for it when they actually talk to a cluster.
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import threading
@@ -28,6 +29,18 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 500
+
+
+def _loads_without_gc(data: bytes) -> Any:
+    """json.loads of a large list with the cyclic collector paused: parsing 100,000 pods
+    allocates millions of containers, and collections triggered meanwhile double the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(data)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class ClusterError(Exception):
@@ -178,7 +191,7 @@ class ClusterAccess:
             if token:
                 kwargs["_continue"] = token
             response = self.call("list", self.core.list_namespaced_pod, namespace, **kwargs)
-            body = json.loads(response.data)
+            body = _loads_without_gc(response.data)
             items.extend(body.get("items") or ())
             meta = body.get("metadata") or {}
             resource_version = resource_version or meta.get("resourceVersion", "")

@@ -1,0 +1,516 @@
+"""CR watcher benchmark: how fast does a burst of PystolActions become queued jobs?
+
+One `kubectl create -f` of N PystolAction objects (N = 1,000; 50 with --smoke), timed
+twice, each time on a fresh `pystol-sim` and a fresh `redis-server`:
+
+- **alone**: no watcher runs. This is the floor: what the same burst costs the API
+  server and kubectl when nobody acts on it.
+- **watcher**: `pystol watch` (peering on, as deployed) runs and turns every object
+  into a job: finalizer, validation, `JobStore.create`, `send_job`, status patch.
+
+A watch opened by this benchmark on the namespace (before kubectl starts) records when
+each object was created (its ADDED event) and when its `status.jobId` appeared. A job's
+`created_at` in the job store is when it was queued (the watcher stores it, then sends
+the task in the same handler). Per object: created -> job queued, created -> status
+shows the job. Per burst: from starting kubectl until every object exists (alone), or
+until every job is queued (watcher). CPU of the sim, the watcher and Redis comes from
+/proc. No worker runs, so the queue only fills: what is measured is the watcher alone.
+
+Run from the repository root:
+
+    .venv/bin/python -m bench.cr_watcher            # 1,000 CRs (~2 min)
+    .venv/bin/python -m bench.cr_watcher --smoke    # 50 CRs (~30 s)
+
+Results are printed as a table and written to bench/results/cr_watcher.json
+(cr_watcher_smoke.json with --smoke); `--render FILE` prints an earlier file's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
+NAMESPACE = "burst"
+GROUP, VERSION, PLURAL = "pystol.org", "v1alpha1", "pystolactions"
+SPEC = {"action": "pod-kill", "dryRun": True,
+        "target": {"namespaces": ["shop"], "labelSelector": "app=web", "mode": "one"}}
+QUEUE_TIMEOUT_SECONDS = 600.0
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+    def wait_for(self, ready: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: {what} not reached within {timeout:.0f}s "
+                                   f"(exit {self.process.poll()}):\n{self.tail()}")
+            time.sleep(0.05)
+
+
+@contextmanager
+def spawn(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None
+          ) -> Iterator[Proc]:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                   env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+    proc = Proc(name, process, log)
+    try:
+        yield proc
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def start_redis(workdir: Path) -> Iterator[tuple[Proc, str]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not on PATH (scripts/dev.sh installs it)")
+    port = free_port()
+    with spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no", "--dir", str(workdir)], workdir) as proc:
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+
+        def pings() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+        proc.wait_for(pings, 10, "PING")
+        yield proc, url
+
+
+@dataclass
+class Sim:
+    proc: Proc
+    kubeconfig: Path
+
+    def objects(self) -> Any:
+        from kubernetes import client, config
+
+        return client.CustomObjectsApi(config.new_client_from_config(
+            config_file=str(self.kubeconfig)))
+
+    def kubectl(self, *args: str, input_text: str | None = None) -> None:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig),
+                   PATH=f"{TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        result = subprocess.run(["kubectl", *args], env=env, capture_output=True, text=True,
+                                input=input_text, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr}")
+
+
+@contextmanager
+def start_sim(workdir: Path) -> Iterator[Sim]:
+    kubeconfig = workdir / "kubeconfig"
+    with spawn("sim", [sys.executable, "-m", "pystol_sim", "--port", "0", "--kubeconfig",
+                       str(kubeconfig), "--speed", "10"], workdir) as proc:
+        proc.wait_for(lambda: "pystol-sim: serving " in proc.text(), 120, "serving")
+        sim = Sim(proc, kubeconfig)
+        sim.kubectl("apply", "-f", str(REPO_ROOT / "pystol_api" / "crds"))
+        sim.kubectl("wait", "--for", "condition=Established", "--timeout", "60s",
+                    "crd/pystolactions.pystol.org")
+        sim.kubectl("apply", "-f", "-", input_text=yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}))
+        yield sim
+
+
+@contextmanager
+def start_watcher(sim: Sim, redis_url: str, workdir: Path, profile: Path | None = None
+                  ) -> Iterator[Proc]:
+    port = free_port()
+    env = {"PYSTOL_REDIS_URL": redis_url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
+    python = [sys.executable, *(("-m", "cProfile", "-o", str(profile)) if profile else ())]
+    with spawn("watcher", [*python, "-m", "pystol_api.cli", "watch", "--liveness",
+                           f"http://127.0.0.1:{port}/healthz"], workdir, env) as proc:
+        # Active: peering said it may act (not merely alive).
+        proc.wait_for(lambda: "Resuming operations" in proc.text(), 120, "active")
+        yield proc
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Observer:
+    """A watch on the namespace's PystolActions: when each was created, got its job id."""
+
+    sim: Sim
+    expected: int
+    added: dict[str, float] = field(default_factory=dict)
+    job_seen: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._all_added = threading.Event()
+        self._api = self.sim.objects()
+        listing = self._api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
+                                                          limit=1)
+        self._rv = listing["metadata"]["resourceVersion"]
+        self._thread = threading.Thread(target=self._run, name="observer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                response = self._api.list_namespaced_custom_object(
+                    GROUP, VERSION, NAMESPACE, PLURAL, watch=True, resource_version=self._rv,
+                    allow_watch_bookmarks=True, timeout_seconds=50, _preload_content=False,
+                    _request_timeout=(10, 60))
+                buffer = b""
+                for chunk in response.stream(65536, decode_content=False):
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if line.strip():
+                            self._event(time.time(), json.loads(line))
+                    if self._stop.is_set():
+                        return
+        except Exception as error:  # reported by the caller
+            self.error = f"{type(error).__name__}: {error}"
+            self._all_added.set()
+
+    def _event(self, now: float, event: dict[str, Any]) -> None:
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        self._rv = meta.get("resourceVersion", self._rv)
+        name = meta.get("name")
+        if event.get("type") == "ADDED" and name not in self.added:
+            self.added[name] = now
+            if len(self.added) >= self.expected:
+                self._all_added.set()
+        if (obj.get("status") or {}).get("jobId") and name not in self.job_seen:
+            self.job_seen[name] = now
+
+    def wait_added(self, timeout: float) -> None:
+        if not self._all_added.wait(timeout) or self.error:
+            raise RuntimeError(f"watch saw {len(self.added)}/{self.expected} objects "
+                               f"({self.error or 'timed out'})")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def manifests(count: int) -> str:
+    return yaml.safe_dump_all([
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PystolAction",
+         "metadata": {"name": f"burst-{index:05d}", "namespace": NAMESPACE}, "spec": SPEC}
+        for index in range(count)])
+
+
+def job_times(redis_url: str) -> dict[str, float]:
+    """object name -> when its job was stored and queued (epoch seconds)."""
+    from pystol_worker.job_store import JobStore
+
+    store = JobStore(redis.Redis.from_url(redis_url))
+    times: dict[str, float] = {}
+    cursor = None
+    while True:
+        page = store.list(cursor=cursor, limit=200)
+        for record in page.items:
+            if record.source.value == "cr":
+                name = record.submitter.split("/", 1)[1]
+                if name in times:
+                    raise RuntimeError(f"two jobs for {record.submitter}")
+                times[name] = record.created_at.timestamp()
+        if page.next_cursor is None:
+            return times
+        cursor = page.next_cursor
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "p50": percentile(values, 50), "p90": percentile(values, 90),
+            "p99": percentile(values, 99), "max": max(values), "mean": sum(values) / len(values)}
+
+
+def trickle(sim: Sim, observer: Observer, redis_url: str, count: int) -> dict[str, Any]:
+    """CRs created one at a time on an idle watcher: its latency without queueing."""
+    api = sim.objects()
+    client = redis.Redis.from_url(redis_url)
+    before = client.zcard("pystol:jobs")
+    names = []
+    for index in range(count):
+        name = f"single-{index:04d}"
+        api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "PystolAction",
+            "metadata": {"name": name, "namespace": NAMESPACE}, "spec": SPEC})
+        names.append(name)
+        deadline = time.monotonic() + 30
+        while name not in observer.job_seen:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: no job within 30 s")
+            time.sleep(0.002)
+        time.sleep(0.2)  # idle again: its status patches and events are done
+    if client.zcard("pystol:jobs") != before + count:
+        raise RuntimeError("the trickle did not queue one job per CR")
+    queued = job_times(redis_url)
+    return {"created_to_queued_s": summary([queued[n] - observer.added[n] for n in names]),
+            "created_to_status_s": summary([observer.job_seen[n] - observer.added[n]
+                                            for n in names])}
+
+
+def burst(count: int, workdir: Path, with_watcher: bool, profile: Path | None = None,
+          singles: int = 0) -> dict[str, Any]:
+    side = "watcher" if with_watcher else "alone"
+    phase_dir = workdir / side
+    phase_dir.mkdir()
+    text = manifests(count)
+    with contextlib.ExitStack() as stack:
+        redis_proc, redis_url = stack.enter_context(start_redis(phase_dir))
+        sim = stack.enter_context(start_sim(phase_dir))
+        watcher = stack.enter_context(start_watcher(sim, redis_url, phase_dir, profile)) \
+            if with_watcher else None
+        observer = Observer(sim, count)
+        time.sleep(1.0)  # let everything settle; the watch is open
+        cpu_before = {name: cpu_seconds(proc.pid) for name, proc in
+                      (("sim", sim.proc), ("redis", redis_proc),
+                       *((("watcher", watcher),) if watcher else ()))}
+        started = time.time()
+        sim.kubectl("create", "-f", "-", input_text=text)
+        kubectl_done = time.time()
+        observer.wait_added(120)
+        result: dict[str, Any] = {"count": count, "kubectl_seconds": kubectl_done - started,
+                                  "all_created_seconds": max(observer.added.values()) - started}
+        if watcher is not None:
+            client = redis.Redis.from_url(redis_url)
+            deadline = time.monotonic() + QUEUE_TIMEOUT_SECONDS
+            while client.zcard("pystol:jobs") < count:
+                if time.monotonic() > deadline or watcher.process.poll() is not None:
+                    raise RuntimeError(f"only {client.zcard('pystol:jobs')}/{count} jobs "
+                                       f"queued:\n{watcher.tail()}")
+                time.sleep(0.05)
+            queued = job_times(redis_url)
+            deadline = time.monotonic() + 120
+            while len(observer.job_seen) < count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            result["all_queued_seconds"] = max(queued.values()) - started
+            result["jobs"] = len(queued)
+            result["created_to_queued_s"] = summary(
+                [queued[name] - added for name, added in observer.added.items()])
+            result["created_to_status_s"] = summary(
+                [observer.job_seen[name] - observer.added[name] for name in observer.job_seen])
+            result["statuses_seen"] = len(observer.job_seen)
+            result["watcher_tracebacks"] = watcher.text().count("Traceback")
+            result["queued_log_lines"] = sum("queued job" in line
+                                             for line in watcher.text().splitlines())
+        cpu_after = {name: cpu_seconds(pid) for name, pid in
+                     (("sim", sim.proc.pid), ("redis", redis_proc.pid),
+                      *((("watcher", watcher.pid),) if watcher else ()))}
+        result["cpu_seconds"] = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+        if watcher is not None and singles:
+            result["one_at_a_time"] = trickle(sim, observer, redis_url, singles)
+        observer.stop()
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Row:
+    metric: str
+    unit: str
+    watcher: float | None
+    alone: float | None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.watcher is None or self.alone is None or self.alone <= 0:
+            return None
+        return self.watcher / self.alone
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def build_rows(results: dict[str, Any]) -> list[Row]:
+    w, a = results["watcher"], results["alone"]
+    n = results["count"]
+    ms = 1000.0
+
+    def lat(key: str, q: str) -> float | None:
+        return w[key][q] * ms if w[key].get("n") else None
+
+    def single(key: str, q: str) -> float | None:
+        data = (w.get("one_at_a_time") or {}).get(key) or {}
+        return data[q] * ms if data.get("n") else None
+
+    return [
+        Row(f"kubectl create -f, {n} CRs", "s", w["kubectl_seconds"], a["kubectl_seconds"]),
+        Row("start -> every CR created", "s", w["all_created_seconds"],
+            a["all_created_seconds"]),
+        Row("start -> every job queued (alone: created)", "s", w["all_queued_seconds"],
+            a["all_created_seconds"]),
+        Row("CR created -> job queued p50", "ms", lat("created_to_queued_s", "p50"), None),
+        Row("CR created -> job queued p99", "ms", lat("created_to_queued_s", "p99"), None),
+        Row("CR created -> job queued max", "ms", lat("created_to_queued_s", "max"), None),
+        Row("CR created -> status.jobId seen p50", "ms", lat("created_to_status_s", "p50"),
+            None),
+        Row("CR created -> status.jobId seen p99", "ms", lat("created_to_status_s", "p99"),
+            None),
+        Row(f"one CR at a time ({results['singles']}): created -> queued p50", "ms",
+            single("created_to_queued_s", "p50"), None),
+        Row(f"one CR at a time ({results['singles']}): created -> queued p99", "ms",
+            single("created_to_queued_s", "p99"), None),
+        Row(f"one CR at a time ({results['singles']}): created -> status p50", "ms",
+            single("created_to_status_s", "p50"), None),
+        Row("sim CPU per CR", "ms", w["cpu_seconds"]["sim"] / n * ms,
+            a["cpu_seconds"]["sim"] / n * ms),
+        Row("watcher CPU per CR", "ms", w["cpu_seconds"]["watcher"] / n * ms, None),
+        Row("redis CPU per CR", "ms", w["cpu_seconds"]["redis"] / n * ms,
+            a["cpu_seconds"]["redis"] / n * ms),
+    ]
+
+
+def table(rows: list[Row]) -> str:
+    header = ("metric", "watcher", "kubectl alone", "ratio")
+    body = [(f"{r.metric} ({r.unit})", _fmt(r.watcher), _fmt(r.alone),
+             f"{_fmt(r.ratio)}x" if r.ratio is not None else "-") for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
+    lines = []
+    for index, line in enumerate([header, *body]):
+        lines.append("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(line, widths,
+                                                                      strict=True))))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def checks(results: dict[str, Any]) -> list[tuple[str, bool]]:
+    w, n = results["watcher"], results["count"]
+    return [
+        (f"{w['jobs']} jobs for the burst of {n} CRs (one each)", w["jobs"] == n),
+        (f"{w['statuses_seen']} of {n} statuses show their job", w["statuses_seen"] == n),
+        (f"{w['queued_log_lines']} 'queued job' log lines", w["queued_log_lines"] == n),
+        (f"{w['watcher_tracebacks']} tracebacks in the watcher log",
+         w["watcher_tracebacks"] == 0),
+    ]
+
+
+def render(results: dict[str, Any]) -> int:
+    print(table(build_rows(results)))
+    failed = False
+    for text, ok in checks(results):
+        print(f"{'ok ' if ok else 'FAIL'} {text}")
+        failed |= not ok
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cr_watcher",
+                                     description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="50 CRs instead of 1,000")
+    parser.add_argument("--count", type=int, help="CRs in the burst")
+    parser.add_argument("--output", type=Path, help="JSON results file")
+    parser.add_argument("--render", type=Path, help="print the table of a results file")
+    parser.add_argument("--profile-watcher", type=Path, metavar="FILE",
+                        help="diagnosis: run the watcher under cProfile (slower; do not "
+                             "record those figures)")
+    args = parser.parse_args(argv)
+    if args.render:
+        return render(json.loads(args.render.read_text()))
+    count = args.count or (50 if args.smoke else 1000)
+    singles = 10 if args.smoke else 50
+    output = args.output or RESULTS_DIR / ("cr_watcher_smoke.json" if args.smoke
+                                           else "cr_watcher.json")
+    results: dict[str, Any] = {
+        "count": count, "singles": singles, "when": datetime.datetime.now(datetime.UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "loadavg_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="bench-cr-watcher-") as tmp:
+        workdir = Path(tmp)
+        print(f"burst of {count} PystolActions, kubectl create alone ...", flush=True)
+        results["alone"] = burst(count, workdir, with_watcher=False)
+        print(f"burst of {count} PystolActions, with pystol watch ...", flush=True)
+        results["watcher"] = burst(count, workdir, with_watcher=True,
+                                   profile=args.profile_watcher, singles=singles)
+    results["loadavg_end"] = os.getloadavg()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {output}")
+    return render(results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

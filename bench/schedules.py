@@ -1,0 +1,405 @@
+"""Schedule precision: how close to its nominal time does a scheduled chaos job start?
+
+Pystol side: an `interval` schedule (0.5 s by default) whose template is a dry-run pod-kill
+on the simulated cluster. `pystol beat` (celery-redbeat) fires `pystol.fire_schedule`; the
+worker decides the slot, stores the job and queues `pystol.run_job`; the job starts when a
+worker claims it. Measured per run: **job `started_at` - nominal slot time** (the slot is
+in the job's idempotency key), and its parts: beat's lateness (the fire's send stamp -
+slot), fire → job stored (`created_at`), stored → started.
+
+Baseline: a bare redbeat entry with the same interval, on the same Redis, fired by the
+same `pystol beat` process (same redbeat prefix, same `beat_max_loop_interval`), sending a
+no-op task to a worker built from the same `make_celery` settings (prefork, same
+concurrency) on its own queue. The task stores `time.time()` when it starts. A bare redbeat
+entry has no anchor: its nominal time for a run is the previous run's `last_run_at` (the
+moment beat reserved it, a few µs before the send stamp) + the interval, which is what is
+used.
+
+The two sides run one after the other (a lone entry each: redbeat peeks only one entry
+ahead per tick, so two short-interval entries at once would disturb each other). The
+first 3 runs of each side are warm-up and not counted.
+
+    .venv/bin/python -m bench.schedules            # 200 runs per side (~4 min)
+    .venv/bin/python -m bench.schedules --smoke    # 20 runs per side (~40 s)
+
+Results: a table on stdout and JSON in bench/results/schedules.json (schedules_smoke.json
+with --smoke). Exit status 1 when a slot ran twice or a run is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+BASELINE_QUEUE = "bench.noop"
+BASELINE_TASK = "bench.noop"
+BASELINE_ENTRY = "bench-noop"
+BASELINE_LIST = "bench:noop:runs"
+WARMUP = 3
+SCHEDULE_ID = "bench-precision"
+TEMPLATE = {"action": "pod-kill", "dry_run": True,
+            "target": {"namespaces": ["shop"], "label_selector": "app=web"}}
+
+
+@dataclass(frozen=True)
+class Config:
+    runs: int
+    interval: float
+    concurrency: int
+    smoke: bool
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_for(self, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start:\n{self.text()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+@contextmanager
+def spawn(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None
+          ) -> Iterator[Proc]:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+                                   start_new_session=True)
+    proc = Proc(name, process, log)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+# --------------------------------------------------------------------------- baseline worker
+
+
+def run_baseline_worker(redis_url: str, concurrency: int) -> None:
+    """A worker of a bare Celery app (Pystol's broker settings) whose task records its start."""
+    from celery.signals import worker_process_init
+
+    from pystol_worker.celery_app import make_celery
+    from pystol_worker.settings import Settings
+
+    app = make_celery(Settings(redis_url=redis_url, queue=BASELINE_QUEUE))
+    clients: dict[int, redis.Redis] = {}
+
+    def client() -> redis.Redis:
+        if os.getpid() not in clients:
+            clients[os.getpid()] = redis.Redis.from_url(redis_url)
+        return clients[os.getpid()]
+
+    @worker_process_init.connect(weak=False)
+    def _warm_up(**_: Any) -> None:
+        client().ping()
+
+    @app.task(name=BASELINE_TASK, bind=True)  # type: ignore[untyped-decorator]
+    def noop(task: Any) -> None:
+        started = time.time()
+        fired = getattr(task.request, "pystol_fired_at", None)
+        client().rpush(BASELINE_LIST, json.dumps({"started": started, "fired": fired}))
+
+    app.worker_main(["worker", f"--concurrency={concurrency}", "--pool=prefork",
+                     "-Q", BASELINE_QUEUE, "--loglevel=INFO", "--without-gossip",
+                     "--without-mingle", "-n", f"bench-noop-{os.getpid()}@%h"])
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
+            "min": min(values), "max": max(values), "mean": sum(values) / len(values)}
+
+
+def ts(value: datetime | None) -> float:
+    if value is None:
+        raise ValueError("missing timestamp")
+    return value.timestamp()
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+def measure_pystol(client: redis.Redis, settings: Any, cfg: Config) -> dict[str, Any]:
+    from pystol_worker.job_store import JobStore
+    from pystol_worker.model import Source
+    from pystol_worker.schedule_model import ScheduleSpec
+    from pystol_worker.schedule_store import ScheduleStore
+
+    store = ScheduleStore(client, settings)
+    spec = ScheduleSpec.model_validate({"interval": cfg.interval, "template": TEMPLATE,
+                                        "history_limit": 1000})
+    total = cfg.runs + WARMUP
+    store.create(spec, Source.API, "bench", schedule_id=SCHEDULE_ID)
+    deadline = time.monotonic() + total * cfg.interval + 60
+    jobs = JobStore(client)
+    while True:
+        runs = [run for run in store.runs(SCHEDULE_ID) if run.job_id]
+        records = [jobs.get(run.job_id or "", with_timeline=False) for run in runs]
+        started = [record for record in records if record.started_at is not None]
+        if len(started) >= total or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    history = store.runs(SCHEDULE_ID)
+    store.delete(SCHEDULE_ID)
+    runs = sorted((run for run in history if run.job_id), key=lambda run: run.slot_at)
+    skipped = [run.model_dump(mode="json") for run in history if run.outcome != "started"]
+    slots = [round(ts(run.slot_at) * 1000) for run in runs]
+    rows = []
+    for run in runs[WARMUP:total]:
+        record = jobs.get(run.job_id or "", with_timeline=False)
+        slot = ts(run.slot_at)
+        if record.started_at is None or run.fired_at is None:
+            continue
+        rows.append({"slot": slot, "fired": ts(run.fired_at) - slot,
+                     "created": ts(record.created_at) - slot,
+                     "started": ts(record.started_at) - slot})
+    contiguous = all(later - earlier == round(cfg.interval * 1000)
+                     for earlier, later in itertools.pairwise(slots))
+    return {
+        "runs": len(rows),
+        "start_minus_nominal_ms": summary([row["started"] * 1000 for row in rows]),
+        "beat_lateness_ms": summary([row["fired"] * 1000 for row in rows]),
+        "fire_to_job_stored_ms": summary([(row["created"] - row["fired"]) * 1000
+                                          for row in rows]),
+        "stored_to_started_ms": summary([(row["started"] - row["created"]) * 1000
+                                         for row in rows]),
+        "duplicate_slots": len(slots) - len(set(slots)),
+        "slots_contiguous": contiguous,
+        "not_started": skipped,
+    }
+
+
+def measure_baseline(client: redis.Redis, settings: Any, cfg: Config) -> dict[str, Any]:
+    from datetime import timedelta
+
+    from celery import Celery
+    from celery.schedules import schedule
+    from redbeat.schedulers import RedBeatSchedulerEntry
+
+    from pystol_worker.schedule_store import configure_redbeat
+
+    app = configure_redbeat(Celery("bench", set_as_current=False), settings)
+    client.delete(BASELINE_LIST)
+    entry = RedBeatSchedulerEntry(BASELINE_ENTRY, BASELINE_TASK,
+                                  schedule(run_every=timedelta(seconds=cfg.interval)),
+                                  options={"queue": BASELINE_QUEUE}, app=app)
+    entry.save()
+    total = cfg.runs + WARMUP + 1
+    deadline = time.monotonic() + total * cfg.interval + 60
+    while client.llen(BASELINE_LIST) < total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    entry.delete()
+    time.sleep(cfg.interval * 2)
+    events = [json.loads(item) for item in client.lrange(BASELINE_LIST, 0, -1)]
+    events = sorted((event for event in events if event["fired"]),
+                    key=lambda event: event["fired"])
+    rows = []
+    for previous, current in itertools.pairwise(events):
+        nominal = previous["fired"] + cfg.interval
+        rows.append({"fired": current["fired"] - nominal,
+                     "started": current["started"] - nominal})
+    rows = rows[WARMUP:WARMUP + cfg.runs]
+    return {
+        "runs": len(rows),
+        "start_minus_nominal_ms": summary([row["started"] * 1000 for row in rows]),
+        "beat_lateness_ms": summary([row["fired"] * 1000 for row in rows]),
+        "fire_to_start_ms": summary([(row["started"] - row["fired"]) * 1000 for row in rows]),
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run(cfg: Config, output: Path) -> int:
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise SystemExit("redis-server is not on PATH (scripts/dev.sh installs it)")
+    from pystol_worker.settings import Settings
+
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-sched-")))
+        port = free_port()
+        redis_url = f"redis://127.0.0.1:{port}/0"
+        stack.enter_context(spawn("redis", [redis_server, "--port", str(port), "--bind",
+                                            "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                  workdir))
+        client = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        kubeconfig = workdir / "kubeconfig"
+        sim = stack.enter_context(spawn("sim", [sys.executable, "-m", "pystol_sim", "--port",
+                                                "0", "--kubeconfig", str(kubeconfig),
+                                                "--speed", "10"], workdir))
+        sim.wait_for(lambda: "pystol-sim: serving" in sim.text(), 60)
+        env = {"PYSTOL_REDIS_URL": redis_url, "PYSTOL_KUBECONFIG": str(kubeconfig)}
+        cli = [sys.executable, "-m", "pystol_api.cli"]
+        worker = stack.enter_context(spawn("worker", [*cli, "worker", "--concurrency",
+                                                      str(cfg.concurrency)], workdir, env))
+        baseline = stack.enter_context(spawn("baseline", [sys.executable, "-m",
+                                                          "bench.schedules", "_worker",
+                                                          redis_url, str(cfg.concurrency)],
+                                             workdir))
+        beat = stack.enter_context(spawn("beat", [*cli, "beat"], workdir, env))
+        worker.wait_for(lambda: " ready." in worker.text(), 60)
+        baseline.wait_for(lambda: " ready." in baseline.text(), 60)
+        beat.wait_for(lambda: "Acquired lock" in beat.text(), 60)
+        settings = Settings(redis_url=redis_url)
+        print(f"pystol schedule: {cfg.runs} runs every {cfg.interval:g}s …", file=sys.stderr)
+        pystol = measure_pystol(client, settings, cfg)
+        print(f"bare redbeat entry: {cfg.runs} runs every {cfg.interval:g}s …",
+              file=sys.stderr)
+        bare = measure_baseline(client, settings, cfg)
+    results = {
+        "benchmark": "schedules",
+        "when": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "config": {"runs": cfg.runs, "interval_seconds": cfg.interval,
+                   "worker_concurrency": cfg.concurrency, "warmup_runs": WARMUP,
+                   "beat_max_loop_interval": 1.0},
+        "pystol": pystol,
+        "baseline": bare,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(render(results))
+    print(f"\nwritten to {output}", file=sys.stderr)
+    ok = (pystol["duplicate_slots"] == 0 and pystol["slots_contiguous"]
+          and pystol["runs"] >= cfg.runs and bare["runs"] >= cfg.runs)
+    return 0 if ok else 1
+
+
+def render(results: dict[str, Any]) -> str:
+    pystol, bare = results["pystol"], results["baseline"]
+    cfg = results["config"]
+
+    def cell(stats: dict[str, Any], key: str) -> str:
+        return f"{stats[key]:.1f}" if stats.get("n") else "-"
+
+    def ratio(ours: dict[str, Any], theirs: dict[str, Any], key: str) -> str:
+        if not ours.get("n") or not theirs.get("n") or theirs[key] <= 0:
+            return "-"
+        return f"{ours[key] / theirs[key]:.1f}x"
+
+    lines = [f"schedule precision: {cfg['runs']} runs every {cfg['interval_seconds']:g}s per "
+             "side (ms after the nominal time)", "",
+             "| metric | pystol schedule | bare redbeat entry | ratio |", "|---|---:|---:|---:|"]
+    for label, key in (("start - nominal, p50 (ms)", "p50"),
+                       ("start - nominal, p99 (ms)", "p99"),
+                       ("start - nominal, max (ms)", "max")):
+        ours, theirs = pystol["start_minus_nominal_ms"], bare["start_minus_nominal_ms"]
+        lines.append(f"| {label} | {cell(ours, key)} | {cell(theirs, key)} | "
+                     f"{ratio(ours, theirs, key)} |")
+    for label, key in (("beat lateness (send - nominal), p50 (ms)", "p50"),
+                       ("beat lateness (send - nominal), p99 (ms)", "p99")):
+        ours, theirs = pystol["beat_lateness_ms"], bare["beat_lateness_ms"]
+        lines.append(f"| {label} | {cell(ours, key)} | {cell(theirs, key)} | "
+                     f"{ratio(ours, theirs, key)} |")
+    lines.append(f"| fire → job stored, p50 / p99 (ms) | "
+                 f"{cell(pystol['fire_to_job_stored_ms'], 'p50')} / "
+                 f"{cell(pystol['fire_to_job_stored_ms'], 'p99')} | - | - |")
+    lines.append(f"| job stored → started, p50 / p99 (ms) | "
+                 f"{cell(pystol['stored_to_started_ms'], 'p50')} / "
+                 f"{cell(pystol['stored_to_started_ms'], 'p99')} | - | - |")
+    lines.append(f"| send → task start, p50 / p99 (ms) | - | "
+                 f"{cell(bare['fire_to_start_ms'], 'p50')} / "
+                 f"{cell(bare['fire_to_start_ms'], 'p99')} | - |")
+    lines.append(f"| runs measured | {pystol['runs']} | {bare['runs']} | - |")
+    lines.append(f"| slots run twice / gaps in the slots | {pystol['duplicate_slots']} / "
+                 f"{'none' if pystol['slots_contiguous'] else 'YES'} | - | - |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_worker"]:
+        run_baseline_worker(argv[1], int(argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.schedules",
+                                     description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="20 runs per side (CI)")
+    parser.add_argument("--runs", type=int, help="measured runs per side (default 200)")
+    parser.add_argument("--interval", type=float, default=0.5,
+                        help="seconds between runs (default 0.5)")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="worker concurrency of both sides (default 2)")
+    parser.add_argument("--output", type=Path, help="JSON results file")
+    parser.add_argument("--render", type=Path, help="print the table of a results file")
+    args = parser.parse_args(argv)
+    if args.render:
+        print(render(json.loads(args.render.read_text())))
+        return 0
+    runs = args.runs or (20 if args.smoke else 200)
+    if runs < 1 or args.interval < 0.1 or args.concurrency < 1:
+        parser.error("runs >= 1, interval >= 0.1 s, concurrency >= 1")
+    cfg = Config(runs=runs, interval=args.interval, concurrency=args.concurrency,
+                 smoke=bool(args.smoke))
+    output = args.output or RESULTS_DIR / ("schedules_smoke.json" if args.smoke
+                                           else "schedules.json")
+    return run(cfg, output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
