@@ -23,6 +23,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
+from tests.support.kube_helpers import gone, pod_ready, wait_for
 from tests.support.sim_process import SimProcess
 
 # --------------------------------------------------------------------------------- helpers
@@ -36,30 +37,10 @@ def body_of(error: ApiException) -> dict[str, Any]:
     return json.loads(error.body)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
-             ) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
-def gone(read: Callable[[], Any]) -> bool:
-    try:
-        read()
-    except ApiException as error:
-        if error.status == 404:
-            return True
-        raise
-    return False
 
 
-def pod_ready(pod: client.V1Pod) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
 
 
 def quick_annotations(start: float = 0, ready: float = 0) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
+from tests.support.kube_helpers import gone, pod_ready, wait_for
 from tests.support.sim_process import SimProcess
 
 START = "sim.pystol.org/start-seconds"
@@ -35,30 +36,10 @@ def truth(sim: SimProcess, namespace: str) -> dict[str, dict[str, Any]]:
     return {record["uid"]: record for record in sim.truth(namespace or None)}
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
-             ) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
-def gone(read: Callable[[], Any]) -> bool:
-    try:
-        read()
-    except ApiException as error:
-        if error.status == 404:
-            return True
-        raise
-    return False
 
 
-def pod_ready(pod: client.V1Pod) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
 
 
 def active(pods: list[client.V1Pod]) -> list[client.V1Pod]:
