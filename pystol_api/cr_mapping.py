@@ -12,6 +12,11 @@ Ansible variables; those roles map onto today's actions:
 | drainnodes | node-drain | names (take precedence), amount, duration (60)                        |
 | pingtest   | http-probe | url (Pystol; default: the first node's kube-proxy /healthz), count (2) |
 
+A `PystolSchedule`'s spec is the schedule model (`ScheduleSpec`) with Kubernetes
+CronJob's names where it has one: `schedule` (cron), `timeZone`, `suspend`,
+`concurrencyPolicy`, `startingDeadlineSeconds`, plus `historyLimit`, `interval`, `mtbf`,
+`windows`, `excludedDates`, and `template` (a PystolAction's camelCase job).
+
 Everything here is pure (no cluster, no Redis) so that the watcher and the unit tests
 share it; `pystol_api.watcher` does the talking. Problems are reported with the path of
 the custom resource's own field (`spec.target.labelSelector`,
@@ -229,8 +234,6 @@ DRAINNODES_DEFAULT_DURATION = 60
 # pingtest ran `ping -c 2` against the first node's InternalIP.
 PINGTEST_DEFAULT_COUNT = 2
 KUBE_PROXY_HEALTHZ_PORT = 10256
-# http-probe targets a URL; until TargetKind.URL exists, validation wants a namespace.
-PROBE_PLACEHOLDER_NAMESPACE = "default"
 
 
 def is_legacy(spec: Any) -> bool:
@@ -426,7 +429,7 @@ def _pingtest(variables: _Variables, node_address: Callable[[], str | None] | No
                 variables.path("url"), "the original pingtest pinged the first node's "
                 "InternalIP; Pystol probes over HTTP and found no node address: set "
                 "pystol_pingtest_url to the URL to call"))
-    job = {"action": "http-probe", "target": {"namespaces": [PROBE_PLACEHOLDER_NAMESPACE]},
+    job = {"action": "http-probe", "target": {},
            "params": {"url": url, "count": PINGTEST_DEFAULT_COUNT if count is None else count}}
     origins = {"params.url": url_path or variables.path("url"),
                "params.count": count_path or variables.path("count")}

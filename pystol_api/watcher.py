@@ -22,8 +22,13 @@ by the same `validate_job` and refused while chaos is halted:
   before the object is.
 
 A spec edited after its job was queued is not run again (a PystolAction runs once,
-like a Job); the watcher says so in an Event. `PystolSchedule` objects are kept in sync
-with the schedule store (beat runs them); a timer refreshes their status.
+like a Job); the watcher says so in an Event.
+
+A `PystolSchedule` is stored in the schedule store as `cr.<namespace>.<name>` (create or
+replace on every spec change; deleted with the object, while the jobs it started run to
+their end). A kopf timer refreshes its status (next run, recent runs) and puts the
+store back in line when someone changed or deleted the entry behind the watcher's back:
+the object is the source of truth. An invalid spec stops the schedule and says why.
 
 kopf brings list+watch with resume, retries with backoff, finalizers, status patches,
 Events, the liveness endpoint and peering: with `--peering NAME` (the default) several
@@ -51,6 +56,7 @@ import redis
 from pystol_api.cr_mapping import (
     ACTIONS,
     GROUP,
+    LEGACY_ROLES,
     SCHEDULES,
     TERMINAL_PHASES,
     VERSION,
@@ -199,6 +205,7 @@ class WatcherContext:
     follower: JobFollower
     api_client_factory: Callable[[], ApiClient]
     queued: int = 0
+    http_sessions: list[Any] = field(default_factory=list)
     _api_client: ApiClient | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -241,7 +248,11 @@ class WatcherContext:
         """The first node's InternalIP: what the original pingtest pinged."""
         from kubernetes.client import CoreV1Api
 
-        nodes = CoreV1Api(self.api_client()).list_node(limit=50).items or []
+        try:
+            nodes = CoreV1Api(self.api_client()).list_node(limit=50).items or []
+        except Exception as error:  # e.g. no RBAC to list nodes: the spec must give a URL
+            log.warning("cannot list nodes for a pingtest's default URL: %s", error)
+            return None
         for node in nodes:
             for address in (node.status.addresses if node.status else None) or ():
                 if address.type == "InternalIP" and address.address:
@@ -317,12 +328,13 @@ def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> 
     name, namespace, uid = meta.get("name"), meta.get("namespace"), meta.get("uid")
     generation = meta.get("generation")
     where = f"PystolAction {namespace}/{name}"
-    if status.get("jobId") and cause == "update":
-        message = (f"spec changed (generation {generation}) after job {status['jobId']} was "
-                   "queued; a PystolAction runs once: create a new one to run again")
-        log.info("%s: %s", where, message)
-        _event(body, "SpecChangeIgnored", message, warning=True)
-        patch.status["observedGeneration"] = generation
+    if status.get("jobId"):  # a job was queued for it: a PystolAction runs once, like a Job
+        if status.get("observedGeneration") != generation:
+            message = (f"spec changed (generation {generation}) after job {status['jobId']} "
+                       "was queued; a PystolAction runs once: create a new one to run again")
+            log.info("%s: %s", where, message)
+            _event(body, "SpecChangeIgnored", message, warning=True)
+            patch.status["observedGeneration"] = generation
         return
     if status.get("observedGeneration") == generation and status.get("phase"):
         return  # this generation was handled: queued (the daemon follows it) or refused
@@ -369,8 +381,11 @@ def _validated(ctx: WatcherContext, body: Any, patch: Any, status: Mapping[str, 
         mapped = action_job_spec(spec, node_address=ctx.first_node_address)
         validate_job(mapped.spec, ctx.registry, ctx.settings)
     except CrInvalid as invalid:
+        action = spec.get("action") if isinstance(spec, Mapping) else None
+        if action is None and isinstance(spec, Mapping):
+            action = LEGACY_ROLES.get(spec.get("role"))  # type: ignore[arg-type]
         return _refuse(body, patch, status, generation, "InvalidSpec",
-                       problems_message(invalid), spec.get("action"))
+                       problems_message(invalid), action)
     except JobInvalid as invalid:
         assert mapped is not None
         return _refuse(body, patch, status, generation, "InvalidSpec",
@@ -407,14 +422,27 @@ def _status_changed(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
                for key in ("phase", "message", "startedAt", "finishedAt", "result", "jobId"))
 
 
-async def follow_action(ctx: WatcherContext, body: Any) -> None:
-    """Mirror the object's job into its status until the job ends (a kopf daemon)."""
+async def _pause(event: asyncio.Event, stopped: Any, timeout: float) -> None:
+    """Until the job changes, the daemon is asked to stop (kopf's `stopped`), or timeout."""
+    waits = {asyncio.ensure_future(event.wait())}
+    if stopped is not None:
+        waits.add(asyncio.ensure_future(stopped.wait(timeout)))
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+
+
+async def follow_action(ctx: WatcherContext, body: Any, stopped: Any = None) -> None:
+    """Mirror the object's job into its status until the job ends (a kopf daemon); return
+    at once when kopf stops the daemon (object deleted, watcher pausing or exiting)."""
     meta = body.get("metadata") or {}
     name, namespace = meta.get("name"), meta.get("namespace")
     job_id = (body.get("status") or {}).get("jobId")
     if not job_id:
         return
-    while True:
+    while not stopped:
         event = ctx.follower.waiter(job_id)  # before reading: no change slips in between
         try:
             try:
@@ -428,7 +456,7 @@ async def follow_action(ctx: WatcherContext, body: Any) -> None:
             except redis.RedisError as error:
                 log.warning("PystolAction %s/%s: cannot read job %s: %s", namespace, name,
                             job_id, error)
-                await asyncio.sleep(2.0)
+                await _pause(event, stopped, 2.0)
                 continue
             current = body.get("status") or {}
             new = action_status(record, current.get("observedGeneration"),
@@ -442,8 +470,7 @@ async def follow_action(ctx: WatcherContext, body: Any) -> None:
                 _event(body, f"Job{new['phase']}", new["message"],
                        warning=record.status in (JobStatus.FAILED, JobStatus.ABORTED))
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), FOLLOW_POLL_SECONDS)
+            await _pause(event, stopped, FOLLOW_POLL_SECONDS)
         finally:
             ctx.follower.release(job_id, event)
 
@@ -631,8 +658,9 @@ def build_registry(ctx: WatcherContext) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return connection_info(ctx.api_client())
+    async def login(**_: Any) -> kopf.AiohttpSession:
+        info = await asyncio.to_thread(lambda: connection_info(ctx.api_client()))
+        return await http_session(ctx, info)
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
@@ -641,6 +669,8 @@ def build_registry(ctx: WatcherContext) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await ctx.follower.stop()
+        for session in ctx.http_sessions:
+            await session.close()
 
     @kopf.on.probe(registry=registry, id="jobsQueued")
     def jobs_queued(**_: Any) -> int:
@@ -663,10 +693,11 @@ def build_registry(ctx: WatcherContext) -> kopf.OperatorRegistry:
     def following(status: kopf.Status, **_: Any) -> bool:
         return bool(status.get("jobId")) and status.get("phase") not in TERMINAL_PHASES
 
+    # Stopping: kopf sets `stopped` and the daemon returns by itself; cancelled only if not.
     @kopf.daemon(GROUP, VERSION, ACTIONS, registry=registry, id="follow", when=following,
-                 backoff=2)
-    async def action_follow(body: kopf.Body, **_: Any) -> None:
-        await follow_action(ctx, body)
+                 backoff=2, cancellation_backoff=5, cancellation_timeout=5)
+    async def action_follow(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await follow_action(ctx, body, stopped)
 
     @kopf.on.delete(GROUP, VERSION, ACTIONS, registry=registry, id="abort", backoff=1)
     async def action_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
@@ -709,6 +740,24 @@ def connection_info(api_client: ApiClient) -> kopf.ConnectionInfo:
         private_key_path=config.key_file)
 
 
+async def http_session(ctx: WatcherContext, info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
+    """kopf's HTTP session, with at most PYSTOL_KUBE_BURST connections to the API server.
+
+    kopf's own session opens connections without limit: a burst of 1,000 new objects
+    becomes hundreds of concurrent PATCHes on as many new TLS connections. Like every
+    other Pystol client, the watcher bounds what it asks of the API server at once."""
+    import aiohttp
+    import kopf
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=ctx.settings.kube_burst,
+                                       ssl=info.as_ssl_context()),
+        headers=info.as_http_headers())
+    ctx.http_sessions.append(session)
+    return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
+                               aiohttp_session=session)
+
+
 def operator_settings() -> kopf.OperatorSettings:
     import kopf
 
@@ -721,6 +770,7 @@ def operator_settings() -> kopf.OperatorSettings:
     # Events: only ours (JobQueued, InvalidSpec, JobSucceeded, ...) and kopf's warnings, not
     # one "Handler succeeded" per object.
     settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "pystol-watcher"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10

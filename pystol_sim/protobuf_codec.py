@@ -243,14 +243,25 @@ def _delete_options(fields: _Fields) -> dict[str, Any]:
     return options
 
 
+def _namespace(fields: _Fields, obj: dict[str, Any]) -> None:
+    """v1 Namespace (`kubectl create namespace` sends it in protobuf): spec.finalizers."""
+    spec = _message(fields, 2, "Namespace")
+    if spec is not None:
+        finalizers = _values(_parse(spec, "NamespaceSpec"), 1, _LEN, "NamespaceSpec")
+        if finalizers:
+            obj["spec"] = {"finalizers": [_text(item) for item in finalizers]}
+
+
 def _decoder_for(api_version: str, kind: str) -> Callable[[_Fields, dict[str, Any]], None]:
     if api_version == "v1" and kind == "Secret":
         return _secret
     if api_version == "v1" and kind == "ConfigMap":
         return _config_map
+    if api_version == "v1" and kind == "Namespace":
+        return _namespace
     raise ProtobufError(
         f"cannot decode protobuf for kind {kind!r} (apiVersion {api_version!r}); "
-        "only v1 Secret and v1 ConfigMap are supported"
+        "only v1 Secret, ConfigMap and Namespace are supported"
     )
 
 
