@@ -15,9 +15,11 @@ entry has no anchor: its nominal time for a run is the previous run's `last_run_
 moment beat reserved it, a few µs before the send stamp) + the interval, which is what is
 used.
 
-The two sides run one after the other (a lone entry each: redbeat peeks only one entry
-ahead per tick, so two short-interval entries at once would disturb each other). The
-first 3 runs of each side are warm-up and not counted.
+The two sides take turns, never at once (redbeat peeks only one entry ahead per tick, so
+two short-interval entries at once would disturb each other): `--rounds` alternations
+(4 by default), each on a fresh schedule and a fresh entry, so both sides see the same
+background load on a shared machine. The first 3 runs of each round and side are warm-up
+and not counted.
 
     .venv/bin/python -m bench.schedules            # 200 runs per side (~4 min)
     .venv/bin/python -m bench.schedules --smoke    # 20 runs per side (~40 s)
@@ -66,6 +68,7 @@ class Config:
     runs: int
     interval: float
     concurrency: int
+    rounds: int
     smoke: bool
 
 
@@ -174,7 +177,9 @@ def ts(value: datetime | None) -> float:
 # --------------------------------------------------------------------------- the two sides
 
 
-def measure_pystol(client: redis.Redis, settings: Any, cfg: Config) -> dict[str, Any]:
+def measure_pystol(client: redis.Redis, settings: Any, cfg: Config, count: int,
+                   schedule_id: str) -> dict[str, Any]:
+    """`count` measured runs (after WARMUP) of a fresh interval schedule."""
     from pystol_worker.job_store import JobStore
     from pystol_worker.model import Source
     from pystol_worker.schedule_model import ScheduleSpec
@@ -183,21 +188,20 @@ def measure_pystol(client: redis.Redis, settings: Any, cfg: Config) -> dict[str,
     store = ScheduleStore(client, settings)
     spec = ScheduleSpec.model_validate({"interval": cfg.interval, "template": TEMPLATE,
                                         "history_limit": 1000})
-    total = cfg.runs + WARMUP
-    store.create(spec, Source.API, "bench", schedule_id=SCHEDULE_ID)
+    total = count + WARMUP
+    store.create(spec, Source.API, "bench", schedule_id=schedule_id)
     deadline = time.monotonic() + total * cfg.interval + 60
     jobs = JobStore(client)
     while True:
-        runs = [run for run in store.runs(SCHEDULE_ID) if run.job_id]
+        runs = [run for run in store.runs(schedule_id) if run.job_id]
         records = [jobs.get(run.job_id or "", with_timeline=False) for run in runs]
         started = [record for record in records if record.started_at is not None]
         if len(started) >= total or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    history = store.runs(SCHEDULE_ID)
-    store.delete(SCHEDULE_ID)
+    history = store.runs(schedule_id)
+    store.delete(schedule_id)
     runs = sorted((run for run in history if run.job_id), key=lambda run: run.slot_at)
-    skipped = [run.model_dump(mode="json") for run in history if run.outcome != "started"]
     slots = [round(ts(run.slot_at) * 1000) for run in runs]
     rows = []
     for run in runs[WARMUP:total]:
@@ -205,26 +209,18 @@ def measure_pystol(client: redis.Redis, settings: Any, cfg: Config) -> dict[str,
         slot = ts(run.slot_at)
         if record.started_at is None or run.fired_at is None:
             continue
-        rows.append({"slot": slot, "fired": ts(run.fired_at) - slot,
-                     "created": ts(record.created_at) - slot,
+        rows.append({"fired": ts(run.fired_at) - slot, "created": ts(record.created_at) - slot,
                      "started": ts(record.started_at) - slot})
-    contiguous = all(later - earlier == round(cfg.interval * 1000)
-                     for earlier, later in itertools.pairwise(slots))
-    return {
-        "runs": len(rows),
-        "start_minus_nominal_ms": summary([row["started"] * 1000 for row in rows]),
-        "beat_lateness_ms": summary([row["fired"] * 1000 for row in rows]),
-        "fire_to_job_stored_ms": summary([(row["created"] - row["fired"]) * 1000
-                                          for row in rows]),
-        "stored_to_started_ms": summary([(row["started"] - row["created"]) * 1000
-                                         for row in rows]),
-        "duplicate_slots": len(slots) - len(set(slots)),
-        "slots_contiguous": contiguous,
-        "not_started": skipped,
-    }
+    return {"rows": rows, "duplicate_slots": len(slots) - len(set(slots)),
+            "slots_contiguous": all(later - earlier == round(cfg.interval * 1000)
+                                    for earlier, later in itertools.pairwise(slots)),
+            "not_started": [run.model_dump(mode="json") for run in history
+                            if run.outcome != "started"]}
 
 
-def measure_baseline(client: redis.Redis, settings: Any, cfg: Config) -> dict[str, Any]:
+def measure_baseline(client: redis.Redis, settings: Any, cfg: Config, count: int,
+                     name: str) -> list[dict[str, float]]:
+    """`count` measured runs (after WARMUP) of a fresh bare redbeat entry."""
     from datetime import timedelta
 
     from celery import Celery
@@ -235,11 +231,11 @@ def measure_baseline(client: redis.Redis, settings: Any, cfg: Config) -> dict[st
 
     app = configure_redbeat(Celery("bench", set_as_current=False), settings)
     client.delete(BASELINE_LIST)
-    entry = RedBeatSchedulerEntry(BASELINE_ENTRY, BASELINE_TASK,
+    entry = RedBeatSchedulerEntry(name, BASELINE_TASK,
                                   schedule(run_every=timedelta(seconds=cfg.interval)),
                                   options={"queue": BASELINE_QUEUE}, app=app)
     entry.save()
-    total = cfg.runs + WARMUP + 1
+    total = count + WARMUP + 1
     deadline = time.monotonic() + total * cfg.interval + 60
     while client.llen(BASELINE_LIST) < total and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -253,7 +249,26 @@ def measure_baseline(client: redis.Redis, settings: Any, cfg: Config) -> dict[st
         nominal = previous["fired"] + cfg.interval
         rows.append({"fired": current["fired"] - nominal,
                      "started": current["started"] - nominal})
-    rows = rows[WARMUP:WARMUP + cfg.runs]
+    return rows[WARMUP:WARMUP + count]
+
+
+def pystol_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = [row for measured in rounds for row in measured["rows"]]
+    return {
+        "runs": len(rows),
+        "start_minus_nominal_ms": summary([row["started"] * 1000 for row in rows]),
+        "beat_lateness_ms": summary([row["fired"] * 1000 for row in rows]),
+        "fire_to_job_stored_ms": summary([(row["created"] - row["fired"]) * 1000
+                                          for row in rows]),
+        "stored_to_started_ms": summary([(row["started"] - row["created"]) * 1000
+                                         for row in rows]),
+        "duplicate_slots": sum(measured["duplicate_slots"] for measured in rounds),
+        "slots_contiguous": all(measured["slots_contiguous"] for measured in rounds),
+        "not_started": [run for measured in rounds for run in measured["not_started"]],
+    }
+
+
+def baseline_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
     return {
         "runs": len(rows),
         "start_minus_nominal_ms": summary([row["started"] * 1000 for row in rows]),
@@ -306,17 +321,23 @@ def run(cfg: Config, output: Path) -> int:
         baseline.wait_for(lambda: " ready." in baseline.text(), 60)
         beat.wait_for(lambda: "Acquired lock" in beat.text(), 60)
         settings = Settings(redis_url=redis_url)
-        print(f"pystol schedule: {cfg.runs} runs every {cfg.interval:g}s …", file=sys.stderr)
-        pystol = measure_pystol(client, settings, cfg)
-        print(f"bare redbeat entry: {cfg.runs} runs every {cfg.interval:g}s …",
-              file=sys.stderr)
-        bare = measure_baseline(client, settings, cfg)
+        ours: list[dict[str, Any]] = []
+        theirs: list[dict[str, float]] = []
+        for index in range(cfg.rounds):
+            count = cfg.runs // cfg.rounds + (1 if index < cfg.runs % cfg.rounds else 0)
+            print(f"round {index + 1}/{cfg.rounds}: pystol schedule, {count} runs every "
+                  f"{cfg.interval:g}s …", file=sys.stderr)
+            ours.append(measure_pystol(client, settings, cfg, count, f"{SCHEDULE_ID}-{index}"))
+            print(f"round {index + 1}/{cfg.rounds}: bare redbeat entry, {count} runs …",
+                  file=sys.stderr)
+            theirs += measure_baseline(client, settings, cfg, count, f"{BASELINE_ENTRY}-{index}")
+        pystol, bare = pystol_summary(ours), baseline_summary(theirs)
     results = {
         "benchmark": "schedules",
         "when": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "config": {"runs": cfg.runs, "interval_seconds": cfg.interval,
+        "config": {"runs": cfg.runs, "rounds": cfg.rounds, "interval_seconds": cfg.interval,
                    "worker_concurrency": cfg.concurrency, "warmup_runs": WARMUP,
                    "beat_max_loop_interval": 1.0},
         "pystol": pystol,
@@ -385,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between runs (default 0.5)")
     parser.add_argument("--concurrency", type=int, default=2,
                         help="worker concurrency of both sides (default 2)")
+    parser.add_argument("--rounds", type=int, help="alternations of the two sides (default "
+                        "4; 1 with --smoke), so both see the same background load")
     parser.add_argument("--output", type=Path, help="JSON results file")
     parser.add_argument("--render", type=Path, help="print the table of a results file")
     args = parser.parse_args(argv)
@@ -394,8 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (20 if args.smoke else 200)
     if runs < 1 or args.interval < 0.1 or args.concurrency < 1:
         parser.error("runs >= 1, interval >= 0.1 s, concurrency >= 1")
+    rounds = args.rounds or (1 if args.smoke else 4)
+    if not 1 <= rounds <= runs:
+        parser.error("1 <= rounds <= runs")
     cfg = Config(runs=runs, interval=args.interval, concurrency=args.concurrency,
-                 smoke=bool(args.smoke))
+                 rounds=rounds, smoke=bool(args.smoke))
     output = args.output or RESULTS_DIR / ("schedules_smoke.json" if args.smoke
                                            else "schedules.json")
     return run(cfg, output)

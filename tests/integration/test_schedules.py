@@ -1,0 +1,292 @@
+"""Scheduled chaos end to end: redis-server, pystol-sim, a worker, the API and `pystol beat`.
+
+Schedules are created over HTTP; beat (celery-redbeat) fires them from Redis; the worker's
+`pystol.fire_schedule` task decides each slot and queues a normal job. What the tests read
+back is what a user sees: job records (`source: schedule`, `schedule_id`) and the
+schedule's `last_runs`. Each job's idempotency key is `schedule:{id}:{slot ms}`, which
+says which nominal slot it ran for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from kubernetes import client, config
+
+from tests.support.pystol_processes import Process, api, spawn, worker
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.sim_process import SimProcess
+
+TOKEN = "schedules-token"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@contextmanager
+def beat_process(env: dict[str, str]) -> Iterator[Process]:
+    handle = start_beat(env)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def start_beat(env: dict[str, str]) -> Process:
+    import sys
+
+    handle = spawn("beat", [sys.executable, "-m", "pystol_api.cli", "beat"], env)
+    deadline = time.monotonic() + 30
+    while not any("Acquired lock" in line for line in handle.output):
+        if handle.process.poll() is not None or time.monotonic() > deadline:
+            handle.stop()
+            raise RuntimeError(f"beat did not start:\n{handle.tail()}")
+        time.sleep(0.05)
+    return handle
+
+
+@dataclass
+class Stack:
+    sim: SimProcess
+    redis: RedisServer
+    worker: Process
+    beat: Process
+    url: str
+    env: dict[str, str]
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return requests.request(method, self.url + path, timeout=30,
+                                headers={"Authorization": f"Bearer {TOKEN}"}, **kwargs)
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer = self.call("POST", "/api/v1/schedules", json=body)
+        assert answer.status_code == 201, answer.text
+        return answer.json()
+
+    def schedule(self, schedule_id: str) -> dict[str, Any]:
+        answer = self.call("GET", f"/api/v1/schedules/{schedule_id}")
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def delete(self, schedule_id: str) -> None:
+        assert self.call("DELETE", f"/api/v1/schedules/{schedule_id}").status_code == 204
+
+    def jobs(self, schedule_id: str) -> list[dict[str, Any]]:
+        """The schedule's jobs, oldest first."""
+        items = self.call("GET", "/api/v1/jobs", params={"limit": 200}).json()["items"]
+        mine = [job for job in items if job["schedule_id"] == schedule_id]
+        return sorted(mine, key=lambda job: job["created_at"])
+
+    def wait_ended(self, jobs: list[dict[str, Any]], timeout: float = 60) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        ended = []
+        for job in jobs:
+            while True:
+                record = self.call("GET", f"/api/v1/jobs/{job['id']}").json()
+                if record["status"] not in ("queued", "running"):
+                    ended.append(record)
+                    break
+                assert time.monotonic() < deadline, f"{job['id']} never ended: {record}"
+                time.sleep(0.1)
+        return ended
+
+    def restart_beat(self, down_seconds: float) -> tuple[float, float]:
+        """SIGTERM beat, leave it down, start it again; (stopped at, ready again at)."""
+        self.beat.process.send_signal(signal.SIGTERM)
+        self.beat.process.wait(15)
+        stopped = time.time()
+        time.sleep(down_seconds)
+        self.beat = start_beat(self.env)
+        return stopped, time.time()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+          ) -> Iterator[Stack]:
+    redis_server.client().flushdb()
+    workdir: Path = tmp_path_factory.mktemp("schedules")
+    with SimProcess.start(workdir, speed=10.0) as sim:
+        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
+        port = free_port()
+        with worker(env, concurrency=2) as worker_process, api(env, port, TOKEN), \
+                beat_process(env) as beat:
+            running = Stack(sim, redis_server, worker_process, beat,
+                            f"http://127.0.0.1:{port}", env)
+            yield running
+            running.beat.stop()
+
+
+def dry_run_template() -> dict[str, Any]:
+    return {"action": "pod-kill", "dry_run": True,
+            "target": {"namespaces": ["shop"], "label_selector": "app=web"}}
+
+
+def slot_of(job: dict[str, Any]) -> int:
+    return int(job["spec"]["idempotency_key"].rsplit(":", 1)[1])
+
+
+def seconds(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def make_workload(stack: Stack, replicas: int = 3) -> tuple[str, str]:
+    api_client = config.new_client_from_config(config_file=str(stack.sim.kubeconfig))
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    namespace = f"sched-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    labels = {"app": "victim"}
+    apps.create_namespaced_deployment(namespace, {
+        "metadata": {"name": "victim"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels, "annotations": {
+                     "sim.pystol.org/start-seconds": "1", "sim.pystol.org/ready-seconds": "1"}},
+                     "spec": {"containers": [{"name": "app", "image": "pause"}]}}}})
+    deadline = time.monotonic() + 30
+    while (apps.read_namespaced_deployment(namespace=namespace, name="victim").status
+           .ready_replicas or 0) < replicas:
+        assert time.monotonic() < deadline, "deployment never became ready"
+        time.sleep(0.1)
+    return namespace, "app=victim"
+
+
+def test_interval_schedule_runs_on_its_slots(stack: Stack) -> None:
+    record = stack.create({"id": "every-2s", "interval": "2s", "template": dry_run_template()})
+    created = seconds(record["created_at"])
+    assert abs(seconds(record["next_run_at"]) - (created + 2)) < 0.01
+    time.sleep(9.0)
+    stack.delete("every-2s")
+    jobs = stack.wait_ended(stack.jobs("every-2s"))
+    assert len(jobs) == 4, [job["created_at"] for job in jobs]  # slots at +2, +4, +6, +8
+    slots = [slot_of(job) for job in jobs]
+    assert [later - earlier for earlier, later in itertools.pairwise(slots)] == \
+        [2000, 2000, 2000]
+    assert slots[0] == round(created * 1000) + 2000
+    created_at = [seconds(job["created_at"]) for job in jobs]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(created_at)]
+    assert all(abs(gap - 2.0) < 0.4 for gap in gaps), gaps
+    for job in jobs:
+        assert job["source"] == "schedule" and job["schedule_id"] == "every-2s"
+        assert job["status"] == "succeeded", job
+        late = seconds(job["created_at"]) - slot_of(job) / 1000
+        assert 0 <= late < 1.0, late  # created soon after its nominal time (typically 10 ms)
+
+
+def test_paused_schedule_runs_nothing_until_resumed(stack: Stack) -> None:
+    stack.create({"id": "paused", "interval": "1s", "paused": True,
+                  "template": dry_run_template()})
+    time.sleep(3.5)
+    assert stack.jobs("paused") == []
+    assert stack.schedule("paused")["next_run_at"] is None
+    resumed = stack.call("PATCH", "/api/v1/schedules/paused", json={"paused": False})
+    assert resumed.status_code == 200 and resumed.json()["next_run_at"] is not None
+    time.sleep(3.5)
+    stack.delete("paused")
+    jobs = stack.jobs("paused")
+    assert 2 <= len(jobs) <= 4, jobs
+    assert all(slot_of(job) / 1000 > seconds(resumed.json()["updated_at"]) for job in jobs)
+
+
+def test_window_that_excludes_now_runs_nothing_and_says_why(stack: Stack) -> None:
+    two_days_ahead = WEEKDAYS[(datetime.now(UTC).weekday() + 2) % 7]
+    stack.create({"id": "closed", "interval": "1s", "windows": [f"{two_days_ahead} 00:00-24:00"],
+                  "template": dry_run_template()})
+    time.sleep(3.0)
+    schedule = stack.schedule("closed")
+    stack.delete("closed")
+    assert stack.jobs("closed") == []
+    [run] = schedule["last_runs"]  # one fire: beat is aimed straight at the opening
+    assert (run["outcome"], run["skipped"]) == ("skipped", "outside-window")
+    assert "is outside the windows" in run["reason"] and run["count"] > 80_000
+    opening = seconds(schedule["next_run_at"])
+    assert datetime.fromtimestamp(opening, UTC).strftime("%a").lower() == two_days_ahead
+    assert opening - time.time() > 24 * 3600
+
+
+def test_forbid_skips_while_the_previous_run_holds_its_fault(stack: Stack) -> None:
+    namespace, selector = make_workload(stack)
+    stack.create({"id": "forbid", "interval": "2s", "concurrency_policy": "Forbid",
+                  "template": {"action": "pod-kill", "duration": "10s",
+                               "params": {"distribution": "uniform"},
+                               "target": {"namespaces": [namespace], "label_selector": selector,
+                                          "mode": "fixed", "value": 2}}})
+    time.sleep(13.0)
+    schedule = stack.schedule("forbid")
+    stack.delete("forbid")
+    jobs = stack.wait_ended(stack.jobs("forbid"))
+    assert 2 <= len(jobs) <= 3, jobs
+    for job in jobs:
+        assert job["status"] == "succeeded", job
+        assert seconds(job["finished_at"]) - seconds(job["started_at"]) > 4.5  # kills at 0 and 5 s
+    spans = [(seconds(job["started_at"]), seconds(job["finished_at"])) for job in jobs]
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, spans  # never two at once
+    forbidden = [run for run in schedule["last_runs"] if run.get("skipped") == "forbid"]
+    assert sum(run["count"] for run in forbidden) >= 2, schedule["last_runs"]
+    assert all("concurrency policy Forbid: previous run j-" in run["reason"]
+               for run in forbidden)
+    started = [run for run in schedule["last_runs"] if run["outcome"] == "started"]
+    assert {run["job_id"] for run in started} == {job["id"] for job in jobs}
+
+
+def test_beat_restart_neither_loses_nor_doubles_a_run(stack: Stack) -> None:
+    """While beat is down no fire arrives. At restart redbeat finds the entry overdue and
+    fires it once: the latest missed slot is caught up once (starting_deadline_seconds is
+    longer than the downtime), the older missed slots are recorded as `not-fired` and never
+    run, and no slot makes two jobs."""
+    stack.create({"id": "restart", "interval": "2s", "starting_deadline_seconds": 30,
+                  "template": dry_run_template()})
+    time.sleep(5.0)
+    stopped, restarted = stack.restart_beat(down_seconds=4.5)
+    time.sleep(5.0)
+    schedule = stack.schedule("restart")
+    stack.delete("restart")
+    jobs = stack.jobs("restart")
+    slots = [slot_of(job) for job in jobs]
+    assert len(slots) == len(set(slots)), slots  # no slot ran twice
+    missed = [run for run in schedule["last_runs"] if run.get("skipped") == "not-fired"]
+    assert len(missed) == 1, schedule["last_runs"]
+    first_missed = round(seconds(missed[0]["slot_at"]) * 1000)
+    last_missed = round(seconds(missed[0]["last_slot_at"]) * 1000)
+    not_fired = list(range(first_missed, last_missed + 1, 2000))
+    assert len(not_fired) == missed[0]["count"] >= 1
+    # Every slot from the first to the last is accounted for exactly once.
+    accounted = sorted(slots + not_fired)
+    assert accounted == list(range(accounted[0], accounted[-1] + 1, 2000)), accounted
+    assert all(stopped * 1000 < slot < restarted * 1000 for slot in not_fired)
+    # The slot after the not-fired ones is the caught-up one: it ran late, once, at restart.
+    caught_up = next(job for job in jobs if slot_of(job) == last_missed + 2000)
+    assert stopped * 1000 < slot_of(caught_up) < restarted * 1000
+    assert seconds(caught_up["created_at"]) >= restarted - 0.5
+    # Before and after the downtime the slots ran on time.
+    on_time = [job for job in jobs if job is not caught_up]
+    assert on_time and all(seconds(job["created_at"]) - slot_of(job) / 1000 < 1.0
+                           for job in on_time)
+    assert any(slot_of(job) > restarted * 1000 for job in jobs)
+    assert any(slot_of(job) < stopped * 1000 for job in jobs)
+    assert stack.beat.process.poll() is None
+
+
+def test_history_and_next_run_are_shown(stack: Stack) -> None:
+    stack.create({"id": "shown", "interval": "1s", "history_limit": 2,
+                  "template": dry_run_template()})
+    time.sleep(3.6)
+    schedule = stack.schedule("shown")
+    stack.delete("shown")
+    runs = schedule["last_runs"]
+    assert len(runs) == 2 and runs[0]["slot_at"] > runs[1]["slot_at"]
+    assert all(run["outcome"] == "started" and run["job_id"] for run in runs)
+    assert runs[1]["job_status"] in ("succeeded", "running", "queued")
+    assert seconds(schedule["next_run_at"]) > seconds(runs[0]["slot_at"])
+    assert seconds(schedule["next_run_at"]) - time.time() < 1.5
+    assert timedelta(seconds=0) <= datetime.fromisoformat(
+        runs[0]["fired_at"].replace("Z", "+00:00")) - datetime.fromisoformat(
+        runs[0]["slot_at"].replace("Z", "+00:00")) < timedelta(seconds=1)
