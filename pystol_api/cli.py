@@ -266,6 +266,21 @@ def beat(runtime: Runtime, loglevel: str) -> None:
     run_beat(settings, loglevel=loglevel.upper())
 
 
+@cli.command()
+@click.option("--install", is_flag=True,
+              help="Create or update them in the cluster of PYSTOL_KUBECONFIG.")
+@click.pass_obj
+def crds(runtime: Runtime, install: bool) -> None:
+    """Print Pystol's CustomResourceDefinitions (`pystol crds | kubectl apply -f -`)."""
+    from pystol_api.crd_install import crd_yaml, install_crds
+
+    if not install:
+        click.echo(crd_yaml(), nl=False)
+        return
+    for name in install_crds(runtime.settings().kubeconfig):
+        click.echo(f"customresourcedefinition {name} installed")
+
+
 def _import_or_explain(module: str, name: str, what: str) -> Callable[..., Any]:
     import importlib
 

@@ -201,6 +201,15 @@ def api_command() -> list[str]:
     return [sys.executable, "-m", "pystol_api.cli", "api"]
 
 
+def beat_command() -> list[str]:
+    return [sys.executable, "-m", "pystol_api.cli", "beat"]
+
+
+def watcher_command(liveness_port: int) -> list[str]:
+    return [sys.executable, "-m", "pystol_api.cli", "watch", "--standalone", "--liveness",
+            f"http://{LOCALHOST}:{liveness_port}/healthz"]
+
+
 def child_environment(base: Mapping[str, str], *, redis_url: str, kubeconfig: str,
                       api_tokens: Sequence[str], api_bind: str) -> dict[str, str]:
     """The children's environment: ours, plus where Redis, the cluster and the API are."""
@@ -537,6 +546,15 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
         out.width = max(out.width, len(name))
         supervisor.start(Child(name, worker_command(options.worker_concurrency), env, out,
                                stop_timeout=WORKER_STOP_TIMEOUT))
+    out.width = max(out.width, len("watcher"))
+    supervisor.start(Child("beat", beat_command(), env, out))
+    if options.sim:
+        # The watcher needs Pystol's CRDs; in the simulated cluster `up` installs them itself.
+        from pystol_api.crd_install import install_crds
+
+        install_crds(kubeconfig)
+    if options.sim or kubeconfig:
+        supervisor.start(Child("watcher", watcher_command(find_free_port()), env, out))
     supervisor.start(Child("api", api_command(), env, out))
     supervisor.wait_until(lambda: api_ready(api_url), API_READY_TIMEOUT, f"the API at {api_url}")
 
@@ -562,7 +580,8 @@ def _announce(out: Output, options: UpOptions, plan: RedisPlan, api_url: str,
         f"  token:    {shown_token}",
         f"  Redis:    {plan.url} ({plan.description})",
         f"  cluster:  {cluster}",
-        f"  workers:  {options.workers} x {options.worker_concurrency} concurrent jobs",
+        f"  workers:  {options.workers} x {options.worker_concurrency} concurrent jobs, "
+        "beat (schedules)" + (", CR watcher" if options.sim or kubeconfig else ""),
         "",
         "In another terminal:",
         "",

@@ -65,8 +65,29 @@ def test_up_sim_then_run_pod_kill_wait(tmp_path: Path, redis_choice: str) -> Non
         assert run.returncode == 0, run.stdout + run.stderr + "\n".join(lines[-40:])
         assert "succeeded" in run.stdout
         assert re.search(r"recover", run.stdout), run.stdout
+
+        # The same stack runs chaos declared as a custom resource (watcher + installed CRDs).
+        kubeconfig = read_until(up, lines, r"^export KUBECONFIG=(\S+)", 5).group(1)
+        manifest = tmp_path / "action.yaml"
+        manifest.write_text(
+            "apiVersion: pystol.org/v1alpha1\nkind: PystolAction\n"
+            "metadata: {name: kill-one-cart, namespace: shop}\n"
+            "spec: {action: pod-kill, target: {namespaces: [shop], labelSelector: app=cart}}\n")
+        kube_env = dict(env, KUBECONFIG=shlex.split(kubeconfig)[0])
+        subprocess.run(["kubectl", "apply", "-f", str(manifest)], env=kube_env, check=True,
+                       capture_output=True, timeout=60)
+        deadline = time.monotonic() + 60
+        phase = ""
+        while phase != "Succeeded":
+            assert time.monotonic() < deadline, f"PystolAction ended {phase!r}"
+            phase = subprocess.run(["kubectl", "get", "pystolaction", "kill-one-cart", "-n",
+                                    "shop", "-o", "jsonpath={.status.phase}"], env=kube_env,
+                                   capture_output=True, text=True, timeout=30).stdout
+            assert phase not in ("Failed", "Aborted"), phase
+            time.sleep(0.3)
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)
     assert code == 0, "\n".join(lines[-30:])
-    assert any("[worker]" in line for line in lines) and any("[sim]" in line for line in lines)
+    for child in ("worker", "sim", "beat", "watcher", "api"):
+        assert any(f"[{child}" in line for line in lines), child

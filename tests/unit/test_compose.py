@@ -12,13 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_compose_runs_redis_with_aof_api_and_workers_with_health_checks() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) >= {"redis", "api", "worker"}
+    assert set(services) >= {"redis", "api", "worker", "beat", "watcher"}
     redis = services["redis"]
     assert "--appendonly" in redis["command"] and "yes" in redis["command"]
     assert any(volume.endswith(":/data") for volume in redis["volumes"])
-    for name in ("redis", "api", "worker"):
+    for name in ("redis", "api", "worker", "beat", "watcher"):
         assert "healthcheck" in services[name], name
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "beat", "watcher"):
         service = services[name]
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert service["environment"]["PYSTOL_REDIS_URL"] == "redis://redis:6379/0"
@@ -26,6 +26,9 @@ def test_compose_runs_redis_with_aof_api_and_workers_with_health_checks() -> Non
     assert services["api"]["command"] == ["api"]
     assert services["worker"]["command"][0] == "worker"
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert services["beat"]["command"] == ["beat"] and services["beat"]["deploy"]["replicas"] == 1
+    assert services["watcher"]["command"][:3] == ["watch", "--peering", "pystol"]
+    assert services["watcher"]["deploy"]["replicas"] == 2
 
 
 def test_dockerfile_installs_the_package_and_runs_as_non_root() -> None:
