@@ -26,7 +26,7 @@ from pystol_worker.actions.base import ActionError, PermanentError
 from pystol_worker.job_context import JobContext
 from pystol_worker.model import Change, JobSpec, TargetRef
 from pystol_worker.revert_journal import JournalEntry
-from pystol_worker.target_locks import lock_key
+from pystol_worker.target_locks import target_lock_keys
 
 log = logging.getLogger("pystol.faults")
 LOCK_WAIT_POLL = 0.5
@@ -46,17 +46,6 @@ def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def target_lock_keys(refs: list[TargetRef]) -> list[str]:
-    """One lock per workload (or bare pod) and per node the job touches."""
-    keys = set()
-    for ref in refs:
-        if ref.workload is not None:
-            keys.add(lock_key(ref.workload.kind, ref.workload.namespace, ref.workload.name))
-        else:
-            keys.add(lock_key(ref.kind, ref.namespace, ref.name))
-    return sorted(keys)
-
-
 def lock_targets(ctx: JobContext, spec: JobSpec, refs: list[TargetRef]) -> bool:
     """Take the no-overlap locks, waiting or refusing as the job asked (`on_conflict`).
     Returns True when it had to wait: the targets chosen before may be stale by then."""
@@ -69,7 +58,7 @@ def lock_targets(ctx: JobContext, spec: JobSpec, refs: list[TargetRef]) -> bool:
         ctx.check()
         conflicts = ctx.locks.acquire(ctx.job_id, keys, ctx.settings.heartbeat_seconds)
         if not conflicts:
-            ctx.locked = keys
+            ctx.locked = sorted(set(ctx.locked) | set(keys))
             return announced
         held = ", ".join(f"{target} (job {job})" for target, job in sorted(conflicts.items()))
         if spec.on_conflict == "reject":

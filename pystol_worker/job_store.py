@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from pystol_worker.model import (
 
 PREFIX = "pystol:"
 IDEMPOTENCY_SECONDS = 24 * 3600
+IDEMPOTENCY_CLAIM_SECONDS = 2.0
 TIMELINE_CHANNEL = PREFIX + "timeline"
 HALT_KEY = PREFIX + "halt"
 
@@ -93,13 +95,22 @@ class JobStore:
             idem_key = f"{PREFIX}idem:{submitter}:{spec.idempotency_key}"
             value = json.dumps({"id": job_id, "spec": _spec_fingerprint(spec)})
             if not self.redis.set(idem_key, value, nx=True, ex=IDEMPOTENCY_SECONDS):
-                earlier = json.loads(self.redis.get(idem_key) or "{}")
+                earlier_raw = self.redis.get(idem_key) or b"{}"
+                earlier = json.loads(earlier_raw)
                 if earlier.get("spec") != _spec_fingerprint(spec):
                     raise IdempotencyConflict(earlier.get("id", ""))
-                try:
-                    return self.get(earlier["id"]), False
-                except JobNotFound:
-                    self.redis.set(idem_key, value, ex=IDEMPOTENCY_SECONDS)
+                # The first submission may be between taking the key and storing its
+                # record: give it a moment before deciding it died.
+                deadline = time.monotonic() + IDEMPOTENCY_CLAIM_SECONDS
+                while True:
+                    try:
+                        return self.get(earlier["id"]), False
+                    except JobNotFound:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.05)
+                if not self._replace_if_unchanged(idem_key, earlier_raw, value):
+                    return self.create(spec, source, submitter, schedule_id)
         now = utcnow()
         record = JobRecord(id=job_id, spec=spec, source=source, submitter=submitter,
                            created_at=now, schedule_id=schedule_id)
@@ -116,6 +127,22 @@ class JobStore:
             pipe.execute()
         record.timeline = [event]
         return record, True
+
+    def _replace_if_unchanged(self, key: str, expected: bytes | str, value: str) -> bool:
+        """Take over an idempotency key whose job never got stored, unless someone else
+        already did (compare-and-set)."""
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                current = pipe.get(key)
+                if current is not None and current != expected:
+                    return False
+                pipe.multi()
+                pipe.set(key, value, ex=IDEMPOTENCY_SECONDS)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
 
     def release_idempotency_key(self, record: JobRecord) -> None:
         """Forget the record's idempotency key (its job could not be queued), so that a retry

@@ -322,11 +322,13 @@ class ClusterAccess:
         client_stream = stream(self.core.connect_get_namespaced_pod_exec, name, namespace,
                                container=container, command=command, stderr=True,
                                stdin=False, stdout=True, tty=False, _preload_content=False)
-        client_stream.run_forever(timeout=timeout)
-        out = client_stream.read_stdout() if client_stream.peek_stdout() else ""
-        err = client_stream.read_stderr() if client_stream.peek_stderr() else ""
-        code = client_stream.returncode
-        client_stream.close()
+        try:
+            client_stream.run_forever(timeout=timeout)
+            out = client_stream.read_stdout() if client_stream.peek_stdout() else ""
+            err = client_stream.read_stderr() if client_stream.peek_stderr() else ""
+            code = client_stream.returncode
+        finally:
+            client_stream.close()
         self._count("create", 200)
         return int(code if code is not None else -1), out, err
 

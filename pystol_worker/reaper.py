@@ -42,7 +42,8 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
 
     default_registry()  # the actions' modules register the undo functions
     report = ReapReport()
-    if not journal.lock_reaper():
+    token = journal.lock_reaper()
+    if token is None:
         return report
     try:
         entries = journal.entries()
@@ -69,7 +70,7 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
             except TransitionRefused:
                 pass
     finally:
-        journal.unlock_reaper()
+        journal.unlock_reaper(token)
     if report.reverted or report.failed or report.aborted_jobs:
         log.warning("reaper: reverted %d change(s), %d failed, aborted jobs %s",
                     len(report.reverted), len(report.failed), report.aborted_jobs)

@@ -258,9 +258,9 @@ def kill_pods_and_observe(ctx: JobContext, spec: JobSpec, selection: Selection, 
         if not selection.chosen:
             raise PermanentError("no targets left after waiting for the other job")
         plan, observers = _plan(ctx, selection)
-    for observer in observers.values():
-        observer.start()
     try:
+        for observer in observers.values():
+            observer.start()
         _kill(ctx, spec, plan, grace_period, distribution, rng)
         for observer in observers.values():
             observer.kills_finished()

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from pystol_worker.kube_access import ClusterAccess
 from pystol_worker.model import TargetRef, utcnow
+from pystol_worker.target_locks import journal_key, target_lock_keys
 
 PREFIX = "pystol:"
 log = logging.getLogger("pystol.journal")
@@ -74,10 +75,17 @@ class UndoRegistry:
 undo_functions = UndoRegistry()
 
 
+_UNLOCK_IF_OURS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RevertJournal:
     def __init__(self, client: redis.Redis, heartbeat_seconds: float = 15.0) -> None:
         self.redis = client
         self.heartbeat_seconds = heartbeat_seconds
+        self._unlock = client.register_script(_UNLOCK_IF_OURS)
 
     # -- entries --------------------------------------------------------------------------------
 
@@ -85,6 +93,8 @@ class RevertJournal:
         with self.redis.pipeline() as pipe:
             pipe.hset(PREFIX + "journal", entry.id, entry.model_dump_json())
             pipe.sadd(f"{PREFIX}journal:job:{entry.job_id}", entry.id)
+            for key in target_lock_keys([entry.target]):
+                pipe.sadd(journal_key(key), f"{entry.job_id}|{entry.id}")
             pipe.execute()
         return entry
 
@@ -92,6 +102,8 @@ class RevertJournal:
         with self.redis.pipeline() as pipe:
             pipe.hdel(PREFIX + "journal", entry.id)
             pipe.srem(f"{PREFIX}journal:job:{entry.job_id}", entry.id)
+            for key in target_lock_keys([entry.target]):
+                pipe.srem(journal_key(key), f"{entry.job_id}|{entry.id}")
             pipe.execute()
 
     def entries(self, job_id: str | None = None) -> list[JournalEntry]:
@@ -145,12 +157,16 @@ class RevertJournal:
                 failed.append((entry, str(error)))
         return undone, failed
 
-    def lock_reaper(self, seconds: int = 60) -> bool:
-        """One reaper at a time across all workers."""
-        return bool(self.redis.set(PREFIX + "reaper-lock", "1", nx=True, ex=seconds))
+    def lock_reaper(self, seconds: int = 300) -> str | None:
+        """One reaper at a time across all workers; returns the lock's token when taken."""
+        token = secrets.token_hex(8)
+        if self.redis.set(PREFIX + "reaper-lock", token, nx=True, ex=seconds):
+            return token
+        return None
 
-    def unlock_reaper(self) -> None:
-        self.redis.delete(PREFIX + "reaper-lock")
+    def unlock_reaper(self, token: str) -> None:
+        """Release the reaper lock, only if it is still ours (it may have expired)."""
+        self._unlock(keys=[PREFIX + "reaper-lock"], args=[token])
 
 
 class Heartbeat:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import traceback
 from collections.abc import Callable
 
@@ -56,29 +57,43 @@ class JobRunner:
         except TransitionRefused:
             current = self.store.get(job_id, with_timeline=False)
             if current.status == JobStatus.RUNNING:
-                # Redelivered: the worker that started it died (acks_late + requeue).
-                return self._abort_lost(job_id)
+                # Redelivered. Either the worker that started it died (acks_late + requeue),
+                # or the broker connection blipped and the job still runs elsewhere: only a
+                # lapsed heartbeat tells them apart.
+                return self._abort_if_lost(job_id)
             return current.status
         ctx = JobContext(settings=self.settings, cluster=self.cluster, store=self.store,
                          job_id=job_id, journal=self.journal, locks=self.locks)
 
         def refresh_locks() -> None:
             self.locks.refresh(job_id, ctx.locked, self.settings.heartbeat_seconds)
-        try:
-            with self.journal.heartbeat(job_id, on_beat=refresh_locks):
-                status, reason, error = self._execute(record, ctx)
-        finally:
-            self.locks.release(job_id, ctx.locked)
 
         def keep_results(stored: JobRecord) -> None:
             stored.result = ctx.result
             stored.metrics = ctx.metrics
-        with contextlib.suppress(TransitionRefused):
-            self.store.finish(job_id, status, reason, error, change=keep_results)
+        try:
+            with self.journal.heartbeat(job_id, on_beat=refresh_locks):
+                status, reason, error = self._execute(record, ctx)
+                # Finish while the heartbeat still beats, so that the reaper can never take
+                # a job that just ended for a lost one.
+                with contextlib.suppress(TransitionRefused):
+                    self.store.finish(job_id, status, reason, error, change=keep_results)
+        finally:
+            if not self.journal.entries(job_id):
+                self.locks.release(job_id, ctx.locked)
+            # else: a revert failed; the targets stay locked (until the heartbeat-length
+            # expiry) and the journal keeps them locked until the reaper has reverted them.
         return status
 
-    def _abort_lost(self, job_id: str) -> JobStatus:
-        """Undo what the lost worker left in the journal, then end the job aborted."""
+    def _abort_if_lost(self, job_id: str) -> JobStatus | None:
+        """Undo what a lost worker left in the journal, then end the job aborted; leave a job
+        whose heartbeat still beats alone (the reaper takes it if the beat stops)."""
+        deadline = time.monotonic() + self.settings.heartbeat_seconds + 1
+        while self.journal.alive(job_id):
+            if time.monotonic() > deadline:
+                log.warning("job %s was delivered again but still runs elsewhere", job_id)
+                return None
+            time.sleep(0.5)
         undone, failed = self.journal.undo_all(self.cluster, self.journal.entries(job_id))
         reason = LOST_WORKER_REASON
         if undone:

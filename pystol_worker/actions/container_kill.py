@@ -248,11 +248,11 @@ class ContainerKill(Action):
             observer.planned_kills += 1
             plan.append((ref, _container_name(pod, params) or "", observer))
         lock_targets(ctx, spec, selection.chosen)
-        for observer in observers.values():
-            observer.start()
         kills: list[KilledContainer] = []
         timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
         try:
+            for observer in observers.values():
+                observer.start()
             for ref, container, observer in plan:
                 ctx.check()
                 kill = self._kill(ctx, params, ref, container, observer)

@@ -202,9 +202,9 @@ class DeploymentScale(Action):
             raise PermanentError("every selected workload was gone or changed before the "
                                  "fault could be injected")
         ctx.result.output["workloads"] = report
-        for observer in observers:
-            observer.start()
         try:
+            for observer in observers:
+                observer.start()
             hold_faults(ctx, spec, self.name, faults, hold_seconds=spec.duration)
             reverted_at = time.time()
             for item, observer in zip(report, observers, strict=True):

@@ -151,9 +151,9 @@ class PodFailure(Action):
             raise PermanentError("every selected pod was gone or changed before the fault "
                                  "could be injected")
         ctx.result.output["pods"] = report
-        for observer in observers.values():
-            observer.start()
         try:
+            for observer in observers.values():
+                observer.start()
             hold_faults(ctx, spec, self.name, faults, hold_seconds=spec.duration)
             reverted_at = time.time()
             for item in report:
