@@ -214,6 +214,9 @@ class Drain:
     def evict_all(self) -> None:
         """Runs inside the last cordon's injection: every selected node is cordoned now."""
         plan = self._plan()
+        # The evicted pods' workloads are touched too: no other running job may hold a
+        # fault on them meanwhile (waits or refuses as the job asked).
+        lock_targets(self.ctx, self.spec, [item.ref for item in plan])
         self.ctx.event("draining", f"cordoned {len(self.nodes)} node(s); evicting "
                        f"{len(plan)} pod(s), skipping {len(self.skipped)}"
                        + (f", keeping {len(self.kept)} for min_available" if self.kept else ""),
