@@ -10,6 +10,7 @@ undone, and the job, if still `running`, ends `aborted` saying why.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from pystol_worker.job_store import JobStore, TransitionRefused
@@ -37,7 +38,8 @@ def lost_job_reason(reverted: int, failed: int) -> str:
 
 
 def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
-              heartbeat_seconds: float, registry: UndoRegistry = undo_functions) -> ReapReport:
+              heartbeat_seconds: float, registry: UndoRegistry = undo_functions,
+              budget_seconds: float | None = None) -> ReapReport:
     from pystol_worker.actions.registry import default_registry
 
     default_registry()  # the actions' modules register the undo functions
@@ -53,7 +55,10 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
                      >= heartbeat_seconds}
         # Decide who is dead once, so a heartbeat lapsing mid-pass cannot split the verdict.
         dead = {job_id for job_id in suspects if not journal.alive(job_id)}
+        deadline = time.monotonic() + budget_seconds if budget_seconds else None
         for job_id in sorted(dead):
+            if deadline is not None and time.monotonic() > deadline:
+                break  # the rest waits for the next pass
             undone, failed = journal.undo_all(
                 cluster, [entry for entry in entries if entry.job_id == job_id], registry)
             report.reverted += [entry.describe() for entry in undone]

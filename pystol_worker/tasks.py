@@ -18,13 +18,14 @@ from celery.signals import worker_process_init
 from pystol_worker.actions.registry import default_registry
 from pystol_worker.celery_app import RUN_JOB_TASK
 from pystol_worker.job_store import JobStore
-from pystol_worker.kube_access import ClusterAccess
+from pystol_worker.kube_access import ClusterAccess, RetryPolicy, TokenBucket, load_api_client
 from pystol_worker.reaper import reap_once
 from pystol_worker.runner import JobRunner
 from pystol_worker.schedule_firing import register_fire_task
 from pystol_worker.settings import Settings
 
 log = logging.getLogger("pystol.worker")
+REAPER_BUDGET_SECONDS = 5.0
 
 
 class RunnerPerProcess:
@@ -51,6 +52,7 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             super().__init__(worker, **kwargs)
             self.runner = RunnerPerProcess(settings)
+            self.cluster: ClusterAccess | None = None
             self.tref: Any = None
 
         def start(self, worker: Any) -> None:
@@ -62,10 +64,18 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
                 self.tref.cancel()
 
         def reap(self) -> None:
+            # This runs on the worker's event loop: keep each pass short. Undo calls fail
+            # fast (two attempts) and a pass stops after its budget; what is left stays in
+            # the journal for the next pass.
             runner = self.runner.get()
+            if self.cluster is None:
+                self.cluster = ClusterAccess(
+                    load_api_client(settings.kubeconfig),
+                    TokenBucket(settings.kube_qps, settings.kube_burst),
+                    RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0))
             try:
-                reap_once(runner.store, runner.journal, runner.cluster,
-                          settings.heartbeat_seconds)
+                reap_once(runner.store, runner.journal, self.cluster, settings.heartbeat_seconds,
+                          budget_seconds=REAPER_BUDGET_SECONDS)
             except Exception:
                 log.exception("reaper pass failed; the next one retries")
 
