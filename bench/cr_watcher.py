@@ -33,8 +33,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,8 @@ from typing import Any
 import redis
 import yaml
 
+from bench.pipeline import Proc, free_port, spawn, start_redis, summary
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -61,77 +61,6 @@ QUEUE_TIMEOUT_SECONDS = 600.0
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.text().splitlines()[-lines:])
-
-    def wait_for(self, ready: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: {what} not reached within {timeout:.0f}s "
-                                   f"(exit {self.process.poll()}):\n{self.tail()}")
-            time.sleep(0.05)
-
-
-@contextmanager
-def spawn(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None
-          ) -> Iterator[Proc]:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                   env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
-    proc = Proc(name, process, log)
-    try:
-        yield proc
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@contextmanager
-def start_redis(workdir: Path) -> Iterator[tuple[Proc, str]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not on PATH (scripts/dev.sh installs it)")
-    port = free_port()
-    with spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--dir", str(workdir)], workdir) as proc:
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-
-        def pings() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-        proc.wait_for(pings, 10, "PING")
-        yield proc, url
 
 
 @dataclass
@@ -280,19 +209,6 @@ def job_times(redis_url: str) -> dict[str, float]:
         if page.next_cursor is None:
             return times
         cursor = page.next_cursor
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "p50": percentile(values, 50), "p90": percentile(values, 90),
-            "p99": percentile(values, 99), "max": max(values), "mean": sum(values) / len(values)}
 
 
 def trickle(sim: Sim, observer: Observer, redis_url: str, count: int) -> dict[str, Any]:

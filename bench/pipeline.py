@@ -237,7 +237,7 @@ class Proc:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.text().splitlines()[-lines:])
 
-    def wait_for(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait_for(self, ready: Callable[[], bool], timeout: float, what: str = "ready") -> None:
         deadline = time.monotonic() + timeout
         while not ready():
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -36,20 +36,18 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+
+from bench.pipeline import free_port, spawn, summary
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -70,56 +68,6 @@ class Config:
     concurrency: int
     rounds: int
     smoke: bool
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def wait_for(self, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not start:\n{self.text()[-3000:]}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-
-
-@contextmanager
-def spawn(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None
-          ) -> Iterator[Proc]:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
-                                   start_new_session=True)
-    proc = Proc(name, process, log)
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-# --------------------------------------------------------------------------- baseline worker
 
 
 def run_baseline_worker(redis_url: str, concurrency: int) -> None:
@@ -153,19 +101,6 @@ def run_baseline_worker(redis_url: str, concurrency: int) -> None:
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
-            "min": min(values), "max": max(values), "mean": sum(values) / len(values)}
 
 
 def ts(value: datetime | None) -> float:

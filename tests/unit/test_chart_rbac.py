@@ -1,0 +1,155 @@
+"""The chart's RBAC grants each component what pystol_worker/permissions.py lists: enough, no more.
+
+Renders charts/pystol with the real `helm template` (no cluster needed) and compares the
+rules bound to each component's ServiceAccount with the permissions the code uses.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pystol_worker.permissions import CLUSTER_SCOPED, COMPONENTS, PERMISSIONS, required
+from tests.conftest import ROOT, require_tool
+
+CHART = ROOT / "charts" / "pystol"
+RELEASE, NAMESPACE = "rel", "pystol"
+Rules = dict[tuple[str, str], frozenset[str]]
+
+
+def render(*sets: str) -> list[dict[str, Any]]:
+    helm = require_tool("helm")
+    args = [helm, "template", RELEASE, str(CHART), "-n", NAMESPACE]
+    for item in sets:
+        args += ["--set", item]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def flatten(rules: list[dict[str, Any]]) -> Rules:
+    out: dict[tuple[str, str], frozenset[str]] = defaultdict(frozenset)
+    for rule in rules:
+        assert not rule.get("resourceNames") and not rule.get("nonResourceURLs"), rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                assert "*" not in (group, resource) and "*" not in rule["verbs"], rule
+                out[(group, resource)] |= frozenset(rule["verbs"])
+    return dict(out)
+
+
+def sa_name(component: str) -> str:
+    return f"{RELEASE}-pystol-{component}"
+
+
+def granted(docs: list[dict[str, Any]], component: str) -> dict[str | None, Rules]:
+    """{namespace (None: cluster-wide): rules} bound to a component's ServiceAccount."""
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+             for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    result: dict[str | None, Rules] = {}
+    for binding in docs:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        subjects = binding.get("subjects") or []
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa_name(component)
+                   and s["namespace"] == NAMESPACE for s in subjects):
+            continue
+        namespace = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], namespace if ref["kind"] == "Role" else None, ref["name"])]
+        rules = result.setdefault(namespace, {})
+        for key, verbs in flatten(role.get("rules") or []).items():
+            rules[key] = rules.get(key, frozenset()) | verbs
+    return result
+
+
+def split(rules: Rules) -> tuple[Rules, Rules]:
+    namespaced = {k: v for k, v in rules.items() if k not in CLUSTER_SCOPED}
+    cluster = {k: v for k, v in rules.items() if k in CLUSTER_SCOPED}
+    return namespaced, cluster
+
+
+def test_permissions_list_is_well_formed() -> None:
+    assert set(PERMISSIONS) == set(COMPONENTS)
+    for rules in PERMISSIONS.values():
+        keys = [(r.api_group, r.resource) for r in rules]
+        assert len(keys) == len(set(keys)), "one entry per (apiGroup, resource)"
+        assert all(r.verbs for r in rules)
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_cluster_wide_rbac_matches_the_code(component: str) -> None:
+    docs = render()
+    grants = granted(docs, component)
+    need = required(component)
+    if not need:
+        assert grants == {}, f"{component} needs no Kubernetes access but is granted {grants}"
+        return
+    assert set(grants) == {None}, f"{component}: expected only ClusterRoleBindings"
+    assert grants[None] == need, (
+        f"{component}: missing {sorted(set(need.items()) - set(grants[None].items()))}, "
+        f"extra {sorted(set(grants[None].items()) - set(need.items()))}")
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_namespaced_rbac_matches_the_code(component: str) -> None:
+    docs = render("rbac.namespaced=true", "rbac.namespaces={shop,web}")
+    grants = granted(docs, component)
+    namespaced_need, cluster_need = split(required(component, namespaced=True))
+    # node-drain lists a node's pods in every namespace: not granted when confined.
+    namespaces = {NAMESPACE} if component == "watcher" else {"shop", "web"}
+    expected: dict[str | None, Rules] = {}
+    if namespaced_need:
+        expected.update(dict.fromkeys(namespaces, namespaced_need))
+    if cluster_need:
+        expected[None] = cluster_need
+    assert grants == expected
+    for doc in docs:
+        if doc["kind"] == "ClusterRole":
+            assert set(flatten(doc["rules"])) <= CLUSTER_SCOPED, doc["metadata"]["name"]
+
+
+def test_namespaced_without_node_access_has_no_cluster_roles() -> None:
+    docs = render("rbac.namespaced=true", "rbac.namespaces={shop}", "rbac.nodeAccess=false")
+    assert [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")] == []
+
+
+def test_each_deployment_runs_as_its_own_service_account() -> None:
+    docs = render()
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    assert accounts == {sa_name(c) for c in COMPONENTS}
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
+            spec = doc["spec"]["template"]["spec"]
+            assert spec["serviceAccountName"] == sa_name(component)
+            assert spec["automountServiceAccountToken"] is bool(PERMISSIONS[component])
+
+
+def test_chart_crds_are_the_packaged_crds() -> None:
+    source = ROOT / "pystol_api" / "crds"
+    chart = CHART / "crds"
+    names = sorted(p.name for p in source.glob("*.yaml"))
+    assert names and names == sorted(p.name for p in chart.glob("*.yaml")), (
+        "charts/pystol/crds must hold a copy of every pystol_api/crds/*.yaml")
+    for name in names:
+        assert (chart / name).read_bytes() == (source / name).read_bytes(), (
+            f"charts/pystol/crds/{name} differs from pystol_api/crds/{name}: copy it again")
+
+
+def test_crd_copy_is_what_helm_renders() -> None:
+    # `helm template --include-crds` emits the CRDs from crds/ untouched.
+    helm = require_tool("helm")
+    result = subprocess.run([helm, "template", RELEASE, str(CHART), "--include-crds"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    crds = {d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout)
+            if d and d["kind"] == "CustomResourceDefinition"}
+    expected = {d["metadata"]["name"] for p in Path(ROOT / "pystol_api" / "crds").glob("*.yaml")
+                for d in yaml.safe_load_all(p.read_text()) if d}
+    assert crds == expected
