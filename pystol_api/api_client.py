@@ -30,6 +30,45 @@ if TYPE_CHECKING:
 API_PREFIX = "/api/v1"
 SOURCE_HEADER = "X-Pystol-Source"
 USER_AGENT = "pystol-cli/0.1"
+EVENT_STREAM = "text/event-stream"
+
+
+class EventStreamUnavailable(Exception):
+    """The API does not stream events (it answered 406, or is older than the stream)."""
+
+
+@dataclass
+class ServerSentEvent:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+
+def parse_event_stream(chunks: Iterator[bytes]) -> Iterator[ServerSentEvent]:
+    """Server-sent events from the chunks of a `text/event-stream` body (comments skipped)."""
+    buffer = ""
+    current = ServerSentEvent()
+    data: list[str] = []
+    for chunk in chunks:
+        buffer += chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
+        *lines, buffer = re.split(r"\r\n|\r|\n", buffer)
+        for line in lines:
+            if not line:
+                if data or current.id is not None or current.event != "message":
+                    current.data = "\n".join(data)
+                    yield current
+                current, data = ServerSentEvent(), []
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                current.event = value
+            elif name == "id":
+                current.id = value
 CONFIG_KEYS = ("PYSTOL_API_URL", "PYSTOL_TOKEN")
 DEFAULT_CONFIG_PATH = Path("~/.config/pystol/cli.env")
 ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
@@ -205,6 +244,37 @@ class ApiClient:
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self.request("GET", f"{API_PREFIX}/jobs/{quote(job_id, safe='')}")
+
+    def job_events_stream(self, job_id: str, last_event_id: int | None = None,
+                          read_timeout: float = 60.0) -> Iterator[ServerSentEvent]:
+        """The job's timeline as server-sent events, until the API closes the stream.
+        EventStreamUnavailable when the API does not serve one (406, an older API)."""
+        import requests
+
+        url = f"{self.base_url}{API_PREFIX}/jobs/{quote(job_id, safe='')}/events"
+        headers = {"Accept": EVENT_STREAM}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        try:
+            answer = self.session.get(url, headers=headers, stream=True,
+                                      timeout=(self.timeout, read_timeout))
+        except requests.RequestException as error:
+            raise ApiUnreachable(self.base_url, unreachable_reason(error)) from None
+        with answer:
+            content_type = answer.headers.get("Content-Type", "")
+            if answer.status_code in (404, 405, 406) or (
+                    answer.status_code < 400 and not content_type.startswith(EVENT_STREAM)):
+                # 404 too: an API without the route; a job that does not exist is reported
+                # by the poll that follows.
+                raise EventStreamUnavailable(f"{url} answered {answer.status_code} "
+                                             f"{content_type}")
+            if answer.status_code >= 400:
+                raise problem_from_answer(answer.status_code, content_type, answer.content,
+                                          answer.reason or "", url)
+            try:
+                yield from parse_event_stream(answer.iter_content(chunk_size=None))
+            except requests.RequestException as error:
+                raise ApiUnreachable(self.base_url, unreachable_reason(error)) from None
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self.request("POST", f"{API_PREFIX}/jobs/{quote(job_id, safe='')}/cancel")

@@ -32,7 +32,7 @@ import redis
 from flask import Flask, request
 from flask_openapi3 import Info, OpenAPI
 
-from pystol_api import auth
+from pystol_api import auth, dashboard, metrics_endpoint
 from pystol_api.job_queue import CeleryJobQueue, JobQueue
 from pystol_api.problems import (
     BODY_LOC,
@@ -43,7 +43,7 @@ from pystol_api.problems import (
     register_error_handlers,
     validation_error_callback,
 )
-from pystol_api.routes import actions, halt, health, jobs, preview, schedules
+from pystol_api.routes import actions, cluster, halt, health, jobs, preview, schedules
 from pystol_api.routes.common import API_PREFIX, BEARER_SCHEME, LazyCluster, Services
 from pystol_worker.actions import ActionRegistry, default_registry
 from pystol_worker.job_store import JobStore
@@ -133,9 +133,12 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
     health_bp = health.blueprint(services)
     for blueprint in (jobs.blueprint(services), actions.blueprint(services),
                       preview.blueprint(services), halt.blueprint(services),
-                      schedules.blueprint(services), health_bp):
+                      schedules.blueprint(services), cluster.blueprint(services),
+                      health_bp):
         app.register_api(blueprint)
     public.update(name for name in app.view_functions if name.startswith(health_bp.name + "."))
+    public.add(metrics_endpoint.install(app, redis_client, settings.queue))  # like /healthz
+    public.update(dashboard.install(app))  # the page is public; its data calls carry the token
 
     auth.install(app, auth.TokenAuth(settings.api_tokens), public)
     _require_json_bodies(app, _json_body_endpoints(app))

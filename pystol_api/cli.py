@@ -41,6 +41,7 @@ from pystol_api.api_client import (
     ApiError,
     ApiUnreachable,
     ConfigFileError,
+    EventStreamUnavailable,
     read_cli_env,
 )
 from pystol_api.cli_output import (
@@ -196,11 +197,19 @@ def cli(ctx: click.Context, api_url: str | None, token: str | None,
 # -- processes ---------------------------------------------------------------------------
 
 
+def _configure_logging(process_name: str, level: str = "INFO") -> None:
+    """JSON log lines (readable text on a terminal) for a long-running process."""
+    from pystol_worker.logging_setup import configure_logging
+
+    configure_logging(process_name, level.upper())
+
+
 @cli.command()
 @click.pass_obj
 def api(runtime: Runtime) -> None:
     """Serve the Pystol API (PYSTOL_API_BIND; needs PYSTOL_API_TOKENS)."""
     settings = runtime.settings()
+    _configure_logging("api")
     from pystol_worker.settings import SettingsError
 
     serve = _import_or_explain("pystol_api.wsgi_server", "serve", "the API server")
@@ -226,6 +235,7 @@ def api(runtime: Runtime) -> None:
 def worker(runtime: Runtime, concurrency: int | None, pool: str, loglevel: str) -> None:
     """Run a Celery worker that executes chaos jobs from PYSTOL_QUEUE."""
     settings = runtime.settings()
+    _configure_logging("worker", loglevel)
     from pystol_worker.settings import SettingsError
 
     run_worker = _import_or_explain("pystol_worker.worker_main", "run_worker", "the worker")
@@ -249,6 +259,7 @@ def watch(runtime: Runtime, namespace: str | None, peering: str, standalone: boo
           priority: int | None, liveness: str) -> None:
     """Run PystolAction and PystolSchedule custom resources (the CR watcher)."""
     settings = runtime.settings()
+    _configure_logging("watch")
     run_watcher = _import_or_explain("pystol_api.watcher", "run_watcher", "the CR watcher")
     run_watcher(settings, namespace=namespace, peering=None if standalone else peering,
                 liveness=liveness or None, priority=priority)
@@ -262,6 +273,7 @@ def watch(runtime: Runtime, namespace: str | None, peering: str, standalone: boo
 def beat(runtime: Runtime, loglevel: str) -> None:
     """Run celery beat (redbeat): fires the schedules kept in Redis (`pystol schedules`)."""
     settings = runtime.settings()
+    _configure_logging("beat", loglevel)
     run_beat = _import_or_explain("pystol_worker.beat_main", "run_beat", "beat")
     run_beat(settings, loglevel=loglevel.upper())
 
@@ -465,7 +477,9 @@ def run(runtime: Runtime, action: str, namespaces: tuple[str, ...], selector: st
 
 
 class JobFollower:
-    """Polls a job and prints each new timeline event once, until a terminal status.
+    """Follows a job and prints each new timeline event once, until a terminal status:
+    by the API's server-sent event stream, or by polling when the API does not stream
+    (406) or the stream breaks.
 
     The position in the timeline survives a second `follow()` (after a cancel request),
     so no event is printed twice.
@@ -481,8 +495,52 @@ class JobFollower:
         self.started = time.monotonic()
         self.progress = ProgressLine(sys.stderr,
                                      enabled=runtime.is_tty("stderr"))
+        self.stream = hasattr(client, "job_events_stream")
 
     def follow(self) -> dict[str, Any]:
+        if self.stream:
+            try:
+                record = self._follow_stream()
+            except (EventStreamUnavailable, ApiUnreachable):
+                record = None
+            if record is not None:
+                return record
+            self.stream = False  # poll from here on (with its own retries)
+        return self._poll()
+
+    def _follow_stream(self) -> dict[str, Any] | None:
+        """Print events as the stream brings them; reconnect (from the last event seen) when
+        the API closes a stream before the end. None when the stream stopped working."""
+        while True:
+            got_any = False
+            opened = time.monotonic()
+            last = self.seen - 1 if self.seen else None
+            for message in self.client.job_events_stream(self.job_id, last_event_id=last):
+                got_any = True
+                if message.event == "end":
+                    record = self.client.get_job(self.job_id)
+                    self._print_new_events(record.get("timeline") or [])
+                    if str(record.get("status", "?")) in TERMINAL_STATUSES:
+                        self.progress.clear()
+                        return record
+                    return None
+                if message.id is None or not message.id.isdigit():
+                    continue
+                index = int(message.id)
+                if index < self.seen:
+                    continue
+                try:
+                    event = json.loads(message.data)
+                except ValueError:
+                    return None
+                self.seen = index + 1
+                self.progress.clear()
+                click.echo(format_event(event), err=self.events_to_stderr,
+                           color=self.runtime.colour() and not self.events_to_stderr)
+            if not got_any and time.monotonic() - opened < 1.0:
+                return None  # closed at once, nothing said: do not reconnect in a loop
+
+    def _poll(self) -> dict[str, Any]:
         failing_since: float | None = None
         while True:
             try:

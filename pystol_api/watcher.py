@@ -815,7 +815,8 @@ def run_watcher(settings: Settings, namespace: str | None = None,
     """
     import kopf
 
-    kopf.configure(verbose=False, log_prefix=True)
+    if not logging.getLogger().handlers:  # else `pystol watch` set up Pystol's JSON logs
+        kopf.configure(verbose=False, log_prefix=True)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     ctx = WatcherContext.create(settings)
     if peering:

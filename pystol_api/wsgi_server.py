@@ -32,7 +32,10 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [settings.api_bind],
         "workers": settings.api_workers,
-        "worker_class": "sync",
+        # Threads, so that a few open server-sent-event streams (`jobs show --follow`, the
+        # dashboard) do not occupy every worker while plain requests wait.
+        "worker_class": "gthread",
+        "threads": 8,
         "preload_app": False,  # build the app (and its Redis connections) in each worker
         "accesslog": "-",      # access log to stdout
         "errorlog": "-",       # gunicorn's own log to stderr

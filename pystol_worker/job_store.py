@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from pystol_worker import metrics
 from pystol_worker.model import (
     JobRecord,
     JobSpec,
@@ -126,6 +127,7 @@ class JobStore:
                 pipe.zadd(key, {job_id: seq})
             pipe.execute()
         record.timeline = [event]
+        metrics.record_submitted(self.redis, record)
         return record, True
 
     def _replace_if_unchanged(self, key: str, expected: bytes | str, value: str) -> bool:
@@ -262,6 +264,7 @@ class JobStore:
             record.worker = worker
         record = self.update(job_id, change)
         self.append_event(job_id, "started", f"running on {worker}")
+        metrics.record_started(self.redis, record)
         return record
 
     def finish(self, job_id: str, status: JobStatus, reason: str, error: str | None = None,
@@ -282,6 +285,7 @@ class JobStore:
         record = self.update(job_id, apply)
         self.append_event(job_id, status.value, reason)
         self.redis.delete(self._key(job_id) + ":cancel")
+        metrics.record_finished(self.redis, record)
         return record
 
     def request_cancel(self, job_id: str, by: str) -> JobRecord:
@@ -302,6 +306,7 @@ class JobStore:
         record = self.update(job_id, apply)
         if outcome["kind"] == "cancelled":
             self.append_event(job_id, "cancelled", record.reason or "cancelled")
+            metrics.record_finished(self.redis, record)
         else:
             self.redis.set(self._key(job_id) + ":cancel", by, ex=IDEMPOTENCY_SECONDS)
             self.append_event(job_id, "cancel-requested", f"abort requested by {by}")

@@ -29,6 +29,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from pystol_worker.kube_access import ClusterAccess
+from pystol_worker.metrics import record_orphan_reverts
 from pystol_worker.model import TargetRef, utcnow
 from pystol_worker.target_locks import journal_key, target_lock_keys
 
@@ -155,6 +156,7 @@ class RevertJournal:
             except Exception as error:
                 log.warning("undo of %s failed, will retry: %s", entry.describe(), error)
                 failed.append((entry, str(error)))
+        record_orphan_reverts(self.redis, undone, [entry for entry, _ in failed])
         return undone, failed
 
     def lock_reaper(self, seconds: int = 300) -> str | None:

@@ -20,6 +20,8 @@ from pystol_worker.job_context import JobAborted, JobContext
 from pystol_worker.job_store import JobNotFound, JobStore, TransitionRefused
 from pystol_worker.job_validation import JobInvalid, validate_job
 from pystol_worker.kube_access import ClusterAccess, ClusterError
+from pystol_worker.logging_setup import job_context
+from pystol_worker.metrics import KubeRequestCounter
 from pystol_worker.model import JobRecord, JobStatus
 from pystol_worker.probes import run_probe
 from pystol_worker.revert_journal import RevertJournal
@@ -41,14 +43,29 @@ class JobRunner:
         self.journal = RevertJournal(store.redis, settings.heartbeat_seconds)
         self.locks = TargetLocks(store.redis)
         self._cluster: ClusterAccess | None = None
+        self.kube_requests = KubeRequestCounter(store.redis)
 
     @property
     def cluster(self) -> ClusterAccess:
         if self._cluster is None:
             self._cluster = self.cluster_factory()
+            if isinstance(self._cluster, ClusterAccess) and \
+                    getattr(self._cluster, "on_request", None) is None:
+                self._cluster.on_request = self.kube_requests
         return self._cluster
 
     def run(self, job_id: str, worker: str) -> JobStatus | None:
+        with job_context(job_id):
+            log.info("job %s: delivered to %s", job_id, worker)
+            try:
+                status = self._run(job_id, worker)
+            finally:
+                self.kube_requests.flush()
+            log.info("job %s: %s", job_id, status.value if status else "left alone",
+                     extra={"status": status.value if status else None})
+            return status
+
+    def _run(self, job_id: str, worker: str) -> JobStatus | None:
         try:
             record = self.store.claim(job_id, worker)
         except JobNotFound:

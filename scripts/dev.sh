@@ -13,6 +13,8 @@ install_debian_packages() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v npm >/dev/null || missing+=(npm)
+  [ -x /usr/bin/prometheus ] || missing+=(prometheus)  # tests/integration/test_metrics.py
+  [ -x /usr/bin/chromium ] || missing+=(chromium)  # tests/e2e/test_dashboard.py (playwright)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "dev.sh: installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq

@@ -8,7 +8,11 @@ same spec within 24 h answers `200` with the earlier job and queues nothing.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import time
+from collections.abc import Iterator
 from typing import Literal
 
 from flask import Response, request
@@ -27,7 +31,12 @@ from pystol_api.routes.common import (
     json_response,
 )
 from pystol_worker.halt import ChaosHalted, HaltSwitch
-from pystol_worker.job_store import IdempotencyConflict, TransitionRefused
+from pystol_worker.job_store import (
+    TIMELINE_CHANNEL,
+    IdempotencyConflict,
+    JobNotFound,
+    TransitionRefused,
+)
 from pystol_worker.job_validation import validate_job
 from pystol_worker.model import JobRecord, JobStatus, Page, Source, TimelineEvent
 
@@ -36,6 +45,12 @@ log = logging.getLogger("pystol.api")
 TAG = Tag(name="jobs", description="Chaos jobs: submit, follow, cancel.")
 SOURCE_HEADER = "X-Pystol-Source"
 EVENT_STREAM = "text/event-stream"
+# Server-sent events: bounded so that a gunicorn sync worker (timeout 30 s by default) is
+# never killed mid-stream; the client reconnects with Last-Event-ID.
+SSE_MAX_SECONDS = 25.0
+SSE_KEEPALIVE_SECONDS = 10.0
+SSE_CHECK_SECONDS = 2.0   # re-read the job's status at least this often
+SSE_RETRY_MS = 1000
 LOCATION_DOC = {"Location": {"description": "The job's URL.", "schema": {"type": "string"}}}
 
 
@@ -73,6 +88,69 @@ def _wants_event_stream() -> bool:
     """True when the client prefers server-sent events to JSON."""
     best = request.accept_mimetypes.best_match(["application/json", EVENT_STREAM])
     return best == EVENT_STREAM
+
+
+def _last_event_id() -> int:
+    """Where a reconnecting client resumes: after the event it saw last."""
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    return int(raw) + 1 if raw.isdigit() and len(raw) < 10 else 0
+
+
+def event_stream_response(services: Services, job_id: str, start: int = 0) -> Response:
+    response = Response(stream_timeline(services, job_id, start), mimetype=EVENT_STREAM)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+def stream_timeline(services: Services, job_id: str, start: int = 0,
+                    max_seconds: float = SSE_MAX_SECONDS,
+                    keepalive_seconds: float = SSE_KEEPALIVE_SECONDS) -> Iterator[str]:
+    """Server-sent events of a job's timeline from index `start` until the job is terminal.
+
+    The Redis list is the source of truth and fixes the order: the pub/sub channel only
+    says when to read it again, so an event published between reading the list and
+    subscribing is never lost nor sent twice. Bounded by `max_seconds` (a gunicorn sync
+    worker is busy while it streams, and its timeout must not kill it)."""
+    store = services.store
+    pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+    sent = start
+    deadline = time.monotonic() + max_seconds
+    try:
+        pubsub.subscribe(TIMELINE_CHANNEL + ":" + job_id)
+        yield f"retry: {SSE_RETRY_MS}\n\n"
+        last_output = time.monotonic()
+        while True:
+            for event in store.timeline(job_id, sent):
+                yield (f"id: {sent}\nevent: {event.kind}\n"
+                       f"data: {event.model_dump_json()}\n\n")
+                sent += 1
+                last_output = time.monotonic()
+            status = store.get(job_id, with_timeline=False).status
+            if status.terminal:
+                # Events appended with the terminal one (none today) are read once more.
+                for event in store.timeline(job_id, sent):
+                    yield (f"id: {sent}\nevent: {event.kind}\n"
+                           f"data: {event.model_dump_json()}\n\n")
+                    sent += 1
+                yield f"event: end\ndata: {json.dumps({'status': status.value})}\n\n"
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                return  # the client reconnects with Last-Event-ID
+            if now - last_output >= keepalive_seconds:
+                yield ": keep-alive\n\n"
+                last_output = now
+            pubsub.get_message(timeout=min(keepalive_seconds, SSE_CHECK_SECONDS,
+                                           max(0.0, deadline - now)))
+            # Drain the rest: one read of the list covers every message.
+            while pubsub.get_message(timeout=0) is not None:
+                pass
+    except JobNotFound:
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            pubsub.close()
 
 
 def blueprint(services: Services) -> APIBlueprint:
@@ -159,19 +237,17 @@ def blueprint(services: Services) -> APIBlueprint:
         return json_response(record, 200 if record.status == JobStatus.CANCELLED else 202)
 
     @bp.get("/jobs/<id>/events", summary="A job's timeline",
-            responses={200: Timeline, 404: problem_doc("No such job."),
-                       406: problem_doc("Server-sent events are not served yet."),
-                       422: INVALID_DOC})
+            responses={200: Timeline, 404: problem_doc("No such job."), 422: INVALID_DOC})
     def job_events(path: JobPath) -> Response:
-        """The timeline as JSON. (`Accept: text/event-stream` will stream it live.)"""
+        """The timeline as JSON. With `Accept: text/event-stream`, server-sent events: the
+        timeline so far, then each new event as it happens, until the job ends (or after
+        25 s; reconnect with `Last-Event-ID` to go on). Each event
+        is `event: <kind>`, `id: <index in the timeline>`, `data: <the event as JSON>`; the
+        stream ends with an `end` event carrying the job's status."""
         if not store.exists(path.id):
             raise ApiProblem(404, "job-not-found", "Job not found", f"there is no job {path.id}")
         if _wants_event_stream():
-            # The server-sent event stream goes here: follow `store.timeline(id, start)` and
-            # the `pystol:timeline:{id}` pub/sub channel until the job ends.
-            raise ApiProblem(406, "not-acceptable", "Not acceptable",
-                             "server-sent events are not available yet; ask for "
-                             "application/json")
+            return event_stream_response(services, path.id, _last_event_id())
         return json_response(Timeline(items=store.timeline(path.id)))
 
     return bp

@@ -344,11 +344,23 @@ def test_events_are_the_timeline(client: FlaskClient, store: JobStore) -> None:
     assert_problem(client.get("/api/v1/jobs/j-nope/events", headers=AUTH), 404)
 
 
-def test_events_as_a_stream_are_not_served_yet(client: FlaskClient) -> None:
+def test_events_as_a_stream_of_an_ended_job(client: FlaskClient, store: JobStore) -> None:
     job = submit(client)
+    store.append_event(job["id"], "selected", "2 pods")
+    store.finish(job["id"], JobStatus.FAILED, "no targets")
     response = client.get(f"/api/v1/jobs/{job['id']}/events",
                           headers={**AUTH, "Accept": "text/event-stream"})
-    assert_problem(response, 406)
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    text = response.get_data(as_text=True)
+    kinds = re.findall(r"^event: (.+)$", text, re.M)
+    assert kinds == ["queued", "selected", "failed", "end"]
+    assert re.findall(r"^id: (\d+)$", text, re.M) == ["0", "1", "2"]
+    assert text.rstrip().endswith('data: {"status": "failed"}')
+    resumed = client.get(f"/api/v1/jobs/{job['id']}/events",
+                         headers={**AUTH, "Accept": "text/event-stream", "Last-Event-ID": "1"})
+    assert re.findall(r"^event: (.+)$", resumed.get_data(as_text=True), re.M) == [
+        "failed", "end"]
 
 
 # -- catalogue, preview, health -----------------------------------------------------------------
@@ -652,14 +664,14 @@ def test_gunicorn_configuration(fake_redis: fakeredis.FakeRedis) -> None:
     assert server.cfg is not None
     assert server.cfg.bind == ["127.0.0.1:18080"]
     assert server.cfg.workers == 3
-    assert server.cfg.worker_class_str == "sync"
+    assert server.cfg.worker_class_str == "gthread"
     assert server.cfg.accesslog == "-"
     assert server.cfg.preload_app is False
     assert built == []  # nothing is built in the master: each worker loads its own app
     app = server.load()
     assert built == [settings]
     assert app.test_client().get("/healthz").status_code == 200
-    assert gunicorn_options(settings)["worker_class"] == "sync"
+    assert gunicorn_options(settings)["worker_class"] == "gthread"
 
 
 def test_services_are_the_injected_ones(app: Flask, fake_redis: fakeredis.FakeRedis,

@@ -1,0 +1,566 @@
+// The Pystol dashboard: sign-in, cluster, run, jobs, schedules and the halt switch.
+// It speaks only to /api/v1, with the token kept in sessionStorage.
+import { api, ApiError, streamEvents, token } from "./api.js";
+import { el, esc, status, when } from "./dom.js";
+import { JobForm } from "./jobform.js";
+
+const main = document.getElementById("main");
+const TERMINAL = new Set(["succeeded", "failed", "aborted", "cancelled"]);
+let cleanup = [];          // what the current view must stop when we leave it
+let actionsCache = null;
+let haltState = null;
+
+function onLeave(fn) { cleanup.push(fn); }
+function every(ms, fn) {
+  let stopped = false; let timer = null;
+  const tick = async () => {
+    if (stopped) return;
+    try { await fn(); } catch (error) { if (!(error instanceof ApiError && error.status === 401)) console.warn(error); }
+    if (!stopped) timer = setTimeout(tick, ms);
+  };
+  tick();
+  onLeave(() => { stopped = true; clearTimeout(timer); });
+}
+
+async function actions() {
+  if (!actionsCache) actionsCache = (await api("GET", "/actions")).items;
+  return actionsCache;
+}
+
+function confirmDialog(title, text, okLabel) {
+  const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-title").textContent = title;
+  document.getElementById("confirm-text").textContent = text;
+  document.getElementById("confirm-ok").textContent = okLabel;
+  dialog.returnValue = "";
+  dialog.showModal();
+  document.getElementById("confirm-cancel").focus();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+  });
+}
+
+// ---------------------------------------------------------------- sign in / out
+
+function signInView(message) {
+  document.getElementById("nav").hidden = true;
+  document.getElementById("session").hidden = true;
+  document.getElementById("halt-banner").hidden = true;
+  const input = el("input", { id: "token", type: "password", autocomplete: "current-password", required: true });
+  const error = el("p", { class: "error", id: "signin-error", role: "alert" }, message || "");
+  const form = el("form", { class: "card signin", "aria-labelledby": "signin-title" },
+    el("h1", { id: "signin-title" }, "Sign in to Pystol"),
+    el("div", { class: "field" }, el("label", { for: "token" }, "API token"), input,
+      el("p", { class: "hint" }, "A token from PYSTOL_API_TOKENS, as the CLI uses. Kept in this tab only.")),
+    error,
+    el("p", {}, el("button", { type: "submit" }, "Sign in")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    token.set(input.value.trim());
+    try {
+      actionsCache = (await api("GET", "/actions", undefined, { noSignOut: true })).items;
+      start();
+    } catch (err) {
+      token.clear();
+      error.textContent = err instanceof ApiError && err.status === 401
+        ? "That token was refused by the API." : `Cannot reach the API: ${err.message}`;
+      input.focus();
+    }
+  });
+  main.replaceChildren(form);
+  input.focus();
+}
+
+function signOut(message) {
+  token.clear();
+  actionsCache = null;
+  stopView();
+  stopHaltPolling();
+  signInView(message);
+}
+
+window.addEventListener("pystol:unauthorized", () => signOut("The API refused the token; sign in again."));
+document.getElementById("sign-out").addEventListener("click", () => signOut("Signed out."));
+
+// ---------------------------------------------------------------- halt switch
+
+let haltTimer = null;
+function stopHaltPolling() { clearTimeout(haltTimer); haltTimer = null; }
+
+function renderHalt() {
+  const button = document.getElementById("halt-button");
+  const banner = document.getElementById("halt-banner");
+  if (!haltState) return;
+  if (haltState.halted) {
+    button.textContent = "Resume chaos";
+    button.className = "resume";
+    banner.hidden = false;
+    banner.replaceChildren(el("span", { id: "halt-status" },
+      `Chaos is HALTED${haltState.by ? ` by ${haltState.by}` : ""}${haltState.since ? ` since ${when(haltState.since)}` : ""}` +
+      `${haltState.reason ? `: ${haltState.reason}` : ""}. No job runs until it is resumed.`));
+  } else {
+    button.textContent = "Halt chaos";
+    button.className = "halt";
+    banner.hidden = true;
+  }
+  button.setAttribute("aria-label", haltState.halted ? "Chaos is halted: resume chaos" : "Chaos is running: halt all chaos");
+}
+
+async function pollHalt() {
+  try { haltState = await api("GET", "/halt"); renderHalt(); } catch { /* shown on the next try */ }
+  if (token.get()) haltTimer = setTimeout(pollHalt, 3000);
+}
+
+document.getElementById("halt-button").addEventListener("click", async () => {
+  const halted = haltState && haltState.halted;
+  const ok = halted
+    ? await confirmDialog("Resume chaos?", "Jobs and schedules may inject faults again.", "Resume chaos")
+    : await confirmDialog("Halt all chaos?", "Running jobs are aborted (they revert), queued jobs are cancelled, and new jobs are refused until you resume.", "Halt chaos");
+  if (!ok) return;
+  try {
+    haltState = halted ? await api("DELETE", "/halt") : await api("POST", "/halt", { reason: "halted from the dashboard" });
+    renderHalt();
+  } catch (error) { alert(`Failed: ${error.message}`); }
+});
+
+// ---------------------------------------------------------------- cluster
+
+function podClass(pod) {
+  if (pod.terminating) return "terminating";
+  if (pod.phase === "Running") return pod.ready ? "ready" : "unready";
+  if (pod.phase === "Failed") return "failed";
+  if (pod.phase === "Succeeded") return "done";
+  return "pending";
+}
+
+function clusterView() {
+  const nsSelect = el("select", { id: "filter-namespace" }, el("option", { value: "" }, "all namespaces"));
+  const wlSelect = el("select", { id: "filter-workload" }, el("option", { value: "" }, "all workloads"));
+  const summary = el("p", { id: "cluster-summary", "aria-live": "polite" }, "Loading…");
+  const nodesBox = el("div", { class: "nodes", id: "nodes" });
+  const workloadsBody = el("tbody");
+  const error = el("p", { class: "error", role: "alert" });
+  const legend = el("div", { class: "legend", "aria-label": "Legend" },
+    ...[["ready", "Running, ready"], ["unready", "Running, not ready"], ["pending", "Pending"],
+      ["failed", "Failed"], ["done", "Succeeded"], ["terminating", "Terminating"], ["ready hit", "Hit by a running job"]]
+      .map(([cls, text]) => el("span", {}, el("span", { class: `pod ${cls}`, "aria-hidden": "true" }), text)));
+  main.replaceChildren(
+    el("h1", {}, "Cluster"),
+    el("div", { class: "row" },
+      el("div", { class: "field" }, el("label", { for: "filter-namespace" }, "Namespace"), nsSelect),
+      el("div", { class: "field" }, el("label", { for: "filter-workload" }, "Workload"), wlSelect)),
+    legend, summary, error, nodesBox,
+    el("h2", {}, "Workloads"),
+    el("div", { class: "table-wrap" }, el("table", { class: "workloads" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Namespace"), el("th", {}, "Workload"), el("th", {}, "Ready / desired"))),
+      workloadsBody)));
+  let last = "";
+  let data = null;
+  const draw = () => {
+    if (!data) return;
+    const ns = nsSelect.value; const wl = wlSelect.value;
+    // keep the filters' options in step with the cluster
+    const nsWanted = ["", ...data.namespaces];
+    if ([...nsSelect.options].map((o) => o.value).join() !== nsWanted.join()) {
+      nsSelect.replaceChildren(...nsWanted.map((n) => el("option", { value: n }, n || "all namespaces")));
+      nsSelect.value = nsWanted.includes(ns) ? ns : "";
+    }
+    const wls = data.workloads.filter((w) => !nsSelect.value || w.namespace === nsSelect.value)
+      .map((w) => `${w.namespace}/${w.kind}/${w.name}`);
+    const wlWanted = ["", ...wls];
+    if ([...wlSelect.options].map((o) => o.value).join() !== wlWanted.join()) {
+      wlSelect.replaceChildren(...wlWanted.map((n) => el("option", { value: n }, n ? n.replace(/^([^/]+)\/[^/]+\//, "$1/") : "all workloads")));
+      wlSelect.value = wlWanted.includes(wl) ? wl : "";
+    }
+    const pods = data.pods.filter((p) => (!nsSelect.value || p.namespace === nsSelect.value) &&
+      (!wlSelect.value || (p.workload && `${p.namespace}/${p.workload.kind}/${p.workload.name}` === wlSelect.value)));
+    const byNode = new Map(data.nodes.map((n) => [n.name, []]));
+    const unscheduled = [];
+    for (const pod of pods) (byNode.get(pod.node) || unscheduled).push(pod);
+    let html = "";
+    const group = (title, tags, cls, list) => {
+      const ready = list.filter((p) => p.ready).length;
+      const hit = list.filter((p) => p.hit).length;
+      html += `<section class="node ${cls}" tabindex="0" aria-label="${esc(`${title}${tags.length ? ` (${tags.join(", ")})` : ""}: ${list.length} pods, ${ready} ready${hit ? `, ${hit} hit by chaos` : ""}`)}">`;
+      html += `<h3>${esc(title)}${tags.map((t) => ` <span class="tag ${t.replace(/\W/g, "").toLowerCase()}">${esc(t)}</span>`).join("")}` +
+        ` <span class="counts">${list.length} pods · ${ready} ready${hit ? ` · ${hit} hit` : ""}</span></h3><div class="pods">`;
+      for (const p of list) {
+        const wl = p.workload ? ` (${p.workload.kind} ${p.workload.name})` : "";
+        html += `<span class="pod ${podClass(p)}${p.hit ? " hit" : ""}" data-pod="${esc(`${p.namespace}/${p.name}`)}" title="${esc(`${p.namespace}/${p.name}${wl}: ${p.terminating ? "Terminating" : p.phase}${p.ready ? ", ready" : ", not ready"}${p.hit ? `, hit by ${p.hit_by.join(", ")}` : ""}`)}"></span>`;
+      }
+      html += "</div></section>";
+    };
+    const nodes = data.nodes.slice().sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+    for (const node of nodes) {
+      const tags = [];
+      if (!node.ready) tags.push("NotReady");
+      if (node.cordoned) tags.push("cordoned");
+      group(node.name, tags, `${node.ready ? "" : "notready"} ${node.cordoned ? "cordoned" : ""}`, byNode.get(node.name));
+    }
+    if (unscheduled.length) group("Not scheduled", [], "", unscheduled);
+    nodesBox.innerHTML = html;
+    const hit = pods.filter((p) => p.hit).length;
+    summary.textContent = `${data.nodes.length} nodes, ${pods.length} pods shown (${data.pods.length} in all)` +
+      `${hit ? `, ${hit} hit by ${data.running_jobs.length} running job(s)` : ""}.`;
+    workloadsBody.replaceChildren(...data.workloads.filter((w) => !nsSelect.value || w.namespace === nsSelect.value)
+      .map((w) => el("tr", {}, el("td", {}, w.namespace), el("td", {}, `${w.kind} ${w.name}`),
+        el("td", { class: w.ready < w.desired ? "bad" : "" }, `${w.ready} / ${w.desired}`))));
+  };
+  nsSelect.addEventListener("change", () => { wlSelect.value = ""; draw(); });
+  wlSelect.addEventListener("change", draw);
+  every(1000, async () => {
+    try {
+      const { data: fresh, text } = await api("GET", "/cluster", undefined, { raw: true });
+      error.textContent = "";
+      if (text === last) return;  // nothing changed: no redraw
+      last = text; data = fresh; draw();
+    } catch (err) {
+      error.textContent = `Cannot read the cluster: ${err.message}`;
+      throw err;
+    }
+  });
+}
+
+// ---------------------------------------------------------------- run
+
+async function runView() {
+  const list = await actions();
+  const form = new JobForm(list, { idPrefix: "run" });
+  const preview = el("div", { id: "preview", "aria-live": "polite" });
+  const result = el("p", { id: "run-result", role: "status" });
+  const previewButton = el("button", { type: "button", class: "secondary", id: "preview-button" }, "Preview");
+  const submit = el("button", { type: "submit", id: "run-button" }, "Run job");
+  const formEl = el("form", { class: "card", novalidate: true, "aria-labelledby": "run-title" },
+    form.root, el("div", { class: "row", style: "margin-top:14px" }, previewButton, submit), result);
+  main.replaceChildren(el("h1", { id: "run-title" }, "Run a chaos job"), formEl,
+    el("section", { class: "card", "aria-label": "Preview" }, el("h2", {}, "Preview"), preview));
+  preview.append(el("p", { class: "hint" }, "Preview shows the pods or nodes the job would hit now, without changing anything."));
+  const send = async (path) => {
+    const { spec, errors } = form.spec();
+    if (errors.length) { form.showErrors(errors); return null; }
+    form.clearErrors();
+    try {
+      return await api("POST", path, spec);
+    } catch (error) {
+      if (error instanceof ApiError && error.status !== 401) form.showErrors(error.problem.errors, error.message);
+      return null;
+    }
+  };
+  previewButton.addEventListener("click", async () => {
+    previewButton.disabled = true;
+    const answer = await send("/preview");
+    previewButton.disabled = false;
+    if (!answer) { preview.replaceChildren(el("p", { class: "hint" }, "No preview: fix the errors above.")); return; }
+    preview.replaceChildren(
+      el("p", {}, `${answer.matched} matching, ${answer.chosen.length} would be hit now:`),
+      el("div", { class: "table-wrap" }, el("table", {},
+        el("thead", {}, el("tr", {}, el("th", {}, "Kind"), el("th", {}, "Namespace"), el("th", {}, "Name"), el("th", {}, "Node"), el("th", {}, "Workload"))),
+        el("tbody", {}, ...answer.chosen.map((t) => el("tr", {}, el("td", {}, t.kind), el("td", {}, t.namespace || "—"),
+          el("td", {}, t.name), el("td", {}, t.node || "—"), el("td", {}, t.workload ? `${t.workload.kind} ${t.workload.name}` : "—")))))),
+      ...(answer.excluded.length ? [el("p", { class: "hint" }, `Left out: ${answer.excluded.join("; ")}`)] : []));
+  });
+  formEl.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    const job = await send("/jobs");
+    submit.disabled = false;
+    if (job) location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+  });
+}
+
+// ---------------------------------------------------------------- jobs
+
+async function jobsView(params) {
+  const list = await actions();
+  const q = new URLSearchParams(params);
+  const statusSel = el("select", { id: "jobs-status" }, el("option", { value: "" }, "any"),
+    ...["queued", "running", "succeeded", "failed", "aborted", "cancelled"].map((s) => el("option", { value: s }, s)));
+  const actionSel = el("select", { id: "jobs-action" }, el("option", { value: "" }, "any"),
+    ...list.map((a) => el("option", { value: a.name }, a.name)));
+  const nsInput = el("input", { id: "jobs-namespace", placeholder: "shop" });
+  statusSel.value = q.get("status") || ""; actionSel.value = q.get("action") || ""; nsInput.value = q.get("namespace") || "";
+  const body = el("tbody");
+  const pager = el("div", { class: "pager" });
+  const error = el("p", { class: "error", role: "alert" });
+  const filters = el("form", { class: "row card", "aria-label": "Filters" },
+    el("div", { class: "field" }, el("label", { for: "jobs-status" }, "Status"), statusSel),
+    el("div", { class: "field" }, el("label", { for: "jobs-action" }, "Action"), actionSel),
+    el("div", { class: "field" }, el("label", { for: "jobs-namespace" }, "Namespace"), nsInput),
+    el("button", { type: "submit" }, "Filter"));
+  main.replaceChildren(el("h1", {}, "Jobs"), filters, error,
+    el("div", { class: "table-wrap" }, el("table", { id: "jobs-table" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Job"), el("th", {}, "Status"), el("th", {}, "Action"),
+        el("th", {}, "Target"), el("th", { class: "hide-narrow" }, "Created"), el("th", { class: "hide-narrow" }, "Recovery"))),
+      body)), pager);
+  const query = () => {
+    const out = new URLSearchParams();
+    if (statusSel.value) out.set("status", statusSel.value);
+    if (actionSel.value) out.set("action", actionSel.value);
+    if (nsInput.value.trim()) out.set("namespace", nsInput.value.trim());
+    return out;
+  };
+  filters.addEventListener("submit", (event) => { event.preventDefault(); location.hash = `#/jobs?${query()}`; });
+  const cursors = [q.get("cursor") || ""];
+  const load = async () => {
+    const params2 = query(); params2.set("limit", "20");
+    const cursor = cursors[cursors.length - 1];
+    if (cursor) params2.set("cursor", cursor);
+    try {
+      const page = await api("GET", `/jobs?${params2}`);
+      error.textContent = "";
+      body.replaceChildren(...page.items.map((job) => el("tr", {},
+        el("td", {}, el("a", { href: `#/jobs/${encodeURIComponent(job.id)}` }, job.id)),
+        el("td", {}, status(job.status)), el("td", {}, job.spec.action),
+        el("td", {}, [job.spec.target.namespaces.join(","), job.spec.target.label_selector].filter(Boolean).join(" ") || (job.spec.target.names || []).join(",")),
+        el("td", { class: "hide-narrow" }, when(job.created_at)),
+        el("td", { class: "hide-narrow" }, job.metrics.recovery_seconds != null ? `${job.metrics.recovery_seconds.toFixed(2)} s` : "—"))));
+      if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: "6" }, "No jobs match.")));
+      pager.replaceChildren(
+        el("button", { type: "button", class: "secondary", disabled: cursors.length < 2, onclick: () => { cursors.pop(); load(); } }, "Previous page"),
+        el("button", { type: "button", class: "secondary", disabled: !page.next_cursor, onclick: () => { cursors.push(page.next_cursor); load(); } }, "Next page"));
+    } catch (err) { error.textContent = err.message; }
+  };
+  load();
+}
+
+function recoveryChart(recovery) {
+  const rows = recovery.filter((r) => r.recovery_seconds != null || !r.recovered);
+  if (!rows.length) return el("p", { class: "hint" }, "No recovery measured (yet).");
+  const max = Math.max(1, ...rows.map((r) => r.recovery_seconds || 0));
+  const labelW = 190; const barW = 300; const rowH = 26; const h = rows.length * rowH + 24;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "chart"); svg.setAttribute("id", "recovery-chart");
+  svg.setAttribute("viewBox", `0 0 ${labelW + barW + 90} ${h}`);
+  svg.setAttribute("width", "100%"); svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "Recovery time per workload: " + rows.map((r) =>
+    `${r.workload.namespace}/${r.workload.name} ${r.recovered ? `${r.recovery_seconds.toFixed(2)} seconds` : "not recovered"}`).join("; "));
+  svg.style.maxWidth = "640px";
+  const add = (tag, attrs, text) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text != null) node.textContent = text;
+    svg.append(node); return node;
+  };
+  rows.forEach((r, i) => {
+    const y = i * rowH + 4;
+    const w = r.recovery_seconds != null ? Math.max(2, (r.recovery_seconds / max) * barW) : barW;
+    add("text", { x: labelW - 6, y: y + 16, "text-anchor": "end" }, `${r.workload.namespace}/${r.workload.name}`.slice(0, 30));
+    add("rect", { x: labelW, y, width: w, height: rowH - 8, rx: 3, fill: r.recovered ? "#1e7d32" : "#b3261e" });
+    add("text", { x: labelW + w + 6, y: y + 16 }, r.recovered ? `${r.recovery_seconds.toFixed(2)} s` : "not recovered");
+  });
+  add("line", { x1: labelW, x2: labelW, y1: 0, y2: h - 20, stroke: "#4f5863" });
+  add("text", { x: labelW, y: h - 4 }, "0 s");
+  add("text", { x: labelW + barW, y: h - 4, "text-anchor": "end" }, `${max.toFixed(1)} s`);
+  return svg;
+}
+
+function dur(value) { return typeof value === "number" ? `${value} s` : String(value); }
+
+function targetText(t) {
+  const where = t.namespaces && t.namespaces.length ? `namespaces ${t.namespaces.join(", ")}`
+    : t.names && t.names.length ? `nodes ${t.names.join(", ")}` : "";
+  const how = t.value != null ? `${t.mode} ${t.value}${t.mode.includes("percent") ? "%" : ""}` : t.mode;
+  return [where, t.label_selector && `selector ${t.label_selector}`, t.field_selector && `fields ${t.field_selector}`,
+    `mode ${how}`].filter(Boolean).join(" · ");
+}
+
+async function jobView(id) {
+  const head = el("div");
+  const timeline = el("ol", { class: "timeline", id: "timeline", "aria-live": "polite" });
+  const details = el("div");
+  const live = el("p", { class: "hint", id: "live-mode" });
+  main.replaceChildren(el("p", {}, el("a", { href: "#/jobs" }, "← All jobs")), head, details,
+    el("section", { class: "card" }, el("h2", {}, "Timeline"), live, timeline));
+  let record = null;
+  let seen = 0;
+  const addEvent = (ev) => {
+    timeline.append(el("li", {}, el("time", { datetime: ev.at }, when(ev.at)), el("strong", {}, ev.kind), " ", ev.message));
+    seen += 1;
+  };
+  const render = () => {
+    const cancellable = !TERMINAL.has(record.status);
+    head.replaceChildren(
+      el("h1", {}, `Job ${record.id} `, el("span", { id: "job-status" }, status(record.status))),
+      el("div", { class: "card" }, el("dl", { class: "kv" },
+        el("dt", {}, "Action"), el("dd", {}, record.spec.action + (record.spec.dry_run ? " (dry run)" : "")),
+        el("dt", {}, "Target"), el("dd", {}, targetText(record.spec.target)),
+        el("dt", {}, "Duration"), el("dd", {}, record.spec.duration != null ? dur(record.spec.duration) : "—"),
+        el("dt", {}, "Submitted"), el("dd", {}, `${when(record.created_at)} by ${record.submitter} (${record.source})`),
+        el("dt", {}, "Reason"), el("dd", {}, record.reason || "—"),
+        el("dt", {}, "Recovery"), el("dd", {}, record.metrics.recovery_seconds != null ? `${record.metrics.recovery_seconds.toFixed(2)} s` : "—")),
+      cancellable ? el("p", {}, el("button", { type: "button", class: "danger", id: "cancel-job", onclick: async () => {
+        if (!(await confirmDialog("Cancel this job?", "A running job is aborted and reverts what it changed.", "Cancel job"))) return;
+        try { record = await api("POST", `/jobs/${encodeURIComponent(id)}/cancel`); render(); } catch (e) { alert(e.message); }
+      } }, "Cancel job")) : null));
+    const changes = record.result.changes;
+    details.replaceChildren(
+      el("section", { class: "card" }, el("h2", {}, "Recovery time per workload"), recoveryChart(record.result.recovery)),
+      el("section", { class: "card" }, el("h2", {}, `Targets (${record.targets.length})`),
+        el("div", { class: "table-wrap" }, el("table", { id: "targets" },
+          el("thead", {}, el("tr", {}, el("th", {}, "Kind"), el("th", {}, "Namespace"), el("th", {}, "Name"), el("th", {}, "Node"))),
+          el("tbody", {}, ...record.targets.map((t) => el("tr", {}, el("td", {}, t.kind), el("td", {}, t.namespace || "—"), el("td", {}, t.name), el("td", {}, t.node || "—"))))))),
+      el("section", { class: "card" }, el("h2", {}, `Changes (${changes.length})`),
+        el("div", { class: "table-wrap" }, el("table", { id: "changes" },
+          el("thead", {}, el("tr", {}, el("th", {}, "Target"), el("th", {}, "Change"), el("th", {}, "At"), el("th", {}, "Reverted"))),
+          el("tbody", {}, ...changes.map((c) => el("tr", {}, el("td", {}, `${c.target.kind} ${c.target.namespace ? c.target.namespace + "/" : ""}${c.target.name}`),
+            el("td", {}, c.action + (c.error ? ` (error: ${c.error})` : "")), el("td", {}, when(c.at)),
+            el("td", {}, c.reverted_at ? `${when(c.reverted_at)}${c.revert ? ` (${c.revert})` : ""}` : (c.revert ? "pending" : "nothing to revert")))))))));
+  };
+  const refresh = async () => {
+    record = await api("GET", `/jobs/${encodeURIComponent(id)}`);
+    render();
+    for (const ev of record.timeline.slice(seen)) addEvent(ev);
+  };
+  try { await refresh(); } catch (err) {
+    main.replaceChildren(el("h1", {}, "Job"), el("p", { class: "error" }, err.message)); return;
+  }
+  if (TERMINAL.has(record.status)) { live.textContent = "The job has ended."; return; }
+  const abort = new AbortController();
+  let stopped = false;
+  onLeave(() => { stopped = true; abort.abort(); });
+  const poll = async () => {
+    live.textContent = "Live: polling every second.";
+    live.dataset.transport = "poll";
+    while (!stopped && !TERMINAL.has(record.status)) {
+      await new Promise((r) => setTimeout(r, 1000));
+      if (!stopped) await refresh().catch(() => {});
+    }
+    if (!stopped) live.textContent = "The job has ended.";
+  };
+  (async () => {
+    live.textContent = "Live: following server-sent events.";
+    while (!stopped) {
+      let outcome;
+      try {
+        outcome = await streamEvents(id, seen, (kind, data, evId) => {
+          if (kind === "end") return;
+          if (evId != null && Number(evId) < seen) return;
+          live.dataset.transport = "sse";
+          addEvent(data);
+          refresh().catch(() => {});
+        }, abort.signal);
+      } catch { if (stopped) return; outcome = "unsupported"; }
+      if (outcome === "unsupported") { await poll(); return; }
+      if (outcome === "ended") { await refresh().catch(() => {}); live.textContent = "The job has ended."; return; }
+      await refresh().catch(() => {});  // the stream closed after its time limit: go on
+      if (TERMINAL.has(record.status)) { live.textContent = "The job has ended."; return; }
+    }
+  })();
+}
+
+// ---------------------------------------------------------------- schedules
+
+async function schedulesView() {
+  const list = await actions();
+  const form = new JobForm(list, { idPrefix: "sched" });
+  const kind = el("select", { id: "sched-kind" }, el("option", { value: "interval" }, "every (interval)"), el("option", { value: "cron" }, "cron"));
+  const when_ = el("input", { id: "sched-when", placeholder: "10m", "data-loc": "" });
+  const whenError = el("p", { class: "field-error", id: "sched-when-error", hidden: true });
+  const idInput = el("input", { id: "sched-id", placeholder: "nightly-web (optional)" });
+  const paused = el("input", { id: "sched-paused", type: "checkbox" });
+  const body = el("tbody");
+  const error = el("p", { class: "error", role: "alert" });
+  const created = el("p", { role: "status" });
+  kind.addEventListener("change", () => { when_.placeholder = kind.value === "cron" ? "0 9-17 * * mon-fri" : "10m"; });
+  when_.setAttribute("aria-describedby", "sched-when-error");
+  const formEl = el("form", { class: "card", novalidate: true, "aria-labelledby": "sched-create-title" },
+    el("h2", { id: "sched-create-title" }, "New schedule"),
+    el("div", { class: "grid" },
+      el("div", { class: "field" }, el("label", { for: "sched-kind" }, "Repeat"), kind),
+      el("div", { class: "field" }, el("label", { for: "sched-when" }, "Interval or cron expression"), when_, whenError),
+      el("div", { class: "field" }, el("label", { for: "sched-id" }, "Schedule id"), idInput),
+      el("div", { class: "field check" }, paused, " ", el("label", { for: "sched-paused" }, "Start paused"))),
+    el("h2", {}, "Job template"), form.root,
+    el("p", {}, el("button", { type: "submit", id: "sched-create" }, "Create schedule")), created);
+  main.replaceChildren(el("h1", {}, "Schedules"), error,
+    el("div", { class: "table-wrap" }, el("table", { id: "schedules-table" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Schedule"), el("th", {}, "When"), el("th", {}, "Job"),
+        el("th", {}, "State"), el("th", {}, "Next run"), el("th", { class: "hide-narrow" }, "Last runs"), el("th", {}, "Actions"))),
+      body)), formEl);
+  const load = async () => {
+    const answer = await api("GET", "/schedules");
+    error.textContent = "";
+    body.replaceChildren(...answer.items.map((s) => el("tr", { "data-schedule": s.id },
+      el("td", {}, s.id),
+      el("td", {}, s.spec.cron ? `cron ${s.spec.cron} (${s.spec.time_zone})` : s.spec.interval != null ? `every ${dur(s.spec.interval)}` : `mtbf ${dur(s.spec.mtbf)}`),
+      el("td", {}, `${s.spec.template.action} ${s.spec.template.target.namespaces.join(",")} ${s.spec.template.target.label_selector || ""}`),
+      el("td", { class: "sched-state" }, s.spec.paused ? "paused" : "active"),
+      el("td", {}, s.spec.paused ? "—" : when(s.next_run_at)),
+      el("td", { class: "hide-narrow" }, s.last_runs.length ? el("ul", {}, ...s.last_runs.slice(0, 3).map((r) =>
+        el("li", {}, `${when(r.slot_at)}: ${r.outcome}${r.job_id ? " " : ""}`, r.job_id ? el("a", { href: `#/jobs/${encodeURIComponent(r.job_id)}` }, r.job_id) : null))) : "none yet"),
+      el("td", {}, el("div", { class: "row" },
+        el("button", { type: "button", class: "secondary", "aria-label": `${s.spec.paused ? "Resume" : "Pause"} schedule ${s.id}`,
+          onclick: async () => { try { await api("PATCH", `/schedules/${encodeURIComponent(s.id)}`, { paused: !s.spec.paused }); await load(); } catch (e) { error.textContent = e.message; } } },
+        s.spec.paused ? "Resume" : "Pause"),
+        el("button", { type: "button", class: "danger", "aria-label": `Delete schedule ${s.id}`,
+          onclick: async () => {
+            if (!(await confirmDialog(`Delete schedule ${s.id}?`, "Running jobs it started go on.", "Delete"))) return;
+            try { await api("DELETE", `/schedules/${encodeURIComponent(s.id)}`); await load(); } catch (e) { error.textContent = e.message; }
+          } }, "Delete"))))));
+    if (!answer.items.length) body.append(el("tr", {}, el("td", { colspan: "7" }, "No schedules yet.")));
+  };
+  formEl.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    created.textContent = "";
+    whenError.hidden = true; when_.removeAttribute("aria-invalid");
+    const { spec, errors } = form.spec();
+    if (errors.length) { form.showErrors(errors); return; }
+    const payload = { template: spec, paused: paused.checked };
+    if (idInput.value.trim()) payload.id = idInput.value.trim();
+    payload[kind.value] = when_.value.trim() || null;
+    try {
+      const schedule = await api("POST", "/schedules", payload);
+      form.clearErrors();
+      created.textContent = `Created schedule ${schedule.id}.`;
+      await load();
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status === 401) return;
+      const errs = err.problem.errors || [];
+      const mine = errs.filter((e) => /^(body\.)?(cron|interval|mtbf|id)\b|^body$/.test(e.loc) || !/template/.test(e.loc));
+      if (mine.length) {
+        whenError.textContent = mine.map((e) => e.msg).join("; "); whenError.hidden = false;
+        when_.setAttribute("aria-invalid", "true");
+      }
+      form.showErrors(errs.filter((e) => !mine.includes(e)), mine.length ? null : err.message, "template.");
+    }
+  });
+  every(5000, load);
+}
+
+// ---------------------------------------------------------------- routing
+
+function stopView() { for (const fn of cleanup.splice(0)) fn(); }
+
+async function route() {
+  if (!token.get()) { signInView(); return; }
+  stopView();
+  const hash = location.hash.replace(/^#\/?/, "") || "cluster";
+  const [path, query = ""] = hash.split("?");
+  const [view, arg] = path.split("/");
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.dataset.view === view) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  document.title = `Pystol · ${view}`;
+  try {
+    if (view === "run") await runView();
+    else if (view === "jobs" && arg) await jobView(decodeURIComponent(arg));
+    else if (view === "jobs") await jobsView(query);
+    else if (view === "schedules") await schedulesView();
+    else clusterView();
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) main.replaceChildren(el("p", { class: "error" }, err.message));
+  }
+}
+
+function start() {
+  document.getElementById("nav").hidden = false;
+  document.getElementById("session").hidden = false;
+  stopHaltPolling();
+  pollHalt();
+  route();
+}
+
+window.addEventListener("hashchange", () => { if (token.get()) route(); });
+if (token.get()) start(); else signInView();

@@ -1,0 +1,325 @@
+"""The web dashboard in a real (headless Debian) Chromium against the whole stack:
+redis-server, pystol-sim (demo scenario, 10x speed), a worker, beat and the API.
+
+The tests run in order on one browser page, like a user's session: sign in, look at the
+cluster, run a pod-kill and follow it, schedules, halt, validation errors, sign-out and a
+wrong token. Screenshots for docs/dashboard.md are written into docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import playwright.sync_api as playwright_sync
+import pytest
+import requests
+
+from tests.conftest import ROOT
+from tests.support.pystol_processes import Process, api, spawn, worker
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.sim_process import SimProcess
+
+expect = playwright_sync.expect
+
+pytestmark = pytest.mark.e2e
+CHROMIUM = Path("/usr/bin/chromium")
+TOKEN = "dashboard-token"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+if not CHROMIUM.exists():
+    pytest.fail("Debian chromium is not installed: run the tests through "
+                "`bash scripts/dev.sh test`, which installs it", pytrace=False)
+
+
+@dataclass
+class Stack:
+    sim: SimProcess
+    worker: Process
+    beat: Process
+    api: Process
+    url: str
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return requests.request(method, self.url + path, timeout=30,
+                                headers={"Authorization": f"Bearer {TOKEN}"}, **kwargs)
+
+    def pods(self) -> list[dict[str, Any]]:
+        status, body = self.sim.request("GET", "/api/v1/pods")
+        assert status == 200, body
+        items: list[dict[str, Any]] = body["items"]
+        return items
+
+
+def start_beat(env: dict[str, str]) -> Process:
+    handle = spawn("beat", [sys.executable, "-m", "pystol_api.cli", "beat"], env)
+    deadline = time.monotonic() + 30
+    while not any("Acquired lock" in line for line in handle.output):
+        if handle.process.poll() is not None or time.monotonic() > deadline:
+            handle.stop()
+            raise RuntimeError(f"beat did not start:\n{handle.tail()}")
+        time.sleep(0.05)
+    return handle
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir: Path = tmp_path_factory.mktemp("dashboard")
+    (workdir / "redis").mkdir()
+    with RedisServer.start(workdir / "redis") as redis_server, \
+            SimProcess.start(workdir, speed=10.0) as sim:
+        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
+        port = free_port()
+        with worker(env, concurrency=2) as worker_process, api(env, port, TOKEN) as api_process:
+            beat = start_beat(env)
+            try:
+                yield Stack(sim, worker_process, beat, api_process, f"http://127.0.0.1:{port}")
+            finally:
+                beat.stop()
+
+
+@pytest.fixture(scope="module")
+def page(stack: Stack) -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        context = browser.new_context(viewport=LAPTOP)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.set_default_timeout(15_000)
+        yield page
+        context.close()
+        browser.close()
+        assert not errors, errors
+
+
+def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def sign_in(page: Any, stack: Stack, token: str = TOKEN) -> None:
+    page.goto(stack.url + "/")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_sign_in_and_cluster_topology(page: Any, stack: Stack) -> None:
+    sign_in(page, stack)
+    expect(page.get_by_role("link", name="Cluster")).to_have_attribute("aria-current", "page")
+    expect(page.locator("section.node")).to_have_count(4)
+    stack.sim.wait_for(lambda: all(any(c.get("type") == "Ready" and c.get("status") == "True"
+                                       for c in (p.get("status") or {}).get("conditions") or ())
+                                   for p in stack.pods()), timeout=30)
+    count = len(stack.pods())
+    expect(page.locator("#cluster-summary")).to_contain_text(f"{count} pods shown")
+    expect(page.locator("#nodes span.pod")).to_have_count(count)
+    # the token lives in sessionStorage only
+    assert page.evaluate("sessionStorage.getItem('pystol.token')") == TOKEN
+    assert page.evaluate("localStorage.length") == 0
+    # filter by namespace, then by workload
+    page.get_by_label("Namespace").select_option("shop")
+    shop = [p for p in stack.pods() if p["metadata"]["namespace"] == "shop"]
+    expect(page.locator("#nodes span.pod")).to_have_count(len(shop))
+    page.get_by_label("Workload").select_option("shop/Deployment/web")
+    expect(page.locator("#nodes span.pod")).to_have_count(3)
+    page.get_by_label("Namespace").select_option("")
+    shot(page, "cluster.png")
+
+
+def test_a_cordoned_node_is_marked_within_two_seconds(page: Any, stack: Stack) -> None:
+    def cordon(on: bool) -> None:
+        sim = stack.sim
+        request = urllib.request.Request(
+            sim.url + "/api/v1/nodes/worker-c", method="PATCH",
+            data=json.dumps({"spec": {"unschedulable": on}}).encode(),
+            headers={"Authorization": f"Bearer {sim.token}",
+                     "Content-Type": "application/merge-patch+json"})
+        with urllib.request.urlopen(request, timeout=10, context=sim.ssl_context) as answer:
+            assert answer.status == 200
+
+    cordon(True)
+    try:
+        marked = page.locator("section.node.cordoned")
+        expect(marked).to_have_count(1, timeout=2_000)
+        expect(marked).to_contain_text("worker-c")
+        expect(marked.locator(".tag")).to_have_text("cordoned")
+    finally:
+        cordon(False)
+    expect(page.locator("section.node.cordoned")).to_have_count(0, timeout=2_000)
+
+
+def test_validation_errors_appear_beside_their_fields(page: Any, stack: Stack) -> None:
+    page.get_by_role("link", name="Run").click()
+    page.get_by_label("Action").select_option("pod-kill")
+    page.get_by_label("Namespaces").fill("shop")
+    page.get_by_label("Label selector").fill("app=web")
+    page.get_by_label("Mode").select_option("fixed")
+    page.get_by_role("button", name="Run job").click()
+    error = page.locator("#run-value-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("needs a value")
+    expect(page.locator("#run-value")).to_have_attribute("aria-invalid", "true")
+    # a protected namespace: the error sits beside the namespaces field
+    page.get_by_label("Namespaces").fill("kube-system")
+    page.get_by_label("Value").fill("1")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#run-namespaces-error")).to_contain_text("protected")
+    expect(page.locator("#run-value-error")).to_be_hidden()
+
+
+def test_preview_and_run_a_pod_kill(page: Any, stack: Stack) -> None:
+    page.get_by_label("Namespaces").fill("shop")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview")).to_contain_text("1 would be hit now")
+    expect(page.locator("#run-namespaces-error")).to_be_hidden()
+    shot(page, "run.png")
+    before = {p["metadata"]["name"] for p in stack.pods()
+              if p["metadata"]["namespace"] == "shop"
+              and p["metadata"].get("labels", {}).get("app") == "web"}
+    page.get_by_role("button", name="Run job").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/j-"))
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("#recovery-chart rect")).to_have_count(1)
+    expect(page.locator("#timeline li").first).to_be_visible()
+    expect(page.locator("#timeline")).to_contain_text("recovered")
+    expect(page.locator("#cancel-job")).to_have_count(0)
+    job_id = page.url.rsplit("/", 1)[1]
+    record = stack.call("GET", f"/api/v1/jobs/{job_id}").json()
+    killed = record["targets"][0]["name"]
+    assert killed in before
+    expect(page.locator("#targets")).to_contain_text(killed)
+    expect(page.locator("#changes")).to_contain_text(killed)
+    shot(page, "job.png")
+
+    # the topology shows the pod gone and a replacement in its place
+    page.get_by_role("link", name="Cluster").click()
+    page.get_by_label("Namespace").select_option("shop")
+    page.get_by_label("Workload").select_option("shop/Deployment/web")
+    expect(page.locator(f'#nodes span.pod[data-pod="shop/{killed}"]')).to_have_count(0)
+    expect(page.locator("#nodes span.pod.ready")).to_have_count(3, timeout=20_000)
+
+    # the jobs list shows it, filtered
+    page.get_by_role("link", name="Jobs").click()
+    page.get_by_label("Status").select_option("succeeded")
+    page.get_by_label("Action").select_option("pod-kill")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#jobs-table")).to_contain_text(job_id)
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#jobs-table")).to_contain_text("No jobs match")
+
+
+def test_a_running_job_is_highlighted_and_followed_live(page: Any, stack: Stack) -> None:
+    answer = stack.call("POST", "/api/v1/jobs", json={
+        "action": "pod-failure", "duration": "5s",
+        "target": {"namespaces": ["shop"], "label_selector": "app=cart", "mode": "fixed",
+                   "value": 1}})
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["id"]
+    page.get_by_role("link", name="Cluster").click()
+    hit = page.locator("#nodes span.pod.hit")
+    expect(hit).to_have_count(1, timeout=10_000)
+    expect(page.locator("#cluster-summary")).to_contain_text("1 hit by 1 running job")
+    page.get_by_role("link", name="Jobs").click()
+    page.locator(f'a[href="#/jobs/{job_id}"]').click()
+    expect(page.locator("#live-mode")).to_contain_text("server-sent events")
+    expect(page.locator("#cancel-job")).to_be_visible()
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=60_000)
+    timeline = stack.call("GET", f"/api/v1/jobs/{job_id}/events").json()["items"]
+    expect(page.locator("#timeline li")).to_have_count(len(timeline))
+    expect(page.locator("#changes")).not_to_contain_text("pending")
+    expect(page.locator("#live-mode")).to_have_attribute("data-transport", "sse")
+    page.get_by_role("link", name="Cluster").click()
+    expect(page.locator("#nodes span.pod.hit")).to_have_count(0)
+
+
+def test_cancel_a_running_job_from_its_page(page: Any, stack: Stack) -> None:
+    answer = stack.call("POST", "/api/v1/jobs", json={
+        "action": "pod-failure", "duration": "60s",
+        "target": {"namespaces": ["payments"], "label_selector": "app=checkout",
+                   "mode": "fixed", "value": 1}})
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["id"]
+    page.goto(f"{stack.url}/#/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("running", timeout=20_000)
+    page.locator("#cancel-job").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#job-status")).to_have_text("aborted", timeout=30_000)
+    expect(page.locator("#cancel-job")).to_have_count(0)
+
+
+def test_create_and_pause_a_schedule(page: Any, stack: Stack) -> None:
+    page.get_by_role("link", name="Schedules").click()
+    page.get_by_label("Repeat").select_option("interval")
+    page.get_by_label("Interval or cron expression").fill("1h")
+    page.get_by_label("Schedule id").fill("hourly-web")
+    page.get_by_label("Action").select_option("pod-kill")
+    page.get_by_label("Namespaces").fill("shop")
+    page.get_by_label("Label selector").fill("app=web")
+    page.get_by_label("Dry run (change nothing)").check()
+    page.get_by_role("button", name="Create schedule").click()
+    row = page.locator('tr[data-schedule="hourly-web"]')
+    expect(row.locator(".sched-state")).to_have_text("active")
+    page.get_by_role("button", name="Pause schedule hourly-web").click()
+    expect(row.locator(".sched-state")).to_have_text("paused")
+    assert stack.call("GET", "/api/v1/schedules/hourly-web").json()["spec"]["paused"] is True
+    page.get_by_role("button", name="Resume schedule hourly-web").click()
+    expect(row.locator(".sched-state")).to_have_text("active")
+    expect(row).to_contain_text("every 1h")
+    expect(row).to_contain_text("pod-kill shop app=web")
+    shot(page, "schedules.png")
+    # a bad cron expression is told beside the field
+    page.get_by_label("Repeat").select_option("cron")
+    page.get_by_label("Interval or cron expression").fill("not a cron")
+    page.get_by_label("Schedule id").fill("bad-cron")
+    page.get_by_role("button", name="Create schedule").click()
+    expect(page.locator("#sched-when-error")).to_be_visible()
+    page.get_by_role("button", name="Delete schedule hourly-web").click()
+    page.locator("#confirm-ok").click()
+    expect(row).to_have_count(0)
+
+
+def test_halt_with_confirmation_and_resume(page: Any, stack: Stack) -> None:
+    halt = page.locator("#halt-button")
+    halt.click()
+    page.locator("#confirm-cancel").click()         # changed my mind: nothing happens
+    assert stack.call("GET", "/api/v1/halt").json()["halted"] is False
+    halt.click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#halt-banner")).to_contain_text("HALTED")
+    assert stack.call("GET", "/api/v1/halt").json()["halted"] is True
+    expect(halt).to_have_text("Resume chaos")
+    halt.click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#halt-banner")).to_be_hidden()
+    assert stack.call("GET", "/api/v1/halt").json()["halted"] is False
+
+
+def test_phone_width_and_sign_out(page: Any, stack: Stack) -> None:
+    page.set_viewport_size(PHONE)
+    page.get_by_role("link", name="Cluster").click()
+    expect(page.locator("section.node")).to_have_count(4)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"] + 1, width
+    page.set_viewport_size(LAPTOP)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("API token")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('pystol.token')") is None
+
+
+def test_a_wrong_token_is_refused(page: Any, stack: Stack) -> None:
+    sign_in(page, stack, "not-the-token")
+    expect(page.locator("#signin-error")).to_have_text("That token was refused by the API.")
+    expect(page.locator("#nav")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('pystol.token')") is None
