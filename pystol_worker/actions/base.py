@@ -9,6 +9,7 @@ and then fails the job with the error recorded.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +41,19 @@ class Selection:
     chosen: list[TargetRef]
     excluded: list[str] = field(default_factory=list)
     objects: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def without(self, why_not: Callable[[dict[str, Any]], str | None]) -> Selection:
+        """The selection minus the objects `why_not` has a reason to leave out (noted)."""
+        chosen, objects, excluded = [], [], list(self.excluded)
+        for ref, obj in zip(self.chosen, self.objects, strict=True):
+            reason = why_not(obj)
+            if reason:
+                excluded.append(reason)
+                continue
+            chosen.append(ref)
+            objects.append(obj)
+        return Selection(matched=self.matched, chosen=chosen, excluded=excluded,
+                         objects=objects)
 
     def summary(self) -> dict[str, Any]:
         return {"matched": self.matched, "chosen": [t.model_dump(mode="json", exclude_none=True)

@@ -214,16 +214,7 @@ class ContainerKill(Action):
     def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
         assert isinstance(params, ContainerKillParams)
         selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
-        chosen, objects, excluded = [], [], list(selection.excluded)
-        for ref, pod in zip(selection.chosen, selection.objects, strict=True):
-            reason = _why_not(pod, params)
-            if reason:
-                excluded.append(reason)
-                continue
-            chosen.append(ref)
-            objects.append(pod)
-        return Selection(matched=selection.matched, chosen=chosen, excluded=excluded,
-                         objects=objects)
+        return selection.without(lambda pod: _why_not(pod, params))
 
     def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
                 selection: Selection) -> None:

@@ -118,16 +118,7 @@ class PodFailure(Action):
     def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
         assert isinstance(params, PodFailureParams)
         selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
-        chosen, objects, excluded = [], [], list(selection.excluded)
-        for ref, pod in zip(selection.chosen, selection.objects, strict=True):
-            _, reason = _images_to_swap(pod, params)
-            if reason:
-                excluded.append(reason)
-                continue
-            chosen.append(ref)
-            objects.append(pod)
-        return Selection(matched=selection.matched, chosen=chosen, excluded=excluded,
-                         objects=objects)
+        return selection.without(lambda pod: _images_to_swap(pod, params)[1])
 
     def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
                 selection: Selection) -> None:
