@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from kubernetes import client, config
 
 from tests.support.pystol_processes import Process, api, worker
 from tests.support.redis_server import RedisServer, free_port
@@ -36,6 +37,18 @@ class Stack:
     def env(self) -> dict[str, str]:
         return {"PYSTOL_REDIS_URL": self.redis.url, "PYSTOL_KUBECONFIG": str(self.sim.kubeconfig),
                 "PYSTOL_API_URL": self.url, "PYSTOL_TOKEN": self.token}
+
+    def kube_clients(self) -> tuple[client.CoreV1Api, client.AppsV1Api]:
+        """The official client, reaching the simulated cluster as any user would."""
+        api_client = config.new_client_from_config(config_file=str(self.sim.kubeconfig))
+        return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+
+    def event_reasons(self, namespace: str, name: str) -> list[str]:
+        """Reasons of the Kubernetes Events recorded on one object."""
+        core, _ = self.kube_clients()
+        events = core.list_namespaced_event(namespace,
+                                            field_selector=f"involvedObject.name={name}").items
+        return [event.reason for event in events]
 
     def call(self, method: str, path: str, token: str | None = None, **kwargs: Any
              ) -> requests.Response:

@@ -6,21 +6,16 @@ import time
 import uuid
 from typing import Any
 
-from kubernetes import client, config
-
 from tests.integration.conftest import Stack
 
 READY_SECONDS = 2.0  # simulated; the sim runs 10x faster
 
 
-def clients(stack: Stack) -> tuple[client.CoreV1Api, client.AppsV1Api]:
-    api_client = config.new_client_from_config(config_file=str(stack.sim.kubeconfig))
-    return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
 
 
 def make_workload(stack: Stack, replicas: int = 3) -> str:
     """A namespace of the test's own with a two-container deployment `svc` (app=svc)."""
-    core, apps = clients(stack)
+    core, apps = stack.kube_clients()
     namespace = f"ck-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
     labels = {"app": "svc"}
@@ -39,7 +34,7 @@ def make_workload(stack: Stack, replicas: int = 3) -> str:
 
 
 def pods(stack: Stack, namespace: str) -> list[Any]:
-    core, _ = clients(stack)
+    core, _ = stack.kube_clients()
     return core.list_namespaced_pod(namespace, label_selector="app=svc").items
 
 
@@ -119,7 +114,7 @@ def test_killed_containers_restart_in_place_and_are_timed(stack: Stack) -> None:
     assert record["metrics"]["targets_affected"] == 2
     kinds = [event["kind"] for event in record["timeline"]]
     assert kinds.count("injected") == 2 and kinds.count("recovered") == 2
-    core, _ = clients(stack)
+    core, _ = stack.kube_clients()
     for change in changes:
         events = core.list_namespaced_event(
             namespace, field_selector=f"involvedObject.name={change['target']['name']}").items

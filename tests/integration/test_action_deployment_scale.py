@@ -6,17 +6,12 @@ import time
 import uuid
 from typing import Any
 
-from kubernetes import client, config
-
 from tests.integration.conftest import Stack
 
 ANNOTATIONS = {"sim.pystol.org/start-seconds": "0.5", "sim.pystol.org/ready-seconds": "1",
                "sim.pystol.org/terminate-seconds": "0.5"}
 
 
-def clients(stack: Stack) -> tuple[client.CoreV1Api, client.AppsV1Api]:
-    api_client = config.new_client_from_config(config_file=str(stack.sim.kubeconfig))
-    return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
 
 
 def template(app: str) -> dict[str, Any]:
@@ -26,7 +21,7 @@ def template(app: str) -> dict[str, Any]:
 
 def make_workloads(stack: Stack) -> str:
     """A namespace of the test's own: Deployment web (3) and StatefulSet db (2), tier=lab."""
-    core, apps = clients(stack)
+    core, apps = stack.kube_clients()
     namespace = f"ds-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
     apps.create_namespaced_deployment(namespace, {
@@ -44,7 +39,7 @@ def make_workloads(stack: Stack) -> str:
 
 def state(stack: Stack, namespace: str) -> dict[str, tuple[int, int]]:
     """{kind/name: (spec.replicas, ready pods that are not terminating)}."""
-    core, apps = clients(stack)
+    core, apps = stack.kube_clients()
     result = {}
     for kind, obj in (("Deployment", apps.read_namespaced_deployment("web", namespace)),
                       ("StatefulSet", apps.read_namespaced_stateful_set("db", namespace))):
@@ -59,7 +54,7 @@ def state(stack: Stack, namespace: str) -> dict[str, tuple[int, int]]:
 
 def snapshot(stack: Stack, namespace: str) -> dict[str, Any]:
     """What deployment-scale may touch: the workloads (same objects) and their replicas."""
-    _, apps = clients(stack)
+    _, apps = stack.kube_clients()
     web = apps.read_namespaced_deployment("web", namespace)
     db = apps.read_namespaced_stateful_set("db", namespace)
     return {"web": (web.metadata.uid, web.spec.replicas, web.status.ready_replicas),
@@ -85,11 +80,6 @@ def spec(namespace: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]
     return body
 
 
-def reasons(stack: Stack, namespace: str, name: str) -> list[str]:
-    core, _ = clients(stack)
-    events = core.list_namespaced_event(namespace,
-                                        field_selector=f"involvedObject.name={name}").items
-    return [event.reason for event in events]
 
 
 def test_workloads_run_fewer_replicas_while_held_and_get_them_back(stack: Stack) -> None:
@@ -126,7 +116,7 @@ def test_workloads_run_fewer_replicas_while_held_and_get_them_back(stack: Stack)
     assert all(w["scaled_to"] == 1 and w["lowest_ready_while_held"] == 1
                for w in output.values())
     for name in ("web", "db"):
-        assert {"PystolChaos", "PystolRevert"} <= set(reasons(stack, namespace, name))
+        assert {"PystolChaos", "PystolRevert"} <= set(stack.event_reasons(namespace, name))
     kinds = [event["kind"] for event in record["timeline"]]
     assert kinds.count("injected") == 2 and kinds.count("reverted") == 2
     assert kinds.count("recovered") == 2
@@ -190,7 +180,7 @@ def test_cancel_mid_hold_restores_at_once(stack: Stack) -> None:
     assert record["status"] == "aborted", record
     assert time.monotonic() - cancelled < 5
     assert all(change["reverted_at"] for change in record["result"]["changes"])
-    _, apps = clients(stack)
+    _, apps = stack.kube_clients()
     assert apps.read_namespaced_deployment("web", namespace).spec.replicas == 3
     assert apps.read_namespaced_stateful_set("db", namespace).spec.replicas == 2
     wait_for(lambda: snapshot(stack, namespace) == before)

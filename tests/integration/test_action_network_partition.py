@@ -73,10 +73,6 @@ def policies(stack: Stack, namespace: str) -> list[Any]:
     return net.list_namespaced_network_policy(namespace).items
 
 
-def reasons(stack: Stack, namespace: str, name: str) -> list[str]:
-    core, _, _ = apis(stack)
-    return [e.reason for e in core.list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name}").items]
 
 
 def partition(namespace: str, **extra: Any) -> dict[str, Any]:
@@ -137,10 +133,10 @@ def test_chosen_pods_are_labelled_and_isolated_both_ways(stack: Stack) -> None:
     assert record["metrics"]["injected_at"] and record["metrics"]["reverted_at"]
     assert {"partitioning", "injected", "holding", "reverted"} <= \
         {e["kind"] for e in record["timeline"]}
-    on_policy = reasons(stack, namespace, policy.metadata.name)
+    on_policy = stack.event_reasons(namespace, policy.metadata.name)
     assert "PystolChaos" in on_policy and "PystolRevert" in on_policy
     for pod in labelled:
-        on_pod = reasons(stack, namespace, pod.metadata.name)
+        on_pod = stack.event_reasons(namespace, pod.metadata.name)
         assert "PystolChaos" in on_pod and "PystolRevert" in on_pod
 
 

@@ -6,22 +6,17 @@ import time
 import uuid
 from typing import Any
 
-from kubernetes import client, config
-
 from tests.integration.conftest import Stack
 
 PAUSE = "registry.k8s.io/pause:3.9"
 IMAGES = {"app": "shop/app:1.4.2", "sidecar": "envoyproxy/envoy:v1.29"}
 
 
-def clients(stack: Stack) -> tuple[client.CoreV1Api, client.AppsV1Api]:
-    api_client = config.new_client_from_config(config_file=str(stack.sim.kubeconfig))
-    return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
 
 
 def make_workload(stack: Stack, replicas: int = 3) -> str:
     """A namespace of the test's own with a two-container deployment `svc` (app=svc)."""
-    core, apps = clients(stack)
+    core, apps = stack.kube_clients()
     namespace = f"pf-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
     labels = {"app": "svc"}
@@ -41,7 +36,7 @@ def ready(pod: Any) -> bool:
 
 
 def pods(stack: Stack, namespace: str) -> list[Any]:
-    core, _ = clients(stack)
+    core, _ = stack.kube_clients()
     return core.list_namespaced_pod(namespace, label_selector="app=svc").items
 
 
@@ -85,11 +80,6 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
         time.sleep(0.05)
 
 
-def reasons(stack: Stack, namespace: str, name: str) -> list[str]:
-    core, _ = clients(stack)
-    events = core.list_namespaced_event(namespace,
-                                        field_selector=f"involvedObject.name={name}").items
-    return [event.reason for event in events]
 
 
 def test_pods_run_pause_images_while_held_and_get_theirs_back(stack: Stack) -> None:
@@ -153,7 +143,7 @@ def test_pods_run_pause_images_while_held_and_get_theirs_back(stack: Stack) -> N
     assert kinds.count("injected") == 2 and kinds.count("reverted") == 2
     assert {"holding", "observing", "recovered"} <= set(kinds)
     for pod in hit:
-        assert {"PystolChaos", "PystolRevert"} <= set(reasons(stack, namespace,
+        assert {"PystolChaos", "PystolRevert"} <= set(stack.event_reasons(namespace,
                                                               pod.metadata.name))
     assert stack.redis.client().hlen("pystol:journal") == 0
 

@@ -8,22 +8,18 @@ from typing import Any
 
 import pytest
 import requests
-from kubernetes import client, config
 
 from tests.integration.conftest import Stack
 
 START_SECONDS, READY_SECONDS = 2.0, 3.0  # simulated; the sim runs 10x faster
 
 
-def api_clients(stack: Stack) -> tuple[client.CoreV1Api, client.AppsV1Api]:
-    api_client = config.new_client_from_config(config_file=str(stack.sim.kubeconfig))
-    return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
 
 
 def make_workload(stack: Stack, replicas: int = 3, start: float = START_SECONDS,
                   ready: float = READY_SECONDS) -> tuple[str, str]:
     """A namespace of the test's own with one deployment whose timings the test knows."""
-    core, apps = api_clients(stack)
+    core, apps = stack.kube_clients()
     namespace = f"lab-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
     labels = {"app": "timed"}
@@ -43,7 +39,7 @@ def make_workload(stack: Stack, replicas: int = 3, start: float = START_SECONDS,
 
 
 def pods(stack: Stack, namespace: str, selector: str) -> list[Any]:
-    core, _ = api_clients(stack)
+    core, _ = stack.kube_clients()
     return core.list_namespaced_pod(namespace, label_selector=selector).items
 
 
@@ -187,7 +183,7 @@ def test_cancel_queued_and_abort_running(stack: Stack) -> None:
 
 
 def test_workload_that_never_recovers_fails_with_reason(stack: Stack) -> None:
-    core, apps = api_clients(stack)
+    core, apps = stack.kube_clients()
     namespace = f"lab-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
     pin = f"pin-{namespace}"
