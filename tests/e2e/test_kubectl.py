@@ -98,16 +98,20 @@ def test_get_deployments_and_output_formats(cluster: SimProcess) -> None:
 
 
 def test_describe_pod_shows_events(cluster: SimProcess) -> None:
-    victim = pods(cluster, "-n", "shop", "-l", "app=cart")[0]["metadata"]["name"]
+    before = {p["metadata"]["name"] for p in pods(cluster, "-n", "shop", "-l", "app=cart")}
+    victim = sorted(before)[0]
     cluster.kubectl("delete", "pod", victim, "-n", "shop")
+
     def replacement() -> str | None:
-        names = [p["metadata"]["name"] for p in pods(cluster, "-n", "shop", "-l", "app=cart")]
-        fresh = [n for n in names if n != victim]
-        return fresh[0] if len(fresh) == 2 else None
+        names = {p["metadata"]["name"] for p in pods(cluster, "-n", "shop", "-l", "app=cart")}
+        fresh = sorted(names - before)
+        return fresh[0] if fresh else None
     new_pod = cluster.wait_for(replacement)
     def described() -> str | None:
         text = cluster.kubectl("describe", "pod", new_pod, "-n", "shop").stdout
-        return text if "Started" in text else None
+        # Wait for the events, not for "Start Time:", which is there from the beginning.
+        return text if "Successfully assigned" in text and "Started container" in text \
+            else None
     out = cluster.wait_for(described)
     assert "Successfully assigned shop/" in out
     assert re.search(rf"^Name:\s+{new_pod}$", out, re.M)
