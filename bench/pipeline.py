@@ -1008,20 +1008,26 @@ def main(argv: list[str] | None = None) -> int:
         results = run(cfg, Path(tmp))
     rows = build_rows(results)
     verdicts = checks(cfg, results)
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True) \
+        if shutil.which("wrk") else None
+    machine = {"wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if wrk else None}
+    return report("pipeline", output, machine, asdict(cfg), rows, verdicts, results)
+
+
+def report(benchmark: str, output: Path, machine: dict[str, Any], config: dict[str, Any],
+           rows: list[Row], verdicts: list[tuple[str, bool]], results: dict[str, Any]) -> int:
+    """Print the table and the checks, write the JSON results; 0 when every check passed."""
     print()
     print(table(rows))
     print()
     for text, ok in verdicts:
         print(f"  [{'ok' if ok else 'FAIL'}] {text}")
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True) \
-        if shutil.which("wrk") else None
     document: dict[str, Any] = {
-        "benchmark": "pipeline",
+        "benchmark": benchmark,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(),
-                    "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if wrk else None},
-        "config": asdict(cfg),
+                    "platform": platform.platform(), **machine},
+        "config": config,
         "table": [{"metric": row.metric, "unit": row.unit, "pystol": row.pystol,
                    "baseline": row.baseline, "ratio": row.ratio, "note": row.note}
                   for row in rows],

@@ -60,7 +60,6 @@ import http.client
 import itertools
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -87,10 +86,10 @@ from bench.pipeline import (
     cpu_seconds,
     free_port,
     http_ready,
+    report,
     spawn,
     start_redis,
     summary,
-    table,
     worker_ready,
 )
 
@@ -845,27 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run(cfg, Path(tmp))
     rows = build_rows(results)
     verdicts = checks(cfg, results)
-    print()
-    print(table(rows))
-    print()
-    for text, ok in verdicts:
-        print(f"  [{'ok' if ok else 'FAIL'}] {text}")
-    document: dict[str, Any] = {
-        "benchmark": "safety",
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "kubectl": kubectl_version()},
-        "config": asdict(cfg),
-        "table": [{"metric": row.metric, "unit": row.unit, "pystol": row.pystol,
-                   "baseline": row.baseline, "ratio": row.ratio, "note": row.note}
-                  for row in rows],
-        "checks": [{"check": text, "ok": ok} for text, ok in verdicts],
-        "details": results,
-    }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwritten to {output}")
-    return 0 if all(ok for _, ok in verdicts) else 1
+    return report("safety", output, {"kubectl": kubectl_version()}, asdict(cfg), rows,
+                  verdicts, results)
 
 
 if __name__ == "__main__":
