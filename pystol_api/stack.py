@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -257,6 +258,31 @@ def scenario_example(scenario: Path | None) -> tuple[str, str] | None:
                 continue
             key = "app" if "app" in labels else next(iter(labels))
             return str(item.get("namespace") or "default"), f"{key}={labels[key]}"
+    return None
+
+
+def path_export(prefix: str | None = None, base_prefix: str | None = None,
+                search_path: str | None = None) -> str | None:
+    """The `export PATH=…` line a new terminal needs to find `pystol`, or None.
+
+    Why: `bash scripts/dev.sh up` (and any virtualenv install) puts `pystol` in the
+    venv's `bin/`, which a new terminal does not have on its PATH, so the pasted
+    command would answer "command not found". A virtualenv is never active in a new
+    terminal, so inside one we always print the line; outside one we print it only
+    when `pystol` is not on PATH (e.g. a `pip install --user` whose scripts directory
+    the shell does not search).
+    """
+    prefix = sys.prefix if prefix is None else prefix
+    base_prefix = sys.base_prefix if base_prefix is None else base_prefix
+    search_path = os.environ.get("PATH", os.defpath) if search_path is None else search_path
+    in_venv = prefix != base_prefix
+    if not in_venv and shutil.which("pystol", path=search_path):
+        return None
+    candidates = [Path(prefix) / "bin", Path(sysconfig.get_path("scripts")),
+                  Path(sysconfig.get_path("scripts", f"{os.name}_user"))]
+    for directory in candidates:
+        if (directory / "pystol").exists():
+            return f'export PATH={shlex.quote(str(directory))}:"$PATH"  # where pystol is'
     return None
 
 
@@ -585,6 +611,11 @@ def _announce(out: Output, options: UpOptions, plan: RedisPlan, api_url: str,
         "",
         "In another terminal:",
         "",
+    ]
+    path_line = path_export()
+    if path_line:
+        lines.append(path_line)
+    lines += [
         f"export PYSTOL_API_URL={api_url} PYSTOL_TOKEN={shlex.quote(shown_token)}",
     ]
     if options.sim:

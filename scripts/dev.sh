@@ -53,6 +53,34 @@ setup() {
   export PATH="$TOOLS/bin:$VENV/bin:$PATH"
 }
 
+# The install a user does: the built wheel alone, no test extra, in a fresh venv (outside
+# the repository, so nothing is imported from the source tree), then the README's first run.
+wheel_smoke() {
+  local work
+  work=$(mktemp -d /tmp/pystol-wheel-smoke.XXXXXX)
+  "$VENV/bin/pip" wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+    -w "$work/dist" .
+  python3 -m venv "$work/venv"
+  "$work/venv/bin/pip" install -q --disable-pip-version-check "$work"/dist/pystol-*.whl
+  "$work/venv/bin/pip" check
+  (
+    cd "$work"
+    venv/bin/pystol --help >/dev/null
+    venv/bin/pystol-sim --help >/dev/null
+    # every console script of the distribution, and the broker transport the worker needs
+    venv/bin/python -c '
+import importlib.metadata as md, kombu.transport.redis
+scripts = [ep for ep in md.distribution("pystol").entry_points if ep.group == "console_scripts"]
+assert scripts, "no console scripts"
+for ep in scripts:
+    ep.load()
+    print("imports:", ep.name, "=", ep.value)
+'
+    venv/bin/python "$ROOT/scripts/first_run_smoke.py"
+  )
+  rm -rf "$work"
+}
+
 case "${1:-}" in
   test)
     shift
@@ -68,6 +96,11 @@ case "${1:-}" in
       if [ -f "bench/$bench.py" ]; then python -m "bench.$bench" "$@"; fi
     done
     ;;
+  wheel-smoke)
+    shift
+    setup
+    wheel_smoke
+    ;;
   up)
     shift
     setup
@@ -77,7 +110,7 @@ case "${1:-}" in
     setup
     ;;
   *)
-    echo "usage: bash scripts/dev.sh test [pytest args] | up [pystol up options] | bench [--smoke] | setup" >&2
+    echo "usage: bash scripts/dev.sh test [pytest args] | up [pystol up options] | bench [--smoke] | wheel-smoke | setup" >&2
     exit 2
     ;;
 esac

@@ -51,7 +51,7 @@ def test_up_sim_then_run_pod_kill_wait(tmp_path: Path, redis_choice: str) -> Non
     try:
         exports = read_until(up, lines, r"^export PYSTOL_API_URL=(\S+) PYSTOL_TOKEN=(\S+)$", 90)
         api_url, token = exports.group(1), shlex.split(exports.group(2))[0]
-        assert api_url == f"http://127.0.0.1:{port}"
+        assert api_url == f"http://127.0.0.1:{port}" and token
         example = read_until(up, lines, r"^(pystol run pod-kill .*)$", 5).group(1)
         assert "--namespace shop" in example and "--selector app=web" in example
         if redis_choice == "fake":
@@ -59,9 +59,18 @@ def test_up_sim_then_run_pod_kill_wait(tmp_path: Path, redis_choice: str) -> Non
 
         argv = shlex.split(example)
         assert argv[0] == "pystol" and "--wait" in argv
-        run = subprocess.run([sys.executable, "-m", "pystol_api.cli", *argv[1:]],
-                             env=dict(env, PYSTOL_API_URL=api_url, PYSTOL_TOKEN=token),
-                             capture_output=True, text=True, timeout=120)
+        # Paste the printed block into "a new terminal": a shell whose PATH has no
+        # virtualenv and whose environment has none of Pystol's variables, so the block
+        # alone must find `pystol` and say where the API is and as whom to talk to it.
+        start = next(i for i, line in enumerate(lines) if line == "In another terminal:")
+        block = "\n".join(lines[start + 1: lines.index(example) + 1])
+        fresh = {"HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin",
+                 "LANG": "C.UTF-8"}
+        assert subprocess.run(["bash", "-c", "command -v pystol"], env=fresh,
+                              capture_output=True).returncode != 0, \
+            "this test needs a PATH without pystol to mean anything"
+        run = subprocess.run(["bash", "-ec", block], env=fresh, capture_output=True,
+                             text=True, timeout=120)
         assert run.returncode == 0, run.stdout + run.stderr + "\n".join(lines[-40:])
         assert "succeeded" in run.stdout
         assert re.search(r"recover", run.stdout), run.stdout

@@ -712,3 +712,21 @@ def test_output_survives_a_closed_stdout() -> None:
     out.say("and again")
     out.error("reported")
     assert errors.getvalue() == "pystol up: error: reported\n"
+
+
+def test_up_tells_a_new_terminal_where_pystol_is(tmp_path: Path) -> None:
+    """Inside a virtualenv the pasted block must put the venv's bin/ on PATH first."""
+    venv = tmp_path / "venv with space"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "pystol").write_text("#!/bin/sh\n")
+    line = stack.path_export(prefix=str(venv), base_prefix="/usr", search_path="/usr/bin")
+    assert line is not None
+    exported = subprocess.run(["bash", "-c", line + '\nprintf %s "$PATH"'],
+                              capture_output=True, text=True, env={"PATH": "/usr/bin"})
+    assert exported.stdout.split(":")[0] == str(venv / "bin")
+
+
+def test_up_prints_no_path_line_when_pystol_is_on_path(tmp_path: Path) -> None:
+    (tmp_path / "pystol").write_text("#!/bin/sh\n")
+    (tmp_path / "pystol").chmod(0o755)
+    assert stack.path_export(prefix="/usr", base_prefix="/usr", search_path=str(tmp_path)) is None
