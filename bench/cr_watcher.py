@@ -22,17 +22,16 @@ Run from the repository root:
     .venv/bin/python -m bench.cr_watcher --smoke    # 50 CRs (~30 s)
 
 Results are printed as a table and written to bench/results/cr_watcher.json
-(cr_watcher_smoke.json with --smoke); `--render FILE` prints an earlier file's table.
+(cr_watcher_smoke.json with --smoke) by `bench/results_file.py`; `--render FILE` prints an
+earlier results file again.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -48,10 +47,10 @@ import redis
 import yaml
 
 from bench.pipeline import Proc, free_port, spawn, start_redis, summary
+from bench.results_file import Provenance, Row, default_output, render, report
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 NAMESPACE = "burst"
 GROUP, VERSION, PLURAL = "pystol.org", "v1alpha1", "pystolactions"
@@ -294,30 +293,6 @@ def burst(count: int, workdir: Path, with_watcher: bool, profile: Path | None = 
 # --------------------------------------------------------------------------- report
 
 
-@dataclass
-class Row:
-    metric: str
-    unit: str
-    watcher: float | None
-    alone: float | None
-
-    @property
-    def ratio(self) -> float | None:
-        if self.watcher is None or self.alone is None or self.alone <= 0:
-            return None
-        return self.watcher / self.alone
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}"
-
-
 def build_rows(results: dict[str, Any]) -> list[Row]:
     w, a = results["watcher"], results["alone"]
     n = results["count"]
@@ -357,21 +332,6 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     ]
 
 
-def table(rows: list[Row]) -> str:
-    header = ("metric", "watcher", "kubectl alone", "ratio")
-    body = [(f"{r.metric} ({r.unit})", _fmt(r.watcher), _fmt(r.alone),
-             f"{_fmt(r.ratio)}x" if r.ratio is not None else "-") for r in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
-    lines = []
-    for index, line in enumerate([header, *body]):
-        lines.append("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                               for i, (cell, width) in enumerate(zip(line, widths,
-                                                                      strict=True))))
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def checks(results: dict[str, Any]) -> list[tuple[str, bool]]:
     w, n = results["watcher"], results["count"]
     return [
@@ -383,37 +343,27 @@ def checks(results: dict[str, Any]) -> list[tuple[str, bool]]:
     ]
 
 
-def render(results: dict[str, Any]) -> int:
-    print(table(build_rows(results)))
-    failed = False
-    for text, ok in checks(results):
-        print(f"{'ok ' if ok else 'FAIL'} {text}")
-        failed |= not ok
-    return 1 if failed else 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cr_watcher",
                                      description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="50 CRs instead of 1,000")
     parser.add_argument("--count", type=int, help="CRs in the burst")
-    parser.add_argument("--output", type=Path, help="JSON results file")
-    parser.add_argument("--render", type=Path, help="print the table of a results file")
+    parser.add_argument("--output", type=Path, help="JSON results file (default "
+                        "bench/results/cr_watcher.json, cr_watcher_smoke.json with --smoke)")
+    parser.add_argument("--render", type=Path, metavar="FILE",
+                        help="run nothing: print the table of an earlier results file")
     parser.add_argument("--profile-watcher", type=Path, metavar="FILE",
                         help="diagnosis: run the watcher under cProfile (slower; do not "
                              "record those figures)")
     args = parser.parse_args(argv)
     if args.render:
-        return render(json.loads(args.render.read_text()))
+        return render(args.render)
     count = args.count or (50 if args.smoke else 1000)
     singles = 10 if args.smoke else 50
-    output = args.output or RESULTS_DIR / ("cr_watcher_smoke.json" if args.smoke
-                                           else "cr_watcher.json")
-    results: dict[str, Any] = {
-        "count": count, "singles": singles, "when": datetime.datetime.now(datetime.UTC).isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "loadavg_start": os.getloadavg()}
+    output = args.output or default_output("cr_watcher", bool(args.smoke))
+    provenance = Provenance.now()
+    results: dict[str, Any] = {"count": count, "singles": singles,
+                               "loadavg_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="bench-cr-watcher-") as tmp:
         workdir = Path(tmp)
         print(f"burst of {count} PystolActions, kubectl create alone ...", flush=True)
@@ -422,10 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         results["watcher"] = burst(count, workdir, with_watcher=True,
                                    profile=args.profile_watcher, singles=singles)
     results["loadavg_end"] = os.getloadavg()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {output}")
-    return render(results)
+    config = {"count": count, "singles": singles, "smoke": bool(args.smoke)}
+    return report("cr_watcher", output, provenance, build_rows(results), checks(results),
+                  results, config=config, labels=("watcher", "kubectl alone"))
 
 
 if __name__ == "__main__":

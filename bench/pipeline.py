@@ -7,7 +7,8 @@ hand-off next to the bare version of the same hand-off on the same machine, in t
 same run, so the ratio says how much Pystol itself adds:
 
 (a) Submission throughput. `wrk` POSTs a valid pod-kill spec (`dry_run: true`) to
-    `POST /api/v1/jobs` of `pystol api` (gunicorn, `PYSTOL_API_WORKERS` sync workers).
+    `POST /api/v1/jobs` of `pystol api` (gunicorn, `PYSTOL_API_WORKERS` gthread workers
+    of 8 threads each, as `pystol_api.wsgi_server` configures them).
     The baseline is a WSGI app defined here that reads the body and answers a fixed
     202 (no validation, no Redis), served by the very same gunicorn configuration
     (`pystol_api.wsgi_server.ApiServer` with the same options). No worker runs during
@@ -38,7 +39,8 @@ Run from the repository root:
     .venv/bin/python -m bench.pipeline            # full run (~2.5 min)
     .venv/bin/python -m bench.pipeline --smoke    # CI (~30 s)
 
-Results are printed as a table and written as JSON to `bench/results/`.
+Results are printed as a table and written as JSON to `bench/results/` (see
+`bench/results_file.py`); `--render FILE` prints an earlier results file again.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ import datetime
 import http.client
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -71,9 +72,10 @@ from typing import Any
 import redis
 import yaml
 
+from bench.results_file import Provenance, Row, default_output, render, report
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
 
 NAMESPACE = "bench"
 DEPLOYMENT = "victim"
@@ -161,7 +163,7 @@ class Config:
     baseline_events: bool
 
 
-def parse_args(argv: list[str] | None) -> tuple[Config, Path]:
+def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None]:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline",
                                      description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
@@ -188,6 +190,8 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path]:
                         "(task_send_sent_event, worker_send_task_events) in (b)")
     parser.add_argument("--output", type=Path, help="JSON results file (default "
                         "bench/results/pipeline.json, pipeline_smoke.json with --smoke)")
+    parser.add_argument("--render", type=Path, metavar="FILE",
+                        help="run nothing: print the table of an earlier results file")
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
     cfg = Config(
@@ -206,8 +210,8 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path]:
     if min(cfg.rounds, cfg.connections, cfg.wrk_threads, cfg.api_workers, cfg.dispatch_jobs,
            cfg.injection_jobs, cfg.concurrency) < 1 or cfg.load_seconds <= 0:
         parser.error("counts and durations must be positive")
-    output = args.output or RESULTS_DIR / ("pipeline_smoke.json" if smoke else "pipeline.json")
-    return cfg, output
+    output = args.output or default_output("pipeline", smoke)
+    return cfg, output, args.render
 
 
 # --------------------------------------------------------------------------- processes
@@ -575,8 +579,9 @@ def percentile(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
-            "min": min(values), "max": max(values), "mean": sum(values) / len(values)}
+    return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+            "p99": percentile(values, 99), "min": min(values), "max": max(values),
+            "mean": sum(values) / len(values)}
 
 
 def ts(value: str | datetime.datetime | None) -> float:
@@ -866,48 +871,6 @@ def bench_injection(cfg: Config, pystol: PystolClient, sim: SimEndpoint) -> dict
 # --------------------------------------------------------------------------- report
 
 
-@dataclass
-class Row:
-    metric: str
-    unit: str
-    pystol: float | None
-    baseline: float | None
-    rate: bool = False  # higher is better: the ratio is then baseline / pystol
-    note: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        """Pystol's cost in multiples of the baseline's: > 1 means slower or busier."""
-        high, low = (self.baseline, self.pystol) if self.rate else (self.pystol, self.baseline)
-        if high is None or low is None or low <= 0:
-            return None
-        return high / low
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}"
-
-
-def table(rows: list[Row]) -> str:
-    header = ("metric", "pystol", "baseline", "ratio")
-    body = [(f"{r.metric} ({r.unit})", _fmt(r.pystol), _fmt(r.baseline),
-             f"{_fmt(r.ratio)}x" if r.ratio is not None else "-") for r in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
-    lines = []
-    for index, line in enumerate([header, *body]):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(line, widths, strict=True))))
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def build_rows(results: dict[str, Any]) -> list[Row]:
     ms = 1000.0
     sub, dis, inj = results["submission"], results["dispatch"], results["injection"]
@@ -918,7 +881,8 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
 
     return [
         Row("(a) submissions", "req/s", p["rps"], b["rps"], rate=True,
-            note="best of the alternating runs; baseline: fixed 202, same gunicorn"),
+            note="best of the alternating runs; baseline: fixed 202, same gunicorn "
+            f"(gthread workers); load from {sub['client']}"),
         Row("(a) submit latency p50", "ms", p["p50_s"] * ms, b["p50_s"] * ms),
         Row("(a) submit latency p99", "ms", p["p99_s"] * ms, b["p99_s"] * ms),
         Row("(a) server CPU per request", "ms", p["server_cpu_per_request_s"] * ms,
@@ -1001,7 +965,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == WORKER_CHILD:
         run_baseline_worker(argv[1], argv[2], int(argv[3]), argv[4] == "events")
         return 0
-    cfg, output = parse_args(argv)
+    cfg, output, render_file = parse_args(argv)
+    if render_file is not None:
+        return render(render_file)
+    provenance = Provenance.now()
     print(f"pipeline: {'smoke' if cfg.smoke else 'full'} run on {os.cpu_count()} CPUs",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
@@ -1011,33 +978,8 @@ def main(argv: list[str] | None = None) -> int:
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True) \
         if shutil.which("wrk") else None
     machine = {"wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if wrk else None}
-    return report("pipeline", output, machine, asdict(cfg), rows, verdicts, results)
-
-
-def report(benchmark: str, output: Path, machine: dict[str, Any], config: dict[str, Any],
-           rows: list[Row], verdicts: list[tuple[str, bool]], results: dict[str, Any]) -> int:
-    """Print the table and the checks, write the JSON results; 0 when every check passed."""
-    print()
-    print(table(rows))
-    print()
-    for text, ok in verdicts:
-        print(f"  [{'ok' if ok else 'FAIL'}] {text}")
-    document: dict[str, Any] = {
-        "benchmark": benchmark,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), **machine},
-        "config": config,
-        "table": [{"metric": row.metric, "unit": row.unit, "pystol": row.pystol,
-                   "baseline": row.baseline, "ratio": row.ratio, "note": row.note}
-                  for row in rows],
-        "checks": [{"check": text, "ok": ok} for text, ok in verdicts],
-        "details": results,
-    }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwritten to {output}")
-    return 0 if all(ok for _, ok in verdicts) else 1
+    return report("pipeline", output, provenance, rows, verdicts, results,
+                  config=asdict(cfg), machine=machine)
 
 
 if __name__ == "__main__":

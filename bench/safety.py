@@ -4,51 +4,73 @@ Issue 4 asks for two figures, each measured here next to a baseline in the same 
 
 1. Halt latency. A full stack runs as real processes (`redis-server` on a free
    port, `pystol-sim` at speed 10 with two deployments that heal in ~0.1 s, a
-   `pystol worker` with concurrency 2 and `pystol api` under gunicorn). Each run
-   starts two pod-kill jobs that keep injecting (mode `all` on a 200-replica
-   deployment each, the kills spread `uniform` over 20 s: one kill per job every
-   ~100 ms), waits until both have injected and then a random 0.3-1.3 s so the
-   halt lands at any phase of the kill schedule, notes T = `time.time()` just
-   before `POST /api/v1/halt`, and reads the simulator's ground truth
-   (`/_sim/truth`, each pod's `deleted` time). Halt latency = max(0, last
-   deletion of the victims' pods - T): how long injections went on after the
-   operator pressed the button. Also timed: T until both jobs are terminal (their
+   `pystol worker` with concurrency 2 and `pystol api` under gunicorn), started
+   once and reused by every halt. Each halt starts two pod-kill jobs that keep
+   injecting (mode `all` on a 200-replica deployment each, the kills spread
+   `uniform` over 20 s: one kill per job every ~100 ms), waits until both have
+   injected and then a random 0.1 s to 0.1 s + two kill intervals, so the halt
+   lands at any phase of the kill schedule, notes T = `time.time()` just before
+   `POST /api/v1/halt`, and reads the simulator's ground truth (`/_sim/truth`,
+   each pod's `deleted` time). Halt latency = last deletion of the victims' pods
+   - T, signed: negative when the last kill landed before T (the workers were
+   between checks and never injected again), positive when a DELETE that had
+   already passed its halt check landed after T. p50/p95/max over the halts (100
+   in the full run). Also timed: T until both jobs are terminal (their
    `finished_at`) and the `POST /halt` answer. `DELETE /api/v1/halt` and a healed
-   deployment between runs. Baselines, from the same runs and the same Redis:
-   - the injection interval: gaps between a job's consecutive kills (sim truth)
-     while it ran. A worker that checked the halt only once per injection (or a
-     fixed-rate poller of that period) could take up to one such gap to stop;
-   - the round trip of the halt check itself: a bare redis-py `GET` of the halt
-     key, 1,000 calls, next to Pystol's own check (`JobStore.stop_reason`, an
-     MGET of the job's cancel key and the halt key), which workers run right
-     before every injecting call.
+   deployment between halts.
+   Baseline: the physical floor of a halt that workers learn about by polling,
+   measured in the same run. A worker can only stop once it reads the halt key,
+   so nothing that polls can promise better than one polling interval plus one
+   round trip of the read. Both parts are measured, not configured:
+   - the interval between a job's halt checks: a running pod-kill job calls
+     `JobContext.check()` (`JobStore.stop_reason`: one MGET of the job's cancel
+     key and the halt key) right before every DELETE (`recovery._kill`), and
+     while it sleeps towards the next kill it checks again every
+     `CANCEL_POLL_SECONDS` (0.2 s). With kills every 100 ms the checks therefore
+     come once per kill, and the gaps between a job's consecutive kills before T
+     in the sim's ground truth are the gaps between its checks (as an upper
+     bound: the check at the start of each sleep follows the previous DELETE by
+     its call time, `check -> DELETE landed` in the table). `parse_args` refuses
+     kill intervals of 0.2 s or more, for which this would not hold;
+   - the round trip of the check: `JobStore.stop_reason` timed 1,000 times on the
+     same Redis (next to a bare `GET` of the halt key).
+   The floor's p50/p95/max is the round trip's plus the interval's at the same
+   quantile.
 2. Selection cost. `pystol-sim` holding 10,000 pods (100 nodes) and, in the full
    run, 100,000 pods (1,000 nodes) in 100 deployments of one namespace; every
-   pod carries `tier=crowd` (selects all) and `app=crowd-<i>` (selects 1%). Pystol's
-   side runs in a fresh child Python process: imports first (including the
-   kubernetes client's API modules, as a worker preloads them), then
-   `ClusterAccess.from_settings` with the sim's kubeconfig and `select_pods(...,
-   Target(mode="all"), ...)`, timed inside the process; its memory is
-   `ru_maxrss` minus the RSS after the imports. The baseline is
-   `kubectl get pods -n NS -l SEL -o name` on the same sim (discovery cache
-   warmed once): wall time from spawn to exit, max RSS from `os.wait4`. Both
-   sides' whole-process figures (interpreter start and imports included for
-   Pystol) are reported too, and the HTTP requests each made (`/_sim/requests`,
-   reset before each run; it counts API resource requests, not discovery) and
-   the sim's CPU per selection. Runs alternate sides; medians are reported.
+   pod carries `tier=crowd` (selects all) and `app=crowd-<i>` (selects 1%, a real
+   user's case). Three sides run as fresh child processes on the same sim, in
+   rotating order, and the medians are reported:
+   - Pystol: a `python -c` child that imports Pystol (and
+     `preload_client_modules()`, as a worker does before forking), then times
+     `ClusterAccess.from_settings` with the sim's kubeconfig and
+     `select_pods(..., Target(mode="all"), ...)`;
+   - the bare client: a `python -c` child that imports the kubernetes client's
+     same modules, then times `new_client_from_config` and `list_namespaced_pod`
+     with the same label selector and page size, `_preload_content=False` and
+     `json.loads` of each page (the fast way FACTS.md gives for large lists);
+   - kubectl: `kubectl get pods -n NS -l SEL -o name` (discovery cache warmed
+     once).
+   Like is compared with like. Whole process (spawn to exit, the process's peak
+   RSS from `os.wait4`'s `ru_maxrss`, its CPU): Pystol's child against kubectl.
+   In-process (after the imports: time, and `ru_maxrss` minus the RSS after the
+   imports): Pystol's `select_pods` against the bare client's list. Also the HTTP
+   requests each made (`/_sim/requests`, reset before each run; it counts API
+   resource requests, not discovery) and the sim's CPU per selection.
 
 Why real processes and the simulator's ground truth: a halt is only as fast as
 the slowest worker's next Kubernetes call, which no in-process test can see, and
-the sim records when each DELETE actually landed. Why the same sim for the
-selection baseline: the sim's own list cost (it scans its store per page) is then
-identical for both sides, so the ratio shows what Pystol adds over kubectl.
+the sim records when each DELETE actually landed. Why the same sim for every
+selection side: the sim's own list cost is then identical for all of them, so the
+ratios show what Pystol adds.
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.safety            # 20 halts, 10k and 100k pods (~11 min)
+    .venv/bin/python -m bench.safety            # 100 halts, 10k and 100k pods
     .venv/bin/python -m bench.safety --smoke    # CI: 3 halts, 10k pods, 2 reps
 
-Results are printed as a table and written as JSON to `bench/results/`.
+Results are printed as a table and written as JSON to `bench/results/` (see
+`bench/results_file.py`); `--render FILE` prints an earlier results file again.
 """
 
 from __future__ import annotations
@@ -82,20 +104,19 @@ import yaml
 
 from bench.pipeline import (
     Proc,
-    Row,
     cpu_seconds,
     free_port,
     http_ready,
-    report,
     spawn,
     start_redis,
     summary,
     worker_ready,
 )
+from bench.results_file import Provenance, Row, default_output, render, report
+from pystol_worker.job_context import CANCEL_POLL_SECONDS
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
 KUBECTL = REPO_ROOT / ".tools" / "bin" / "kubectl"
 MIB = 1024 * 1024
 
@@ -110,7 +131,10 @@ HALT_SIM_SPEED = 10.0
 HALT_TIMINGS = {"schedule_seconds": 0.0, "start_seconds": 0.5, "ready_seconds": 0.5,
                 "terminate_seconds": 0.5}
 HALT_WARMUP_RUNS = 1
-HALT_SETTLE_SECONDS = 1.0  # after both jobs ended: a straggling DELETE would land by then
+# Once both jobs are terminal their workers have returned from every DELETE call, so every
+# kill has landed in the sim's truth; this only leaves room for the sim's own bookkeeping.
+HALT_SETTLE_SECONDS = 0.2
+HALT_DELAY_MIN_SECONDS = 0.1  # after both jobs injected, before T (plus a random phase)
 LATE_KILL_SECONDS = 1.0  # a kill later than T + this fails the check (as tests/integration do)
 JOB_TIMEOUT_SECONDS = 60.0
 POLL_SECONDS = 0.005
@@ -122,9 +146,11 @@ SELECT_DEPLOYMENTS = 100
 ALL_SELECTOR = "tier=crowd"
 ONE_PERCENT_SELECTOR = "app=crowd-7"
 CHILD_TIMEOUT_SECONDS = 900.0
+PAGE_SIZE = 500  # pystol_worker.kube_access.PAGE_SIZE and kubectl's --chunk-size default
 
 # Pystol's side of the selection, run by a fresh interpreter:
-# argv = kubeconfig, namespace, label selector. Prints one JSON line.
+# argv = kubeconfig, namespace, label selector. Prints one JSON line. "seconds" and
+# "peak_increase" are the in-process figures (after the imports).
 SELECT_CHILD = r"""
 import json, resource, sys, time
 started = time.perf_counter()
@@ -192,6 +218,55 @@ print(json.dumps({
     "peak_increase": peak - rss_after_imports, "vm_hwm": vm("VmHWM")}))
 """
 
+# The in-process baseline of the selection, run by a fresh interpreter: the kubernetes
+# client alone, listing the same pods the fast way (raw pages, json.loads), with the same
+# page size and the same client modules imported first.
+# argv = kubeconfig, namespace, label selector, page size. Prints one JSON line.
+CLIENT_CHILD = r"""
+import json, resource, sys, time
+started = time.perf_counter()
+from kubernetes import config
+from kubernetes.client import AppsV1Api, CoreV1Api  # what preload_client_modules imports
+
+def vm(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+imported = time.perf_counter()
+rss_after_imports = vm("VmRSS")
+kubeconfig, namespace, selector, page_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+cpu0 = cpu()
+t0 = time.perf_counter()
+core = CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+items, token, pages = [], None, 0
+while True:
+    kwargs = {"label_selector": selector, "limit": page_size, "_preload_content": False}
+    if token:
+        kwargs["_continue"] = token
+    page = json.loads(core.list_namespaced_pod(namespace, **kwargs).data)
+    pages += 1
+    items.extend(page.get("items") or ())
+    token = (page.get("metadata") or {}).get("continue")
+    if not token:
+        break
+t1 = time.perf_counter()
+cpu1 = cpu()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({
+    "matched": len(items), "pages": pages, "seconds": t1 - t0,
+    "import_seconds": imported - started, "cpu_seconds": cpu1 - cpu0,
+    "rss_after_imports": rss_after_imports, "peak_rss": peak,
+    "peak_increase": peak - rss_after_imports}))
+"""
+
 
 # --------------------------------------------------------------------------- configuration
 
@@ -213,13 +288,13 @@ class Config:
         return self.kill_seconds / self.replicas
 
 
-def parse_args(argv: list[str] | None) -> tuple[Config, Path]:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.safety",
                                      description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
                         help="small run for CI: 3 halts, 10,000 pods, 2 reps")
     parser.add_argument("--halt-runs", type=int,
-                        help="timed halts (default 20; 3 with --smoke)")
+                        help="timed halts (default 100; 3 with --smoke)")
     parser.add_argument("--replicas", type=int, default=200,
                         help="replicas of each victim deployment = kills per job (default 200)")
     parser.add_argument("--kill-seconds", type=float, default=20.0,
@@ -237,7 +312,13 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path]:
     parser.add_argument("--skip-select", action="store_true", help="only the halt part")
     parser.add_argument("--output", type=Path, help="JSON results file (default "
                         "bench/results/safety.json, safety_smoke.json with --smoke)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--render", type=Path, metavar="FILE",
+                        help="run nothing: print the table of an earlier results file")
+    return parser
+
+
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace
+                     ) -> tuple[Config, Path]:
     smoke = bool(args.smoke)
     sizes_text = args.sizes or ("10000" if smoke else "10000,100000")
     try:
@@ -246,7 +327,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path]:
         parser.error(f"--sizes: expected comma-separated integers, got {sizes_text!r}")
     cfg = Config(
         smoke=smoke,
-        halt_runs=args.halt_runs or (3 if smoke else 20),
+        halt_runs=args.halt_runs or (3 if smoke else 100),
         replicas=args.replicas,
         kill_seconds=args.kill_seconds,
         concurrency=args.concurrency,
@@ -258,12 +339,17 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path]:
     if min(cfg.halt_runs, cfg.replicas, cfg.concurrency, cfg.select_reps) < 1 \
             or cfg.kill_seconds <= 0:
         parser.error("counts and durations must be positive")
+    if not cfg.skip_halt and cfg.kill_interval >= CANCEL_POLL_SECONDS:
+        parser.error(f"--kill-seconds / --replicas must be below {CANCEL_POLL_SECONDS:g} s: "
+                     "the halt floor reads the interval between halt checks from the gaps "
+                     "between kills, which holds only while kills come faster than the "
+                     "checks of a sleeping job")
     if any(size < SELECT_DEPLOYMENTS or size % SELECT_DEPLOYMENTS for size in cfg.sizes):
         parser.error(f"--sizes must be multiples of {SELECT_DEPLOYMENTS}")
     if not cfg.skip_select and not KUBECTL.exists():
         parser.error(f"{KUBECTL} is missing: run `bash scripts/dev.sh setup` "
                      "(or --skip-select)")
-    output = args.output or RESULTS_DIR / ("safety_smoke.json" if smoke else "safety.json")
+    output = args.output or default_output("safety", smoke)
     return cfg, output
 
 
@@ -458,7 +544,13 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: random.Random
              ) -> dict[str, Any]:
     """Start two injecting jobs, halt, and read what happened from the sim's truth."""
+    from pystol_worker.target_locks import PREFIX as LOCK_PREFIX
+
     sim.wait_healed(HALT_NS, VICTIMS, cfg.replicas)
+    # The previous halt's jobs release their target locks just after they end; the jobs
+    # here ask `on_conflict: reject`, so start them only once nothing is locked.
+    wait_until(lambda: next(store.redis.scan_iter(f"{LOCK_PREFIX}*"), None) is None,
+               JOB_TIMEOUT_SECONDS, "target locks of the previous halt released")
     began = time.time()
     job_ids: dict[str, str] = {}
     for victim in VICTIMS:
@@ -476,7 +568,8 @@ def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: rando
                 return False
         return True
     wait_until(injected, JOB_TIMEOUT_SECONDS, "both jobs injected")
-    time.sleep(rng.uniform(0.3, 1.3))  # any phase of the kill schedule
+    # A random phase over two kill intervals: the halt lands anywhere in the kill schedule.
+    time.sleep(HALT_DELAY_MIN_SECONDS + rng.uniform(0.0, 2 * cfg.kill_interval))
 
     halt_at = time.time()
     status, state = api.call("POST", "/api/v1/halt", {"reason": "bench.safety"})
@@ -505,6 +598,7 @@ def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: rando
         if pod["owner_name"] == victim and pod["deleted"] and pod["deleted"] >= began)
         for victim in VICTIMS}
     every = [at for times in deletions.values() for at in times]
+    # The interval between a job's halt checks: its kills come right after a check each.
     gaps = [later - earlier for times in deletions.values()
             for earlier, later in itertools.pairwise(times) if later < halt_at]
     changes = {victim: len(records[victim].result.changes) for victim in VICTIMS}
@@ -527,8 +621,8 @@ def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: rando
         "kills_after_answer": sum(1 for at in every if at > answered),
         "after_halt": late,
         "late_kills": sum(1 for at in every if at > halt_at + LATE_KILL_SECONDS),
-        "halt_latency_s": max(0.0, max(every) - halt_at) if every else None,
-        "last_kill_minus_halt_s": max(every) - halt_at if every else None,
+        # Signed: negative when the last kill landed before T.
+        "latency_s": max(every) - halt_at if every else None,
         "post_answer_s": answered - halt_at,
         "terminal_s": max(at for at in finished if at is not None) - halt_at
         if all(at is not None for at in finished) else None,
@@ -541,6 +635,16 @@ def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: rando
     }
 
 
+def halt_floor(round_trip: dict[str, Any], interval: dict[str, Any]) -> dict[str, Any]:
+    """The physical floor at p50, p95 and max: the halt check's round trip plus the interval
+    between a job's halt checks, each at that quantile (None where one was not measured)."""
+    floor: dict[str, Any] = {}
+    for q in ("p50", "p95", "max"):
+        rtt, gap = round_trip.get(q), interval.get(q)
+        floor[q] = rtt + gap if rtt is not None and gap is not None else None
+    return floor
+
+
 def bench_halt(cfg: Config, workdir: Path) -> dict[str, Any]:
     from pystol_worker.job_store import JobStore
 
@@ -551,7 +655,7 @@ def bench_halt(cfg: Config, workdir: Path) -> dict[str, Any]:
         for index in range(-HALT_WARMUP_RUNS, cfg.halt_runs):
             run = one_halt(cfg, sim, api, store, rng)
             label = "warm-up" if index < 0 else f"{index + 1}/{cfg.halt_runs}"
-            print(f"  halt {label}: latency {run['halt_latency_s'] * 1000:.1f} ms, "
+            print(f"  halt {label}: latency {run['latency_s'] * 1000:+.1f} ms, "
                   f"terminal after {run['terminal_s'] * 1000:.0f} ms, "
                   f"{sum(run['kills'].values())} kills, {run['kills_after_halt']} after T, "
                   f"{run['statuses']}", flush=True)
@@ -559,17 +663,18 @@ def bench_halt(cfg: Config, workdir: Path) -> dict[str, Any]:
                 runs.append(run)
         rtt = redis_round_trips(redis_url, runs[-1]["job_ids"][VICTIMS[0]])
         store.redis.close()
-    gaps = [gap for run in runs for gap in run["gaps_s"]]
+    interval = summary([gap for run in runs for gap in run["gaps_s"]])
     return {
         "runs": [{k: v for k, v in run.items() if k not in ("gaps_s", "check_to_deleted_s")}
                  for run in runs],
+        "latency": summary([run["latency_s"] for run in runs if run["latency_s"] is not None]),
+        "check_interval": interval,
+        "redis": rtt,
+        "floor": halt_floor(rtt["stop_reason"], interval),
         "check_to_deleted": summary([gap for run in runs for gap in run["check_to_deleted_s"]]),
-        "halt_latency": summary([run["halt_latency_s"] for run in runs]),
         "terminal": summary([run["terminal_s"] for run in runs
                              if run["terminal_s"] is not None]),
         "post_answer": summary([run["post_answer_s"] for run in runs]),
-        "injection_gap": summary(gaps),
-        "redis": rtt,
         "planned_interval_s": cfg.kill_interval,
         "late_kills": sum(run["late_kills"] for run in runs),
         "kills_after_halt": sum(run["kills_after_halt"] for run in runs),
@@ -631,7 +736,23 @@ def pystol_select(sim: SimClient, selector: str, workdir: Path) -> dict[str, Any
     cpu_before = cpu_seconds(sim.proc.pid)
     out = workdir / "pystol-select.json"
     wall, usage = run_child([sys.executable, "-c", SELECT_CHILD, str(sim.kubeconfig),
-                                SELECT_NS, selector], child_env(), out)
+                             SELECT_NS, selector], child_env(), out)
+    sim_cpu = cpu_seconds(sim.proc.pid) - cpu_before
+    result: dict[str, Any] = json.loads(out.read_text().strip().splitlines()[-1])
+    requests = sim.requests()
+    result.update(process_seconds=wall, process_max_rss=usage.ru_maxrss * 1024,
+                  process_cpu_seconds=usage.ru_utime + usage.ru_stime,
+                  requests=requests, total_requests=sum(requests.values()), sim_cpu_s=sim_cpu)
+    return result
+
+
+def client_select(sim: SimClient, selector: str, workdir: Path) -> dict[str, Any]:
+    """The in-process baseline: the bare kubernetes client listing the same pods."""
+    sim.reset_requests()
+    cpu_before = cpu_seconds(sim.proc.pid)
+    out = workdir / "client-select.json"
+    wall, usage = run_child([sys.executable, "-c", CLIENT_CHILD, str(sim.kubeconfig),
+                             SELECT_NS, selector, str(PAGE_SIZE)], child_env(), out)
     sim_cpu = cpu_seconds(sim.proc.pid) - cpu_before
     result: dict[str, Any] = json.loads(out.read_text().strip().splitlines()[-1])
     requests = sim.requests()
@@ -653,7 +774,7 @@ def kubectl_select(sim: SimClient, selector: str, cache: Path, workdir: Path
     cpu_before = cpu_seconds(sim.proc.pid)
     out = workdir / "kubectl-select.txt"
     wall, usage = run_child(kubectl_args(selector, cache),
-                               child_env({"KUBECONFIG": str(sim.kubeconfig)}), out)
+                            child_env({"KUBECONFIG": str(sim.kubeconfig)}), out)
     sim_cpu = cpu_seconds(sim.proc.pid) - cpu_before
     with out.open("rb") as lines:
         matched = sum(1 for line in lines if line.startswith(b"pod/"))
@@ -678,13 +799,26 @@ def kubectl_first_run(sim: SimClient, cache: Path, workdir: Path) -> dict[str, A
             "paths": sorted({urllib.parse.urlsplit(url).path for url in sent})}
 
 
+SIDES = ("pystol", "client", "kubectl")
+MEDIAN_KEYS = {
+    "pystol": ("seconds", "select_seconds", "client_seconds", "parse_seconds",
+               "limiter_wait_seconds", "import_seconds", "process_seconds", "peak_increase",
+               "peak_rss", "rss_after_imports", "process_max_rss", "total_requests",
+               "sim_cpu_s", "pages", "cpu_seconds", "process_cpu_seconds"),
+    "client": ("seconds", "import_seconds", "process_seconds", "peak_increase", "peak_rss",
+               "rss_after_imports", "process_max_rss", "total_requests", "sim_cpu_s",
+               "pages", "cpu_seconds", "process_cpu_seconds"),
+    "kubectl": ("seconds", "peak_rss", "total_requests", "sim_cpu_s", "cpu_seconds"),
+}
+
+
 def bench_selection(cfg: Config, size: int, workdir: Path) -> dict[str, Any]:
     nodes = max(1, size // 100)
     print(f"selection: {size} pods on {nodes} nodes", flush=True)
     cases = {"all": (ALL_SELECTOR, size), "1%": (ONE_PERCENT_SELECTOR,
                                                  size // SELECT_DEPLOYMENTS)}
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {
-        case: {"pystol": [], "kubectl": []} for case in cases}
+        case: {side: [] for side in SIDES} for case in cases}
     started = time.monotonic()
     with start_sim(f"sim-select-{size}", select_scenario(size), 1.0, workdir,
                    60 + size / 100) as sim:
@@ -693,45 +827,43 @@ def bench_selection(cfg: Config, size: int, workdir: Path) -> dict[str, Any]:
         print(f"  sim serving after {startup:.1f} s", flush=True)
         cache = workdir / f"kubectl-cache-{size}"
         first = kubectl_first_run(sim, cache, workdir)
-        pystol_select(sim, ONE_PERCENT_SELECTOR, workdir)  # warm the page cache: imports
+        # Warm the page cache (the imports) of both Python sides; not measured.
+        pystol_select(sim, ONE_PERCENT_SELECTOR, workdir)
+        client_select(sim, ONE_PERCENT_SELECTOR, workdir)
         for rep in range(cfg.select_reps):
             for case, (selector, expected) in cases.items():
-                sides = ["pystol", "kubectl"] if rep % 2 == 0 else ["kubectl", "pystol"]
-                for side in sides:
-                    result = (pystol_select(sim, selector, workdir) if side == "pystol"
-                              else kubectl_select(sim, selector, cache, workdir))
+                shift = rep % len(SIDES)  # rotate the order: each side goes first in turn
+                for side in SIDES[shift:] + SIDES[:shift]:
+                    if side == "pystol":
+                        result = pystol_select(sim, selector, workdir)
+                    elif side == "client":
+                        result = client_select(sim, selector, workdir)
+                    else:
+                        result = kubectl_select(sim, selector, cache, workdir)
                     result["expected"] = expected
                     samples[case][side].append(result)
-                    print(f"  {case:>3} {side:<7} rep {rep + 1}: {result['seconds']:.2f} s, "
-                          f"{result['matched']} pods, peak "
-                          f"{(result.get('peak_increase') or result['peak_rss']) / MIB:.0f} MiB,"
-                          f" {result['total_requests']} requests", flush=True)
+                    whole_rss = result.get("process_max_rss") or result["peak_rss"]
+                    print(f"  {case:>3} {side:<7} rep {rep + 1}: {result['seconds']:.2f} s "
+                          f"({result.get('process_seconds', result['seconds']):.2f} s whole "
+                          f"process), {result['matched']} pods, peak "
+                          f"{whole_rss / MIB:.0f} MiB, {result['total_requests']} requests",
+                          flush=True)
     vm = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in sim_rss.splitlines()
           if line.startswith(("VmRSS", "VmHWM"))}
     out: dict[str, Any] = {"size": size, "nodes": nodes, "sim_startup_s": startup,
                            "sim_rss": vm.get("VmRSS"), "kubectl_first_run": first,
                            "cases": {}}
     for case, sides in samples.items():
-        py, kc = sides["pystol"], sides["kubectl"]
-
-        def med(rows: list[dict[str, Any]], key: str) -> float | None:
-            return median([row[key] for row in rows if row.get(key) is not None])
-        out["cases"][case] = {
-            "selector": cases[case][0], "expected": cases[case][1],
-            "pystol": {key: med(py, key) for key in (
-                "seconds", "select_seconds", "client_seconds", "parse_seconds",
-                "limiter_wait_seconds", "import_seconds", "process_seconds", "peak_increase",
-                "peak_rss", "rss_after_imports", "process_max_rss", "total_requests",
-                "sim_cpu_s", "pages", "cpu_seconds", "process_cpu_seconds")},
-            "kubectl": {key: med(kc, key) for key in (
-                "seconds", "peak_rss", "total_requests", "sim_cpu_s", "cpu_seconds")},
-            "pystol_requests": py[-1]["requests"] if py else {},
-            "kubectl_requests": kc[-1]["requests"] if kc else {},
-            "wrong_counts": [f"{side} matched {row['matched']} of {row['expected']}"
-                             for side, rows in sides.items() for row in rows
-                             if row["matched"] != row["expected"]],
-            "samples": sides,
-        }
+        data: dict[str, Any] = {"selector": cases[case][0], "expected": cases[case][1]}
+        for side, rows in sides.items():
+            data[side] = {key: median([row[key] for row in rows if row.get(key) is not None])
+                          for key in MEDIAN_KEYS[side]}
+            data[f"{side}_requests"] = rows[-1]["requests"] if rows else {}
+        data["wrong_counts"] = [f"{side} matched {row['matched']} of {row['expected']}"
+                                for side, rows in sides.items() for row in rows
+                                if row["matched"] != row["expected"]]
+        data["samples"] = sides
+        out["cases"][case] = data
     return out
 
 
@@ -740,47 +872,74 @@ def bench_selection(cfg: Config, size: int, workdir: Path) -> dict[str, Any]:
 
 def build_rows(results: dict[str, Any]) -> list[Row]:
     ms = 1000.0
+
+    def scaled(value: float | None, factor: float) -> float | None:
+        return value * factor if value is not None else None
+
     rows: list[Row] = []
     halt = results.get("halt")
     if halt:
-        lat, gap, term = halt["halt_latency"], halt["injection_gap"], halt["terminal"]
+        lat, floor, interval = halt["latency"], halt["floor"], halt["check_interval"]
         get, check = halt["redis"]["get"], halt["redis"]["stop_reason"]
+        term, landed = halt["terminal"], halt["check_to_deleted"]
         rows += [
-            Row("halt: POST -> last injection p50", "ms", lat["p50"] * ms, gap["p50"] * ms,
-                note="baseline: a job's gap between consecutive kills, p50"),
-            Row("halt: POST -> last injection p99", "ms", lat["p99"] * ms, gap["p50"] * ms,
-                note="the issue's ratio: halt p99 / injection gap p50"),
-            Row("halt: POST -> last injection max", "ms", lat["max"] * ms, gap["p99"] * ms,
-                note="baseline: injection gap p99"),
-            Row("halt: POST -> last injection p99 vs check RTT", "ms", lat["p99"] * ms,
-                get["p99"] * ms, note="baseline: redis GET of the halt key, p99"),
-            Row("halt: POST answered p50", "ms", halt["post_answer"]["p50"] * ms, None),
-            Row("halt: POST -> both jobs terminal p50", "ms", term["p50"] * ms, None),
-            Row("halt: POST -> both jobs terminal p99", "ms", term["p99"] * ms, None),
-            Row("halt check round trip p50", "ms", check["p50"] * ms, get["p50"] * ms,
-                note="pystol: JobStore.stop_reason (MGET); baseline: GET of the key"),
-            Row("halt check round trip p99", "ms", check["p99"] * ms, get["p99"] * ms),
+            Row("halt: T -> last kill landed p50", "ms", scaled(lat.get("p50"), ms),
+                scaled(floor["p50"], ms),
+                note="signed (< 0: the last kill landed before T); baseline: the floor, "
+                "halt-check round trip + interval between a job's halt checks, same quantile"),
+            Row("halt: T -> last kill landed p95", "ms", scaled(lat.get("p95"), ms),
+                scaled(floor["p95"], ms)),
+            Row("halt: T -> last kill landed max", "ms", scaled(lat.get("max"), ms),
+                scaled(floor["max"], ms)),
+            Row("halt: halts with a kill landing after T", "n",
+                halt["runs_with_kill_after_halt"], None,
+                note=f"of {lat.get('n', 0)} halts"),
+            Row("halt: kill's halt check -> DELETE landed p50", "ms",
+                scaled(landed.get("p50"), ms), None,
+                note="a kill past its check when the halt lands still lands"),
+            Row("halt: kill's halt check -> DELETE landed max", "ms",
+                scaled(landed.get("max"), ms), None),
+            Row("floor part: interval between a job's halt checks p50", "ms", None,
+                scaled(interval.get("p50"), ms),
+                note="gaps between a job's consecutive kills before T (sim truth)"),
+            Row("floor part: interval between a job's halt checks max", "ms", None,
+                scaled(interval.get("max"), ms)),
+            Row("halt check round trip p50", "ms", scaled(check.get("p50"), ms),
+                scaled(get.get("p50"), ms),
+                note="pystol: JobStore.stop_reason (MGET, the floor's part); "
+                "baseline: GET of the halt key"),
+            Row("halt check round trip p95", "ms", scaled(check.get("p95"), ms),
+                scaled(get.get("p95"), ms)),
+            Row("halt: POST answered p50", "ms", scaled(halt["post_answer"].get("p50"), ms),
+                None),
+            Row("halt: T -> both jobs terminal p50", "ms", scaled(term.get("p50"), ms), None),
+            Row("halt: T -> both jobs terminal p95", "ms", scaled(term.get("p95"), ms), None),
         ]
     for size_result in results.get("selection", []):
         size = size_result["size"]
         for case, data in size_result["cases"].items():
-            py, kc = data["pystol"], data["kubectl"]
+            py, kc, bare = data["pystol"], data["kubectl"], data.get("client") or {}
             label = f"select {case} of {size:,} ({data['expected']:,} pods)"
             rows += [
-                Row(f"{label}: time", "s", py["seconds"], kc["seconds"],
-                    note="pystol: in-process; kubectl: spawn to exit"),
-                Row(f"{label}: peak memory", "MiB", (py["peak_increase"] or 0) / MIB,
-                    (kc["peak_rss"] or 0) / MIB,
-                    note="pystol: ru_maxrss - RSS after imports; kubectl: max RSS"),
+                Row(f"{label}: whole process, spawn to exit", "s", py["process_seconds"],
+                    kc["seconds"], note="pystol: fresh python, imports + select_pods; "
+                    "baseline: kubectl get -o name"),
+                Row(f"{label}: whole process, peak RSS", "MiB",
+                    scaled(py["process_max_rss"], 1 / MIB), scaled(kc["peak_rss"], 1 / MIB),
+                    note="ru_maxrss of each process (os.wait4)"),
+                Row(f"{label}: whole process, CPU", "s", py["process_cpu_seconds"],
+                    kc["cpu_seconds"], note="user + system"),
+                Row(f"{label}: in-process time", "s", py["seconds"], bare.get("seconds"),
+                    note="after the imports; pystol: select_pods; baseline: bare kubernetes "
+                    "client list, raw pages + json.loads"),
+                Row(f"{label}: in-process peak memory", "MiB",
+                    scaled(py["peak_increase"], 1 / MIB),
+                    scaled(bare.get("peak_increase"), 1 / MIB),
+                    note="ru_maxrss - RSS after the imports, both sides"),
                 Row(f"{label}: HTTP requests", "n", py["total_requests"],
-                    kc["total_requests"]),
-                Row(f"{label}: whole process", "s", py["process_seconds"], kc["seconds"],
-                    note="pystol incl. interpreter start + imports"),
-                Row(f"{label}: whole-process max RSS", "MiB",
-                    (py["process_max_rss"] or 0) / MIB, (kc["peak_rss"] or 0) / MIB),
-                Row(f"{label}: client CPU", "s", py["cpu_seconds"], kc["cpu_seconds"],
-                    note="user + system; pystol: in-process, kubectl: whole process"),
-                Row(f"{label}: sim CPU", "s", py["sim_cpu_s"], kc["sim_cpu_s"]),
+                    kc["total_requests"], note="baseline: kubectl"),
+                Row(f"{label}: sim CPU", "s", py["sim_cpu_s"], kc["sim_cpu_s"],
+                    note="baseline: kubectl"),
             ]
     return rows
 
@@ -790,9 +949,9 @@ def checks(cfg: Config, results: dict[str, Any]) -> list[tuple[str, bool]]:
     halt = results.get("halt")
     if halt:
         out += [
-            (f"halt: {len(halt['runs'])} of {cfg.halt_runs} runs timed", len(halt["runs"])
+            (f"halt: {len(halt['runs'])} of {cfg.halt_runs} halts timed", len(halt["runs"])
              == cfg.halt_runs),
-            (f"halt: every job ended aborted or cancelled ({len(halt['not_aborted'])} runs "
+            (f"halt: every job ended aborted or cancelled ({len(halt['not_aborted'])} halts "
              "did not)", not halt["not_aborted"]),
             (f"halt: no kill later than T + {LATE_KILL_SECONDS:g} s ({halt['late_kills']})",
              halt["late_kills"] == 0),
@@ -810,13 +969,17 @@ def checks(cfg: Config, results: dict[str, Any]) -> list[tuple[str, bool]]:
 def run(cfg: Config, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"loadavg_start": os.getloadavg()}
     if not cfg.skip_halt:
-        print(f"halt: {cfg.halt_runs} runs (+{HALT_WARMUP_RUNS} warm-up), 2 jobs x "
+        print(f"halt: {cfg.halt_runs} halts (+{HALT_WARMUP_RUNS} warm-up), 2 jobs x "
               f"{cfg.replicas} kills over {cfg.kill_seconds:g} s each "
               f"(one per {cfg.kill_interval * 1000:.0f} ms), worker concurrency "
               f"{cfg.concurrency}", flush=True)
+        started = time.monotonic()
         results["halt"] = bench_halt(cfg, workdir)
+        results["halt"]["wall_seconds"] = time.monotonic() - started
     if not cfg.skip_select:
+        started = time.monotonic()
         results["selection"] = [bench_selection(cfg, size, workdir) for size in cfg.sizes]
+        results["selection_wall_seconds"] = time.monotonic() - started
     results["loadavg_end"] = os.getloadavg()
     return results
 
@@ -834,18 +997,21 @@ def kubectl_version() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, output = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.render:
+        return render(args.render)
+    cfg, output = config_from_args(parser, args)
     if shutil.which("redis-server") is None and not cfg.skip_halt:
         print("redis-server is not on PATH (scripts/dev.sh installs it)", file=sys.stderr)
         return 2
+    provenance = Provenance.now()
     print(f"safety: {'smoke' if cfg.smoke else 'full'} run on {os.cpu_count()} CPUs",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-safety-") as tmp:
         results = run(cfg, Path(tmp))
-    rows = build_rows(results)
-    verdicts = checks(cfg, results)
-    return report("safety", output, {"kubectl": kubectl_version()}, asdict(cfg), rows,
-                  verdicts, results)
+    return report("safety", output, provenance, build_rows(results), checks(cfg, results),
+                  results, config=asdict(cfg), machine={"kubectl": kubectl_version()})
 
 
 if __name__ == "__main__":

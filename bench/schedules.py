@@ -25,7 +25,8 @@ and not counted.
     .venv/bin/python -m bench.schedules --smoke    # 20 runs per side (~40 s)
 
 Results: a table on stdout and JSON in bench/results/schedules.json (schedules_smoke.json
-with --smoke). Exit status 1 when a slot ran twice or a run is missing.
+with --smoke), written by `bench/results_file.py`; `--render FILE` prints an earlier results
+file again. Exit status 1 when a slot ran twice or a run is missing.
 """
 
 from __future__ import annotations
@@ -34,13 +35,12 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,8 @@ from typing import Any
 import redis
 
 from bench.pipeline import free_port, spawn, summary
+from bench.results_file import Provenance, Row, default_output, render, report
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
 BASELINE_QUEUE = "bench.noop"
 BASELINE_TASK = "bench.noop"
 BASELINE_ENTRY = "bench-noop"
@@ -195,6 +194,7 @@ def pystol_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "beat_lateness_ms": summary([row["fired"] * 1000 for row in rows]),
         "fire_to_job_stored_ms": summary([(row["created"] - row["fired"]) * 1000
                                           for row in rows]),
+        "fire_to_start_ms": summary([(row["started"] - row["fired"]) * 1000 for row in rows]),
         "stored_to_started_ms": summary([(row["started"] - row["created"]) * 1000
                                          for row in rows]),
         "duplicate_slots": sum(measured["duplicate_slots"] for measured in rounds),
@@ -215,7 +215,7 @@ def baseline_summary(rows: list[dict[str, float]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- driver
 
 
-def run(cfg: Config, output: Path) -> int:
+def run(cfg: Config) -> dict[str, Any]:
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         raise SystemExit("redis-server is not on PATH (scripts/dev.sh installs it)")
@@ -267,65 +267,49 @@ def run(cfg: Config, output: Path) -> int:
                   file=sys.stderr)
             theirs += measure_baseline(client, settings, cfg, count, f"{BASELINE_ENTRY}-{index}")
         pystol, bare = pystol_summary(ours), baseline_summary(theirs)
-    results = {
-        "benchmark": "schedules",
-        "when": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "config": {"runs": cfg.runs, "rounds": cfg.rounds, "interval_seconds": cfg.interval,
-                   "worker_concurrency": cfg.concurrency, "warmup_runs": WARMUP,
-                   "beat_max_loop_interval": 1.0},
-        "pystol": pystol,
-        "baseline": bare,
-    }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(render(results))
-    print(f"\nwritten to {output}", file=sys.stderr)
-    ok = (pystol["duplicate_slots"] == 0 and pystol["slots_contiguous"]
-          and pystol["runs"] >= cfg.runs and bare["runs"] >= cfg.runs)
-    return 0 if ok else 1
+    return {"pystol": pystol, "baseline": bare}
 
 
-def render(results: dict[str, Any]) -> str:
-    pystol, bare = results["pystol"], results["baseline"]
-    cfg = results["config"]
+def build_rows(details: dict[str, Any]) -> list[Row]:
+    """Pystol's schedule beside the bare redbeat entry; every figure in ms."""
+    pystol, bare = details["pystol"], details["baseline"]
 
-    def cell(stats: dict[str, Any], key: str) -> str:
-        return f"{stats[key]:.1f}" if stats.get("n") else "-"
+    def value(stats: dict[str, Any] | None, key: str) -> float | None:
+        return stats[key] if stats and stats.get("n") else None
 
-    def ratio(ours: dict[str, Any], theirs: dict[str, Any], key: str) -> str:
-        if not ours.get("n") or not theirs.get("n") or theirs[key] <= 0:
-            return "-"
-        return f"{ours[key] / theirs[key]:.1f}x"
+    def pair(metric: str, name: str, key: str, note: str = "") -> Row:
+        return Row(metric, "ms", value(pystol.get(name), key), value(bare.get(name), key),
+                   note)
 
-    lines = [f"schedule precision: {cfg['runs']} runs every {cfg['interval_seconds']:g}s per "
-             "side (ms after the nominal time)", "",
-             "| metric | pystol schedule | bare redbeat entry | ratio |", "|---|---:|---:|---:|"]
-    for label, key in (("start - nominal, p50 (ms)", "p50"),
-                       ("start - nominal, p99 (ms)", "p99"),
-                       ("start - nominal, max (ms)", "max")):
-        ours, theirs = pystol["start_minus_nominal_ms"], bare["start_minus_nominal_ms"]
-        lines.append(f"| {label} | {cell(ours, key)} | {cell(theirs, key)} | "
-                     f"{ratio(ours, theirs, key)} |")
-    for label, key in (("beat lateness (send - nominal), p50 (ms)", "p50"),
-                       ("beat lateness (send - nominal), p99 (ms)", "p99")):
-        ours, theirs = pystol["beat_lateness_ms"], bare["beat_lateness_ms"]
-        lines.append(f"| {label} | {cell(ours, key)} | {cell(theirs, key)} | "
-                     f"{ratio(ours, theirs, key)} |")
-    lines.append(f"| fire → job stored, p50 / p99 (ms) | "
-                 f"{cell(pystol['fire_to_job_stored_ms'], 'p50')} / "
-                 f"{cell(pystol['fire_to_job_stored_ms'], 'p99')} | - | - |")
-    lines.append(f"| job stored → started, p50 / p99 (ms) | "
-                 f"{cell(pystol['stored_to_started_ms'], 'p50')} / "
-                 f"{cell(pystol['stored_to_started_ms'], 'p99')} | - | - |")
-    lines.append(f"| send → task start, p50 / p99 (ms) | - | "
-                 f"{cell(bare['fire_to_start_ms'], 'p50')} / "
-                 f"{cell(bare['fire_to_start_ms'], 'p99')} | - |")
-    lines.append(f"| runs measured | {pystol['runs']} | {bare['runs']} | - |")
-    lines.append(f"| slots run twice / gaps in the slots | {pystol['duplicate_slots']} / "
-                 f"{'none' if pystol['slots_contiguous'] else 'YES'} | - | - |")
-    return "\n".join(lines)
+    return [
+        pair("start - nominal p50", "start_minus_nominal_ms", "p50",
+             "pystol: job started_at - slot; baseline: task start - (last run + interval)"),
+        pair("start - nominal p99", "start_minus_nominal_ms", "p99"),
+        pair("start - nominal max", "start_minus_nominal_ms", "max"),
+        pair("beat lateness (send - nominal) p50", "beat_lateness_ms", "p50"),
+        pair("beat lateness (send - nominal) p99", "beat_lateness_ms", "p99"),
+        pair("beat send -> start p50", "fire_to_start_ms", "p50",
+             "pystol: fire task + run_job task; baseline: the no-op task"),
+        pair("beat send -> start p99", "fire_to_start_ms", "p99"),
+        Row("fire -> job stored p50", "ms", value(pystol["fire_to_job_stored_ms"], "p50"), None),
+        Row("fire -> job stored p99", "ms", value(pystol["fire_to_job_stored_ms"], "p99"), None),
+        Row("job stored -> started p50", "ms", value(pystol["stored_to_started_ms"], "p50"),
+            None),
+        Row("job stored -> started p99", "ms", value(pystol["stored_to_started_ms"], "p99"),
+            None),
+        Row("runs measured", "n", pystol["runs"], bare["runs"]),
+    ]
+
+
+def checks(config: dict[str, Any], details: dict[str, Any]) -> list[tuple[str, bool]]:
+    pystol, bare = details["pystol"], details["baseline"]
+    return [
+        (f"{pystol['duplicate_slots']} slots ran twice", pystol["duplicate_slots"] == 0),
+        ("no slot was skipped" if pystol["slots_contiguous"] else "a slot was skipped",
+         bool(pystol["slots_contiguous"])),
+        (f"{pystol['runs']} + {bare['runs']} of {config['runs']} + {config['runs']} runs "
+         "measured", pystol["runs"] >= config["runs"] and bare["runs"] >= config["runs"]),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,12 +327,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker concurrency of both sides (default 2)")
     parser.add_argument("--rounds", type=int, help="alternations of the two sides (default "
                         "4; 1 with --smoke), so both see the same background load")
-    parser.add_argument("--output", type=Path, help="JSON results file")
-    parser.add_argument("--render", type=Path, help="print the table of a results file")
+    parser.add_argument("--output", type=Path, help="JSON results file (default "
+                        "bench/results/schedules.json, schedules_smoke.json with --smoke)")
+    parser.add_argument("--render", type=Path, metavar="FILE",
+                        help="run nothing: print the table of an earlier results file")
     args = parser.parse_args(argv)
     if args.render:
-        print(render(json.loads(args.render.read_text())))
-        return 0
+        return render(args.render)
     runs = args.runs or (20 if args.smoke else 200)
     if runs < 1 or args.interval < 0.1 or args.concurrency < 1:
         parser.error("runs >= 1, interval >= 0.1 s, concurrency >= 1")
@@ -357,9 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("1 <= rounds <= runs")
     cfg = Config(runs=runs, interval=args.interval, concurrency=args.concurrency,
                  rounds=rounds, smoke=bool(args.smoke))
-    output = args.output or RESULTS_DIR / ("schedules_smoke.json" if args.smoke
-                                           else "schedules.json")
-    return run(cfg, output)
+    output = args.output or default_output("schedules", cfg.smoke)
+    provenance = Provenance.now()
+    details = run(cfg)
+    config = {**asdict(cfg), "warmup_runs": WARMUP, "beat_max_loop_interval": 1.0}
+    return report("schedules", output, provenance, build_rows(details),
+                  checks(config, details), details, config=config,
+                  labels=("pystol schedule", "bare redbeat entry"))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,18 @@ same objects and the JSON library the sim itself uses (orjson):
    separate process so that its parsing does not share a GIL with the writers,
    while `--writers` threads create `--burst` bare pods (with `nodeName` set)
    over their own keep-alive connections. Measured: time until the watcher holds
-   every ADDED event, events/s, the lag from the last acknowledged write to the
-   last event, and checks that no event is missing or repeated and that
-   resourceVersions strictly increase. The floor is `orjson.dumps` of the same
-   number of watch-event lines built from the same pods.
+   every ADDED event, events/s, each pod's write ack -> ADDED event latency
+   (p50/p99/max), the lag from the last acknowledged write to the last event, and
+   checks that no event is missing or repeated and that resourceVersions strictly
+   increase. The floor of the watch is `orjson.dumps` of the same number of
+   watch-event lines built from the same pods.
+   The writes/s the sim sustains has its own baseline: the same writer threads
+   POSTing the same bodies to a bare aiohttp HTTPS server (the sim's stack and its
+   certificate code) that parses each body and answers 201 with it, storing nothing.
+4. Peak memory. After a full list of every workload pod (the largest answer the
+   sim builds), the sim's `VmHWM`: its peak over loading, the lists, the burst and
+   that list. The < 1 GiB target is checked against this peak, not only against
+   the RSS once loaded.
 
 Why a child process and real HTTPS: that is how every user and test talks to
 the sim, so TLS, aiohttp and the event loop are part of what is measured. Why
@@ -34,19 +42,19 @@ Run from the repository root:
     .venv/bin/python -m bench.sim_scale                 # 100,000 pods, 1,000 nodes
     .venv/bin/python -m bench.sim_scale --smoke         # 2,000 pods, 20 nodes (CI)
 
-Results are printed as a table and written as JSON to `bench/results/`.
+Results are printed as a table and written as JSON to `bench/results/` (see
+`bench/results_file.py`); `--render FILE` prints an earlier results file again.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
-import datetime
 import http.client
 import json
 import multiprocessing
 import os
-import platform
 import queue
 import ssl
 import subprocess
@@ -54,7 +62,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,9 +71,10 @@ from typing import Any
 import orjson
 import yaml
 
+from bench.results_file import Provenance, Row, default_output, render, report
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
 SERVING_PREFIX = "pystol-sim: serving "
 BENCH_NS = "bench"
 BURST_NS = "burst"
@@ -76,6 +85,7 @@ RSS_TARGET_BYTES = GIB
 LIST_P99_TARGET_SECONDS = 1.0
 FLOOR_REPS = 30
 WARMUP_REPS = 3
+BARE_HTTPS_CHILD = "_bare-https"  # argv[0] of the writes/s baseline's server process
 
 # Run by the memory floor's child process: a bare interpreter holding the pods as
 # orjson bytes in a dict, exactly the shape of the sim's own store (minus its index).
@@ -147,8 +157,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None, Path 
                         help="run the sim under cProfile and write its stats to FILE "
                         "(slows the sim down: for diagnosis, not for the recorded figures)")
     parser.add_argument("--render", type=Path, metavar="FILE",
-                        help="run nothing: print the table of an earlier results file and "
-                        "rewrite its table and checks from its details")
+                        help="run nothing: print the table of an earlier results file")
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
     cfg = Config(
@@ -165,7 +174,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None, Path 
                      f"({cfg.deployments})")
     if cfg.nodes < 1 or cfg.burst < 1 or cfg.writers < 1 or cfg.list_reps < 1:
         parser.error("--nodes, --burst, --writers and --list-reps must be at least 1")
-    output = args.output or RESULTS_DIR / ("sim_scale_smoke.json" if smoke else "sim_scale.json")
+    output = args.output or default_output("sim_scale", smoke)
     return cfg, output, args.profile_sim, args.render
 
 
@@ -315,12 +324,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def ratio(sim: float | None, floor: float | None) -> float | None:
-    if sim is None or floor is None or floor <= 0:
-        return None
-    return sim / floor
-
-
 # --------------------------------------------------------------------------- benchmarks
 
 
@@ -465,6 +468,121 @@ def burst_pod(index: int, nodes: int) -> bytes:
     })
 
 
+def write_burst(endpoint: Endpoint, cfg: Config, bodies: list[bytes], path: str,
+                on_go: Callable[[], None] | None = None) -> dict[str, Any]:
+    """POST every body over `cfg.writers` keep-alive connections, one thread each.
+
+    The threads connect (TCP + TLS) first and then start together; `on_go` runs just
+    before they do, so a CPU reading taken there leaves the handshakes out. Returns
+    each write's send and acknowledgement time (monotonic clock, 0.0 when it failed),
+    the errors, and when the writes started and ended."""
+    sent = [0.0] * len(bodies)
+    acks = [0.0] * len(bodies)
+    errors: list[str] = []
+    gate = threading.Barrier(cfg.writers + 1)
+
+    def write(first: int) -> None:
+        writer = endpoint.connect()
+        gate.wait()
+        for index in range(first, len(bodies), cfg.writers):
+            sent[index] = time.monotonic()
+            try:
+                code, answer = endpoint.call(writer, "POST", path, bodies[index])
+            except (OSError, http.client.HTTPException) as error:
+                errors.append(f"burst-{index}: {error!r}")
+                writer = endpoint.connect()
+                continue
+            acks[index] = time.monotonic()
+            if code != 201:
+                errors.append(f"burst-{index}: {code} {answer[:200]!r}")
+        writer.close()
+
+    threads = [threading.Thread(target=write, args=(k,), daemon=True)
+               for k in range(cfg.writers)]
+    for thread in threads:
+        thread.start()
+    if on_go is not None:
+        on_go()
+    gate.wait()
+    started = time.monotonic()
+    for thread in threads:
+        thread.join()
+    return {"sent": sent, "acks": acks, "errors": errors, "started": started,
+            "done": time.monotonic()}
+
+
+def serve_bare_https(ready_file: Path) -> None:
+    """Child process: the writes/s baseline. aiohttp over TLS, set up with the sim's own
+    certificate code, answering every pod POST with 201 and the body it parsed and
+    serialised again (as the sim answers with the object it created). It stores nothing,
+    checks no token and notifies no watcher: what is left is the transport."""
+    from aiohttp import web
+
+    from pystol_sim.tls import make_certificate, server_context
+
+    async def create(request: web.Request) -> web.Response:
+        obj = orjson.loads(await request.read())
+        return web.Response(status=201, body=orjson.dumps(obj),
+                            content_type="application/json")
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_post("/api/v1/namespaces/{namespace}/pods", create)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        cert_pem, key_pem = make_certificate("127.0.0.1")
+        with tempfile.TemporaryDirectory(prefix="bare-https-") as tmp:
+            context = server_context(cert_pem, key_pem, Path(tmp))
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        port = runner.addresses[0][1]
+        partial = ready_file.with_suffix(".partial")  # renamed: the parent never reads half
+        partial.write_bytes(orjson.dumps({"port": port, "ca_pem": cert_pem.decode()}))
+        os.replace(partial, ready_file)
+        await asyncio.Event().wait()  # until terminated
+
+    asyncio.run(serve())
+
+
+def bench_bare_writes(cfg: Config, workdir: Path) -> dict[str, Any]:
+    """The same burst of POSTs against the bare aiohttp HTTPS server (the writes/s floor)."""
+    ready_file = workdir / "bare-https.json"
+    process = subprocess.Popen([sys.executable, "-m", "bench.sim_scale", BARE_HTTPS_CHILD,
+                                str(ready_file)], cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bare HTTPS server did not start")
+            time.sleep(0.05)
+        info = orjson.loads(ready_file.read_bytes())
+        endpoint = Endpoint("127.0.0.1", int(info["port"]), "bare", info["ca_pem"].encode())
+        bodies = [burst_pod(i, cfg.nodes) for i in range(cfg.burst)]
+        cpu_before: list[float] = []
+        writes = write_burst(endpoint, cfg, bodies, f"/api/v1/namespaces/{BURST_NS}/pods",
+                             on_go=lambda: cpu_before.append(cpu_seconds(process.pid)))
+        server_cpu = cpu_seconds(process.pid) - cpu_before[0]
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    acks, sent = writes["acks"], writes["sent"]
+    latency = [acks[i] - sent[i] for i in range(len(acks)) if acks[i]]
+    last_ack = max(acks)
+    return {
+        "writes": cfg.burst, "writers": cfg.writers, "write_errors": len(writes["errors"]),
+        "first_errors": writes["errors"][:5],
+        "writes_per_s": cfg.burst / (last_ack - writes["started"]),
+        "write_p50_s": percentile(latency, 50) if latency else None,
+        "write_p99_s": percentile(latency, 99) if latency else None,
+        "write_max_s": max(latency) if latency else None,
+        "server_cpu_s": server_cpu,
+    }
+
+
 def bench_watch(sim: Sim, cfg: Config) -> dict[str, Any]:
     """A watch on all pods while `burst` pods are created over `writers` connections."""
     endpoint = sim.endpoint
@@ -487,50 +605,24 @@ def bench_watch(sim: Sim, cfg: Config) -> dict[str, Any]:
         watcher.kill()
         raise RuntimeError("the watcher did not connect within 60 s")
 
-    sent = [0.0] * cfg.burst
-    acks = [0.0] * cfg.burst
-    errors: list[str] = []
     bodies = [burst_pod(i, cfg.nodes) for i in range(cfg.burst)]
     path = f"/api/v1/namespaces/{BURST_NS}/pods"
-    gate = threading.Barrier(cfg.writers + 1)
-
-    def write(first: int) -> None:
-        writer = endpoint.connect()
-        gate.wait()
-        for index in range(first, cfg.burst, cfg.writers):
-            sent[index] = time.monotonic()
-            try:
-                code, answer = endpoint.call(writer, "POST", path, bodies[index])
-            except (OSError, http.client.HTTPException) as error:
-                errors.append(f"burst-{index}: {error!r}")
-                writer = endpoint.connect()
-                continue
-            acks[index] = time.monotonic()
-            if code != 201:
-                errors.append(f"burst-{index}: {code} {answer[:200]!r}")
-        writer.close()
-
-    threads = [threading.Thread(target=write, args=(k,), daemon=True)
-               for k in range(cfg.writers)]
-    for thread in threads:
-        thread.start()
-    cpu_before = cpu_seconds(sim.pid)
-    gate.wait()
-    started = time.monotonic()
-    for thread in threads:
-        thread.join()
-    writes_done = time.monotonic()
+    cpu_before: list[float] = []
+    writes = write_burst(endpoint, cfg, bodies, path,
+                         on_go=lambda: cpu_before.append(cpu_seconds(sim.pid)))
+    sent, acks, errors = writes["sent"], writes["acks"], writes["errors"]
+    started, writes_done = writes["started"], writes["done"]
     try:
-        report = results.get(timeout=limit + 30)
+        watched = results.get(timeout=limit + 30)
     except queue.Empty:
         watcher.kill()
         raise RuntimeError("the watcher did not report") from None
-    sim_cpu = cpu_seconds(sim.pid) - cpu_before
+    sim_cpu = cpu_seconds(sim.pid) - cpu_before[0]
     watcher.join(10)
-    if report["error"]:
-        raise RuntimeError(f"watcher failed: {report['error']}")
+    if watched["error"]:
+        raise RuntimeError(f"watcher failed: {watched['error']}")
 
-    added: dict[str, float] = report["added"]
+    added: dict[str, float] = watched["added"]
     expected_names = {f"burst-{i}" for i in range(cfg.burst)}
     missing = sorted(expected_names - set(added))
     last_ack = max(acks)
@@ -558,18 +650,19 @@ def bench_watch(sim: Sim, cfg: Config) -> dict[str, Any]:
     return {
         "writes": cfg.burst, "writers": cfg.writers, "write_errors": len(errors),
         "first_errors": errors[:5], "missing": len(missing), "first_missing": missing[:5],
-        "duplicates": report["duplicates"], "rv_violations": report["rv_violations"],
-        "complete": report["complete"], "events_by_type": report["counts"],
-        "burst_events": report["burst_events"], "stream_bytes": report["bytes"],
+        "duplicates": watched["duplicates"], "rv_violations": watched["rv_violations"],
+        "complete": watched["complete"], "events_by_type": watched["counts"],
+        "burst_events": watched["burst_events"], "stream_bytes": watched["bytes"],
         "writes_seconds": writes_done - started,
         "writes_per_s": cfg.burst / (last_ack - started),
         "write_p50_s": percentile(write_latency, 50) if write_latency else None,
         "write_p99_s": percentile(write_latency, 99) if write_latency else None,
+        "write_max_s": max(write_latency) if write_latency else None,
         "all_added_seconds": delivered,
-        "all_events_seconds": report["last_burst_event"] - started,
+        "all_events_seconds": watched["last_burst_event"] - started,
         "added_per_s": len(added) / delivered if delivered > 0 else None,
-        "events_per_s": report["burst_events"] / (report["last_burst_event"] - started)
-        if report["last_burst_event"] > started else None,
+        "events_per_s": watched["burst_events"] / (watched["last_burst_event"] - started)
+        if watched["last_burst_event"] > started else None,
         "end_lag_s": last_added - last_ack,
         "delivery_p50_s": percentile(delays, 50) if delays else None,
         "delivery_p99_s": percentile(delays, 99) if delays else None,
@@ -626,56 +719,25 @@ def bench_full_list_and_floor(sim: Sim, cfg: Config, workdir: Path) -> dict[str,
 # --------------------------------------------------------------------------- report
 
 
-@dataclass
-class Row:
-    metric: str
-    unit: str
-    sim: float | None
-    baseline: float | None
-    note: str = ""
-    rate: bool = False  # higher is better (events/s): the ratio is then baseline / sim
-
-    @property
-    def ratio(self) -> float | None:
-        """How many times the floor's cost the sim pays: > 1 means slower or bigger."""
-        return ratio(self.baseline, self.sim) if self.rate else ratio(self.sim, self.baseline)
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}"
-
-
-def table(rows: list[Row]) -> str:
-    header = ("metric", "pystol-sim", "baseline", "ratio")
-    body = [(f"{r.metric} ({r.unit})", _fmt(r.sim), _fmt(r.baseline),
-             f"{_fmt(r.ratio)}x" if r.ratio is not None else "-") for r in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]
-    out = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w)
-                     for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
-    out.append("  ".join("-" * w for w in widths))
-    for line in body:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(line, widths, strict=True))))
-    return "\n".join(out)
-
-
 def build_rows(cfg: Config, r: dict[str, Any]) -> list[Row]:
-    mem, lists, watch, full = r["memory"], r["lists"], r["watch"], r["full_list"]
+    mem, lists, watch, full, bare = (r["memory"], r["lists"], r["watch"], r["full_list"],
+                                     r["bare_writes"])
     per_pod_sim = (mem["rss"] - mem["empty_rss"]) / cfg.pods
     per_pod_floor = (full["floor_rss"] - full["floor_bare_rss"]) / cfg.pods
     ms = 1000.0
+
+    def in_ms(value: float | None) -> float | None:
+        return value * ms if value is not None else None
+
     return [
         Row("start-up to serving", "s", r["startup_seconds"], None,
             "scenario load + settle"),
         Row("RSS once loaded", "MiB", mem["rss"] / MIB, full["floor_rss"] / MIB,
             "baseline: bare python + pods as orjson bytes in a dict"),
-        Row("peak RSS (VmHWM)", "MiB", mem["hwm"] / MIB, full["floor_hwm"] / MIB),
+        Row("peak RSS (VmHWM) once loaded", "MiB", mem["hwm"] / MIB, full["floor_hwm"] / MIB),
+        Row("peak RSS (VmHWM) after the full list", "MiB", mem["hwm_after_full_list"] / MIB,
+            full["floor_hwm"] / MIB,
+            "the sim's peak over load, lists, burst and full list; the < 1 GiB check"),
         Row("memory per pod", "bytes", per_pod_sim, per_pod_floor,
             "(loaded - empty process) / pods"),
         Row(f"label list of {cfg.replicas} pods p50", "ms", lists["p50_s"] * ms,
@@ -689,30 +751,40 @@ def build_rows(cfg: Config, r: dict[str, Any]) -> list[Row]:
         Row(f"full list of {cfg.pods} pods", "s", full["full_list_seconds"],
             full["full_list_floor_seconds"], "baseline: orjson.dumps + orjson.loads"),
         Row(f"watch: all {cfg.burst} ADDED received", "s", watch["all_added_seconds"],
-            watch["floor_dumps_s"], "from first write; baseline: dumps of the event lines"),
+            watch["floor_dumps_s"], "from the first write; baseline: orjson.dumps of the "
+            "same event lines"),
         Row("watch: ADDED events/s", "1/s", watch["added_per_s"], watch["floor_events_per_s"],
             rate=True),
+        Row(f"burst: writes sustained ({cfg.writers} connections)", "writes/s",
+            watch["writes_per_s"], bare["writes_per_s"], rate=True,
+            note="baseline: bare aiohttp HTTPS server answering 201, same writers"),
+        Row("burst: write round trip p50", "ms", in_ms(watch["write_p50_s"]),
+            in_ms(bare["write_p50_s"])),
+        Row("burst: write round trip p99", "ms", in_ms(watch["write_p99_s"]),
+            in_ms(bare["write_p99_s"])),
         Row("burst: sim CPU per write", "ms", watch["sim_cpu_s"] / cfg.burst * ms,
-            watch["floor_dumps_s"] / max(1, watch["floor_pods"]) * ms,
-            "includes the kubelet's follow-up write; baseline: dumps of one event line"),
+            bare["server_cpu_s"] / cfg.burst * ms,
+            "sim: includes the kubelet's follow-up write; baseline: bare HTTPS server"),
+        Row("watch: write ack -> ADDED event p50", "ms", in_ms(watch["delivery_p50_s"]), None),
+        Row("watch: write ack -> ADDED event p99", "ms", in_ms(watch["delivery_p99_s"]), None),
+        Row("watch: write ack -> ADDED event max", "ms", in_ms(watch["delivery_max_s"]), None),
         Row("watch: lag last write -> last event", "ms", watch["end_lag_s"] * ms, None),
-        Row("watch: write ack -> event p99", "ms",
-            (watch["delivery_p99_s"] or 0.0) * ms, None),
-        Row("watch: write ack -> event max", "ms",
-            (watch["delivery_max_s"] or 0.0) * ms, None),
-        Row(f"burst writes ({cfg.writers} connections)", "writes/s", watch["writes_per_s"],
-            None),
     ]
 
 
 def checks(cfg: Config, r: dict[str, Any]) -> list[tuple[str, bool]]:
-    watch = r["watch"]
+    watch, peak = r["watch"], r["memory"]["hwm_after_full_list"]
     return [
-        (f"sim RSS {r['memory']['rss'] / MIB:.0f} MiB < 1 GiB",
-         r["memory"]["rss"] < RSS_TARGET_BYTES),
-        (f"label list p99 {r['lists']['p99_s'] * 1000:.0f} ms < 1 s",
-         r["lists"]["p99_s"] < LIST_P99_TARGET_SECONDS),
+        (f"sim peak RSS (VmHWM after the full list) {peak / MIB:.0f} MiB < 1 GiB",
+         peak < RSS_TARGET_BYTES),
+        # a speed target, so only the full run enforces it: a smoke run checks that the
+        # script works, and CI's machine is busy with other things
+        (f"label list p99 {r['lists']['p99_s'] * 1000:.0f} ms < 1 s"
+         + (" (smoke: not enforced)" if cfg.smoke else ""),
+         cfg.smoke or r["lists"]["p99_s"] < LIST_P99_TARGET_SECONDS),
         (f"burst: {watch['write_errors']} write errors", watch["write_errors"] == 0),
+        (f"bare HTTPS baseline: {r['bare_writes']['write_errors']} write errors",
+         r["bare_writes"]["write_errors"] == 0),
         (f"watch: every ADDED received ({watch['missing']} missing, "
          f"{watch['duplicates']} duplicated)",
          watch["complete"] and watch["missing"] == 0 and watch["duplicates"] == 0),
@@ -726,7 +798,7 @@ def checks(cfg: Config, r: dict[str, Any]) -> list[tuple[str, bool]]:
 
 def run(cfg: Config, workdir: Path, profile: Path | None) -> dict[str, Any]:
     load_timeout = 60.0 + cfg.pods / 100
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"loadavg_start": os.getloadavg()}
 
     empty = workdir / "empty.yaml"
     empty.write_text(yaml.safe_dump(scenario_document(cfg, with_pods=False), sort_keys=False))
@@ -753,57 +825,44 @@ def run(cfg: Config, workdir: Path, profile: Path | None) -> dict[str, Any]:
               f"p99 {results['lists']['p99_s'] * 1000:.1f} ms", flush=True)
         results["watch"] = bench_watch(sim, cfg)
         print(f"watch burst: all ADDED after {results['watch']['all_added_seconds']:.2f} s, "
+              f"{results['watch']['writes_per_s']:,.0f} writes/s, "
               f"lag {results['watch']['end_lag_s'] * 1000:.0f} ms", flush=True)
         after = proc_status(sim.pid)
         results["memory"].update(rss_after_burst=after["VmRSS"], hwm_after_burst=after["VmHWM"])
+        # The sim is idle now: the baseline's burst does not compete with it for a core.
+        results["bare_writes"] = bench_bare_writes(cfg, workdir)
+        print(f"bare HTTPS baseline: {results['bare_writes']['writes_per_s']:,.0f} writes/s",
+              flush=True)
         results["full_list"] = bench_full_list_and_floor(sim, cfg, workdir)
+        final = proc_status(sim.pid)
+        results["memory"].update(rss_after_full_list=final["VmRSS"],
+                                 hwm_after_full_list=final["VmHWM"])
+        print(f"full list: {results['full_list']['full_list_seconds']:.2f} s; sim peak RSS "
+              f"{final['VmHWM'] / MIB:.0f} MiB", flush=True)
         tracebacks = [line for line in sim.output if line.startswith("Traceback")]
         results["sim_tracebacks"] = len(tracebacks)
+    results["loadavg_end"] = os.getloadavg()
     return results
 
 
-def report(cfg: Config, results: dict[str, Any], document: dict[str, Any]) -> bool:
-    """Print the table and checks; put them into `document`. True when every check passed."""
-    rows = build_rows(cfg, results)
-    verdicts = checks(cfg, results)
-    print()
-    print(table(rows))
-    print()
-    for text, ok in verdicts:
-        print(f"  [{'ok' if ok else 'FAIL'}] {text}")
-    if results["sim_tracebacks"]:
-        print(f"  [warn] the sim printed {results['sim_tracebacks']} traceback(s)")
-    document["table"] = [{"metric": row.metric, "unit": row.unit, "pystol_sim": row.sim,
-                          "baseline": row.baseline, "ratio": row.ratio, "note": row.note}
-                         for row in rows]
-    document["checks"] = [{"check": text, "ok": ok} for text, ok in verdicts]
-    document["details"] = results
-    return all(ok for _, ok in verdicts)
-
-
 def main(argv: list[str] | None = None) -> int:
-    cfg, output, profile, render = parse_args(argv)
-    if render is not None:
-        document = json.loads(render.read_text())
-        passed = report(Config(**document["config"]), document["details"], document)
-        render.write_text(json.dumps(document, indent=2) + "\n")
-        return 0 if passed else 1
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [BARE_HTTPS_CHILD]:
+        serve_bare_https(Path(argv[1]))
+        return 0
+    cfg, output, profile, render_file = parse_args(argv)
+    if render_file is not None:
+        return render(render_file)
+    provenance = Provenance.now()
     print(f"sim_scale: {cfg.pods} pods, {cfg.nodes} nodes, {cfg.deployments} deployments, "
           f"burst of {cfg.burst} writes over {cfg.writers} connections", flush=True)
     with tempfile.TemporaryDirectory(prefix="sim-scale-") as tmp:
         results = run(cfg, Path(tmp), profile)
-    document: dict[str, Any] = {
-        "benchmark": "sim_scale",
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "orjson": orjson.__version__},
-        "config": asdict(cfg),
-    }
-    passed = report(cfg, results, document)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwritten to {output}")
-    return 0 if passed else 1
+    if results["sim_tracebacks"]:
+        print(f"[warn] the sim printed {results['sim_tracebacks']} traceback(s)")
+    return report("sim_scale", output, provenance, build_rows(cfg, results),
+                  checks(cfg, results), results, config=asdict(cfg),
+                  machine={"orjson": orjson.__version__}, labels=("pystol-sim", "baseline"))
 
 
 if __name__ == "__main__":

@@ -293,6 +293,29 @@ def crds(runtime: Runtime, install: bool) -> None:
         click.echo(f"customresourcedefinition {name} installed")
 
 
+@cli.command()
+@click.option("--file", "path", required=True, metavar="PATH",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The process's health file: <PYSTOL_HEALTH_DIR>/pystol-worker.health or "
+                   "pystol-beat.health.")
+@click.option("--max-age", required=True, metavar="SECONDS",
+              type=click.FloatRange(min=0, min_open=True),
+              help="Oldest the file may be; several times PYSTOL_HEALTH_INTERVAL_SECONDS.")
+def health(path: Path, max_age: float) -> None:
+    """Exit 0 if a worker's or beat's health file is fresh, else 1 (a liveness probe).
+
+    \b
+    pystol health --file /tmp/pystol-worker.health --max-age 60
+    """
+    # Runs every few seconds in each pod: no settings, no Redis, only the file's age.
+    from pystol_worker.health_file import check_health_file
+
+    problem = check_health_file(path, max_age)
+    if problem is not None:
+        raise CliError(problem, exit_code=1)
+    click.echo(f"ok: {path} is fresh")
+
+
 def _import_or_explain(module: str, name: str, what: str) -> Callable[..., Any]:
     import importlib
 

@@ -2,11 +2,12 @@
 
 gunicorn is embedded as a `BaseApplication`, so its configuration comes from
 `Settings` (the one configuration source) rather than from gunicorn's own command
-line or config files. Sync workers fit this API: every request is short (a Redis
-read or write, or one preview), and a worker per CPU handles thousands of requests
-a second. The application is *not* preloaded: each worker builds it after the fork,
-so every worker has its own Redis and broker connections instead of sharing sockets
-inherited from the master.
+line or config files. Workers are gthread (8 threads each): most requests are short
+(a Redis read or write, or one preview), but a server-sent-event stream holds its
+thread for as long as someone follows a job, and with sync workers a few open streams
+would leave plain requests, `/halt` included, waiting. The application is *not*
+preloaded: each worker builds it after the fork, so every worker has its own Redis and
+broker connections instead of sharing sockets inherited from the master.
 
 The server refuses to start without at least one bearer token: an API that can
 delete pods must never be reachable anonymously, even by mistake.

@@ -101,6 +101,8 @@ class SimServer:
         self.token = token
         self.faults: list[FaultRule] = []
         self.request_counts: Counter[tuple[str, str]] = Counter()
+        # error answers `/_sim/faults` rules served, by verb, resource and status code
+        self.faults_served: Counter[tuple[str, str, int]] = Counter()
         self.streams: set[web.StreamResponse] = set()
         self.closing = asyncio.Event()
 
@@ -170,10 +172,14 @@ class SimServer:
         if tail == "requests" and request.method == "GET":
             return json_response({"requests": [
                 {"verb": verb, "resource": resource, "count": count}
-                for (verb, resource), count in sorted(self.request_counts.items())]})
+                for (verb, resource), count in sorted(self.request_counts.items())],
+                "faults_served": [
+                    {"verb": verb, "resource": resource, "code": code, "count": count}
+                    for (verb, resource, code), count in sorted(self.faults_served.items())]})
         if tail == "requests" and request.method == "DELETE":
             self.request_counts.clear()
-            return json_response({"requests": []})
+            self.faults_served.clear()
+            return json_response({"requests": [], "faults_served": []})
         if tail == "compact" and request.method == "POST":
             return json_response({"compactedRevision": self.store.compact()})
         if tail == "nodes" and request.method == "POST":
@@ -188,6 +194,7 @@ class SimServer:
                 if rule.delay_seconds:
                     await asyncio.sleep(rule.delay_seconds)
                 if rule.code:
+                    self.faults_served[(verb, resource, rule.code)] += 1
                     raise ApiError(rule.code, f"simulated fault ({rule.code}) for {verb} "
                                    f"{resource}", retry_after=1 if rule.code == 429 else None)
 

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
                                            "worker looks for orphaned faults to revert.")
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body the "
                                                                    "API accepts.")
+    health_dir: str = Field("/tmp", description="Directory of the health files that "
+                            "`pystol worker` and `pystol beat` keep fresh for their liveness "
+                            "probes (pystol-worker.health, pystol-beat.health); empty: none.")
+    health_interval_seconds: float = Field(10.0, ge=0.1, le=600, description="How often a "
+                                           "worker touches its health file (beat touches its "
+                                           "own on every tick, at least once a second).")
     api_url: str = Field("http://127.0.0.1:8080", description="Where the CLI finds the API.")
     token: str = Field("", description="Bearer token the CLI sends.")
 

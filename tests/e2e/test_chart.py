@@ -27,7 +27,7 @@ NON_DEFAULT = {
         "networkPolicy.enabled=true", "serviceMonitor.enabled=true",
         "worker.autoscaling.enabled=true", "apiTokens.tokens={token-one-abcdef,token-two-ab}",
         "rbac.namespaced=true", "rbac.namespaces={shop}", "redis.enabled=false",
-        "externalRedis.host=redis.example.org"],
+        "externalRedis.host=redis.example.org", "grafanaDashboard.enabled=true"],
 }
 CASES = {"defaults": [], **NON_DEFAULT}
 
@@ -198,7 +198,8 @@ def test_every_setting_is_mirrored_in_values() -> None:
     from pystol_worker.settings import Settings
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
-    set_by_chart = {"redis_url", "kubeconfig", "api_bind", "api_tokens", "namespace"}
+    set_by_chart = {"redis_url", "kubeconfig", "api_bind", "api_tokens", "namespace",
+                    "health_dir"}
     cli_only = {"api_url", "token"}
     camel = {name: name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
              for name in Settings.model_fields}

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from tests.integration.conftest import Stack
+from tests.support.recovery_truth import assert_matches_truth, whole_again_at
 
 READY_SECONDS = 2.0  # simulated; the sim runs 10x faster
 
@@ -110,6 +111,11 @@ def test_killed_containers_restart_in_place_and_are_timed(stack: Stack) -> None:
     [recovery] = record["result"]["recovery"]
     assert recovery["recovered"] and recovery["desired_replicas"] == 3
     assert recovery["ready_replicas"] == 3
+    # The workload's: from the first container's death to the last pod ready again.
+    assert_matches_truth(recovery["recovery_seconds"],
+                         min(truth[uid]["restarts"][-1] for uid in killed),
+                         whole_again_at(list(truth.values()), "Deployment", namespace, "svc"),
+                         "container-kill")
     assert record["metrics"]["recovery_seconds"] == recovery["recovery_seconds"]
     assert record["metrics"]["targets_affected"] == 2
     kinds = [event["kind"] for event in record["timeline"]]

@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.integration.conftest import Stack
+from tests.support.recovery_truth import assert_matches_truth, whole_again_at
 
 WORKERS = ["worker-a", "worker-b", "worker-c"]
 
@@ -176,7 +177,18 @@ def test_drain_evicts_holds_uncordons_and_measures_recovery(stack: Stack) -> Non
     recovery = record["result"]["recovery"]
     workloads = {c["target"]["workload"]["name"] for c in evictions}
     assert {r["workload"]["name"] for r in recovery} == workloads
-    assert all(r["recovered"] and r["recovery_seconds"] > 0 for r in recovery)
+    assert all(r["recovered"] for r in recovery)
+    # Each from its first pod's eviction (the sim's deletion stamp) to its last pod ready
+    # again, per the sim's truth.
+    truth = stack.sim.truth()
+    by_uid = {p["uid"]: p for p in truth}
+    for item in recovery:
+        ref = item["workload"]
+        evicted = [by_uid[c["target"]["uid"]] for c in evictions
+                   if c["target"]["workload"] == ref]
+        assert_matches_truth(item["recovery_seconds"], min(p["deleted"] for p in evicted),
+                             whole_again_at(truth, ref["kind"], ref["namespace"], ref["name"]),
+                             f"{ref['kind']}/{ref['namespace']}/{ref['name']}")
     assert record["metrics"]["recovery_seconds"] == max(r["recovery_seconds"] for r in recovery)
     wait_for(lambda: workloads_whole(stack))
 

@@ -25,6 +25,7 @@ from pystol_api.watcher import crd_dir
 from pystol_worker.job_store import JobStore
 from tests.integration.conftest import Stack
 from tests.support.pystol_processes import Process, spawn
+from tests.support.recovery_truth import assert_matches_truth, whole_again_at
 from tests.support.redis_server import free_port
 
 GROUP, VERSION, PLURAL = "pystol.org", "v1alpha1", "pystolactions"
@@ -142,7 +143,6 @@ def test_action_runs_and_status_shows_the_result(stack: Stack,
         assert status["startedAt"] <= status["finishedAt"]
         result = status["result"]
         assert result["targetsSelected"] == result["targetsAffected"] == 1
-        assert result["recoverySeconds"] >= 0
         assert result["changes"][0].startswith("deleted Pod shop/web-")
         assert {c["type"]: c["status"] for c in status["conditions"]} == {
             "Accepted": "True", "Ready": "True", "Succeeded": "True"}
@@ -153,6 +153,14 @@ def test_action_runs_and_status_shows_the_result(stack: Stack,
         assert record["source"] == "cr" and record["submitter"] == "shop/kill-one-web"
         assert record["status"] == "succeeded"
         assert record["spec"]["target"]["label_selector"] == "app=web"
+        # The status carries the job's recovery, and it matches the sim's truth: from the
+        # kill to the replacement (the last web pod) ready.
+        assert result["recoverySeconds"] == record["metrics"]["recovery_seconds"]
+        [victim] = [c["target"] for c in record["result"]["changes"]]
+        truth = stack.sim.truth("shop")
+        killed_at = next(p["deleted"] for p in truth if p["uid"] == victim["uid"])
+        assert_matches_truth(result["recoverySeconds"], killed_at,
+                             whole_again_at(truth, "Deployment", "shop", "web"), "CR pod-kill")
         assert record["spec"]["idempotency_key"] == \
             f"pystolaction:{obj['metadata']['uid']}:1"
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from pystol_worker.health_file import health_file_path
+from pystol_worker.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,6 +29,10 @@ def test_compose_runs_redis_with_aof_api_and_workers_with_health_checks() -> Non
     assert services["api"]["command"] == ["api"]
     assert services["worker"]["command"][0] == "worker"
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    for process in ("worker", "beat"):  # the file each process itself touches, not the broker
+        expected = str(health_file_path(Settings().health_dir, process))
+        test = services[process]["healthcheck"]["test"]
+        assert test[1:4] == ["pystol", "health", "--file"] and test[4] == expected, test
     assert services["beat"]["command"] == ["beat"] and services["beat"]["deploy"]["replicas"] == 1
     assert services["watcher"]["command"][:3] == ["watch", "--peering", "pystol"]
     assert services["watcher"]["deploy"]["replicas"] == 2

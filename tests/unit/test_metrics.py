@@ -3,11 +3,16 @@ the API's collector; and `GET /metrics` through the app, without a token."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from datetime import timedelta
 
 import fakeredis
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pystol_api.app import create_app
 from pystol_api.metrics_endpoint import render
@@ -131,11 +136,38 @@ def test_metrics_endpoint_needs_no_token(client: fakeredis.FakeRedis) -> None:
         assert f"# TYPE {family.removesuffix('_total')}" in text
 
 
-def test_metrics_never_fail_the_caller() -> None:
-    broken = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    broken.connected = False  # type: ignore[attr-defined]
-    metrics.Recorder().inc(metrics.JOBS_SUBMITTED, {"action": "a", "source": "api"}).flush(
-        broken)
+def closed_port_client() -> redis.Redis:
+    """A real client pointed at a port nothing listens on: every command is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # no retries and short timeouts, so the refusal is immediate
+    return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5,
+                       socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+
+
+def disconnected_fake_client() -> redis.Redis:
+    """fakeredis's own connection-error switch: it lives on the server, not the client."""
+    server = fakeredis.FakeServer()
+    server.connected = False
+    return fakeredis.FakeRedis(server=server)
+
+
+@pytest.mark.parametrize("broken_client", [closed_port_client, disconnected_fake_client])
+def test_metrics_never_fail_the_caller(broken_client: Callable[[], redis.Redis]) -> None:
+    labels = {"action": "a", "source": "api"}
+    broken = broken_client()
+    with pytest.raises(redis.ConnectionError):  # the connection really is broken
+        broken.hgetall(metrics.COUNTERS_KEY)
+    recorder = metrics.Recorder().inc(metrics.JOBS_SUBMITTED, labels)
+    recorder.flush(broken)  # must not raise
+    assert not recorder.counters  # dropped, not kept to grow forever
+
+    # the same flush against a working client does record, so the one above was attempted
+    working = fakeredis.FakeRedis()
+    metrics.Recorder().inc(metrics.JOBS_SUBMITTED, labels).flush(working)
+    found = samples(render(working, QUEUE).decode())
+    assert found[("pystol_jobs_submitted_total", (("action", "a"), ("source", "api")))] == 1
 
 
 def test_reaper_reverts_are_counted(client: fakeredis.FakeRedis) -> None:
