@@ -192,7 +192,7 @@ def manifests(count: int) -> str:
 
 def job_times(redis_url: str) -> dict[str, float]:
     """object name -> when its job was stored and queued (epoch seconds)."""
-    from pystol_worker.job_store import JobStore
+    from pystol_worker.store.job_store import JobStore
 
     store = JobStore(redis.Redis.from_url(redis_url))
     times: dict[str, float] = {}

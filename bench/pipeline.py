@@ -8,10 +8,10 @@ same run, so the ratio says how much Pystol itself adds:
 
 (a) Submission throughput. `wrk` POSTs a valid pod-kill spec (`dry_run: true`) to
     `POST /api/v1/jobs` of `pystol api` (gunicorn, `PYSTOL_API_WORKERS` gthread workers
-    of 8 threads each, as `pystol_api.wsgi_server` configures them).
+    of 8 threads each, as `pystol_api.http.wsgi_server` configures them).
     The baseline is a WSGI app defined here that reads the body and answers a fixed
     202 (no validation, no Redis), served by the very same gunicorn configuration
-    (`pystol_api.wsgi_server.ApiServer` with the same options). No worker runs during
+    (`pystol_api.http.wsgi_server.ApiServer` with the same options). No worker runs during
     (a), so it measures submission only; the queue is emptied afterwards. Reported:
     requests/s, p50/p99 latency, and the CPU the server and Redis spend per request.
 (b) Dispatch latency: accepted -> running, i.e. the job record's `created_at` ->
@@ -505,8 +505,8 @@ def accept_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> l
 
 def serve_baseline_http(bind: str, workers: int) -> None:
     """gunicorn exactly as `pystol api` runs it (same options), serving `accept_app`."""
-    from pystol_api.wsgi_server import ApiServer
-    from pystol_worker.settings import Settings
+    from pystol_api.http.wsgi_server import ApiServer
+    from pystol_worker.core.settings import Settings
 
     settings = Settings(api_bind=bind, api_workers=workers, api_tokens=[TOKEN])
     ApiServer(settings, app_factory=lambda _: accept_app).run()  # type: ignore[arg-type,return-value]
@@ -717,7 +717,7 @@ class PystolClient:
     """Submits jobs to `pystol api` over HTTP and reads their records from the job store."""
 
     def __init__(self, port: int, redis_url: str) -> None:
-        from pystol_worker.job_store import JobStore
+        from pystol_worker.store.job_store import JobStore
 
         self.port = port
         self.store = JobStore(redis.Redis.from_url(redis_url))

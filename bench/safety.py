@@ -113,7 +113,7 @@ from bench.pipeline import (
     worker_ready,
 )
 from bench.results_file import Provenance, Row, default_output, render, report
-from pystol_worker.job_context import CANCEL_POLL_SECONDS
+from pystol_worker.safety.job_context import CANCEL_POLL_SECONDS
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -146,7 +146,7 @@ SELECT_DEPLOYMENTS = 100
 ALL_SELECTOR = "tier=crowd"
 ONE_PERCENT_SELECTOR = "app=crowd-7"
 CHILD_TIMEOUT_SECONDS = 900.0
-PAGE_SIZE = 500  # pystol_worker.kube_access.PAGE_SIZE and kubectl's --chunk-size default
+PAGE_SIZE = 500  # pystol_worker.kube.cluster_access.PAGE_SIZE and kubectl's --chunk-size default
 
 # Pystol's side of the selection, run by a fresh interpreter:
 # argv = kubeconfig, namespace, label selector. Prints one JSON line. "seconds" and
@@ -154,11 +154,11 @@ PAGE_SIZE = 500  # pystol_worker.kube_access.PAGE_SIZE and kubectl's --chunk-siz
 SELECT_CHILD = r"""
 import json, resource, sys, time
 started = time.perf_counter()
-import pystol_worker.kube_access as kube_access
-from pystol_worker.kube_access import ClusterAccess, preload_client_modules
-from pystol_worker.model import Target
-from pystol_worker.pod_selection import select_pods
-from pystol_worker.settings import Settings
+import pystol_worker.kube.cluster_access as kube_access
+from pystol_worker.kube.cluster_access import ClusterAccess, preload_client_modules
+from pystol_worker.core.model import Target
+from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.core.settings import Settings
 preload_client_modules()  # what a worker does before forking: not part of a selection
 
 def vm(key):
@@ -514,7 +514,7 @@ def halt_stack(cfg: Config, workdir: Path) -> Iterator[tuple[SimClient, ApiClien
 
 def redis_round_trips(redis_url: str, job_id: str) -> dict[str, Any]:
     """The halt check's cost: a bare GET of the key, and Pystol's own check (stop_reason)."""
-    from pystol_worker.job_store import HALT_KEY, JobStore
+    from pystol_worker.store.job_store import HALT_KEY, JobStore
 
     client = redis.Redis.from_url(redis_url)
     store = JobStore(client)
@@ -544,7 +544,7 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 def one_halt(cfg: Config, sim: SimClient, api: ApiClient, store: Any, rng: random.Random
              ) -> dict[str, Any]:
     """Start two injecting jobs, halt, and read what happened from the sim's truth."""
-    from pystol_worker.target_locks import PREFIX as LOCK_PREFIX
+    from pystol_worker.safety.target_locks import PREFIX as LOCK_PREFIX
 
     sim.wait_healed(HALT_NS, VICTIMS, cfg.replicas)
     # The previous halt's jobs release their target locks just after they end; the jobs
@@ -646,7 +646,7 @@ def halt_floor(round_trip: dict[str, Any], interval: dict[str, Any]) -> dict[str
 
 
 def bench_halt(cfg: Config, workdir: Path) -> dict[str, Any]:
-    from pystol_worker.job_store import JobStore
+    from pystol_worker.store.job_store import JobStore
 
     rng = random.Random(4)
     runs: list[dict[str, Any]] = []

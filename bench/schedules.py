@@ -73,8 +73,8 @@ def run_baseline_worker(redis_url: str, concurrency: int) -> None:
     """A worker of a bare Celery app (Pystol's broker settings) whose task records its start."""
     from celery.signals import worker_process_init
 
-    from pystol_worker.celery_app import make_celery
-    from pystol_worker.settings import Settings
+    from pystol_worker.core.settings import Settings
+    from pystol_worker.process.celery_app import make_celery
 
     app = make_celery(Settings(redis_url=redis_url, queue=BASELINE_QUEUE))
     clients: dict[int, redis.Redis] = {}
@@ -114,10 +114,10 @@ def ts(value: datetime | None) -> float:
 def measure_pystol(client: redis.Redis, settings: Any, cfg: Config, count: int,
                    schedule_id: str) -> dict[str, Any]:
     """`count` measured runs (after WARMUP) of a fresh interval schedule."""
-    from pystol_worker.job_store import JobStore
-    from pystol_worker.model import Source
-    from pystol_worker.schedule_model import ScheduleSpec
-    from pystol_worker.schedule_store import ScheduleStore
+    from pystol_worker.core.model import Source
+    from pystol_worker.core.schedule_model import ScheduleSpec
+    from pystol_worker.schedules.store import ScheduleStore
+    from pystol_worker.store.job_store import JobStore
 
     store = ScheduleStore(client, settings)
     spec = ScheduleSpec.model_validate({"interval": cfg.interval, "template": TEMPLATE,
@@ -161,7 +161,7 @@ def measure_baseline(client: redis.Redis, settings: Any, cfg: Config, count: int
     from celery.schedules import schedule
     from redbeat.schedulers import RedBeatSchedulerEntry
 
-    from pystol_worker.schedule_store import configure_redbeat
+    from pystol_worker.schedules.store import configure_redbeat
 
     app = configure_redbeat(Celery("bench", set_as_current=False), settings)
     client.delete(BASELINE_LIST)
@@ -219,7 +219,7 @@ def run(cfg: Config) -> dict[str, Any]:
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         raise SystemExit("redis-server is not on PATH (scripts/dev.sh installs it)")
-    from pystol_worker.settings import Settings
+    from pystol_worker.core.settings import Settings
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-sched-")))

@@ -82,6 +82,20 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_dumps(body), status=status, content_type=JSON)
 
 
+# Lists longer than this are written in batches (see `_send_list`), not joined whole.
+STREAMED_LIST_ITEMS = 2000
+STREAMED_LIST_BATCH = 500
+
+
+@dataclass(frozen=True)
+class ListBody:
+    """A list answer too large to join into one body: the JSON up to `"items":[`, then
+    the stored items' bytes."""
+
+    prefix: bytes
+    items: list[bytes]
+
+
 def raw_response(raw: bytes, status: int = 200) -> web.Response:
     return web.Response(body=raw, status=status, content_type=JSON)
 
@@ -357,7 +371,10 @@ class SimServer:
         if target.subresource == "scale":
             return await self._scale(request, target, verb)
         if verb == "list":
-            return self._list(request, rtype, target.namespace)
+            answer = self._list(request, rtype, target.namespace)
+            if isinstance(answer, ListBody):
+                return await self._send_list(request, answer)
+            return answer
         if verb == "watch":
             return await self._watch(request, rtype, target.namespace)
         if verb == "get":
@@ -630,7 +647,8 @@ class SimServer:
                 "metadata"]["resourceVersion"]}, include))
         return json_response(obj)
 
-    def _list(self, request: web.Request, rtype: ResourceType, namespace: str) -> web.Response:
+    def _list(self, request: web.Request, rtype: ResourceType, namespace: str
+              ) -> web.Response | ListBody:
         labels, fields = self._selectors(request, rtype)
         query = request.query
         limit = self._int_param(query, "limit") if query.get("limit") else 0
@@ -667,8 +685,30 @@ class SimServer:
             return json_response(tables.render_table(rtype, objects, meta, include))
         head = _dumps({"kind": rtype.list_kind, "apiVersion": rtype.api_version,
                        "metadata": meta})
+        if len(raws) > STREAMED_LIST_ITEMS:
+            return ListBody(head[:-1] + b',"items":[', raws)
         body = head[:-1] + b',"items":[' + b",".join(raws) + b"]}"
         return raw_response(body)
+
+    async def _send_list(self, request: web.Request, body: ListBody) -> web.StreamResponse:
+        """Write a large list a batch of items at a time.
+
+        Joining 100,000 stored pods into one body (and copying it once more into the
+        response) held three copies of a 157 MB list at once and took the sim from 0.5 to
+        1.4 GiB; written in batches, the items are the stored bytes themselves and only one
+        batch is copied at a time. The length is known up front, so no chunked encoding."""
+        items = body.items
+        length = len(body.prefix) + sum(len(raw) for raw in items) + max(len(items) - 1, 0) + 2
+        response = web.StreamResponse(headers={"Content-Type": JSON})
+        response.content_length = length
+        await response.prepare(request)
+        await response.write(body.prefix)
+        for start in range(0, len(items), STREAMED_LIST_BATCH):
+            batch = b",".join(items[start:start + STREAMED_LIST_BATCH])
+            await response.write(batch if start == 0 else b"," + batch)
+        await response.write(b"]}")
+        await response.write_eof()
+        return response
 
     async def _watch(self, request: web.Request, rtype: ResourceType, namespace: str
                      ) -> web.StreamResponse:

@@ -92,11 +92,15 @@ case "${1:-}" in
     shift
     setup
     command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk; }
+    # every benchmark runs even when one misses a target (its results are still written);
+    # the exit status says whether all of them passed their checks
+    failed=()
     for bench in sim_scale pipeline safety schedules cr_watcher; do
-      python -m "bench.$bench" "$@"
+      python -m "bench.$bench" "$@" || failed+=("$bench")
     done
     # a full run rewrites the README's tables from the results files it just wrote
     case " $* " in *" --smoke "*) ;; *) python -m bench.readme_table ;; esac
+    if [ ${#failed[@]} -gt 0 ]; then echo "dev.sh bench: checks failed in: ${failed[*]}" >&2; exit 1; fi
     ;;
   wheel-smoke)
     shift

@@ -1,64 +1,31 @@
 """What every action is: a params model, a target kind, select() and execute().
 
-Errors split as in kopf: a `PermanentError` fails the job with its message
-(bad input discovered late, a workload that never recovers); anything else
-raised by the Kubernetes client is retried by the cluster access layer first
-and then fails the job with the error recorded.
+Errors split as in kopf (`pystol_worker.core.errors`): a `PermanentError` fails the job
+with its message (bad input discovered late, a workload that never recovers); anything
+raised by the Kubernetes client is retried by the cluster access layer first and then
+fails the job with the error recorded. They are re-exported here, with `Selection`, so an
+action plug-in imports everything it needs from `pystol_worker.actions`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from pystol_worker.model import JobSpec, TargetKind, TargetRef
+from pystol_worker.core.errors import ActionError, PermanentError, TemporaryError
+from pystol_worker.core.model import JobSpec, TargetKind
+from pystol_worker.faults.blast_radius import cap_targets, keep_min_available
+from pystol_worker.faults.selection import Selection
+from pystol_worker.safety.job_context import JobContext
 
-if TYPE_CHECKING:
-    from pystol_worker.job_context import JobContext
-
-
-class ActionError(Exception):
-    """An action cannot go on; the job fails with this message."""
-
-
-class PermanentError(ActionError):
-    """Retrying will not help (the target is gone, the input is wrong)."""
+__all__ = ["Action", "ActionError", "NoParams", "PermanentError", "Selection",
+           "TemporaryError"]
 
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-@dataclass
-class Selection:
-    """The targets a job would hit now, and why others were left out."""
-
-    matched: int
-    chosen: list[TargetRef]
-    excluded: list[str] = field(default_factory=list)
-    objects: list[dict[str, Any]] = field(default_factory=list, repr=False)
-
-    def without(self, why_not: Callable[[dict[str, Any]], str | None]) -> Selection:
-        """The selection minus the objects `why_not` has a reason to leave out (noted)."""
-        chosen, objects, excluded = [], [], list(self.excluded)
-        for ref, obj in zip(self.chosen, self.objects, strict=True):
-            reason = why_not(obj)
-            if reason:
-                excluded.append(reason)
-                continue
-            chosen.append(ref)
-            objects.append(obj)
-        return Selection(matched=self.matched, chosen=chosen, excluded=excluded,
-                         objects=objects)
-
-    def summary(self) -> dict[str, Any]:
-        return {"matched": self.matched, "chosen": [t.model_dump(mode="json", exclude_none=True)
-                                                    for t in self.chosen],
-                "excluded": self.excluded}
 
 
 class Action(ABC):
@@ -66,6 +33,9 @@ class Action(ABC):
     description: ClassVar[str]
     target_kind: ClassVar[TargetKind]
     Params: ClassVar[type[BaseModel]] = NoParams
+    # Whether the action takes pods out of service (kills, freezes, isolates them): then
+    # `target.min_available` shrinks its selection so each workload keeps enough pods.
+    takes_pods: ClassVar[bool] = False
 
     def uses_namespaces(self, spec: JobSpec, params: BaseModel | None) -> bool:
         """Whether this job selects inside namespaces (so `target.namespaces` is required)."""
@@ -78,6 +48,14 @@ class Action(ABC):
     @abstractmethod
     def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
         """Choose targets; must not change the cluster (preview and dry runs call it)."""
+
+    def guarded_select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
+        """`select()` with the job's blast-radius guards applied: what previews, dry runs
+        and runs all use, so that what a preview shows is what a run would hit."""
+        selection = self.select(ctx, spec, params)
+        if spec.target.min_available is not None and self.takes_pods and selection.objects:
+            selection = keep_min_available(ctx, selection, spec.target.min_available)
+        return cap_targets(selection, spec.target.max_targets)
 
     @abstractmethod
     def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,

@@ -34,18 +34,18 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.fault_holding import lock_targets
-from pystol_worker.job_context import JobContext
-from pystol_worker.kube_access import NotFound
-from pystol_worker.model import (
+from pystol_worker.core.model import (
     Change,
     JobSpec,
     TargetKind,
     TargetRef,
     WorkloadRef,
 )
-from pystol_worker.pod_selection import select_pods
-from pystol_worker.recovery import RecoveryObserver, Workload, resolve_workload
+from pystol_worker.faults.fault_holding import lock_targets
+from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.recovery import RecoveryObserver, Workload, resolve_workload
+from pystol_worker.kube.cluster_access import NotFound
+from pystol_worker.safety.job_context import JobContext
 
 log = logging.getLogger("pystol.actions.container_kill")
 ContainerName = Annotated[str, Field(min_length=1, max_length=63,
@@ -203,6 +203,7 @@ class ContainerKill(Action):
                    "default `kill 1`), and report its restart count before and after and how "
                    "long it took to be ready again.")
     target_kind = TargetKind.PODS
+    takes_pods = True
     Params = ContainerKillParams
 
     def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:

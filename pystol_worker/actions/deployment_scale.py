@@ -28,19 +28,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.fault_holding import Fault, hold_faults, lock_targets
-from pystol_worker.job_context import JobContext
-from pystol_worker.kube_access import ClusterAccess, NotFound
-from pystol_worker.model import JobSpec, Target, TargetKind, TargetRef, WorkloadRef
-from pystol_worker.pod_selection import choose
-from pystol_worker.recovery import (
+from pystol_worker.core.model import JobSpec, Target, TargetKind, TargetRef, WorkloadRef
+from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
+from pystol_worker.faults.pod_selection import choose
+from pystol_worker.faults.recovery import (
     HoldObserver,
     Workload,
     hold_observer,
     selector_string,
     wait_for_recovery,
 )
-from pystol_worker.revert_journal import JournalEntry, undo_functions
+from pystol_worker.kube.cluster_access import ClusterAccess, NotFound
+from pystol_worker.safety.job_context import JobContext
+from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
 
 UNDO_RESTORE_REPLICAS = "restore-replicas"
 WorkloadKind = Literal["Deployment", "StatefulSet"]

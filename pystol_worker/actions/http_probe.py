@@ -23,8 +23,8 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.job_context import JobContext
-from pystol_worker.model import Duration, JobSpec, TargetKind, TargetRef
+from pystol_worker.core.model import Duration, JobSpec, TargetKind, TargetRef
+from pystol_worker.safety.job_context import JobContext
 
 PERCENTILES = (50, 90, 99)
 

@@ -31,14 +31,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pystol_worker.actions.base import Action, Selection
-from pystol_worker.fault_holding import Fault, hold_faults, lock_targets
-from pystol_worker.job_context import JobContext
-from pystol_worker.kube_access import ClusterAccess, NotFound
-from pystol_worker.model import JobSpec, NamespaceName, TargetKind, TargetMode, TargetRef
-from pystol_worker.pod_selection import select_pods
-from pystol_worker.recovery import Workload, resolve_workload
-from pystol_worker.revert_journal import JournalEntry, undo_functions
-from pystol_worker.selector_syntax import label_selector_problem
+from pystol_worker.core.model import JobSpec, NamespaceName, TargetKind, TargetMode, TargetRef
+from pystol_worker.core.selector_syntax import label_selector_problem
+from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
+from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.recovery import Workload, resolve_workload
+from pystol_worker.kube.cluster_access import ClusterAccess, NotFound
+from pystol_worker.safety.job_context import JobContext
+from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
 
 PARTITION_LABEL = "chaos.pystol.org/partition"
 POLICY_PREFIX = "pystol-partition-"
@@ -189,6 +189,7 @@ class NetworkPartition(Action):
                    "their ingress, egress or both, except to and from allowed peers; then "
                    "delete the policy. Needs a CNI that enforces NetworkPolicies.")
     target_kind = TargetKind.PODS
+    takes_pods = True
     Params = NetworkPartitionParams
 
     def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:

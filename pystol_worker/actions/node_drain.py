@@ -41,12 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, PermanentError, Selection
 from pystol_worker.actions.node_cordon import cordon_fault, node_target_problems, select_nodes
-from pystol_worker.fault_holding import hold_faults, lock_targets
-from pystol_worker.job_context import JobContext
-from pystol_worker.kube_access import ClusterError, NotFound
-from pystol_worker.model import Change, Duration, JobSpec, TargetKind, TargetRef
-from pystol_worker.pod_selection import pod_ref
-from pystol_worker.recovery import RecoveryObserver, Workload, resolve_workload
+from pystol_worker.core.model import Change, Duration, JobSpec, TargetKind, TargetRef
+from pystol_worker.faults.fault_holding import hold_faults, lock_targets
+from pystol_worker.faults.pod_selection import pod_ref
+from pystol_worker.faults.recovery import RecoveryObserver, Workload, resolve_workload
+from pystol_worker.kube.cluster_access import ClusterError, NotFound
+from pystol_worker.safety.job_context import JobContext
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

@@ -31,19 +31,19 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.fault_holding import Fault, hold_faults, lock_targets
-from pystol_worker.job_context import JobContext
-from pystol_worker.kube_access import ClusterAccess, NotFound
-from pystol_worker.model import JobSpec, TargetKind, TargetRef
-from pystol_worker.pod_selection import select_pods
-from pystol_worker.recovery import (
+from pystol_worker.core.model import JobSpec, TargetKind, TargetRef
+from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
+from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.recovery import (
     HoldObserver,
     Workload,
     hold_observer,
     resolve_workload,
     wait_for_recovery,
 )
-from pystol_worker.revert_journal import JournalEntry, undo_functions
+from pystol_worker.kube.cluster_access import ClusterAccess, NotFound
+from pystol_worker.safety.job_context import JobContext
+from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
 
 DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
 UNDO_RESTORE_IMAGES = "restore-container-images"
@@ -103,6 +103,7 @@ class PodFailure(Action):
                    "duration (the pods stay, but are never ready), then restore the original "
                    "images and measure how long the workloads take to be ready again.")
     target_kind = TargetKind.PODS
+    takes_pods = True
     Params = PodFailureParams
 
     def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:

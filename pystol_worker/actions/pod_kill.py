@@ -13,10 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, Selection
-from pystol_worker.job_context import JobContext
-from pystol_worker.model import JobSpec, TargetKind
-from pystol_worker.pod_selection import select_pods
-from pystol_worker.recovery import kill_pods_and_observe
+from pystol_worker.core.model import JobSpec, TargetKind
+from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.recovery import kill_pods_and_observe
+from pystol_worker.safety.job_context import JobContext
 
 
 class PodKillParams(BaseModel):
@@ -36,6 +36,7 @@ class PodKill(Action):
     description = ("Delete the selected pods (optionally spread over the duration) and measure "
                    "how long their workloads take to be fully ready again.")
     target_kind = TargetKind.PODS
+    takes_pods = True
     Params = PodKillParams
 
     def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
@@ -51,8 +52,7 @@ class PodKill(Action):
     def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
                 selection: Selection) -> None:
         assert isinstance(params, PodKillParams)
-        from pystol_worker.blast_radius import guarded_selection
 
         kill_pods_and_observe(ctx, spec, selection, grace_period=params.grace_period_seconds,
                               distribution=params.distribution, seed=params.seed,
-                              reselect=lambda: guarded_selection(self, ctx, spec, params))
+                              reselect=lambda: self.guarded_select(ctx, spec, params))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from importlib import metadata
 
 from pystol_worker.actions.base import Action
+from pystol_worker.actions.builtin import BUILTIN_ACTIONS
 
 ENTRY_POINT_GROUP = "pystol.actions"
 log = logging.getLogger("pystol.actions")
@@ -80,8 +81,8 @@ def default_registry() -> ActionRegistry:
     global _DEFAULT
     if _DEFAULT is None:
         registry = ActionRegistry()
-        from pystol_worker.actions import builtin
-        builtin.register_all(registry)
+        for cls in BUILTIN_ACTIONS:
+            registry.register(cls)
         registry.load_entry_points()
         _DEFAULT = registry
     return _DEFAULT

@@ -39,13 +39,13 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.fault_holding import Fault, hold_faults, lock_targets
-from pystol_worker.job_context import JobContext
-from pystol_worker.kube_access import ClusterAccess, ClusterError, NotFound
-from pystol_worker.model import JobSpec, NamespaceName, Target, TargetKind, TargetRef
-from pystol_worker.pod_selection import select_pods
-from pystol_worker.recovery import Workload, resolve_workload
-from pystol_worker.revert_journal import JournalEntry, undo_functions
+from pystol_worker.core.model import JobSpec, NamespaceName, Target, TargetKind, TargetRef
+from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
+from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.recovery import Workload, resolve_workload
+from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError, NotFound
+from pystol_worker.safety.job_context import JobContext
+from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
 
 log = logging.getLogger("pystol.actions.stress")
 

@@ -195,7 +195,7 @@ def test_helm_install_upgrade_uninstall(fresh_sim: SimProcess) -> None:
 
 
 def test_every_setting_is_mirrored_in_values() -> None:
-    from pystol_worker.settings import Settings
+    from pystol_worker.core.settings import Settings
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
     set_by_chart = {"redis_url", "kubeconfig", "api_bind", "api_tokens", "namespace",

@@ -20,8 +20,8 @@ import requests
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
-from pystol_api.api_client import parse_event_stream
-from pystol_worker.model import JobRecord
+from pystol_api.cli.api_client import parse_event_stream
+from pystol_worker.core.model import JobRecord
 from tests.integration.conftest import TOKEN, Stack
 from tests.integration.test_pipeline import make_workload, pod_kill
 from tests.support.pystol_processes import api, worker

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pystol_worker.target_locks import journal_key, lock_key
+from pystol_worker.safety.target_locks import journal_key, lock_key
 from tests.integration.conftest import TOKEN, Stack
 from tests.integration.test_pipeline import make_workload, pod_kill, pods
 from tests.support.kube_helpers import pod_ready

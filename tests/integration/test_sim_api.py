@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
+from pystol_sim.server import STREAMED_LIST_BATCH, STREAMED_LIST_ITEMS
 from tests.support.kube_helpers import gone, pod_ready, wait_for
 from tests.support.sim_process import SimProcess
 
@@ -622,6 +624,25 @@ def test_paging_returns_every_item_once(core: client.CoreV1Api, ns: str) -> None
     everything = core.list_config_map_for_all_namespaces(limit=3)
     assert len(everything.items) == 3
     assert everything.metadata._continue
+
+
+def test_a_list_too_large_to_join_is_written_in_batches_and_complete(
+        core: client.CoreV1Api, ns: str) -> None:
+    """Past STREAMED_LIST_ITEMS the sim writes a list batch by batch (so a full list of
+    100,000 pods does not hold three copies of itself); the answer must still be the
+    same list: every item once, valid JSON, a resourceVersion."""
+    count = STREAMED_LIST_ITEMS + STREAMED_LIST_BATCH + 7  # several batches, a ragged end
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: core.create_namespaced_config_map(
+            ns, client.V1ConfigMap(metadata=meta(f"big-{i:05d}"), data={"i": str(i)})),
+            range(count)))
+    answer = core.list_namespaced_config_map(ns, _preload_content=False, _request_timeout=30)
+    document = json.loads(answer.data)
+    names = [item["metadata"]["name"] for item in document["items"]
+             if item["metadata"]["name"].startswith("big-")]
+    assert sorted(names) == [f"big-{i:05d}" for i in range(count)]
+    assert document["metadata"]["resourceVersion"].isdigit()
+    assert int(answer.headers["Content-Length"]) == len(answer.data)
 
 
 # ----------------------------------------------------------------------------------- watch

@@ -21,8 +21,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from pystol_api.watcher import crd_dir
-from pystol_worker.job_store import JobStore
+from pystol_api.crds import crd_dir
+from pystol_worker.store.job_store import JobStore
 from tests.integration.conftest import Stack
 from tests.support.pystol_processes import Process, spawn
 from tests.support.recovery_truth import assert_matches_truth, whole_again_at
@@ -391,8 +391,8 @@ def start_beat(stack: Stack) -> Process:
 
 def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack,
                                                       kube: client.ApiClient) -> None:
+    from pystol_worker.core.settings import Settings
     from pystol_worker.schedules import ScheduleStore
-    from pystol_worker.settings import Settings
 
     store = ScheduleStore(stack.redis.client(), Settings(redis_url=stack.redis.url))
     api = objects(kube)

@@ -21,15 +21,15 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pystol_api.app import create_app, services_of
-from pystol_api.auth import submitter_name
-from pystol_api.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE
-from pystol_api.wsgi_server import ApiServer, gunicorn_options, serve
+from pystol_api.http.app import create_app, services_of
+from pystol_api.http.auth import submitter_name
+from pystol_api.http.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE
+from pystol_api.http.wsgi_server import ApiServer, gunicorn_options, serve
 from pystol_worker.actions import default_registry
-from pystol_worker.job_store import JobStore
-from pystol_worker.kube_access import ClusterAccess, ClusterError
-from pystol_worker.model import JobStatus
-from pystol_worker.settings import Settings
+from pystol_worker.core.model import JobStatus
+from pystol_worker.core.settings import Settings
+from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
+from pystol_worker.store.job_store import JobStore
 
 TOKEN = "unit-test-token-1"
 OTHER_TOKEN = "unit-test-token-2"
@@ -637,8 +637,8 @@ def test_docs_page_uses_only_local_assets(client: FlaskClient) -> None:
 def test_building_the_app_does_not_import_kubernetes() -> None:
     code = (
         "import sys, fakeredis\n"
-        "from pystol_api.app import create_app\n"
-        "from pystol_worker.settings import Settings\n"
+        "from pystol_api.http.app import create_app\n"
+        "from pystol_worker.core.settings import Settings\n"
         "app = create_app(Settings(api_tokens=['t']), redis_client=fakeredis.FakeRedis())\n"
         "app.test_client().get('/api/v1/actions', headers={'Authorization': 'Bearer t'})\n"
         "assert 'kubernetes' not in sys.modules, 'kubernetes imported at start-up'\n"

@@ -3,7 +3,7 @@ every metric the dashboard queries being one that `/metrics` really exports, and
 liveness probes of workers and beat pointing at the health files those processes write.
 
 Rendered with the real `helm template` (no cluster needed); the metrics come from the real
-exporter (`pystol_api.metrics_endpoint` over `pystol_worker.metrics`) on fakeredis.
+exporter (`pystol_api.http.metrics_endpoint` over `pystol_worker.store.metrics`) on fakeredis.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from pystol_api.app import create_app
-from pystol_worker import metrics
+from pystol_api.http.app import create_app
 from pystol_worker.actions import default_registry
-from pystol_worker.health_file import health_file_path
-from pystol_worker.job_store import JobStore
-from pystol_worker.model import JobSpec, Source
-from pystol_worker.schedule_store import BEAT_MAX_LOOP_INTERVAL
-from pystol_worker.settings import Settings
+from pystol_worker.core.model import JobSpec, Source
+from pystol_worker.core.settings import Settings
+from pystol_worker.process.health_file import health_file_path
+from pystol_worker.schedules.store import BEAT_MAX_LOOP_INTERVAL
+from pystol_worker.store import metrics
+from pystol_worker.store.job_store import JobStore
 from tests.conftest import ROOT, require_tool
 
 CHART = ROOT / "charts" / "pystol"

@@ -1,4 +1,5 @@
-"""The chart's RBAC grants each component what pystol_worker/permissions.py lists: enough, no more.
+"""The chart's RBAC grants each component what pystol_worker/kube/permissions.py lists:
+enough, no more.
 
 Renders charts/pystol with the real `helm template` (no cluster needed) and compares the
 rules bound to each component's ServiceAccount with the permissions the code uses.
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pystol_worker.permissions import CLUSTER_SCOPED, COMPONENTS, PERMISSIONS, required
+from pystol_worker.kube.permissions import CLUSTER_SCOPED, COMPONENTS, PERMISSIONS, required
 from tests.conftest import ROOT, require_tool
 
 CHART = ROOT / "charts" / "pystol"

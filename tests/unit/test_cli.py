@@ -25,11 +25,12 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from pystol_api import stack
-from pystol_api.api_client import ConfigFileError, problem_from_answer, read_cli_env
-from pystol_api.cli import Runtime, build_job_spec, cli, parse_param_value, parse_params
-from pystol_api.cli_output import format_seconds, format_table
-from pystol_worker.model import JobRecord, JobSpec
+from pystol_api.cli import stack
+from pystol_api.cli.api_client import ConfigFileError, problem_from_answer, read_cli_env
+from pystol_api.cli.commands import Runtime, cli
+from pystol_api.cli.job_spec import build_job_spec, parse_param_value, parse_params
+from pystol_api.cli.output import format_seconds, format_table
+from pystol_worker.core.model import JobRecord, JobSpec
 
 TOKEN = "t0k-secret"
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -585,7 +586,7 @@ def test_plan_redis_prefers_a_running_redis_then_redis_server_then_fakeredis(
     fake = stack.plan_redis(configured, choice="auto", answers=False, redis_server=None,
                             fake_ok=True, **kwargs)
     assert fake.kind == "fakeredis" and "trying things out" in fake.note
-    assert list(fake.command) == [sys.executable, "-m", "pystol_api.stack", "fake-redis",
+    assert list(fake.command) == [sys.executable, "-m", "pystol_api.cli.stack", "fake-redis",
                                   "--port", "6400"]
     forced = stack.plan_redis(configured, choice="server", answers=True,
                               redis_server="/usr/bin/redis-server", fake_ok=True, **kwargs)
@@ -692,7 +693,7 @@ def test_supervisor_prefixes_output_detects_deaths_and_stops_children() -> None:
 
 
 def test_dry_run_summary_says_nothing_changed() -> None:
-    from pystol_api.cli_output import format_summary
+    from pystol_api.cli.output import format_summary
 
     done = finished("succeeded", "dry run: would have affected 1 pod; nothing changed")
     done["spec"]["dry_run"] = True

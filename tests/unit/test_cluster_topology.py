@@ -7,11 +7,11 @@ from typing import Any
 
 import fakeredis
 
-from pystol_api.app import create_app
-from pystol_api.routes.cluster import build_topology
+from pystol_api.http.app import create_app
+from pystol_api.http.routes.cluster import build_topology
 from pystol_worker.actions import default_registry
-from pystol_worker.kube_access import ClusterAccess, ClusterError
-from pystol_worker.settings import Settings
+from pystol_worker.core.settings import Settings
+from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
 
 TOKEN = "topology-token"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from pystol_worker.health_file import health_file_path
-from pystol_worker.settings import Settings
+from pystol_worker.core.settings import Settings
+from pystol_worker.process.health_file import health_file_path
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pystol_api.cr_mapping import (
+from pystol_api.crds import crd_dir
+from pystol_api.watcher.cr_mapping import (
     ACTIONS,
     GROUP,
     JOB_FIELDS,
@@ -32,10 +33,8 @@ from pystol_api.cr_mapping import (
     to_camel,
     to_snake,
 )
-from pystol_api.watcher import crd_dir
 from pystol_worker.actions.registry import default_registry
-from pystol_worker.job_validation import JobInvalid, validate_job
-from pystol_worker.model import (
+from pystol_worker.core.model import (
     Change,
     HttpProbe,
     JobRecord,
@@ -46,7 +45,8 @@ from pystol_worker.model import (
     TargetMode,
     TargetRef,
 )
-from pystol_worker.settings import Settings
+from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.validation import JobInvalid, validate_job
 
 SETTINGS = Settings()
 

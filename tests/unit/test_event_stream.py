@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pystol_api.api_client import parse_event_stream
+from pystol_api.cli.api_client import parse_event_stream
 
 STREAM = (b"retry: 1000\n\n"
           b'id: 0\nevent: queued\ndata: {"kind": "queued"}\n\n'

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pystol_api.cli import cli
-from pystol_worker.health_file import HealthFile, check_health_file, health_file_path
-from pystol_worker.settings import Settings, SettingsError, load_settings
+from pystol_api.cli.commands import cli
+from pystol_worker.core.settings import Settings, SettingsError, load_settings
+from pystol_worker.process.health_file import HealthFile, check_health_file, health_file_path
 
 
 def aged(path: Path, seconds: float) -> Path:
@@ -127,7 +127,7 @@ def test_cli_health_imports_nothing_heavy(tmp_path: Path) -> None:
     """The probe runs every few seconds in every worker and beat pod: a file's age only."""
     path = aged(tmp_path / "h", 1)
     heavy = ("kubernetes", "celery", "flask", "gunicorn", "requests", "pydantic", "redis")
-    code = ("import sys\nfrom pystol_api.cli import cli\n"
+    code = ("import sys\nfrom pystol_api.cli.commands import cli\n"
             f"try:\n    cli(['health', '--file', {str(path)!r}, '--max-age', '5'])\n"
             "except SystemExit as done:\n"
             f"    print(done.code, [m for m in {heavy!r} if m in sys.modules])")

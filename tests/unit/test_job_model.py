@@ -1,4 +1,4 @@
-"""Tests for pystol_worker.model: durations, target mode/value rules, strictness, statuses."""
+"""Tests for pystol_worker.core.model: durations, target mode/value rules, strictness, statuses."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from pystol_worker.model import (
+from pystol_worker.core.model import (
     HttpProbe,
     JobSpec,
     JobStatus,

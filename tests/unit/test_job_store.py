@@ -1,4 +1,4 @@
-"""Tests for pystol_worker.job_store on fakeredis: create, idempotency, listing, transitions."""
+"""pystol_worker.store.job_store on fakeredis: create, idempotency, listing, transitions."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from typing import Any
 import fakeredis
 import pytest
 
-from pystol_worker.job_store import (
+from pystol_worker.core.model import JobRecord, JobSpec, JobStatus, Source
+from pystol_worker.store.job_store import (
     IdempotencyConflict,
     JobNotFound,
     JobStore,
     TransitionRefused,
 )
-from pystol_worker.model import JobRecord, JobSpec, JobStatus, Source
 
 
 @pytest.fixture

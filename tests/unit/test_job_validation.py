@@ -1,4 +1,4 @@
-"""Tests for pystol_worker.job_validation: every problem of a job, with its field path."""
+"""Tests for pystol_worker.jobs.validation: every problem of a job, with its field path."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pystol_worker.actions import builtin
 from pystol_worker.actions.base import Action, Selection
 from pystol_worker.actions.pod_kill import PodKillParams
 from pystol_worker.actions.registry import ActionRegistry
-from pystol_worker.job_validation import JobInvalid, validate_job
-from pystol_worker.model import JobSpec, TargetKind
-from pystol_worker.settings import Settings, load_settings
+from pystol_worker.core.model import JobSpec, TargetKind
+from pystol_worker.core.settings import Settings, load_settings
+from pystol_worker.jobs.validation import JobInvalid, validate_job
 
 
 class NodeParams(BaseModel):
@@ -48,7 +48,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def registry() -> ActionRegistry:
     registry = ActionRegistry()
-    builtin.register_all(registry)
+    for cls in builtin.BUILTIN_ACTIONS:
+        registry.register(cls)
     registry.register(NodeReboot)
     return registry
 

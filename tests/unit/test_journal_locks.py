@@ -7,11 +7,11 @@ import json
 import fakeredis
 import pytest
 
-from pystol_worker import job_store
-from pystol_worker.job_store import JobStore
-from pystol_worker.model import JobSpec, Source, TargetRef, WorkloadRef
-from pystol_worker.revert_journal import JournalEntry, RevertJournal
-from pystol_worker.target_locks import TargetLocks, lock_key
+from pystol_worker.core.model import JobSpec, Source, TargetRef, WorkloadRef
+from pystol_worker.safety.revert_journal import JournalEntry, RevertJournal
+from pystol_worker.safety.target_locks import TargetLocks, lock_key
+from pystol_worker.store import job_store
+from pystol_worker.store.job_store import JobStore
 
 
 def test_a_dead_jobs_journaled_fault_keeps_its_workload_locked() -> None:

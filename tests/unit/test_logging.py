@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pystol_worker.logging_setup import configure_logging, job_context
+from pystol_worker.core.logging_setup import configure_logging, job_context
 
 
 class Tty(io.StringIO):

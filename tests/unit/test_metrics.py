@@ -14,12 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pystol_api.app import create_app
-from pystol_api.metrics_endpoint import render
-from pystol_worker import metrics
+from pystol_api.http.app import create_app
+from pystol_api.http.metrics_endpoint import render
 from pystol_worker.actions import default_registry
-from pystol_worker.job_store import HALT_KEY, JobStore
-from pystol_worker.model import (
+from pystol_worker.core.model import (
     Change,
     JobSpec,
     JobStatus,
@@ -28,8 +26,10 @@ from pystol_worker.model import (
     WorkloadRecovery,
     WorkloadRef,
 )
-from pystol_worker.revert_journal import JournalEntry, RevertJournal, UndoRegistry
-from pystol_worker.settings import Settings
+from pystol_worker.core.settings import Settings
+from pystol_worker.safety.revert_journal import JournalEntry, RevertJournal, UndoRegistry
+from pystol_worker.store import metrics
+from pystol_worker.store.job_store import HALT_KEY, JobStore
 
 QUEUE = "pystol.jobs"
 

@@ -1,4 +1,4 @@
-"""Tests for pystol_worker.pod_selection: Chaos Mesh's mode/value counting and choosing."""
+"""Tests for pystol_worker.faults.pod_selection: Chaos Mesh's mode/value counting and choosing."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from pystol_worker.model import TargetMode
-from pystol_worker.pod_selection import choose, choose_count
+from pystol_worker.core.model import TargetMode
+from pystol_worker.faults.pod_selection import choose, choose_count
 
 SIZES = [0, 1, 3, 10, 1000]
 ALL_MODES = [

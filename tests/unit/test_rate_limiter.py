@@ -1,4 +1,4 @@
-"""Tests for pystol_worker.kube_access's TokenBucket and RetryPolicy (no cluster needed)."""
+"""Tests for pystol_worker.kube.cluster_access's TokenBucket and RetryPolicy (no cluster needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pystol_worker.kube_access import RetryPolicy, TokenBucket
+from pystol_worker.kube.cluster_access import RetryPolicy, TokenBucket
 
 
 def test_burst_passes_at_once_then_calls_are_paced_to_qps() -> None:

@@ -19,12 +19,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
-from pystol_api.app import create_app
-from pystol_api.auth import submitter_name
-from pystol_api.cli import Runtime, cli
-from pystol_api.routes.schedules import merge_patch
-from pystol_worker.schedule_store import REDBEAT_SCHEDULE_KEY, entry_key
-from pystol_worker.settings import Settings
+from pystol_api.cli.commands import Runtime, cli
+from pystol_api.http.app import create_app
+from pystol_api.http.auth import submitter_name
+from pystol_api.http.routes.schedules import merge_patch
+from pystol_worker.core.settings import Settings
+from pystol_worker.schedules.store import REDBEAT_SCHEDULE_KEY, entry_key
 
 TOKEN = "schedule-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

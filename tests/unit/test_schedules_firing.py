@@ -24,12 +24,8 @@ import pytest
 from celery import Celery
 from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry
 
-from pystol_worker.halt import HaltSwitch
-from pystol_worker.job_store import JobStore
-from pystol_worker.job_validation import JobInvalid
-from pystol_worker.model import JobStatus, Source
-from pystol_worker.schedule_firing import ScheduleFirer, idempotency_key
-from pystol_worker.schedule_model import (
+from pystol_worker.core.model import JobStatus, Source
+from pystol_worker.core.schedule_model import (
     RunOutcome,
     ScheduleSpec,
     SkipReason,
@@ -37,7 +33,10 @@ from pystol_worker.schedule_model import (
     is_allowed,
     ms_to_datetime,
 )
-from pystol_worker.schedule_store import (
+from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.validation import JobInvalid
+from pystol_worker.schedules.firing import ScheduleFirer, idempotency_key
+from pystol_worker.schedules.store import (
     FIRE_TASK,
     REDBEAT_SCHEDULE_KEY,
     ScheduleExists,
@@ -46,7 +45,8 @@ from pystol_worker.schedule_store import (
     configure_redbeat,
     entry_key,
 )
-from pystol_worker.settings import Settings
+from pystol_worker.store.halt import HaltSwitch
+from pystol_worker.store.job_store import JobStore
 
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC
 TEMPLATE: dict[str, Any] = {"action": "pod-kill",

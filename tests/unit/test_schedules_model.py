@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from pystol_api.problems import loc_path
-from pystol_worker.schedule_model import (
+from pystol_api.http.problems import loc_path
+from pystol_worker.core.schedule_model import (
     ConcurrencyPolicy,
     ScheduleSpec,
     TimeWindow,

@@ -1,4 +1,4 @@
-"""Tests for pystol_worker.settings: DESIGN.md defaults, comma lists, errors naming variables."""
+"""pystol_worker.core.settings: DESIGN.md defaults, comma lists, errors naming variables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pystol_worker.settings import Settings, SettingsError, load_settings
+from pystol_worker.core.settings import Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -17,13 +17,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, Selection
-from pystol_worker.fault_holding import Fault, hold_faults, lock_targets
-from pystol_worker.job_context import JobContext
-from pystol_worker.kube_access import ClusterAccess, NotFound
-from pystol_worker.model import JobSpec, TargetKind
-from pystol_worker.pod_selection import select_pods
-from pystol_worker.recovery import Workload, resolve_workload
-from pystol_worker.revert_journal import JournalEntry, undo_functions
+from pystol_worker.core.model import JobSpec, TargetKind
+from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
+from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.recovery import Workload, resolve_workload
+from pystol_worker.kube.cluster_access import ClusterAccess, NotFound
+from pystol_worker.safety.job_context import JobContext
+from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
 
 # Undo names share one registry with every other action: prefix them with the action's.
 UNDO_RESTORE = "example-annotate/restore-annotation"

@@ -1,0 +1,145 @@
+"""`GET /metrics`: Pystol's metrics in the Prometheus text format, read from Redis at scrape.
+
+The counters and histograms are what every worker, beat, watcher and API process recorded
+in Redis (`pystol_worker.store.metrics`); the gauges are computed now from the job store, the
+Celery queue, the revert journal and the halt switch. Any API replica answers the same,
+so Prometheus may scrape one of them or all (then aggregate with `max`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from flask import Flask, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from pystol_worker.core.model import JobRecord
+from pystol_worker.store import metrics as m
+from pystol_worker.store.job_store import HALT_KEY, PREFIX
+
+METRICS_PATH = "/metrics"
+# kombu's Redis transport keeps priority 0 in the queue's own list and others beside it.
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITIES = (3, 6, 9)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class PystolCollector(Collector):
+    def __init__(self, client: redis.Redis, queue: str) -> None:
+        self.redis = client
+        self.queue = queue
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._counters()
+        yield from self._histograms()
+        yield from self._gauges()
+
+    def _counters(self) -> Iterator[Metric]:
+        values: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        for field, raw in self.redis.hgetall(m.COUNTERS_KEY).items():
+            try:
+                name, labels = json.loads(field)
+            except (ValueError, TypeError):
+                continue
+            values[name].append((labels, float(raw)))
+        for metric in m.COUNTERS:
+            family = CounterMetricFamily(metric.name, metric.help, labels=metric.labels)
+            for labels, value in sorted(values.get(metric.name, []), key=_label_order):
+                family.add_metric([labels.get(name, "") for name in metric.labels], value)
+            yield family
+
+    def _histograms(self) -> Iterator[Metric]:
+        # name -> labels json -> part -> value
+        series: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+        for field, raw in self.redis.hgetall(m.HISTOGRAMS_KEY).items():
+            try:
+                name, labels, part = json.loads(field)
+            except (ValueError, TypeError):
+                continue
+            series[name][json.dumps(labels, sort_keys=True)][part] = float(raw)
+        for metric in m.HISTOGRAMS:
+            family = HistogramMetricFamily(metric.name, metric.help, labels=metric.labels)
+            for labels_json, parts in sorted(series.get(metric.name, {}).items()):
+                labels = json.loads(labels_json)
+                cumulative = 0.0
+                buckets: list[tuple[str, float]] = []
+                for bound in (*metric.buckets, math.inf):
+                    cumulative += parts.get(m.bound_text(bound), 0.0)
+                    buckets.append(("+Inf" if math.isinf(bound) else str(bound), cumulative))
+                family.add_metric([labels.get(name, "") for name in metric.labels], buckets,
+                                  parts.get("sum", 0.0))
+            yield family
+
+    def _gauges(self) -> Iterator[Metric]:
+        running = GaugeMetricFamily(m.JOBS_RUNNING.name, m.JOBS_RUNNING.help,
+                                    labels=m.JOBS_RUNNING.labels)
+        by_action: dict[str, int] = defaultdict(int)
+        ids = [_text(item) for item in self.redis.zrange(f"{PREFIX}jobs:status:running", 0, -1)]
+        if ids:
+            for raw in self.redis.mget([f"{PREFIX}job:{job_id}" for job_id in ids]):
+                if raw is None:
+                    continue
+                try:
+                    by_action[JobRecord.model_validate_json(raw).spec.action] += 1
+                except ValueError:
+                    continue
+        for action, count in sorted(by_action.items()):
+            running.add_metric([action], count)
+        yield running
+
+        depth = GaugeMetricFamily(m.QUEUE_DEPTH.name, m.QUEUE_DEPTH.help,
+                                  labels=m.QUEUE_DEPTH.labels)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(self.queue)
+            for priority in KOMBU_PRIORITIES:
+                pipe.llen(f"{self.queue}{KOMBU_PRIORITY_SEP}{priority}")
+            pipe.hlen(PREFIX + "journal")
+            pipe.exists(HALT_KEY)
+            *lengths, journal, halted = pipe.execute()
+        depth.add_metric([self.queue], sum(int(n) for n in lengths))
+        yield depth
+        yield GaugeMetricFamily(m.JOURNAL_ENTRIES.name, m.JOURNAL_ENTRIES.help,
+                                value=int(journal))
+        yield GaugeMetricFamily(m.HALTED.name, m.HALTED.help, value=1 if halted else 0)
+
+
+def _label_order(item: tuple[dict[str, str], float]) -> Any:
+    return sorted(item[0].items())
+
+
+def render(client: redis.Redis, queue: str) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PystolCollector(client, queue))
+    return generate_latest(registry)
+
+
+def install(app: Flask, client: redis.Redis, queue: str) -> str:
+    """Add the unauthenticated `GET /metrics` route; returns its endpoint name."""
+    endpoint = "metrics"
+
+    def metrics_view() -> Response:
+        return Response(render(client, queue), mimetype=None,
+                        headers={"Content-Type": CONTENT_TYPE_LATEST,
+                                 "Cache-Control": "no-store"})
+
+    app.add_url_rule(METRICS_PATH, endpoint=endpoint, view_func=metrics_view, methods=["GET"])
+    return endpoint

@@ -1,0 +1,118 @@
+"""What every route module shares: the injected services, the request-body model and
+small helpers for JSON answers and OpenAPI declarations.
+
+`Services` is the whole set of dependencies a view may use, built once per
+application by `create_app`; views close over it instead of reading globals.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Response
+from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, model_validator
+
+from pystol_api.http.job_queue import JobQueue
+from pystol_api.http.problems import problem_doc
+from pystol_worker.actions import ActionRegistry
+from pystol_worker.core.model import JobSpec
+from pystol_worker.core.settings import Settings
+from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
+from pystol_worker.store.job_store import JobStore
+
+API_PREFIX = "/api/v1"
+BEARER_SCHEME = "bearer"
+BEARER_SECURITY: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
+
+
+class LazyCluster:
+    """The cluster client, built on first use: the API starts (and serves everything but
+    previews) without a kubeconfig and without importing `kubernetes`."""
+
+    def __init__(self, factory: Callable[[], ClusterAccess]) -> None:
+        self._factory = factory
+        self._cluster: ClusterAccess | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ClusterAccess:
+        with self._lock:
+            if self._cluster is None:
+                try:
+                    self._cluster = self._factory()
+                except ClusterError:
+                    raise
+                except Exception as error:  # a missing kubeconfig, a bad context, ...
+                    raise ClusterError(f"cannot set up a Kubernetes client: {error}") from error
+            return self._cluster
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    store: JobStore
+    queue: JobQueue
+    registry: ActionRegistry
+    cluster: LazyCluster
+
+
+# A JobSpec as it arrives over HTTP, documented under the name JobSpec. It is a guard at
+# the edge: bad input must be a 4xx, never a 5xx, whatever the model underneath lets
+# through. Numbers the model cannot handle become validation errors: an integer too large
+# for a float (an `amount` or `duration` of 400 digits) raises OverflowError inside the
+# model's validators, and an infinite or NaN float anywhere in the spec could not be
+# stored or serialised. (The class docstring is the schema's public description.)
+class JobSubmission(JobSpec):
+    """What someone asked for: the job to run, on which targets, for how long."""
+
+    model_config = ConfigDict(title="JobSpec")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _finite_numbers(cls, data: Any, handler: ModelWrapValidatorHandler[JobSubmission]
+                        ) -> JobSubmission:
+        try:
+            spec = handler(data)
+        except ArithmeticError as error:
+            raise ValueError(f"a number is out of range ({error})") from None
+        where = first_non_finite(spec.model_dump())
+        if where is not None:
+            raise ValueError(f"{where or 'a number'} must be a finite number")
+        return spec
+
+    def as_spec(self) -> JobSpec:
+        """The plain JobSpec, for the store and the actions."""
+        return JobSpec.model_validate(self.model_dump())
+
+
+def first_non_finite(data: Any) -> str | None:
+    """The path of the first infinite or NaN float in plain data, or None (iterative:
+    a deeply nested `params` must not exhaust the stack)."""
+    pending: list[tuple[str, Any]] = [("", data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path
+        if isinstance(value, dict):
+            pending.extend((f"{path}.{key}" if path else str(key), item)
+                           for key, item in value.items())
+        elif isinstance(value, list | tuple):
+            pending.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+    return None
+
+
+def json_response(model: BaseModel, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> Response:
+    response = Response(model.model_dump_json(), status=status, mimetype="application/json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+UNAUTHORIZED_DOC = problem_doc("No or an unknown bearer token.")
+INVALID_DOC = problem_doc("The request is invalid; `errors` lists the field paths.")

@@ -1,0 +1,253 @@
+"""The job resource: submit, list, read, cancel, and read a job's timeline.
+
+Submitting validates with the same `validate_job` every entry point uses, stores the
+job, then queues it; the answer is `202 Accepted` because the work has only been
+queued. An idempotency key makes a retried submission safe: the same key with the
+same spec within 24 h answers `200` with the earlier job and queues nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+from flask import Response, request
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, ConfigDict, Field
+
+from pystol_api.http.auth import current_submitter
+from pystol_api.http.problems import ApiProblem, problem_doc
+from pystol_api.http.routes.common import (
+    API_PREFIX,
+    BEARER_SECURITY,
+    INVALID_DOC,
+    UNAUTHORIZED_DOC,
+    JobSubmission,
+    Services,
+    json_response,
+)
+from pystol_worker.core.model import JobRecord, JobStatus, Page, Source, TimelineEvent
+from pystol_worker.jobs.validation import validate_job
+from pystol_worker.store.halt import ChaosHalted, HaltSwitch
+from pystol_worker.store.job_store import (
+    TIMELINE_CHANNEL,
+    IdempotencyConflict,
+    JobNotFound,
+    TransitionRefused,
+)
+
+log = logging.getLogger("pystol.api")
+
+TAG = Tag(name="jobs", description="Chaos jobs: submit, follow, cancel.")
+SOURCE_HEADER = "X-Pystol-Source"
+EVENT_STREAM = "text/event-stream"
+# Server-sent events: bounded so that a gunicorn sync worker (timeout 30 s by default) is
+# never killed mid-stream; the client reconnects with Last-Event-ID.
+SSE_MAX_SECONDS = 25.0
+SSE_KEEPALIVE_SECONDS = 10.0
+SSE_CHECK_SECONDS = 2.0   # re-read the job's status at least this often
+SSE_RETRY_MS = 1000
+LOCATION_DOC = {"Location": {"description": "The job's URL.", "schema": {"type": "string"}}}
+
+
+class SubmitHeaders(BaseModel):
+    source: Literal["api", "cli"] = Field(
+        "api", alias=SOURCE_HEADER,
+        description="Where the job comes from; the `pystol` CLI sends `cli`.")
+
+
+class JobPath(BaseModel):
+    id: str = Field(min_length=1, max_length=200, description="A job id, e.g. "
+                                                              "j-20250101120000-1a2b3c4d.")
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: JobStatus | None = None
+    action: str | None = Field(None, min_length=1, max_length=100)
+    namespace: str | None = Field(None, min_length=1, max_length=63)
+    cursor: str | None = Field(None, pattern=r"^[0-9]{1,18}$",
+                               description="`next_cursor` of the previous page.")
+    limit: int = Field(50, ge=1, le=200)
+
+
+class Timeline(BaseModel):
+    items: list[TimelineEvent]
+
+
+def job_url(job_id: str) -> str:
+    return f"{API_PREFIX}/jobs/{job_id}"
+
+
+def _wants_event_stream() -> bool:
+    """True when the client prefers server-sent events to JSON."""
+    best = request.accept_mimetypes.best_match(["application/json", EVENT_STREAM])
+    return best == EVENT_STREAM
+
+
+def _last_event_id() -> int:
+    """Where a reconnecting client resumes: after the event it saw last."""
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    return int(raw) + 1 if raw.isdigit() and len(raw) < 10 else 0
+
+
+def event_stream_response(services: Services, job_id: str, start: int = 0) -> Response:
+    response = Response(stream_timeline(services, job_id, start), mimetype=EVENT_STREAM)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+def stream_timeline(services: Services, job_id: str, start: int = 0,
+                    max_seconds: float = SSE_MAX_SECONDS,
+                    keepalive_seconds: float = SSE_KEEPALIVE_SECONDS) -> Iterator[str]:
+    """Server-sent events of a job's timeline from index `start` until the job is terminal.
+
+    The Redis list is the source of truth and fixes the order: the pub/sub channel only
+    says when to read it again, so an event published between reading the list and
+    subscribing is never lost nor sent twice. Bounded by `max_seconds` (a gunicorn sync
+    worker is busy while it streams, and its timeout must not kill it)."""
+    store = services.store
+    pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
+    sent = start
+    deadline = time.monotonic() + max_seconds
+    try:
+        pubsub.subscribe(TIMELINE_CHANNEL + ":" + job_id)
+        yield f"retry: {SSE_RETRY_MS}\n\n"
+        last_output = time.monotonic()
+        while True:
+            for event in store.timeline(job_id, sent):
+                yield (f"id: {sent}\nevent: {event.kind}\n"
+                       f"data: {event.model_dump_json()}\n\n")
+                sent += 1
+                last_output = time.monotonic()
+            status = store.get(job_id, with_timeline=False).status
+            if status.terminal:
+                # Events appended with the terminal one (none today) are read once more.
+                for event in store.timeline(job_id, sent):
+                    yield (f"id: {sent}\nevent: {event.kind}\n"
+                           f"data: {event.model_dump_json()}\n\n")
+                    sent += 1
+                yield f"event: end\ndata: {json.dumps({'status': status.value})}\n\n"
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                return  # the client reconnects with Last-Event-ID
+            if now - last_output >= keepalive_seconds:
+                yield ": keep-alive\n\n"
+                last_output = now
+            pubsub.get_message(timeout=min(keepalive_seconds, SSE_CHECK_SECONDS,
+                                           max(0.0, deadline - now)))
+            # Drain the rest: one read of the list covers every message.
+            while pubsub.get_message(timeout=0) is not None:
+                pass
+    except JobNotFound:
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            pubsub.close()
+
+
+def blueprint(services: Services) -> APIBlueprint:
+    bp = APIBlueprint("jobs", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
+                      abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
+    store = services.store
+
+    @bp.post("/jobs", summary="Submit a chaos job",
+             responses={202: {"description": "Validated, stored and queued.",
+                              "headers": LOCATION_DOC,
+                              "content": {"application/json": {"schema": {
+                                  "$ref": "#/components/schemas/JobRecord"}}}},
+                        200: JobRecord,
+                        409: problem_doc("The idempotency key was used for a different spec, "
+                                         "or chaos is halted."),
+                        422: INVALID_DOC,
+                        503: problem_doc("The job store or the queue is unavailable.")})
+    def submit_job(body: JobSubmission, header: SubmitHeaders) -> Response:
+        """Validate, store and queue a job. With an `idempotency_key` already used in the
+        last 24 h for the same spec, answers 200 with that job and queues nothing."""
+        spec = body.as_spec()
+        validate_job(spec, services.registry, services.settings)
+        try:
+            HaltSwitch(services.redis).refuse_if_halted()
+        except ChaosHalted as halted:
+            raise ApiProblem(409, "chaos-halted", "Chaos is halted", str(halted)) from None
+        submitter = current_submitter()
+        try:
+            record, created = store.create(spec, Source(header.source), submitter)
+        except IdempotencyConflict as conflict:
+            raise ApiProblem(409, "idempotency-conflict", "Idempotency key reused",
+                             f"idempotency key {spec.idempotency_key!r} was used in the last "
+                             f"24 h for a different job spec (job {conflict.job_id}); use a "
+                             "new key for a new job") from None
+        headers = {"Location": job_url(record.id)}
+        if not created:
+            return json_response(record, 200, headers)
+        try:
+            services.queue.send(record.id)
+        except Exception as error:
+            log.exception("could not queue job %s", record.id)
+            store.finish(record.id, JobStatus.FAILED, "could not be queued",
+                         error=f"{type(error).__name__}: {error}")
+            store.release_idempotency_key(record)
+            raise ApiProblem(503, "queue-unavailable", "Job could not be queued",
+                             f"job {record.id} was stored but the queue (PYSTOL_REDIS_URL) "
+                             "refused it; it was marked failed. Retry later.",
+                             headers={"Retry-After": "5"}) from None
+        return json_response(record, 202, headers)
+
+    @bp.get("/jobs", summary="List jobs, newest first",
+            responses={200: Page, 422: INVALID_DOC})
+    def list_jobs(query: ListQuery) -> Response:
+        """Filter by status, action and namespace; page with `next_cursor`. Jobs submitted
+        while paging never shift or repeat the pages that follow."""
+        page = store.list(status=query.status, action=query.action, namespace=query.namespace,
+                          cursor=query.cursor, limit=query.limit)
+        return json_response(page)
+
+    @bp.get("/jobs/<id>", summary="One job, with its timeline",
+            responses={200: JobRecord, 404: problem_doc("No such job."), 422: INVALID_DOC})
+    def get_job(path: JobPath) -> Response:
+        return json_response(store.get(path.id))
+
+    @bp.post("/jobs/<id>/cancel", summary="Cancel a queued job or abort a running one",
+             responses={200: JobRecord,
+                        202: {"description": "The running job was asked to abort; it "
+                                             "reverts what it changed, then ends aborted.",
+                              "content": {"application/json": {"schema": {
+                                  "$ref": "#/components/schemas/JobRecord"}}}},
+                        404: problem_doc("No such job."),
+                        409: problem_doc("The job already ended."),
+                        422: INVALID_DOC})
+    def cancel_job(path: JobPath) -> Response:
+        """200 when a queued job was cancelled; 202 when a running job was asked to abort."""
+        try:
+            store.request_cancel(path.id, by=current_submitter())
+        except TransitionRefused:
+            ended = store.get(path.id, with_timeline=False)
+            how = f"{ended.status.value}: {ended.reason}" if ended.reason else ended.status.value
+            raise ApiProblem(409, "job-ended", "Job already ended",
+                             f"job {path.id} already ended {how}") from None
+        record = store.get(path.id)
+        return json_response(record, 200 if record.status == JobStatus.CANCELLED else 202)
+
+    @bp.get("/jobs/<id>/events", summary="A job's timeline",
+            responses={200: Timeline, 404: problem_doc("No such job."), 422: INVALID_DOC})
+    def job_events(path: JobPath) -> Response:
+        """The timeline as JSON. With `Accept: text/event-stream`, server-sent events: the
+        timeline so far, then each new event as it happens, until the job ends (or after
+        25 s; reconnect with `Last-Event-ID` to go on). Each event
+        is `event: <kind>`, `id: <index in the timeline>`, `data: <the event as JSON>`; the
+        stream ends with an `end` event carrying the job's status."""
+        if not store.exists(path.id):
+            raise ApiProblem(404, "job-not-found", "Job not found", f"there is no job {path.id}")
+        if _wants_event_stream():
+            return event_stream_response(services, path.id, _last_event_id())
+        return json_response(Timeline(items=store.timeline(path.id)))
+
+    return bp

@@ -1,0 +1,60 @@
+"""Preview: which targets a job would hit right now, answered at once.
+
+It takes the same body and the same validation as `POST /jobs` and runs the action's
+own `select()` (the code a run uses) against the cluster, changing nothing. When the
+Kubernetes API fails the answer is 502: the cluster, not the request, is at fault.
+"""
+
+from __future__ import annotations
+
+from flask import Response
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from pystol_api.http.problems import ApiProblem, problem_doc
+from pystol_api.http.routes.common import (
+    API_PREFIX,
+    BEARER_SECURITY,
+    INVALID_DOC,
+    UNAUTHORIZED_DOC,
+    JobSubmission,
+    Services,
+    json_response,
+)
+from pystol_worker.actions import ActionError
+from pystol_worker.core.model import TargetRef
+from pystol_worker.jobs.validation import validate_job
+from pystol_worker.safety.job_context import JobContext
+
+TAG = Tag(name="preview", description="Dry runs that answer at once.")
+
+
+class PreviewResult(BaseModel):
+    action: str
+    matched: int = Field(description="Targets matching the namespaces and selectors.")
+    chosen: list[TargetRef] = Field(description="The ones the mode/value would pick now.")
+    excluded: list[str] = Field(description="Why some candidates were left out.")
+
+
+def blueprint(services: Services) -> APIBlueprint:
+    bp = APIBlueprint("preview", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
+                      abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
+
+    @bp.post("/preview", summary="Which targets a job would hit now",
+             responses={200: PreviewResult, 422: INVALID_DOC,
+                        502: problem_doc("The Kubernetes API failed or cannot be reached.")})
+    def preview(body: JobSubmission) -> Response:
+        spec = body.as_spec()
+        action, params = validate_job(spec, services.registry, services.settings)
+        context = JobContext(settings=services.settings, cluster=services.cluster.get())
+        try:
+            selection = action.guarded_select(context, spec, params)
+        except ActionError as error:
+            raise ApiProblem(422, "action-refused", "The action refused the job",
+                             str(error)) from None
+        summary = selection.summary()
+        return json_response(PreviewResult(action=action.name, matched=summary["matched"],
+                                           chosen=selection.chosen,
+                                           excluded=summary["excluded"]))
+
+    return bp

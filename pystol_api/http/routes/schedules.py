@@ -1,0 +1,207 @@
+"""The schedule resource: create, list, read, change (merge patch), pause, delete.
+
+A schedule is validated like a job (its template goes through `validate_job`, paths under
+`template.`) plus its own rules (cron syntax, time zone, windows), all answered as 422
+problems with field paths. Every change is written to Redis together with the
+celery-redbeat entry that `pystol beat` fires, so it takes effect without a restart.
+PATCH is a JSON merge patch (RFC 7386) of the spec: `{"paused": true}` pauses,
+`{"template": {"duration": "30s"}}` changes one template field, `null` resets a field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
+
+from pystol_api.http.auth import current_submitter
+from pystol_api.http.problems import ApiProblem, problem_doc, validation_error_callback
+from pystol_api.http.routes.common import (
+    API_PREFIX,
+    BEARER_SECURITY,
+    INVALID_DOC,
+    UNAUTHORIZED_DOC,
+    Services,
+    first_non_finite,
+    json_response,
+)
+from pystol_api.http.routes.jobs import SubmitHeaders
+from pystol_worker.core.model import Duration, Source
+from pystol_worker.core.schedule_model import (
+    ID_PATTERN,
+    ConcurrencyPolicy,
+    ScheduleRecord,
+    ScheduleSpec,
+    TimeWindow,
+)
+from pystol_worker.schedules.store import ScheduleExists, ScheduleNotFound, ScheduleStore
+
+TAG = Tag(name="schedules", description="Scheduled chaos: cron, interval or mtbf, with "
+                                        "time windows and a concurrency policy.")
+LOCATION_DOC = {"Location": {"description": "The schedule's URL.",
+                             "schema": {"type": "string"}}}
+
+
+def _finite(data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+    try:
+        model = handler(data)
+    except ArithmeticError as error:
+        raise ValueError(f"a number is out of range ({error})") from None
+    where = first_non_finite(model.model_dump())
+    if where is not None:
+        raise ValueError(f"{where or 'a number'} must be a finite number")
+    return model
+
+
+class ScheduleCreate(ScheduleSpec):
+    """A new schedule: the spec, and optionally its id (generated when absent)."""
+
+    id: str | None = Field(None, pattern=ID_PATTERN, examples=["nightly-web"],
+                           description="The schedule's id; generated when absent.")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _finite_numbers(cls, data: Any, handler: ModelWrapValidatorHandler[ScheduleCreate]
+                        ) -> ScheduleCreate:
+        created: ScheduleCreate = _finite(data, handler)
+        return created
+
+    def as_spec(self) -> ScheduleSpec:
+        return ScheduleSpec.model_validate(self.model_dump(exclude={"id"}))
+
+
+class SchedulePatch(BaseModel):
+    """A JSON merge patch of a ScheduleSpec: fields given replace (objects merge), `null`
+    resets a field to its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str | None = None
+    interval: Duration | None = None
+    mtbf: Duration | None = None
+    time_zone: str | None = None
+    windows: list[TimeWindow] | None = None
+    excluded_dates: list[str] | None = None
+    concurrency_policy: ConcurrencyPolicy | None = None
+    starting_deadline_seconds: float | None = Field(None, allow_inf_nan=False)
+    history_limit: int | None = None
+    paused: bool | None = None
+    template: dict[str, Any] | None = Field(None, description="Merged into the template.")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _finite_numbers(cls, data: Any, handler: ModelWrapValidatorHandler[SchedulePatch]
+                        ) -> SchedulePatch:
+        patch: SchedulePatch = _finite(data, handler)
+        return patch
+
+
+class SchedulePath(BaseModel):
+    id: str = Field(min_length=1, max_length=150, description="A schedule id.")
+
+
+class ScheduleList(BaseModel):
+    items: list[ScheduleRecord]
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, `null` removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def schedule_url(schedule_id: str) -> str:
+    return f"{API_PREFIX}/schedules/{schedule_id}"
+
+
+def blueprint(services: Services) -> APIBlueprint:
+    bp = APIBlueprint("schedules", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
+                      abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
+    store = ScheduleStore(services.redis, services.settings, registry=services.registry)
+    not_found_doc = problem_doc("No such schedule.")
+
+    def not_found(schedule_id: str) -> ApiProblem:
+        return ApiProblem(404, "schedule-not-found", "Schedule not found",
+                          f"there is no schedule {schedule_id}")
+
+    @bp.post("/schedules", summary="Create a schedule",
+             responses={201: {"description": "Validated and stored; beat fires it from now on.",
+                              "headers": LOCATION_DOC,
+                              "content": {"application/json": {"schema": {
+                                  "$ref": "#/components/schemas/ScheduleRecord"}}}},
+                        409: problem_doc("A schedule with this id exists."),
+                        422: INVALID_DOC})
+    def create_schedule(body: ScheduleCreate, header: SubmitHeaders) -> Response:
+        """Validate (the template as a job, the cron expression, time zone and windows)
+        and store; the first run is at the first slot after now (interval: one interval
+        from now)."""
+        try:
+            record = store.create(body.as_spec(), Source(header.source), current_submitter(),
+                                  schedule_id=body.id, replace=False)
+        except ScheduleExists:
+            raise ApiProblem(409, "schedule-exists", "Schedule exists",
+                             f"there is already a schedule {body.id}; change it with PATCH "
+                             f"{schedule_url(body.id or '')}") from None
+        return json_response(record, 201, {"Location": schedule_url(record.id)})
+
+    @bp.get("/schedules", summary="List schedules", responses={200: ScheduleList})
+    def list_schedules() -> Response:
+        """Every schedule, oldest first, with its next run and latest runs."""
+        return json_response(ScheduleList(items=store.list()))
+
+    @bp.get("/schedules/<id>", summary="One schedule, with its next run and latest runs",
+            responses={200: ScheduleRecord, 404: not_found_doc, 422: INVALID_DOC})
+    def get_schedule(path: SchedulePath) -> Response:
+        try:
+            return json_response(store.get(path.id))
+        except ScheduleNotFound:
+            raise not_found(path.id) from None
+
+    @bp.patch("/schedules/<id>", summary="Change, pause or resume a schedule",
+              responses={200: ScheduleRecord, 404: not_found_doc, 422: INVALID_DOC})
+    def patch_schedule(path: SchedulePath, body: SchedulePatch) -> Response:
+        """A JSON merge patch of the spec (`{"paused": true}` pauses). A change of `cron`,
+        `interval`, `mtbf` or `time_zone` re-anchors the slots at now."""
+        try:
+            current = store.get(path.id)
+        except ScheduleNotFound:
+            raise not_found(path.id) from None
+        patch = request.get_json(silent=True) or {}
+        merged = merge_patch(current.spec.model_dump(mode="json"), patch)
+        try:
+            spec = ScheduleSpec.model_validate(merged)
+        except ValidationError as error:
+            return validation_error_callback(error)
+        try:
+            return json_response(store.update(path.id, spec))
+        except ScheduleNotFound:
+            raise not_found(path.id) from None
+
+    @bp.delete("/schedules/<id>", summary="Delete a schedule",
+               responses={204: {"description": "Deleted; running jobs it started go on."},
+                          404: not_found_doc, 422: INVALID_DOC})
+    def delete_schedule(path: SchedulePath) -> Response:
+        """Stops firing at once; jobs already started run to their end."""
+        try:
+            store.delete(path.id)
+        except ScheduleNotFound:
+            raise not_found(path.id) from None
+        return Response(status=204)
+
+    return bp

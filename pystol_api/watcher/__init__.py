@@ -1,0 +1,3 @@
+"""The custom-resource watcher: kopf handlers for PystolAction and PystolSchedule, and
+the mapping from their camelCase specs to the job model.
+"""

@@ -1,0 +1,826 @@
+"""`pystol watch`: the custom-resource watcher, a kopf operator feeding the job queue.
+
+A `PystolAction` becomes exactly one job, the same job record the HTTP API makes
+(`JobStore.create` + `send_job`, source `cr`, submitter `<namespace>/<name>`), validated
+by the same `validate_job` and refused while chaos is halted:
+
+- **create** (kopf `on.create`, and `on.resume` for objects found at start): map the
+  spec (camelCase, or the original Pystol's role/extra_vars), validate, store the job
+  with the idempotency key `pystolaction:<uid>:<generation>` and queue it. A watcher
+  restarted in the middle, or a second one acting by mistake, finds the key and adopts
+  the stored job instead of queuing another. A spec that cannot run (invalid, halted)
+  gets `phase: Failed` and the reason in `status` and a Warning event; it is not
+  retried until its spec changes (a new generation). Redis or the queue being down is
+  a `kopf.TemporaryError`: retried with backoff.
+- **follow** (a kopf daemon per object whose job has not ended): one Redis
+  subscription to the job timeline channel wakes the daemon of the job that changed,
+  which patches `status` (phase, times, message, compact result, conditions) and posts
+  an Event when the job ends. A slow poll covers missed messages.
+- **delete** (kopf `on.delete`, behind the finalizer `pystol.org/abort-job`): abort the
+  job (`request_cancel`: a queued job is cancelled, a running one reverts), wait until
+  it is terminal, and only then let kopf remove the finalizer, so the fault is gone
+  before the object is.
+
+A spec edited after its job was queued is not run again (a PystolAction runs once,
+like a Job); the watcher says so in an Event.
+
+A `PystolSchedule` is stored in the schedule store as `cr.<namespace>.<name>` (create or
+replace on every spec change; deleted with the object, while the jobs it started run to
+their end). A kopf timer refreshes its status (next run, recent runs) and puts the
+store back in line when someone changed or deleted the entry behind the watcher's back:
+the object is the source of truth. An invalid spec stops the schedule and says why.
+
+kopf brings list+watch with resume, retries with backoff, finalizers, status patches,
+Events, the liveness endpoint and peering: with `--peering NAME` (the default) several
+watchers share a (Cluster)KopfPeering object and only the one with the highest
+priority acts; `--standalone` turns peering off. The watcher logs in to the API server
+with `PYSTOL_KUBECONFIG` (or in-cluster config, then ~/.kube/config), as every other
+Pystol client does, not with kopf's own guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from pystol_api.crds import crd_dir
+from pystol_api.watcher.cr_mapping import (
+    ACTIONS,
+    GROUP,
+    LEGACY_ROLES,
+    SCHEDULES,
+    TERMINAL_PHASES,
+    VERSION,
+    CrInvalid,
+    MappedSpec,
+    action_job_spec,
+    action_status,
+    problems_message,
+    refused_status,
+    rfc3339,
+    schedule_invalid,
+    schedule_refused_status,
+    schedule_spec_from_cr,
+    schedule_status,
+)
+from pystol_worker.actions.registry import ActionRegistry, default_registry
+from pystol_worker.core.model import JobRecord, JobStatus, Source
+from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.validation import JobInvalid, validate_job
+from pystol_worker.process.celery_app import make_celery, send_job
+from pystol_worker.store.halt import ChaosHalted, HaltSwitch
+from pystol_worker.store.job_store import (
+    IDEMPOTENCY_SECONDS,
+    PREFIX,
+    TIMELINE_CHANNEL,
+    IdempotencyConflict,
+    JobNotFound,
+    JobStore,
+    TransitionRefused,
+)
+
+if TYPE_CHECKING:
+    import kopf
+    from celery import Celery
+    from kubernetes.client import ApiClient
+
+log = logging.getLogger("pystol.watcher")
+
+FINALIZER = "pystol.org/abort-job"
+ANNOTATIONS_PREFIX = "pystol.org"
+SENT_PREFIX = PREFIX + "cr:sent:"
+FOLLOW_POLL_SECONDS = 10.0      # a daemon re-reads its job this often without any message
+DELETE_WAIT_SECONDS = 30.0      # one attempt of the delete handler waits this long
+SCHEDULE_STATUS_SECONDS = 10.0  # PystolSchedule status refresh and drift repair
+PEERING_KINDS = {True: ("clusterkopfpeerings", "ClusterKopfPeering"),
+                 False: ("kopfpeerings", "KopfPeering")}
+
+
+def idempotency_key(uid: str, generation: int | None) -> str:
+    return f"pystolaction:{uid}:{generation or 1}"
+
+
+def submitter_of(namespace: str | None, name: str | None) -> str:
+    return f"{namespace}/{name}"
+
+
+# -- the job store side ---------------------------------------------------------------------------
+
+
+class JobFollower:
+    """One Redis pattern subscription to every job timeline, waking whoever waits for a job.
+
+    Daemons register an asyncio.Event per job; a message on `pystol:timeline:<id>` sets
+    the events of that job. On a lost connection every waiter is woken (they re-read).
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def waiter(self, job_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._waiters.setdefault(job_id, set()).add(event)
+        return event
+
+    def release(self, job_id: str, event: asyncio.Event) -> None:
+        waiting = self._waiters.get(job_id)
+        if waiting is not None:
+            waiting.discard(event)
+            if not waiting:
+                del self._waiters[job_id]
+
+    def _wake(self, job_id: str | None = None) -> None:
+        groups = [self._waiters.get(job_id, set())] if job_id else list(self._waiters.values())
+        for group in groups:
+            for event in group:
+                event.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._pump(), name="pystol job follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _pump(self) -> None:
+        import redis.asyncio as aioredis
+
+        delay = 0.5
+        while True:
+            client = aioredis.Redis.from_url(self.redis_url)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(TIMELINE_CHANNEL + ":*")
+                delay = 0.5
+                self._wake()  # anything may have happened while not subscribed
+                while True:
+                    message = await pubsub.get_message(timeout=30.0)
+                    if message is None or message.get("type") != "pmessage":
+                        continue
+                    channel = message["channel"]
+                    if isinstance(channel, bytes):
+                        channel = channel.decode()
+                    self._wake(channel.rsplit(":", 1)[-1])
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # redis down: waiters fall back to polling
+                log.warning("job timeline subscription lost (%s); retrying in %.1fs", error,
+                            delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await client.aclose()
+
+
+@dataclass
+class WatcherContext:
+    """Everything the handlers share; built once per `pystol watch` process."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: JobStore
+    halt: HaltSwitch
+    celery: Celery
+    registry: ActionRegistry
+    follower: JobFollower
+    api_client_factory: Callable[[], ApiClient]
+    queued: int = 0
+    http_sessions: list[Any] = field(default_factory=list)
+    _api_client: ApiClient | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(cls, settings: Settings) -> WatcherContext:
+        from pystol_worker.kube.cluster_access import load_api_client
+
+        client = redis.Redis.from_url(settings.redis_url)
+        return cls(settings=settings, redis=client, store=JobStore(client),
+                   halt=HaltSwitch(client), celery=make_celery(settings),
+                   registry=default_registry(), follower=JobFollower(settings.redis_url),
+                   api_client_factory=lambda: load_api_client(settings.kubeconfig))
+
+    # -- Kubernetes, for what kopf does not do for us ---------------------------------------------
+
+    def api_client(self) -> ApiClient:
+        with self._lock:
+            if self._api_client is None:
+                self._api_client = self.api_client_factory()
+            return self._api_client
+
+    def patch_status(self, plural: str, namespace: str, name: str,
+                     status: Mapping[str, Any]) -> bool:
+        """Merge-patch an object's status subresource; False when the object is gone."""
+        from kubernetes.client import CustomObjectsApi
+        from kubernetes.client.rest import ApiException
+
+        api = CustomObjectsApi(self.api_client())
+        try:
+            api.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": dict(status)},
+                _content_type="application/merge-patch+json")
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def first_node_address(self) -> str | None:
+        """The first node's InternalIP: what the original pingtest pinged."""
+        from kubernetes.client import CoreV1Api
+
+        try:
+            nodes = CoreV1Api(self.api_client()).list_node(limit=50).items or []
+        except Exception as error:  # e.g. no RBAC to list nodes: the spec must give a URL
+            log.warning("cannot list nodes for a pingtest's default URL: %s", error)
+            return None
+        for node in nodes:
+            for address in (node.status.addresses if node.status else None) or ():
+                if address.type == "InternalIP" and address.address:
+                    return str(address.address)
+        return None
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def existing_job(self, submitter: str, key: str) -> JobRecord | None:
+        """The job stored under this idempotency key, if any (a restart or a second watcher
+        got there first)."""
+        raw = self.redis.get(f"{PREFIX}idem:{submitter}:{key}")
+        if raw is None:
+            return None
+        import json
+
+        job_id = json.loads(raw).get("id")
+        if not job_id:
+            return None
+        try:
+            return self.store.get(job_id, with_timeline=False)
+        except JobNotFound:
+            return None
+
+    def queue(self, record: JobRecord, created: bool) -> bool:
+        """Send a stored job to the workers once; True when this call sent it.
+
+        A job found again (created=False) is only sent if it is still queued and no
+        watcher recorded sending it: the one that stored it died before queuing. A job
+        must never be sent twice — a worker takes a second delivery of a running job for
+        a lost worker and aborts it.
+        """
+        marker = SENT_PREFIX + record.id
+        if not created and (record.status != JobStatus.QUEUED or self.redis.exists(marker)):
+            return False
+        try:
+            send_job(self.celery, self.settings, record.id)
+        except Exception as error:
+            log.exception("could not queue job %s", record.id)
+            with contextlib.suppress(TransitionRefused, JobNotFound):
+                self.store.finish(record.id, JobStatus.FAILED, "could not be queued",
+                                  error=f"{type(error).__name__}: {error}")
+            self.store.release_idempotency_key(record)
+            raise
+        self.redis.set(marker, "1", ex=IDEMPOTENCY_SECONDS)
+        return True
+
+
+# -- PystolAction handlers ----------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of a kopf body view as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _event(body: Any, reason: str, message: str, warning: bool = False) -> None:
+    import kopf
+
+    kopf.event(body, type="Warning" if warning else "Normal", reason=reason,
+               message=message[:1024])
+
+
+def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> None:
+    """Queue the object's job once per generation, or say in its status why not."""
+    import kopf
+
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    name, namespace, uid = meta.get("name"), meta.get("namespace"), meta.get("uid")
+    generation = meta.get("generation")
+    where = f"PystolAction {namespace}/{name}"
+    if status.get("jobId"):  # a job was queued for it: a PystolAction runs once, like a Job
+        if status.get("observedGeneration") != generation:
+            message = (f"spec changed (generation {generation}) after job {status['jobId']} "
+                       "was queued; a PystolAction runs once: create a new one to run again")
+            log.info("%s: %s", where, message)
+            _event(body, "SpecChangeIgnored", message, warning=True)
+            patch.status["observedGeneration"] = generation
+        return
+    if status.get("observedGeneration") == generation and status.get("phase"):
+        return  # this generation was handled: queued (the daemon follows it) or refused
+    submitter, key = submitter_of(namespace, name), idempotency_key(uid, generation)
+    try:
+        record = ctx.existing_job(submitter, key)
+        created = False
+        if record is None:
+            mapped = _validated(ctx, body, patch, status, generation)
+            if mapped is None:
+                return
+            spec = mapped.spec.model_copy(update={"idempotency_key": key})
+            try:
+                record, created = ctx.store.create(spec, Source.CR, submitter)
+            except IdempotencyConflict as conflict:  # stored meanwhile with another mapping
+                record = ctx.store.get(conflict.job_id, with_timeline=False)
+        sent = ctx.queue(record, created)
+        if created:
+            ctx.store.append_event(record.id, "custom-resource", f"from {where}",
+                                   {"kind": "PystolAction", "namespace": namespace,
+                                    "name": name, "uid": uid, "generation": generation})
+    except redis.RedisError as error:
+        raise kopf.TemporaryError(f"the job store (PYSTOL_REDIS_URL) is unavailable: {error}",
+                                  delay=5) from error
+    except Exception as error:  # the queue refused it; the job was marked failed
+        raise kopf.TemporaryError(f"could not queue the job: {type(error).__name__}: {error}",
+                                  delay=5) from error
+    if sent:
+        ctx.queued += 1
+        log.info("queued job %s for %s (%s%s)", record.id, where, record.spec.action,
+                 "" if created else ", found stored by an earlier watcher")
+        _event(body, "JobQueued", f"queued job {record.id} ({record.spec.action})")
+    else:
+        log.info("%s: job %s already queued (%s)", where, record.id, record.status.value)
+    patch.status.update(action_status(record, generation, status.get("conditions")))
+
+
+def _validated(ctx: WatcherContext, body: Any, patch: Any, status: Mapping[str, Any],
+               generation: int | None) -> MappedSpec | None:
+    """The object's job, validated and allowed to run now; None after refusing it."""
+    spec = _plain(body.get("spec") or {})
+    mapped: MappedSpec | None = None
+    try:
+        mapped = action_job_spec(spec, node_address=ctx.first_node_address)
+        validate_job(mapped.spec, ctx.registry, ctx.settings)
+    except CrInvalid as invalid:
+        action = spec.get("action") if isinstance(spec, Mapping) else None
+        if action is None and isinstance(spec, Mapping):
+            action = LEGACY_ROLES.get(spec.get("role"))  # type: ignore[arg-type]
+        return _refuse(body, patch, status, generation, "InvalidSpec",
+                       problems_message(invalid), action)
+    except JobInvalid as invalid:
+        assert mapped is not None
+        return _refuse(body, patch, status, generation, "InvalidSpec",
+                       problems_message(mapped.invalid(invalid)), mapped.spec.action)
+    try:
+        ctx.halt.refuse_if_halted()
+    except ChaosHalted as halted:
+        return _refuse(body, patch, status, generation, "ChaosHalted", f"refused: {halted}",
+                       mapped.spec.action)
+    return mapped
+
+
+def _refuse(body: Any, patch: Any, status: Mapping[str, Any], generation: int | None,
+            reason: str, message: str, action: Any) -> None:
+    meta = body.get("metadata") or {}
+    log.warning("PystolAction %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+    _event(body, reason, message, warning=True)
+    patch.status.update(refused_status(reason, message, generation,
+                                       action if isinstance(action, str) else None,
+                                       status.get("conditions")))
+
+
+async def _wait_for_change(ctx: WatcherContext, job_id: str, timeout: float) -> None:
+    event = ctx.follower.waiter(job_id)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+    finally:
+        ctx.follower.release(job_id, event)
+
+
+def _status_changed(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return any(current.get(key) != new.get(key)
+               for key in ("phase", "message", "startedAt", "finishedAt", "result", "jobId"))
+
+
+async def _pause(event: asyncio.Event, stopped: Any, timeout: float) -> None:
+    """Until the job changes, the daemon is asked to stop (kopf's `stopped`), or timeout."""
+    waits = {asyncio.ensure_future(event.wait())}
+    if stopped is not None:
+        waits.add(asyncio.ensure_future(stopped.wait(timeout)))
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+
+
+async def follow_action(ctx: WatcherContext, body: Any, stopped: Any = None) -> None:
+    """Mirror the object's job into its status until the job ends (a kopf daemon); return
+    at once when kopf stops the daemon (object deleted, watcher pausing or exiting)."""
+    meta = body.get("metadata") or {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    job_id = (body.get("status") or {}).get("jobId")
+    if not job_id:
+        return
+    while not stopped:
+        event = ctx.follower.waiter(job_id)  # before reading: no change slips in between
+        try:
+            try:
+                record = await asyncio.to_thread(ctx.store.get, job_id, False)
+            except JobNotFound:
+                message = f"job {job_id} is not in the job store any more"
+                await asyncio.to_thread(ctx.patch_status, ACTIONS, namespace, name,
+                                        {"phase": "Failed", "message": message})
+                _event(body, "JobLost", message, warning=True)
+                return
+            except redis.RedisError as error:
+                log.warning("PystolAction %s/%s: cannot read job %s: %s", namespace, name,
+                            job_id, error)
+                await _pause(event, stopped, 2.0)
+                continue
+            current = body.get("status") or {}
+            new = action_status(record, current.get("observedGeneration"),
+                                current.get("conditions"))
+            if _status_changed(current, new) and not await asyncio.to_thread(
+                    ctx.patch_status, ACTIONS, namespace, name, new):
+                return  # the object is gone
+            if record.status.terminal:
+                log.info("job %s of PystolAction %s/%s ended %s", job_id, namespace, name,
+                         record.status.value)
+                _event(body, f"Job{new['phase']}", new["message"],
+                       warning=record.status in (JobStatus.FAILED, JobStatus.ABORTED))
+                return
+            await _pause(event, stopped, FOLLOW_POLL_SECONDS)
+        finally:
+            ctx.follower.release(job_id, event)
+
+
+def _jobs_of(ctx: WatcherContext, body: Any) -> list[str]:
+    """The job ids this object queued: its status, or (when the status patch was lost)
+    the idempotency keys of its generations."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    if status.get("jobId"):
+        return [status["jobId"]]
+    submitter = submitter_of(meta.get("namespace"), meta.get("name"))
+    found = []
+    for generation in range(1, int(meta.get("generation") or 1) + 1):
+        record = ctx.existing_job(submitter, idempotency_key(meta.get("uid"), generation))
+        if record is not None:
+            found.append(record.id)
+    return found
+
+
+async def abort_action(ctx: WatcherContext, body: Any, patch: Any) -> None:
+    """Before the object goes: abort its job and wait until the job has ended (reverted)."""
+    import kopf
+
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    where = f"PystolAction {namespace}/{name}"
+    try:
+        job_ids = await asyncio.to_thread(_jobs_of, ctx, body)
+        for job_id in job_ids:
+            try:
+                record = await asyncio.to_thread(ctx.store.get, job_id, False)
+            except JobNotFound:
+                log.warning("%s: job %s is gone from the job store; nothing to abort", where,
+                            job_id)
+                continue
+            if not record.status.terminal and not record.cancel_requested:
+                with contextlib.suppress(TransitionRefused):
+                    record = await asyncio.to_thread(ctx.store.request_cancel, job_id,
+                                                     f"deletion of {where}")
+                log.info("%s is being deleted: %s job %s", where,
+                         "cancelled" if record.status.terminal else "aborting", job_id)
+                how = "cancelled" if record.status.terminal else "aborting"
+                _event(body, "Aborting", f"deleted: {how} job {job_id}; the object goes "
+                       "once the job has ended")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + DELETE_WAIT_SECONDS
+            while not record.status.terminal and loop.time() < deadline:
+                await _wait_for_change(ctx, job_id, min(2.0, deadline - loop.time()))
+                record = await asyncio.to_thread(ctx.store.get, job_id, False)
+            if not record.status.terminal:
+                raise kopf.TemporaryError(f"job {job_id} is still {record.status.value}: "
+                                          "waiting for it to revert and end", delay=1)
+            log.info("%s: job %s ended %s; releasing the finalizer", where, job_id,
+                     record.status.value)
+            patch.status.update(action_status(record, status.get("observedGeneration"),
+                                              status.get("conditions")))
+    except redis.RedisError as error:
+        raise kopf.TemporaryError(f"the job store is unavailable: {error}", delay=5) from error
+
+
+# -- PystolSchedule handlers --------------------------------------------------------------------
+
+
+def schedule_id_of(namespace: str | None, name: str | None, uid: str | None) -> str:
+    """`cr.<namespace>.<name>` (namespaces have no dots), or `cr.<uid>` when too long."""
+    readable = f"cr.{namespace}.{name}"
+    return readable if len(readable) <= 150 else f"cr.{uid}"
+
+
+def _schedules() -> Any:
+    """The schedule store's module; None in an installation without schedules."""
+    try:
+        from pystol_worker import schedules
+    except ImportError:
+        return None
+    return schedules
+
+
+def _schedule_refused(body: Any, patch: Any, message: str) -> None:
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    log.warning("PystolSchedule %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+    _event(body, "InvalidSpec", message, warning=True)
+    patch.status.update(schedule_refused_status(message, meta.get("generation"),
+                                                status.get("conditions")))
+
+
+def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> None:
+    """Create or replace the schedule-store entry that mirrors the PystolSchedule."""
+    import kopf
+
+    schedules = _schedules()
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    schedule_id = schedule_id_of(namespace, name, meta.get("uid"))
+    if schedules is None:
+        _schedule_refused(body, patch, "this Pystol installation has no schedules "
+                                       "(pystol_worker.schedules is missing)")
+        return
+    store = schedules.ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry)
+    try:
+        try:
+            spec = schedule_spec_from_cr(_plain(body.get("spec") or {}))
+            if cause == "timer":  # reconcile: the store may have drifted (API edits, deletes)
+                with contextlib.suppress(schedules.ScheduleNotFound):
+                    if store.get(schedule_id).spec == spec:
+                        return
+            record = store.create(spec, Source.CR, submitter_of(namespace, name),
+                                  schedule_id=schedule_id)
+        except (CrInvalid, JobInvalid) as error:
+            invalid = error if isinstance(error, CrInvalid) else schedule_invalid(error)
+            # Stop firing the previous spec: the object now asks for something invalid.
+            with contextlib.suppress(schedules.ScheduleNotFound):
+                store.delete(schedule_id)
+            _schedule_refused(body, patch, problems_message(invalid))
+            return
+    except redis.RedisError as error:
+        raise kopf.TemporaryError(f"the schedule store (PYSTOL_REDIS_URL) is unavailable: "
+                                  f"{error}", delay=5) from error
+    log.info("%s schedule %s for PystolSchedule %s/%s: %s", "re-synced" if cause == "timer"
+             else "stored", record.id, namespace, name, record.spec.describe())
+    _event(body, "Scheduled", f"schedule {record.id}: {record.spec.describe()}"
+           + (f"; next run {rfc3339(record.next_run_at)}" if record.next_run_at else ""))
+    patch.status.update(schedule_status(record, meta.get("generation"),
+                                        status.get("conditions")))
+
+
+def delete_schedule(ctx: WatcherContext, body: Any) -> None:
+    """The object is going: stop firing it. Jobs it started run to their end (revert)."""
+    import kopf
+
+    schedules = _schedules()
+    if schedules is None:
+        return
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    schedule_id = status.get("scheduleId") or schedule_id_of(
+        meta.get("namespace"), meta.get("name"), meta.get("uid"))
+    try:
+        schedules.ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry) \
+            .delete(schedule_id)
+        log.info("deleted schedule %s of PystolSchedule %s/%s", schedule_id,
+                 meta.get("namespace"), meta.get("name"))
+    except schedules.ScheduleNotFound:
+        pass
+    except redis.RedisError as error:
+        raise kopf.TemporaryError(f"the schedule store is unavailable: {error}",
+                                  delay=5) from error
+
+
+def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in status.items() if k != "conditions"}
+    data["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                          for c in status.get("conditions") or ()]
+    return data
+
+
+def refresh_schedule(ctx: WatcherContext, body: Any, patch: Any) -> None:
+    """The timer: put the next run and recent runs in status; repair a drifted store."""
+    schedules = _schedules()
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    if schedules is None or status.get("phase") == "Failed" \
+            or status.get("observedGeneration") != meta.get("generation"):
+        return  # refused, or the create/update handler has not run for this generation
+    sync_schedule(ctx, body, patch, "timer")
+    if patch.status:
+        return
+    schedule_id = status.get("scheduleId")
+    if not schedule_id:
+        return
+    try:
+        record = schedules.ScheduleStore(ctx.redis, ctx.settings,
+                                         registry=ctx.registry).get(schedule_id)
+    except schedules.ScheduleNotFound:
+        return
+    new = schedule_status(record, status.get("observedGeneration"), status.get("conditions"))
+    if _without_times(new) != _without_times(_plain(status)):
+        patch.status.update(new)
+
+
+# -- the operator ---------------------------------------------------------------------------------
+
+
+def build_registry(ctx: WatcherContext) -> kopf.OperatorRegistry:
+    import kopf
+
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    async def login(**_: Any) -> kopf.AiohttpSession:
+        info = await asyncio.to_thread(lambda: connection_info(ctx.api_client()))
+        return await http_session(ctx, info)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(**_: Any) -> None:
+        await ctx.follower.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await ctx.follower.stop()
+        for session in ctx.http_sessions:
+            await session.close()
+
+    @kopf.on.probe(registry=registry, id="jobsQueued")
+    def jobs_queued(**_: Any) -> int:
+        return ctx.queued
+
+    # PystolAction ----------------------------------------------------------------------------
+    @kopf.on.create(GROUP, VERSION, ACTIONS, registry=registry, id="queue", backoff=2)
+    def action_created(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        reconcile_action(ctx, body, patch, "create")
+
+    @kopf.on.resume(GROUP, VERSION, ACTIONS, registry=registry, id="resume", backoff=2)
+    def action_resumed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        reconcile_action(ctx, body, patch, "resume")
+
+    @kopf.on.update(GROUP, VERSION, ACTIONS, registry=registry, id="requeue", field="spec",
+                    backoff=2)
+    def action_updated(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        reconcile_action(ctx, body, patch, "update")
+
+    def following(status: kopf.Status, **_: Any) -> bool:
+        return bool(status.get("jobId")) and status.get("phase") not in TERMINAL_PHASES
+
+    # Stopping: kopf sets `stopped` and the daemon returns by itself; cancelled only if not.
+    @kopf.daemon(GROUP, VERSION, ACTIONS, registry=registry, id="follow", when=following,
+                 backoff=2, cancellation_backoff=5, cancellation_timeout=5)
+    async def action_follow(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await follow_action(ctx, body, stopped)
+
+    @kopf.on.delete(GROUP, VERSION, ACTIONS, registry=registry, id="abort", backoff=1)
+    async def action_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await abort_action(ctx, body, patch)
+
+    # PystolSchedule --------------------------------------------------------------------------
+    @kopf.on.create(GROUP, VERSION, SCHEDULES, registry=registry, id="schedule", backoff=5)
+    @kopf.on.update(GROUP, VERSION, SCHEDULES, registry=registry, id="reschedule",
+                    field="spec", backoff=5)
+    def schedule_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        sync_schedule(ctx, body, patch, "change")
+
+    @kopf.on.delete(GROUP, VERSION, SCHEDULES, registry=registry, id="unschedule", backoff=5)
+    def schedule_deleted(body: kopf.Body, **_: Any) -> None:
+        delete_schedule(ctx, body)
+
+    @kopf.timer(GROUP, VERSION, SCHEDULES, registry=registry, id="refresh",
+                interval=SCHEDULE_STATUS_SECONDS, initial_delay=SCHEDULE_STATUS_SECONDS / 3)
+    def schedule_refresh(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        refresh_schedule(ctx, body, patch)
+
+    return registry
+
+
+def connection_info(api_client: ApiClient) -> kopf.ConnectionInfo:
+    """kopf's credentials from a configured `kubernetes` client (as kopf's own
+    login_via_client does, but from PYSTOL_KUBECONFIG instead of the client's defaults)."""
+    import kopf
+
+    config = api_client.configuration
+    header = (config.get_api_key_with_prefix("BearerToken")
+              or config.get_api_key_with_prefix("authorization"))
+    parts = header.split(" ", 1) if header else []
+    scheme, token = ((None, None) if not parts else (None, parts[0]) if len(parts) == 1
+                     else (parts[0], parts[1]))
+    return kopf.ConnectionInfo(
+        server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl,
+        username=config.username or None, password=config.password or None,
+        scheme=scheme, token=token, certificate_path=config.cert_file,
+        private_key_path=config.key_file)
+
+
+async def http_session(ctx: WatcherContext, info: kopf.ConnectionInfo) -> kopf.AiohttpSession:
+    """kopf's HTTP session, with at most PYSTOL_KUBE_BURST connections to the API server.
+
+    kopf's own session opens connections without limit: a burst of 1,000 new objects
+    becomes hundreds of concurrent PATCHes on as many new TLS connections. Like every
+    other Pystol client, the watcher bounds what it asks of the API server at once."""
+    import aiohttp
+    import kopf
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=ctx.settings.kube_burst,
+                                       ssl=info.as_ssl_context()),
+        headers=info.as_http_headers())
+    ctx.http_sessions.append(session)
+    return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
+                               aiohttp_session=session)
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATIONS_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration")
+    # Events: only ours (JobQueued, InvalidSpec, JobSucceeded, ...) and kopf's warnings, not
+    # one "Handler succeeded" per object.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "pystol-watcher"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.execution.max_workers = 8
+    return settings
+
+
+def ensure_peering(ctx: WatcherContext, name: str, namespace: str | None) -> None:
+    """Create the (Cluster)KopfPeering object kopf keeps its keep-alives in, if missing:
+    without it a watcher with mandatory peering would stay paused forever."""
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.rest import ApiException
+
+    plural, kind = PEERING_KINDS[namespace is None]
+    body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+    api = CustomObjectsApi(ctx.api_client())
+    try:
+        if namespace is None:
+            api.create_cluster_custom_object("kopf.dev", "v1", plural, body)
+        else:
+            api.create_namespaced_custom_object("kopf.dev", "v1", namespace, plural, body)
+        log.info("created %s %r for peering", kind, name)
+    except ApiException as error:
+        if error.status == 409:
+            return
+        if error.status == 404:
+            raise SystemExit(f"kopf's peering CRDs are not installed: `kubectl apply -f "
+                             f"{crd_dir()}` (or run with --standalone)") from None
+        log.warning("cannot create %s %r (%s %s); assuming it exists", kind, name,
+                    error.status, error.reason)
+
+
+def run_watcher(settings: Settings, namespace: str | None = None,
+                peering: str | None = "pystol",
+                liveness: str | None = "http://0.0.0.0:8081/healthz",
+                priority: int | None = None) -> None:
+    """Run the CR watcher until SIGTERM/SIGINT (`pystol watch`).
+
+    namespace: watch one namespace (None: all, cluster-wide peering). peering: the
+    peering object's name, None for standalone. priority: among peers the highest acts;
+    by default a random one, so that two replicas never tie (a tie pauses both).
+    """
+    import kopf
+
+    if not logging.getLogger().handlers:  # else `pystol watch` set up Pystol's JSON logs
+        kopf.configure(verbose=False, log_prefix=True)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    ctx = WatcherContext.create(settings)
+    if peering:
+        ensure_peering(ctx, peering, namespace)
+    if priority is None:
+        priority = random.SystemRandom().randint(1, 2**31 - 1)
+    log.info("pystol watch: %s, %s, liveness %s", f"namespace {namespace}" if namespace
+             else "all namespaces", f"peering {peering!r} priority {priority}" if peering
+             else "standalone", liveness or "off")
+    kopf.run(registry=build_registry(ctx), settings=operator_settings(),
+             standalone=peering is None, peering_name=peering or None,
+             priority=priority if peering else None, liveness_endpoint=liveness or None,
+             clusterwide=namespace is None, namespaces=[namespace] if namespace else ())

@@ -1,0 +1,92 @@
+"""The reaper: revert what dead workers left behind and close their jobs.
+
+It runs in every worker's main process, once when the worker starts and then
+every `PYSTOL_REAPER_INTERVAL_SECONDS`, on Celery's own timer (no extra
+thread in a process that forks). One reaper acts at a time (a Redis lock).
+A job counts as lost when its heartbeat lapsed: its journal entries are
+undone, and the job, if still `running`, ends `aborted` saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pystol_worker.actions.registry import default_registry
+from pystol_worker.core.model import JobRecord, JobStatus, utcnow
+from pystol_worker.kube.cluster_access import ClusterAccess
+from pystol_worker.safety.revert_journal import RevertJournal, UndoRegistry, undo_functions
+from pystol_worker.store.job_store import JobStore, TransitionRefused
+
+log = logging.getLogger("pystol.reaper")
+
+
+@dataclass
+class ReapReport:
+    reverted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    aborted_jobs: list[str] = field(default_factory=list)
+
+
+def lost_job_reason(reverted: int, failed: int) -> str:
+    text = "the worker running this job stopped (its heartbeat lapsed)"
+    if reverted:
+        text += f"; the reaper reverted {reverted} change(s)"
+    if failed:
+        text += f"; {failed} revert(s) failed and will be retried"
+    return text
+
+
+def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
+              heartbeat_seconds: float, registry: UndoRegistry = undo_functions,
+              budget_seconds: float | None = None) -> ReapReport:
+    default_registry()  # the actions' modules register the undo functions
+    report = ReapReport()
+    token = journal.lock_reaper()
+    if token is None:
+        return report
+    try:
+        entries = journal.entries()
+        suspects = {entry.job_id for entry in entries}
+        suspects |= {record.id for record in _running_jobs(store)
+                     if (utcnow() - (record.started_at or record.created_at)).total_seconds()
+                     >= heartbeat_seconds}
+        # Decide who is dead once, so a heartbeat lapsing mid-pass cannot split the verdict.
+        dead = {job_id for job_id in suspects if not journal.alive(job_id)}
+        deadline = time.monotonic() + budget_seconds if budget_seconds else None
+        for job_id in sorted(dead):
+            if deadline is not None and time.monotonic() > deadline:
+                break  # the rest waits for the next pass
+            undone, failed = journal.undo_all(
+                cluster, [entry for entry in entries if entry.job_id == job_id], registry)
+            report.reverted += [entry.describe() for entry in undone]
+            report.failed += [f"{entry.describe()}: {error}" for entry, error in failed]
+            try:
+                current = store.get(job_id, with_timeline=False)
+            except KeyError:
+                continue
+            if current.status != JobStatus.RUNNING:
+                continue
+            try:
+                store.finish(job_id, JobStatus.ABORTED, lost_job_reason(len(undone), len(failed)))
+                report.aborted_jobs.append(job_id)
+            except TransitionRefused:
+                pass
+    finally:
+        journal.unlock_reaper(token)
+    if report.reverted or report.failed or report.aborted_jobs:
+        log.warning("reaper: reverted %d change(s), %d failed, aborted jobs %s",
+                    len(report.reverted), len(report.failed), report.aborted_jobs)
+    return report
+
+
+def _running_jobs(store: JobStore) -> list[JobRecord]:
+    records: list[JobRecord] = []
+    cursor = None
+    while True:
+        page = store.list(status=JobStatus.RUNNING, cursor=cursor, limit=200)
+        records += page.items
+        if page.next_cursor is None:
+            return records
+        cursor = page.next_cursor

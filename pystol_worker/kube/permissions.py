@@ -1,0 +1,105 @@
+"""The Kubernetes permissions each Pystol component's code uses: one list, read off the code.
+
+The Helm chart's Roles and ClusterRoles (charts/pystol/templates/rbac.yaml) grant exactly
+these; tests/unit/test_chart_rbac.py renders the chart and compares. When code starts to
+call a new Kubernetes API, add it here and to the chart, or the cluster refuses the call.
+
+Where each entry comes from:
+
+- worker (pystol_worker/kube/cluster_access.py, as called by the actions, recovery and reaper):
+  pods list/watch (pod_selection, blast_radius, recovery.watch_pods), get (container_kill,
+  network_partition, pod_failure, stress), delete (pod-kill via recovery.delete_pod; stress
+  pods on revert), patch (pod-failure images, network-partition labels), create (stress pods);
+  pods/eviction create (node-drain); pods/exec create+get (container-kill: the WebSocket
+  exec is a GET that clusters authorise as `get` before 1.30 and `create` since);
+  nodes get/list/patch (node-cordon, node-drain, stress); the pods of a node in every
+  namespace (node-drain, list_all_pods: a cluster-scope pods list);
+  deployments/statefulsets get/list (deployment-scale, recovery), their scale subresource
+  get/patch (deployment-scale), replicasets and daemonsets get (recovery follows owners);
+  networkpolicies create/delete (network-partition); events create (post_event).
+- watcher (pystol_api/watcher/operator.py, kopf): the Pystol CRs list/watch/patch (kopf handlers,
+  finalizers, progress annotations) and get; their status subresource patch (patch_status);
+  events create (kopf.event); the peering object get/list/watch/patch and create
+  (ensure_peering: ClusterKopfPeering cluster-wide, KopfPeering with --namespace);
+  customresourcedefinitions list/watch (kopf's resource scanning); nodes list
+  (first_node_address).
+- api (pystol_api/http/routes/preview.py runs the actions' `select`, read-only): pods get/list
+  (pod targets; node-drain previews list the pods of a node), nodes get/list, deployments
+  and statefulsets get/list.
+- beat: no Kubernetes access (its pod mounts no token).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Rule(NamedTuple):
+    api_group: str
+    resource: str
+    verbs: frozenset[str]
+
+
+def _rule(api_group: str, resource: str, *verbs: str) -> Rule:
+    return Rule(api_group, resource, frozenset(verbs))
+
+
+COMPONENTS = ("api", "worker", "beat", "watcher")
+
+#: Resources that are not namespaced: a Role cannot grant them.
+CLUSTER_SCOPED = frozenset({
+    ("", "nodes"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("kopf.dev", "clusterkopfpeerings"),
+})
+
+PERMISSIONS: dict[str, list[Rule]] = {
+    "api": [
+        _rule("", "pods", "get", "list"),
+        _rule("", "nodes", "get", "list"),
+        _rule("apps", "deployments", "get", "list"),
+        _rule("apps", "statefulsets", "get", "list"),
+    ],
+    "worker": [
+        _rule("", "pods", "get", "list", "watch", "delete", "patch", "create"),
+        _rule("", "pods/eviction", "create"),
+        _rule("", "pods/exec", "create", "get"),
+        _rule("", "nodes", "get", "list", "patch"),
+        _rule("", "events", "create"),
+        _rule("apps", "deployments", "get", "list"),
+        _rule("apps", "statefulsets", "get", "list"),
+        _rule("apps", "deployments/scale", "get", "patch"),
+        _rule("apps", "statefulsets/scale", "get", "patch"),
+        _rule("apps", "replicasets", "get"),
+        _rule("apps", "daemonsets", "get"),
+        _rule("networking.k8s.io", "networkpolicies", "create", "delete"),
+    ],
+    "beat": [],
+    "watcher": [
+        _rule("pystol.org", "pystolactions", "get", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolactions/status", "patch"),
+        _rule("pystol.org", "pystolschedules", "get", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolschedules/status", "patch"),
+        _rule("", "events", "create"),
+        _rule("kopf.dev", "clusterkopfpeerings", "get", "list", "watch", "patch", "create"),
+        _rule("kopf.dev", "kopfpeerings", "get", "list", "watch", "patch", "create"),
+        _rule("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch"),
+        _rule("", "nodes", "list"),
+    ],
+}
+
+
+def required(component: str, namespaced: bool = False) -> dict[tuple[str, str], frozenset[str]]:
+    """{(apiGroup, resource): verbs} a component needs in the given RBAC mode.
+
+    Cluster-wide, the watcher keeps its peering in a ClusterKopfPeering; namespaced
+    (`pystol watch --namespace`), in a KopfPeering of its own namespace.
+    """
+    skip = ("kopf.dev", "kopfpeerings") if not namespaced else ("kopf.dev",
+                                                                 "clusterkopfpeerings")
+    rules: dict[tuple[str, str], frozenset[str]] = {}
+    for rule in PERMISSIONS[component]:
+        key = (rule.api_group, rule.resource)
+        if key != skip:
+            rules[key] = rules.get(key, frozenset()) | rule.verbs
+    return rules

@@ -1,0 +1,44 @@
+"""The Celery application: configuration only, shared by producers and workers.
+
+Producers (the API, the watcher, beat) build it to send tasks by name; only
+`pystol worker` imports `pystol_worker.process.tasks`, which registers the task code.
+The settings are the ones a job that must not be lost, nor run twice by
+accident, needs: late acknowledgement, requeue when a worker dies mid-task, one
+task prefetched at a time, and a visibility timeout longer than the longest job.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from pystol_worker.core.settings import Settings
+
+RUN_JOB_TASK = "pystol.run_job"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("pystol", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=settings.queue,
+        task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.max_job_seconds * 2,
+            "socket_keepalive": True,
+        },
+        broker_pool_limit=10,
+    )
+    return app
+
+
+def send_job(app: Celery, settings: Settings, job_id: str) -> None:
+    """Queue a stored job for a worker, by task name (producers never import task code)."""
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue)

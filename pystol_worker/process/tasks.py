@@ -1,0 +1,142 @@
+"""The Celery task that runs a job; imported only by `pystol worker`.
+
+Each worker process builds its own runner (Redis connection, cluster client)
+on its first task, after the fork, so no socket is ever shared between
+processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+import redis
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init
+
+from pystol_worker.actions.registry import default_registry
+from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.reaper import reap_once
+from pystol_worker.jobs.runner import JobRunner
+from pystol_worker.kube.cluster_access import (
+    ClusterAccess,
+    RetryPolicy,
+    TokenBucket,
+    load_api_client,
+)
+from pystol_worker.process.celery_app import RUN_JOB_TASK, send_job
+from pystol_worker.schedules.firing import ScheduleFirer
+from pystol_worker.schedules.store import FIRE_TASK, FIRED_AT_HEADER, ScheduleStore
+from pystol_worker.store.job_store import JobStore
+
+log = logging.getLogger("pystol.worker")
+REAPER_BUDGET_SECONDS = 5.0
+
+
+class RunnerPerProcess:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+        self._runner: JobRunner | None = None
+
+    def get(self) -> JobRunner:
+        if self._runner is None or self._pid != os.getpid():
+            store = JobStore(redis.Redis.from_url(self.settings.redis_url))
+            self._runner = JobRunner(self.settings, store, default_registry(),
+                                     lambda: ClusterAccess.from_settings(self.settings))
+            self._pid = os.getpid()
+        return self._runner
+
+
+def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep that reaps at start and then on the worker's own timer."""
+
+    class ReaperStep(bootsteps.StartStopStep):
+        requires = {"celery.worker.components:Timer"}
+
+        def __init__(self, worker: Any, **kwargs: Any) -> None:
+            super().__init__(worker, **kwargs)
+            self.runner = RunnerPerProcess(settings)
+            self.cluster: ClusterAccess | None = None
+            self.tref: Any = None
+
+        def start(self, worker: Any) -> None:
+            worker.timer.call_after(0.0, self.reap)
+            self.tref = worker.timer.call_repeatedly(settings.reaper_interval_seconds, self.reap)
+
+        def stop(self, worker: Any) -> None:
+            if self.tref is not None:
+                self.tref.cancel()
+
+        def reap(self) -> None:
+            # This runs on the worker's event loop: keep each pass short. Undo calls fail
+            # fast (two attempts) and a pass stops after its budget; what is left stays in
+            # the journal for the next pass.
+            runner = self.runner.get()
+            if self.cluster is None:
+                self.cluster = ClusterAccess(
+                    load_api_client(settings.kubeconfig),
+                    TokenBucket(settings.kube_qps, settings.kube_burst),
+                    RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0))
+            try:
+                reap_once(runner.store, runner.journal, self.cluster, settings.heartbeat_seconds,
+                          budget_seconds=REAPER_BUDGET_SECONDS)
+            except Exception:
+                log.exception("reaper pass failed; the next one retries")
+
+    return ReaperStep
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    runners = RunnerPerProcess(settings)
+
+    @worker_process_init.connect(weak=False)
+    def _warm_up(**_: Any) -> None:
+        # Connect to Redis and the cluster before the first job, not during it.
+        runners.get().cluster  # noqa: B018
+
+    app.steps["worker"].add(reaper_step(settings))
+
+    @app.task(name=RUN_JOB_TASK, bind=True)
+    def run_job(task: Any, job_id: str) -> str | None:
+        status = runners.get().run(job_id, worker=task.request.hostname or "worker")
+        return status.value if status else None
+
+    register_fire_task(app, settings)  # pystol.fire_schedule: what beat sends for a schedule
+
+
+class FirerPerProcess:
+    """One firer per worker process, built after the fork (own Redis connection)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+        self._firer: ScheduleFirer | None = None
+
+    def get(self, app: Celery) -> ScheduleFirer:
+        if self._firer is None or self._pid != os.getpid():
+            client = redis.Redis.from_url(self.settings.redis_url)
+            store = ScheduleStore(client, self.settings, registry=default_registry(),
+                                  rng=random.Random())
+            self._firer = ScheduleFirer(store, lambda job_id: send_job(app, self.settings,
+                                                                       job_id))
+            self._pid = os.getpid()
+        return self._firer
+
+
+def register_fire_task(app: Celery, settings: Settings) -> None:
+    """Register `pystol.fire_schedule` on a worker's app (called by `register_tasks`)."""
+    firers = FirerPerProcess(settings)
+
+    @app.task(name=FIRE_TASK, bind=True)
+    def fire_schedule(task: Any, schedule_id: str) -> str:
+        stamped = getattr(task.request, FIRED_AT_HEADER, None)
+        try:
+            fired_at = float(stamped) if stamped is not None else None
+        except (TypeError, ValueError):
+            fired_at = None
+        result = firers.get(task.app).fire(schedule_id, fired_at=fired_at,
+                                           task_id=task.request.id)
+        return result.outcome

@@ -1,0 +1,313 @@
+"""What happens when beat fires a schedule: which slot it was, and whether that slot runs.
+
+Beat sends `pystol.fire_schedule(schedule_id)` to the job queue; `pystol beat` stamps each
+message with the moment it sent it (header `pystol_fired_at`). The task, in a worker:
+
+1. **Claims the slot** (one WATCH/MULTI transaction on the schedule): the slot is the latest
+   one at or before the fire time, counted from the slot beat was aimed at. A fire earlier
+   than the aimed slot is a duplicate (say, a beat that restarted and fired an entry
+   again) or stale: it decides nothing and only re-aims the entry. Slots between the aimed
+   one and the claimed one never got a fire (beat was down): they are recorded once as
+   `not-fired` and never run, like a Kubernetes CronJob that runs only the latest missed
+   schedule. The same transaction aims the redbeat entry at the following slot, so a slot
+   is decided by exactly one fire.
+2. **Decides**: paused? inside the windows (in the schedule's time zone)? started within
+   `starting_deadline_seconds` of its slot? chaos halted? concurrency policy (Forbid: skip
+   while an earlier run's job has not ended; Replace: ask it to abort, then start)?
+3. **Runs**: creates the job with `JobStore.create(source=schedule, schedule_id=…)` and an
+   idempotency key made of the schedule id and the slot, then queues it with `send_job`.
+   A redelivered fire (its worker died) re-runs the same decision and the key returns the
+   same job: a slot never makes two jobs.
+4. **Records** the outcome in the schedule's history (trimmed to `history_limit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from pystol_worker.core.model import JobStatus, Source
+from pystol_worker.core.schedule_model import (
+    ConcurrencyPolicy,
+    RunOutcome,
+    ScheduleRun,
+    SkipReason,
+    firing_tolerance_ms,
+    interval_ms,
+    latest_slot_at_or_before,
+    ms_to_datetime,
+    next_allowed_slot,
+    next_slot_after,
+    window_problem,
+)
+from pystol_worker.jobs.validation import JobInvalid, validate_job
+from pystol_worker.schedules.store import (
+    ScheduleState,
+    ScheduleStore,
+    StoredSchedule,
+)
+from pystol_worker.store.halt import ChaosHalted, HaltSwitch
+from pystol_worker.store.job_store import IdempotencyConflict, JobNotFound, TransitionRefused
+
+log = logging.getLogger("pystol.schedules")
+COUNT_CAP = 1000  # cron slots counted one by one (skipped or missed) at most
+
+
+@dataclass
+class FireResult:
+    """What one fire did: `started`, `skipped`, `failed`, or nothing (`early`: a duplicate
+    or stale fire; `gone`: the schedule was deleted)."""
+
+    outcome: str
+    slot_ms: int | None = None
+    job_id: str | None = None
+    skipped: SkipReason | None = None
+    reason: str = ""
+
+
+@dataclass
+class Claim:
+    stored: StoredSchedule
+    slot_ms: int
+    missed: int = 0
+    first_missed_ms: int | None = None
+    last_missed_ms: int | None = None
+    jumped: int = 0  # slots outside the windows passed over after this one
+    last_jumped_ms: int | None = None
+    next_ms: int | None = None
+    redelivered: bool = False
+
+
+def idempotency_key(schedule_id: str, slot_ms: int) -> str:
+    return f"schedule:{schedule_id}:{slot_ms}"
+
+
+def _count_slots(stored: StoredSchedule, after_ms: int, before_ms: int
+                 ) -> tuple[int, int | None]:
+    """How many slots lie strictly between two slots, and the last of them."""
+    spec = stored.spec
+    if spec.interval is not None:
+        period = interval_ms(spec)
+        count = max(0, (before_ms - after_ms) // period - 1)
+        return count, (before_ms - period if count else None)
+    count, last, cursor = 0, None, after_ms
+    while count < COUNT_CAP:
+        following = next_slot_after(spec, stored.anchor_ms, cursor)
+        if following is None or following >= before_ms:
+            break
+        count, last, cursor = count + 1, following, following
+    return count, last
+
+
+class ScheduleFirer:
+    """Handles fires; `send(job_id)` queues a stored job (`send_job` in a worker)."""
+
+    def __init__(self, schedules: ScheduleStore, send: Callable[[str], None]) -> None:
+        self.schedules = schedules
+        self.jobs = schedules.jobs
+        self.send = send
+        self.halt = HaltSwitch(schedules.redis)
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.schedules.redis
+
+    # -- 1. claim -----------------------------------------------------------------------------
+
+    def claim(self, schedule_id: str, fired_ms: int, task_id: str | None
+              ) -> Claim | FireResult:
+        store = self.schedules
+        key, state_key = store.key(schedule_id), store.state_key(schedule_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key, state_key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        pipe.reset()
+                        store.remove_stale_entry(schedule_id)
+                        return FireResult("gone", reason="the schedule was deleted")
+                    stored = StoredSchedule.model_validate_json(raw)
+                    state = store.state(schedule_id, pipe)
+                    result = self._claim_in(pipe, stored, state, fired_ms, task_id)
+                    return result
+                except redis.WatchError:
+                    continue
+
+    def _claim_in(self, pipe: Any, stored: StoredSchedule, state: ScheduleState,
+                  fired_ms: int, task_id: str | None) -> Claim | FireResult:
+        store, spec = self.schedules, stored.spec
+        now_ms = store._now_ms()
+        if task_id and task_id == state.last_task and state.last_slot is not None:
+            pipe.reset()  # the same fire again: its worker died while deciding
+            return Claim(stored, state.last_slot, redelivered=True)
+        aimed = state.aimed
+        if aimed is None or fired_ms + firing_tolerance_ms(spec) < aimed:
+            # Early: a duplicate or stale fire (beat restarted, or the entry was re-aimed
+            # after beat loaded it). Beat's own bookkeeping just moved the entry: put it back.
+            if aimed is None:
+                aimed = store.first_aim(stored, state, stored, now_ms)
+            pipe.multi()
+            if aimed is not None:
+                pipe.hset(store.state_key(stored.id), "aimed", aimed)
+            store.write_entry(pipe, stored, aimed, base_ms=fired_ms)
+            pipe.execute()
+            return FireResult("early", reason="no slot due: a duplicate or stale fire")
+        claim = Claim(stored, aimed)
+        if spec.kind != "mtbf":
+            latest = latest_slot_at_or_before(spec, stored.anchor_ms,
+                                              fired_ms + firing_tolerance_ms(spec))
+            if latest is not None and latest > aimed:
+                claim.slot_ms = latest
+                claim.missed, claim.last_missed_ms = _count_slots(stored, aimed, latest)
+                claim.missed += 1  # the aimed slot itself
+                claim.first_missed_ms = aimed
+                claim.last_missed_ms = claim.last_missed_ms or aimed
+        slot = claim.slot_ms
+        if spec.kind == "mtbf":
+            claim.next_ms = store.draw_mtbf(spec, slot, now_ms)
+        else:
+            claim.next_ms = next_slot_after(spec, stored.anchor_ms, slot)
+            if window_problem(spec, ms_to_datetime(slot)) is not None:
+                # Outside the windows: aim straight at the next allowed slot, so a closed
+                # window costs one fire, and count the slots passed over.
+                claim.next_ms = next_allowed_slot(spec, stored.anchor_ms, slot)
+                if claim.next_ms is not None:
+                    claim.jumped, claim.last_jumped_ms = _count_slots(stored, slot,
+                                                                      claim.next_ms)
+        pipe.multi()
+        mapping: dict[str, Any] = {"last_slot": slot, "last_task": task_id or ""}
+        if claim.next_ms is not None:
+            mapping["aimed"] = claim.next_ms
+        else:
+            pipe.hdel(store.state_key(stored.id), "aimed")
+        pipe.hset(store.state_key(stored.id), mapping=mapping)
+        store.write_entry(pipe, stored, claim.next_ms, base_ms=slot)
+        pipe.execute()
+        return claim
+
+    # -- 2. to 4. decide, run, record ----------------------------------------------------------
+
+    def fire(self, schedule_id: str, fired_at: float | None = None,
+             task_id: str | None = None) -> FireResult:
+        now_ms = self.schedules._now_ms()
+        fired_ms = round(fired_at * 1000) if fired_at else now_ms
+        claim = self.claim(schedule_id, fired_ms, task_id)
+        if isinstance(claim, FireResult):
+            log.info("schedule %s: %s (%s)", schedule_id, claim.outcome, claim.reason)
+            return claim
+        spec = claim.stored.spec
+        fired = ms_to_datetime(fired_ms)
+        if claim.missed:
+            first = ms_to_datetime(claim.first_missed_ms or claim.slot_ms)
+            self.schedules.record_run(schedule_id, ScheduleRun(
+                slot_at=first, decided_at=self.schedules.now(), outcome=RunOutcome.SKIPPED,
+                skipped=SkipReason.NOT_FIRED, count=claim.missed,
+                last_slot_at=ms_to_datetime(claim.last_missed_ms or claim.slot_ms),
+                reason=f"{claim.missed} slot(s) from {first.isoformat()} got no fire (was "
+                       "beat running?); only the latest missed slot runs"),
+                spec.history_limit)
+        # One decision at a time per schedule: two fires handled by two worker processes
+        # at once must not both see "no previous run" under Forbid.
+        lock = self.redis.lock(self.schedules.key(schedule_id) + ":deciding", timeout=60,
+                               blocking_timeout=30)
+        locked = lock.acquire()
+        try:
+            run = self.decide(claim, fired)
+            self.schedules.record_run(schedule_id, run, spec.history_limit)
+        finally:
+            if locked:
+                with contextlib.suppress(redis.exceptions.LockError):
+                    lock.release()
+        log.info("schedule %s slot %s: %s%s", schedule_id, run.slot_at.isoformat(),
+                 run.outcome.value, f" ({run.reason})" if run.reason else "")
+        return FireResult(run.outcome.value, claim.slot_ms, run.job_id, run.skipped,
+                          run.reason)
+
+    def decide(self, claim: Claim, fired: Any) -> ScheduleRun:
+        stored, spec, slot_ms = claim.stored, claim.stored.spec, claim.slot_ms
+        slot = ms_to_datetime(slot_ms)
+
+        def skip(reason: SkipReason, message: str, **extra: Any) -> ScheduleRun:
+            return ScheduleRun(slot_at=slot, fired_at=fired, decided_at=self.schedules.now(),
+                               outcome=RunOutcome.SKIPPED, skipped=reason, reason=message,
+                               **extra)
+
+        if spec.paused:
+            return skip(SkipReason.PAUSED, "the schedule is paused")
+        outside = window_problem(spec, slot)
+        if outside is not None:
+            extra: dict[str, Any] = {}
+            if claim.jumped:
+                extra = {"count": 1 + claim.jumped,
+                         "last_slot_at": ms_to_datetime(claim.last_jumped_ms or slot_ms)}
+            upcoming = (f"; next run at {ms_to_datetime(claim.next_ms).isoformat()}"
+                        if claim.next_ms is not None else "")
+            return skip(SkipReason.OUTSIDE_WINDOW, outside + upcoming, **extra)
+        late = self.schedules.clock() - slot_ms / 1000
+        deadline = spec.starting_deadline_seconds
+        if deadline is not None and late > deadline:
+            return skip(SkipReason.MISSED_DEADLINE,
+                        f"could start only {late:.1f}s after its time, later than "
+                        f"starting_deadline_seconds={deadline:g}")
+        halt = self.halt.state()
+        if halt.halted:
+            return skip(SkipReason.HALTED, str(ChaosHalted(halt)))
+        replaced: list[str] = []
+        if spec.concurrency_policy != ConcurrencyPolicy.ALLOW:
+            earlier = {job_id: status for job_id, (job_slot, status)
+                       in self.schedules.active_jobs(stored.id).items() if job_slot != slot_ms}
+            if earlier and spec.concurrency_policy == ConcurrencyPolicy.FORBID:
+                listed = ", ".join(f"{job_id} is {status.value}"
+                                   for job_id, status in sorted(earlier.items()))
+                return skip(SkipReason.FORBID, f"concurrency policy Forbid: previous run "
+                                                f"{listed}")
+            for job_id in sorted(earlier):
+                try:
+                    if self.jobs.get(job_id, with_timeline=False).cancel_requested:
+                        continue  # already asked to abort (by an earlier Replace or a user)
+                    self.jobs.request_cancel(job_id, by=f"schedule {stored.id} (Replace)")
+                    replaced.append(job_id)
+                except (TransitionRefused, JobNotFound):
+                    continue
+        return self.start(claim, fired, replaced)
+
+    def start(self, claim: Claim, fired: Any, replaced: list[str]) -> ScheduleRun:
+        stored, slot_ms = claim.stored, claim.slot_ms
+        slot = ms_to_datetime(slot_ms)
+        base = {"slot_at": slot, "fired_at": fired, "replaced": replaced}
+        spec = stored.spec.template.model_copy(
+            update={"idempotency_key": idempotency_key(stored.id, slot_ms)})
+        try:
+            validate_job(spec, self.schedules.registry, self.schedules.settings)
+        except JobInvalid as invalid:
+            return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.FAILED,
+                               reason=f"the template is no longer valid: {invalid}")
+        try:
+            record, created = self.jobs.create(spec, Source.SCHEDULE, stored.submitter,
+                                               schedule_id=stored.id)
+        except IdempotencyConflict as conflict:
+            return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.STARTED,
+                               job_id=conflict.job_id or None,
+                               reason="already started for this slot")
+        if not created:
+            return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.STARTED,
+                               job_id=record.id, reason="already started for this slot")
+        self.schedules.add_active(stored.id, record.id, slot_ms)
+        try:
+            self.send(record.id)
+        except Exception as error:
+            log.exception("schedule %s: could not queue job %s", stored.id, record.id)
+            self.jobs.finish(record.id, JobStatus.FAILED, "could not be queued",
+                             error=f"{type(error).__name__}: {error}")
+            self.jobs.release_idempotency_key(record)
+            return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.FAILED,
+                               job_id=record.id, reason=f"could not be queued: {error}")
+        reason = f"replaced {', '.join(replaced)}" if replaced else ""
+        return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.STARTED,
+                           job_id=record.id, reason=reason)

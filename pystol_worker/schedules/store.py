@@ -1,0 +1,497 @@
+"""Schedules in Redis, and the celery-redbeat entry that makes beat fire each of them.
+
+Layout (prefix `pystol:`):
+- `schedule:{id}`           the stored schedule as JSON (spec, who, when, slot anchor)
+- `schedules`               sorted set of schedule ids by creation time
+- `schedule:{id}:state`     hash: `aimed` (the slot beat is aimed at, epoch ms),
+                            `last_slot` (highest slot decided), `last_task` (the fire that
+                            decided it)
+- `schedule:{id}:runs`      list of ScheduleRun JSON, newest first, trimmed to history_limit
+- `schedule:{id}:active`    hash job id -> slot of runs whose jobs may still be going
+- `redbeat:schedule:{id}`   the redbeat entry (hash `definition` + `meta`), scored in the
+                            zset `redbeat::schedule`, exactly as `redbeat.RedBeatScheduler`
+                            reads them with `redbeat_key_prefix = "pystol:redbeat:"`
+
+How beat is aimed. Redbeat persists only Celery's standard schedule types and no time zone
+per entry, so every Pystol schedule is stored in redbeat as a plain interval entry aimed at
+its next slot: `last_run_at + run_every = next slot`. Each fire (the task in
+`schedule_firing`) decides its slot and aims the entry at the following one, in the same
+transaction: for `interval` schedules that is simply the next anchored slot (`run_every`
+stays the interval, so even an entry nobody re-aims keeps the right period); for `cron` the
+next cron time computed in the schedule's zone with zoneinfo; for `mtbf` a fresh draw from
+an exponential distribution of the mean. Writes to the entry go through this module only,
+inside WATCH/MULTI transactions on the schedule, so a PATCH and a fire that race never leave
+the entry aimed by a stale spec.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.schedules import schedule as interval_schedule
+from pydantic import BaseModel
+from redbeat.decoder import RedBeatJSONEncoder
+
+from pystol_worker.actions.registry import ActionRegistry, default_registry
+from pystol_worker.core.model import JobStatus, Source, utcnow
+from pystol_worker.core.schedule_model import (
+    ID_PATTERN,
+    RunOutcome,
+    ScheduleRecord,
+    ScheduleRun,
+    ScheduleSpec,
+    datetime_to_ms,
+    interval_ms,
+    is_allowed,
+    ms_to_datetime,
+    next_allowed_slot,
+    next_opening,
+    next_slot_after,
+)
+from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.validation import FieldProblem, JobInvalid, validate_job
+from pystol_worker.store.job_store import JobNotFound, JobStore
+
+PREFIX = "pystol:"
+REDBEAT_KEY_PREFIX = "pystol:redbeat:"
+REDBEAT_SCHEDULE_KEY = REDBEAT_KEY_PREFIX + ":schedule"  # as redbeat's RedBeatConfig makes it
+FIRE_TASK = "pystol.fire_schedule"
+FIRED_AT_HEADER = "pystol_fired_at"
+BEAT_MAX_LOOP_INTERVAL = 1.0  # seconds; Celery's default lets beat sleep up to 300 s
+ID_RE = re.compile(ID_PATTERN)
+
+
+def configure_redbeat(app: Celery, settings: Settings) -> Celery:
+    """Point redbeat at Pystol's Redis and key prefix, and keep beat's sleeps short."""
+    app.conf.update(
+        redbeat_redis_url=settings.redis_url,
+        redbeat_key_prefix=REDBEAT_KEY_PREFIX,
+        redbeat_redis_options={"socket_keepalive": True, "socket_connect_timeout": 10},
+        beat_max_loop_interval=BEAT_MAX_LOOP_INTERVAL,
+        beat_scheduler="redbeat.RedBeatScheduler",
+    )
+    return app
+
+
+def entry_name(schedule_id: str) -> str:
+    return f"schedule:{schedule_id}"
+
+
+def entry_key(schedule_id: str) -> str:
+    return REDBEAT_KEY_PREFIX + entry_name(schedule_id)
+
+
+class ScheduleNotFound(KeyError):
+    pass
+
+
+class ScheduleExists(Exception):
+    """create(..., replace=False) for an id that is taken."""
+
+
+def new_schedule_id() -> str:
+    return "s-" + utcnow().strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(4)
+
+
+def validate_schedule(spec: ScheduleSpec, registry: ActionRegistry, settings: Settings,
+                      now: datetime | None = None) -> None:
+    """JobInvalid with every problem: the template as `validate_job` sees it (paths under
+    `template.`), and a schedule that could never run inside its windows."""
+    problems: list[FieldProblem] = []
+    try:
+        validate_job(spec.template, registry, settings)
+    except JobInvalid as invalid:
+        problems += [FieldProblem(f"template.{p.loc}", p.msg) for p in invalid.problems]
+    if spec.template.idempotency_key is not None:
+        problems.append(FieldProblem("template.idempotency_key", "each run gets its own "
+                                     "idempotency key (schedule id + slot); remove this one"))
+    moment = now or utcnow()
+    if spec.kind == "mtbf":
+        never = next_opening(spec, moment) is None
+    else:
+        now_ms = datetime_to_ms(moment)
+        never = next_allowed_slot(spec, now_ms, now_ms) is None
+    if never:
+        where = "windows" if spec.windows else ("excluded_dates" if spec.excluded_dates
+                                                else spec.kind)
+        problems.append(FieldProblem(where, "the schedule would never run: no time in the "
+                                     "next 400 days is both one of its slots and inside its "
+                                     "windows and outside its excluded dates"))
+    if problems:
+        raise JobInvalid(problems)
+
+
+class StoredSchedule(BaseModel):
+    id: str
+    spec: ScheduleSpec
+    source: Source
+    submitter: str
+    created_at: datetime
+    updated_at: datetime
+    anchor_ms: int
+
+
+@dataclass
+class ScheduleState:
+    aimed: int | None
+    last_slot: int | None
+    last_task: str | None
+
+
+def _int(value: Any) -> int | None:
+    if value is None or value in (b"", ""):
+        return None
+    return int(value)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ScheduleStore:
+    """Create, read, change and delete schedules; every change keeps the redbeat entry in
+    sync. `registry` validates templates (default: the installed actions); `clock` (epoch
+    seconds) and `rng` (mtbf draws) are there for tests."""
+
+    def __init__(self, redis_client: redis.Redis, settings: Settings, *,
+                 registry: ActionRegistry | None = None,
+                 clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self.redis = redis_client
+        self.settings = settings
+        self._registry = registry
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.jobs = JobStore(redis_client)
+
+    @property
+    def registry(self) -> ActionRegistry:
+        if self._registry is None:
+            self._registry = default_registry()
+        return self._registry
+
+    # -- keys -----------------------------------------------------------------------------
+
+    @staticmethod
+    def key(schedule_id: str) -> str:
+        return f"{PREFIX}schedule:{schedule_id}"
+
+    @classmethod
+    def state_key(cls, schedule_id: str) -> str:
+        return cls.key(schedule_id) + ":state"
+
+    @classmethod
+    def runs_key(cls, schedule_id: str) -> str:
+        return cls.key(schedule_id) + ":runs"
+
+    @classmethod
+    def active_key(cls, schedule_id: str) -> str:
+        return cls.key(schedule_id) + ":active"
+
+    INDEX = PREFIX + "schedules"
+
+    # -- public API -----------------------------------------------------------------------
+
+    def create(self, spec: ScheduleSpec, source: Source, submitter: str,
+               schedule_id: str | None = None, *, replace: bool = True) -> ScheduleRecord:
+        """Store a schedule and aim beat at its first slot. With the id of an existing
+        schedule: replace its spec (keeping its history), or ScheduleExists if not
+        `replace`."""
+        if schedule_id is not None and not ID_RE.match(schedule_id):
+            raise JobInvalid([FieldProblem("id", "expected 1-150 letters, digits, '.', '_', "
+                                                 "':' or '-', starting with a letter or digit")])
+        validate_schedule(spec, self.registry, self.settings, ms_to_datetime(self._now_ms()))
+        schedule_id = schedule_id or new_schedule_id()
+
+        def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
+            if existing is not None and not replace:
+                raise ScheduleExists(schedule_id)
+            if existing is None:
+                return StoredSchedule(id=schedule_id, spec=spec, source=source,
+                                      submitter=submitter, created_at=now, updated_at=now,
+                                      anchor_ms=datetime_to_ms(now))
+            anchor = existing.anchor_ms if existing.spec.timing() == spec.timing() \
+                else datetime_to_ms(now)
+            return existing.model_copy(update={"spec": spec, "source": source,
+                                               "submitter": submitter, "updated_at": now,
+                                               "anchor_ms": anchor})
+        return self._write(schedule_id, build, creating=True)
+
+    def get(self, schedule_id: str) -> ScheduleRecord:
+        stored = self._load(schedule_id)
+        return self._record(stored, self.state(schedule_id))
+
+    def exists(self, schedule_id: str) -> bool:
+        return bool(self.redis.exists(self.key(schedule_id)))
+
+    def list(self) -> list[ScheduleRecord]:
+        """Every schedule, oldest first."""
+        records = []
+        for member in self.redis.zrange(self.INDEX, 0, -1):
+            try:
+                records.append(self.get(_text(member) or ""))
+            except ScheduleNotFound:
+                continue
+        return records
+
+    def update(self, schedule_id: str, spec: ScheduleSpec) -> ScheduleRecord:
+        """Replace the spec; a change of timing re-anchors the slots at now."""
+        validate_schedule(spec, self.registry, self.settings, ms_to_datetime(self._now_ms()))
+
+        def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
+            if existing is None:
+                raise ScheduleNotFound(schedule_id)
+            anchor = existing.anchor_ms if existing.spec.timing() == spec.timing() \
+                else datetime_to_ms(now)
+            return existing.model_copy(update={"spec": spec, "updated_at": now,
+                                               "anchor_ms": anchor})
+        return self._write(schedule_id, build)
+
+    def set_paused(self, schedule_id: str, paused: bool) -> ScheduleRecord:
+        def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
+            if existing is None:
+                raise ScheduleNotFound(schedule_id)
+            spec = existing.spec.model_copy(update={"paused": paused})
+            return existing.model_copy(update={"spec": spec, "updated_at": now})
+        return self._write(schedule_id, build)
+
+    def delete(self, schedule_id: str) -> None:
+        if not self.exists(schedule_id):
+            raise ScheduleNotFound(schedule_id)
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self.key(schedule_id), self.state_key(schedule_id),
+                        self.runs_key(schedule_id), self.active_key(schedule_id),
+                        entry_key(schedule_id))
+            pipe.zrem(self.INDEX, schedule_id)
+            pipe.zrem(REDBEAT_SCHEDULE_KEY, entry_key(schedule_id))
+            pipe.execute()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return round(self.clock() * 1000)
+
+    def now(self) -> datetime:
+        return ms_to_datetime(self._now_ms())
+
+    def _load(self, schedule_id: str, client: Any = None) -> StoredSchedule:
+        raw = (client or self.redis).get(self.key(schedule_id))
+        if raw is None:
+            raise ScheduleNotFound(schedule_id)
+        return StoredSchedule.model_validate_json(raw)
+
+    def state(self, schedule_id: str, client: Any = None) -> ScheduleState:
+        values = (client or self.redis).hmget(self.state_key(schedule_id),
+                                              ["aimed", "last_slot", "last_task"])
+        return ScheduleState(_int(values[0]), _int(values[1]), _text(values[2]))
+
+    def runs(self, schedule_id: str) -> list[ScheduleRun]:
+        raw = self.redis.lrange(self.runs_key(schedule_id), 0, -1)
+        runs = [ScheduleRun.model_validate_json(item) for item in raw]
+        ids = [run.job_id for run in runs if run.job_id]
+        if ids:
+            with self.redis.pipeline() as pipe:
+                for job_id in ids:
+                    pipe.get(JobStore._key(job_id))
+                found = dict(zip(ids, pipe.execute(), strict=True))
+            for run in runs:
+                raw_job = found.get(run.job_id or "")
+                if raw_job is not None:
+                    run.job_status = JobStatus(json.loads(raw_job)["status"])
+        return runs
+
+    def next_run_ms(self, stored: StoredSchedule, state: ScheduleState) -> int | None:
+        spec = stored.spec
+        if spec.paused:
+            return None
+        if spec.kind == "mtbf":
+            return state.aimed
+        after = max(self._now_ms(), state.last_slot or 0)
+        if state.aimed is not None and state.aimed > after - 1000 and \
+                is_allowed(spec, ms_to_datetime(state.aimed)):
+            return state.aimed
+        return next_allowed_slot(spec, stored.anchor_ms, after)
+
+    def _record(self, stored: StoredSchedule, state: ScheduleState) -> ScheduleRecord:
+        next_ms = self.next_run_ms(stored, state)
+        return ScheduleRecord(id=stored.id, spec=stored.spec, source=stored.source,
+                              submitter=stored.submitter, created_at=stored.created_at,
+                              updated_at=stored.updated_at,
+                              next_run_at=None if next_ms is None else ms_to_datetime(next_ms),
+                              last_runs=self.runs(stored.id))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write(self, schedule_id: str,
+               build: Callable[[StoredSchedule | None, datetime], StoredSchedule],
+               creating: bool = False) -> ScheduleRecord:
+        key, state_key = self.key(schedule_id), self.state_key(schedule_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key, state_key)
+                    raw = pipe.get(key)
+                    existing = StoredSchedule.model_validate_json(raw) if raw else None
+                    now_ms = self._now_ms()
+                    stored = build(existing, ms_to_datetime(now_ms))
+                    state = self.state(schedule_id, pipe)
+                    aimed = self.first_aim(stored, state, existing, now_ms)
+                    pipe.multi()
+                    pipe.set(key, stored.model_dump_json())
+                    if existing is None:
+                        pipe.zadd(self.INDEX, {schedule_id: now_ms})
+                    if aimed is not None:
+                        pipe.hset(state_key, "aimed", aimed)
+                    else:
+                        pipe.hdel(state_key, "aimed")
+                    self.write_entry(pipe, stored, aimed, base_ms=now_ms)
+                    pipe.execute()
+                    return self._record(stored, self.state(schedule_id))
+                except redis.WatchError:
+                    continue
+
+    def first_aim(self, stored: StoredSchedule, state: ScheduleState,
+                  before: StoredSchedule | None, now_ms: int) -> int | None:
+        """The slot beat should fire next after a create or a change: the first slot after
+        both now and the last one decided (never one already decided)."""
+        spec = stored.spec
+        after = max(now_ms, state.last_slot or 0)
+        if spec.kind == "mtbf":
+            unchanged = before is not None and before.spec.timing() == spec.timing() \
+                and before.spec.windows == spec.windows \
+                and before.spec.excluded_dates == spec.excluded_dates
+            if unchanged and state.aimed is not None and state.aimed > after:
+                return state.aimed
+            return self.draw_mtbf(spec, after)
+        return next_slot_after(spec, stored.anchor_ms, after)
+
+    def draw_mtbf(self, spec: ScheduleSpec, from_ms: int, now_ms: int | None = None
+                  ) -> int | None:
+        """The next event of a Poisson process with mean gap `mtbf`, counted in allowed
+        time only: a gap that ends outside the windows restarts at the next opening (the
+        exponential is memoryless, so this is the same process with the closed hours cut
+        out). Events that fall before `now_ms` (a fire handled late) are passed over."""
+        mean_ms = (spec.mtbf or 1.0) * 1000
+        moment = from_ms
+        for _ in range(100_000):
+            moment = moment + max(1, round(self.rng.expovariate(1.0 / mean_ms)))
+            if now_ms is not None and moment < now_ms:
+                continue
+            when = ms_to_datetime(moment)
+            if is_allowed(spec, when):
+                return moment
+            opening = next_opening(spec, when)
+            if opening is None:
+                return None
+            moment = datetime_to_ms(opening)
+        return None
+
+    def write_entry(self, pipe: Any, stored: StoredSchedule, aimed: int | None,
+                    base_ms: int) -> None:
+        """Queue the commands that aim the redbeat entry at `aimed` (disabled while paused
+        or when there is no next slot). `base_ms` is the time the gap is counted from (the
+        slot just fired, or now); interval schedules always use their interval."""
+        spec = stored.spec
+        key = entry_key(stored.id)
+        enabled = not spec.paused and aimed is not None
+        if aimed is None:
+            aimed = base_ms + 86_400_000
+        gap_ms = interval_ms(spec) if spec.interval is not None else max(1, aimed - base_ms)
+        # After firing an entry, beat sleeps its `run_every` (at most beat_max_loop_interval)
+        # before it looks again. For gaps that short, half the gap makes it wake before the
+        # next slot and then sleep exactly until it, instead of firing late by its own
+        # overhead every time (lateness that would add up slot after slot).
+        if gap_ms <= 2 * BEAT_MAX_LOOP_INTERVAL * 1000:
+            gap_ms = max(1, gap_ms // 2)
+        last_run_at = ms_to_datetime(aimed - gap_ms)
+        definition = {
+            "name": entry_name(stored.id),
+            "task": FIRE_TASK,
+            "args": [stored.id],
+            "kwargs": {},
+            "options": {"queue": self.settings.queue},
+            "schedule": interval_schedule(run_every=timedelta(milliseconds=gap_ms)),
+            "enabled": enabled,
+        }
+        meta = {"last_run_at": last_run_at, "total_run_count": 0}
+        pipe.hset(key, mapping={"definition": json.dumps(definition, cls=RedBeatJSONEncoder),
+                                "meta": json.dumps(meta, cls=RedBeatJSONEncoder)})
+        # redbeat scores whole seconds (floor) and skips negative scores on every tick.
+        pipe.zadd(REDBEAT_SCHEDULE_KEY, {key: aimed // 1000 if enabled else -1})
+
+    # -- used by the fire task ---------------------------------------------------------------
+
+    def record_run(self, schedule_id: str, run: ScheduleRun, history_limit: int) -> None:
+        """Add a run to the history (newest first, trimmed); a skip for the same reason as
+        the newest entry is folded into it, and a repeat of the same slot is dropped."""
+        key = self.runs_key(schedule_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    head_raw = pipe.lindex(key, 0)
+                    head = ScheduleRun.model_validate_json(head_raw) if head_raw else None
+                    pipe.multi()
+                    if head is not None and head.outcome == run.outcome \
+                            and head.skipped == run.skipped \
+                            and run.slot_at in (head.slot_at, head.last_slot_at):
+                        pipe.execute()  # the same slot decided twice (a redelivered fire)
+                        return
+                    if head is not None and run.outcome == RunOutcome.SKIPPED \
+                            and head.outcome == RunOutcome.SKIPPED \
+                            and head.skipped == run.skipped:
+                        merged = head.model_copy(update={
+                            "count": head.count + run.count,
+                            "last_slot_at": run.last_slot_at or run.slot_at,
+                            "decided_at": run.decided_at, "reason": run.reason,
+                            "fired_at": run.fired_at})
+                        pipe.lset(key, 0, merged.model_dump_json())
+                    else:
+                        pipe.lpush(key, run.model_dump_json())
+                    pipe.ltrim(key, 0, history_limit - 1)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def add_active(self, schedule_id: str, job_id: str, slot_ms: int) -> None:
+        self.redis.hset(self.active_key(schedule_id), job_id, slot_ms)
+
+    def active_jobs(self, schedule_id: str) -> dict[str, tuple[int, JobStatus]]:
+        """Runs whose jobs have not ended: job id -> (slot, status); forgets ended ones."""
+        key = self.active_key(schedule_id)
+        found: dict[str, tuple[int, JobStatus]] = {}
+        ended = []
+        for raw_id, raw_slot in self.redis.hgetall(key).items():
+            job_id = _text(raw_id) or ""
+            try:
+                status = self.jobs.get(job_id, with_timeline=False).status
+            except JobNotFound:
+                ended.append(job_id)
+                continue
+            if status.terminal:
+                ended.append(job_id)
+            else:
+                found[job_id] = (int(raw_slot), status)
+        if ended:
+            self.redis.hdel(key, *ended)
+        return found
+
+    def remove_stale_entry(self, schedule_id: str) -> None:
+        """A fire for a schedule that no longer exists: make sure beat forgets it."""
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(REDBEAT_SCHEDULE_KEY, entry_key(schedule_id))
+            pipe.delete(entry_key(schedule_id))
+            pipe.execute()

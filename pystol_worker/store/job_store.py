@@ -1,0 +1,330 @@
+"""Job records in Redis: the one place where the API, workers and watchers meet.
+
+Layout (prefix `pystol:`):
+- `job:{id}`            the record as JSON, without its timeline
+- `job:{id}:timeline`   a list of timeline events, appended without rewriting the record
+- `job:{id}:cancel`     set when someone asked to cancel a running job
+- `jobs`                sorted set of every job id, scored by a submission sequence number
+- `jobs:status:{s}`, `jobs:action:{a}`, `jobs:ns:{n}`   the same, per filter value
+- `job-seq`             the sequence (so ties never happen and cursors stay stable)
+- `idem:{submitter}:{key}`   idempotency key -> job id, expiring after 24 h
+
+Listing is newest first by sequence number; a cursor is the last number seen, so
+jobs added while someone pages never shift or repeat what they see. Status
+changes are compare-and-set transactions (WATCH/MULTI), so a queued job that is
+cancelled and started at the same instant ends up in exactly one state.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from pystol_worker.core.model import (
+    JobRecord,
+    JobSpec,
+    JobStatus,
+    Page,
+    Source,
+    TimelineEvent,
+    utcnow,
+)
+from pystol_worker.store import metrics
+
+PREFIX = "pystol:"
+IDEMPOTENCY_SECONDS = 24 * 3600
+IDEMPOTENCY_CLAIM_SECONDS = 2.0
+TIMELINE_CHANNEL = PREFIX + "timeline"
+HALT_KEY = PREFIX + "halt"
+
+
+class JobNotFound(KeyError):
+    pass
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before for a different job spec."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+class TransitionRefused(Exception):
+    """The job is not in a state that allows the change; the message says why."""
+
+
+def new_job_id() -> str:
+    return "j-" + utcnow().strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(4)
+
+
+def _spec_fingerprint(spec: JobSpec) -> str:
+    data = spec.model_dump(mode="json", exclude={"idempotency_key"})
+    return json.dumps(data, sort_keys=True)
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(job_id: str) -> str:
+        return f"{PREFIX}job:{job_id}"
+
+    @staticmethod
+    def _index_keys(record: JobRecord) -> list[str]:
+        keys = [f"{PREFIX}jobs:action:{record.spec.action}"]
+        keys += [f"{PREFIX}jobs:ns:{ns}" for ns in record.spec.target.namespaces]
+        return keys
+
+    # -- create and read -------------------------------------------------------------------------
+
+    def create(self, spec: JobSpec, source: Source, submitter: str,
+               schedule_id: str | None = None) -> tuple[JobRecord, bool]:
+        """Store a new queued job; returns (record, created). With an idempotency key already
+        used in the last 24 h by this submitter, returns the earlier job and False."""
+        job_id = new_job_id()
+        idem_key = None
+        if spec.idempotency_key:
+            idem_key = f"{PREFIX}idem:{submitter}:{spec.idempotency_key}"
+            value = json.dumps({"id": job_id, "spec": _spec_fingerprint(spec)})
+            if not self.redis.set(idem_key, value, nx=True, ex=IDEMPOTENCY_SECONDS):
+                earlier_raw = self.redis.get(idem_key) or b"{}"
+                earlier = json.loads(earlier_raw)
+                if earlier.get("spec") != _spec_fingerprint(spec):
+                    raise IdempotencyConflict(earlier.get("id", ""))
+                # The first submission may be between taking the key and storing its
+                # record: give it a moment before deciding it died.
+                deadline = time.monotonic() + IDEMPOTENCY_CLAIM_SECONDS
+                while True:
+                    try:
+                        return self.get(earlier["id"]), False
+                    except JobNotFound:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.05)
+                if not self._replace_if_unchanged(idem_key, earlier_raw, value):
+                    return self.create(spec, source, submitter, schedule_id)
+        now = utcnow()
+        record = JobRecord(id=job_id, spec=spec, source=source, submitter=submitter,
+                           created_at=now, schedule_id=schedule_id)
+        seq = int(self.redis.incr(f"{PREFIX}job-seq"))
+        event = TimelineEvent(at=now, kind="queued",
+                              message=f"submitted by {submitter} via {source.value}")
+        with self.redis.pipeline() as pipe:
+            pipe.set(self._key(job_id), record.model_dump_json(exclude={"timeline"}))
+            pipe.rpush(self._key(job_id) + ":timeline", event.model_dump_json())
+            pipe.zadd(f"{PREFIX}jobs", {job_id: seq})
+            pipe.zadd(f"{PREFIX}jobs:status:{record.status.value}", {job_id: seq})
+            for key in self._index_keys(record):
+                pipe.zadd(key, {job_id: seq})
+            pipe.execute()
+        record.timeline = [event]
+        metrics.record_submitted(self.redis, record)
+        return record, True
+
+    def _replace_if_unchanged(self, key: str, expected: bytes | str, value: str) -> bool:
+        """Take over an idempotency key whose job never got stored, unless someone else
+        already did (compare-and-set)."""
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                current = pipe.get(key)
+                if current is not None and current != expected:
+                    return False
+                pipe.multi()
+                pipe.set(key, value, ex=IDEMPOTENCY_SECONDS)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
+    def release_idempotency_key(self, record: JobRecord) -> None:
+        """Forget the record's idempotency key (its job could not be queued), so that a retry
+        with the same key submits afresh instead of returning the failed job."""
+        if not record.spec.idempotency_key:
+            return
+        key = f"{PREFIX}idem:{record.submitter}:{record.spec.idempotency_key}"
+        stored = self.redis.get(key)
+        if stored is not None and json.loads(stored).get("id") == record.id:
+            self.redis.delete(key)
+
+    def get(self, job_id: str, with_timeline: bool = True) -> JobRecord:
+        raw = self.redis.get(self._key(job_id))
+        if raw is None:
+            raise JobNotFound(job_id)
+        record = JobRecord.model_validate_json(raw)
+        if with_timeline:
+            record.timeline = self.timeline(job_id)
+        return record
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self._key(job_id)))
+
+    def timeline(self, job_id: str, start: int = 0) -> list[TimelineEvent]:
+        raw = self.redis.lrange(self._key(job_id) + ":timeline", start, -1)
+        return [TimelineEvent.model_validate_json(item) for item in raw]
+
+    def list(self, status: JobStatus | None = None, action: str | None = None,
+             namespace: str | None = None, cursor: str | None = None, limit: int = 50) -> Page:
+        """Newest first; `cursor` is the `next_cursor` of the previous page."""
+        filters = [(f"{PREFIX}jobs:status:{status.value}" if status else None),
+                   (f"{PREFIX}jobs:action:{action}" if action else None),
+                   (f"{PREFIX}jobs:ns:{namespace}" if namespace else None)]
+        chosen = [key for key in filters if key]
+        index = chosen[0] if chosen else f"{PREFIX}jobs"
+        upper = f"({int(cursor)}" if cursor else "+inf"
+        items: list[JobRecord] = []
+        last_score: float | None = None
+        batch = max(limit, 50)
+        while len(items) < limit:
+            rows = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=batch,
+                                               withscores=True)
+            if not rows:
+                last_score = None
+                break
+            for member, score in rows:
+                last_score = score
+                job_id = member.decode() if isinstance(member, bytes) else member
+                try:
+                    record = self.get(job_id, with_timeline=False)
+                except JobNotFound:
+                    continue
+                if status and record.status != status:
+                    continue
+                if action and record.spec.action != action:
+                    continue
+                if namespace and namespace not in record.spec.target.namespaces:
+                    continue
+                items.append(record)
+                if len(items) == limit:
+                    break
+            upper = f"({int(last_score)}" if last_score is not None else upper
+            if len(rows) < batch and len(items) < limit:
+                last_score = None
+                break
+        next_cursor = None
+        if last_score is not None and len(items) == limit:
+            more = self.redis.zrevrangebyscore(index, f"({int(last_score)}", "-inf", start=0,
+                                               num=1)
+            if more:
+                next_cursor = str(int(last_score))
+        return Page(items=items, next_cursor=next_cursor)
+
+    # -- changes ----------------------------------------------------------------------------------
+
+    def append_event(self, job_id: str, kind: str, message: str,
+                     data: dict[str, Any] | None = None) -> TimelineEvent:
+        event = TimelineEvent(at=utcnow(), kind=kind, message=message, data=data or {})
+        payload = event.model_dump_json()
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(self._key(job_id) + ":timeline", payload)
+            pipe.publish(TIMELINE_CHANNEL + ":" + job_id, payload)
+            pipe.execute()
+        return event
+
+    def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
+        """Apply `change` to the stored record atomically (retrying on concurrent writes)."""
+        key = self._key(job_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise JobNotFound(job_id)
+                    record = JobRecord.model_validate_json(raw)
+                    before = record.status
+                    change(record)
+                    pipe.multi()
+                    pipe.set(key, record.model_dump_json(exclude={"timeline"}))
+                    if record.status != before:
+                        seq = self.redis.zscore(f"{PREFIX}jobs", job_id) or 0
+                        pipe.zrem(f"{PREFIX}jobs:status:{before.value}", job_id)
+                        pipe.zadd(f"{PREFIX}jobs:status:{record.status.value}", {job_id: seq})
+                    pipe.execute()
+                    return record
+                except redis.WatchError:
+                    continue
+
+    def claim(self, job_id: str, worker: str) -> JobRecord:
+        """queued -> running for this worker; TransitionRefused when it is not queued."""
+        def change(record: JobRecord) -> None:
+            if record.status != JobStatus.QUEUED:
+                raise TransitionRefused(f"job is {record.status.value}, not queued")
+            record.status = JobStatus.RUNNING
+            record.started_at = utcnow()
+            record.worker = worker
+        record = self.update(job_id, change)
+        self.append_event(job_id, "started", f"running on {worker}")
+        metrics.record_started(self.redis, record)
+        return record
+
+    def finish(self, job_id: str, status: JobStatus, reason: str, error: str | None = None,
+               change: Callable[[JobRecord], None] | None = None) -> JobRecord:
+        """Move a job to its one terminal state; a job already terminal stays as it is."""
+        if not status.terminal:
+            raise ValueError(f"{status} is not terminal")
+
+        def apply(record: JobRecord) -> None:
+            if record.status.terminal:
+                raise TransitionRefused(f"job already ended {record.status.value}")
+            if change is not None:
+                change(record)
+            record.status = status
+            record.reason = reason
+            record.error = error
+            record.finished_at = utcnow()
+        record = self.update(job_id, apply)
+        self.append_event(job_id, status.value, reason)
+        self.redis.delete(self._key(job_id) + ":cancel")
+        metrics.record_finished(self.redis, record)
+        return record
+
+    def request_cancel(self, job_id: str, by: str) -> JobRecord:
+        """Cancel a queued job at once; ask a running one to abort (it reverts first)."""
+        outcome: dict[str, str] = {}
+
+        def apply(record: JobRecord) -> None:
+            if record.status.terminal:
+                raise TransitionRefused(f"job already ended {record.status.value}")
+            if record.status == JobStatus.QUEUED:
+                record.status = JobStatus.CANCELLED
+                record.reason = f"cancelled by {by} before it started"
+                record.finished_at = utcnow()
+                outcome["kind"] = "cancelled"
+            else:
+                record.cancel_requested = True
+                outcome["kind"] = "abort"
+        record = self.update(job_id, apply)
+        if outcome["kind"] == "cancelled":
+            self.append_event(job_id, "cancelled", record.reason or "cancelled")
+            metrics.record_finished(self.redis, record)
+        else:
+            self.redis.set(self._key(job_id) + ":cancel", by, ex=IDEMPOTENCY_SECONDS)
+            self.append_event(job_id, "cancel-requested", f"abort requested by {by}")
+        return record
+
+    def cancel_requested_by(self, job_id: str) -> str | None:
+        value = self.redis.get(self._key(job_id) + ":cancel")
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def stop_reason(self, job_id: str) -> str | None:
+        """Why a running job must stop now (cancelled, or the global halt), in one round trip."""
+        cancel, halt = self.redis.mget([self._key(job_id) + ":cancel", HALT_KEY])
+        if halt is not None:
+            by = json.loads(halt).get("by") or "someone"
+            return f"aborted: chaos halted by {by}"
+        if cancel is not None:
+            by = cancel.decode() if isinstance(cancel, bytes) else str(cancel)
+            return f"aborted: cancelled by {by}"
+        return None

@@ -1,0 +1,225 @@
+"""Pystol's metrics, recording side: counters and histograms kept in Redis.
+
+Workers, beat, the watcher and the API run in many processes, possibly on many machines,
+so no process keeps metrics of its own: each records into two Redis hashes, one pipeline
+per job event, and the API's `/metrics` endpoint (`pystol_api.http.metrics_endpoint`) reads
+them at scrape time. Counters and histogram buckets only ever grow (HINCRBY /
+HINCRBYFLOAT), so any number of processes can record at once.
+
+Layout:
+- `pystol:metrics:counters`  field `["name", {labels}]` -> count
+- `pystol:metrics:hist`      field `["name", {labels}, part]` -> value, where part is a
+  bucket's upper bound (non-cumulative count of observations in that bucket), `"sum"` or
+  `"count"`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from pystol_worker.core.model import JobRecord, JobStatus
+
+log = logging.getLogger("pystol.metrics")
+
+PREFIX = "pystol:"
+COUNTERS_KEY = PREFIX + "metrics:counters"
+HISTOGRAMS_KEY = PREFIX + "metrics:hist"
+
+SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                   1800.0, 3600.0)
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    kind: str  # counter | histogram | gauge
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+
+JOBS_SUBMITTED = MetricDef("pystol_jobs_submitted_total", "counter",
+                           "Jobs stored for running, by action and where they came from.",
+                           ("action", "source"))
+JOBS_FINISHED = MetricDef("pystol_jobs_finished_total", "counter",
+                          "Jobs that reached a terminal status.",
+                          ("action", "status", "verdict"))
+TARGETS_AFFECTED = MetricDef("pystol_targets_affected_total", "counter",
+                             "Targets a job changed (faults injected).",
+                             ("action", "namespace"))
+REVERTS = MetricDef("pystol_reverts_total", "counter",
+                    "Reverts of injected faults, by outcome (reverted, failed).",
+                    ("action", "outcome"))
+KUBE_REQUESTS = MetricDef("pystol_kube_api_requests_total", "counter",
+                          "Requests to the Kubernetes API by verb and HTTP status "
+                          "(0: no answer).", ("verb", "code"))
+JOB_DURATION = MetricDef("pystol_job_duration_seconds", "histogram",
+                         "From start to terminal status, for jobs that started.",
+                         ("action",), SECONDS_BUCKETS)
+DISPATCH_LATENCY = MetricDef("pystol_dispatch_latency_seconds", "histogram",
+                             "From submission (created_at) to a worker starting the job.",
+                             (), LATENCY_BUCKETS)
+RECOVERY = MetricDef("pystol_recovery_seconds", "histogram",
+                     "From first injection to the workload being back at its desired ready "
+                     "replicas.", ("action", "namespace", "workload_kind"), SECONDS_BUCKETS)
+# Gauges: computed by the API at scrape time from the job store, the queue and the journal.
+JOBS_RUNNING = MetricDef("pystol_jobs_running", "gauge", "Jobs running now.", ("action",))
+QUEUE_DEPTH = MetricDef("pystol_queue_depth", "gauge", "Jobs waiting in the Celery queue.",
+                        ("queue",))
+JOURNAL_ENTRIES = MetricDef("pystol_revert_journal_entries", "gauge",
+                            "Changes in the revert journal not reverted yet.")
+HALTED = MetricDef("pystol_halted", "gauge", "1 while the global chaos halt is engaged.")
+
+COUNTERS = (JOBS_SUBMITTED, JOBS_FINISHED, TARGETS_AFFECTED, REVERTS, KUBE_REQUESTS)
+HISTOGRAMS = (JOB_DURATION, DISPATCH_LATENCY, RECOVERY)
+GAUGES = (JOBS_RUNNING, QUEUE_DEPTH, JOURNAL_ENTRIES, HALTED)
+
+
+def field_key(metric: MetricDef, labels: dict[str, str], part: str | None = None) -> str:
+    values = {name: str(labels.get(name, "")) for name in metric.labels}
+    item: list[Any] = [metric.name, values]
+    if part is not None:
+        item.append(part)
+    return json.dumps(item, sort_keys=True, separators=(",", ":"))
+
+
+def bound_text(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+class Recorder:
+    """Collects increments and writes them in one pipeline (`flush`)."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, float] = {}
+        self.hist: dict[str, float] = {}
+
+    def inc(self, metric: MetricDef, labels: dict[str, str], amount: float = 1) -> Recorder:
+        key = field_key(metric, labels)
+        self.counters[key] = self.counters.get(key, 0) + amount
+        return self
+
+    def observe(self, metric: MetricDef, labels: dict[str, str], value: float) -> Recorder:
+        value = max(0.0, float(value))
+        bound = next((b for b in metric.buckets if value <= b), math.inf)
+        for part, amount in ((bound_text(bound), 1.0), ("count", 1.0), ("sum", value)):
+            key = field_key(metric, labels, part)
+            self.hist[key] = self.hist.get(key, 0) + amount
+        return self
+
+    def flush(self, client: redis.Redis) -> None:
+        if not self.counters and not self.hist:
+            return
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for key, amount in self.counters.items():
+                    _incr(pipe, COUNTERS_KEY, key, amount)
+                for key, amount in self.hist.items():
+                    _incr(pipe, HISTOGRAMS_KEY, key, amount)
+                pipe.execute()
+        except redis.RedisError as error:  # metrics never fail a job
+            log.warning("could not record metrics: %s", error)
+        self.counters.clear()
+        self.hist.clear()
+
+
+def _incr(pipe: Any, key: str, field: str, amount: float) -> None:
+    if float(amount).is_integer():
+        pipe.hincrby(key, field, int(amount))
+    else:
+        pipe.hincrbyfloat(key, field, amount)
+
+
+# -- what the job store and the runner call --------------------------------------------------
+
+
+def verdict_of(record: JobRecord) -> str:
+    """passed: the job did what it was asked and the steady state held; failed: the steady
+    state did not hold; error: the job could not run; aborted: cancelled, halted or lost."""
+    if record.status == JobStatus.SUCCEEDED:
+        return "passed"
+    if record.status in (JobStatus.ABORTED, JobStatus.CANCELLED):
+        return "aborted"
+    if (record.reason or "").startswith("steady state"):
+        return "failed"
+    return "error"
+
+
+def record_submitted(client: redis.Redis, record: JobRecord) -> None:
+    Recorder().inc(JOBS_SUBMITTED, {"action": record.spec.action,
+                                    "source": record.source.value}).flush(client)
+
+
+def record_finished(client: redis.Redis, record: JobRecord) -> None:
+    """Everything a terminal job contributes, in one pipeline."""
+    action = record.spec.action
+    rec = Recorder()
+    rec.inc(JOBS_FINISHED, {"action": action, "status": record.status.value,
+                            "verdict": verdict_of(record)})
+    if record.started_at is not None and record.finished_at is not None:
+        rec.observe(JOB_DURATION, {"action": action},
+                    (record.finished_at - record.started_at).total_seconds())
+    for change in record.result.changes:
+        rec.inc(TARGETS_AFFECTED, {"action": action,
+                                   "namespace": change.target.namespace or ""})
+        if change.reverted_at is not None:
+            rec.inc(REVERTS, {"action": action, "outcome": "reverted"})
+        elif change.error:
+            rec.inc(REVERTS, {"action": action, "outcome": "failed"})
+    for recovery in record.result.recovery:
+        if recovery.recovery_seconds is not None:
+            rec.observe(RECOVERY, {"action": action, "namespace": recovery.workload.namespace,
+                                   "workload_kind": recovery.workload.kind},
+                        recovery.recovery_seconds)
+    rec.flush(client)
+
+
+def record_started(client: redis.Redis, record: JobRecord) -> None:
+    if record.started_at is None:
+        return
+    Recorder().observe(DISPATCH_LATENCY, {},
+                       (record.started_at - record.created_at).total_seconds()).flush(client)
+
+
+def record_orphan_reverts(client: redis.Redis, undone: list[Any], failed: list[Any]) -> None:
+    """Reverts of journal entries a job left (the reaper, a redelivered job): each attempt
+    counts, so a revert that keeps failing keeps counting."""
+    rec = Recorder()
+    for outcome, entries in (("reverted", undone), ("failed", failed)):
+        for entry in entries:
+            rec.inc(REVERTS, {"action": entry.action, "outcome": outcome})
+    rec.flush(client)
+
+
+class KubeRequestCounter:
+    """`ClusterAccess(on_request=...)`: counts in memory, writes to Redis at most every
+    `interval` seconds (and on `flush`), so a Kubernetes request never waits for Redis."""
+
+    def __init__(self, client: redis.Redis, interval: float = 5.0) -> None:
+        self.client = client
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._pending = Recorder()
+        self._last = time.monotonic()
+
+    def __call__(self, verb: str, code: int) -> None:
+        with self._lock:
+            self._pending.inc(KUBE_REQUESTS, {"verb": verb, "code": str(code)})
+            due = time.monotonic() - self._last >= self.interval
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, Recorder()
+            self._last = time.monotonic()
+        pending.flush(self.client)
