@@ -23,8 +23,8 @@ Issue 4 asks for two figures, each measured here next to a baseline in the same 
    so nothing that polls can promise better than one polling interval plus one
    round trip of the read. Both parts are measured, not configured:
    - the interval between a job's halt checks: a running pod-kill job calls
-     `JobContext.check()` (`JobStore.stop_reason`: one MGET of the job's cancel
-     key and the halt key) right before every DELETE (`recovery._kill`), and
+     `RunContext.check()` (`JobStore.stop_reason`: one MGET of the job's cancel
+     key and the halt key) right before every DELETE (`pod_kill.kill_all`), and
      while it sleeps towards the next kill it checks again every
      `CANCEL_POLL_SECONDS` (0.2 s). With kills every 100 ms the checks therefore
      come once per kill, and the gaps between a job's consecutive kills before T

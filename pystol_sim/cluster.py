@@ -256,9 +256,9 @@ class Cluster:
             if event == "DELETED" or not self.nodes.get(name, NodeInfo("", {}, True, False, [],
                                                                          0)).ready:
                 self.mark(rtype, "", name)
-                for key, item in self.store.select(self.pods):
+                for pod_key, item in self.store.select(self.pods):
                     if item.fields.get("spec.nodeName") == name:
-                        self.mark(self.pods, *key)
+                        self.mark(self.pods, *pod_key)
             self._retry_pending()
         elif key in ("apps/replicasets", "apps/deployments", "apps/statefulsets",
                      "apps/daemonsets", "policy/poddisruptionbudgets", "/services",
@@ -842,11 +842,12 @@ class Cluster:
         spec.setdefault("dnsPolicy", "ClusterFirst")
         if node_name:
             spec["nodeName"] = node_name
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": name, "namespace": ns, "labels": labels,
-                            "annotations": dict(meta.get("annotations") or {}),
-                            "ownerReferences": [self.owner_ref(owner)]},
-               "spec": spec, "status": {"phase": "Pending"}}
+        pod: dict[str, Any] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": labels,
+                         "annotations": dict(meta.get("annotations") or {}),
+                         "ownerReferences": [self.owner_ref(owner)]},
+            "spec": spec, "status": {"phase": "Pending"}}
         if not pod["metadata"]["annotations"]:
             del pod["metadata"]["annotations"]
         if self._settling:
@@ -977,9 +978,11 @@ class Cluster:
              else "ReplicaSetUpdated",
              f'ReplicaSet "{current["metadata"]["name"]}" is progressing.'),
         ):
-            old = old_conditions.get(kind)
-            transition = old["lastTransitionTime"] if old and old["status"] == value else stamp
-            update_time = old["lastUpdateTime"] if old and old.get("reason") == reason else stamp
+            old_condition = old_conditions.get(kind)
+            transition = (old_condition["lastTransitionTime"]
+                          if old_condition and old_condition["status"] == value else stamp)
+            update_time = (old_condition["lastUpdateTime"]
+                           if old_condition and old_condition.get("reason") == reason else stamp)
             conditions.append({"type": kind, "status": value, "reason": reason,
                                "message": message, "lastTransitionTime": transition,
                                "lastUpdateTime": update_time})
@@ -1169,7 +1172,8 @@ class Cluster:
         selector = spec.get("selector")
         if not selector:
             return
-        ready, not_ready = [], []
+        ready: list[dict[str, Any]] = []
+        not_ready: list[dict[str, Any]] = []
         for pod in self.store.list_objects(self.pods, ns, LabelSelector.from_labels(selector)):
             ip = pod.get("status", {}).get("podIP")
             if not ip or not pod_is_active(pod):

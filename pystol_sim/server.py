@@ -413,8 +413,9 @@ class SimServer:
         meta = obj.get("metadata")
         if meta is not None and not isinstance(meta, dict):
             raise invalid(rtype.kind, "", [("metadata", "must be an object")], rtype.group)
-        if name is not None and (meta or {}).get("name") not in (None, name):
-            raise bad_request(f"the name of the object ({meta['name']}) does not match the "
+        given_name = (meta or {}).get("name")
+        if name is not None and given_name not in (None, name):
+            raise bad_request(f"the name of the object ({given_name}) does not match the "
                               f"name on the URL ({name})")
         validate_object(rtype, obj)
 
@@ -727,8 +728,8 @@ class SimServer:
                                                "Transfer-Encoding": "chunked"})
         try:
             if initial or since == 0:
-                for _, item in self.store.select(rtype, namespace or None, labels, fields):
-                    watcher.queue.put_nowait(("ADDED", item.raw))
+                for _, stored in self.store.select(rtype, namespace or None, labels, fields):
+                    watcher.queue.put_nowait(("ADDED", stored.raw))
                 if initial and bookmarks:
                     watcher.queue.put_nowait(("BOOKMARK", self._bookmark(rtype, True)))
             else:

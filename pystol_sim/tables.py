@@ -575,7 +575,7 @@ def _format_endpoints(obj: dict[str, Any]) -> str:
     more = False
     for subset in subsets:
         addresses = [str(_dict(a).get("ip", "")) for a in _list(subset.get("addresses"))]
-        ports = [_dict(p) for p in _list(subset.get("ports"))]
+        ports: list[dict[str, Any] | None] = [_dict(p) for p in _list(subset.get("ports"))]
         for port in ports or [None]:
             count += len(addresses)
             for ip in addresses:
@@ -1189,11 +1189,13 @@ def render_table(rtype: ResourceType, objects: list[dict[str, Any]],
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
 
+    printer: Printer
     if rtype.printer_columns:
-        def printer(obj: dict[str, Any], now: datetime) -> Row:
+        def custom_printer(obj: dict[str, Any], now: datetime) -> Row:
             cells = [_meta(obj).get("name", "")]
             cells.extend(_custom_cell(c, obj, now) for c in rtype.printer_columns)
             return {"cells": cells}
+        printer = custom_printer
     else:
         known = _PRINTERS.get((rtype.group, rtype.plural))
         printer = known[1] if known else _print_name_age

@@ -86,6 +86,8 @@ case "${1:-}" in
     shift
     setup
     ruff check .
+    lint-imports   # the layers of the folder tree (contracts in pyproject.toml)
+    mypy           # strict for the worker's core, kube, store, safety, faults and actions
     pytest -q "$@"
     ;;
   bench)

@@ -321,7 +321,7 @@ def _import_or_explain(module: str, name: str, what: str) -> Callable[..., Any]:
     import importlib
 
     try:
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), name)
     except ModuleNotFoundError as error:
         if error.name != module:
             raise
@@ -602,15 +602,16 @@ def jobs() -> None:
 def jobs_list(runtime: Runtime, status: str | None, action: str | None, namespace: str | None,
               limit: int | None, all_pages: bool, output: str) -> None:
     """List jobs, newest first."""
-    filters = {"status": status, "action": action, "namespace": namespace, "limit": limit}
     items: list[dict[str, Any]] = []
     next_cursor: str | None = None
     with runtime.client() as client:
         if all_pages:
-            for page in client.iter_job_pages(**filters):
+            for page in client.iter_job_pages(status=status, action=action,
+                                              namespace=namespace, limit=limit):
                 items += page.get("items") or []
         else:
-            page = client.list_jobs(**filters)
+            page = client.list_jobs(status=status, action=action, namespace=namespace,
+                                    limit=limit)
             items, next_cursor = list(page.get("items") or []), page.get("next_cursor")
     if output == "json":
         click.echo(dump_json({"items": items, "next_cursor": next_cursor}))

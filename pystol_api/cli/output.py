@@ -43,7 +43,8 @@ class CliError(click.ClickException):
     def __init__(self, message: str, lines: Sequence[str] = (), exit_code: int = 2) -> None:
         super().__init__(message)
         self.lines = list(lines)
-        self.exit_code = exit_code
+        # click declares exit_code a class variable; click exits with the instance's value
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"error: {self.message}", err=file is None, file=file)

@@ -43,14 +43,17 @@ def install_crds(kubeconfig: str) -> list[str]:
     names = []
     for doc in crd_documents():
         name = doc["metadata"]["name"]
+        # The client serialises a plain dict as it is; typed models would only be rebuilt
+        # from the same YAML.
+        manifest: Any = doc
         try:
-            api.create_custom_resource_definition(doc)
+            api.create_custom_resource_definition(manifest)
         except ApiException as error:
             if error.status != 409:
                 raise
             current = api.read_custom_resource_definition(name)
-            doc = {**doc, "metadata": {**doc["metadata"],
-                                       "resourceVersion": current.metadata.resource_version}}
-            api.replace_custom_resource_definition(name, doc)
+            version = current.metadata.resource_version if current.metadata else None
+            manifest = {**doc, "metadata": {**doc["metadata"], "resourceVersion": version}}
+            api.replace_custom_resource_definition(name, manifest)
         names.append(name)
     return names

@@ -33,7 +33,6 @@ from flask import Flask, request
 from flask_openapi3 import Info, OpenAPI
 
 from pystol_api.http import auth, dashboard, metrics_endpoint
-from pystol_api.http.job_queue import CeleryJobQueue, JobQueue
 from pystol_api.http.problems import (
     BODY_LOC,
     PROBLEM_JSON,
@@ -47,7 +46,10 @@ from pystol_api.http.routes import actions, cluster, halt, health, jobs, preview
 from pystol_api.http.routes.common import API_PREFIX, BEARER_SCHEME, LazyCluster, Services
 from pystol_worker.actions import ActionRegistry, default_registry
 from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.submission import JobQueue, SubmissionService
 from pystol_worker.kube.cluster_access import ClusterAccess
+from pystol_worker.process.celery_app import CeleryJobQueue
+from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
 
 DOCS_PATH = API_PREFIX + "/docs"
@@ -121,14 +123,21 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
         # Timeouts: a hung Redis must fail a request, not hang a worker forever.
         redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5,
                                             socket_timeout=10, health_check_interval=30)
+    store = JobStore(redis_client)
+    if queue is None:
+        queue = CeleryJobQueue(settings)
+    if registry is None:
+        registry = default_registry()
     services = Services(
         settings=settings,
         redis=redis_client,
-        store=JobStore(redis_client),
-        queue=queue if queue is not None else CeleryJobQueue(settings),
-        registry=registry if registry is not None else default_registry(),
+        store=store,
+        queue=queue,
+        registry=registry,
         cluster=LazyCluster(cluster_factory
                             or functools.partial(ClusterAccess.from_settings, settings)),
+        submissions=SubmissionService(store, queue, registry, settings,
+                                      HaltSwitch(redis_client)),
     )
     health_bp = health.blueprint(services)
     for blueprint in (jobs.blueprint(services), actions.blueprint(services),

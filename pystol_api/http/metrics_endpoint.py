@@ -12,7 +12,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 from flask import Flask, Response
@@ -93,7 +93,8 @@ class PystolCollector(Collector):
         running = GaugeMetricFamily(m.JOBS_RUNNING.name, m.JOBS_RUNNING.help,
                                     labels=m.JOBS_RUNNING.labels)
         by_action: dict[str, int] = defaultdict(int)
-        ids = [_text(item) for item in self.redis.zrange(f"{PREFIX}jobs:status:running", 0, -1)]
+        members = cast(list[bytes | str], self.redis.zrange(f"{PREFIX}jobs:status:running", 0, -1))
+        ids = [_text(item) for item in members]
         if ids:
             for raw in self.redis.mget([f"{PREFIX}job:{job_id}" for job_id in ids]):
                 if raw is None:

@@ -552,8 +552,8 @@ def job_message(record: JobRecord) -> str:
 
 def _condition(kind: str, status: str, reason: str, message: str, generation: int | None,
                now: str) -> dict[str, Any]:
-    condition = {"type": kind, "status": status, "reason": reason, "message": message[:32768],
-                 "lastTransitionTime": now}
+    condition: dict[str, Any] = {"type": kind, "status": status, "reason": reason,
+                                 "message": message[:32768], "lastTransitionTime": now}
     if generation is not None:
         condition["observedGeneration"] = generation
     return condition

@@ -1,15 +1,16 @@
 """`pystol watch`: the custom-resource watcher, a kopf operator feeding the job queue.
 
-A `PystolAction` becomes exactly one job, the same job record the HTTP API makes
-(`JobStore.create` + `send_job`, source `cr`, submitter `<namespace>/<name>`), validated
-by the same `validate_job` and refused while chaos is halted:
+A `PystolAction` becomes exactly one job, submitted through the same submission service
+as the HTTP API's (`SubmissionService.submit`: validate, halt check, store, queue; source
+`cr`, submitter `<namespace>/<name>`):
 
 - **create** (kopf `on.create`, and `on.resume` for objects found at start): map the
-  spec (camelCase, or the original Pystol's role/extra_vars), validate, store the job
-  with the idempotency key `pystolaction:<uid>:<generation>` and queue it. A watcher
-  restarted in the middle, or a second one acting by mistake, finds the key and adopts
-  the stored job instead of queuing another. A spec that cannot run (invalid, halted)
-  gets `phase: Failed` and the reason in `status` and a Warning event; it is not
+  spec (camelCase, or the original Pystol's role/extra_vars) and submit it with the
+  idempotency key `pystolaction:<uid>:<generation>`. A watcher restarted in the middle,
+  or a second one acting by mistake, finds the job by that key
+  (`JobStore.find_by_idempotency_key`) and adopts it (`SubmissionService.adopt`: queued
+  only if nobody sent it) instead of queuing another. A spec that cannot run (invalid,
+  halted) gets `phase: Failed` and the reason in `status` and a Warning event; it is not
   retried until its spec changes (a new generation). Redis or the queue being down is
   a `kopf.TemporaryError`: retried with backoff.
 - **follow** (a kopf daemon per object whose job has not ended): one Redis
@@ -60,7 +61,6 @@ from pystol_api.watcher.cr_mapping import (
     TERMINAL_PHASES,
     VERSION,
     CrInvalid,
-    MappedSpec,
     action_job_spec,
     action_status,
     problems_message,
@@ -72,16 +72,20 @@ from pystol_api.watcher.cr_mapping import (
     schedule_status,
 )
 from pystol_worker.actions.registry import ActionRegistry, default_registry
-from pystol_worker.core.model import JobRecord, JobStatus, Source
+from pystol_worker.core.model import EventKind, JobRecord, JobStatus, Source
 from pystol_worker.core.settings import Settings
-from pystol_worker.jobs.validation import JobInvalid, validate_job
-from pystol_worker.process.celery_app import make_celery, send_job
-from pystol_worker.store.halt import ChaosHalted, HaltSwitch
-from pystol_worker.store.job_store import (
-    IDEMPOTENCY_SECONDS,
-    PREFIX,
-    TIMELINE_CHANNEL,
+from pystol_worker.jobs.submission import (
+    ChaosHalted,
     IdempotencyConflict,
+    JobInvalid,
+    QueueUnavailable,
+    SubmissionService,
+)
+from pystol_worker.process.celery_app import CeleryJobQueue
+from pystol_worker.schedules import ScheduleNotFound, ScheduleStore
+from pystol_worker.store.halt import HaltSwitch
+from pystol_worker.store.job_store import (
+    TIMELINE_CHANNEL,
     JobNotFound,
     JobStore,
     TransitionRefused,
@@ -89,14 +93,12 @@ from pystol_worker.store.job_store import (
 
 if TYPE_CHECKING:
     import kopf
-    from celery import Celery
     from kubernetes.client import ApiClient
 
 log = logging.getLogger("pystol.watcher")
 
 FINALIZER = "pystol.org/abort-job"
 ANNOTATIONS_PREFIX = "pystol.org"
-SENT_PREFIX = PREFIX + "cr:sent:"
 FOLLOW_POLL_SECONDS = 10.0      # a daemon re-reads its job this often without any message
 DELETE_WAIT_SECONDS = 30.0      # one attempt of the delete handler waits this long
 SCHEDULE_STATUS_SECONDS = 10.0  # PystolSchedule status refresh and drift repair
@@ -193,8 +195,7 @@ class WatcherContext:
     settings: Settings
     redis: redis.Redis
     store: JobStore
-    halt: HaltSwitch
-    celery: Celery
+    submissions: SubmissionService
     registry: ActionRegistry
     follower: JobFollower
     api_client_factory: Callable[[], ApiClient]
@@ -208,9 +209,11 @@ class WatcherContext:
         from pystol_worker.kube.cluster_access import load_api_client
 
         client = redis.Redis.from_url(settings.redis_url)
-        return cls(settings=settings, redis=client, store=JobStore(client),
-                   halt=HaltSwitch(client), celery=make_celery(settings),
-                   registry=default_registry(), follower=JobFollower(settings.redis_url),
+        store, registry = JobStore(client), default_registry()
+        submissions = SubmissionService(store, CeleryJobQueue(settings), registry, settings,
+                                        HaltSwitch(client))
+        return cls(settings=settings, redis=client, store=store, submissions=submissions,
+                   registry=registry, follower=JobFollower(settings.redis_url),
                    api_client_factory=lambda: load_api_client(settings.kubeconfig))
 
     # -- Kubernetes, for what kopf does not do for us ---------------------------------------------
@@ -253,47 +256,6 @@ class WatcherContext:
                     return str(address.address)
         return None
 
-    # -- jobs -------------------------------------------------------------------------------------
-
-    def existing_job(self, submitter: str, key: str) -> JobRecord | None:
-        """The job stored under this idempotency key, if any (a restart or a second watcher
-        got there first)."""
-        raw = self.redis.get(f"{PREFIX}idem:{submitter}:{key}")
-        if raw is None:
-            return None
-        import json
-
-        job_id = json.loads(raw).get("id")
-        if not job_id:
-            return None
-        try:
-            return self.store.get(job_id, with_timeline=False)
-        except JobNotFound:
-            return None
-
-    def queue(self, record: JobRecord, created: bool) -> bool:
-        """Send a stored job to the workers once; True when this call sent it.
-
-        A job found again (created=False) is only sent if it is still queued and no
-        watcher recorded sending it: the one that stored it died before queuing. A job
-        must never be sent twice — a worker takes a second delivery of a running job for
-        a lost worker and aborts it.
-        """
-        marker = SENT_PREFIX + record.id
-        if not created and (record.status != JobStatus.QUEUED or self.redis.exists(marker)):
-            return False
-        try:
-            send_job(self.celery, self.settings, record.id)
-        except Exception as error:
-            log.exception("could not queue job %s", record.id)
-            with contextlib.suppress(TransitionRefused, JobNotFound):
-                self.store.finish(record.id, JobStatus.FAILED, "could not be queued",
-                                  error=f"{type(error).__name__}: {error}")
-            self.store.release_idempotency_key(record)
-            raise
-        self.redis.set(marker, "1", ex=IDEMPOTENCY_SECONDS)
-        return True
-
 
 # -- PystolAction handlers ----------------------------------------------------------------------
 
@@ -332,28 +294,29 @@ def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> 
         return
     if status.get("observedGeneration") == generation and status.get("phase"):
         return  # this generation was handled: queued (the daemon follows it) or refused
-    submitter, key = submitter_of(namespace, name), idempotency_key(uid, generation)
+    submitter, key = submitter_of(namespace, name), idempotency_key(str(uid), generation)
     try:
-        record = ctx.existing_job(submitter, key)
+        record = ctx.store.find_by_idempotency_key(submitter, key)
         created = False
         if record is None:
-            mapped = _validated(ctx, body, patch, status, generation)
-            if mapped is None:
+            submitted = _submit(ctx, body, patch, status, generation, submitter, key)
+            if submitted is None:
                 return
-            spec = mapped.spec.model_copy(update={"idempotency_key": key})
-            try:
-                record, created = ctx.store.create(spec, Source.CR, submitter)
-            except IdempotencyConflict as conflict:  # stored meanwhile with another mapping
-                record = ctx.store.get(conflict.job_id, with_timeline=False)
-        sent = ctx.queue(record, created)
+            record, created = submitted
+        # Created: the service queued it. Found again: queue it only if nobody sent it.
+        sent = created or ctx.submissions.adopt(record)
         if created:
-            ctx.store.append_event(record.id, "custom-resource", f"from {where}",
+            ctx.store.append_event(record.id, EventKind.CUSTOM_RESOURCE, f"from {where}",
                                    {"kind": "PystolAction", "namespace": namespace,
                                     "name": name, "uid": uid, "generation": generation})
     except redis.RedisError as error:
         raise kopf.TemporaryError(f"the job store (PYSTOL_REDIS_URL) is unavailable: {error}",
                                   delay=5) from error
-    except Exception as error:  # the queue refused it; the job was marked failed
+    except QueueUnavailable as refused:  # the job was marked failed and its key released
+        failure = refused.cause
+        raise kopf.TemporaryError(f"could not queue the job: {type(failure).__name__}: "
+                                  f"{failure}", delay=5) from refused
+    except Exception as error:
         raise kopf.TemporaryError(f"could not queue the job: {type(error).__name__}: {error}",
                                   delay=5) from error
     if sent:
@@ -366,30 +329,34 @@ def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> 
     patch.status.update(action_status(record, generation, status.get("conditions")))
 
 
-def _validated(ctx: WatcherContext, body: Any, patch: Any, status: Mapping[str, Any],
-               generation: int | None) -> MappedSpec | None:
-    """The object's job, validated and allowed to run now; None after refusing it."""
+def _submit(ctx: WatcherContext, body: Any, patch: Any, status: Mapping[str, Any],
+            generation: int | None, submitter: str, key: str
+            ) -> tuple[JobRecord, bool] | None:
+    """Map the object's spec and submit it; (record, created), or None after refusing it
+    (a spec that cannot be mapped or validated, or chaos halted) in its status."""
     spec = _plain(body.get("spec") or {})
-    mapped: MappedSpec | None = None
     try:
         mapped = action_job_spec(spec, node_address=ctx.first_node_address)
-        validate_job(mapped.spec, ctx.registry, ctx.settings)
     except CrInvalid as invalid:
         action = spec.get("action") if isinstance(spec, Mapping) else None
         if action is None and isinstance(spec, Mapping):
             action = LEGACY_ROLES.get(spec.get("role"))  # type: ignore[arg-type]
-        return _refuse(body, patch, status, generation, "InvalidSpec",
-                       problems_message(invalid), action)
-    except JobInvalid as invalid:
-        assert mapped is not None
-        return _refuse(body, patch, status, generation, "InvalidSpec",
-                       problems_message(mapped.invalid(invalid)), mapped.spec.action)
+        _refuse(body, patch, status, generation, "InvalidSpec", problems_message(invalid),
+                action)
+        return None
+    job_spec = mapped.spec.model_copy(update={"idempotency_key": key})
     try:
-        ctx.halt.refuse_if_halted()
+        return ctx.submissions.submit(job_spec, Source.CR, submitter)
+    except JobInvalid as invalid:  # field paths as the object spells them
+        _refuse(body, patch, status, generation, "InvalidSpec",
+                problems_message(mapped.invalid(invalid)), mapped.spec.action)
+        return None
     except ChaosHalted as halted:
-        return _refuse(body, patch, status, generation, "ChaosHalted", f"refused: {halted}",
-                       mapped.spec.action)
-    return mapped
+        _refuse(body, patch, status, generation, "ChaosHalted", f"refused: {halted}",
+                mapped.spec.action)
+        return None
+    except IdempotencyConflict as conflict:  # stored meanwhile with another mapping
+        return ctx.store.get(conflict.job_id, with_timeline=False), False
 
 
 def _refuse(body: Any, patch: Any, status: Mapping[str, Any], generation: int | None,
@@ -432,7 +399,7 @@ async def follow_action(ctx: WatcherContext, body: Any, stopped: Any = None) -> 
     """Mirror the object's job into its status until the job ends (a kopf daemon); return
     at once when kopf stops the daemon (object deleted, watcher pausing or exiting)."""
     meta = body.get("metadata") or {}
-    name, namespace = meta.get("name"), meta.get("namespace")
+    name, namespace = str(meta.get("name")), str(meta.get("namespace"))
     job_id = (body.get("status") or {}).get("jobId")
     if not job_id:
         return
@@ -478,7 +445,8 @@ def _jobs_of(ctx: WatcherContext, body: Any) -> list[str]:
     submitter = submitter_of(meta.get("namespace"), meta.get("name"))
     found = []
     for generation in range(1, int(meta.get("generation") or 1) + 1):
-        record = ctx.existing_job(submitter, idempotency_key(meta.get("uid"), generation))
+        key = idempotency_key(str(meta.get("uid")), generation)
+        record = ctx.store.find_by_idempotency_key(submitter, key)
         if record is not None:
             found.append(record.id)
     return found
@@ -534,15 +502,6 @@ def schedule_id_of(namespace: str | None, name: str | None, uid: str | None) -> 
     return readable if len(readable) <= 150 else f"cr.{uid}"
 
 
-def _schedules() -> Any:
-    """The schedule store's module; None in an installation without schedules."""
-    try:
-        from pystol_worker import schedules
-    except ImportError:
-        return None
-    return schedules
-
-
 def _schedule_refused(body: Any, patch: Any, message: str) -> None:
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     log.warning("PystolSchedule %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
@@ -555,20 +514,15 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> Non
     """Create or replace the schedule-store entry that mirrors the PystolSchedule."""
     import kopf
 
-    schedules = _schedules()
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     name, namespace = meta.get("name"), meta.get("namespace")
     schedule_id = schedule_id_of(namespace, name, meta.get("uid"))
-    if schedules is None:
-        _schedule_refused(body, patch, "this Pystol installation has no schedules "
-                                       "(pystol_worker.schedules is missing)")
-        return
-    store = schedules.ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry)
+    store = ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry)
     try:
         try:
             spec = schedule_spec_from_cr(_plain(body.get("spec") or {}))
             if cause == "timer":  # reconcile: the store may have drifted (API edits, deletes)
-                with contextlib.suppress(schedules.ScheduleNotFound):
+                with contextlib.suppress(ScheduleNotFound):
                     if store.get(schedule_id).spec == spec:
                         return
             record = store.create(spec, Source.CR, submitter_of(namespace, name),
@@ -576,7 +530,7 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> Non
         except (CrInvalid, JobInvalid) as error:
             invalid = error if isinstance(error, CrInvalid) else schedule_invalid(error)
             # Stop firing the previous spec: the object now asks for something invalid.
-            with contextlib.suppress(schedules.ScheduleNotFound):
+            with contextlib.suppress(ScheduleNotFound):
                 store.delete(schedule_id)
             _schedule_refused(body, patch, problems_message(invalid))
             return
@@ -595,18 +549,14 @@ def delete_schedule(ctx: WatcherContext, body: Any) -> None:
     """The object is going: stop firing it. Jobs it started run to their end (revert)."""
     import kopf
 
-    schedules = _schedules()
-    if schedules is None:
-        return
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     schedule_id = status.get("scheduleId") or schedule_id_of(
         meta.get("namespace"), meta.get("name"), meta.get("uid"))
     try:
-        schedules.ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry) \
-            .delete(schedule_id)
+        ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry).delete(schedule_id)
         log.info("deleted schedule %s of PystolSchedule %s/%s", schedule_id,
                  meta.get("namespace"), meta.get("name"))
-    except schedules.ScheduleNotFound:
+    except ScheduleNotFound:
         pass
     except redis.RedisError as error:
         raise kopf.TemporaryError(f"the schedule store is unavailable: {error}",
@@ -622,9 +572,8 @@ def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
 
 def refresh_schedule(ctx: WatcherContext, body: Any, patch: Any) -> None:
     """The timer: put the next run and recent runs in status; repair a drifted store."""
-    schedules = _schedules()
     meta, status = body.get("metadata") or {}, body.get("status") or {}
-    if schedules is None or status.get("phase") == "Failed" \
+    if status.get("phase") == "Failed" \
             or status.get("observedGeneration") != meta.get("generation"):
         return  # refused, or the create/update handler has not run for this generation
     sync_schedule(ctx, body, patch, "timer")
@@ -634,9 +583,8 @@ def refresh_schedule(ctx: WatcherContext, body: Any, patch: Any) -> None:
     if not schedule_id:
         return
     try:
-        record = schedules.ScheduleStore(ctx.redis, ctx.settings,
-                                         registry=ctx.registry).get(schedule_id)
-    except schedules.ScheduleNotFound:
+        record = ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry).get(schedule_id)
+    except ScheduleNotFound:
         return
     new = schedule_status(record, status.get("observedGeneration"), status.get("conditions"))
     if _without_times(new) != _without_times(_plain(status)):

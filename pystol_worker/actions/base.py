@@ -1,55 +1,87 @@
-"""What every action is: a params model, a target kind, select() and execute().
+"""What every action is: a typed contract between the runner and one kind of fault.
 
-Errors split as in kopf (`pystol_worker.core.errors`): a `PermanentError` fails the job
-with its message (bad input discovered late, a workload that never recovers); anything
-raised by the Kubernetes client is retried by the cluster access layer first and then
-fails the job with the error recorded. They are re-exported here, with `Selection`, so an
-action plug-in imports everything it needs from `pystol_worker.actions`.
+`Action[P]` is generic over its params model `P` (`Params = P`). `validate_job` turns
+the spec's `params` into an instance of exactly that model before anything else sees
+it, so `check`, `select` and `execute` receive a `P` and never need an isinstance check.
+
+Two phases, two contexts (`pystol_worker.safety.job_context`):
+- `select(ctx: SelectContext, ...)` chooses the targets. A `SelectContext` holds the
+  cluster and the settings and nothing else: previews and dry runs call `select()` and
+  stop, and there is no journal, lock or job in it to misuse.
+- `execute(ctx: RunContext, ...)` injects, holds, reverts and observes. A `RunContext`
+  always has the job id, its store, the revert journal, the target locks and the undo
+  functions; none of them is ever None.
+
+What an action declares on its class, for the registry to collect (no import-time side
+effects, no lists of action names kept elsewhere):
+- `undo`: every undo function its faults journal, by the name each journal entry
+  carries (`Fault(undo=NAME)`). `ActionRegistry.undo_registry()` gathers them from all
+  registered classes, plug-ins included; the runner and the reaper revert with that.
+  The names are stored in Redis with each entry: never rename one.
+- `takes_pods`: whether it takes pods out of service (kills, freezes, isolates them);
+  then `target.min_available` shrinks its selection so each workload keeps enough pods.
+
+Errors: raise `ActionError` (`pystol_worker.core.errors`; `PermanentError` is the same
+class) to fail the job now with its message. Kubernetes API errors are retried by
+`ClusterAccess` first and then fail the job with the error recorded. These names, with
+`Selection` and the contexts, are re-exported from `pystol_worker.actions`, so a plug-in
+imports its contract from one place.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from pystol_worker.core.errors import ActionError, PermanentError, TemporaryError
+from pystol_worker.core.errors import ActionError, PermanentError
 from pystol_worker.core.model import JobSpec, TargetKind
 from pystol_worker.faults.blast_radius import cap_targets, keep_min_available
 from pystol_worker.faults.selection import Selection
-from pystol_worker.safety.job_context import JobContext
+from pystol_worker.safety.job_context import RunContext, SelectContext
+from pystol_worker.safety.revert_journal import JournalEntry, UndoFunction
 
-__all__ = ["Action", "ActionError", "NoParams", "PermanentError", "Selection",
-           "TemporaryError"]
+__all__ = ["Action", "ActionError", "JournalEntry", "NoParams", "P", "PermanentError",
+           "RunContext", "SelectContext", "Selection", "UndoFunction"]
 
 
 class NoParams(BaseModel):
+    """The params model of an action that takes none: `Action[NoParams]`."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class Action(ABC):
+P = TypeVar("P", bound=BaseModel)
+
+
+class Action(ABC, Generic[P]):
     name: ClassVar[str]
     description: ClassVar[str]
     target_kind: ClassVar[TargetKind]
-    Params: ClassVar[type[BaseModel]] = NoParams
-    # Whether the action takes pods out of service (kills, freezes, isolates them): then
-    # `target.min_available` shrinks its selection so each workload keeps enough pods.
+    Params: ClassVar[type[P]]  # set by every subclass: the model its params validate to
     takes_pods: ClassVar[bool] = False
+    undo: ClassVar[Mapping[str, UndoFunction]] = MappingProxyType({})
 
-    def uses_namespaces(self, spec: JobSpec, params: BaseModel | None) -> bool:
-        """Whether this job selects inside namespaces (so `target.namespaces` is required)."""
+    def uses_namespaces(self, spec: JobSpec, params: P | None) -> bool:
+        """Whether this job selects inside namespaces (so `target.namespaces` is required).
+
+        `params` is None when they did not validate (the other problems are still wanted)."""
         return self.target_kind in (TargetKind.PODS, TargetKind.WORKLOADS)
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
-        """Cross-field problems between the spec and the params, as (field path, message)."""
+    def check(self, spec: JobSpec, params: P | None) -> list[tuple[str, str]]:
+        """Cross-field problems between the spec and the params, as (field path, message).
+
+        `params` is None when they did not validate (the other problems are still wanted)."""
         return []
 
     @abstractmethod
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        """Choose targets; must not change the cluster (preview and dry runs call it)."""
+    def select(self, ctx: SelectContext, spec: JobSpec, params: P) -> Selection:
+        """Choose targets; reads only (previews and dry runs call it, and stop there)."""
 
-    def guarded_select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
+    def guarded_select(self, ctx: SelectContext, spec: JobSpec, params: P) -> Selection:
         """`select()` with the job's blast-radius guards applied: what previews, dry runs
         and runs all use, so that what a preview shows is what a run would hit."""
         selection = self.select(ctx, spec, params)
@@ -58,7 +90,7 @@ class Action(ABC):
         return cap_targets(selection, spec.target.max_targets)
 
     @abstractmethod
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: P,
                 selection: Selection) -> None:
         """Inject, hold, revert and observe; record changes and recovery in ctx.result."""
 

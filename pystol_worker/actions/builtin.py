@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pystol_worker.actions.base import Action
 from pystol_worker.actions.container_kill import ContainerKill
 from pystol_worker.actions.deployment_scale import DeploymentScale
@@ -13,6 +15,6 @@ from pystol_worker.actions.pod_failure import PodFailure
 from pystol_worker.actions.pod_kill import PodKill
 from pystol_worker.actions.stress import CpuStress, MemoryStress
 
-BUILTIN_ACTIONS: tuple[type[Action], ...] = (
+BUILTIN_ACTIONS: tuple[type[Action[Any]], ...] = (
     PodKill, NodeCordon, NodeDrain, NetworkPartition, PodFailure, DeploymentScale,
     ContainerKill, CpuStress, MemoryStress, HttpProbeAction)

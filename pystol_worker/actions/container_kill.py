@@ -28,14 +28,14 @@ import logging
 import shlex
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pystol_worker.actions.base import Action, PermanentError, Selection
+from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.core.model import (
     Change,
+    EventKind,
     JobSpec,
     TargetKind,
     TargetRef,
@@ -43,18 +43,15 @@ from pystol_worker.core.model import (
 )
 from pystol_worker.faults.fault_holding import lock_targets
 from pystol_worker.faults.pod_selection import select_pods
-from pystol_worker.faults.recovery import RecoveryObserver, Workload, resolve_workload
+from pystol_worker.faults.recovery import RecoveryObserver
 from pystol_worker.kube.cluster_access import NotFound
-from pystol_worker.safety.job_context import JobContext
+from pystol_worker.kube.objects import Workload, is_terminating, resolve_workload, utc
+from pystol_worker.safety.job_context import RunContext, SelectContext
 
 log = logging.getLogger("pystol.actions.container_kill")
 ContainerName = Annotated[str, Field(min_length=1, max_length=63,
                                      pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 NO_EXIT_STATUS = -1
-
-
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
 
 
 class ContainerKillParams(BaseModel):
@@ -79,7 +76,8 @@ def _container_name(pod: dict[str, Any], params: ContainerKillParams) -> str | N
 
 
 def _container_status(pod: dict[str, Any], container: str) -> dict[str, Any] | None:
-    for status in (pod.get("status") or {}).get("containerStatuses") or ():
+    statuses: list[dict[str, Any]] = (pod.get("status") or {}).get("containerStatuses") or []
+    for status in statuses:
         if status.get("name") == container:
             return status
     return None
@@ -197,7 +195,7 @@ class ContainerObserver(RecoveryObserver):
         self.changed.notify_all()
 
 
-class ContainerKill(Action):
+class ContainerKill(Action[ContainerKillParams]):
     name = "container-kill"
     description = ("Kill a container's main process in each selected pod (through pods/exec, "
                    "default `kill 1`), and report its restart count before and after and how "
@@ -206,20 +204,20 @@ class ContainerKill(Action):
     takes_pods = True
     Params = ContainerKillParams
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
-        if isinstance(params, ContainerKillParams) and not params.command[0].strip():
+    def check(self, spec: JobSpec, params: ContainerKillParams | None
+              ) -> list[tuple[str, str]]:
+        if params is not None and not params.command[0].strip():
             return [("params.command", "the command's first element names the program to run "
                      "and cannot be empty")]
         return []
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, ContainerKillParams)
+    def select(self, ctx: SelectContext, spec: JobSpec, params: ContainerKillParams
+               ) -> Selection:
         selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
         return selection.without(lambda pod: _why_not(pod, params))
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: ContainerKillParams,
                 selection: Selection) -> None:
-        assert isinstance(params, ContainerKillParams)
         cache: dict[tuple[str, str, str], Workload | None] = {}
         observers: dict[str, ContainerObserver] = {}
         plan: list[tuple[TargetRef, str, ContainerObserver]] = []
@@ -252,7 +250,7 @@ class ContainerKill(Action):
                     kills.append(kill)
             waiting = [o for o in observers.values() if o.kills_done]
             if waiting:
-                ctx.event("observing", f"waiting up to {timeout:g}s for "
+                ctx.event(EventKind.OBSERVING, f"waiting up to {timeout:g}s for "
                           f"{sum(k.killed for k in kills)} container(s) to be ready again")
             deadline = time.monotonic() + timeout
             for observer in waiting:
@@ -262,16 +260,16 @@ class ContainerKill(Action):
                 observer.stop.set()
         self._report(ctx, params, list(observers.values()), kills, timeout)
 
-    def _kill(self, ctx: JobContext, params: ContainerKillParams, ref: TargetRef,
+    def _kill(self, ctx: RunContext, params: ContainerKillParams, ref: TargetRef,
               container: str, observer: ContainerObserver) -> KilledContainer | None:
         namespace = ref.namespace or ""
         try:
             pod: dict[str, Any] | None = ctx.cluster.get_pod(namespace, ref.name)
         except NotFound:
             pod = None
-        if pod is None or pod["metadata"].get("uid") != ref.uid \
-                or pod["metadata"].get("deletionTimestamp"):
-            ctx.event("skipped", f"pod {namespace}/{ref.name} was gone or terminating before "
+        if pod is None or pod["metadata"].get("uid") != ref.uid or is_terminating(pod):
+            ctx.event(EventKind.SKIPPED,
+                      f"pod {namespace}/{ref.name} was gone or terminating before "
                       "the kill", pod=ref.name)
             observer.not_killed(None)
             return None
@@ -290,7 +288,7 @@ class ContainerKill(Action):
             kill.error = f"could not run `{command}` in container {container} of pod " \
                          f"{namespace}/{ref.name}: {error}"
             observer.not_killed(kill)
-            ctx.event("kill-failed", kill.error, pod=ref.name, container=container)
+            ctx.event(EventKind.KILL_FAILED, kill.error, pod=ref.name, container=container)
             return kill
         kill.exit_code = code
         if code not in (0, NO_EXIT_STATUS):
@@ -298,14 +296,14 @@ class ContainerKill(Action):
             kill.error = f"`{command}` in container {container} of pod {namespace}/" \
                          f"{ref.name} exited with code {code}{detail}"
             observer.not_killed(kill)
-            ctx.event("kill-failed", kill.error, pod=ref.name, container=container,
+            ctx.event(EventKind.KILL_FAILED, kill.error, pod=ref.name, container=container,
                       exit_code=code)
             return kill
         observer.kill_done(kill, kill.sent_at)
         message = f"killed container {container} of pod {namespace}/{ref.name} with " \
                   f"`{command}`"
-        at = _utc(kill.sent_at)
-        ctx.result.changes.append(Change(target=ref, action=message, at=at))
+        at = utc(kill.sent_at)
+        ctx.result.changes.append(Change(target=ref, action=message, started_at=at))
         ctx.metrics.targets_affected += 1
         if ctx.metrics.injected_at is None:
             ctx.metrics.injected_at = at
@@ -314,13 +312,13 @@ class ContainerKill(Action):
                                    f"{message} by Pystol job {ctx.job_id}")
         except Exception as error:
             log.warning("could not post PystolChaos event on %s: %s", ref.name, error)
-        ctx.event("injected", message + (f" of {ref.workload}" if ref.workload else ""),
+        ctx.event(EventKind.INJECTED, message + (f" of {ref.workload}" if ref.workload else ""),
                   pod=ref.name, namespace=namespace, container=container,
                   restart_count_before=before)
         return kill
 
     @staticmethod
-    def _report(ctx: JobContext, params: ContainerKillParams,
+    def _report(ctx: RunContext, params: ContainerKillParams,
                 observers: list[ContainerObserver], kills: list[KilledContainer],
                 timeout: float) -> None:
         entries = [kill.report(params.command, timeout) for kill in kills]
@@ -328,7 +326,7 @@ class ContainerKill(Action):
         problems = [entry["error"] for entry in entries if entry["error"]]
         for entry in entries:
             if entry["ready_again_seconds"] is not None:
-                ctx.event("recovered", f"container {entry['container']} of pod "
+                ctx.event(EventKind.RECOVERED, f"container {entry['container']} of pod "
                           f"{entry['namespace']}/{entry['pod']} was ready again "
                           f"{entry['ready_again_seconds']:.2f}s after the kill (restarts "
                           f"{entry['restart_count_before']} -> {entry['restart_count_after']})",
@@ -352,5 +350,5 @@ class ContainerKill(Action):
                      if e["ready_again_seconds"] is not None]
         ctx.metrics.recovery_seconds = max(times) if times else None
         if problems:
-            raise PermanentError("; ".join(problems))
+            raise ActionError("; ".join(problems))
 

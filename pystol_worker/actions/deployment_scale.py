@@ -27,20 +27,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.core.model import JobSpec, Target, TargetKind, TargetRef, WorkloadRef
+from pystol_worker.actions.base import Action, ActionError, Selection
+from pystol_worker.core.model import EventKind, JobSpec, Target, TargetKind, TargetRef, WorkloadRef
+from pystol_worker.faults.blast_radius import required_available
 from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import choose
-from pystol_worker.faults.recovery import (
-    HoldObserver,
-    Workload,
-    hold_observer,
-    selector_string,
-    wait_for_recovery,
-)
-from pystol_worker.kube.cluster_access import ClusterAccess, NotFound
-from pystol_worker.safety.job_context import JobContext
-from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
+from pystol_worker.faults.recovery import HoldObserver, hold_observer, wait_for_recovery
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.kube.cluster_access import NotFound
+from pystol_worker.kube.objects import Workload, is_terminating, selector_string
+from pystol_worker.safety.job_context import RunContext, SelectContext
+from pystol_worker.safety.revert_journal import JournalEntry
 
 UNDO_RESTORE_REPLICAS = "restore-replicas"
 WorkloadKind = Literal["Deployment", "StatefulSet"]
@@ -75,12 +72,10 @@ def new_replicas(params: DeploymentScaleParams, current: int) -> int:
 
 
 def _min_available(target: Target, current: int) -> int:
-    value = target.min_available
-    if value is None:
+    """Replicas the scale must leave: `min_available` of the current count (0 without it)."""
+    if target.min_available is None:
         return 0
-    if isinstance(value, str):
-        return math.ceil(current * int(value.rstrip("%")) / 100)
-    return int(value)
+    return required_available(target.min_available, current)
 
 
 def _plan(obj: dict[str, Any], params: DeploymentScaleParams, target: Target
@@ -90,7 +85,7 @@ def _plan(obj: dict[str, Any], params: DeploymentScaleParams, target: Target
     where = f"{obj['kind']} {meta.get('namespace')}/{meta['name']}"
     current = _current_replicas(obj)
     new = new_replicas(params, current)
-    if meta.get("deletionTimestamp"):
+    if is_terminating(obj):
         return current, new, f"{where} is being deleted"
     if new == current:
         return current, new, f"{where} already has {current} replica(s)"
@@ -107,15 +102,35 @@ def _ref(obj: dict[str, Any]) -> TargetRef:
                      uid=meta.get("uid"))
 
 
-class DeploymentScale(Action):
+def restore_replicas(cluster: Cluster, entry: JournalEntry) -> None:
+    """Scale the workload back to the replica count it had before the fault."""
+    kind, namespace, name = entry.target.kind, entry.target.namespace or "", entry.target.name
+    replicas = int(entry.data["replicas"])
+    try:
+        obj = cluster.get_workload(kind, namespace, name)
+    except NotFound:
+        return  # the workload is gone: nothing left to restore
+    if entry.target.uid and obj["metadata"].get("uid") != entry.target.uid:
+        return  # a new workload of the same name has its own replica count
+    if _current_replicas(obj) == replicas:
+        return
+    try:
+        cluster.set_scale(kind, namespace, name, replicas)
+    except NotFound:
+        return
+
+
+class DeploymentScale(Action[DeploymentScaleParams]):
     name = "deployment-scale"
     description = ("Scale the selected Deployments/StatefulSets to a replica count (or a percent "
                    "of their current one) for the duration, then restore the count they had "
                    "and measure how long they take to be fully ready again.")
     target_kind = TargetKind.WORKLOADS
     Params = DeploymentScaleParams
+    undo = {UNDO_RESTORE_REPLICAS: restore_replicas}
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+    def check(self, spec: JobSpec, params: DeploymentScaleParams | None
+              ) -> list[tuple[str, str]]:
         problems = []
         if not spec.duration:
             problems.append(("duration", "deployment-scale holds its fault for a duration: "
@@ -123,7 +138,7 @@ class DeploymentScale(Action):
         if spec.target.field_selector:
             problems.append(("target.field_selector", "deployment-scale selects workloads by "
                              "label_selector only"))
-        if isinstance(params, DeploymentScaleParams):
+        if params is not None:
             if params.replicas is not None and params.percent is not None:
                 problems.append(("params.percent", "give either replicas or percent, not both"))
             elif params.replicas is None and params.percent is None:
@@ -131,8 +146,8 @@ class DeploymentScale(Action):
                                  "(replicas) or a percent of the current count (percent)"))
         return problems
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, DeploymentScaleParams)
+    def select(self, ctx: SelectContext, spec: JobSpec, params: DeploymentScaleParams
+               ) -> Selection:
         target = spec.target
         rng = random.Random(params.seed)
         candidates: list[dict[str, Any]] = []
@@ -158,9 +173,8 @@ class DeploymentScale(Action):
         return Selection(matched=len(candidates), chosen=[_ref(obj) for obj in chosen],
                          excluded=excluded, objects=chosen)
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: DeploymentScaleParams,
                 selection: Selection) -> None:
-        assert isinstance(params, DeploymentScaleParams)
         lock_targets(ctx, spec, selection.chosen)
         faults: list[Fault] = []
         observers: list[HoldObserver] = []
@@ -172,13 +186,13 @@ class DeploymentScale(Action):
             except NotFound:
                 obj = None
             if obj is None or obj["metadata"].get("uid") != ref.uid:
-                ctx.event("skipped", f"{kind} {namespace}/{ref.name} was gone before the "
+                ctx.event(EventKind.SKIPPED, f"{kind} {namespace}/{ref.name} was gone before the "
                           "injection", workload=ref.name)
                 continue
             obj["kind"] = kind
             current, new, reason = _plan(obj, params, spec.target)
             if reason:
-                ctx.event("skipped", reason, workload=ref.name)
+                ctx.event(EventKind.SKIPPED, reason, workload=ref.name)
                 continue
             workload = Workload(WorkloadRef(kind=kind, namespace=namespace, name=ref.name),
                                 current, selector_string((obj.get("spec") or {})
@@ -186,7 +200,7 @@ class DeploymentScale(Action):
             observer = hold_observer(ctx.cluster, workload)
             observers.append(observer)
 
-            def inject(cluster: ClusterAccess = ctx.cluster, kind: str = kind,
+            def inject(cluster: Cluster = ctx.cluster, kind: str = kind,
                        namespace: str = namespace, name: str = ref.name, replicas: int = new,
                        observer: HoldObserver = observer) -> None:
                 cluster.set_scale(kind, namespace, name, replicas)
@@ -199,7 +213,7 @@ class DeploymentScale(Action):
             report.append({"workload": str(workload.ref), "uid": ref.uid,
                            "original_replicas": current, "scaled_to": new})
         if not faults:
-            raise PermanentError("every selected workload was gone or changed before the "
+            raise ActionError("every selected workload was gone or changed before the "
                                  "fault could be injected")
         ctx.result.output["workloads"] = report
         try:
@@ -217,22 +231,3 @@ class DeploymentScale(Action):
 
 def _sort_key(obj: dict[str, Any]) -> tuple[str, str, str]:
     return (obj["metadata"].get("namespace", ""), obj["kind"], obj["metadata"]["name"])
-
-
-@undo_functions.register(UNDO_RESTORE_REPLICAS)
-def _restore_replicas(cluster: ClusterAccess, entry: JournalEntry) -> None:
-    """Scale the workload back to the replica count it had before the fault."""
-    kind, namespace, name = entry.target.kind, entry.target.namespace or "", entry.target.name
-    replicas = int(entry.data["replicas"])
-    try:
-        obj = cluster.get_workload(kind, namespace, name)
-    except NotFound:
-        return  # the workload is gone: nothing left to restore
-    if entry.target.uid and obj["metadata"].get("uid") != entry.target.uid:
-        return  # a new workload of the same name has its own replica count
-    if _current_replicas(obj) == replicas:
-        return
-    try:
-        cluster.set_scale(kind, namespace, name, replicas)
-    except NotFound:
-        return

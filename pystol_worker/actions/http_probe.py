@@ -22,9 +22,9 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.core.model import Duration, JobSpec, TargetKind, TargetRef
-from pystol_worker.safety.job_context import JobContext
+from pystol_worker.actions.base import Action, ActionError, Selection
+from pystol_worker.core.model import Duration, EventKind, JobSpec, TargetKind, TargetRef
+from pystol_worker.safety.job_context import RunContext, SelectContext
 
 PERCENTILES = (50, 90, 99)
 
@@ -83,20 +83,19 @@ def call_once(session: requests.Session, params: HttpProbeParams) -> dict[str, A
     return {"status": response.status_code, "seconds": round(seconds, 6)}
 
 
-class HttpProbeAction(Action):
+class HttpProbeAction(Action[HttpProbeParams]):
     name = "http-probe"
     description = ("Call a URL a number of times (the original Pystol's pingtest) and report "
                    "status codes and latency percentiles; fail when the expected status or "
                    "latency is not met. Changes nothing.")
-    # A URL is no cluster object; until TargetKind.URL exists the catalogue says pods.
     target_kind = TargetKind.URL
     Params = HttpProbeParams
 
-    def uses_namespaces(self, spec: JobSpec, params: BaseModel | None) -> bool:
-        """A URL lives in no namespace (read by job validation once it asks the action)."""
+    def uses_namespaces(self, spec: JobSpec, params: HttpProbeParams | None) -> bool:
+        """A URL lives in no namespace."""
         return False
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+    def check(self, spec: JobSpec, params: HttpProbeParams | None) -> list[tuple[str, str]]:
         problems = []
         if spec.duration:
             problems.append(("duration", "http-probe holds nothing: its length is "
@@ -106,20 +105,19 @@ class HttpProbeAction(Action):
                              "select nothing here"))
         return problems
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, HttpProbeParams)
+    def select(self, ctx: SelectContext, spec: JobSpec, params: HttpProbeParams
+               ) -> Selection:
         return Selection(matched=1, chosen=[TargetRef(kind="URL", name=params.url)])
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: HttpProbeParams,
                 selection: Selection) -> None:
-        assert isinstance(params, HttpProbeParams)
         longest = params.count * params.timeout + (params.count - 1) * params.interval
         if longest > ctx.settings.max_job_seconds:
-            raise PermanentError(f"{params.count} calls with timeout {params.timeout:g}s, "
+            raise ActionError(f"{params.count} calls with timeout {params.timeout:g}s, "
                                  f"{params.interval:g}s apart, may take {longest:g}s: longer "
                                  "than a job may run (PYSTOL_MAX_JOB_SECONDS="
                                  f"{ctx.settings.max_job_seconds})")
-        ctx.event("probing", f"calling {params.url} {params.count} time(s), "
+        ctx.event(EventKind.PROBING, f"calling {params.url} {params.count} time(s), "
                   f"{params.interval:g}s apart", url=params.url)
         calls: list[dict[str, Any]] = []
         with requests.Session() as session:
@@ -131,14 +129,14 @@ class HttpProbeAction(Action):
                 self._report(ctx, params, calls)
         problems = self._report(ctx, params, calls)
         output = ctx.result.output
-        ctx.event("probed", f"{output['succeeded']}/{output['count']} answered "
+        ctx.event(EventKind.PROBED, f"{output['succeeded']}/{output['count']} answered "
                   f"{params.expect_status}; latency {output['latency_seconds']}",
                   statuses=output["statuses"], latency_seconds=output["latency_seconds"])
         if problems:
-            raise PermanentError(f"http-probe of {params.url}: " + "; ".join(problems))
+            raise ActionError(f"http-probe of {params.url}: " + "; ".join(problems))
 
     @staticmethod
-    def _report(ctx: JobContext, params: HttpProbeParams, calls: list[dict[str, Any]]
+    def _report(ctx: RunContext, params: HttpProbeParams, calls: list[dict[str, Any]]
                 ) -> list[str]:
         """Write the output so far (a cancelled probe keeps what it measured); the problems."""
         statuses: dict[str, int] = {}

@@ -25,28 +25,33 @@ same name is left alone).
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pystol_worker.actions.base import Action, Selection
-from pystol_worker.core.model import JobSpec, NamespaceName, TargetKind, TargetMode, TargetRef
+from pystol_worker.core.model import (
+    EventKind,
+    JobSpec,
+    NamespaceName,
+    TargetKind,
+    TargetMode,
+    TargetRef,
+)
 from pystol_worker.core.selector_syntax import label_selector_problem
 from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import select_pods
-from pystol_worker.faults.recovery import Workload, resolve_workload
-from pystol_worker.kube.cluster_access import ClusterAccess, NotFound
-from pystol_worker.safety.job_context import JobContext
-from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.kube.cluster_access import NotFound
+from pystol_worker.kube.objects import Workload, label_selector_object, resolve_workload
+from pystol_worker.safety.job_context import RunContext, SelectContext
+from pystol_worker.safety.revert_journal import JournalEntry
 
 PARTITION_LABEL = "chaos.pystol.org/partition"
 POLICY_PREFIX = "pystol-partition-"
 DELETE_POLICY = "delete-partition-policy"
 REMOVE_LABEL = "remove-partition-label"
 NETWORKING_API = "networking.k8s.io/v1"
-_SET = re.compile(r"^(?P<key>\S+)\s+(?P<op>in|notin)\s+\((?P<values>.*)\)$")
-_EQUALITY = re.compile(r"^(?P<key>[^=!\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>.*)$")
 
 
 class AllowedPeer(BaseModel):
@@ -82,48 +87,7 @@ class NetworkPartitionParams(BaseModel):
                                                "experiment exactly.")
 
 
-# -- selectors -----------------------------------------------------------------------------------
-
-def _requirements(text: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += (char == "(") - (char == ")")
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    parts.append(current.strip())
-    return [part for part in parts if part]
-
-
-def label_selector_object(text: str | None) -> dict[str, Any]:
-    """A selector string (`app=web,tier in (a,b),!canary`) as a LabelSelector object."""
-    match_labels: dict[str, str] = {}
-    expressions: list[dict[str, Any]] = []
-    for requirement in _requirements(text or ""):
-        if found := _SET.match(requirement):
-            values = [v.strip() for v in found["values"].split(",") if v.strip()]
-            expressions.append({"key": found["key"],
-                                "operator": "In" if found["op"] == "in" else "NotIn",
-                                "values": values})
-        elif found := _EQUALITY.match(requirement):
-            if found["op"] == "!=":
-                expressions.append({"key": found["key"], "operator": "NotIn",
-                                    "values": [found["value"].strip()]})
-            else:
-                match_labels[found["key"]] = found["value"].strip()
-        elif requirement.startswith("!"):
-            expressions.append({"key": requirement[1:].strip(), "operator": "DoesNotExist"})
-        else:
-            expressions.append({"key": requirement, "operator": "Exists"})
-    selector: dict[str, Any] = {}
-    if match_labels:
-        selector["matchLabels"] = match_labels
-    if expressions:
-        selector["matchExpressions"] = expressions
-    return selector
-
+# -- the policy ----------------------------------------------------------------------------------
 
 def _peer(peer: AllowedPeer) -> dict[str, Any]:
     item: dict[str, Any] = {"podSelector": label_selector_object(peer.label_selector)}
@@ -161,14 +125,14 @@ def policy_body(namespace: str, name: str, job_id: str, pod_selector: dict[str, 
 
 # -- undo functions ------------------------------------------------------------------------------
 
-@undo_functions.register(DELETE_POLICY)
-def _delete_policy(cluster: ClusterAccess, entry: JournalEntry) -> None:
+def delete_policy(cluster: Cluster, entry: JournalEntry) -> None:
+    """Delete the job's NetworkPolicy; already gone is fine."""
     cluster.delete("NetworkPolicy", entry.data.get("namespace") or entry.target.namespace or "",
                    entry.data.get("name") or entry.target.name)  # False when already gone
 
 
-@undo_functions.register(REMOVE_LABEL)
-def _remove_label(cluster: ClusterAccess, entry: JournalEntry) -> None:
+def remove_label(cluster: Cluster, entry: JournalEntry) -> None:
+    """Remove the partition label, only from a pod that still carries this job's value."""
     namespace = entry.data.get("namespace") or entry.target.namespace or ""
     name = entry.data.get("pod") or entry.target.name
     try:
@@ -183,7 +147,7 @@ def _remove_label(cluster: ClusterAccess, entry: JournalEntry) -> None:
 
 # -- the action ----------------------------------------------------------------------------------
 
-class NetworkPartition(Action):
+class NetworkPartition(Action[NetworkPartitionParams]):
     name = "network-partition"
     description = ("Isolate the selected pods with a NetworkPolicy for the duration: deny "
                    "their ingress, egress or both, except to and from allowed peers; then "
@@ -191,16 +155,18 @@ class NetworkPartition(Action):
     target_kind = TargetKind.PODS
     takes_pods = True
     Params = NetworkPartitionParams
+    undo = {DELETE_POLICY: delete_policy, REMOVE_LABEL: remove_label}
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+    def check(self, spec: JobSpec, params: NetworkPartitionParams | None
+              ) -> list[tuple[str, str]]:
         if not spec.duration:
             return [("duration", "network-partition holds the partition for a duration; give "
                      "one, e.g. \"duration\": \"60s\"")]
         return []
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, NetworkPartitionParams)
-        # max_targets and min_available are applied to this by blast_radius.guarded_selection.
+    def select(self, ctx: SelectContext, spec: JobSpec, params: NetworkPartitionParams
+               ) -> Selection:
+        # max_targets and min_available are applied to this by Action.guarded_select.
         return select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
 
     @staticmethod
@@ -213,10 +179,8 @@ class NetworkPartition(Action):
         return (target.mode == TargetMode.ALL and not target.field_selector
                 and len(selection.chosen) == selection.matched)
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: NetworkPartitionParams,
                 selection: Selection) -> None:
-        assert isinstance(params, NetworkPartitionParams)
-        assert ctx.job_id is not None
         job_id = ctx.job_id
         cache: dict[tuple[str, str, str], Workload | None] = {}
         for ref, pod in zip(selection.chosen, selection.objects, strict=True):
@@ -238,7 +202,7 @@ class NetworkPartition(Action):
             faults.append(self._policy_fault(ctx, namespace, name, pods,
                                              policy_body(namespace, name, job_id,
                                                          pod_selector, params)))
-        ctx.event("partitioning", f"isolating {len(selection.chosen)} pod(s) "
+        ctx.event(EventKind.PARTITIONING, f"isolating {len(selection.chosen)} pod(s) "
                   f"({params.direction}) with NetworkPolicy {name} in "
                   f"{', '.join(sorted(by_namespace))}, selecting them "
                   + (f"by the job's selector {spec.target.label_selector!r}" if by_selector
@@ -250,7 +214,7 @@ class NetworkPartition(Action):
             self._post_pod_reverts(ctx, name, by_namespace)
 
     @staticmethod
-    def _label_fault(ctx: JobContext, ref: TargetRef, job_id: str) -> Fault:
+    def _label_fault(ctx: RunContext, ref: TargetRef, job_id: str) -> Fault:
         def inject() -> None:
             body: dict[str, Any] = {"metadata": {"labels": {PARTITION_LABEL: job_id}}}
             if ref.uid:
@@ -264,7 +228,7 @@ class NetworkPartition(Action):
                                           "value": job_id})
 
     @staticmethod
-    def _policy_fault(ctx: JobContext, namespace: str, name: str, pods: list[TargetRef],
+    def _policy_fault(ctx: RunContext, namespace: str, name: str, pods: list[TargetRef],
                       body: dict[str, Any]) -> Fault:
         ref = TargetRef(kind="NetworkPolicy", namespace=namespace, name=name)
         direction = body["metadata"]["annotations"]["chaos.pystol.org/description"]
@@ -285,7 +249,7 @@ class NetworkPartition(Action):
                      api_version=NETWORKING_API)
 
     @staticmethod
-    def _post_pod_reverts(ctx: JobContext, name: str,
+    def _post_pod_reverts(ctx: RunContext, name: str,
                           by_namespace: dict[str, list[TargetRef]]) -> None:
         for change in ctx.result.changes:
             target = change.target

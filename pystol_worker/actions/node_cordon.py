@@ -31,13 +31,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pystol_worker.actions.base import Action, PermanentError, Selection
+from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.core.model import JobSpec, Target, TargetKind, TargetRef
 from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import choose
-from pystol_worker.kube.cluster_access import ClusterAccess, NotFound
-from pystol_worker.safety.job_context import JobContext
-from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.kube.cluster_access import NotFound
+from pystol_worker.safety.job_context import RunContext, SelectContext
+from pystol_worker.safety.revert_journal import JournalEntry
 
 CORDONED_BY = "chaos.pystol.org/cordoned-by"
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
@@ -70,7 +71,7 @@ def node_ref(node: dict[str, Any]) -> TargetRef:
     return TargetRef(kind="Node", name=meta["name"], uid=meta.get("uid"), node=meta["name"])
 
 
-def select_nodes(cluster: ClusterAccess, target: Target, include_control_plane: bool,
+def select_nodes(cluster: Cluster, target: Target, include_control_plane: bool,
                  seed: int | None) -> Selection:
     """Nodes by names (all of them) or by label selector (mode/value at random)."""
     rng = random.Random(seed)
@@ -117,16 +118,16 @@ def node_target_problems(spec: JobSpec) -> list[tuple[str, str]]:
 
 # -- the cordon fault and its undo ---------------------------------------------------------------
 
-def cordon_fault(ctx: JobContext, ref: TargetRef) -> Fault:
-    """A Fault that cordons one node."""
-    job_id = ctx.job_id or ""
+def cordon_fault(ctx: RunContext, ref: TargetRef) -> Fault:
+    """A Fault that cordons one node (undone by `uncordon`, which node-drain declares too)."""
+    job_id = ctx.job_id
     node = ctx.cluster.get_node(ref.name)
     original = (node.get("spec") or {}).get("unschedulable")
 
     def inject() -> None:
         current = ctx.cluster.get_node(ref.name)
         if is_cordoned(current):
-            raise PermanentError(f"node {ref.name} was cordoned by someone else after it was "
+            raise ActionError(f"node {ref.name} was cordoned by someone else after it was "
                                  "selected; Pystol leaves it alone")
         ctx.cluster.patch("Node", None, ref.name, {
             "metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
@@ -139,8 +140,7 @@ def cordon_fault(ctx: JobContext, ref: TargetRef) -> Fault:
                                       "had_annotations": "annotations" in node["metadata"]})
 
 
-@undo_functions.register(UNCORDON)
-def _uncordon(cluster: ClusterAccess, entry: JournalEntry) -> None:
+def uncordon(cluster: Cluster, entry: JournalEntry) -> None:
     """Restore spec.unschedulable, only on a node this job's cordon is still on."""
     name = entry.data.get("node") or entry.target.name
     try:
@@ -158,15 +158,16 @@ def _uncordon(cluster: ClusterAccess, entry: JournalEntry) -> None:
         "spec": {"unschedulable": original}})  # None removes the field, as it was
 
 
-class NodeCordon(Action):
+class NodeCordon(Action[NodeCordonParams]):
     name = "node-cordon"
     description = ("Cordon the selected nodes (no new pods are scheduled there; running pods "
                    "stay) for the duration, then uncordon exactly the nodes this job cordoned. "
                    "Control-plane and already-cordoned nodes are never chosen.")
     target_kind = TargetKind.NODES
     Params = NodeCordonParams
+    undo = {UNCORDON: uncordon}
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+    def check(self, spec: JobSpec, params: NodeCordonParams | None) -> list[tuple[str, str]]:
         problems = node_target_problems(spec)
         if not spec.duration:
             problems.append(("duration", "node-cordon holds the cordon for a duration; give "
@@ -176,12 +177,12 @@ class NodeCordon(Action):
                              "min_available does not apply (node-drain honours it)"))
         return problems
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, NodeCordonParams)
+    def select(self, ctx: SelectContext, spec: JobSpec, params: NodeCordonParams
+               ) -> Selection:
         return select_nodes(ctx.cluster, spec.target, params.include_control_plane,
                             params.seed)
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: NodeCordonParams,
                 selection: Selection) -> None:
         lock_targets(ctx, spec, selection.chosen)
         faults = [cordon_fault(ctx, ref) for ref in selection.chosen]

@@ -31,22 +31,36 @@ Accepts the original Pystol's drainnodes inputs: `target.amount`,
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from urllib3.exceptions import HTTPError as Urllib3Error
 
-from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.actions.node_cordon import cordon_fault, node_target_problems, select_nodes
-from pystol_worker.core.model import Change, Duration, JobSpec, TargetKind, TargetRef
+from pystol_worker.actions.base import Action, ActionError, Selection
+from pystol_worker.actions.node_cordon import (
+    UNCORDON,
+    cordon_fault,
+    node_target_problems,
+    select_nodes,
+    uncordon,
+)
+from pystol_worker.core.model import Change, Duration, EventKind, JobSpec, TargetKind, TargetRef
+from pystol_worker.faults.blast_radius import required_available
 from pystol_worker.faults.fault_holding import hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import pod_ref
-from pystol_worker.faults.recovery import RecoveryObserver, Workload, resolve_workload
+from pystol_worker.faults.recovery import RecoveryObserver
 from pystol_worker.kube.cluster_access import ClusterError, NotFound
-from pystol_worker.safety.job_context import JobContext
+from pystol_worker.kube.objects import (
+    Workload,
+    controller_ref,
+    is_ready,
+    is_terminating,
+    resolve_workload,
+    utc,
+)
+from pystol_worker.safety.job_context import RunContext, SelectContext
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -75,29 +89,6 @@ class NodeDrainParams(BaseModel):
                                                "nodes, to repeat an experiment exactly.")
 
 
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    for condition in (pod.get("status") or {}).get("conditions") or ():
-        if condition.get("type") == "Ready":
-            return condition.get("status") == "True"
-    return False
-
-
-def _controller(pod: dict[str, Any]) -> dict[str, Any] | None:
-    return next((ref for ref in pod["metadata"].get("ownerReferences") or ()
-                 if ref.get("controller")), None)
-
-
-def required_available(min_available: int | str, desired: int) -> int:
-    """Pods that must stay ready: a count, or a percent of desired rounded up (as a PDB)."""
-    if isinstance(min_available, str):
-        return math.ceil(desired * int(min_available.rstrip("%")) / 100)
-    return int(min_available)
-
-
 @dataclass
 class _Planned:
     pod: dict[str, Any]
@@ -110,7 +101,7 @@ class _Planned:
 class Drain:
     """The eviction half of a drain, run once every selected node is cordoned."""
 
-    ctx: JobContext
+    ctx: RunContext
     spec: JobSpec
     params: NodeDrainParams
     nodes: list[str]
@@ -127,8 +118,8 @@ class Drain:
 
     def _skip_reason(self, pod: dict[str, Any]) -> str | None:
         meta = pod["metadata"]
-        owner = _controller(pod)
-        if meta.get("deletionTimestamp"):
+        owner = controller_ref(pod)
+        if is_terminating(pod):
             return "already terminating"
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return "already finished"
@@ -174,20 +165,21 @@ class Drain:
             if key not in self.observers:
                 self.observers[key] = RecoveryObserver(self.ctx.cluster, workload, 0)
             by_workload.setdefault(key, []).append((pod, node))
-        for key, pods in by_workload.items():
+        for key, pods_on_nodes in by_workload.items():
             observer = self.observers[key]
             observer.start()
             allowed = self._allowed_ready(observer)
-            for pod, node in pods:
+            for pod, node_name in pods_on_nodes:
                 ref = pod_ref(pod)
                 ref.workload = observer.workload.ref
-                if _ready(pod) and allowed is not None:
+                if is_ready(pod) and allowed is not None:
                     if allowed <= 0:
-                        self.kept.append(self._describe(pod, node, observer.workload.ref))
+                        self.kept.append(self._describe(pod, node_name,
+                                                        observer.workload.ref))
                         continue
                     allowed -= 1
                 observer.planned_kills += 1
-                plan.append(_Planned(pod, ref, node, observer))
+                plan.append(_Planned(pod, ref, node_name, observer))
         for key in [key for key, observer in self.observers.items()
                     if not observer.planned_kills]:
             self.observers.pop(key).stop.set()
@@ -203,7 +195,8 @@ class Drain:
         with observer.changed:
             ready = observer.ready_count()
         allowed = max(0, ready - required)
-        self.ctx.event("min-available", f"{workload.ref}: min_available {min_available} keeps "
+        self.ctx.event(EventKind.MIN_AVAILABLE,
+                       f"{workload.ref}: min_available {min_available} keeps "
                        f"{required} of {workload.desired} pod(s) ready; {ready} are, so at most "
                        f"{allowed} ready pod(s) may be evicted", workload=str(workload.ref),
                        required=required, ready=ready, allowed=allowed)
@@ -217,12 +210,12 @@ class Drain:
         # The evicted pods' workloads are touched too: no other running job may hold a
         # fault on them meanwhile (waits or refuses as the job asked).
         lock_targets(self.ctx, self.spec, [item.ref for item in plan])
-        self.ctx.event("draining", f"cordoned {len(self.nodes)} node(s); evicting "
+        self.ctx.event(EventKind.DRAINING, f"cordoned {len(self.nodes)} node(s); evicting "
                        f"{len(plan)} pod(s), skipping {len(self.skipped)}"
                        + (f", keeping {len(self.kept)} for min_available" if self.kept else ""),
                        nodes=self.nodes, skipped=self.skipped)
         if self.kept:
-            self.ctx.event("kept", f"kept {len(self.kept)} pod(s) to honour min_available "
+            self.ctx.event(EventKind.KEPT, f"kept {len(self.kept)} pod(s) to honour min_available "
                            f"{self.spec.target.min_available}: " + ", ".join(
                                f"{k['namespace']}/{k['pod']}" for k in self.kept),
                            pods=self.kept)
@@ -243,7 +236,8 @@ class Drain:
                 if refusal is not None:
                     key = f"{item.ref.namespace}/{item.ref.name}"
                     if key not in refusals:
-                        self.ctx.event("eviction-blocked", f"eviction of pod {key} refused: "
+                        self.ctx.event(EventKind.EVICTION_BLOCKED,
+                                       f"eviction of pod {key} refused: "
                                        f"{refusal}; retrying for up to {timeout:g}s",
                                        pod=item.ref.name, namespace=item.ref.namespace)
                     refusals[key] = refusal
@@ -271,14 +265,12 @@ class Drain:
             self.skipped.append(entry)
             return
         self.not_evicted.append(entry)
-        self.ctx.event("not-evicted", f"pod {item.ref.namespace}/{item.ref.name} on "
+        self.ctx.event(EventKind.NOT_EVICTED, f"pod {item.ref.namespace}/{item.ref.name} on "
                        f"{item.node} was not evicted: {reason}", pod=item.ref.name,
                        namespace=item.ref.namespace, node=item.node)
 
     def _evict(self, item: _Planned) -> str | None:
         """Evict one pod; the refusal to retry, or None when done (evicted or not to retry)."""
-        from urllib3.exceptions import HTTPError as Urllib3Error
-
         namespace, name = item.ref.namespace or "", item.ref.name
         at = time.time()
         try:
@@ -300,12 +292,12 @@ class Drain:
             item.observer.record_kill(item.ref.uid or "", at)
         self.evicted.append(self._describe(item.pod, item.node, item.ref.workload))
         self.ctx.result.changes.append(Change(target=item.ref, action=f"evicted from node "
-                                              f"{item.node}", at=_utc(at)))
+                                              f"{item.node}", started_at=utc(at)))
         message = f"evicted pod {namespace}/{name} from node {item.node}"
         with contextlib.suppress(Exception):  # a courtesy; the eviction happened anyway
             self.ctx.cluster.post_event(item.ref, "v1", "PystolChaos",
                                         f"{message} by Pystol job {self.ctx.job_id} (node-drain)")
-        self.ctx.event("evicted", message + (f" ({item.ref.workload})" if item.ref.workload
+        self.ctx.event(EventKind.EVICTED, message + (f" ({item.ref.workload})" if item.ref.workload
                                              else ""), pod=name, namespace=namespace,
                        node=item.node)
         return None
@@ -316,7 +308,7 @@ class Drain:
         observers = [o for o in self.observers.values() if o.kills_done]
         timeout = self.spec.recovery_timeout or self.ctx.settings.recovery_timeout_seconds
         if observers:
-            self.ctx.event("observing", f"waiting up to {timeout:g}s for {len(observers)} "
+            self.ctx.event(EventKind.OBSERVING, f"waiting up to {timeout:g}s for {len(observers)} "
                            "workload(s) whose pods were evicted to recover")
         deadline = time.monotonic() + timeout
         for observer in observers:
@@ -328,7 +320,7 @@ class Drain:
             if observer.error:
                 problems.append(observer.error)
             elif outcome.recovered:
-                self.ctx.event("recovered", f"{outcome.workload} recovered in "
+                self.ctx.event(EventKind.RECOVERED, f"{outcome.workload} recovered in "
                                f"{outcome.recovery_seconds:.2f}s",
                                workload=str(outcome.workload),
                                recovery_seconds=outcome.recovery_seconds)
@@ -345,7 +337,7 @@ class Drain:
             observer.stop.set()
 
 
-class NodeDrain(Action):
+class NodeDrain(Action[NodeDrainParams]):
     name = "node-drain"
     description = ("Cordon the selected nodes and evict their pods through the Eviction API "
                    "(honouring PodDisruptionBudgets; DaemonSet and mirror pods are skipped), "
@@ -353,18 +345,19 @@ class NodeDrain(Action):
                    "evicted pods' workloads take to be fully ready again.")
     target_kind = TargetKind.NODES
     Params = NodeDrainParams
+    # The cordon is node-cordon's, undone by the same function under the same name.
+    undo = {UNCORDON: uncordon}
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+    def check(self, spec: JobSpec, params: NodeDrainParams | None) -> list[tuple[str, str]]:
         return node_target_problems(spec)
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, NodeDrainParams)
+    def select(self, ctx: SelectContext, spec: JobSpec, params: NodeDrainParams
+               ) -> Selection:
         return select_nodes(ctx.cluster, spec.target, params.include_control_plane,
                             params.seed)
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: NodeDrainParams,
                 selection: Selection) -> None:
-        assert isinstance(params, NodeDrainParams)
         lock_targets(ctx, spec, selection.chosen)
         drain = Drain(ctx, spec, params, [ref.name for ref in selection.chosen])
         faults = [cordon_fault(ctx, ref) for ref in selection.chosen]
@@ -380,4 +373,4 @@ class NodeDrain(Action):
                             + ", ".join(f"{item['namespace']}/{item['pod']}"
                                         for item in drain.not_evicted))
         if problems:
-            raise PermanentError("; ".join(problems))
+            raise ActionError("; ".join(problems))

@@ -25,39 +25,25 @@ while the fault is held).
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pystol_worker.actions.base import Action, PermanentError, Selection
-from pystol_worker.core.model import JobSpec, TargetKind, TargetRef
+from pystol_worker.actions.base import Action, ActionError, Selection
+from pystol_worker.core.model import EventKind, JobSpec, TargetKind, TargetRef
 from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import select_pods
-from pystol_worker.faults.recovery import (
-    HoldObserver,
-    Workload,
-    hold_observer,
-    resolve_workload,
-    wait_for_recovery,
-)
-from pystol_worker.kube.cluster_access import ClusterAccess, NotFound
-from pystol_worker.safety.job_context import JobContext
-from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
+from pystol_worker.faults.recovery import HoldObserver, hold_observer, wait_for_recovery
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.kube.cluster_access import NotFound
+from pystol_worker.kube.objects import Workload, is_terminating, resolve_workload
+from pystol_worker.safety.job_context import RunContext, SelectContext
+from pystol_worker.safety.revert_journal import JournalEntry
 
 DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
 UNDO_RESTORE_IMAGES = "restore-container-images"
 ContainerName = Annotated[str, Field(min_length=1, max_length=63,
                                      pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
-
-
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
-
-
-# -- the action ---------------------------------------------------------------------------------
 
 
 class PodFailureParams(BaseModel):
@@ -97,7 +83,32 @@ def _images_to_swap(pod: dict[str, Any], params: PodFailureParams) -> tuple[dict
     return {name: images[name] for name in names}, None
 
 
-class PodFailure(Action):
+# -- the undo, journaled before every swap ---------------------------------------------------
+
+def restore_images(cluster: Cluster, entry: JournalEntry) -> None:
+    """Put every swapped container's original image back (by container name)."""
+    images: dict[str, str] = dict(entry.data.get("images") or {})
+    namespace = entry.target.namespace or ""
+    try:
+        pod = cluster.get_pod(namespace, entry.target.name)
+    except NotFound:
+        return  # the pod is gone: nothing runs the pause image any more
+    if entry.target.uid and pod["metadata"].get("uid") != entry.target.uid:
+        return  # a new pod of the same name runs its template's images
+    current = {c.get("name"): c.get("image") for c in _containers(pod)}
+    restore = [{"name": name, "image": image} for name, image in images.items()
+               if name in current and current[name] != image]
+    if not restore:
+        return
+    try:
+        cluster.patch("Pod", namespace, entry.target.name, {"spec": {"containers": restore}})
+    except NotFound:
+        return
+
+
+# -- the action ---------------------------------------------------------------------------------
+
+class PodFailure(Action[PodFailureParams]):
     name = "pod-failure"
     description = ("Swap the selected pods' container images for a pause image for the "
                    "duration (the pods stay, but are never ready), then restore the original "
@@ -105,25 +116,25 @@ class PodFailure(Action):
     target_kind = TargetKind.PODS
     takes_pods = True
     Params = PodFailureParams
+    undo = {UNDO_RESTORE_IMAGES: restore_images}
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+    def check(self, spec: JobSpec, params: PodFailureParams | None) -> list[tuple[str, str]]:
         problems = []
         if not spec.duration:
             problems.append(("duration", "pod-failure holds its fault for a duration: give "
                              "one, e.g. \"duration\": \"60s\""))
-        if isinstance(params, PodFailureParams) and params.containers is not None \
+        if params is not None and params.containers is not None \
                 and len(set(params.containers)) != len(params.containers):
             problems.append(("params.containers", "a container is named twice"))
         return problems
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, PodFailureParams)
+    def select(self, ctx: SelectContext, spec: JobSpec, params: PodFailureParams
+               ) -> Selection:
         selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
         return selection.without(lambda pod: _images_to_swap(pod, params)[1])
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: PodFailureParams,
                 selection: Selection) -> None:
-        assert isinstance(params, PodFailureParams)
         cache: dict[tuple[str, str, str], Workload | None] = {}
         observers: dict[str, HoldObserver] = {}
         observer_of: dict[str, HoldObserver] = {}
@@ -140,7 +151,7 @@ class PodFailure(Action):
         lock_targets(ctx, spec, selection.chosen)
         faults, report = self._faults(ctx, params, selection.chosen, observer_of)
         if not faults:
-            raise PermanentError("every selected pod was gone or changed before the fault "
+            raise ActionError("every selected pod was gone or changed before the fault "
                                  "could be injected")
         ctx.result.output["pods"] = report
         try:
@@ -160,7 +171,7 @@ class PodFailure(Action):
             for observer in observers.values():
                 observer.stop.set()
 
-    def _faults(self, ctx: JobContext, params: PodFailureParams, refs: list[TargetRef],
+    def _faults(self, ctx: RunContext, params: PodFailureParams, refs: list[TargetRef],
                 observer_of: dict[str, HoldObserver]) -> tuple[list[Fault],
                                                                list[dict[str, Any]]]:
         """One fault per pod, from a fresh read (the selection may be a lock wait old)."""
@@ -171,20 +182,19 @@ class PodFailure(Action):
                 pod = ctx.cluster.get_pod(namespace, ref.name)
             except NotFound:
                 pod = None
-            if pod is None or pod["metadata"].get("uid") != ref.uid \
-                    or pod["metadata"].get("deletionTimestamp"):
-                ctx.event("skipped", f"pod {namespace}/{ref.name} was gone or terminating "
+            if pod is None or pod["metadata"].get("uid") != ref.uid or is_terminating(pod):
+                ctx.event(EventKind.SKIPPED, f"pod {namespace}/{ref.name} was gone or terminating "
                           "before the injection", pod=ref.name)
                 continue
             images, reason = _images_to_swap(pod, params)
             if reason:
-                ctx.event("skipped", reason, pod=ref.name)
+                ctx.event(EventKind.SKIPPED, reason, pod=ref.name)
                 continue
             observer = observer_of.get(ref.uid or "")
             swap = {"spec": {"containers": [{"name": name, "image": params.image}
                                             for name in images]}}
 
-            def inject(cluster: ClusterAccess = ctx.cluster, ns: str = namespace,
+            def inject(cluster: Cluster = ctx.cluster, ns: str = namespace,
                        name: str = ref.name, body: dict[str, Any] = swap,
                        observer: HoldObserver | None = observer) -> None:
                 cluster.patch("Pod", ns, name, body)
@@ -199,25 +209,3 @@ class PodFailure(Action):
                            "workload": str(ref.workload) if ref.workload else None,
                            "original_images": images, "image": params.image})
         return faults, report
-
-
-@undo_functions.register(UNDO_RESTORE_IMAGES)
-def _restore_images(cluster: ClusterAccess, entry: JournalEntry) -> None:
-    """Put every swapped container's original image back (by container name)."""
-    images: dict[str, str] = dict(entry.data.get("images") or {})
-    namespace = entry.target.namespace or ""
-    try:
-        pod = cluster.get_pod(namespace, entry.target.name)
-    except NotFound:
-        return  # the pod is gone: nothing runs the pause image any more
-    if entry.target.uid and pod["metadata"].get("uid") != entry.target.uid:
-        return  # a new pod of the same name runs its template's images
-    current = {c.get("name"): c.get("image") for c in _containers(pod)}
-    restore = [{"name": name, "image": image} for name, image in images.items()
-               if name in current and current[name] != image]
-    if not restore:
-        return
-    try:
-        cluster.patch("Pod", namespace, entry.target.name, {"spec": {"containers": restore}})
-    except NotFound:
-        return

@@ -4,19 +4,38 @@ The original Pystol's headline action. Kills are spread with a `distribution`:
 `uniform` spaces them evenly over the duration; `poisson` places them as a
 Poisson process would, given that many arrivals in that window (independent
 uniform times, sorted) — random, but with a known mean rate.
+
+How a run goes: one `RecoveryObserver` per workload of the chosen pods starts
+watching before the first kill; the kill loop checks for cancel/halt right before
+each DELETE (that check is what bounds the halt latency); a pod that is already
+gone is skipped, not counted; then each workload is waited for, up to the recovery
+timeout, and one that does not come back fails the job.
+
+Nothing is journaled: a deleted pod is not something to revert, its controller
+replaces it. The job still takes the no-overlap locks on the workloads, and when it
+had to wait for another job (`on_conflict: wait`) it selects again — the pods it chose
+before may be dead by then — and records the new selection as the job's targets.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pystol_worker.actions.base import Action, Selection
-from pystol_worker.core.model import JobSpec, TargetKind
+from pystol_worker.actions.base import Action, ActionError, Selection
+from pystol_worker.core.model import Change, EventKind, JobSpec, TargetKind, TargetRef
+from pystol_worker.faults.fault_holding import lock_targets
 from pystol_worker.faults.pod_selection import select_pods
-from pystol_worker.faults.recovery import kill_pods_and_observe
-from pystol_worker.safety.job_context import JobContext
+from pystol_worker.faults.recovery import RecoveryObserver
+from pystol_worker.faults.selection import record_selection
+from pystol_worker.kube.cluster_access import ClusterError, NotFound
+from pystol_worker.kube.objects import Workload, resolve_workload, utc
+from pystol_worker.safety.job_context import RunContext, SelectContext
+
+KillPlan = list[tuple[TargetRef, RecoveryObserver | None]]
 
 
 class PodKillParams(BaseModel):
@@ -31,7 +50,26 @@ class PodKillParams(BaseModel):
                                                "repeat an experiment exactly.")
 
 
-class PodKill(Action):
+def kill_offsets(count: int, duration: float | None, distribution: str | None,
+                 rng: random.Random) -> list[float]:
+    """Seconds after the start at which each of `count` kills happens.
+
+    uniform: evenly spaced, the first at 0 and the last at duration * (n-1)/n.
+    poisson: a Poisson process conditioned on `count` arrivals within the duration,
+    i.e. sorted independent uniform times; the mean gap is duration / (count + 1).
+    """
+    if count <= 0:
+        return []
+    if not duration or not distribution:
+        return [0.0] * count
+    if distribution == "uniform":
+        return [duration * index / count for index in range(count)]
+    if distribution == "poisson":
+        return sorted(rng.uniform(0, duration) for _ in range(count))
+    raise ValueError(f"unknown distribution {distribution!r}")
+
+
+class PodKill(Action[PodKillParams]):
     name = "pod-kill"
     description = ("Delete the selected pods (optionally spread over the duration) and measure "
                    "how long their workloads take to be fully ready again.")
@@ -39,20 +77,116 @@ class PodKill(Action):
     takes_pods = True
     Params = PodKillParams
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
-        if isinstance(params, PodKillParams) and params.distribution and not spec.duration:
+    def check(self, spec: JobSpec, params: PodKillParams | None) -> list[tuple[str, str]]:
+        if params is not None and params.distribution and not spec.duration:
             return [("params.distribution", "spreading kills needs a duration to spread them "
                      "over (e.g. \"duration\": \"60s\")")]
         return []
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, PodKillParams)
+    def select(self, ctx: SelectContext, spec: JobSpec, params: PodKillParams) -> Selection:
         return select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: PodKillParams,
                 selection: Selection) -> None:
-        assert isinstance(params, PodKillParams)
+        rng = random.Random(params.seed)
+        plan, observers = plan_kills(ctx, selection)
+        while lock_targets(ctx, spec, [ref for ref, _ in plan]):
+            # We waited for another job: what we chose before may have died or moved
+            # meanwhile. Choose again, and make the new choice the job's targets.
+            selection = self.guarded_select(ctx, spec, params)
+            plan, observers = plan_kills(ctx, selection)
+            record_selection(ctx, selection, f"{len(selection.chosen)} of "
+                             f"{selection.matched} matching pods selected again after waiting")
+            if not selection.chosen:
+                raise ActionError("no targets left after waiting for the other job")
+        timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
+        try:
+            for observer in observers.values():
+                observer.start()
+            kill_all(ctx, spec, plan, params.grace_period_seconds, params.distribution, rng)
+            for observer in observers.values():
+                observer.kills_finished()
+            if observers and ctx.metrics.targets_affected:
+                ctx.event(EventKind.OBSERVING, f"waiting up to {timeout:g}s for "
+                          f"{len(observers)} workload(s) to recover")
+            deadline = time.monotonic() + timeout
+            for observer in observers.values():
+                observer.wait(deadline, ctx)
+        finally:
+            for observer in observers.values():
+                observer.stop.set()
+        if not ctx.metrics.targets_affected:
+            raise ActionError("no pod was killed: every selected pod was gone before its kill")
+        report_recovery(ctx, list(observers.values()), timeout)
 
-        kill_pods_and_observe(ctx, spec, selection, grace_period=params.grace_period_seconds,
-                              distribution=params.distribution, seed=params.seed,
-                              reselect=lambda: self.guarded_select(ctx, spec, params))
+
+def plan_kills(ctx: SelectContext, selection: Selection
+               ) -> tuple[KillPlan, dict[str, RecoveryObserver]]:
+    """Each chosen pod with the observer of its workload (None for a bare pod); the pods'
+    refs get their workload, which is what the no-overlap locks are taken on."""
+    cache: dict[tuple[str, str, str], Workload | None] = {}
+    observers: dict[str, RecoveryObserver] = {}
+    plan: KillPlan = []
+    for ref, pod in zip(selection.chosen, selection.objects, strict=True):
+        workload = resolve_workload(ctx.cluster, pod, cache)
+        observer = None
+        if workload is not None:
+            ref.workload = workload.ref
+            key = str(workload.ref)
+            observer = observers.get(key)
+            if observer is None:
+                observer = observers[key] = RecoveryObserver(ctx.cluster, workload, 0)
+            observer.planned_kills += 1
+        plan.append((ref, observer))
+    return plan, observers
+
+
+def kill_all(ctx: RunContext, spec: JobSpec, plan: KillPlan, grace_period: int | None,
+             distribution: str | None, rng: random.Random) -> None:
+    """Delete each planned pod at its offset, checking for cancel/halt right before each."""
+    offsets = kill_offsets(len(plan), spec.duration, distribution, rng)
+    start = time.monotonic()
+    for (ref, observer), offset in zip(plan, offsets, strict=True):
+        ctx.sleep(max(0.0, start + offset - time.monotonic()))
+        ctx.check()
+        at = time.time()
+        try:
+            ctx.cluster.delete_pod(ref.namespace or "", ref.name, ref.uid, grace_period)
+        except ClusterError as error:
+            if isinstance(error, NotFound) or error.status == 409:
+                ctx.event(EventKind.SKIPPED, f"pod {ref.namespace}/{ref.name} was gone before the "
+                          "kill", pod=ref.name)
+                if observer is not None:
+                    observer.record_skipped_kill()
+                continue
+            raise
+        if observer is not None:
+            observer.record_kill(ref.uid or "", at)
+        ctx.result.changes.append(Change(target=ref, action="deleted", started_at=utc(at)))
+        ctx.metrics.targets_affected += 1
+        if ctx.metrics.injected_at is None:
+            ctx.metrics.injected_at = utc(at)
+        ctx.event(EventKind.INJECTED, f"deleted pod {ref.namespace}/{ref.name}"
+                  + (f" of {ref.workload}" if ref.workload else ""),
+                  pod=ref.name, namespace=ref.namespace, node=ref.node)
+
+
+def report_recovery(ctx: RunContext, observers: list[RecoveryObserver], timeout: float) -> None:
+    """Record each workload's recovery; fail the job for one that did not recover."""
+    problems = []
+    for observer in observers:
+        outcome = observer.result()
+        ctx.result.recovery.append(outcome)
+        if observer.error:
+            problems.append(observer.error)
+        elif outcome.recovered:
+            ctx.event(EventKind.RECOVERED, f"{outcome.workload} recovered in "
+                      f"{outcome.recovery_seconds:.2f}s", workload=str(outcome.workload),
+                      recovery_seconds=outcome.recovery_seconds)
+        elif observer.kills_done:
+            problems.append(f"{outcome.workload} did not recover within {timeout:g}s "
+                            f"({outcome.ready_replicas}/{outcome.desired_replicas} ready)")
+    times = [r.recovery_seconds for r in ctx.result.recovery if r.recovery_seconds is not None]
+    ctx.metrics.recovery_seconds = max(times) if times else None
+    if problems:
+        raise ActionError("; ".join(problems))

@@ -1,13 +1,22 @@
-"""The registry of actions by name, filled by decorators and entry points."""
+"""The registry of actions by name: the built-ins plus the `pystol.actions` entry points.
+
+It is also where what the action classes declare is collected: `undo_registry()` is the
+table of undo functions (by journal name) of every registered class, plug-ins included,
+which the runner and the reaper are given. `register()` refuses a class that would make
+that table ambiguous, so two actions can never disagree about how to undo an entry.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from importlib import metadata
+from typing import Any
+
+from pydantic import BaseModel
 
 from pystol_worker.actions.base import Action
 from pystol_worker.actions.builtin import BUILTIN_ACTIONS
+from pystol_worker.safety.revert_journal import UndoFunction, UndoRegistry
 
 ENTRY_POINT_GROUP = "pystol.actions"
 log = logging.getLogger("pystol.actions")
@@ -25,25 +34,40 @@ class UnknownAction(KeyError):
 
 class ActionRegistry:
     def __init__(self) -> None:
-        self._actions: dict[str, type[Action]] = {}
+        self._actions: dict[str, type[Action[Any]]] = {}
+        # undo name -> (function, the action that declared it first)
+        self._undo: dict[str, tuple[UndoFunction, str]] = {}
         self._entry_points_loaded = False
         self.broken: dict[str, str] = {}  # plug-in entry point -> why it was left out
 
-    def register(self, cls: type[Action]) -> type[Action]:
+    def register(self, cls: type[Action[Any]]) -> type[Action[Any]]:
+        """Add an action class; ValueError or TypeError (and nothing added) when it cannot
+        be run safely next to the ones already here."""
+        for attribute in ("name", "description", "target_kind", "Params"):
+            if not hasattr(cls, attribute):
+                raise TypeError(f"{cls.__qualname__} does not declare {attribute}")
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
+            raise TypeError(f"{cls.__qualname__}.Params is not a pydantic model")
         existing = self._actions.get(cls.name)
         if existing is not None and existing is not cls:
             raise ValueError(f"action {cls.name!r} is registered twice "
                              f"({existing.__module__} and {cls.__module__})")
+        for undo_name, function in cls.undo.items():
+            if not callable(function):
+                raise TypeError(f"{cls.__qualname__}.undo[{undo_name!r}] is not callable")
+            known = self._undo.get(undo_name)
+            if known is not None and known[0] is not function:
+                raise ValueError(f"undo {undo_name!r} of action {cls.name!r} is already "
+                                 f"declared by {known[1]!r} with another function; prefix "
+                                 "undo names with the action's name")
         self._actions[cls.name] = cls
+        for undo_name, function in cls.undo.items():
+            self._undo.setdefault(undo_name, (function, cls.name))
         return cls
-
-    def action(self) -> Callable[[type[Action]], type[Action]]:
-        """Class decorator: `@registry.action()` registers an Action subclass by its name."""
-        return self.register
 
     def load_entry_points(self) -> list[str]:
         """Register third-party actions from the `pystol.actions` entry-point group."""
-        loaded = []
+        loaded: list[str] = []
         if self._entry_points_loaded:
             return loaded
         self._entry_points_loaded = True
@@ -63,7 +87,7 @@ class ActionRegistry:
             loaded.append(cls.name)
         return loaded
 
-    def get(self, name: str) -> Action:
+    def get(self, name: str) -> Action[Any]:
         cls = self._actions.get(name)
         if cls is None:
             raise UnknownAction(name, self.names())
@@ -72,8 +96,13 @@ class ActionRegistry:
     def names(self) -> list[str]:
         return sorted(self._actions)
 
-    def classes(self) -> list[type[Action]]:
+    def classes(self) -> list[type[Action[Any]]]:
         return [self._actions[name] for name in self.names()]
+
+    def undo_registry(self) -> UndoRegistry:
+        """The undo functions of every registered action, by the name journal entries carry:
+        what reverts a running job's changes, and what the reaper reverts orphans with."""
+        return UndoRegistry({name: function for name, (function, _) in self._undo.items()})
 
 
 def default_registry() -> ActionRegistry:

@@ -34,18 +34,21 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Any, ClassVar
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pystol_worker.actions.base import Action, PermanentError, Selection
+from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.core.model import JobSpec, NamespaceName, Target, TargetKind, TargetRef
 from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import select_pods
-from pystol_worker.faults.recovery import Workload, resolve_workload
-from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError, NotFound
-from pystol_worker.safety.job_context import JobContext
-from pystol_worker.safety.revert_journal import JournalEntry, undo_functions
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.kube.cluster_access import ClusterError, NotFound
+from pystol_worker.kube.objects import Workload, resolve_workload
+from pystol_worker.safety.job_context import RunContext, SelectContext
+from pystol_worker.safety.revert_journal import JournalEntry
 
 log = logging.getLogger("pystol.actions.stress")
 
@@ -64,6 +67,7 @@ QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 UNITS = {None: 1, "k": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4,
          "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "Ti": 1024 ** 4}
 MAX_STRESS_BYTES = 1024 ** 4
+UNDO_DELETE_STRESS_POD = "delete-stress-pod"
 
 
 def quantity_bytes(text: str) -> int:
@@ -158,36 +162,56 @@ def stress_pod_name(prefix: str, job_id: str, index: int) -> str:
     return name.strip("-")
 
 
-class StressAction(Action):
+def delete_stress_pod(cluster: Cluster, entry: JournalEntry) -> None:
+    """Delete the job's stress pod; gone already is fine, another job's pod is left alone."""
+    namespace, name = entry.data["namespace"], entry.data["pod"]
+    try:
+        pod = cluster.get_pod(namespace, name)
+    except NotFound:
+        return
+    labels = pod["metadata"].get("labels") or {}
+    if labels.get(JOB_LABEL) != entry.job_id:
+        log.warning("pod %s/%s does not belong to job %s; not deleting it", namespace, name,
+                    entry.job_id)
+        return
+    cluster.delete("Pod", namespace, name, grace_period=0)
+
+
+SP = TypeVar("SP", bound=StressParams)
+
+
+class StressAction(Action[SP]):
     """The code cpu-stress and memory-stress share; subclasses say what to stress."""
 
     target_kind = TargetKind.PODS
     short_name: ClassVar[str]
+    undo = {UNDO_DELETE_STRESS_POD: delete_stress_pod}
 
-    def uses_namespaces(self, spec: JobSpec, params: BaseModel | None) -> bool:
+    def uses_namespaces(self, spec: JobSpec, params: SP | None) -> bool:
         """Node-pinned jobs (params.node, target.names) select no pods, so need no namespaces.
+        Without valid params, assume pods (and ask for namespaces)."""
+        return params is None or not _pinned_nodes(spec.target, params)
 
-        Read by job validation once it asks the action instead of its target kind."""
-        return not (isinstance(params, StressParams)
-                    and bool(_pinned_nodes(spec.target, params)))
+    @abstractmethod
+    def stress_args(self, params: SP, seconds: int) -> list[str]:
+        """stress-ng's arguments for this stress, running `seconds`."""
 
-    def stress_args(self, params: BaseModel, seconds: int) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def resources(self, params: SP) -> dict[str, dict[str, str]]:
+        """The stress container's requests and limits."""
 
-    def resources(self, params: BaseModel) -> dict[str, dict[str, str]]:
-        raise NotImplementedError
-
-    def describe(self, params: BaseModel) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self, params: SP) -> str:
+        """What is stressed, for the timeline ("2x50% CPU")."""
 
     # -- checks and selection ---------------------------------------------------------------------
 
-    def check(self, spec: JobSpec, params: BaseModel | None) -> list[tuple[str, str]]:
+    def check(self, spec: JobSpec, params: SP | None) -> list[tuple[str, str]]:
         problems = []
         if not spec.duration:
             problems.append(("duration", f"{self.name} holds a stress for a duration: give one "
                              "(e.g. \"duration\": \"60s\")"))
-        if isinstance(params, StressParams):
+        if params is not None:
             if params.node and spec.target.names:
                 problems.append(("params.node", "give params.node or target.names, not both"))
             if params.namespace and not (params.node or spec.target.names):
@@ -196,8 +220,7 @@ class StressAction(Action):
                                  "their target pod's namespace"))
         return problems
 
-    def select(self, ctx: JobContext, spec: JobSpec, params: BaseModel) -> Selection:
-        assert isinstance(params, StressParams)
+    def select(self, ctx: SelectContext, spec: JobSpec, params: SP) -> Selection:
         nodes = _pinned_nodes(spec.target, params)
         if nodes:
             return self._select_nodes(ctx, params, nodes)
@@ -219,11 +242,11 @@ class StressAction(Action):
         selection.chosen, selection.objects = chosen, objects
         return selection
 
-    def _select_nodes(self, ctx: JobContext, params: StressParams, names: list[str]
+    def _select_nodes(self, ctx: SelectContext, params: SP, names: list[str]
                       ) -> Selection:
         namespace = params.namespace or DEFAULT_NAMESPACE
         if ctx.settings.is_protected(namespace):
-            raise PermanentError(f"namespace {namespace!r} is protected "
+            raise ActionError(f"namespace {namespace!r} is protected "
                                  "(PYSTOL_PROTECTED_NAMESPACES): Pystol starts no stress pod "
                                  "there")
         chosen, objects, excluded = [], [], []
@@ -241,10 +264,8 @@ class StressAction(Action):
 
     # -- injection --------------------------------------------------------------------------------
 
-    def execute(self, ctx: JobContext, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: SP,
                 selection: Selection) -> None:
-        assert isinstance(params, StressParams)
-        assert ctx.job_id is not None, "a stress needs a job id to label its pods"
         pinned = bool(_pinned_nodes(spec.target, params))
         seconds = math.ceil(spec.duration or 0) + SAFETY_MARGIN_SECONDS
         nodes: dict[str, dict[str, Any]] = {}
@@ -270,7 +291,8 @@ class StressAction(Action):
             where = f"on node {ref.node}" if pinned else \
                 f"next to pod {ref.namespace}/{ref.name} on node {ref.node}"
             description = f"{self.describe(params)} stress from pod {namespace}/{name} {where}"
-            faults.append(Fault(target=ref, undo="delete-stress-pod", description=description,
+            faults.append(Fault(target=ref, undo=UNDO_DELETE_STRESS_POD,
+                                description=description,
                                 inject=self._creator(ctx.cluster, namespace, body, ctx.job_id,
                                                      stress_pods),
                                 data={"namespace": namespace, "pod": name, "node": ref.node}))
@@ -279,8 +301,8 @@ class StressAction(Action):
         hold_faults(ctx, spec, self.name, faults, hold_seconds=spec.duration)
 
     @staticmethod
-    def _creator(cluster: ClusterAccess, namespace: str, body: dict[str, Any], job_id: str,
-                 started: list[dict[str, Any]]) -> Any:
+    def _creator(cluster: Cluster, namespace: str, body: dict[str, Any], job_id: str,
+                 started: list[dict[str, Any]]) -> Callable[[], None]:
         """The injecting call for one stress pod; it lists the pod in `started` once created."""
         def create() -> None:
             try:
@@ -292,7 +314,7 @@ class StressAction(Action):
                 existing = cluster.get_pod(namespace, body["metadata"]["name"])
                 labels = existing["metadata"].get("labels") or {}
                 if labels.get(JOB_LABEL) != job_id:
-                    raise PermanentError(f"a pod {namespace}/{body['metadata']['name']} that "
+                    raise ActionError(f"a pod {namespace}/{body['metadata']['name']} that "
                                          "Pystol did not start for this job is in the way"
                                          ) from None
             started.append({"name": body["metadata"]["name"], "namespace": namespace,
@@ -302,7 +324,7 @@ class StressAction(Action):
         return create
 
     def pod_body(self, job_id: str, name: str, namespace: str, ref: TargetRef,
-                 node: dict[str, Any], params: StressParams, seconds: int
+                 node: dict[str, Any], params: SP, seconds: int
                  ) -> dict[str, Any]:
         where = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
         return {
@@ -334,65 +356,43 @@ class StressAction(Action):
         }
 
 
-class CpuStress(StressAction):
+class CpuStress(StressAction[CpuStressParams]):
     name = "cpu-stress"
     description = ("Run a stress-ng pod burning CPU next to each selected pod (same node), or "
                    "on named nodes, for the duration; delete it afterwards.")
     Params = CpuStressParams
     short_name = "cpu-stress"
 
-    def stress_args(self, params: BaseModel, seconds: int) -> list[str]:
-        assert isinstance(params, CpuStressParams)
+    def stress_args(self, params: CpuStressParams, seconds: int) -> list[str]:
         return ["--cpu", str(params.workers), "--cpu-load", str(params.load),
                 "--timeout", f"{seconds}s", "--metrics-brief"]
 
-    def resources(self, params: BaseModel) -> dict[str, dict[str, str]]:
-        assert isinstance(params, CpuStressParams)
+    def resources(self, params: CpuStressParams) -> dict[str, dict[str, str]]:
         millicores = params.workers * params.load * 10
         return {"limits": {"cpu": f"{millicores}m", "memory": "128Mi"},
                 "requests": {"cpu": "10m", "memory": "16Mi"}}
 
-    def describe(self, params: BaseModel) -> str:
-        assert isinstance(params, CpuStressParams)
+    def describe(self, params: CpuStressParams) -> str:
         return f"{params.workers}x{params.load}% CPU"
 
 
-class MemoryStress(StressAction):
+class MemoryStress(StressAction[MemoryStressParams]):
     name = "memory-stress"
     description = ("Run a stress-ng pod holding memory next to each selected pod (same node), "
                    "or on named nodes, for the duration; delete it afterwards.")
     Params = MemoryStressParams
     short_name = "memory-stress"
 
-    def stress_args(self, params: BaseModel, seconds: int) -> list[str]:
-        assert isinstance(params, MemoryStressParams)
+    def stress_args(self, params: MemoryStressParams, seconds: int) -> list[str]:
         return ["--vm", str(params.workers),
                 "--vm-bytes", stress_ng_size(quantity_bytes(params.bytes)),
                 "--vm-keep", "--timeout", f"{seconds}s", "--metrics-brief"]
 
-    def resources(self, params: BaseModel) -> dict[str, dict[str, str]]:
-        assert isinstance(params, MemoryStressParams)
+    def resources(self, params: MemoryStressParams) -> dict[str, dict[str, str]]:
         limit = params.workers * quantity_bytes(params.bytes) + MEMORY_HEADROOM_BYTES
         return {"limits": {"cpu": f"{params.workers * 1000}m",
                            "memory": memory_quantity(limit)},
                 "requests": {"cpu": "10m", "memory": "16Mi"}}
 
-    def describe(self, params: BaseModel) -> str:
-        assert isinstance(params, MemoryStressParams)
+    def describe(self, params: MemoryStressParams) -> str:
         return f"{params.workers}x{params.bytes} memory"
-
-
-@undo_functions.register("delete-stress-pod")
-def _delete_stress_pod(cluster: ClusterAccess, entry: JournalEntry) -> None:
-    """Delete the job's stress pod; gone already is fine, another job's pod is left alone."""
-    namespace, name = entry.data["namespace"], entry.data["pod"]
-    try:
-        pod = cluster.get_pod(namespace, name)
-    except NotFound:
-        return
-    labels = pod["metadata"].get("labels") or {}
-    if labels.get(JOB_LABEL) != entry.job_id:
-        log.warning("pod %s/%s does not belong to job %s; not deleting it", namespace, name,
-                    entry.job_id)
-        return
-    cluster.delete("Pod", namespace, name, grace_period=0)

@@ -1,25 +1,27 @@
-"""The errors that decide how a job ends, shared by every layer that runs one.
+"""The one error an action raises to end its job: `ActionError` (alias `PermanentError`).
 
-As in kopf, the type says what retrying would do. A `PermanentError` fails the job now
-with its message: the input was wrong, the target is gone, a workload never recovered;
-trying again cannot help. A `TemporaryError` is a hiccup (an API server briefly
-overloaded, a conflict on update) that the code raising it has already retried as long
-as the job's budget allows; when it still escapes, the job fails with the message too,
-but the record says it may pass when run again. Kubernetes API errors themselves are
-retried with backoff in the cluster access layer (`ClusterAccess`) before anything sees
-them.
+Raising it fails the job now, with its message as the record's reason: the input was
+wrong, the target is gone, a workload never recovered, a lock was refused.
+
+There is deliberately no "temporary, retry me" error. What is worth retrying is already
+retried, closer to where it happens: every Kubernetes API call goes through
+`ClusterAccess`, which retries throttling, conflicts and unreachable servers with
+backoff; a lock held by another job is waited for (`on_conflict: wait`); a refused
+eviction is retried until `eviction_timeout`. Anything that still fails after that fails
+the job. Retrying a whole action instead would be wrong for chaos: it may already have
+killed pods or held a fault, and Pystol never runs a chaos job twice (a redelivered job
+is aborted, not re-run). A `TemporaryError` that the runner treated like any other error
+only made callers guess at a difference that did not exist, so it is gone.
+
+`PermanentError` is the same class under the name kopf users know; plug-ins written
+against it keep working, and `except ActionError` catches both spellings.
 """
 
 from __future__ import annotations
 
 
 class ActionError(Exception):
-    """An action cannot go on; the job fails with this message."""
+    """An action cannot go on; the job fails now with this message."""
 
 
-class PermanentError(ActionError):
-    """Retrying will not help (the target is gone, the input is wrong)."""
-
-
-class TemporaryError(ActionError):
-    """Retried already and still failing; running the job again later may succeed."""
+PermanentError = ActionError

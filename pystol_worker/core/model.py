@@ -1,18 +1,20 @@
 """The job model shared by the API, the CLI, the CR watcher and the worker.
 
-A job spec is what someone asked for; a job record is what happened. The
-record reads like chaostoolkit's activity runs (status, output, error, start,
-end, duration) but typed: every field a user sees is declared here, so the
-API's OpenAPI document, the CLI and the worker cannot drift apart.
+A job spec is what someone asked for; a job record is what happened. Every record of
+something that ran (the job, its probes, each change it made, a schedule's run) is a
+`Run`, the shape of chaostoolkit's activity runs (status, start, end, duration, error)
+but typed: every field a user sees is declared here, so the API's OpenAPI document, the
+CLI and the worker cannot drift apart.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +24,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationInfo,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -244,9 +247,104 @@ class Source(StrEnum):
     SCHEDULE = "schedule"
 
 
+class Run(BaseModel):
+    """What every record of something that ran shares, as every activity run in Chaos
+    Toolkit's journal has status, start, end, duration and exception: a job, a probe, a
+    change made to the cluster, a schedule's run.
+
+    `started_at` and `ended_at` are stored and `duration_seconds` is computed from them
+    (none until both are known); `error` says what went wrong, none when nothing did.
+    Each record types its own `status` (`JobStatus`, `ChangeStatus`, `RunOutcome`),
+    except a probe, whose `status` is the HTTP status it got (a name clients read before
+    this shape existed): its outcome is `ok`.
+
+    Records that had their own names for the two times (a job's `finished_at`, a change's
+    `at` and `reverted_at`, a schedule run's `fired_at` and `decided_at`) keep them, in the
+    JSON and as attributes, as computed copies of the shared fields listed in
+    `legacy_names`; input under an old name (a record stored before, a caller not moved
+    yet) is read into the shared field.
+    """
+
+    legacy_names: ClassVar[dict[str, str]] = {}  # old field name -> shared field name
+
+    started_at: datetime | None = Field(None, description="When it started.")
+    ended_at: datetime | None = Field(None, description="When it ended; none while it runs.")
+    error: str | None = Field(None, description="What went wrong, if anything.")
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Seconds from started_at to ended_at; none until both are known.")
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_legacy_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return _shared_names(data, cls.legacy_names)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Self:
+        """As BaseModel's, with `update` under an old field name applied to the shared
+        field (pydantic would store it beside the computed copy, where nobody reads it)."""
+        if update:
+            update = _shared_names(update, self.legacy_names)
+        return super().model_copy(update=update, deep=deep)
+
+
+def _shared_names(data: Mapping[str, Any], legacy_names: dict[str, str]) -> dict[str, Any]:
+    """`data` with the keys under an old field name moved to the shared one (a value
+    under the shared name wins)."""
+    moved = dict(data)
+    for old, new in legacy_names.items():
+        if old in moved:
+            value = moved.pop(old)
+            moved.setdefault(new, value)
+    return moved
+
+
+# tests/unit/test_event_kinds.py checks that every kind the code emits is listed here.
+class EventKind(StrEnum):
+    """What a timeline event says happened."""
+
+    # the job's life (the store): its status changes are events of the same name
+    QUEUED = "queued"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+    CANCEL_REQUESTED = "cancel-requested"
+    CUSTOM_RESOURCE = "custom-resource"  # the CR watcher submitted it
+    # selecting and injecting (the runner, faults, actions)
+    SELECTED = "selected"
+    WAITING = "waiting"  # for another job's fault on the same target
+    INJECTED = "injected"
+    HOLDING = "holding"
+    SKIPPED = "skipped"
+    KILL_FAILED = "kill-failed"
+    PARTITIONING = "partitioning"
+    MIN_AVAILABLE = "min-available"
+    DRAINING = "draining"
+    KEPT = "kept"
+    EVICTED = "evicted"
+    EVICTION_BLOCKED = "eviction-blocked"
+    NOT_EVICTED = "not-evicted"
+    PROBING = "probing"
+    PROBED = "probed"
+    # reverting and recovering
+    REVERTED = "reverted"
+    REVERT_FAILED = "revert-failed"
+    OBSERVING = "observing"
+    RECOVERED = "recovered"
+
+
 class TimelineEvent(BaseModel):
     at: datetime
-    kind: str = Field(examples=["queued", "started", "selected", "injected", "recovered"])
+    kind: EventKind = Field(examples=["queued", "started", "selected", "injected", "recovered"])
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -271,15 +369,52 @@ class TargetRef(BaseModel):
     workload: WorkloadRef | None = None
 
 
-class Change(BaseModel):
-    """One change made to the cluster, and its undo when there is one."""
+class ChangeStatus(StrEnum):
+    APPLIED = "applied"  # in place: not reverted (yet), or nothing to revert
+    REVERTED = "reverted"
+    FAILED = "failed"  # the revert failed: the reaper retries it
+
+
+class Change(Run):
+    """One change made to the cluster, and its undo when there is one: it runs from when it
+    was made (`started_at`, also `at`) until it was reverted (`ended_at`, also
+    `reverted_at`)."""
+
+    legacy_names = {"at": "started_at", "reverted_at": "ended_at"}
 
     target: TargetRef
     action: str = Field(examples=["deleted"])
-    at: datetime
-    reverted_at: datetime | None = None
+    started_at: datetime = Field(description="When the change was made.")
+    ended_at: datetime | None = Field(None, description="When it was reverted.")
     revert: str | None = None
-    error: str | None = None
+    error: str | None = Field(None, description="Why the revert failed.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> ChangeStatus:
+        if self.ended_at is not None:
+            return ChangeStatus.REVERTED
+        if self.error is not None:
+            return ChangeStatus.FAILED
+        return ChangeStatus.APPLIED
+
+    @computed_field(description="The same as started_at.")  # type: ignore[prop-decorator]
+    @property
+    def at(self) -> datetime:
+        return self.started_at
+
+    @at.setter
+    def at(self, value: datetime) -> None:
+        self.started_at = value
+
+    @computed_field(description="The same as ended_at.")  # type: ignore[prop-decorator]
+    @property
+    def reverted_at(self) -> datetime | None:
+        return self.ended_at
+
+    @reverted_at.setter
+    def reverted_at(self, value: datetime | None) -> None:
+        self.ended_at = value
 
 
 class WorkloadRecovery(BaseModel):
@@ -292,13 +427,15 @@ class WorkloadRecovery(BaseModel):
     ready_replicas: int = 0
 
 
-class ProbeOutcome(BaseModel):
+class ProbeOutcome(Run):
+    """One probe call: `ok` is its outcome, `status` the HTTP status it got."""
+
     probe: Probe
     phase: Literal["before", "after"]
     ok: bool
-    status: int | None = None
-    seconds: float | None = None
-    error: str | None = None
+    status: int | None = Field(None, description="The HTTP status of the answer.")
+    seconds: float | None = Field(None, description="How long the call took (monotonic "
+                                                    "clock).")
 
 
 class Metrics(BaseModel):
@@ -316,8 +453,10 @@ class JobResult(BaseModel):
     output: dict[str, Any] = Field(default_factory=dict, description="Action-specific output.")
 
 
-class JobRecord(BaseModel):
+class JobRecord(Run):
     """What happened to one job; the API's job resource."""
+
+    legacy_names = {"finished_at": "ended_at"}
 
     id: str
     spec: JobSpec
@@ -325,8 +464,9 @@ class JobRecord(BaseModel):
     source: Source
     submitter: str
     created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: datetime | None = Field(None, description="When a worker took it.")
+    ended_at: datetime | None = Field(None, description="When it reached its terminal "
+                                                        "status.")
     reason: str | None = Field(None, description="Why the job ended as it did.")
     error: str | None = Field(None, description="The exception that ended it, if any.")
     worker: str | None = None
@@ -337,11 +477,14 @@ class JobRecord(BaseModel):
     metrics: Metrics = Field(default_factory=Metrics)
     timeline: list[TimelineEvent] = Field(default_factory=list)
 
+    @computed_field(description="The same as ended_at.")  # type: ignore[prop-decorator]
     @property
-    def duration_seconds(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
+    def finished_at(self) -> datetime | None:
+        return self.ended_at
+
+    @finished_at.setter
+    def finished_at(self, value: datetime | None) -> None:
+        self.ended_at = value
 
 
 class Page(BaseModel):

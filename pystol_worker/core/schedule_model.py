@@ -35,9 +35,23 @@ from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
-from pystol_worker.core.model import Duration, JobSpec, JobStatus, Source, format_duration
+from pystol_worker.core.model import (
+    Duration,
+    JobSpec,
+    JobStatus,
+    Run,
+    Source,
+    format_duration,
+)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -492,13 +506,17 @@ class RunOutcome(StrEnum):
     FAILED = "failed"
 
 
-class ScheduleRun(BaseModel):
+class ScheduleRun(Run):
     """One slot of a schedule and what became of it (consecutive skips for the same
-    reason are kept as one entry with a count)."""
+    reason are kept as one entry with a count). It runs from when beat sent the fire
+    (`started_at`, also `fired_at`) to when the worker decided (`ended_at`, also
+    `decided_at`); a failed run's `reason` is its `error`."""
+
+    legacy_names = {"fired_at": "started_at", "decided_at": "ended_at"}
 
     slot_at: datetime = Field(description="The run's nominal time.")
-    fired_at: datetime | None = Field(None, description="When beat sent the fire.")
-    decided_at: datetime
+    started_at: datetime | None = Field(None, description="When beat sent the fire.")
+    ended_at: datetime = Field(description="When the run was started, skipped or failed.")
     outcome: RunOutcome
     skipped: SkipReason | None = Field(None, description="Why the run was skipped.")
     reason: str = ""
@@ -508,6 +526,35 @@ class ScheduleRun(BaseModel):
     count: int = Field(1, description="Slots this entry stands for (coalesced skips).")
     last_slot_at: datetime | None = Field(None, description="Latest slot of a coalesced "
                                                             "entry.")
+
+    @model_validator(mode="after")
+    def _failure_is_the_error(self) -> ScheduleRun:
+        if self.outcome == RunOutcome.FAILED and self.error is None and self.reason:
+            self.error = self.reason
+        return self
+
+    @computed_field(description="The same as outcome.")  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> RunOutcome:
+        return self.outcome
+
+    @computed_field(description="The same as started_at.")  # type: ignore[prop-decorator]
+    @property
+    def fired_at(self) -> datetime | None:
+        return self.started_at
+
+    @fired_at.setter
+    def fired_at(self, value: datetime | None) -> None:
+        self.started_at = value
+
+    @computed_field(description="The same as ended_at.")  # type: ignore[prop-decorator]
+    @property
+    def decided_at(self) -> datetime:
+        return self.ended_at
+
+    @decided_at.setter
+    def decided_at(self, value: datetime) -> None:
+        self.ended_at = value
 
 
 class ScheduleRecord(BaseModel):

@@ -9,24 +9,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from pystol_worker.faults.recovery import Workload, resolve_workload
 from pystol_worker.faults.selection import Selection
-from pystol_worker.safety.job_context import JobContext
+from pystol_worker.kube.objects import Workload, is_ready, resolve_workload
+from pystol_worker.safety.job_context import SelectContext
 
 
 def required_available(min_available: int | str, desired: int) -> int:
+    """Pods that must stay ready: a count, or a percent of desired rounded up (as a PDB)."""
     if isinstance(min_available, str):
         return math.ceil(desired * int(min_available.rstrip("%")) / 100)
-    return min_available
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    if pod["metadata"].get("deletionTimestamp"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or ())
+    return int(min_available)
 
 
 def cap_targets(selection: Selection, max_targets: int | None) -> Selection:
@@ -38,7 +31,7 @@ def cap_targets(selection: Selection, max_targets: int | None) -> Selection:
                      objects=selection.objects[:max_targets])
 
 
-def keep_min_available(ctx: JobContext, selection: Selection, min_available: int | str
+def keep_min_available(ctx: SelectContext, selection: Selection, min_available: int | str
                        ) -> Selection:
     cache: dict[tuple[str, str, str], Workload | None] = {}
     by_workload: dict[str, list[int]] = {}
@@ -55,7 +48,7 @@ def keep_min_available(ctx: JobContext, selection: Selection, min_available: int
     for key, indexes in by_workload.items():
         workload = workloads[key]
         pods, _ = ctx.cluster.list_pods(workload.ref.namespace, workload.selector)
-        ready = sum(1 for pod in pods if _ready(pod))
+        ready = sum(1 for pod in pods if is_ready(pod))
         required = required_available(min_available, workload.desired)
         spare = max(0, ready - required)
         if spare < len(indexes):

@@ -11,6 +11,10 @@ affected workloads and nodes with `lock_targets`), which:
 4. always reverts, newest first, in a `finally`: undo, drop the journal entry,
    post `PystolRevert`; an undo that fails keeps its entry for the reaper and
    fails the job, saying so.
+
+Before the first injection it checks that every fault's `undo` names a function
+some registered action declares (`Action.undo`): a change nobody could revert —
+not this worker, not the reaper — is never made.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pystol_worker.core.errors import ActionError, PermanentError
-from pystol_worker.core.model import Change, JobSpec, TargetRef
-from pystol_worker.safety.job_context import JobContext
+from pystol_worker.core.errors import ActionError
+from pystol_worker.core.model import Change, EventKind, JobSpec, TargetRef
+from pystol_worker.kube.objects import utc
+from pystol_worker.safety.job_context import RunContext
 from pystol_worker.safety.revert_journal import JournalEntry
 from pystol_worker.safety.target_locks import target_lock_keys
 
@@ -42,15 +47,9 @@ class Fault:
     api_version: str = "v1"
 
 
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
-def lock_targets(ctx: JobContext, spec: JobSpec, refs: list[TargetRef]) -> bool:
+def lock_targets(ctx: RunContext, spec: JobSpec, refs: list[TargetRef]) -> bool:
     """Take the no-overlap locks, waiting or refusing as the job asked (`on_conflict`).
     Returns True when it had to wait: the targets chosen before may be stale by then."""
-    if ctx.locks is None or ctx.job_id is None:
-        return False
     keys = target_lock_keys(refs)
     announced = False
     deadline = time.monotonic() + ctx.settings.max_job_seconds
@@ -62,28 +61,31 @@ def lock_targets(ctx: JobContext, spec: JobSpec, refs: list[TargetRef]) -> bool:
             return announced
         held = ", ".join(f"{target} (job {job})" for target, job in sorted(conflicts.items()))
         if spec.on_conflict == "reject":
-            raise PermanentError(f"refused: another running job holds a fault on {held}")
+            raise ActionError(f"refused: another running job holds a fault on {held}")
         if not announced:
-            ctx.event("waiting", f"waiting for {held} to be released")
+            ctx.event(EventKind.WAITING, f"waiting for {held} to be released")
             announced = True
         if time.monotonic() > deadline:
-            raise PermanentError(f"gave up waiting for {held}")
+            raise ActionError(f"gave up waiting for {held}")
         ctx.stop.wait(LOCK_WAIT_POLL)
 
 
-def post_event(ctx: JobContext, fault: Fault, reason: str, message: str) -> None:
+def post_event(ctx: RunContext, fault: Fault, reason: str, message: str) -> None:
     try:
         ctx.cluster.post_event(fault.target, fault.api_version, reason, message)
     except Exception as error:
         log.warning("could not post %s event on %s: %s", reason, fault.target.name, error)
 
 
-def hold_faults(ctx: JobContext, spec: JobSpec, action: str, faults: list[Fault],
+def hold_faults(ctx: RunContext, spec: JobSpec, action: str, faults: list[Fault],
                 hold_seconds: float | None,
                 after_inject: Callable[[], None] | None = None) -> None:
     """Inject every fault, hold, and revert them all whatever happens."""
-    if ctx.journal is None or ctx.job_id is None:
-        raise ActionError("a job that changes the cluster needs the revert journal")
+    unknown = sorted({fault.undo for fault in faults} - set(ctx.undo_functions.names()))
+    if unknown:
+        raise ActionError(f"{action} would journal undo {', '.join(unknown)}, which no "
+                          "registered action declares (Action.undo): nothing could revert "
+                          "it, so nothing was injected")
     applied: list[tuple[Fault, JournalEntry, Change]] = []
     try:
         for fault in faults:
@@ -97,11 +99,11 @@ def hold_faults(ctx: JobContext, spec: JobSpec, action: str, faults: list[Fault]
             except Exception:
                 # The change may have half-happened: the undo is idempotent, so run it.
                 try:
-                    ctx.journal.undo(ctx.cluster, entry)
+                    ctx.journal.undo(ctx.cluster, entry, ctx.undo_functions)
                 except Exception as error:
                     log.warning("undo after failed injection kept for the reaper: %s", error)
                 raise
-            change = Change(target=fault.target, action=fault.description, at=_utc(at))
+            change = Change(target=fault.target, action=fault.description, started_at=utc(at))
             applied.append((fault, entry, change))
             ctx.result.changes.append(change)
             ctx.metrics.targets_affected += 1
@@ -109,27 +111,26 @@ def hold_faults(ctx: JobContext, spec: JobSpec, action: str, faults: list[Fault]
                 ctx.metrics.injected_at = change.at
             post_event(ctx, fault, "PystolChaos", f"{fault.description} by Pystol job "
                        f"{ctx.job_id}")
-            ctx.event("injected", fault.description, target=fault.target.name,
+            ctx.event(EventKind.INJECTED, fault.description, target=fault.target.name,
                       namespace=fault.target.namespace)
         if after_inject is not None:
             after_inject()
         if hold_seconds:
-            ctx.event("holding", f"holding {len(applied)} fault(s) for {hold_seconds:g}s")
+            ctx.event(EventKind.HOLDING, f"holding {len(applied)} fault(s) for {hold_seconds:g}s")
             ctx.sleep(hold_seconds)
     finally:
         revert_all(ctx, applied)
 
 
-def revert_all(ctx: JobContext, applied: list[tuple[Fault, JournalEntry, Change]]) -> None:
-    assert ctx.journal is not None
+def revert_all(ctx: RunContext, applied: list[tuple[Fault, JournalEntry, Change]]) -> None:
     failures = []
     for fault, entry, change in reversed(applied):
         try:
-            ctx.journal.undo(ctx.cluster, entry)
+            ctx.journal.undo(ctx.cluster, entry, ctx.undo_functions)
         except Exception as error:
             change.error = f"revert failed: {error}"
             failures.append(f"{fault.description}: {error}")
-            ctx.event("revert-failed", f"could not revert {fault.description}: {error}; "
+            ctx.event(EventKind.REVERT_FAILED, f"could not revert {fault.description}: {error}; "
                       "the reaper will retry")
             continue
         change.reverted_at = datetime.now(UTC)
@@ -137,7 +138,7 @@ def revert_all(ctx: JobContext, applied: list[tuple[Fault, JournalEntry, Change]
         ctx.metrics.reverted_at = change.reverted_at
         post_event(ctx, fault, "PystolRevert", f"reverted {fault.description} (Pystol job "
                    f"{ctx.job_id})")
-        ctx.event("reverted", f"reverted {fault.description}", target=fault.target.name,
+        ctx.event(EventKind.REVERTED, f"reverted {fault.description}", target=fault.target.name,
                   namespace=fault.target.namespace)
     if failures:
         raise ActionError("revert failed (the journal keeps it for the reaper): "

@@ -21,7 +21,8 @@ from typing import Any
 from pystol_worker.core.model import Target, TargetMode, TargetRef
 from pystol_worker.core.settings import Settings
 from pystol_worker.faults.selection import Selection
-from pystol_worker.kube.cluster_access import ClusterAccess
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.kube.objects import is_terminating
 
 
 def choose_count(matched: int, mode: TargetMode, value: float | None,
@@ -54,7 +55,7 @@ def pod_ref(pod: dict[str, Any]) -> TargetRef:
                      uid=meta.get("uid"), node=(pod.get("spec") or {}).get("nodeName"))
 
 
-def select_pods(cluster: ClusterAccess, target: Target, settings: Settings,
+def select_pods(cluster: Cluster, target: Target, settings: Settings,
                 seed: int | None = None) -> Selection:
     rng = random.Random(seed)
     candidates: list[dict[str, Any]] = []
@@ -66,7 +67,7 @@ def select_pods(cluster: ClusterAccess, target: Target, settings: Settings,
         pods, _ = cluster.list_pods(namespace, target.label_selector, target.field_selector)
         terminating = 0
         for pod in pods:
-            if pod["metadata"].get("deletionTimestamp"):
+            if is_terminating(pod):
                 terminating += 1
                 continue
             candidates.append(pod)

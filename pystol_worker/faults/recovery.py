@@ -1,124 +1,40 @@
-"""Kill pods on a schedule and time how long their workloads take to heal.
+"""Watching workloads recover: one observer per workload, following its pods by watch.
 
-Recovery is measured by watching, not polling: before the first kill, one
-observer per affected workload lists the workload's pods and then follows a
-watch from that list's resourceVersion. A workload has recovered when, after
-the last of its planned kills, it again has its desired number of ready pods
-that are neither terminating nor among the killed ones. `recovery_seconds` runs
-from the workload's first kill to the watch event that completed it.
+Recovery is measured by watching, not polling: before the first injection, an observer
+lists the workload's pods and then follows a watch from that list's resourceVersion.
+A workload has recovered when, after the last of its planned kills, it again has its
+desired number of ready pods (`kube.objects.is_ready`) that are neither terminating nor
+among the killed ones. `recovery_seconds` runs from the workload's first kill to the
+watch event that completed it.
+
+- `RecoveryObserver`: for faults that take pods away at once (pod-kill, node-drain's
+  evictions; container-kill extends it per container).
+- `HoldObserver` and `wait_for_recovery`: for a fault that is held and then reverted
+  (pod-failure, deployment-scale); recovery is timed from the revert.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from pystol_worker.core.errors import PermanentError
-from pystol_worker.core.model import Change, JobSpec, TargetRef, WorkloadRecovery, WorkloadRef
-from pystol_worker.faults.fault_holding import lock_targets
-from pystol_worker.faults.selection import Selection
-from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError, NotFound
-from pystol_worker.safety.job_context import JobContext
+from pystol_worker.core.errors import ActionError
+from pystol_worker.core.model import EventKind, JobSpec, WorkloadRecovery
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.kube.cluster_access import ClusterError
+from pystol_worker.kube.objects import Workload, is_ready, is_terminating, utc
+from pystol_worker.safety.job_context import RunContext
 
 WATCH_SLICE_SECONDS = 5
-
-
-def kill_offsets(count: int, duration: float | None, distribution: str | None,
-                 rng: random.Random) -> list[float]:
-    """Seconds after the start at which each of `count` kills happens.
-
-    uniform: evenly spaced, the first at 0 and the last at duration * (n-1)/n.
-    poisson: a Poisson process conditioned on `count` arrivals within the duration,
-    i.e. sorted independent uniform times; the mean gap is duration / (count + 1).
-    """
-    if count <= 0:
-        return []
-    if not duration or not distribution:
-        return [0.0] * count
-    if distribution == "uniform":
-        return [duration * index / count for index in range(count)]
-    if distribution == "poisson":
-        return sorted(rng.uniform(0, duration) for _ in range(count))
-    raise ValueError(f"unknown distribution {distribution!r}")
-
-
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    for condition in (pod.get("status") or {}).get("conditions") or ():
-        if condition.get("type") == "Ready":
-            return condition.get("status") == "True"
-    return False
-
-
-def selector_string(selector: dict[str, Any]) -> str:
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expr in selector.get("matchExpressions") or ():
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        if op == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif op == "Exists":
-            parts.append(key)
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts)
-
-
-@dataclass
-class Workload:
-    ref: WorkloadRef
-    desired: int
-    selector: str
-
-
-def resolve_workload(cluster: ClusterAccess, pod: dict[str, Any],
-                     cache: dict[tuple[str, str, str], Workload | None]) -> Workload | None:
-    """The top workload a pod belongs to (ReplicaSet -> Deployment), through ownerReferences."""
-    namespace = pod["metadata"].get("namespace", "")
-    owner = next((ref for ref in pod["metadata"].get("ownerReferences") or ()
-                  if ref.get("controller")), None)
-    if owner is None:
-        return None
-    key = (owner["kind"], namespace, owner["name"])
-    if key in cache:
-        return cache[key]
-    workload: Workload | None = None
-    try:
-        obj = cluster.get_workload(owner["kind"], namespace, owner["name"])
-        if owner["kind"] == "ReplicaSet":
-            parent = next((ref for ref in obj["metadata"].get("ownerReferences") or ()
-                           if ref.get("controller") and ref.get("kind") == "Deployment"), None)
-            if parent is not None:
-                obj = cluster.get_workload("Deployment", namespace, parent["name"])
-        kind = obj.get("kind") or owner["kind"]
-        spec = obj.get("spec") or {}
-        if kind == "DaemonSet":
-            desired = int((obj.get("status") or {}).get("desiredNumberScheduled", 0))
-        else:
-            desired = int(spec.get("replicas", 1))
-        workload = Workload(WorkloadRef(kind=kind, namespace=namespace,
-                                        name=obj["metadata"]["name"]),
-                            desired, selector_string(spec.get("selector") or {}))
-    except (NotFound, ClusterError):
-        workload = None
-    cache[key] = workload
-    return workload
 
 
 @dataclass
 class RecoveryObserver:
     """Follows one workload's pods by watch and notes when it is whole again."""
 
-    cluster: ClusterAccess
+    cluster: Cluster
     workload: Workload
     planned_kills: int
     pods: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # uid -> (ready, terminating)
@@ -149,7 +65,7 @@ class RecoveryObserver:
         if deleted:
             self.pods.pop(uid, None)
         else:
-            self.pods[uid] = (_ready(pod), bool(pod["metadata"].get("deletionTimestamp")))
+            self.pods[uid] = (is_ready(pod), is_terminating(pod))
 
     def _evaluate(self, now: float) -> None:
         if self.recovered_at is None and self.kills_done >= self.planned_kills \
@@ -206,7 +122,7 @@ class RecoveryObserver:
         with self.changed:
             self._evaluate(time.time())
 
-    def wait(self, deadline: float, ctx: JobContext) -> None:
+    def wait(self, deadline: float, ctx: RunContext) -> None:
         while True:
             with self.changed:
                 if self.recovered_at is not None or self.error:
@@ -221,112 +137,10 @@ class RecoveryObserver:
         recovered = self.recovered_at is not None
         return WorkloadRecovery(
             workload=self.workload.ref, desired_replicas=self.workload.desired,
-            first_injection_at=_utc(first), recovered=recovered,
-            recovered_at=_utc(self.recovered_at) if self.recovered_at else None,
+            first_injection_at=utc(first), recovered=recovered,
+            recovered_at=utc(self.recovered_at) if self.recovered_at else None,
             recovery_seconds=round(self.recovered_at - first, 3) if self.recovered_at else None,
             ready_replicas=self.ready_count())
-
-
-def _plan(ctx: JobContext, selection: Selection
-          ) -> tuple[list[tuple[TargetRef, RecoveryObserver | None]], dict[str, RecoveryObserver]]:
-    cache: dict[tuple[str, str, str], Workload | None] = {}
-    observers: dict[str, RecoveryObserver] = {}
-    plan: list[tuple[TargetRef, RecoveryObserver | None]] = []
-    for ref, pod in zip(selection.chosen, selection.objects, strict=True):
-        workload = resolve_workload(ctx.cluster, pod, cache)
-        observer = None
-        if workload is not None:
-            ref.workload = workload.ref
-            key = str(workload.ref)
-            observer = observers.get(key)
-            if observer is None:
-                observer = observers[key] = RecoveryObserver(ctx.cluster, workload, 0)
-            observer.planned_kills += 1
-        plan.append((ref, observer))
-    return plan, observers
-
-
-def kill_pods_and_observe(ctx: JobContext, spec: JobSpec, selection: Selection, *,
-                          grace_period: int | None, distribution: str | None,
-                          seed: int | None, reselect: Callable[[], Selection]) -> None:
-    rng = random.Random(seed)
-    plan, observers = _plan(ctx, selection)
-    while lock_targets(ctx, spec, [ref for ref, _ in plan]):
-        # We waited for another job: what we chose before may have died or moved meanwhile.
-        selection = reselect()
-        ctx.event("selected", f"{len(selection.chosen)} of {selection.matched} matching pods "
-                  "selected again after waiting", **selection.summary())
-        if not selection.chosen:
-            raise PermanentError("no targets left after waiting for the other job")
-        plan, observers = _plan(ctx, selection)
-    try:
-        for observer in observers.values():
-            observer.start()
-        _kill(ctx, spec, plan, grace_period, distribution, rng)
-        for observer in observers.values():
-            observer.kills_finished()
-        timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
-        if observers and ctx.metrics.targets_affected:
-            ctx.event("observing", f"waiting up to {timeout:g}s for "
-                      f"{len(observers)} workload(s) to recover")
-        deadline = time.monotonic() + timeout
-        for observer in observers.values():
-            observer.wait(deadline, ctx)
-    finally:
-        for observer in observers.values():
-            observer.stop.set()
-    if not ctx.metrics.targets_affected:
-        raise PermanentError("no pod was killed: every selected pod was gone before its kill")
-    _report(ctx, list(observers.values()), timeout)
-
-
-def _kill(ctx: JobContext, spec: JobSpec, plan: list[tuple[TargetRef, RecoveryObserver | None]],
-          grace_period: int | None, distribution: str | None, rng: random.Random) -> None:
-    offsets = kill_offsets(len(plan), spec.duration, distribution, rng)
-    start = time.monotonic()
-    for (ref, observer), offset in zip(plan, offsets, strict=True):
-        ctx.sleep(max(0.0, start + offset - time.monotonic()))
-        ctx.check()
-        at = time.time()
-        try:
-            ctx.cluster.delete_pod(ref.namespace or "", ref.name, ref.uid, grace_period)
-        except ClusterError as error:
-            if isinstance(error, NotFound) or error.status == 409:
-                ctx.event("skipped", f"pod {ref.namespace}/{ref.name} was gone before the "
-                          "kill", pod=ref.name)
-                if observer is not None:
-                    observer.record_skipped_kill()
-                continue
-            raise
-        if observer is not None:
-            observer.record_kill(ref.uid or "", at)
-        ctx.result.changes.append(Change(target=ref, action="deleted", at=_utc(at)))
-        ctx.metrics.targets_affected += 1
-        if ctx.metrics.injected_at is None:
-            ctx.metrics.injected_at = _utc(at)
-        ctx.event("injected", f"deleted pod {ref.namespace}/{ref.name}"
-                  + (f" of {ref.workload}" if ref.workload else ""),
-                  pod=ref.name, namespace=ref.namespace, node=ref.node)
-
-
-def _report(ctx: JobContext, observers: list[RecoveryObserver], timeout: float) -> None:
-    problems = []
-    for observer in observers:
-        outcome = observer.result()
-        ctx.result.recovery.append(outcome)
-        if observer.error:
-            problems.append(observer.error)
-        elif outcome.recovered:
-            ctx.event("recovered", f"{outcome.workload} recovered in "
-                      f"{outcome.recovery_seconds:.2f}s", workload=str(outcome.workload),
-                      recovery_seconds=outcome.recovery_seconds)
-        elif observer.kills_done:
-            problems.append(f"{outcome.workload} did not recover within {timeout:g}s "
-                            f"({outcome.ready_replicas}/{outcome.desired_replicas} ready)")
-    times = [r.recovery_seconds for r in ctx.result.recovery if r.recovery_seconds is not None]
-    ctx.metrics.recovery_seconds = max(times) if times else None
-    if problems:
-        raise PermanentError("; ".join(problems))
 
 
 # -- observing a held fault (pod-failure, deployment-scale) ----------------------------------------
@@ -383,26 +197,27 @@ class HoldObserver(RecoveryObserver):
         recovered = self.recovered_at is not None and self.reverted_at is not None
         return WorkloadRecovery(
             workload=self.workload.ref, desired_replicas=self.workload.desired,
-            first_injection_at=_utc(start), recovered=recovered,
-            recovered_at=_utc(self.recovered_at) if recovered and self.recovered_at else None,
+            first_injection_at=utc(start), recovered=recovered,
+            recovered_at=utc(self.recovered_at) if recovered and self.recovered_at else None,
             recovery_seconds=round(max(0.0, self.recovered_at - self.reverted_at), 3)
             if recovered and self.recovered_at and self.reverted_at else None,
             ready_replicas=self.ready_count())
 
 
-def hold_observer(cluster: ClusterAccess, workload: Workload) -> HoldObserver:
+def hold_observer(cluster: Cluster, workload: Workload) -> HoldObserver:
     # One planned "kill" stands for the revert: nothing is evaluated until it happened.
     return HoldObserver(cluster, workload, 1)
 
 
-def wait_for_recovery(ctx: JobContext, spec: JobSpec, observers: list[HoldObserver],
+def wait_for_recovery(ctx: RunContext, spec: JobSpec, observers: list[HoldObserver],
                       reverted_at: float) -> None:
     """After the revert: wait (by watch) for every workload, record it, fail if one did not."""
     timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
     for observer in observers:
         observer.reverted(reverted_at)
     if observers:
-        ctx.event("observing", f"waiting up to {timeout:g}s for {len(observers)} workload(s) "
+        ctx.event(EventKind.OBSERVING,
+                  f"waiting up to {timeout:g}s for {len(observers)} workload(s) "
                   "to be ready again")
     deadline = time.monotonic() + timeout
     for observer in observers:
@@ -412,7 +227,7 @@ def wait_for_recovery(ctx: JobContext, spec: JobSpec, observers: list[HoldObserv
         outcome = observer.outcome()
         ctx.result.recovery.append(outcome)
         if outcome.recovered:
-            ctx.event("recovered", f"{outcome.workload} was ready again "
+            ctx.event(EventKind.RECOVERED, f"{outcome.workload} was ready again "
                       f"{outcome.recovery_seconds:.2f}s after the revert",
                       workload=str(outcome.workload),
                       recovery_seconds=outcome.recovery_seconds)
@@ -425,4 +240,4 @@ def wait_for_recovery(ctx: JobContext, spec: JobSpec, observers: list[HoldObserv
     times = [r.recovery_seconds for r in ctx.result.recovery if r.recovery_seconds is not None]
     ctx.metrics.recovery_seconds = max(times) if times else None
     if problems:
-        raise PermanentError("; ".join(problems))
+        raise ActionError("; ".join(problems))

@@ -1,7 +1,12 @@
 """`Selection`: the targets a job would hit now, and why others were left out.
 
 It is what every action's `select()` returns and what the blast-radius guards shrink,
-for previews, dry runs and runs alike.
+for previews, dry runs and runs alike. `record_selection` is how a run makes a
+selection the job's own: its record's `targets` (what the dashboard, the CLI and the
+topology overlay show) and a `selected` timeline event. The runner calls it for the
+first selection, and an action calls it again whenever it selects anew (pod-kill does
+after waiting for another job's lock), so the record never names pods the job did not
+choose.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pystol_worker.core.model import TargetRef
+from pystol_worker.core.model import EventKind, JobRecord, TargetRef
+from pystol_worker.safety.job_context import RunContext
 
 
 @dataclass
@@ -39,3 +45,15 @@ class Selection:
         return {"matched": self.matched, "chosen": [t.model_dump(mode="json", exclude_none=True)
                                                     for t in self.chosen],
                 "excluded": self.excluded}
+
+
+def record_selection(ctx: RunContext, selection: Selection, message: str) -> None:
+    """Make `selection` the job's targets: in its record, its metrics and its timeline."""
+    chosen = list(selection.chosen)
+    ctx.metrics.targets_selected = len(chosen)
+
+    def keep_targets(stored: JobRecord) -> None:
+        stored.targets = chosen
+        stored.metrics.targets_selected = len(chosen)
+    ctx.store.update(ctx.job_id, keep_targets)
+    ctx.event(EventKind.SELECTED, message, **selection.summary())

@@ -5,6 +5,10 @@ every `PYSTOL_REAPER_INTERVAL_SECONDS`, on Celery's own timer (no extra
 thread in a process that forks). One reaper acts at a time (a Redis lock).
 A job counts as lost when its heartbeat lapsed: its journal entries are
 undone, and the job, if still `running`, ends `aborted` saying why.
+
+The undo functions are passed in (`ActionRegistry.undo_registry()`, the same table
+the runner reverts with), never found by importing modules for their side effects:
+a reaper can revert exactly what the actions its process knows declared.
 """
 
 from __future__ import annotations
@@ -13,10 +17,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from pystol_worker.actions.registry import default_registry
 from pystol_worker.core.model import JobRecord, JobStatus, utcnow
-from pystol_worker.kube.cluster_access import ClusterAccess
-from pystol_worker.safety.revert_journal import RevertJournal, UndoRegistry, undo_functions
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.safety.revert_journal import RevertJournal, UndoRegistry
 from pystol_worker.store.job_store import JobStore, TransitionRefused
 
 log = logging.getLogger("pystol.reaper")
@@ -38,10 +41,10 @@ def lost_job_reason(reverted: int, failed: int) -> str:
     return text
 
 
-def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
-              heartbeat_seconds: float, registry: UndoRegistry = undo_functions,
+def reap_once(store: JobStore, journal: RevertJournal, cluster: Cluster,
+              heartbeat_seconds: float, undo_functions: UndoRegistry,
               budget_seconds: float | None = None) -> ReapReport:
-    default_registry()  # the actions' modules register the undo functions
+    """One pass: undo the entries of every dead job, end those jobs aborted."""
     report = ReapReport()
     token = journal.lock_reaper()
     if token is None:
@@ -59,7 +62,8 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: ClusterAccess,
             if deadline is not None and time.monotonic() > deadline:
                 break  # the rest waits for the next pass
             undone, failed = journal.undo_all(
-                cluster, [entry for entry in entries if entry.job_id == job_id], registry)
+                cluster, [entry for entry in entries if entry.job_id == job_id],
+                undo_functions)
             report.reverted += [entry.describe() for entry in undone]
             report.failed += [f"{entry.describe()}: {error}" for entry, error in failed]
             try:

@@ -3,6 +3,10 @@
 Whatever happens inside an action, the job ends in exactly one of succeeded,
 failed, aborted or cancelled, with the reason in the record: the runner is the
 only place that decides, and `JobStore.finish` refuses a second decision.
+
+It is also the only place that builds a `RunContext`: for a job it has claimed, with
+the job's store, the revert journal, the target locks and the undo functions collected
+by its `ActionRegistry` (so a plug-in's changes are reverted like a built-in's).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from pystol_worker.actions.registry import ActionRegistry
 from pystol_worker.core.logging_setup import job_context
 from pystol_worker.core.model import JobRecord, JobStatus
 from pystol_worker.core.settings import Settings
+from pystol_worker.faults.selection import record_selection
 from pystol_worker.jobs.probes import run_probe
 from pystol_worker.jobs.validation import JobInvalid, validate_job
+from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
-from pystol_worker.safety.job_context import JobAborted, JobContext
+from pystol_worker.safety.job_context import JobAborted, RunContext
 from pystol_worker.safety.revert_journal import RevertJournal
 from pystol_worker.safety.target_locks import TargetLocks
 from pystol_worker.store.job_store import JobNotFound, JobStore, TransitionRefused
@@ -34,18 +40,18 @@ LOST_WORKER_REASON = ("the worker running this job was lost; Pystol does not run
 
 class JobRunner:
     def __init__(self, settings: Settings, store: JobStore, registry: ActionRegistry,
-                 cluster_factory: Callable[[], ClusterAccess]) -> None:
+                 cluster_factory: Callable[[], Cluster]) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self.cluster_factory = cluster_factory
         self.journal = RevertJournal(store.redis, settings.heartbeat_seconds)
         self.locks = TargetLocks(store.redis)
-        self._cluster: ClusterAccess | None = None
+        self._cluster: Cluster | None = None
         self.kube_requests = KubeRequestCounter(store.redis)
 
     @property
-    def cluster(self) -> ClusterAccess:
+    def cluster(self) -> Cluster:
         if self._cluster is None:
             self._cluster = self.cluster_factory()
             if isinstance(self._cluster, ClusterAccess) and \
@@ -78,8 +84,9 @@ class JobRunner:
                 # lapsed heartbeat tells them apart.
                 return self._abort_if_lost(job_id)
             return current.status
-        ctx = JobContext(settings=self.settings, cluster=self.cluster, store=self.store,
-                         job_id=job_id, journal=self.journal, locks=self.locks)
+        ctx = RunContext(settings=self.settings, cluster=self.cluster, store=self.store,
+                         job_id=job_id, journal=self.journal, locks=self.locks,
+                         undo_functions=self.registry.undo_registry())
 
         def refresh_locks() -> None:
             self.locks.refresh(job_id, ctx.locked, self.settings.heartbeat_seconds)
@@ -110,7 +117,8 @@ class JobRunner:
                 log.warning("job %s was delivered again but still runs elsewhere", job_id)
                 return None
             time.sleep(0.5)
-        undone, failed = self.journal.undo_all(self.cluster, self.journal.entries(job_id))
+        undone, failed = self.journal.undo_all(self.cluster, self.journal.entries(job_id),
+                                               self.registry.undo_registry())
         reason = LOST_WORKER_REASON
         if undone:
             reason += f"; reverted {len(undone)} change(s) it left"
@@ -120,21 +128,15 @@ class JobRunner:
             self.store.finish(job_id, JobStatus.ABORTED, reason)
         return JobStatus.ABORTED
 
-    def _execute(self, record: JobRecord, ctx: JobContext
+    def _execute(self, record: JobRecord, ctx: RunContext
                  ) -> tuple[JobStatus, str, str | None]:
         spec = record.spec
         try:
             ctx.check()
             action, params = validate_job(spec, self.registry, self.settings)
             selection = action.guarded_select(ctx, spec, params)
-            ctx.metrics.targets_selected = len(selection.chosen)
-
-            def keep_targets(stored: JobRecord) -> None:
-                stored.targets = selection.chosen
-                stored.metrics.targets_selected = len(selection.chosen)
-            self.store.update(record.id, keep_targets)
-            ctx.event("selected", f"{len(selection.chosen)} of {selection.matched} matching "
-                      f"{action.target_kind.value} selected", **selection.summary())
+            record_selection(ctx, selection, f"{len(selection.chosen)} of {selection.matched} "
+                             f"matching {action.target_kind.value} selected")
             if not selection.chosen:
                 return JobStatus.FAILED, "no targets: nothing matched the target " + (
                     f"({'; '.join(selection.excluded)})" if selection.excluded else ""), None
@@ -177,7 +179,7 @@ class JobRunner:
                     traceback.format_exc(limit=20))
 
     @staticmethod
-    def _summary(ctx: JobContext) -> str:
+    def _summary(ctx: RunContext) -> str:
         text = f"{ctx.metrics.targets_affected} target(s) affected"
         if ctx.metrics.recovery_seconds is not None:
             text += f"; recovered in {ctx.metrics.recovery_seconds:.2f}s"

@@ -8,6 +8,7 @@ with the same field paths.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -31,10 +32,13 @@ class JobInvalid(Exception):
 
 
 def validate_job(spec: JobSpec, registry: ActionRegistry, settings: Settings
-                 ) -> tuple[Action, BaseModel]:
-    """The action and its validated params; JobInvalid lists every problem found."""
+                 ) -> tuple[Action[Any], BaseModel]:
+    """The action and its validated params; JobInvalid lists every problem found.
+
+    The params are an instance of exactly `action.Params` (validated here, nowhere else):
+    that is what lets `Action[P]` take a `P` in check, select and execute."""
     problems: list[FieldProblem] = []
-    action: Action | None = None
+    action: Action[Any] | None = None
     try:
         action = registry.get(spec.action)
     except UnknownAction as error:

@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
+    from urllib3 import BaseHTTPResponse
+
+    from pystol_worker.core.model import TargetRef
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -88,7 +91,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.isdigit():
             return min(self.max_delay, float(retry_after))
-        backoff = min(self.max_delay, self.base_delay * (2 ** attempt))
+        backoff = min(self.max_delay, self.base_delay * (2.0 ** attempt))
         return backoff * (0.5 + random.random() / 2)
 
 
@@ -102,16 +105,55 @@ def load_api_client(kubeconfig: str) -> ApiClient:
     """A client from a kubeconfig path, or in-cluster config, or ~/.kube/config."""
     from kubernetes import client, config
 
+    api_client: ApiClient
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+        return api_client
     try:
         config.load_incluster_config()
         return client.ApiClient()
     except config.ConfigException:
-        return config.new_client_from_config()
+        api_client = config.new_client_from_config()
+        return api_client
+
+
+def event_body(target: TargetRef, api_version: str, reason: str, message: str,
+               event_type: str = "Normal") -> dict[str, Any]:
+    """The Event `post_event` creates (shared with the fake cluster, so both post the same)."""
+    namespace = target.namespace or "default"
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "metadata": {"generateName": f"{target.name}.pystol-", "namespace": namespace},
+        "involvedObject": {"kind": target.kind, "name": target.name,
+                           "namespace": target.namespace or "", "uid": target.uid,
+                           "apiVersion": api_version},
+        "reason": reason, "message": message, "type": event_type,
+        "source": {"component": "pystol"}, "reportingComponent": "pystol",
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
 
 
 class ClusterAccess:
+    """The real `Cluster` (pystol_worker/kube/cluster.py): a Kubernetes API server.
+
+    Every request takes one path, `_call`: a token from the rate limiter, the request,
+    the `on_request` count, and on failure a translated `ClusterError`. Most requests
+    are also retried there with backoff (429, 5xx, connection errors). Three are not,
+    or only in part, and on purpose:
+
+    - `evict`: 429 is not retried here. From the Eviction API it means that a
+      PodDisruptionBudget says no, which is an answer, not an overload; node-drain
+      retries it on its own clock (`eviction_timeout`) and reports pods it gave up on.
+      5xx and connection errors are retried as for any request.
+    - `exec_in_pod`: never retried. Exec is a WebSocket session that runs a command; a
+      second attempt after an unclear failure could run it twice (`kill 1` would kill
+      the freshly restarted container again). It is rate-limited and counted all the same.
+    - `watch_pods`: opening the watch is an ordinary GET and is retried; the stream that
+      follows is one long response and cannot be: when it breaks, the caller (the
+      recovery observer) watches again from the last resourceVersion it saw, and lists
+      again when the server says that version is gone (410).
+    """
+
     def __init__(self, api_client: ApiClient, limiter: TokenBucket,
                  retry: RetryPolicy | None = None,
                  on_request: Callable[[str, int], None] | None = None) -> None:
@@ -132,7 +174,22 @@ class ClusterAccess:
     # -- the one path every request takes ----------------------------------------------------
 
     def call(self, verb: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        from kubernetes.client.rest import ApiException
+        """`func(*args, **kwargs)` rate-limited, retried on 429, 5xx and connection errors."""
+        return self._call(verb, func, args, kwargs)
+
+    def call_raw(self, verb: str, func: Callable[..., Any], *args: Any,
+                 **kwargs: Any) -> BaseHTTPResponse:
+        """`call` with `_preload_content=False`: the HTTP response, unparsed. The client's
+        model objects are slow to build; callers read the JSON as plain dicts."""
+        response: BaseHTTPResponse = self._call(verb, func, args,
+                                                {**kwargs, "_preload_content": False})
+        return response
+
+    def _call(self, verb: str, func: Callable[..., T], args: tuple[Any, ...],
+              kwargs: dict[str, Any], retry_statuses: frozenset[int] = RETRY_STATUSES,
+              retry_unreachable: bool = True) -> T:
+        """The one path every request takes (see the class docstring for what is retried)."""
+        from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
         attempt = 0
@@ -145,14 +202,14 @@ class ClusterAccess:
             except ApiException as error:
                 self._count(verb, error.status or 0)
                 retry_after = (error.headers or {}).get("Retry-After") if error.headers else None
-                if error.status in RETRY_STATUSES and attempt + 1 < self.retry.attempts:
+                if error.status in retry_statuses and attempt + 1 < self.retry.attempts:
                     time.sleep(self.retry.delay(attempt, retry_after))
                     attempt += 1
                     continue
                 raise self._translate(error) from None
             except (Urllib3Error, ConnectionError, OSError) as error:
                 self._count(verb, 0)
-                if attempt + 1 < self.retry.attempts:
+                if retry_unreachable and attempt + 1 < self.retry.attempts:
                     time.sleep(self.retry.delay(attempt, None))
                     attempt += 1
                     continue
@@ -183,15 +240,15 @@ class ClusterAccess:
         token: str | None = None
         resource_version = ""
         while True:
-            kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False}
+            kwargs: dict[str, Any] = {"limit": PAGE_SIZE}
             if label_selector:
                 kwargs["label_selector"] = label_selector
             if field_selector:
                 kwargs["field_selector"] = field_selector
             if token:
                 kwargs["_continue"] = token
-            response = self.call("list", self.core.list_namespaced_pod, namespace, **kwargs)
-            body = _loads_without_gc(response.data)
+            response = self.call_raw("list", self.core.list_namespaced_pod, namespace, **kwargs)
+            body: dict[str, Any] = _loads_without_gc(response.data)
             items.extend(body.get("items") or ())
             meta = body.get("metadata") or {}
             resource_version = resource_version or meta.get("resourceVersion", "")
@@ -200,8 +257,9 @@ class ClusterAccess:
                 return items, resource_version
 
     def get_raw(self, func: Callable[..., Any], *args: Any) -> dict[str, Any]:
-        response = self.call("get", func, *args, _preload_content=False)
-        return json.loads(response.data)
+        response = self.call_raw("get", func, *args)
+        body: dict[str, Any] = json.loads(response.data)
+        return body
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
         return self.get_raw(self.core.read_namespaced_pod, name, namespace)
@@ -233,20 +291,23 @@ class ClusterAccess:
             "Deployment": self.apps.patch_namespaced_deployment,
             "StatefulSet": self.apps.patch_namespaced_stateful_set}
         args = (name, body) if kind == "Node" else (name, namespace, body)
-        response = self.call("patch", patchers[kind], *args, _preload_content=False)
-        return json.loads(response.data)
+        response = self.call_raw("patch", patchers[kind], *args)
+        patched: dict[str, Any] = json.loads(response.data)
+        return patched
 
     def list_nodes(self, label_selector: str | None = None) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"_preload_content": False}
+        kwargs: dict[str, Any] = {}
         if label_selector:
             kwargs["label_selector"] = label_selector
-        response = self.call("list", self.core.list_node, **kwargs)
-        return json.loads(response.data).get("items") or []
+        response = self.call_raw("list", self.core.list_node, **kwargs)
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
 
     def list_all_pods(self, field_selector: str) -> list[dict[str, Any]]:
-        response = self.call("list", self.core.list_pod_for_all_namespaces,
-                             field_selector=field_selector, _preload_content=False)
-        return json.loads(response.data).get("items") or []
+        response = self.call_raw("list", self.core.list_pod_for_all_namespaces,
+                                 field_selector=field_selector)
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
 
     def get_node(self, name: str) -> dict[str, Any]:
         return self.get_raw(self.core.read_node, name)
@@ -265,11 +326,12 @@ class ClusterAccess:
                        ) -> list[dict[str, Any]]:
         lister = {"Deployment": self.apps.list_namespaced_deployment,
                   "StatefulSet": self.apps.list_namespaced_stateful_set}[kind]
-        kwargs: dict[str, Any] = {"_preload_content": False}
+        kwargs: dict[str, Any] = {}
         if label_selector:
             kwargs["label_selector"] = label_selector
-        response = self.call("list", lister, namespace, **kwargs)
-        return json.loads(response.data).get("items") or []
+        response = self.call_raw("list", lister, namespace, **kwargs)
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
 
     def evict(self, namespace: str, name: str, grace_period: int | None = None) -> None:
         from kubernetes import client
@@ -277,15 +339,9 @@ class ClusterAccess:
         body = client.V1Eviction(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace),
             delete_options=client.V1DeleteOptions(grace_period_seconds=grace_period))
-        # No retries here: a 429 means a PodDisruptionBudget says no, and the caller decides.
-        self.limiter.acquire()
-        from kubernetes.client.rest import ApiException
-        try:
-            self.core.create_namespaced_pod_eviction(name, namespace, body)
-            self._count("create", 201)
-        except ApiException as error:
-            self._count("create", error.status or 0)
-            raise self._translate(error) from None
+        # 429 is a PodDisruptionBudget saying no: the caller decides (class docstring).
+        self._call("create", self.core.create_namespaced_pod_eviction, (name, namespace, body),
+                   {}, retry_statuses=RETRY_STATUSES - {429})
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         from kubernetes import client
@@ -294,8 +350,9 @@ class ClusterAccess:
             "Pod": self.core.create_namespaced_pod,
             "NetworkPolicy": client.NetworkingV1Api(self.api_client)
             .create_namespaced_network_policy}
-        response = self.call("create", creators[kind], namespace, body, _preload_content=False)
-        return json.loads(response.data)
+        response = self.call_raw("create", creators[kind], namespace, body)
+        created: dict[str, Any] = json.loads(response.data)
+        return created
 
     def delete(self, kind: str, namespace: str, name: str, grace_period: int | None = 0
                ) -> bool:
@@ -315,49 +372,42 @@ class ClusterAccess:
 
     def exec_in_pod(self, namespace: str, name: str, container: str, command: list[str],
                     timeout: float = 30.0) -> tuple[int, str, str]:
-        """Run a command in a container (pods/exec over WebSocket): (exit code, out, err)."""
+        """Run a command in a container (pods/exec over WebSocket): (exit code, out, err).
+        Never retried: the command may have run (class docstring)."""
         from kubernetes.stream import stream
 
-        self.limiter.acquire()
-        client_stream = stream(self.core.connect_get_namespaced_pod_exec, name, namespace,
-                               container=container, command=command, stderr=True,
-                               stdin=False, stdout=True, tty=False, _preload_content=False)
-        try:
-            client_stream.run_forever(timeout=timeout)
-            out = client_stream.read_stdout() if client_stream.peek_stdout() else ""
-            err = client_stream.read_stderr() if client_stream.peek_stderr() else ""
-            code = client_stream.returncode
-        finally:
-            client_stream.close()
-        self._count("create", 200)
-        return int(code if code is not None else -1), out, err
+        def run() -> tuple[int, str, str]:
+            client_stream = stream(self.core.connect_get_namespaced_pod_exec, name, namespace,
+                                   container=container, command=command, stderr=True,
+                                   stdin=False, stdout=True, tty=False, _preload_content=False)
+            try:
+                client_stream.run_forever(timeout=timeout)
+                out = client_stream.read_stdout() if client_stream.peek_stdout() else ""
+                err = client_stream.read_stderr() if client_stream.peek_stderr() else ""
+                code = client_stream.returncode
+            finally:
+                client_stream.close()
+            return int(code if code is not None else -1), out, err
 
-    def post_event(self, target: Any, api_version: str, reason: str, message: str,
+        return self._call("create", run, (), {}, retry_statuses=frozenset(),
+                          retry_unreachable=False)
+
+    def post_event(self, target: TargetRef, api_version: str, reason: str, message: str,
                    event_type: str = "Normal") -> None:
         """A Kubernetes Event on the affected object, so `kubectl describe` shows the chaos."""
-        namespace = target.namespace or "default"
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {
-            "metadata": {"generateName": f"{target.name}.pystol-", "namespace": namespace},
-            "involvedObject": {"kind": target.kind, "name": target.name,
-                               "namespace": target.namespace or "", "uid": target.uid,
-                               "apiVersion": api_version},
-            "reason": reason, "message": message, "type": event_type,
-            "source": {"component": "pystol"}, "reportingComponent": "pystol",
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        self.call("create", self.core.create_namespaced_event, namespace, body)
+        body = event_body(target, api_version, reason, message, event_type)
+        self.call("create", self.core.create_namespaced_event, body["metadata"]["namespace"],
+                  body)
 
     def watch_pods(self, namespace: str, label_selector: str, resource_version: str,
                    timeout_seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event type, pod dict) from a resourceVersion, until the server ends the stream."""
-        self.limiter.acquire()
-        response = self.core.list_namespaced_pod(
-            namespace, label_selector=label_selector, watch=True,
+        # Opening the watch is retried like any GET; the stream itself cannot be (docstring).
+        response = self.call_raw(
+            "watch", self.core.list_namespaced_pod, namespace,
+            label_selector=label_selector, watch=True,
             resource_version=resource_version, timeout_seconds=timeout_seconds,
-            allow_watch_bookmarks=True, _preload_content=False,
-            _request_timeout=(10, timeout_seconds + 10))
-        self._count("watch", response.status)
+            allow_watch_bookmarks=True, _request_timeout=(10, timeout_seconds + 10))
         try:
             buffer = b""
             for chunk in response.stream(65536, decode_content=False):

@@ -57,5 +57,6 @@ def run_beat(settings: Settings, loglevel: str = "INFO") -> None:
         health = HealthFile(health_path)
         health.touch()  # fresh from the start: a file left by the last run says nothing
         scheduler = health_scheduler(health)
-    app.Beat(scheduler=scheduler, loglevel=loglevel, pidfile=None, schedule=None,
-             max_interval=BEAT_MAX_LOOP_INTERVAL).run()
+    # celery-types narrows both: Beat also takes a scheduler class, and seconds as a float
+    app.Beat(scheduler=scheduler, loglevel=loglevel, pidfile=None,  # type: ignore[arg-type]
+             schedule=None, max_interval=BEAT_MAX_LOOP_INTERVAL).run()  # type: ignore[arg-type]

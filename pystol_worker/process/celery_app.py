@@ -2,6 +2,7 @@
 
 Producers (the API, the watcher, beat) build it to send tasks by name; only
 `pystol worker` imports `pystol_worker.process.tasks`, which registers the task code.
+`CeleryJobQueue` is the `JobQueue` the submission service sends jobs through.
 The settings are the ones a job that must not be lost, nor run twice by
 accident, needs: late acknowledgement, requeue when a worker dies mid-task, one
 task prefetched at a time, and a visibility timeout longer than the longest job.
@@ -42,3 +43,18 @@ def make_celery(settings: Settings) -> Celery:
 def send_job(app: Celery, settings: Settings, job_id: str) -> None:
     """Queue a stored job for a worker, by task name (producers never import task code)."""
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue)
+
+
+class CeleryJobQueue:
+    """The submission service's `JobQueue` on the Celery broker at `settings.redis_url`.
+
+    `app`: the Celery app to send with; a worker passes its own (fire_schedule runs in
+    one), the API and the watcher let it build a producer app, which connects on the
+    first send. Sending by task name keeps every producer free of task code."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self._settings = settings
+        self._celery = app if app is not None else make_celery(settings)
+
+    def send(self, job_id: str) -> None:
+        send_job(self._celery, self._settings, job_id)

@@ -20,15 +20,17 @@ from pystol_worker.actions.registry import default_registry
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.reaper import reap_once
 from pystol_worker.jobs.runner import JobRunner
+from pystol_worker.jobs.submission import SubmissionService
 from pystol_worker.kube.cluster_access import (
     ClusterAccess,
     RetryPolicy,
     TokenBucket,
     load_api_client,
 )
-from pystol_worker.process.celery_app import RUN_JOB_TASK, send_job
+from pystol_worker.process.celery_app import RUN_JOB_TASK, CeleryJobQueue
 from pystol_worker.schedules.firing import ScheduleFirer
 from pystol_worker.schedules.store import FIRE_TASK, FIRED_AT_HEADER, ScheduleStore
+from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
 
 log = logging.getLogger("pystol.worker")
@@ -54,7 +56,7 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
     """A worker bootstep that reaps at start and then on the worker's own timer."""
 
     class ReaperStep(bootsteps.StartStopStep):
-        requires = {"celery.worker.components:Timer"}
+        requires = ("celery.worker.components:Timer",)
 
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             super().__init__(worker, **kwargs)
@@ -82,7 +84,7 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
                     RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0))
             try:
                 reap_once(runner.store, runner.journal, self.cluster, settings.heartbeat_seconds,
-                          budget_seconds=REAPER_BUDGET_SECONDS)
+                          runner.registry.undo_registry(), budget_seconds=REAPER_BUDGET_SECONDS)
             except Exception:
                 log.exception("reaper pass failed; the next one retries")
 
@@ -118,10 +120,14 @@ class FirerPerProcess:
     def get(self, app: Celery) -> ScheduleFirer:
         if self._firer is None or self._pid != os.getpid():
             client = redis.Redis.from_url(self.settings.redis_url)
-            store = ScheduleStore(client, self.settings, registry=default_registry(),
+            registry = default_registry()
+            store = ScheduleStore(client, self.settings, registry=registry,
                                   rng=random.Random())
-            self._firer = ScheduleFirer(store, lambda job_id: send_job(app, self.settings,
-                                                                       job_id))
+            # The submission service every producer uses, on this process's connection;
+            # jobs are sent with the worker's own Celery app.
+            submissions = SubmissionService(store.jobs, CeleryJobQueue(self.settings, app),
+                                            registry, self.settings, HaltSwitch(client))
+            self._firer = ScheduleFirer(store, submissions)
             self._pid = os.getpid()
         return self._firer
 

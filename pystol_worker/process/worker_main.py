@@ -26,7 +26,7 @@ def health_step(health: HealthFile, interval: float) -> type[bootsteps.StartStop
     """
 
     class HealthStep(bootsteps.StartStopStep):
-        requires = {"celery.worker.components:Timer"}
+        requires = ("celery.worker.components:Timer",)
 
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             super().__init__(worker, **kwargs)

@@ -1,10 +1,17 @@
-"""What an action sees while it runs: the cluster, the clock, the timeline and cancellation.
+"""The two contexts an action sees: one while it selects, one while it runs.
 
-A preview (the API's `POST /preview`) gets the same context without a job, so an
-action's `select()` is the same code whether it answers a preview or a run.
-`check()` reads Redis every time it is called (one MGET: the job's cancel flag
-and the global halt), and actions call it right before every injecting call:
-that read is what makes a halt stop injections within one round trip.
+`SelectContext` (the cluster and the settings, nothing else) is what `select()` gets.
+Previews (the API's `POST /preview`) and dry runs build only this one, so selecting
+cannot journal, lock or record anything: there is nothing in it to do that with. It is
+the same code whether it answers a preview or a run.
+
+`RunContext` is a `SelectContext` plus what a job that changes the cluster needs, none of
+it optional: the job's id, its store (timeline, record), the revert journal, the target
+locks and the undo functions of every registered action. In a worker only the runner
+builds one, for a job it has claimed. Its `check()` reads Redis every time it is called
+(one MGET: the job's cancel flag and the global halt), and actions call it right before
+every injecting call: that read is what makes a halt stop injections within one round
+trip.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from typing import Any
 
 from pystol_worker.core.model import JobResult, Metrics
 from pystol_worker.core.settings import Settings
-from pystol_worker.kube.cluster_access import ClusterAccess
-from pystol_worker.safety.revert_journal import RevertJournal
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.safety.revert_journal import RevertJournal, UndoRegistry
 from pystol_worker.safety.target_locks import TargetLocks
 from pystol_worker.store.job_store import JobStore
 
@@ -30,13 +37,22 @@ class JobAborted(Exception):
 
 
 @dataclass
-class JobContext:
+class SelectContext:
+    """What `select()` may use: read the cluster, read the settings. Safe for previews."""
+
     settings: Settings
-    cluster: ClusterAccess
-    store: JobStore | None = None
-    job_id: str | None = None
-    journal: RevertJournal | None = None
-    locks: TargetLocks | None = None
+    cluster: Cluster
+
+
+@dataclass
+class RunContext(SelectContext):
+    """What `execute()` gets: a claimed job with its journal, locks and timeline."""
+
+    store: JobStore
+    job_id: str
+    journal: RevertJournal
+    locks: TargetLocks
+    undo_functions: UndoRegistry
     result: JobResult = field(default_factory=JobResult)
     metrics: Metrics = field(default_factory=Metrics)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -45,8 +61,8 @@ class JobContext:
     on_event: Callable[[str, str, dict[str, Any]], None] | None = None
 
     def event(self, kind: str, message: str, **data: Any) -> None:
-        if self.store is not None and self.job_id is not None:
-            self.store.append_event(self.job_id, kind, message, data)
+        """Append to the job's timeline (and tell `on_event`, for tests and local runs)."""
+        self.store.append_event(self.job_id, kind, message, data)
         if self.on_event is not None:
             self.on_event(kind, message, data)
 
@@ -54,12 +70,11 @@ class JobContext:
         """True once an abort was asked for: the job was cancelled or chaos was halted."""
         if self.stop.is_set():
             return True
-        if self.store is not None and self.job_id is not None:
-            reason = self.store.stop_reason(self.job_id)
-            if reason is not None:
-                self.abort_reason = reason
-                self.stop.set()
-                return True
+        reason = self.store.stop_reason(self.job_id)
+        if reason is not None:
+            self.abort_reason = reason
+            self.stop.set()
+            return True
         return False
 
     def check(self) -> None:

@@ -9,6 +9,10 @@ periodically — undoes them. Undo functions are idempotent: running one twice,
 or on a change that never reached the cluster, is harmless. With Redis on an
 append-only file, the journal survives a Redis restart too.
 
+Which function undoes an entry is looked up by the entry's `undo` name in an
+`UndoRegistry` the caller passes in (built from the action classes' `undo`
+declarations); the names are stored in Redis, so they never change.
+
 Layout (prefix `pystol:`):
 - `journal`                 hash: entry id -> entry JSON
 - `journal:job:{job_id}`    set of the job's entry ids
@@ -21,7 +25,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +33,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from pystol_worker.core.model import TargetRef, utcnow
-from pystol_worker.kube.cluster_access import ClusterAccess
+from pystol_worker.kube.cluster import Cluster
 from pystol_worker.safety.target_locks import journal_key, target_lock_keys
 from pystol_worker.store.metrics import record_orphan_reverts
 
@@ -41,7 +45,8 @@ class JournalEntry(BaseModel):
     id: str = Field(default_factory=lambda: "r-" + secrets.token_hex(6))
     job_id: str
     action: str
-    undo: str = Field(description="Name of the undo function, see UNDO_FUNCTIONS.")
+    undo: str = Field(description="Name of the undo function, as declared in the `undo` "
+                                  "of the action class that journaled it.")
     target: TargetRef
     data: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
@@ -51,29 +56,33 @@ class JournalEntry(BaseModel):
         return f"{self.undo} on {self.target.kind} {where}{self.target.name}"
 
 
-UndoFunction = Callable[[ClusterAccess, JournalEntry], None]
+UndoFunction = Callable[[Cluster, JournalEntry], None]
+"""Reverts one journaled change from the entry alone (it may run in another process)."""
 
 
 class UndoRegistry:
-    """Undo functions by name; actions register theirs next to the change they make."""
+    """Undo functions by the name journal entries carry (`JournalEntry.undo`).
 
-    def __init__(self) -> None:
-        self._functions: dict[str, UndoFunction] = {}
+    There is no global one: `ActionRegistry.undo_registry()` builds it from the `undo`
+    declared on every registered action class (plug-ins included), and the runner and
+    the reaper are handed it. So whatever can be run can be reverted by the same process,
+    and nothing depends on which modules happened to be imported.
+    """
 
-    def register(self, name: str) -> Callable[[UndoFunction], UndoFunction]:
-        def decorator(function: UndoFunction) -> UndoFunction:
-            self._functions[name] = function
-            return function
-        return decorator
+    def __init__(self, functions: Mapping[str, UndoFunction] | None = None) -> None:
+        self._functions: dict[str, UndoFunction] = dict(functions or {})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._functions
+
+    def names(self) -> list[str]:
+        return sorted(self._functions)
 
     def get(self, name: str) -> UndoFunction:
         if name not in self._functions:
             known = ", ".join(sorted(self._functions))
             raise KeyError(f"no undo function {name!r} (known: {known})")
         return self._functions[name]
-
-
-undo_functions = UndoRegistry()
 
 
 _UNLOCK_IF_OURS = """
@@ -137,14 +146,14 @@ class RevertJournal:
 
     # -- undo -------------------------------------------------------------------------------------
 
-    def undo(self, cluster: ClusterAccess, entry: JournalEntry,
-             registry: UndoRegistry = undo_functions) -> None:
+    def undo(self, cluster: Cluster, entry: JournalEntry,
+             registry: UndoRegistry) -> None:
         """Undo one change and drop its entry; raises (keeping the entry) when the undo fails."""
         registry.get(entry.undo)(cluster, entry)
         self.resolve(entry)
 
-    def undo_all(self, cluster: ClusterAccess, entries: list[JournalEntry],
-                 registry: UndoRegistry = undo_functions
+    def undo_all(self, cluster: Cluster, entries: list[JournalEntry],
+                 registry: UndoRegistry
                  ) -> tuple[list[JournalEntry], list[tuple[JournalEntry, str]]]:
         """Undo each entry, newest first; (undone, failed). Failed ones stay journaled."""
         undone: list[JournalEntry] = []

@@ -14,10 +14,11 @@ message with the moment it sent it (header `pystol_fired_at`). The task, in a wo
 2. **Decides**: paused? inside the windows (in the schedule's time zone)? started within
    `starting_deadline_seconds` of its slot? chaos halted? concurrency policy (Forbid: skip
    while an earlier run's job has not ended; Replace: ask it to abort, then start)?
-3. **Runs**: creates the job with `JobStore.create(source=schedule, schedule_id=…)` and an
-   idempotency key made of the schedule id and the slot, then queues it with `send_job`.
-   A redelivered fire (its worker died) re-runs the same decision and the key returns the
-   same job: a slot never makes two jobs.
+3. **Runs**: submits the template through the submission service every producer uses
+   (`SubmissionService.submit(source=schedule, schedule_id=…)`: validate, halt, store,
+   queue) with an idempotency key made of the schedule id and the slot, and turns its
+   errors into the run's outcome. A redelivered fire (its worker died) re-runs the same
+   decision and the key returns the same job: a slot never makes two jobs.
 4. **Records** the outcome in the schedule's history (trimmed to `history_limit`).
 """
 
@@ -25,13 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from pystol_worker.core.model import JobStatus, Source
+from pystol_worker.core.model import Source
 from pystol_worker.core.schedule_model import (
     ConcurrencyPolicy,
     RunOutcome,
@@ -45,14 +45,19 @@ from pystol_worker.core.schedule_model import (
     next_slot_after,
     window_problem,
 )
-from pystol_worker.jobs.validation import JobInvalid, validate_job
+from pystol_worker.jobs.submission import (
+    ChaosHalted,
+    IdempotencyConflict,
+    JobInvalid,
+    QueueUnavailable,
+    SubmissionService,
+)
 from pystol_worker.schedules.store import (
     ScheduleState,
     ScheduleStore,
     StoredSchedule,
 )
-from pystol_worker.store.halt import ChaosHalted, HaltSwitch
-from pystol_worker.store.job_store import IdempotencyConflict, JobNotFound, TransitionRefused
+from pystol_worker.store.job_store import JobNotFound, TransitionRefused
 
 log = logging.getLogger("pystol.schedules")
 COUNT_CAP = 1000  # cron slots counted one by one (skipped or missed) at most
@@ -105,13 +110,13 @@ def _count_slots(stored: StoredSchedule, after_ms: int, before_ms: int
 
 
 class ScheduleFirer:
-    """Handles fires; `send(job_id)` queues a stored job (`send_job` in a worker)."""
+    """Handles fires. Jobs are submitted through `submissions` (built by the worker process
+    on the same Redis, with the worker's Celery app as its queue; tests inject theirs)."""
 
-    def __init__(self, schedules: ScheduleStore, send: Callable[[str], None]) -> None:
+    def __init__(self, schedules: ScheduleStore, submissions: SubmissionService) -> None:
         self.schedules = schedules
         self.jobs = schedules.jobs
-        self.send = send
-        self.halt = HaltSwitch(schedules.redis)
+        self.submissions = submissions
 
     @property
     def redis(self) -> redis.Redis:
@@ -206,7 +211,7 @@ class ScheduleFirer:
         if claim.missed:
             first = ms_to_datetime(claim.first_missed_ms or claim.slot_ms)
             self.schedules.record_run(schedule_id, ScheduleRun(
-                slot_at=first, decided_at=self.schedules.now(), outcome=RunOutcome.SKIPPED,
+                slot_at=first, ended_at=self.schedules.now(), outcome=RunOutcome.SKIPPED,
                 skipped=SkipReason.NOT_FIRED, count=claim.missed,
                 last_slot_at=ms_to_datetime(claim.last_missed_ms or claim.slot_ms),
                 reason=f"{claim.missed} slot(s) from {first.isoformat()} got no fire (was "
@@ -255,9 +260,13 @@ class ScheduleFirer:
             return skip(SkipReason.MISSED_DEADLINE,
                         f"could start only {late:.1f}s after its time, later than "
                         f"starting_deadline_seconds={deadline:g}")
-        halt = self.halt.state()
-        if halt.halted:
-            return skip(SkipReason.HALTED, str(ChaosHalted(halt)))
+        # Asked here as well as on submitting: a halted slot must not go on to the
+        # concurrency policy, whose Forbid would name the wrong reason and whose Replace
+        # would cancel earlier runs.
+        try:
+            self.submissions.refuse_if_halted()
+        except ChaosHalted as halted:
+            return skip(SkipReason.HALTED, str(halted))
         replaced: list[str] = []
         if spec.concurrency_policy != ConcurrencyPolicy.ALLOW:
             earlier = {job_id: status for job_id, (job_slot, status)
@@ -278,36 +287,36 @@ class ScheduleFirer:
         return self.start(claim, fired, replaced)
 
     def start(self, claim: Claim, fired: Any, replaced: list[str]) -> ScheduleRun:
+        """Submit the slot's job and say how that went (the submission service's errors
+        become the run's outcome)."""
         stored, slot_ms = claim.stored, claim.slot_ms
         slot = ms_to_datetime(slot_ms)
-        base = {"slot_at": slot, "fired_at": fired, "replaced": replaced}
+
+        def run(outcome: RunOutcome, reason: str, job_id: str | None = None,
+                skipped: SkipReason | None = None) -> ScheduleRun:
+            return ScheduleRun(slot_at=slot, started_at=fired, replaced=replaced,
+                               ended_at=self.schedules.now(), outcome=outcome,
+                               skipped=skipped, job_id=job_id, reason=reason)
+
         spec = stored.spec.template.model_copy(
             update={"idempotency_key": idempotency_key(stored.id, slot_ms)})
         try:
-            validate_job(spec, self.schedules.registry, self.schedules.settings)
+            record, created = self.submissions.submit(spec, Source.SCHEDULE, stored.submitter,
+                                                      schedule_id=stored.id)
         except JobInvalid as invalid:
-            return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.FAILED,
-                               reason=f"the template is no longer valid: {invalid}")
-        try:
-            record, created = self.jobs.create(spec, Source.SCHEDULE, stored.submitter,
-                                               schedule_id=stored.id)
+            return run(RunOutcome.FAILED, f"the template is no longer valid: {invalid}")
+        except ChaosHalted as halted:  # engaged since `decide` asked
+            return run(RunOutcome.SKIPPED, str(halted), skipped=SkipReason.HALTED)
         except IdempotencyConflict as conflict:
-            return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.STARTED,
-                               job_id=conflict.job_id or None,
-                               reason="already started for this slot")
-        if not created:
-            return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.STARTED,
-                               job_id=record.id, reason="already started for this slot")
+            return run(RunOutcome.STARTED, "already started for this slot",
+                       conflict.job_id or None)
+        except QueueUnavailable as refused:
+            return run(RunOutcome.FAILED, f"could not be queued: {refused.cause}",
+                       refused.job_id)
+        # Tracked for Forbid and Replace once queued; again on a redelivered fire (not
+        # created), in case the first one died between queuing and this line.
         self.schedules.add_active(stored.id, record.id, slot_ms)
-        try:
-            self.send(record.id)
-        except Exception as error:
-            log.exception("schedule %s: could not queue job %s", stored.id, record.id)
-            self.jobs.finish(record.id, JobStatus.FAILED, "could not be queued",
-                             error=f"{type(error).__name__}: {error}")
-            self.jobs.release_idempotency_key(record)
-            return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.FAILED,
-                               job_id=record.id, reason=f"could not be queued: {error}")
-        reason = f"replaced {', '.join(replaced)}" if replaced else ""
-        return ScheduleRun(**base, decided_at=self.schedules.now(), outcome=RunOutcome.STARTED,
-                           job_id=record.id, reason=reason)
+        if not created:
+            return run(RunOutcome.STARTED, "already started for this slot", record.id)
+        return run(RunOutcome.STARTED, f"replaced {', '.join(replaced)}" if replaced else "",
+                   record.id)

@@ -26,6 +26,7 @@ the entry aimed by a stale spec.
 
 from __future__ import annotations
 
+import builtins
 import json
 import random
 import re
@@ -297,7 +298,7 @@ class ScheduleStore:
                                               ["aimed", "last_slot", "last_task"])
         return ScheduleState(_int(values[0]), _int(values[1]), _text(values[2]))
 
-    def runs(self, schedule_id: str) -> list[ScheduleRun]:
+    def runs(self, schedule_id: str) -> builtins.list[ScheduleRun]:  # `list` is a method here
         raw = self.redis.lrange(self.runs_key(schedule_id), 0, -1)
         runs = [ScheduleRun.model_validate_json(item) for item in raw]
         ids = [run.job_id for run in runs if run.job_id]
@@ -455,8 +456,8 @@ class ScheduleStore:
                         merged = head.model_copy(update={
                             "count": head.count + run.count,
                             "last_slot_at": run.last_slot_at or run.slot_at,
-                            "decided_at": run.decided_at, "reason": run.reason,
-                            "fired_at": run.fired_at})
+                            "ended_at": run.ended_at, "reason": run.reason,
+                            "started_at": run.started_at})
                         pipe.lset(key, 0, merged.model_dump_json())
                     else:
                         pipe.lpush(key, run.model_dump_json())

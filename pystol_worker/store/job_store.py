@@ -4,6 +4,7 @@ Layout (prefix `pystol:`):
 - `job:{id}`            the record as JSON, without its timeline
 - `job:{id}:timeline`   a list of timeline events, appended without rewriting the record
 - `job:{id}:cancel`     set when someone asked to cancel a running job
+- `job:{id}:sent`       set once a job with an idempotency key was handed to the queue
 - `jobs`                sorted set of every job id, scored by a submission sequence number
 - `jobs:status:{s}`, `jobs:action:{a}`, `jobs:ns:{n}`   the same, per filter value
 - `job-seq`             the sequence (so ties never happen and cursors stay stable)
@@ -21,11 +22,12 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from pystol_worker.core.model import (
+    EventKind,
     JobRecord,
     JobSpec,
     JobStatus,
@@ -79,6 +81,10 @@ class JobStore:
         return f"{PREFIX}job:{job_id}"
 
     @staticmethod
+    def _idempotency_key(submitter: str, key: str) -> str:
+        return f"{PREFIX}idem:{submitter}:{key}"
+
+    @staticmethod
     def _index_keys(record: JobRecord) -> list[str]:
         keys = [f"{PREFIX}jobs:action:{record.spec.action}"]
         keys += [f"{PREFIX}jobs:ns:{ns}" for ns in record.spec.target.namespaces]
@@ -93,7 +99,7 @@ class JobStore:
         job_id = new_job_id()
         idem_key = None
         if spec.idempotency_key:
-            idem_key = f"{PREFIX}idem:{submitter}:{spec.idempotency_key}"
+            idem_key = self._idempotency_key(submitter, spec.idempotency_key)
             value = json.dumps({"id": job_id, "spec": _spec_fingerprint(spec)})
             if not self.redis.set(idem_key, value, nx=True, ex=IDEMPOTENCY_SECONDS):
                 earlier_raw = self.redis.get(idem_key) or b"{}"
@@ -116,7 +122,7 @@ class JobStore:
         record = JobRecord(id=job_id, spec=spec, source=source, submitter=submitter,
                            created_at=now, schedule_id=schedule_id)
         seq = int(self.redis.incr(f"{PREFIX}job-seq"))
-        event = TimelineEvent(at=now, kind="queued",
+        event = TimelineEvent(at=now, kind=EventKind.QUEUED,
                               message=f"submitted by {submitter} via {source.value}")
         with self.redis.pipeline() as pipe:
             pipe.set(self._key(job_id), record.model_dump_json(exclude={"timeline"}))
@@ -151,10 +157,34 @@ class JobStore:
         with the same key submits afresh instead of returning the failed job."""
         if not record.spec.idempotency_key:
             return
-        key = f"{PREFIX}idem:{record.submitter}:{record.spec.idempotency_key}"
+        key = self._idempotency_key(record.submitter, record.spec.idempotency_key)
         stored = self.redis.get(key)
         if stored is not None and json.loads(stored).get("id") == record.id:
             self.redis.delete(key)
+
+    def find_by_idempotency_key(self, submitter: str, key: str) -> JobRecord | None:
+        """The job this submitter stored under `key` in the last 24 h, without its timeline;
+        None when there is none (or its record is gone). For a producer that must find its
+        earlier job before it can even build the spec again (the CR watcher after a restart).
+        """
+        raw = self.redis.get(self._idempotency_key(submitter, key))
+        if raw is None:
+            return None
+        job_id = json.loads(raw).get("id")
+        if not job_id:
+            return None
+        try:
+            return self.get(job_id, with_timeline=False)
+        except JobNotFound:
+            return None
+
+    def mark_sent(self, job_id: str) -> None:
+        """Remember that the job was handed to the queue (for as long as its idempotency key
+        lives), so that whoever finds it again by that key does not send it a second time."""
+        self.redis.set(self._key(job_id) + ":sent", "1", ex=IDEMPOTENCY_SECONDS)
+
+    def was_sent(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self._key(job_id) + ":sent"))
 
     def get(self, job_id: str, with_timeline: bool = True) -> JobRecord:
         raw = self.redis.get(self._key(job_id))
@@ -185,8 +215,9 @@ class JobStore:
         last_score: float | None = None
         batch = max(limit, 50)
         while len(items) < limit:
-            rows = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=batch,
-                                               withscores=True)
+            rows = cast(list[tuple[bytes | str, float]],
+                        self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=batch,
+                                                    withscores=True))
             if not rows:
                 last_score = None
                 break
@@ -220,9 +251,12 @@ class JobStore:
 
     # -- changes ----------------------------------------------------------------------------------
 
-    def append_event(self, job_id: str, kind: str, message: str,
+    def append_event(self, job_id: str, kind: EventKind | str, message: str,
                      data: dict[str, Any] | None = None) -> TimelineEvent:
-        event = TimelineEvent(at=utcnow(), kind=kind, message=message, data=data or {})
+        """Add an event to the job's timeline; `kind` must be an `EventKind` value (plain
+        strings are accepted until every caller passes the enum)."""
+        event = TimelineEvent(at=utcnow(), kind=EventKind(kind), message=message,
+                              data=data or {})
         payload = event.model_dump_json()
         with self.redis.pipeline() as pipe:
             pipe.rpush(self._key(job_id) + ":timeline", payload)
@@ -263,7 +297,7 @@ class JobStore:
             record.started_at = utcnow()
             record.worker = worker
         record = self.update(job_id, change)
-        self.append_event(job_id, "started", f"running on {worker}")
+        self.append_event(job_id, EventKind.STARTED, f"running on {worker}")
         metrics.record_started(self.redis, record)
         return record
 
@@ -281,9 +315,9 @@ class JobStore:
             record.status = status
             record.reason = reason
             record.error = error
-            record.finished_at = utcnow()
+            record.ended_at = utcnow()
         record = self.update(job_id, apply)
-        self.append_event(job_id, status.value, reason)
+        self.append_event(job_id, EventKind(status.value), reason)
         self.redis.delete(self._key(job_id) + ":cancel")
         metrics.record_finished(self.redis, record)
         return record
@@ -298,18 +332,18 @@ class JobStore:
             if record.status == JobStatus.QUEUED:
                 record.status = JobStatus.CANCELLED
                 record.reason = f"cancelled by {by} before it started"
-                record.finished_at = utcnow()
+                record.ended_at = utcnow()
                 outcome["kind"] = "cancelled"
             else:
                 record.cancel_requested = True
                 outcome["kind"] = "abort"
         record = self.update(job_id, apply)
         if outcome["kind"] == "cancelled":
-            self.append_event(job_id, "cancelled", record.reason or "cancelled")
+            self.append_event(job_id, EventKind.CANCELLED, record.reason or "cancelled")
             metrics.record_finished(self.redis, record)
         else:
             self.redis.set(self._key(job_id) + ":cancel", by, ex=IDEMPOTENCY_SECONDS)
-            self.append_event(job_id, "cancel-requested", f"abort requested by {by}")
+            self.append_event(job_id, EventKind.CANCEL_REQUESTED, f"abort requested by {by}")
         return record
 
     def cancel_requested_by(self, job_id: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from pystol_worker.core.model import JobRecord, JobStatus
+from pystol_worker.core.model import ChangeStatus, JobRecord, JobStatus
 
 log = logging.getLogger("pystol.metrics")
 
@@ -165,15 +165,14 @@ def record_finished(client: redis.Redis, record: JobRecord) -> None:
     rec = Recorder()
     rec.inc(JOBS_FINISHED, {"action": action, "status": record.status.value,
                             "verdict": verdict_of(record)})
-    if record.started_at is not None and record.finished_at is not None:
-        rec.observe(JOB_DURATION, {"action": action},
-                    (record.finished_at - record.started_at).total_seconds())
+    if record.duration_seconds is not None:
+        rec.observe(JOB_DURATION, {"action": action}, record.duration_seconds)
     for change in record.result.changes:
         rec.inc(TARGETS_AFFECTED, {"action": action,
                                    "namespace": change.target.namespace or ""})
-        if change.reverted_at is not None:
+        if change.status == ChangeStatus.REVERTED:
             rec.inc(REVERTS, {"action": action, "outcome": "reverted"})
-        elif change.error:
+        elif change.status == ChangeStatus.FAILED:
             rec.inc(REVERTS, {"action": action, "outcome": "failed"})
     for recovery in record.result.recovery:
         if recovery.recovery_seconds is not None:

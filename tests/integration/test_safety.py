@@ -84,6 +84,11 @@ def test_overlapping_jobs_wait_or_are_refused(stack: Stack) -> None:
     first_done = datetime.fromisoformat(first["finished_at"])
     second_kill = datetime.fromisoformat(second["result"]["changes"][0]["at"])
     assert second_kill >= first_done, "the waiting job injected while the first held the lock"
+    # The first job killed every pod the waiting one had chosen; after the wait it chose
+    # again, and its record names the pod it then killed (what the dashboard shows).
+    killed = [change["target"]["name"] for change in second["result"]["changes"]]
+    assert [target["name"] for target in second["targets"]] == killed
+    assert second["metrics"]["targets_selected"] == len(killed)
 
 
 def test_max_targets_and_min_available_shrink_the_selection(stack: Stack) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
 from pystol_worker.actions import builtin
-from pystol_worker.actions.base import Action, Selection
+from pystol_worker.actions.base import Action, RunContext, SelectContext, Selection
 from pystol_worker.actions.pod_kill import PodKillParams
 from pystol_worker.actions.registry import ActionRegistry
 from pystol_worker.core.model import JobSpec, TargetKind
@@ -22,18 +22,18 @@ class NodeParams(BaseModel):
     drain: bool = True
 
 
-class NodeReboot(Action):
+class NodeReboot(Action[NodeParams]):
     """A node action, to check that node targets need no namespaces."""
 
     name = "node-reboot"
     description = "test double"
     target_kind = TargetKind.NODES
-    Params: ClassVar[type[BaseModel]] = NodeParams
+    Params = NodeParams
 
-    def select(self, ctx: Any, spec: JobSpec, params: BaseModel) -> Selection:
+    def select(self, ctx: SelectContext, spec: JobSpec, params: NodeParams) -> Selection:
         raise NotImplementedError
 
-    def execute(self, ctx: Any, spec: JobSpec, params: BaseModel,
+    def execute(self, ctx: RunContext, spec: JobSpec, params: NodeParams,
                 selection: Selection) -> None:
         raise NotImplementedError
 

@@ -1,4 +1,4 @@
-"""pystol_worker.faults.recovery.kill_offsets: when each pod of a pod-kill job is deleted."""
+"""pystol_worker.actions.pod_kill.kill_offsets: when each pod of a pod-kill job is deleted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from pystol_worker.faults.recovery import kill_offsets
+from pystol_worker.actions.pod_kill import kill_offsets
 
 
 @pytest.mark.parametrize(

@@ -171,15 +171,13 @@ def test_metrics_never_fail_the_caller(broken_client: Callable[[], redis.Redis])
 
 
 def test_reaper_reverts_are_counted(client: fakeredis.FakeRedis) -> None:
-    registry = UndoRegistry()
-
-    @registry.register("ok")
     def _ok(cluster: object, entry: JournalEntry) -> None:
         pass
 
-    @registry.register("boom")
     def _boom(cluster: object, entry: JournalEntry) -> None:
         raise RuntimeError("still broken")
+
+    registry = UndoRegistry({"ok": _ok, "boom": _boom})
 
     journal = RevertJournal(client)
     target = TargetRef(kind="Node", name="n1")

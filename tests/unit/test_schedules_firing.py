@@ -34,6 +34,7 @@ from pystol_worker.core.schedule_model import (
     ms_to_datetime,
 )
 from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.submission import SubmissionService
 from pystol_worker.jobs.validation import JobInvalid
 from pystol_worker.schedules.firing import ScheduleFirer, idempotency_key
 from pystol_worker.schedules.store import (
@@ -51,6 +52,29 @@ from pystol_worker.store.job_store import JobStore
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC
 TEMPLATE: dict[str, Any] = {"action": "pod-kill",
                             "target": {"namespaces": ["shop"], "label_selector": "app=web"}}
+
+
+class ListQueue:
+    """A JobQueue that appends what it is asked to queue to a list."""
+
+    def __init__(self, sent: list[str]) -> None:
+        self.sent = sent
+
+    def send(self, job_id: str) -> None:
+        self.sent.append(job_id)
+
+
+class RefusingQueue:
+    """A JobQueue whose broker is down."""
+
+    def send(self, job_id: str) -> None:
+        raise ConnectionError("broker down")
+
+
+def firer(store: ScheduleStore, queue: Any) -> ScheduleFirer:
+    """A firer with the submission service a worker process builds, on the store's Redis."""
+    return ScheduleFirer(store, SubmissionService(store.jobs, queue, store.registry,
+                                                  store.settings, HaltSwitch(store.redis)))
 
 
 class Clock:
@@ -103,7 +127,7 @@ def env() -> Iterator[Env]:
     clock = Clock(T0)
     store = ScheduleStore(client, Settings(), clock=clock, rng=random.Random(7))
     sent: list[str] = []
-    yield Env(client, clock, store, ScheduleFirer(store, sent.append), sent)
+    yield Env(client, clock, store, firer(store, ListQueue(sent)), sent)
 
 
 def redbeat_app(client: fakeredis.FakeRedis) -> Celery:
@@ -366,9 +390,7 @@ def test_history_is_trimmed_and_repeated_skips_are_folded(env: Env) -> None:
 
 
 def test_a_job_that_cannot_be_queued_fails_the_run(env: Env) -> None:
-    def refuse(job_id: str) -> None:
-        raise ConnectionError("broker down")
-    env.firer.send = refuse
+    env.firer = firer(env.store, RefusingQueue())
     env.add(interval="2s")
     result = env.fire()
     assert result.outcome == "failed" and "broker down" in result.reason

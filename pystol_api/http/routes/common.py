@@ -17,11 +17,11 @@ import redis
 from flask import Response
 from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, model_validator
 
-from pystol_api.http.job_queue import JobQueue
 from pystol_api.http.problems import problem_doc
 from pystol_worker.actions import ActionRegistry
 from pystol_worker.core.model import JobSpec
 from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.submission import JobQueue, SubmissionService
 from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
 from pystol_worker.store.job_store import JobStore
 
@@ -59,6 +59,7 @@ class Services:
     queue: JobQueue
     registry: ActionRegistry
     cluster: LazyCluster
+    submissions: SubmissionService  # the one submission path, built on the services above
 
 
 # A JobSpec as it arrives over HTTP, documented under the name JobSpec. It is a guard at

@@ -1,16 +1,16 @@
 """The job resource: submit, list, read, cancel, and read a job's timeline.
 
-Submitting validates with the same `validate_job` every entry point uses, stores the
-job, then queues it; the answer is `202 Accepted` because the work has only been
-queued. An idempotency key makes a retried submission safe: the same key with the
-same spec within 24 h answers `200` with the earlier job and queues nothing.
+Submitting goes through the submission service every producer uses (validate, halt
+check, store, queue); this module only maps its errors to problem documents. The
+answer is `202 Accepted` because the work has only been queued. An idempotency key
+makes a retried submission safe: the same key with the same spec within 24 h answers
+`200` with the earlier job and queues nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
 from collections.abc import Iterator
 from typing import Literal
@@ -31,16 +31,8 @@ from pystol_api.http.routes.common import (
     json_response,
 )
 from pystol_worker.core.model import JobRecord, JobStatus, Page, Source, TimelineEvent
-from pystol_worker.jobs.validation import validate_job
-from pystol_worker.store.halt import ChaosHalted, HaltSwitch
-from pystol_worker.store.job_store import (
-    TIMELINE_CHANNEL,
-    IdempotencyConflict,
-    JobNotFound,
-    TransitionRefused,
-)
-
-log = logging.getLogger("pystol.api")
+from pystol_worker.jobs.submission import ChaosHalted, IdempotencyConflict, QueueUnavailable
+from pystol_worker.store.job_store import TIMELINE_CHANNEL, JobNotFound, TransitionRefused
 
 TAG = Tag(name="jobs", description="Chaos jobs: submit, follow, cancel.")
 SOURCE_HEADER = "X-Pystol-Source"
@@ -172,34 +164,24 @@ def blueprint(services: Services) -> APIBlueprint:
         """Validate, store and queue a job. With an `idempotency_key` already used in the
         last 24 h for the same spec, answers 200 with that job and queues nothing."""
         spec = body.as_spec()
-        validate_job(spec, services.registry, services.settings)
+        # JobInvalid goes to the app's error handler: 422 with the field paths.
         try:
-            HaltSwitch(services.redis).refuse_if_halted()
+            record, created = services.submissions.submit(spec, Source(header.source),
+                                                          current_submitter())
         except ChaosHalted as halted:
             raise ApiProblem(409, "chaos-halted", "Chaos is halted", str(halted)) from None
-        submitter = current_submitter()
-        try:
-            record, created = store.create(spec, Source(header.source), submitter)
         except IdempotencyConflict as conflict:
             raise ApiProblem(409, "idempotency-conflict", "Idempotency key reused",
                              f"idempotency key {spec.idempotency_key!r} was used in the last "
                              f"24 h for a different job spec (job {conflict.job_id}); use a "
                              "new key for a new job") from None
-        headers = {"Location": job_url(record.id)}
-        if not created:
-            return json_response(record, 200, headers)
-        try:
-            services.queue.send(record.id)
-        except Exception as error:
-            log.exception("could not queue job %s", record.id)
-            store.finish(record.id, JobStatus.FAILED, "could not be queued",
-                         error=f"{type(error).__name__}: {error}")
-            store.release_idempotency_key(record)
+        except QueueUnavailable as refused:
             raise ApiProblem(503, "queue-unavailable", "Job could not be queued",
-                             f"job {record.id} was stored but the queue (PYSTOL_REDIS_URL) "
-                             "refused it; it was marked failed. Retry later.",
-                             headers={"Retry-After": "5"}) from None
-        return json_response(record, 202, headers)
+                             f"job {refused.job_id} was stored but the queue "
+                             "(PYSTOL_REDIS_URL) refused it; it was marked failed. Retry "
+                             "later.", headers={"Retry-After": "5"}) from None
+        return json_response(record, 202 if created else 200,
+                             {"Location": job_url(record.id)})
 
     @bp.get("/jobs", summary="List jobs, newest first",
             responses={200: Page, 422: INVALID_DOC})

@@ -1,7 +1,8 @@
 """Preview: which targets a job would hit right now, answered at once.
 
 It takes the same body and the same validation as `POST /jobs` and runs the action's
-own `select()` (the code a run uses) against the cluster, changing nothing. When the
+own `select()` (the code a run uses) against the cluster, changing nothing: it hands the
+action a `SelectContext`, which has no job, journal or locks to change anything with. When the
 Kubernetes API fails the answer is 502: the cluster, not the request, is at fault.
 """
 
@@ -21,10 +22,9 @@ from pystol_api.http.routes.common import (
     Services,
     json_response,
 )
-from pystol_worker.actions import ActionError
+from pystol_worker.actions import ActionError, SelectContext
 from pystol_worker.core.model import TargetRef
 from pystol_worker.jobs.validation import validate_job
-from pystol_worker.safety.job_context import JobContext
 
 TAG = Tag(name="preview", description="Dry runs that answer at once.")
 
@@ -46,7 +46,7 @@ def blueprint(services: Services) -> APIBlueprint:
     def preview(body: JobSubmission) -> Response:
         spec = body.as_spec()
         action, params = validate_job(spec, services.registry, services.settings)
-        context = JobContext(settings=services.settings, cluster=services.cluster.get())
+        context = SelectContext(settings=services.settings, cluster=services.cluster.get())
         try:
             selection = action.guarded_select(context, spec, params)
         except ActionError as error:

@@ -1,0 +1,174 @@
+"""Kubernetes object helpers: one rule each for readiness, owners, selectors and times.
+
+Pods, workloads and nodes travel through Pystol as the plain dicts the API returns.
+Whatever reads them for a decision (is this pod up? whose is it? which pods does this
+selector mean?) reads them here, so that a preview, the blast-radius guard, the drain
+and the recovery observers can never disagree about the same object.
+
+Readiness, one rule: a pod is ready when it is not being deleted and its `Ready`
+condition says `True`. Before this module there were three rules. The recovery observers
+and node-drain read the first `Ready` condition and ignored deletion; the `min_available`
+guard also refused a pod that was being deleted, and took any `Ready` condition that said
+`True`. The rule kept:
+- the first `Ready` condition decides, as Kubernetes' own `podutil.IsPodReady` reads it
+  (a pod has one; "any" and "first" only differ on a malformed object);
+- a pod being deleted is not ready, whatever its condition still says: it is leaving,
+  EndpointSlices mark it not ready, and Services stop sending it traffic. So the guard
+  does not count it among the pods that keep a workload up, and a recovery observer does
+  not count it as a replica back (the observers tracked terminating pods separately and
+  left them out of the ready count already; node-drain never evicts a terminating pod).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pystol_worker.core.model import WorkloadRef
+from pystol_worker.kube.cluster import Cluster
+from pystol_worker.kube.cluster_access import ClusterError, NotFound
+
+_SET = re.compile(r"^(?P<key>\S+)\s+(?P<op>in|notin)\s+\((?P<values>.*)\)$")
+_EQUALITY = re.compile(r"^(?P<key>[^=!\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>.*)$")
+
+
+# -- time -----------------------------------------------------------------------------------------
+
+def utc(timestamp: float) -> datetime:
+    """A `time.time()` reading as an aware UTC datetime, as job records store times."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+# -- state ----------------------------------------------------------------------------------------
+
+def is_terminating(obj: dict[str, Any]) -> bool:
+    """The object is being deleted (it has a deletionTimestamp)."""
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    """Not being deleted, and the first `Ready` condition is `True` (see the module doc)."""
+    if is_terminating(pod):
+        return False
+    for condition in (pod.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "Ready":
+            status: object = condition.get("status")
+            return status == "True"
+    return False
+
+
+# -- owners ---------------------------------------------------------------------------------------
+
+def controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The ownerReference marked `controller: true` (the one that recreates the object)."""
+    return next((ref for ref in (obj.get("metadata") or {}).get("ownerReferences") or ()
+                 if ref.get("controller")), None)
+
+
+@dataclass
+class Workload:
+    """A pod's top controller, with how many pods it wants and the selector that finds them."""
+
+    ref: WorkloadRef
+    desired: int
+    selector: str
+
+
+def resolve_workload(cluster: Cluster, pod: dict[str, Any],
+                     cache: dict[tuple[str, str, str], Workload | None]) -> Workload | None:
+    """The top workload a pod belongs to (ReplicaSet -> Deployment), through ownerReferences.
+
+    None for a pod no controller owns, or whose owner cannot be read. `cache` is keyed by
+    (owner kind, namespace, owner name), so a selection of many pods of one workload costs
+    one or two reads."""
+    namespace = pod["metadata"].get("namespace", "")
+    owner = controller_ref(pod)
+    if owner is None:
+        return None
+    key = (owner["kind"], namespace, owner["name"])
+    if key in cache:
+        return cache[key]
+    workload: Workload | None = None
+    try:
+        obj = cluster.get_workload(owner["kind"], namespace, owner["name"])
+        if owner["kind"] == "ReplicaSet":
+            parent = controller_ref(obj)
+            if parent is not None and parent.get("kind") == "Deployment":
+                obj = cluster.get_workload("Deployment", namespace, parent["name"])
+        kind = obj.get("kind") or owner["kind"]
+        spec = obj.get("spec") or {}
+        if kind == "DaemonSet":
+            desired = int((obj.get("status") or {}).get("desiredNumberScheduled", 0))
+        else:
+            desired = int(spec.get("replicas", 1))
+        workload = Workload(WorkloadRef(kind=kind, namespace=namespace,
+                                        name=obj["metadata"]["name"]),
+                            desired, selector_string(spec.get("selector") or {}))
+    except (NotFound, ClusterError):
+        workload = None
+    cache[key] = workload
+    return workload
+
+
+# -- selectors ------------------------------------------------------------------------------------
+
+def selector_string(selector: dict[str, Any]) -> str:
+    """A LabelSelector object (matchLabels, matchExpressions) as a selector string."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or ():
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def _requirements(text: str) -> list[str]:
+    """Split a selector string at the commas that are not inside a set's parentheses."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    return [part for part in parts if part]
+
+
+def label_selector_object(text: str | None) -> dict[str, Any]:
+    """A selector string (`app=web,tier in (a,b),!canary`) as a LabelSelector object.
+
+    The string is assumed valid (`core.selector_syntax` checked it at submission)."""
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for requirement in _requirements(text or ""):
+        if found := _SET.match(requirement):
+            values = [v.strip() for v in found["values"].split(",") if v.strip()]
+            expressions.append({"key": found["key"],
+                                "operator": "In" if found["op"] == "in" else "NotIn",
+                                "values": values})
+        elif found := _EQUALITY.match(requirement):
+            if found["op"] == "!=":
+                expressions.append({"key": found["key"], "operator": "NotIn",
+                                    "values": [found["value"].strip()]})
+            else:
+                match_labels[found["key"]] = found["value"].strip()
+        elif requirement.startswith("!"):
+            expressions.append({"key": requirement[1:].strip(), "operator": "DoesNotExist"})
+        else:
+            expressions.append({"key": requirement, "operator": "Exists"})
+    selector: dict[str, Any] = {}
+    if match_labels:
+        selector["matchLabels"] = match_labels
+    if expressions:
+        selector["matchExpressions"] = expressions
+    return selector
