@@ -58,8 +58,14 @@ setup() {
 wheel_smoke() {
   local work
   work=$(mktemp -d /tmp/pystol-wheel-smoke.XXXXXX)
+  # Build from a copy of the files git knows (tracked, or new and not ignored): a `build/`
+  # left in the work tree by an earlier build would otherwise put stale modules in the wheel.
+  mkdir "$work/src"
+  git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' file; do
+    [ -e "$file" ] && cp --parents -- "$file" "$work/src/"
+  done
   "$VENV/bin/pip" wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
-    -w "$work/dist" .
+    -w "$work/dist" "$work/src"
   python3 -m venv "$work/venv"
   "$work/venv/bin/pip" install -q --disable-pip-version-check "$work"/dist/pystol-*.whl
   "$work/venv/bin/pip" check

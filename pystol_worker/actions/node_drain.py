@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.actions.node_cordon import (
@@ -282,12 +281,12 @@ class Drain:
                                                reason="gone before its eviction"))
             return None
         except ClusterError as error:
-            if error.status in RETRY_STATUSES:
+            # status None: the API server could not be reached; like 429 and 5xx, that is
+            # retried here until eviction_timeout, with a cancel/halt check before each try.
+            if error.status is None or error.status in RETRY_STATUSES:
                 return str(error).removeprefix("Kubernetes API answered ")
             self._give_up(item, str(error), f"eviction failed: {error}")
             return None
-        except (Urllib3Error, OSError) as error:
-            return f"cannot reach the Kubernetes API: {error}"
         if item.observer is not None:
             item.observer.record_kill(item.ref.uid or "", at)
         self.evicted.append(self._describe(item.pod, item.node, item.ref.workload))

@@ -5,9 +5,10 @@ wrong, the target is gone, a workload never recovered, a lock was refused.
 
 There is deliberately no "temporary, retry me" error. What is worth retrying is already
 retried, closer to where it happens: every Kubernetes API call goes through
-`ClusterAccess`, which retries throttling, conflicts and unreachable servers with
-backoff; a lock held by another job is waited for (`on_conflict: wait`); a refused
-eviction is retried until `eviction_timeout`. Anything that still fails after that fails
+`ClusterAccess`, which retries throttling, server errors and unreachable servers with
+backoff; a lock held by another job is waited for (`on_conflict: wait`); an eviction that
+is refused or cannot be sent is retried by node-drain itself, between halt checks, until
+`eviction_timeout`. Anything that still fails after that fails
 the job. Retrying a whole action instead would be wrong for chaos: it may already have
 killed pods or held a fault, and Pystol never runs a chaos job twice (a redelivered job
 is aborted, not re-run). A `TemporaryError` that the runner treated like any other error

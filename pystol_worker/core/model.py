@@ -9,6 +9,7 @@ CLI and the worker cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -344,9 +345,21 @@ class EventKind(StrEnum):
 
 class TimelineEvent(BaseModel):
     at: datetime
-    kind: EventKind = Field(examples=["queued", "started", "selected", "injected", "recovered"])
+    # Pystol's own kinds are EventKind members (tests/unit/test_event_kinds.py checks every
+    # emitter); a kind an action plug-in made up is kept as its string, so a timeline
+    # stored with one still loads and such a job is not failed over a label.
+    kind: EventKind | str = Field(examples=["queued", "started", "selected", "injected",
+                                            "recovered"])
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(value, EventKind):
+            with contextlib.suppress(ValueError):
+                return EventKind(value)
+        return value
 
 
 class WorkloadRef(BaseModel):

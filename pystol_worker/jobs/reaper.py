@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from pystol_worker.core.model import JobRecord, JobStatus, utcnow
 from pystol_worker.kube.cluster import Cluster
-from pystol_worker.safety.revert_journal import RevertJournal, UndoRegistry
+from pystol_worker.safety.revert_journal import MISSING_UNDO, RevertJournal, UndoRegistry
 from pystol_worker.store.job_store import JobStore, TransitionRefused
 
 log = logging.getLogger("pystol.reaper")
@@ -32,12 +32,19 @@ class ReapReport:
     aborted_jobs: list[str] = field(default_factory=list)
 
 
-def lost_job_reason(reverted: int, failed: int) -> str:
+def lost_job_reason(reverted: int, failed: int, missing: list[str] | None = None) -> str:
+    """The aborted job's reason; `missing` are undo names no installed action declares (those
+    reverts are not retried until the action is installed, so the reason must not say so)."""
+    missing = missing or []
     text = "the worker running this job stopped (its heartbeat lapsed)"
     if reverted:
         text += f"; the reaper reverted {reverted} change(s)"
-    if failed:
-        text += f"; {failed} revert(s) failed and will be retried"
+    if failed - len(missing):
+        text += f"; {failed - len(missing)} revert(s) failed and will be retried"
+    if missing:
+        text += (f"; {len(missing)} change(s) cannot be reverted: no installed action "
+                 f"declares undo {', '.join(sorted(set(missing)))} (install or update the "
+                 "action plug-in that made them)")
     return text
 
 
@@ -73,7 +80,10 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: Cluster,
             if current.status != JobStatus.RUNNING:
                 continue
             try:
-                store.finish(job_id, JobStatus.ABORTED, lost_job_reason(len(undone), len(failed)))
+                missing = [entry.undo for entry, error in failed
+                           if error.startswith(MISSING_UNDO)]
+                store.finish(job_id, JobStatus.ABORTED,
+                             lost_job_reason(len(undone), len(failed), missing))
                 report.aborted_jobs.append(job_id)
             except TransitionRefused:
                 pass

@@ -339,9 +339,11 @@ class ClusterAccess:
         body = client.V1Eviction(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace),
             delete_options=client.V1DeleteOptions(grace_period_seconds=grace_period))
-        # 429 is a PodDisruptionBudget saying no: the caller decides (class docstring).
+        # One request, rate-limited and counted, never retried here: a 429 is a
+        # PodDisruptionBudget saying no, and for 5xx or an unreachable API server the caller
+        # (node-drain) retries on its own clock, checking halt and cancel before each try.
         self._call("create", self.core.create_namespaced_pod_eviction, (name, namespace, body),
-                   {}, retry_statuses=RETRY_STATUSES - {429})
+                   {}, retry_statuses=frozenset(), retry_unreachable=False)
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         from kubernetes import client

@@ -1,9 +1,10 @@
 """The two contexts an action sees: one while it selects, one while it runs.
 
 `SelectContext` (the cluster and the settings, nothing else) is what `select()` gets.
-Previews (the API's `POST /preview`) and dry runs build only this one, so selecting
-cannot journal, lock or record anything: there is nothing in it to do that with. It is
-the same code whether it answers a preview or a run.
+A preview (the API's `POST /preview`) builds only this one, and `select()` is typed to
+take only this one even in a run or a dry run (the runner's `RunContext` is one), so
+selecting cannot journal, lock or record anything. It is the same code whether it
+answers a preview, a dry run or a run.
 
 `RunContext` is a `SelectContext` plus what a job that changes the cluster needs, none of
 it optional: the job's id, its store (timeline, record), the revert journal, the target

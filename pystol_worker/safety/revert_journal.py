@@ -85,6 +85,9 @@ class UndoRegistry:
         return self._functions[name]
 
 
+# How a failure to revert starts when no undo function of that name is installed.
+MISSING_UNDO = "undo function missing"
+
 _UNLOCK_IF_OURS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -159,6 +162,16 @@ class RevertJournal:
         undone: list[JournalEntry] = []
         failed: list[tuple[JournalEntry, str]] = []
         for entry in entries:
+            if entry.undo not in registry:
+                # Retrying cannot help until someone installs the action that wrote it (a
+                # plug-in removed, or not yet updated to this version's contract): say so
+                # loudly, since its fault stays in the cluster and its targets stay locked.
+                problem = (f"{MISSING_UNDO}: no installed action declares undo "
+                           f"{entry.undo!r} (journaled by action {entry.action!r}); install "
+                           "or update that action plug-in, or revert by hand")
+                log.error("cannot revert %s: %s", entry.describe(), problem)
+                failed.append((entry, problem))
+                continue
             try:
                 self.undo(cluster, entry, registry)
                 undone.append(entry)

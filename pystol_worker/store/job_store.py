@@ -19,6 +19,7 @@ cancelled and started at the same instant ends up in exactly one state.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -38,8 +39,11 @@ from pystol_worker.core.model import (
 )
 from pystol_worker.store import metrics
 
+log = logging.getLogger("pystol.store")
+
 PREFIX = "pystol:"
 IDEMPOTENCY_SECONDS = 24 * 3600
+LEGACY_SENT_PREFIX = "pystol:cr:sent:"  # the watcher's sent mark before 0.2
 IDEMPOTENCY_CLAIM_SECONDS = 2.0
 TIMELINE_CHANNEL = PREFIX + "timeline"
 HALT_KEY = PREFIX + "halt"
@@ -184,7 +188,9 @@ class JobStore:
         self.redis.set(self._key(job_id) + ":sent", "1", ex=IDEMPOTENCY_SECONDS)
 
     def was_sent(self, job_id: str) -> bool:
-        return bool(self.redis.exists(self._key(job_id) + ":sent"))
+        # `pystol:cr:sent:<id>` is where watchers before the submission service kept the
+        # mark (24 h, like the idempotency key): read both so an upgrade never sends twice.
+        return bool(self.redis.exists(self._key(job_id) + ":sent", LEGACY_SENT_PREFIX + job_id))
 
     def get(self, job_id: str, with_timeline: bool = True) -> JobRecord:
         raw = self.redis.get(self._key(job_id))
@@ -253,10 +259,13 @@ class JobStore:
 
     def append_event(self, job_id: str, kind: EventKind | str, message: str,
                      data: dict[str, Any] | None = None) -> TimelineEvent:
-        """Add an event to the job's timeline; `kind` must be an `EventKind` value (plain
-        strings are accepted until every caller passes the enum)."""
-        event = TimelineEvent(at=utcnow(), kind=EventKind(kind), message=message,
-                              data=data or {})
+        """Add an event to the job's timeline. Pystol's own code passes an `EventKind`; a
+        kind outside it (an action plug-in's) is stored as it is, with a warning, rather
+        than failing a job that may be holding a fault over a timeline label."""
+        event = TimelineEvent(at=utcnow(), kind=kind, message=message, data=data or {})
+        if not isinstance(event.kind, EventKind):
+            log.warning("job %s: timeline event kind %r is not one of Pystol's (EventKind)",
+                        job_id, kind)
         payload = event.model_dump_json()
         with self.redis.pipeline() as pipe:
             pipe.rpush(self._key(job_id) + ":timeline", payload)

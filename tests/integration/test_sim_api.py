@@ -993,9 +993,13 @@ def test_exec_output_and_exit_code(core: client.CoreV1Api, ns: str, running_pod:
     assert "main" in log
 
 
-def test_exec_kill_restarts_the_container(core: client.CoreV1Api, ns: str,
+def test_exec_kill_restarts_the_container(core: client.CoreV1Api, ns: str, sim: SimProcess,
                                           running_pod: str) -> None:
     before = core.read_namespaced_pod(running_pod, ns)
+    # The watch gets a client of its own: `stream()` swaps the request method of the client
+    # it is given for a WebSocket one while it runs, so a watch on the same client that
+    # starts at that moment would be sent as a WebSocket handshake (and fail).
+    watch_client = config.new_client_from_config(config_file=str(sim.kubeconfig))
     assert before.status.container_statuses[0].restart_count == 0
 
     def ready_flips(events: list[dict[str, Any]]) -> list[bool]:
@@ -1006,7 +1010,8 @@ def test_exec_kill_restarts_the_container(core: client.CoreV1Api, ns: str,
                 flips.append(ready)
         return flips
 
-    watcher = Watcher(core.list_namespaced_pod, ns, field_selector=f"metadata.name={running_pod}",
+    watcher = Watcher(client.CoreV1Api(watch_client).list_namespaced_pod, ns,
+                      field_selector=f"metadata.name={running_pod}",
                       resource_version=before.metadata.resource_version, timeout_seconds=10,
                       enough=lambda events: ready_flips(events)[-2:] == [False, True])
     watcher.start()
@@ -1015,6 +1020,7 @@ def test_exec_kill_restarts_the_container(core: client.CoreV1Api, ns: str,
                       _preload_content=False)
     response.run_forever(timeout=5)
     events = watcher.result(10)
+    watch_client.close()
     assert ready_flips(events) == [False, True]
     after = core.read_namespaced_pod(running_pod, ns)
     status = after.status.container_statuses[0]

@@ -222,6 +222,27 @@ def test_the_reaper_reverts_with_the_undo_table_it_is_given() -> None:
     assert journal.count() == 0
 
 
+def test_an_entry_whose_undo_nobody_declares_is_kept_and_named_in_the_jobs_reason() -> None:
+    """A plug-in uninstalled (or not updated) after it journaled a change: the reaper cannot
+    revert it, keeps the entry (and so the target's lock), and the aborted job says which
+    undo is missing instead of promising a retry that cannot succeed."""
+    client = fakeredis.FakeRedis()
+    store = JobStore(client)
+    record, _ = store.create(JobSpec.model_validate(
+        {"action": "pod-kill", "target": {"namespaces": ["shop"]}}), Source.API, "test")
+    store.claim(record.id, "a worker that then died")
+    journal = RevertJournal(client)
+    journal.record(JournalEntry(job_id=record.id, action="gone", undo="gone/restore",
+                                target=TargetRef(kind="Pod", namespace="shop", name="web-1")))
+    report = reap_once(store, journal, StubCluster({}), 0.0, UndoRegistry({}))
+    assert report.reverted == [] and len(report.failed) == 1
+    assert journal.count() == 1
+    reason = store.get(record.id).reason or ""
+    assert store.get(record.id).status == JobStatus.ABORTED
+    assert "cannot be reverted: no installed action declares undo gone/restore" in reason
+    assert "will be retried" not in reason
+
+
 # -- record.targets after waiting for a lock (on_conflict: wait) ---------------------------------
 
 def test_a_job_that_waited_for_a_lock_records_the_pods_it_selected_again() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pystol_worker.core.model import JobStatus
 from pystol_worker.kube.cluster_access import ClusterError
-from pystol_worker.kube.fake_cluster import FakeCluster, Request
+from pystol_worker.kube.fake_cluster import PASS, FakeCluster, Request
 from tests.support.fake_jobs import FakeJobs, app_deployment, http_server, later, pods_of, ready
 
 PAUSE = "registry.k8s.io/pause:3.9"
@@ -244,6 +244,27 @@ def test_node_drain_reports_pods_a_disruption_budget_keeps() -> None:
     assert [item["node"] for item in record.result.output["not_evicted"]] == ["n1"]
     assert pods_of(jobs.fake).keys() == before.keys()
     assert (jobs.fake.get("Node", None, "n1") or {})["spec"].get("unschedulable") is None
+    assert jobs.journal_entries() == []
+
+
+def test_node_drain_retries_an_unreachable_api_server_until_the_eviction_goes_through() -> None:
+    """The cluster layer sends an eviction once; an API server that cannot be reached (no
+    status) is retried by node-drain itself, which checks halt and cancel between tries."""
+    jobs = FakeJobs()
+    app_deployment(jobs.fake, replicas=3, nodes=("n1", "n2", "n3"))
+    failures = iter(range(2))
+
+    def unreachable(request: Request) -> Any:
+        if next(failures, None) is not None:
+            raise ClusterError("cannot reach the Kubernetes API: connection refused")
+        return PASS
+    jobs.fake.prepend_reactor("create", "pods/eviction", unreachable)
+    record = jobs.run({"action": "node-drain", "target": {"names": ["n1"]}, "duration": "0.1s",
+                       "params": {"eviction_timeout": "5s"}})
+
+    assert_succeeded(record)
+    assert len(jobs.fake.called("create", "pods/eviction")) == 3  # two refused, one evicted
+    assert record.result.output.get("not_evicted", []) == []
     assert jobs.journal_entries() == []
 
 
