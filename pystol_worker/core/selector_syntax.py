@@ -19,7 +19,9 @@ _SET = re.compile(rf"^{_KEY}\s+(in|notin)\s+\(\s*{_VALUE}(\s*,\s*{_VALUE})*\s*\)
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9.]*\s*(==|=|!=)\s*[^,]*$")
 
 
-def _requirements(text: str) -> list[str]:
+def split_requirements(text: str) -> list[str]:
+    """A selector's requirements: split at the commas outside a set's parentheses, empty
+    parts kept (a stray comma is an error the validator reports)."""
     parts, depth, current = [], 0, ""
     for char in text:
         if char == "(":
@@ -39,7 +41,7 @@ def label_selector_problem(text: str) -> str | None:
     """None when `text` is a valid label selector, else what is wrong."""
     if not text.strip():
         return None
-    for requirement in _requirements(text):
+    for requirement in split_requirements(text):
         if not requirement:
             return "empty requirement (a stray comma?)"
         if not (_EXISTS.match(requirement) or _EQUALITY.match(requirement)

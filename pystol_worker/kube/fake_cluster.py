@@ -41,6 +41,7 @@ from typing import Any
 
 from pystol_worker.core.model import TargetRef
 from pystol_worker.kube.cluster_access import ClusterError, NotFound, event_body
+from pystol_worker.kube.objects import selector_requirements
 
 Obj = dict[str, Any]
 
@@ -84,23 +85,9 @@ _SET = re.compile(r"^(?P<key>\S+)\s+(?P<op>in|notin)\s+\((?P<values>.*)\)$")
 _EQUALITY = re.compile(r"^(?P<key>[^=!\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>.*)$")
 
 
-def _split(text: str) -> list[str]:
-    """Requirements of a selector: commas split them, except inside `in (a,b)`."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += (char == "(") - (char == ")")
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    parts.append(current.strip())
-    return [part for part in parts if part]
-
-
 def labels_match(labels: dict[str, str], selector: str | None) -> bool:
     """Kubernetes label selector semantics (`!=` and `notin` match an absent label)."""
-    for requirement in _split(selector or ""):
+    for requirement in selector_requirements(selector or ""):
         if found := _SET.match(requirement):
             values = {v.strip() for v in found["values"].split(",")}
             if (labels.get(found["key"]) in values) != (found["op"] == "in"):
@@ -128,7 +115,7 @@ def _field(obj: Obj, path: str) -> str:
 
 def fields_match(obj: Obj, selector: str | None) -> bool:
     """Field selectors as the API server takes them: `path=value`, `path!=value`."""
-    for requirement in _split(selector or ""):
+    for requirement in selector_requirements(selector or ""):
         found = _EQUALITY.match(requirement)
         if found is None:
             raise ClusterError(f"invalid field selector {requirement!r}", 400, "BadRequest")

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pystol_worker.core.model import WorkloadRef
+from pystol_worker.core.selector_syntax import split_requirements
 from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import ClusterError, NotFound
 
@@ -130,18 +131,9 @@ def selector_string(selector: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
-def _requirements(text: str) -> list[str]:
-    """Split a selector string at the commas that are not inside a set's parentheses."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += (char == "(") - (char == ")")
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    parts.append(current.strip())
-    return [part for part in parts if part]
+def selector_requirements(text: str) -> list[str]:
+    """A selector's requirements, without empty ones (see `split_requirements`)."""
+    return [part for part in split_requirements(text) if part]
 
 
 def label_selector_object(text: str | None) -> dict[str, Any]:
@@ -150,7 +142,7 @@ def label_selector_object(text: str | None) -> dict[str, Any]:
     The string is assumed valid (`core.selector_syntax` checked it at submission)."""
     match_labels: dict[str, str] = {}
     expressions: list[dict[str, Any]] = []
-    for requirement in _requirements(text or ""):
+    for requirement in selector_requirements(text or ""):
         if found := _SET.match(requirement):
             values = [v.strip() for v in found["values"].split(",") if v.strip()]
             expressions.append({"key": found["key"],
