@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.support.pystol_processes import Process, api, spawn, worker
+from tests.support.pystol_processes import Process, api, start_beat, worker
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sim_process import SimProcess
 
@@ -58,17 +56,6 @@ class Stack:
         assert status == 200, body
         items: list[dict[str, Any]] = body["items"]
         return items
-
-
-def start_beat(env: dict[str, str]) -> Process:
-    handle = spawn("beat", [sys.executable, "-m", "pystol_api.cli", "beat"], env)
-    deadline = time.monotonic() + 30
-    while not any("Acquired lock" in line for line in handle.output):
-        if handle.process.poll() is not None or time.monotonic() > deadline:
-            handle.stop()
-            raise RuntimeError(f"beat did not start:\n{handle.tail()}")
-        time.sleep(0.05)
-    return handle
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pystol_processes import Process, spawn, worker
+from tests.support.pystol_processes import Process, beat, worker
 from tests.support.redis_server import RedisServer
 
 INTERVAL = 0.2  # PYSTOL_HEALTH_INTERVAL_SECONDS: the worker's touch
@@ -54,21 +54,6 @@ def wait_for_probe(path: Path, exit_code: int, within: float, process: Process) 
             raise AssertionError(f"probe still exits {result.returncode} after {within} s: "
                                  f"{result.stdout}{result.stderr}\n{process.tail()}")
         time.sleep(0.1)
-
-
-@contextmanager
-def beat(env: dict[str, str]) -> Iterator[Process]:
-    handle = spawn("beat", [sys.executable, "-m", "pystol_api.cli", "beat"], env)
-    deadline = time.monotonic() + 30
-    while not any("Acquired lock" in line for line in handle.output):
-        if handle.process.poll() is not None or time.monotonic() > deadline:
-            handle.stop()
-            raise RuntimeError(f"beat did not start:\n{handle.tail()}")
-        time.sleep(0.05)
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 @contextmanager

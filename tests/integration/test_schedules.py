@@ -14,7 +14,6 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,34 +23,12 @@ import pytest
 import requests
 from kubernetes import client, config
 
-from tests.support.pystol_processes import Process, api, spawn, worker
+from tests.support.pystol_processes import Process, api, beat, start_beat, worker
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sim_process import SimProcess
 
 TOKEN = "schedules-token"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-@contextmanager
-def beat_process(env: dict[str, str]) -> Iterator[Process]:
-    handle = start_beat(env)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-def start_beat(env: dict[str, str]) -> Process:
-    import sys
-
-    handle = spawn("beat", [sys.executable, "-m", "pystol_api.cli", "beat"], env)
-    deadline = time.monotonic() + 30
-    while not any("Acquired lock" in line for line in handle.output):
-        if handle.process.poll() is not None or time.monotonic() > deadline:
-            handle.stop()
-            raise RuntimeError(f"beat did not start:\n{handle.tail()}")
-        time.sleep(0.05)
-    return handle
 
 
 @dataclass
@@ -118,8 +95,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
         env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
         port = free_port()
         with worker(env, concurrency=2) as worker_process, api(env, port, TOKEN), \
-                beat_process(env) as beat:
-            running = Stack(sim, redis_server, worker_process, beat,
+                beat(env) as beat_handle:
+            running = Stack(sim, redis_server, worker_process, beat_handle,
                             f"http://127.0.0.1:{port}", env)
             yield running
             running.beat.stop()

@@ -24,7 +24,7 @@ from kubernetes.client.rest import ApiException
 from pystol_api.crds import crd_dir
 from pystol_worker.store.job_store import JobStore
 from tests.integration.conftest import Stack
-from tests.support.pystol_processes import Process, spawn
+from tests.support.pystol_processes import Process, spawn, start_beat
 from tests.support.recovery_truth import assert_matches_truth, whole_again_at
 from tests.support.redis_server import free_port
 
@@ -378,17 +378,6 @@ def test_two_watchers_with_peering_only_one_acts(stack: Stack, kube: client.ApiC
 
 
 
-def start_beat(stack: Stack) -> Process:
-    handle = spawn("beat", [sys.executable, "-m", "pystol_api.cli", "beat"], stack.env())
-    deadline = time.monotonic() + 30
-    while not any("Acquired lock" in line for line in handle.output):
-        if handle.process.poll() is not None or time.monotonic() > deadline:
-            handle.stop()
-            raise RuntimeError(f"beat did not start:\n{handle.tail()}")
-        time.sleep(0.05)
-    return handle
-
-
 def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack,
                                                       kube: client.ApiClient) -> None:
     from pystol_worker.core.settings import Settings
@@ -405,7 +394,7 @@ def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack,
         return stack.sim.wait_for(lambda: predicate(schedule().get("status") or {})
                                   and schedule()["status"], timeout=timeout, interval=0.2)
 
-    beat = start_beat(stack)
+    beat = start_beat(stack.env())
     try:
         with watcher(stack) as handle:
             apply(stack, {

@@ -58,17 +58,41 @@ def spawn(name: str, args: list[str], env: dict[str, str]) -> Process:
     return handle
 
 
+def started(name: str, argv: list[str], env: dict[str, str], ready_text: str,
+            timeout: float = 30) -> Process:
+    """Spawn a process and wait until a line of its output contains `ready_text`; a process
+    that exits or stays silent that long is stopped and its last lines raised."""
+    handle = spawn(name, argv, env)
+    deadline = time.monotonic() + timeout
+    while not any(ready_text in line for line in handle.output):
+        if handle.process.poll() is not None or time.monotonic() > deadline:
+            handle.stop()
+            raise RuntimeError(f"{name} did not start:\n{handle.tail()}")
+        time.sleep(0.05)
+    return handle
+
+
 @contextmanager
 def worker(env: dict[str, str], concurrency: int = 2, pool: str = "prefork"
            ) -> Iterator[Process]:
-    handle = spawn("worker", [sys.executable, "-m", "pystol_api.cli", "worker",
-                              "--concurrency", str(concurrency), "--pool", pool], env)
-    deadline = time.monotonic() + 30
-    while not any("ready." in line for line in handle.output):
-        if handle.process.poll() is not None or time.monotonic() > deadline:
-            handle.stop()
-            raise RuntimeError(f"worker did not start:\n{handle.tail()}")
-        time.sleep(0.05)
+    handle = started("worker", [sys.executable, "-m", "pystol_api.cli", "worker",
+                                "--concurrency", str(concurrency), "--pool", pool], env,
+                     ready_text="ready.")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def start_beat(env: dict[str, str]) -> Process:
+    """`pystol beat`, once it holds redbeat's lock (and so fires schedules)."""
+    return started("beat", [sys.executable, "-m", "pystol_api.cli", "beat"], env,
+                   ready_text="Acquired lock")
+
+
+@contextmanager
+def beat(env: dict[str, str]) -> Iterator[Process]:
+    handle = start_beat(env)
     try:
         yield handle
     finally:

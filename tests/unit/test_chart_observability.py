@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from pystol_api.http.app import create_app
@@ -28,21 +26,9 @@ from pystol_worker.process.health_file import health_file_path
 from pystol_worker.schedules.store import BEAT_MAX_LOOP_INTERVAL
 from pystol_worker.store import metrics
 from pystol_worker.store.job_store import JobStore
-from tests.conftest import ROOT, require_tool
+from tests.support.chart_render import CHART, RELEASE, render
 
-CHART = ROOT / "charts" / "pystol"
 DASHBOARD = CHART / "dashboards" / "pystol.json"
-RELEASE, NAMESPACE = "rel", "pystol"
-
-
-def render(*sets: str) -> list[dict[str, Any]]:
-    helm = require_tool("helm")
-    args = [helm, "template", RELEASE, str(CHART), "-n", NAMESPACE]
-    for item in sets:
-        args += ["--set", item]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def dashboard_configmaps(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,20 +17,9 @@ import yaml
 
 from pystol_worker.kube.permissions import CLUSTER_SCOPED, COMPONENTS, PERMISSIONS, required
 from tests.conftest import ROOT, require_tool
+from tests.support.chart_render import CHART, NAMESPACE, RELEASE, render
 
-CHART = ROOT / "charts" / "pystol"
-RELEASE, NAMESPACE = "rel", "pystol"
 Rules = dict[tuple[str, str], frozenset[str]]
-
-
-def render(*sets: str) -> list[dict[str, Any]]:
-    helm = require_tool("helm")
-    args = [helm, "template", RELEASE, str(CHART), "-n", NAMESPACE]
-    for item in sets:
-        args += ["--set", item]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def flatten(rules: list[dict[str, Any]]) -> Rules:
