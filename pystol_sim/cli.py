@@ -16,9 +16,10 @@ import yaml
 from aiohttp import web
 
 from pystol_sim.cluster import Cluster, Timings
+from pystol_sim.rbac import bootstrap_policy
 from pystol_sim.resources import Catalogue
-from pystol_sim.scenario import ScenarioError, load_scenario, scenario_manifests
-from pystol_sim.server import SimServer
+from pystol_sim.scenario import Problem, ScenarioError, load_scenario, scenario_manifests
+from pystol_sim.server import SimServer, StaticUser
 from pystol_sim.store import Store
 from pystol_sim.tls import make_certificate, server_context
 
@@ -45,19 +46,26 @@ async def serve(scenario_path: Path | None, host: str, port: int, kubeconfig_pat
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     scenario = load_scenario(scenario_path)
+    users = tuple(StaticUser(u.name, u.token, tuple(u.groups)) for u in scenario.users)
+    for index, user in enumerate(users):
+        if user.token == token:
+            raise ScenarioError(str(scenario_path), [Problem(
+                f"users[{index}].token", "this is the admin token (--token); give the user a "
+                "token of its own")])
     timings = Timings(start_seconds=scenario.timings.start_seconds,
                       ready_seconds=scenario.timings.ready_seconds,
                       terminate_seconds=scenario.timings.terminate_seconds,
                       schedule_seconds=scenario.timings.schedule_seconds)
     catalogue = Catalogue()
     cluster = Cluster(Store(history_size=history), catalogue, timings, speed)
-    cluster.load(scenario_manifests(scenario))
+    # The default ClusterRoles and bindings first, as kube-apiserver's RBAC start-up hook does.
+    cluster.load([*bootstrap_policy(), *scenario_manifests(scenario)])
     # Everything loaded so far lives for the whole run: keep the collector from walking it
     # (a full pass over 100,000 pods pauses the event loop for about 0.4 s).
     gc.collect()
     gc.freeze()
     cluster.start()
-    server = SimServer(cluster, token)
+    server = SimServer(cluster, token, users)
     runner = web.AppRunner(server.app(), handle_signals=False, access_log=None,
                            shutdown_timeout=2.0)
     await runner.setup()

@@ -3,8 +3,10 @@
 helm v4 creates (and may update) its release Secrets with a protobuf request body
 (``Content-Type: application/vnd.kubernetes.protobuf``) and does not fall back to JSON, so the
 simulated API server must understand that encoding. This module is a small, dependency-free
-decoder for the protobuf wire format, limited to the kinds helm writes: core/v1 ``Secret`` and
-``ConfigMap``.
+decoder for the protobuf wire format, limited to the kinds helm writes (core/v1 ``Secret`` and
+``ConfigMap``) and the ones kubectl's typed commands send: ``Namespace``, ``ServiceAccount``, the
+RBAC kinds (``kubectl create role|rolebinding|...``), ``TokenRequest`` (``kubectl create
+token``) and the authentication and authorization reviews (``kubectl auth can-i|whoami``).
 
 A body is the magic prefix ``b"k8s\\x00"`` followed by a ``runtime.Unknown`` envelope
 (k8s.io/apimachinery/pkg/runtime/generated.proto)::
@@ -252,6 +254,170 @@ def _namespace(fields: _Fields, obj: dict[str, Any]) -> None:
             obj["spec"] = {"finalizers": [_text(item) for item in finalizers]}
 
 
+def _strings(fields: _Fields, number: int, what: str) -> list[str]:
+    return [_text(item) for item in _values(fields, number, _LEN, what)]
+
+
+def _record(buf: bytes, what: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """A message of string fields numbered 1.. in the order of `names`; empties omitted."""
+    fields = _parse(buf, what)
+    return {key: text for number, key in enumerate(names, 1)
+            if (text := _string(fields, number, what))}
+
+
+def _service_account(fields: _Fields, obj: dict[str, Any]) -> None:
+    """v1 ServiceAccount (`kubectl create serviceaccount`)."""
+    what = "ServiceAccount"
+    if secrets := _values(fields, 2, _LEN, what):
+        obj["secrets"] = [_record(item, "ObjectReference", (
+            "kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath"))
+            for item in secrets]
+    if pulls := _values(fields, 3, _LEN, what):
+        obj["imagePullSecrets"] = [_record(item, "LocalObjectReference", ("name",))
+                                   for item in pulls]
+    if (automount := _bool(fields, 4, what)) is not None:
+        obj["automountServiceAccountToken"] = automount
+
+
+def _policy_rules(fields: _Fields, number: int, what: str) -> list[dict[str, Any]]:
+    rules = []
+    for item in _values(fields, number, _LEN, what):
+        rule_fields = _parse(item, "PolicyRule")
+        rule: dict[str, Any] = {}
+        for key, index in (("verbs", 1), ("apiGroups", 2), ("resources", 3),
+                           ("resourceNames", 4), ("nonResourceURLs", 5)):
+            values = _strings(rule_fields, index, "PolicyRule")
+            if values or (key == "apiGroups" and _values(rule_fields, 2, _LEN, "PolicyRule")):
+                rule[key] = values
+        rules.append(rule)
+    return rules
+
+
+def _label_selector(buf: bytes) -> dict[str, Any]:
+    what = "LabelSelector"
+    fields = _parse(buf, what)
+    selector: dict[str, Any] = {}
+    if labels := _map(fields, 1, f"{what}.matchLabels"):
+        selector["matchLabels"] = labels
+    expressions = []
+    for item in _values(fields, 2, _LEN, what):
+        expr = _parse(item, "LabelSelectorRequirement")
+        entry: dict[str, Any] = {"key": _string(expr, 1, "LabelSelectorRequirement"),
+                                 "operator": _string(expr, 2, "LabelSelectorRequirement")}
+        if values := _strings(expr, 3, "LabelSelectorRequirement"):
+            entry["values"] = values
+        expressions.append(entry)
+    if expressions:
+        selector["matchExpressions"] = expressions
+    return selector
+
+
+def _role(fields: _Fields, obj: dict[str, Any]) -> None:
+    """rbac/v1 Role and ClusterRole (`kubectl create role|clusterrole`)."""
+    what = obj["kind"]
+    obj["rules"] = _policy_rules(fields, 2, what)
+    aggregation = _message(fields, 3, what)
+    if aggregation is not None:
+        selectors = _values(_parse(aggregation, "AggregationRule"), 1, _LEN, "AggregationRule")
+        obj["aggregationRule"] = {"clusterRoleSelectors": [_label_selector(item)
+                                                           for item in selectors]}
+
+
+def _role_binding(fields: _Fields, obj: dict[str, Any]) -> None:
+    """rbac/v1 RoleBinding and ClusterRoleBinding (`kubectl create rolebinding|...`)."""
+    what = obj["kind"]
+    subjects = _values(fields, 2, _LEN, what)
+    if subjects:
+        obj["subjects"] = [_record(item, "Subject", ("kind", "apiGroup", "name", "namespace"))
+                           for item in subjects]
+    ref = _message(fields, 3, what)
+    obj["roleRef"] = _record(ref or b"", "RoleRef", ("apiGroup", "kind", "name"))
+
+
+def _resource_attributes(buf: bytes) -> dict[str, Any]:
+    return _record(buf, "ResourceAttributes", ("namespace", "verb", "group", "version",
+                                               "resource", "subresource", "name"))
+
+
+def _access_review(fields: _Fields, obj: dict[str, Any]) -> None:
+    """authorization/v1 (Self|Local)SubjectAccessReview: the spec (`kubectl auth can-i`)."""
+    what = f"{obj['kind']}Spec"
+    spec: dict[str, Any] = {}
+    raw = _message(fields, 2, obj["kind"])
+    spec_fields = _parse(raw or b"", what)
+    if (resource := _message(spec_fields, 1, what)) is not None:
+        spec["resourceAttributes"] = _resource_attributes(resource)
+    if (non_resource := _message(spec_fields, 2, what)) is not None:
+        spec["nonResourceAttributes"] = _record(non_resource, "NonResourceAttributes",
+                                                ("path", "verb"))
+    if obj["kind"] != "SelfSubjectAccessReview":
+        if user := _string(spec_fields, 3, what):
+            spec["user"] = user
+        if groups := _strings(spec_fields, 4, what):
+            spec["groups"] = groups
+        extra: dict[str, list[str]] = {}
+        for entry in _values(spec_fields, 5, _LEN, what):
+            entry_fields = _parse(entry, f"{what}.extra entry")
+            key = _string(entry_fields, 1, f"{what}.extra entry")
+            value = _message(entry_fields, 2, f"{what}.extra entry") or b""
+            extra[key] = _strings(_parse(value, "ExtraValue"), 1, "ExtraValue")
+        if extra:
+            spec["extra"] = extra
+        if uid := _string(spec_fields, 6, what):
+            spec["uid"] = uid
+    obj["spec"] = spec
+
+
+def _rules_review(fields: _Fields, obj: dict[str, Any]) -> None:
+    """authorization/v1 SelfSubjectRulesReview (`kubectl auth can-i --list`)."""
+    raw = _message(fields, 2, obj["kind"])
+    obj["spec"] = _record(raw or b"", "SelfSubjectRulesReviewSpec", ("namespace",))
+
+
+def _token_review(fields: _Fields, obj: dict[str, Any]) -> None:
+    """authentication/v1 TokenReview."""
+    spec_fields = _parse(_message(fields, 2, "TokenReview") or b"", "TokenReviewSpec")
+    spec: dict[str, Any] = {"token": _string(spec_fields, 1, "TokenReviewSpec")}
+    if audiences := _strings(spec_fields, 2, "TokenReviewSpec"):
+        spec["audiences"] = audiences
+    obj["spec"] = spec
+
+
+def _token_request(fields: _Fields, obj: dict[str, Any]) -> None:
+    """authentication/v1 TokenRequest (`kubectl create token`)."""
+    what = "TokenRequestSpec"
+    spec_fields = _parse(_message(fields, 2, "TokenRequest") or b"", what)
+    spec: dict[str, Any] = {}
+    if audiences := _strings(spec_fields, 1, what):
+        spec["audiences"] = audiences
+    if (seconds := _int64(spec_fields, 4, what)) is not None:
+        spec["expirationSeconds"] = seconds
+    if (bound := _message(spec_fields, 3, what)) is not None:
+        spec["boundObjectRef"] = _record(bound, "BoundObjectReference",
+                                         ("kind", "apiVersion", "name", "uid"))
+    obj["spec"] = spec
+
+
+def _nothing(fields: _Fields, obj: dict[str, Any]) -> None:
+    """authentication/v1 SelfSubjectReview (`kubectl auth whoami`): no spec."""
+
+
+_DECODERS: dict[tuple[str, str], Callable[[_Fields, dict[str, Any]], None]] = {
+    ("v1", "ServiceAccount"): _service_account,
+    ("rbac.authorization.k8s.io/v1", "Role"): _role,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): _role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): _role_binding,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _role_binding,
+    ("authorization.k8s.io/v1", "SubjectAccessReview"): _access_review,
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): _access_review,
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _access_review,
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): _rules_review,
+    ("authentication.k8s.io/v1", "TokenReview"): _token_review,
+    ("authentication.k8s.io/v1", "TokenRequest"): _token_request,
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): _nothing,
+}
+
+
 def _decoder_for(api_version: str, kind: str) -> Callable[[_Fields, dict[str, Any]], None]:
     if api_version == "v1" and kind == "Secret":
         return _secret
@@ -259,9 +425,13 @@ def _decoder_for(api_version: str, kind: str) -> Callable[[_Fields, dict[str, An
         return _config_map
     if api_version == "v1" and kind == "Namespace":
         return _namespace
+    decoder = _DECODERS.get((api_version, kind))
+    if decoder is not None:
+        return decoder
     raise ProtobufError(
         f"cannot decode protobuf for kind {kind!r} (apiVersion {api_version!r}); "
-        "only v1 Secret, ConfigMap and Namespace are supported"
+        "only v1 Secret, ConfigMap, Namespace and ServiceAccount, the RBAC kinds, and "
+        "the authentication and authorization reviews are supported"
     )
 
 

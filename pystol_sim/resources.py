@@ -33,12 +33,15 @@ class ResourceType:
     namespaced: bool
     singular: str = ""
     short_names: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()  # "status", "scale", "eviction", "exec", "log"
+    subresources: tuple[str, ...] = ()  # "status", "scale", "eviction", "exec", "log", "token"
     verbs: tuple[str, ...] = ALL_VERBS
     categories: tuple[str, ...] = ()
     printer_columns: tuple[PrinterColumn, ...] = ()
     # A CRD's validation schema (openAPIV3Schema), None for built-ins.
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # False for create-only kinds that are answered, never stored (TokenReview,
+    # SubjectAccessReview, ...): discovery lists them, the server computes the answer.
+    stored: bool = True
 
     @property
     def api_version(self) -> str:
@@ -66,6 +69,17 @@ class ResourceType:
         return f"{prefix}/{name}" if name else prefix
 
 
+# Create-only kinds the server answers without storing: (group, plural, kind, namespaced).
+REVIEW_KINDS: tuple[tuple[str, str, str, bool], ...] = (
+    ("authentication.k8s.io", "tokenreviews", "TokenReview", False),
+    ("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview", False),
+    ("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview", False),
+    ("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False),
+    ("authorization.k8s.io", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False),
+    ("authorization.k8s.io", "localsubjectaccessreviews", "LocalSubjectAccessReview", True),
+)
+
+
 def _core(plural: str, kind: str, namespaced: bool, short: tuple[str, ...] = (),
           sub: tuple[str, ...] = (), verbs: tuple[str, ...] = ALL_VERBS) -> ResourceType:
     return ResourceType("", "v1", plural, kind, namespaced, short_names=short,
@@ -82,7 +96,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _core("events", "Event", True, ("ev",)),
     _core("configmaps", "ConfigMap", True, ("cm",)),
     _core("secrets", "Secret", True),
-    _core("serviceaccounts", "ServiceAccount", True, ("sa",)),
+    _core("serviceaccounts", "ServiceAccount", True, ("sa",), ("token",)),
     _core("persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), ("status",)),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
     ResourceType("apps", "v1", "deployments", "Deployment", True, short_names=("deploy",),
@@ -105,6 +119,8 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                  "CustomResourceDefinition", False, short_names=("crd", "crds"),
                  subresources=("status",)),
+    *(ResourceType(group, "v1", plural, kind, namespaced, verbs=("create",), stored=False)
+      for group, plural, kind, namespaced in REVIEW_KINDS),
 )
 
 

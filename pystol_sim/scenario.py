@@ -2,8 +2,9 @@
 
 `pystol-sim --scenario FILE` builds its cluster from a file like
 `pystol_sim/scenarios/demo.yaml`: nodes, namespaces, workloads, services and
-disruption budgets. Without `--scenario` the packaged demo is used, so a
-newcomer gets a living cluster with one command.
+disruption budgets, and the users the API server accepts tokens for. Without
+`--scenario` the packaged demo is used, so a newcomer gets a living cluster with one
+command.
 
 Why the models are this strict: people write these files by hand, and a typo
 (`replica: 3`) that is silently ignored costs an afternoon. Every model forbids
@@ -682,6 +683,46 @@ class PodDisruptionBudget(_Model):
                 "metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
 
 
+_TOKEN_RE = re.compile(r"^[!-~]+$")  # printable ASCII, no spaces: it travels in a header
+
+
+class User(_Model):
+    """A user the API server accepts a fixed bearer token for (a static token file's line).
+
+    Every user is also in `system:authenticated`; what it may do is up to RBAC (bind it
+    with a RoleBinding or ClusterRoleBinding; the group `system:masters` may do anything).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    token: str = Field(min_length=1)
+    groups: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not name.strip() or name != name.strip():
+            raise _fail("a user name must be non-empty, without leading or trailing spaces")
+        return name
+
+    @field_validator("token")
+    @classmethod
+    def _valid_token(cls, token: str) -> str:
+        if not _TOKEN_RE.match(token):
+            raise _fail("a token must be printable ASCII without spaces")
+        return token
+
+    @field_validator("groups")
+    @classmethod
+    def _valid_groups(cls, groups: list[str]) -> list[str]:
+        for group in groups:
+            if not group.strip() or group != group.strip():
+                raise _fail(f"group {group!r} must be non-empty, without leading or trailing "
+                            "spaces")
+        return groups
+
+
 class Scenario(_Model):
     """A whole simulated cluster. Validating one also checks cross-references.
 
@@ -702,6 +743,7 @@ class Scenario(_Model):
     pods: list[Pod] = Field(default_factory=list)
     services: list[Service] = Field(default_factory=list)
     pod_disruption_budgets: list[PodDisruptionBudget] = Field(default_factory=list)
+    users: list[User] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _cross_check(self) -> Scenario:
@@ -799,6 +841,19 @@ def _cross_problems(scenario: Scenario) -> list[Problem]:
                                         f"{workload.namespace!r}; give each workload its own "
                                         "labels"))
                 break
+
+    # Users: one entry per name, and a token names one user.
+    user_names: dict[str, int] = {}
+    tokens: dict[str, int] = {}
+    for i, user in enumerate(scenario.users):
+        first = user_names.setdefault(user.name, i)
+        if first != i:
+            problems.append(Problem(f"users[{i}].name", f"user {user.name!r} is declared twice "
+                                    f"(also users[{first}])"))
+        first = tokens.setdefault(user.token, i)
+        if first != i:
+            problems.append(Problem(f"users[{i}].token", f"the same token as users[{first}]; "
+                                    "every user needs a token of its own"))
 
     # Standalone pods bound to a node need that node.
     for i, pod in enumerate(scenario.pods):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import random
 import time
@@ -22,7 +23,8 @@ import orjson
 import yaml
 from aiohttp import web
 
-from pystol_sim import openapi, patching, protobuf_codec, tables
+from pystol_sim import openapi, patching, protobuf_codec, rbac, tables
+from pystol_sim.authn import ADMIN, API_AUDIENCE, Authenticator, AuthError, UserInfo
 from pystol_sim.cluster import Cluster
 from pystol_sim.errors import ApiError, bad_request, invalid
 from pystol_sim.resources import Catalogue, ResourceType
@@ -33,7 +35,7 @@ from pystol_sim.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from pystol_sim.store import SUPPORTED_FIELDS, Store, WatchFilter
+from pystol_sim.store import SUPPORTED_FIELDS, Store, WatchFilter, now_rfc3339
 from pystol_sim.validation import validate_object
 
 MAX_BODY = 3 * 1024 * 1024
@@ -107,12 +109,40 @@ def status_response(error: ApiError) -> web.Response:
     return response
 
 
+# TokenRequest bounds (kube-apiserver refuses shorter tokens; 2^32 s is its upper bound).
+MIN_TOKEN_SECONDS = 600
+MAX_TOKEN_SECONDS = 2**32
+DEFAULT_TOKEN_SECONDS = 3600
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+
+
+@dataclass(frozen=True)
+class StaticUser:
+    """A user the sim accepts a fixed bearer token for (scenario `users:`)."""
+
+    name: str
+    token: str
+    groups: tuple[str, ...] = ()
+
+
 class SimServer:
-    def __init__(self, cluster: Cluster, token: str) -> None:
+    def __init__(self, cluster: Cluster, token: str, users: tuple[StaticUser, ...] = ()
+                 ) -> None:
         self.cluster = cluster
         self.store: Store = cluster.store
         self.catalogue: Catalogue = cluster.catalogue
         self.token = token
+        # The admin's header, compared as is: the admin path costs one string comparison.
+        self._admin_header = f"Bearer {token}"
+        self.authn = Authenticator(token)
+        for user in users:
+            self.authn.add_user(user.name, user.token, user.groups)
+        self.rbac = rbac.RbacIndex()
+        for rtype in self.catalogue.all():
+            if rtype.group == rbac.GROUP or rtype.key == "/serviceaccounts":
+                for _, item in self.store.select(rtype):
+                    self._on_write(rtype, "ADDED", item.load(), None)
+        self.store.add_listener(self._on_write)
         self.faults: list[FaultRule] = []
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # error answers `/_sim/faults` rules served, by verb, resource and status code
@@ -147,11 +177,48 @@ class SimServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path not in ("/healthz", "/livez", "/readyz"):
-            header = request.headers.get("Authorization", "")
-            if header != f"Bearer {self.token}":
-                return status_response(ApiError(401, "Unauthorized"))
+        if request.headers.get("Authorization") == self._admin_header:
+            return await handler(request)  # system:admin, system:masters: never RBAC-checked
+        path = request.path
+        if path in UNAUTHENTICATED_PATHS:
+            return await handler(request)
+        user = self.authn.user_for_header(request.headers.get("Authorization", ""))
+        if user is None:
+            return status_response(ApiError(401, "Unauthorized"))
+        request["user"] = user
+        if path.lstrip("/").startswith("_sim"):  # the sim's own routes: the admin's only
+            raise rbac.forbidden(rbac.Attributes(user.username, user.groups,
+                                                 request.method.lower(), False, path=path))
+        self._authorize(request, user, path)
         return await handler(request)
+
+    def _authorize(self, request: web.Request, user: UserInfo, path: str) -> None:
+        """Refuse (403, worded as kube-apiserver words it) what RBAC does not allow."""
+        attrs = rbac.request_attributes(user.username, user.groups, request.method, path,
+                                        request.query)
+        decision = self.rbac.authorize(attrs)
+        if not decision.allowed:
+            raise rbac.forbidden(attrs, decision.reason)
+        if rbac.needs_connect_create(attrs):
+            # Kubernetes 1.35: a WebSocket exec/attach/portforward (a GET) also needs create.
+            attrs = dataclasses.replace(attrs, verb="create")
+            decision = self.rbac.authorize(attrs)
+            if not decision.allowed:
+                raise rbac.forbidden(attrs, decision.reason)
+
+    def _on_write(self, rtype: ResourceType, event: str, obj: dict[str, Any],
+                  old: dict[str, Any] | None) -> None:
+        """Store listener: keep the RBAC index and the live ServiceAccounts' uids current."""
+        group = rtype.group
+        if group == rbac.GROUP:
+            if rtype.kind in rbac.KINDS:
+                self.rbac.observe(rtype.kind, event, obj)
+        elif not group and rtype.plural == "serviceaccounts":
+            self.authn.observe_service_account(event, obj)
+
+    def _user(self, request: web.Request) -> UserInfo:
+        user = request.get("user")
+        return user if isinstance(user, UserInfo) else ADMIN
 
     # -- control plane of the simulation --------------------------------------------------------
 
@@ -196,6 +263,22 @@ class SimServer:
             return json_response({"requests": [], "faults_served": []})
         if tail == "compact" and request.method == "POST":
             return json_response({"compactedRevision": self.store.compact()})
+        if tail == "users" and request.method == "POST":
+            body = await self._json_body(request)
+            try:
+                user = self.authn.add_user(body.get("name"), body.get("token"),
+                                           body.get("groups") or (), body.get("uid") or "")
+            except AuthError as error:
+                raise bad_request(f"invalid user: {error}") from error
+            return json_response(user.to_json(), 201)
+        if tail == "users" and request.method == "GET":
+            return json_response({"users": [user.to_json() for user in self.authn.users()]})
+        if tail.startswith("users/") and request.method == "DELETE":
+            name = tail.split("/", 1)[1]
+            removed = self.authn.remove_user(name)
+            if not removed:
+                raise ApiError(404, f"no user {name!r}")
+            return json_response({"removed": removed})
         if tail == "nodes" and request.method == "POST":
             body = await self._json_body(request)
             self.cluster.set_node_ready(str(body.get("name", "")), bool(body.get("ready", True)))
@@ -282,6 +365,9 @@ class SimServer:
                     sub_entry.update(kind="PodExecOptions", verbs=["create", "get"])
                 elif sub == "log":
                     sub_entry.update(kind="Pod", verbs=["get"])
+                elif sub == "token":
+                    sub_entry.update(group="authentication.k8s.io", version="v1",
+                                     kind="TokenRequest", verbs=["create"])
                 resources.append(sub_entry)
         return json_response({"kind": "APIResourceList", "apiVersion": "v1",
                               "groupVersion": f"{group}/{version}" if group else version,
@@ -339,11 +425,10 @@ class SimServer:
             from pystol_sim.pod_exec import serve_exec
             await self._apply_faults("create", "pods/exec")
             return await serve_exec(request, self.cluster, target.namespace, name or "")
+        if not rtype.stored:
+            return await self._review(request, target)
         if method == "GET":
-            if name is None:
-                verb = "watch" if query.get("watch") in ("true", "1") else "list"
-            else:
-                verb = "get"
+            verb = ("watch" if rbac.is_watch(query) else "list") if name is None else "get"
         else:
             verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
                     "DELETE": "delete" if name else "deletecollection"}.get(method, "")
@@ -359,6 +444,11 @@ class SimServer:
             assert ns_type is not None
             if self.store.stored(ns_type, "", target.namespace) is None:
                 raise ApiError(404, f'namespaces "{target.namespace}" not found')
+        if target.subresource == "token":
+            if method != "POST":
+                raise ApiError(405, f"method {method} is not allowed on serviceaccounts/token "
+                               "(verbs: create)")
+            return await self._token_request(request, target)
         if target.subresource == "log":
             return self._pod_log(target)
         if target.subresource == "eviction":
@@ -393,6 +483,111 @@ class SimServer:
         if verb == "delete":
             return await self._delete(request, target)
         return await self._delete_collection(request, rtype, target.namespace)
+
+    # -- authentication and authorization answers ---------------------------------------------
+
+    async def _token_request(self, request: web.Request, target: Target) -> web.Response:
+        """`POST .../serviceaccounts/NAME/token` (TokenRequest): a token for the account."""
+        name = target.name or ""
+        account = self.store.get(target.rtype, target.namespace, name)
+        body = await self._object_body(request, target.rtype)
+        if body.get("kind") not in (None, "TokenRequest"):
+            raise bad_request(f"the kind of the object ({body['kind']}) does not match the "
+                              "resource (TokenRequest)")
+        spec = body.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise bad_request("spec must be an object")
+        seconds = spec.get("expirationSeconds")
+        if seconds is None:
+            seconds = DEFAULT_TOKEN_SECONDS
+        group = "authentication.k8s.io"
+        if not isinstance(seconds, int) or isinstance(seconds, bool):
+            raise invalid("TokenRequest", name, [("spec.expirationSeconds",
+                          f"Invalid value: {seconds!r}: must be an integer")], group)
+        if seconds < MIN_TOKEN_SECONDS:
+            raise invalid("TokenRequest", name, [("spec.expirationSeconds",
+                          f"Invalid value: {seconds}: may not specify a duration less than "
+                          "10 minutes")], group)
+        if seconds > MAX_TOKEN_SECONDS:
+            raise invalid("TokenRequest", name, [("spec.expirationSeconds",
+                          f"Invalid value: {seconds}: may not specify a duration larger than "
+                          "2^32 seconds")], group)
+        audiences = spec.get("audiences") or [API_AUDIENCE]
+        if not isinstance(audiences, list) or not all(isinstance(a, str) and a
+                                                      for a in audiences):
+            raise invalid("TokenRequest", name, [("spec.audiences", "Invalid value: must be "
+                          "a list of non-empty strings")], group)
+        bound = spec.get("boundObjectRef")
+        token, record = self.authn.issue_service_account_token(
+            target.namespace, name, account["metadata"]["uid"], seconds, audiences,
+            bound if isinstance(bound, dict) else None)
+        return json_response({
+            "kind": "TokenRequest", "apiVersion": f"{group}/v1",
+            "metadata": {"name": name, "namespace": target.namespace,
+                         "creationTimestamp": now_rfc3339()},
+            "spec": {"audiences": list(record.audiences), "expirationSeconds": seconds,
+                     "boundObjectRef": bound},
+            "status": {"token": token, "expirationTimestamp": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.expires_at))}}, 201)
+
+    async def _review(self, request: web.Request, target: Target) -> web.Response:
+        """TokenReview, SelfSubjectReview and the access reviews: answered, never stored."""
+        rtype = target.rtype
+        kind = rtype.kind
+        if request.method != "POST" or target.name is not None:
+            raise ApiError(405, f"method {request.method} is not allowed on {rtype.plural} "
+                           "(verbs: create)")
+        self.request_counts[("create", rtype.plural)] += 1
+        await self._apply_faults("create", rtype.plural)
+        body = await self._object_body(request, rtype)
+        if body.get("kind") not in (None, kind):
+            raise bad_request(f"the kind of the object ({body['kind']}) does not match the "
+                              f"resource ({kind})")
+        spec = body.get("spec") or {}
+        meta = body.get("metadata") or {}
+        if not isinstance(spec, dict) or not isinstance(meta, dict):
+            raise bad_request("spec and metadata must be objects")
+        requester = self._user(request)
+        status: dict[str, Any]
+        if kind == "TokenReview":
+            token = spec.get("token")
+            audiences = spec.get("audiences")
+            if not isinstance(token, str) or (audiences is not None and not isinstance(
+                    audiences, list)):
+                raise invalid(kind, "", [("spec.token", "Required value: a token string")],
+                              rtype.group)
+            result = self.authn.authenticate(token, [str(a) for a in audiences or ()])
+            status = {"authenticated": result.user is not None,
+                      "user": result.user.to_json() if result.user else {}}
+            if result.user is not None:
+                status["audiences"] = list(result.audiences)
+            else:
+                status["error"] = result.error
+        elif kind == "SelfSubjectReview":
+            status = {"userInfo": requester.to_json()}
+        elif kind == "SelfSubjectRulesReview":
+            rules, error = self.rbac.rules_for(requester.username, requester.groups,
+                                               str(spec.get("namespace") or ""))
+            status = rbac.rules_review_status(rules, error)
+        else:
+            if kind in ("SubjectAccessReview", "LocalSubjectAccessReview"):
+                user, groups = spec.get("user") or "", spec.get("groups") or []
+                if not isinstance(user, str) or not isinstance(groups, list):
+                    raise bad_request("spec.user must be a string and spec.groups a list")
+                if not user and not groups:
+                    raise invalid(kind, "", [("spec.user", 'Invalid value: "": at least one '
+                                              "of user or group must be specified")],
+                                  rtype.group)
+                who = (user, tuple(str(g) for g in groups))
+            else:
+                who = (requester.username, requester.groups)
+            namespace = target.namespace if rtype.namespaced else None
+            attrs = rbac.review_attributes(*who, spec, kind, namespace)
+            status = rbac.review_status(self.rbac.authorize(attrs))
+        if rtype.namespaced:
+            meta["namespace"] = target.namespace
+        return json_response({"kind": kind, "apiVersion": rtype.api_version,
+                              "metadata": meta, "spec": spec, "status": status}, 201)
 
     def _dry_run(self, request: web.Request) -> bool:
         value = request.query.get("dryRun")

@@ -12,6 +12,9 @@ import pytest
 from tests.support.sim_process import SimProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every process and app the tests build seals and checks grants with the same key, as
+# the processes of one install do (`pystol up` and the chart generate one).
+os.environ.setdefault("PYSTOL_SIGNING_KEY", "tests-signing-key-0123456789abcdef")
 TOOLS_BIN = ROOT / ".tools" / "bin"
 
 

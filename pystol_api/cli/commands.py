@@ -44,6 +44,7 @@ from pystol_api.cli.api_client import (
     EventStreamUnavailable,
     read_cli_env,
 )
+from pystol_api.cli.audit import audit
 from pystol_api.cli.job_spec import build_job_spec, check_duration, parse_params
 from pystol_api.cli.output import (
     ACTION_HEADERS,
@@ -67,6 +68,7 @@ from pystol_api.cli.output import (
     styled_status,
 )
 from pystol_api.cli.schedules import schedules
+from pystol_api.cli.tokens import tokens
 
 if TYPE_CHECKING:
     from pystol_worker.core.settings import Settings
@@ -205,11 +207,27 @@ def _configure_logging(process_name: str, level: str = "INFO") -> None:
     configure_logging(process_name, level.upper())
 
 
+def _server_settings(runtime: Runtime) -> Settings:
+    """The settings of a process that seals or checks grants (api, worker, beat, watch):
+    it refuses to start without PYSTOL_SIGNING_KEY or with a policy file it cannot use,
+    rather than failing every job later."""
+    from pystol_worker.core.policy import PolicyError, load_policy
+    from pystol_worker.core.settings import SettingsError
+
+    settings = runtime.settings()
+    try:
+        settings.signing_key_bytes  # noqa: B018
+        load_policy(settings.policy_file)
+    except (SettingsError, PolicyError) as error:
+        raise CliError(str(error)) from None
+    return settings
+
+
 @cli.command()
 @click.pass_obj
 def api(runtime: Runtime) -> None:
     """Serve the Pystol API (PYSTOL_API_BIND; needs PYSTOL_API_TOKENS)."""
-    settings = runtime.settings()
+    settings = _server_settings(runtime)
     _configure_logging("api")
     from pystol_worker.core.settings import SettingsError
 
@@ -235,7 +253,7 @@ def api(runtime: Runtime) -> None:
 @click.pass_obj
 def worker(runtime: Runtime, concurrency: int | None, pool: str, loglevel: str) -> None:
     """Run a Celery worker that executes chaos jobs from PYSTOL_QUEUE."""
-    settings = runtime.settings()
+    settings = _server_settings(runtime)
     _configure_logging("worker", loglevel)
     from pystol_worker.core.settings import SettingsError
 
@@ -259,7 +277,7 @@ def worker(runtime: Runtime, concurrency: int | None, pool: str, loglevel: str) 
 def watch(runtime: Runtime, namespace: str | None, peering: str, standalone: bool,
           priority: int | None, liveness: str) -> None:
     """Run PystolAction and PystolSchedule custom resources (the CR watcher)."""
-    settings = runtime.settings()
+    settings = _server_settings(runtime)
     _configure_logging("watch")
     run_watcher = _import_or_explain("pystol_api.watcher.operator", "run_watcher", "the CR watcher")
     run_watcher(settings, namespace=namespace, peering=None if standalone else peering,
@@ -273,7 +291,7 @@ def watch(runtime: Runtime, namespace: str | None, peering: str, standalone: boo
 @click.pass_obj
 def beat(runtime: Runtime, loglevel: str) -> None:
     """Run celery beat (redbeat): fires the schedules kept in Redis (`pystol schedules`)."""
-    settings = runtime.settings()
+    settings = _server_settings(runtime)
     _configure_logging("beat", loglevel)
     run_beat = _import_or_explain("pystol_worker.process.beat_main", "run_beat", "beat")
     run_beat(settings, loglevel=loglevel.upper())
@@ -728,6 +746,8 @@ def actions(runtime: Runtime, output: str) -> None:
 
 
 cli.add_command(schedules)
+cli.add_command(tokens)
+cli.add_command(audit)
 
 
 def main() -> None:

@@ -212,14 +212,19 @@ def watcher_command(liveness_port: int) -> list[str]:
 
 
 def child_environment(base: Mapping[str, str], *, redis_url: str, kubeconfig: str,
-                      api_tokens: Sequence[str], api_bind: str) -> dict[str, str]:
-    """The children's environment: ours, plus where Redis, the cluster and the API are."""
+                      api_tokens: Sequence[str], api_bind: str,
+                      signing_key: str = "") -> dict[str, str]:
+    """The children's environment: ours, plus where Redis, the cluster and the API are,
+    and the signing key they share (PYSTOL_SIGNING_KEY if set, else one made for this
+    run: every process of the stack must seal and check grants with the same key)."""
     env = dict(base)
     env.update({
         "PYSTOL_REDIS_URL": redis_url,
         "PYSTOL_KUBECONFIG": kubeconfig,
         "PYSTOL_API_TOKENS": ",".join(api_tokens),
         "PYSTOL_API_BIND": api_bind,
+        "PYSTOL_SIGNING_KEY": base.get("PYSTOL_SIGNING_KEY") or signing_key
+        or secrets.token_hex(32),
         "PYTHONUNBUFFERED": "1",
     })
     return env

@@ -33,6 +33,7 @@ from flask import Flask, request
 from flask_openapi3 import Info, OpenAPI
 
 from pystol_api.http import auth, dashboard, metrics_endpoint
+from pystol_api.http.kube_identity import KubernetesIdentities
 from pystol_api.http.problems import (
     BODY_LOC,
     PROBLEM_JSON,
@@ -42,15 +43,29 @@ from pystol_api.http.problems import (
     register_error_handlers,
     validation_error_callback,
 )
-from pystol_api.http.routes import actions, cluster, halt, health, jobs, preview, schedules
+from pystol_api.http.routes import (
+    actions,
+    audit,
+    cluster,
+    halt,
+    health,
+    identity,
+    jobs,
+    policy,
+    preview,
+    schedules,
+    tokens,
+)
 from pystol_api.http.routes.common import API_PREFIX, BEARER_SCHEME, LazyCluster, Services
 from pystol_worker.actions import ActionRegistry, default_registry
+from pystol_worker.core.access import Identity
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.submission import JobQueue, SubmissionService
 from pystol_worker.kube.cluster_access import ClusterAccess
 from pystol_worker.process.celery_app import CeleryJobQueue
-from pystol_worker.store.halt import HaltSwitch
+from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.job_store import JobStore
+from pystol_worker.store.token_store import TokenStore
 
 DOCS_PATH = API_PREFIX + "/docs"
 OPENAPI_PATH = API_PREFIX + "/openapi.json"
@@ -128,28 +143,44 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
         queue = CeleryJobQueue(settings)
     if registry is None:
         registry = default_registry()
+    submissions = SubmissionService.from_settings(settings, redis_client, queue, registry,
+                                                  store=store)
+    lazy_cluster = LazyCluster(cluster_factory
+                               or functools.partial(ClusterAccess.from_settings, settings))
     services = Services(
         settings=settings,
         redis=redis_client,
         store=store,
         queue=queue,
         registry=registry,
-        cluster=LazyCluster(cluster_factory
-                            or functools.partial(ClusterAccess.from_settings, settings)),
-        submissions=SubmissionService(store, queue, registry, settings,
-                                      HaltSwitch(redis_client)),
+        cluster=lazy_cluster,
+        submissions=submissions,
+        policy=submissions.policy,
+        tokens=TokenStore(redis_client, settings.signing_key_bytes),
+        audit=submissions.audit or AuditLog(redis_client,
+                                            max_records=settings.audit_max_records,
+                                            retention_seconds=settings.audit_retention_seconds),
     )
     health_bp = health.blueprint(services)
     for blueprint in (jobs.blueprint(services), actions.blueprint(services),
                       preview.blueprint(services), halt.blueprint(services),
                       schedules.blueprint(services), cluster.blueprint(services),
+                      tokens.blueprint(services), audit.blueprint(services),
+                      policy.blueprint(services), identity.blueprint(services),
                       health_bp):
         app.register_api(blueprint)
     public.update(name for name in app.view_functions if name.startswith(health_bp.name + "."))
     public.add(metrics_endpoint.install(app, redis_client, settings.queue))  # like /healthz
     public.update(dashboard.install(app))  # the page is public; its data calls carry the token
 
-    auth.install(app, auth.TokenAuth(settings.api_tokens), public)
+    def named_token(secret: str) -> Identity | None:
+        token = services.tokens.lookup(secret)
+        return None if token is None else Identity(token.actor(), token.authority())
+
+    kubernetes = KubernetesIdentities(lazy_cluster.get).identify if settings.kubernetes_auth \
+        else None
+    auth.install(app, auth.Authenticator(settings.api_tokens, named=named_token,
+                                         kubernetes=kubernetes), public)
     _require_json_bodies(app, _json_body_endpoints(app))
     register_error_handlers(app)
     app.extensions[EXTENSION_KEY] = services

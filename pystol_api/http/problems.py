@@ -27,6 +27,8 @@ from flask import Flask, Response, current_app, request
 from pydantic import BaseModel, Field, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
+from pystol_worker.core.access import AccessDenied
+from pystol_worker.jobs.authorization import PolicyRefused
 from pystol_worker.jobs.validation import JobInvalid
 from pystol_worker.kube.cluster_access import ClusterError
 from pystol_worker.store.job_store import JobNotFound
@@ -184,6 +186,17 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(JobInvalid)
     def _job_invalid(error: JobInvalid) -> Response:
         return validation_problem([FieldError(loc=p.loc, msg=p.msg) for p in error.problems])
+
+    @app.errorhandler(AccessDenied)
+    def _access_denied(error: AccessDenied) -> Response:
+        errors = [FieldError(loc=error.loc, msg=error.detail)] if error.loc else None
+        return problem_response(403, "forbidden", "Forbidden", error.detail, errors=errors)
+
+    @app.errorhandler(PolicyRefused)
+    def _policy_refused(error: PolicyRefused) -> Response:
+        return problem_response(403, "policy-refused", "Refused by the admin policy",
+                                str(error), errors=[FieldError(loc=p.loc, msg=p.msg)
+                                                    for p in error.problems])
 
     @app.errorhandler(JobNotFound)
     def _job_not_found(error: JobNotFound) -> Response:

@@ -34,14 +34,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pystol_worker.core.access import AccessDenied
 from pystol_worker.core.model import HttpProbe, JobRecord, JobSpec, JobStatus, Target
 from pystol_worker.core.schedule_model import ScheduleSpec
+from pystol_worker.jobs.authorization import PolicyRefused
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid
 
 GROUP = "pystol.org"
 VERSION = "v1alpha1"
 ACTIONS = "pystolactions"
 SCHEDULES = "pystolschedules"
+CLUSTER_ACTIONS = "pystolclusteractions"     # node-level and cluster-wide: cluster admins
+CLUSTER_SCHEDULES = "pystolclusterschedules"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 PHASES = {JobStatus.QUEUED: "Pending", JobStatus.RUNNING: "Running",
@@ -509,13 +513,17 @@ def _describe_change(change: Any) -> str:
     text = f"{change.action} {target.kind} {where}"
     if change.reverted_at is not None:
         text += ", reverted"
-    if change.error:
-        text += f", error: {change.error}"
+    if change.error:  # not its text: an exception's words are not Pystol's to publish
+        text += ", failed"
     return text
 
 
 def compact_result(record: JobRecord) -> dict[str, Any]:
-    """The part of a job's result that fits in a status: counts, times, what changed."""
+    """The part of a job's result that fits in a status: counts, times, what changed.
+
+    Only Pystol's own words and numbers: never a change's or a probe's `error` text, the
+    job's `error` or anything an action read (exec output, response bodies). Whoever may
+    read the object may read its status; the job record behind it keeps the details."""
     metrics = record.metrics
     result: dict[str, Any] = {"targetsSelected": metrics.targets_selected,
                               "targetsAffected": metrics.targets_affected}
@@ -532,12 +540,12 @@ def compact_result(record: JobRecord) -> dict[str, Any]:
     if record.result.probes:
         result["probes"] = [f"{p.phase} {p.probe.url}: " + ("ok" if p.ok else "failed")
                             + (f" ({p.status})" if p.status is not None else "")
-                            + (f" {p.error}" if p.error else "")
                             for p in record.result.probes]
     return result
 
 
 def job_message(record: JobRecord) -> str:
+    """The status message: the job's phase and Pystol's own `reason`, nothing else."""
     if record.status == JobStatus.QUEUED:
         return f"job {record.id} queued"
     if record.status == JobStatus.RUNNING:
@@ -619,11 +627,39 @@ def refused_status(reason: str, message: str, generation: int | None, action: st
     return status
 
 
-def problems_message(error: CrInvalid, limit: int = 20) -> str:
+def problems_message(error: CrInvalid, limit: int = 20, prefix: str = "invalid spec") -> str:
     lines = [f"{p.loc}: {p.msg}" for p in error.problems[:limit]]
     if len(error.problems) > limit:
         lines.append(f"... and {len(error.problems) - limit} more")
-    return "invalid spec: " + "; ".join(lines)
+    return f"{prefix}: " + "; ".join(lines)
+
+
+def denied_message(error: AccessDenied, cr_path: Callable[[str], str],
+                   hint: str | None = None) -> str:
+    """`forbidden: spec.target.namespaces[0]: team-a/x may not run chaos in namespace
+    'payments'`: the scope check's refusal at the object's own field."""
+    where = f"{cr_path(error.loc)}: " if error.loc else ""
+    return f"forbidden: {where}{error.detail}" + (f"; {hint}" if hint else "")
+
+
+def policy_message(error: PolicyRefused, cr_path: Callable[[str], str]) -> str:
+    """The admin policy's refusals at the object's own fields (`policy.*` as they are)."""
+    return problems_message(CrInvalid([
+        FieldProblem(p.loc if p.loc.startswith("policy.") else cr_path(p.loc), p.msg)
+        for p in error.problems]), prefix="refused by the admin policy")
+
+
+FOREIGN_JOB_CONDITION = "JobIdTrusted"
+
+
+def foreign_job_condition(job_id: str, where: str, generation: int | None,
+                          now: datetime | None = None) -> dict[str, Any]:
+    """The condition saying that `status.jobId` named a job this object did not create."""
+    stamp = rfc3339(now or datetime.now(UTC)) or ""
+    return _condition(FOREIGN_JOB_CONDITION, "False", "ForeignJobId",
+                      f"status.jobId named job {job_id}, which {where} did not create (the "
+                      "status was written by someone else): the watcher ignores it, neither "
+                      "following, copying nor aborting that job", generation, stamp)
 
 
 # -- PystolSchedule ------------------------------------------------------------------------------
@@ -739,12 +775,13 @@ def schedule_status(record: Any, generation: int | None,
 
 def schedule_refused_status(message: str, generation: int | None,
                             previous_conditions: Iterable[Mapping[str, Any]] | None = None,
-                            now: datetime | None = None) -> dict[str, Any]:
+                            now: datetime | None = None, reason: str = "InvalidSpec"
+                            ) -> dict[str, Any]:
     stamp = rfc3339(now or datetime.now(UTC)) or ""
     status: dict[str, Any] = {"phase": "Failed", "message": message, "scheduleId": None,
                               "nextRunAt": None}
     if generation is not None:
         status["observedGeneration"] = generation
     status["conditions"] = merge_conditions(previous_conditions, [
-        _condition("Ready", "False", "InvalidSpec", message, generation, stamp)])
+        _condition("Ready", "False", reason, message, generation, stamp)])
     return status

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pystol_worker.core.errors import ActionError, PermanentError
 from pystol_worker.core.model import JobSpec, TargetKind
+from pystol_worker.core.policy import Policy
 from pystol_worker.faults.blast_radius import cap_targets, keep_min_available
 from pystol_worker.faults.selection import Selection
 from pystol_worker.safety.job_context import RunContext, SelectContext
@@ -77,6 +78,19 @@ class Action(ABC, Generic[P]):
         `params` is None when they did not validate (the other problems are still wanted)."""
         return []
 
+    def policy_problems(self, spec: JobSpec, params: P, policy: Policy
+                        ) -> list[tuple[str, str]]:
+        """What the admin policy refuses in this job's params, as (field path, message).
+
+        The default checks an `image` param: pod-failure, the stress actions and any
+        plug-in that runs an image of the job's choosing get the policy's image list
+        without writing a line for it."""
+        image = getattr(params, "image", None)
+        if isinstance(image, str) and not policy.image_allowed(image):
+            return [("params.image", f"image {image!r} is not allowed by the admin policy "
+                                     f"(allowed: {', '.join(policy.images) or 'none'})")]
+        return []
+
     @abstractmethod
     def select(self, ctx: SelectContext, spec: JobSpec, params: P) -> Selection:
         """Choose targets; reads only (previews and dry runs call it, and stop there)."""
@@ -87,7 +101,13 @@ class Action(ABC, Generic[P]):
         selection = self.select(ctx, spec, params)
         if spec.target.min_available is not None and self.takes_pods and selection.objects:
             selection = keep_min_available(ctx, selection, spec.target.min_available)
-        return cap_targets(selection, spec.target.max_targets)
+        selection = cap_targets(selection, spec.target.max_targets)
+        cap = ctx.policy.max_targets_per_job
+        if len(selection.chosen) > cap:
+            raise ActionError(f"this job would hit {len(selection.chosen)} "
+                              f"{self.target_kind.value}; the admin policy allows at most "
+                              f"{cap} per job (set target.max_targets, or a smaller mode/value)")
+        return selection
 
     @abstractmethod
     def execute(self, ctx: RunContext, spec: JobSpec, params: P,

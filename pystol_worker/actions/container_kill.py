@@ -5,8 +5,13 @@ that itself stays: same pod, same node, same IP; the kubelet restarts the
 container, the restart count goes up, and readiness dips until the new process
 is ready. Unlike pod-kill, no controller has to create anything.
 
-How: through the pod's `exec` subresource, `command` (default `kill 1`: SIGTERM
-to PID 1) runs in the chosen container (`container`, default the pod's first).
+How: through the pod's `exec` subresource, `kill -s <signal> 1` sends `signal`
+(default SIGTERM) to PID 1 of the chosen container (`container`, default the pod's
+first). It takes a signal, never a command: a command of the job's choosing run in
+someone else's container is a remote shell, not a fault (a custom resource in one
+namespace could read another's service-account token with it). For the same reason
+nothing the exec prints is ever copied into the job's reason, timeline or logs: only
+its exit code. Which signals are allowed is the admin policy's `signals`.
 There is nothing to revert — the kubelet heals it — so no revert-journal entry
 is written (as with pod-kill), but the job takes the same no-overlap locks as
 the holding actions, so it never kills containers of a workload another job is
@@ -15,7 +20,7 @@ holding a fault on. A `PystolChaos` Event is posted on each pod.
 Observed by watch, per pod: the container's restart count before and after,
 and how long from the kill until the container was ready again after a
 restart; per workload: the time from its first kill until it had its desired
-number of ready pods again. A kill command that exits non-zero, a container
+number of ready pods again. A kill that exits non-zero, a container
 that does not restart, or one that is not ready again within the recovery
 timeout fails the job, saying which and why. (An exec session that ends without
 an exit status, as happens when the container dies under it, counts as a kill:
@@ -25,12 +30,11 @@ whether the container restarted decides.)
 from __future__ import annotations
 
 import logging
-import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.core.model import (
@@ -41,6 +45,7 @@ from pystol_worker.core.model import (
     TargetRef,
     WorkloadRef,
 )
+from pystol_worker.core.policy import Policy, Signal
 from pystol_worker.faults.fault_holding import lock_targets
 from pystol_worker.faults.pod_selection import select_pods
 from pystol_worker.faults.recovery import RecoveryObserver
@@ -60,12 +65,24 @@ class ContainerKillParams(BaseModel):
     container: ContainerName | None = Field(
         None, description="The container to kill; default: each pod's first container. Pods "
                           "without it are left out.")
-    command: list[Annotated[str, Field(max_length=4096)]] = Field(
-        ["kill", "1"], min_length=1, max_length=64,
-        description="Command run in the container (pods/exec) to kill it; default SIGTERM to "
-                    "PID 1. Use [\"kill\", \"-9\", \"1\"] for SIGKILL.")
+    signal: Signal = Field("SIGTERM", description="The signal sent to the container's main "
+                                                  "process (PID 1); allowed ones are the admin "
+                                                  "policy's `signals`.")
     seed: int | None = Field(None, description="Random seed for selection, to repeat an "
                                                "experiment exactly.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_command(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "command" in data:
+            raise ValueError("container-kill takes a `signal` (e.g. SIGKILL), not a "
+                             "`command`: running a command of the job's choosing in another "
+                             "workload's container is not a fault Pystol injects")
+        return data
+
+    @property
+    def kill_command(self) -> list[str]:
+        return ["kill", "-s", self.signal.removeprefix("SIG"), "1"]
 
 
 def _container_name(pod: dict[str, Any], params: ContainerKillParams) -> str | None:
@@ -115,7 +132,7 @@ class KilledContainer:
     def settled(self) -> bool:
         return self.ready_at is not None or self.gone
 
-    def report(self, command: list[str], timeout: float) -> dict[str, Any]:
+    def report(self, signal: str, timeout: float) -> dict[str, Any]:
         seconds = round(self.ready_at - self.sent_at, 3) if self.ready_at else None
         error = self.error
         if error is None and self.killed:
@@ -130,7 +147,7 @@ class KilledContainer:
                 error = f"{where} restarted but was not ready again within {timeout:g}s"
         return {"pod": self.ref.name, "namespace": self.ref.namespace, "uid": self.ref.uid,
                 "workload": str(self.ref.workload) if self.ref.workload else None,
-                "container": self.container, "command": command, "exit_code": self.exit_code,
+                "container": self.container, "signal": signal, "exit_code": self.exit_code,
                 "restart_count_before": self.before, "restart_count_after": self.restart_count,
                 "ready_again_seconds": seconds, "error": error}
 
@@ -162,7 +179,7 @@ class ContainerObserver(RecoveryObserver):
             self._evaluate(time.time())
 
     def not_killed(self, kill: KilledContainer | None) -> None:
-        """A planned kill that did not happen (the pod was gone, the command failed)."""
+        """A planned kill that did not happen (the pod was gone, the kill failed)."""
         with self.changed:
             if kill is not None:
                 self.tracked.pop(kill.ref.uid or "", None)
@@ -197,18 +214,18 @@ class ContainerObserver(RecoveryObserver):
 
 class ContainerKill(Action[ContainerKillParams]):
     name = "container-kill"
-    description = ("Kill a container's main process in each selected pod (through pods/exec, "
-                   "default `kill 1`), and report its restart count before and after and how "
-                   "long it took to be ready again.")
+    description = ("Send a signal (default SIGTERM) to a container's main process in each "
+                   "selected pod (through pods/exec), and report its restart count before and "
+                   "after and how long it took to be ready again.")
     target_kind = TargetKind.PODS
     takes_pods = True
     Params = ContainerKillParams
 
-    def check(self, spec: JobSpec, params: ContainerKillParams | None
-              ) -> list[tuple[str, str]]:
-        if params is not None and not params.command[0].strip():
-            return [("params.command", "the command's first element names the program to run "
-                     "and cannot be empty")]
+    def policy_problems(self, spec: JobSpec, params: ContainerKillParams, policy: Policy
+                        ) -> list[tuple[str, str]]:
+        if params.signal not in policy.signals:
+            return [("params.signal", f"{params.signal} is not allowed by the admin policy "
+                                      f"(signals: {', '.join(policy.signals) or 'none'})")]
         return []
 
     def select(self, ctx: SelectContext, spec: JobSpec, params: ContainerKillParams
@@ -277,31 +294,32 @@ class ContainerKill(Action[ContainerKillParams]):
         before = int(status.get("restartCount") or 0)
         kill = KilledContainer(ref=ref, container=container, before=before,
                                restart_count=before)
-        command = " ".join(shlex.quote(part) for part in params.command)
         observer.expect(kill)
         ctx.check()
         kill.sent_at = time.time()
         try:
-            code, _, err = ctx.cluster.exec_in_pod(namespace, ref.name, container,
-                                                   params.command)
+            # What the exec prints is never read into anything: only the exit code counts.
+            code, _, _ = ctx.cluster.exec_in_pod(namespace, ref.name, container,
+                                                 params.kill_command)
         except Exception as error:
-            kill.error = f"could not run `{command}` in container {container} of pod " \
-                         f"{namespace}/{ref.name}: {error}"
+            kill.error = f"could not send {params.signal} to container {container} of pod " \
+                         f"{namespace}/{ref.name}: {type(error).__name__}"
+            log.warning("exec of kill in %s/%s (%s) failed: %s", namespace, ref.name,
+                        container, type(error).__name__)
             observer.not_killed(kill)
             ctx.event(EventKind.KILL_FAILED, kill.error, pod=ref.name, container=container)
             return kill
         kill.exit_code = code
         if code not in (0, NO_EXIT_STATUS):
-            detail = f": {err.strip()}" if err.strip() else ""
-            kill.error = f"`{command}` in container {container} of pod {namespace}/" \
-                         f"{ref.name} exited with code {code}{detail}"
+            kill.error = f"sending {params.signal} to container {container} of pod " \
+                         f"{namespace}/{ref.name} failed: `kill` exited with code {code}"
             observer.not_killed(kill)
             ctx.event(EventKind.KILL_FAILED, kill.error, pod=ref.name, container=container,
                       exit_code=code)
             return kill
         observer.kill_done(kill, kill.sent_at)
         message = f"killed container {container} of pod {namespace}/{ref.name} with " \
-                  f"`{command}`"
+                  f"{params.signal}"
         at = utc(kill.sent_at)
         ctx.result.changes.append(Change(target=ref, action=message, started_at=at))
         ctx.metrics.targets_affected += 1
@@ -321,7 +339,7 @@ class ContainerKill(Action[ContainerKillParams]):
     def _report(ctx: RunContext, params: ContainerKillParams,
                 observers: list[ContainerObserver], kills: list[KilledContainer],
                 timeout: float) -> None:
-        entries = [kill.report(params.command, timeout) for kill in kills]
+        entries = [kill.report(params.signal, timeout) for kill in kills]
         ctx.result.output["pods"] = entries
         problems = [entry["error"] for entry in entries if entry["error"]]
         for entry in entries:

@@ -20,7 +20,7 @@ every named node is hit; otherwise the nodes matching `target.label_selector`
 (all nodes without one), of which `mode`/`value` (or the original Pystol's
 `amount`) choose at random, capped by `max_targets`. Control-plane nodes
 (label `node-role.kubernetes.io/control-plane` or `.../master`) and nodes that
-are already cordoned are never candidates, unless `params.include_control_plane`
+are already cordoned are never candidates, unless the admin policy's `include_control_plane`
 lifts the first rule.
 """
 
@@ -48,9 +48,6 @@ UNCORDON = "uncordon-node"
 class NodeCordonParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    include_control_plane: bool = Field(
-        False, description="Also consider control-plane nodes (label "
-                           "node-role.kubernetes.io/control-plane); never by default.")
     seed: int | None = Field(None, description="Random seed for choosing among the matching "
                                                "nodes, to repeat an experiment exactly.")
 
@@ -90,7 +87,7 @@ def select_nodes(cluster: Cluster, target: Target, include_control_plane: bool,
         name = node["metadata"]["name"]
         if is_control_plane(node) and not include_control_plane:
             excluded.append(f"node {name} is a control-plane node "
-                            "(params.include_control_plane: true to allow it)")
+                            "(the admin policy's include_control_plane allows it)")
         elif is_cordoned(node):
             excluded.append(f"node {name} is already cordoned; Pystol leaves it alone")
         else:
@@ -179,7 +176,7 @@ class NodeCordon(Action[NodeCordonParams]):
 
     def select(self, ctx: SelectContext, spec: JobSpec, params: NodeCordonParams
                ) -> Selection:
-        return select_nodes(ctx.cluster, spec.target, params.include_control_plane,
+        return select_nodes(ctx.cluster, spec.target, ctx.policy.include_control_plane,
                             params.seed)
 
     def execute(self, ctx: RunContext, spec: JobSpec, params: NodeCordonParams,

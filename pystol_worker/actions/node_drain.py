@@ -8,7 +8,7 @@ PodDisruptionBudgets. DaemonSet pods (their controller would put them straight
 back) and mirror pods (annotation `kubernetes.io/config.mirror`, owned by the
 kubelet) are skipped, as `kubectl drain --ignore-daemonsets` does; so are pods
 in protected namespaces, and pods no controller manages (nothing would
-recreate them) unless `params.force` is true.
+recreate them) unless the admin policy's `drain_force` is true.
 
 A PodDisruptionBudget that refuses an eviction (429) is retried with a short
 backoff until `params.eviction_timeout`; what still could not be evicted is
@@ -69,18 +69,12 @@ FIRST_BACKOFF, MAX_BACKOFF = 0.25, 2.0
 class NodeDrainParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    include_control_plane: bool = Field(
-        False, description="Also consider control-plane nodes (label "
-                           "node-role.kubernetes.io/control-plane); never by default.")
     eviction_timeout: Duration = Field(
         60.0, le=3600, description="How long evictions refused by a PodDisruptionBudget (429) "
                                    "are retried before they are reported as not evicted.")
     fail_on_blocked_eviction: bool = Field(
         False, description="Fail the job when some pods could not be evicted (the cordon is "
                            "still held for the duration and reverted either way).")
-    force: bool = Field(
-        False, description="Also evict pods that no controller manages; nothing recreates "
-                           "them.")
     grace_period_seconds: int | None = Field(
         None, ge=0, le=3600, description="Grace period for the evictions; default: the "
                                          "pod's own.")
@@ -128,9 +122,9 @@ class Drain:
             return "DaemonSet pod"
         if self.ctx.settings.is_protected(meta.get("namespace", "")):
             return "namespace is protected"
-        if owner is None and not self.params.force:
-            return ("no controller manages it: nothing would recreate it "
-                    "(params.force: true evicts it anyway)")
+        if owner is None and not self.ctx.policy.drain_force:
+            return ("no controller manages it: nothing would recreate it (the admin "
+                    "policy's drain_force evicts it anyway)")
         return None
 
     @staticmethod
@@ -352,7 +346,7 @@ class NodeDrain(Action[NodeDrainParams]):
 
     def select(self, ctx: SelectContext, spec: JobSpec, params: NodeDrainParams
                ) -> Selection:
-        return select_nodes(ctx.cluster, spec.target, params.include_control_plane,
+        return select_nodes(ctx.cluster, spec.target, ctx.policy.include_control_plane,
                             params.seed)
 
     def execute(self, ctx: RunContext, spec: JobSpec, params: NodeDrainParams,

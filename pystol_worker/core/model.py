@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from pystol_worker.core.access import Actor, Grant
+
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -320,6 +322,7 @@ class EventKind(StrEnum):
     CANCELLED = "cancelled"
     CANCEL_REQUESTED = "cancel-requested"
     CUSTOM_RESOURCE = "custom-resource"  # the CR watcher submitted it
+    DEFERRED = "deferred"  # outside the admin policy's chaos windows: queued when one opens
     # selecting and injecting (the runner, faults, actions)
     SELECTED = "selected"
     WAITING = "waiting"  # for another job's fault on the same target
@@ -484,6 +487,12 @@ class JobRecord(Run):
     error: str | None = Field(None, description="The exception that ended it, if any.")
     worker: str | None = None
     schedule_id: str | None = None
+    actor: Actor | None = Field(None, description="Who submitted it: the token, Kubernetes "
+                                                  "user, custom resource or schedule.")
+    grant: Grant | None = Field(None, description="What the submission service allowed, "
+                                                  "sealed; the worker checks it.")
+    not_before: datetime | None = Field(None, description="Queued when the admin policy's "
+                                                          "next chaos window opens.")
     cancel_requested: bool = False
     targets: list[TargetRef] = Field(default_factory=list)
     result: JobResult = Field(default_factory=JobResult)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from pystol_worker.core.access import Actor
 from pystol_worker.core.model import (
     Duration,
     JobSpec,
@@ -564,6 +565,9 @@ class ScheduleRecord(BaseModel):
     spec: ScheduleSpec
     source: Source
     submitter: str
+    changed_by: Actor | None = Field(None, description="Whoever last created, changed or "
+                                                       "resumed it: its runs act on their "
+                                                       "behalf.")
     created_at: datetime
     updated_at: datetime
     next_run_at: datetime | None = Field(None, description="When the next run is expected "
@@ -614,7 +618,20 @@ def _seconds_of_day(local: datetime) -> float:
     return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
 
 
-def window_problem(spec: ScheduleSpec, when: datetime) -> str | None:
+class WindowSpec(Protocol):
+    """What the window arithmetic reads: a schedule's spec, or the admin policy."""
+
+    @property
+    def windows(self) -> list[TimeWindow]: ...
+    @property
+    def excluded_dates(self) -> list[date]: ...
+    @property
+    def time_zone(self) -> str: ...
+    @property
+    def zone(self) -> ZoneInfo: ...
+
+
+def window_problem(spec: WindowSpec, when: datetime) -> str | None:
     """Why a run at `when` is not allowed (excluded date, outside every window), or None."""
     local = when.astimezone(spec.zone)
     if local.date() in spec.excluded_dates:
@@ -631,11 +648,11 @@ def window_problem(spec: ScheduleSpec, when: datetime) -> str | None:
             f"({windows})")
 
 
-def is_allowed(spec: ScheduleSpec, when: datetime) -> bool:
+def is_allowed(spec: WindowSpec, when: datetime) -> bool:
     return window_problem(spec, when) is None
 
 
-def next_opening(spec: ScheduleSpec, when: datetime) -> datetime | None:
+def next_opening(spec: WindowSpec, when: datetime) -> datetime | None:
     """The earliest moment at or after `when` at which runs are allowed (UTC)."""
     if is_allowed(spec, when):
         return when

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PROTECTED = ("kube-system", "kube-public", "kube-node-lease")
@@ -26,6 +26,10 @@ def _split_commas(value: object) -> object:
 
 class SettingsError(Exception):
     """The configuration cannot be used; the message names each bad variable."""
+
+
+class SigningKeyMissing(SettingsError):
+    """PYSTOL_SIGNING_KEY is needed by this process and not set."""
 
 
 class Settings(BaseSettings):
@@ -68,6 +72,22 @@ class Settings(BaseSettings):
     health_interval_seconds: float = Field(10.0, ge=0.1, le=600, description="How often a "
                                            "worker touches its health file (beat touches its "
                                            "own on every tick, at least once a second).")
+    signing_key: SecretStr = Field(SecretStr(""), description="Secret key (at least 16 "
+                                   "characters) that seals what the submission service "
+                                   "allowed each job, named tokens and schedules' grants, so "
+                                   "that a record edited in Redis is refused. The same value "
+                                   "for the API, watcher, beat and every worker; Redis never "
+                                   "holds it. `pystol up` and the chart generate one.")
+    policy_file: str = Field("", description="YAML file of the admin policy (allowed actions "
+                             "per namespace, images, signals, caps, windows); empty: the "
+                             "safe defaults.")
+    kubernetes_auth: bool = Field(True, description="Check bearer tokens Pystol does not know "
+                                  "with the cluster's TokenReview, and what they may do with "
+                                  "SubjectAccessReviews.")
+    audit_max_records: int = Field(100_000, ge=100, le=10_000_000, description="The audit "
+                                   "trail keeps at most this many records in Redis.")
+    audit_retention_seconds: float = Field(90 * 86400, ge=60, description="The audit trail "
+                                           "drops records older than this.")
     api_url: str = Field("http://127.0.0.1:8080", description="Where the CLI finds the API.")
     token: str = Field("", description="Bearer token the CLI sends.")
 
@@ -97,6 +117,24 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("signing_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @property
+    def signing_key_bytes(self) -> bytes:
+        """The key, or SigningKeyMissing: a process that seals or checks grants cannot run
+        without one (a guessable default would let anyone who reaches Redis forge them)."""
+        key = self.signing_key.get_secret_value()
+        if not key:
+            raise SigningKeyMissing("PYSTOL_SIGNING_KEY is not set: the API, watcher, beat "
+                                    "and workers need the same secret key (at least 16 "
+                                    "characters, e.g. `openssl rand -hex 32`)")
+        return key.encode()
 
     @property
     def bind_host(self) -> str:

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from pystol_worker.actions.base import ActionError
 from pystol_worker.actions.registry import ActionRegistry
 from pystol_worker.core.logging_setup import job_context
-from pystol_worker.core.model import JobRecord, JobStatus
+from pystol_worker.core.model import JobRecord, JobStatus, utcnow
+from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.faults.selection import record_selection
+from pystol_worker.jobs.authorization import check_grant, policy_problems
 from pystol_worker.jobs.probes import run_probe
 from pystol_worker.jobs.validation import JobInvalid, validate_job
 from pystol_worker.kube.cluster import Cluster
@@ -40,8 +42,9 @@ LOST_WORKER_REASON = ("the worker running this job was lost; Pystol does not run
 
 class JobRunner:
     def __init__(self, settings: Settings, store: JobStore, registry: ActionRegistry,
-                 cluster_factory: Callable[[], Cluster]) -> None:
+                 cluster_factory: Callable[[], Cluster], policy: Policy | None = None) -> None:
         self.settings = settings
+        self.policy = policy if policy is not None else Policy()
         self.store = store
         self.registry = registry
         self.cluster_factory = cluster_factory
@@ -86,7 +89,7 @@ class JobRunner:
             return current.status
         ctx = RunContext(settings=self.settings, cluster=self.cluster, store=self.store,
                          job_id=job_id, journal=self.journal, locks=self.locks,
-                         undo_functions=self.registry.undo_registry())
+                         undo_functions=self.registry.undo_registry(), policy=self.policy)
 
         def refresh_locks() -> None:
             self.locks.refresh(job_id, ctx.locked, self.settings.heartbeat_seconds)
@@ -134,6 +137,13 @@ class JobRunner:
         try:
             ctx.check()
             action, params = validate_job(spec, self.registry, self.settings)
+            # Before anything reads the cluster: the record must be the job that was
+            # allowed (sealed grant), and the job must meet the policy this worker runs.
+            check_grant(record, action, params, self.settings.signing_key_bytes)
+            problems = policy_problems(spec, action, params, self.policy, utcnow())
+            if problems:
+                return JobStatus.FAILED, "refused by the admin policy: " + "; ".join(
+                    f"{p.loc}: {p.msg}" for p in problems), None
             selection = action.guarded_select(ctx, spec, params)
             record_selection(ctx, selection, f"{len(selection.chosen)} of {selection.matched} "
                              f"matching {action.target_kind.value} selected")

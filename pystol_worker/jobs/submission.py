@@ -1,21 +1,28 @@
 """The one way a job is submitted, whoever produces it: the HTTP API, the CR watcher and
-schedule firing all call `SubmissionService.submit(spec, source, submitter)`.
+schedule firing all call `SubmissionService.submit(spec, source, identity)`.
 
 The steps, in order, each written here once:
 
 1. **validate** with `validate_job` (the same rules for every producer; `JobInvalid`);
-2. **halt**: refuse while the global kill switch is engaged (`ChaosHalted`);
-3. **store** the queued record with `JobStore.create`; an idempotency key already used by
-   this submitter for the same spec returns the earlier job and queues nothing (created
-   False), for a different spec raises `IdempotencyConflict`;
-4. **queue** it through the injected `JobQueue` (Celery `send_task` by name in
+2. **authorize**: the identity's scope (`grant_for`: `AccessDenied`, 403 naming the
+   namespace or the action) and the admin policy (`policy_problems`: `PolicyRefused`),
+   before anything is stored;
+3. **halt**: refuse while the global kill switch is engaged (`ChaosHalted`);
+4. **store** the queued record with `JobStore.create`, carrying the actor and the grant
+   sealed with PYSTOL_SIGNING_KEY (the worker checks it before touching anything); an
+   idempotency key already used by this submitter for the same spec returns the earlier
+   job and queues nothing (created False), for a different spec raises
+   `IdempotencyConflict`;
+5. **queue** it through the injected `JobQueue` (Celery `send_task` by name in
    production); when the queue refuses, the job is marked failed ("could not be queued")
    and its idempotency key released, so that a retry with the same key submits afresh
-   (`QueueUnavailable`).
+   (`QueueUnavailable`). Outside the policy's chaos windows in `wait` mode the job is
+   deferred instead, and `release_due` (the worker's reaper pass) queues it when the
+   next window opens;
+6. **audit**: one record per submission, accepted or refused, with who and what.
 
 Each producer turns these errors into its own answer (HTTP problem documents, a
-PystolAction's status, a schedule run's outcome); none repeats a step. The next step
-to come here, once for every producer, is authorization and policy.
+PystolAction's status, a schedule run's outcome); none repeats a step.
 
 A job that has an idempotency key is marked sent once queued (`JobStore.mark_sent`).
 That lets `adopt` queue a job found again by its key whose producer died between
@@ -27,12 +34,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
+import redis
+
 from pystol_worker.actions.registry import ActionRegistry
-from pystol_worker.core.model import JobRecord, JobSpec, JobStatus, Source
+from pystol_worker.core.access import AccessDenied, Identity
+from pystol_worker.core.model import EventKind, JobRecord, JobSpec, JobStatus, Source, utcnow
+from pystol_worker.core.policy import OutsideWindows, Policy, load_policy
 from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.authorization import (
+    PolicyRefused,
+    grant_for,
+    policy_problems,
+    sealed,
+)
 from pystol_worker.jobs.validation import JobInvalid, validate_job
+from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.halt import ChaosHalted, HaltSwitch
 from pystol_worker.store.job_store import (
     IdempotencyConflict,
@@ -42,10 +62,12 @@ from pystol_worker.store.job_store import (
 )
 
 __all__ = [
+    "AccessDenied",
     "ChaosHalted",
     "IdempotencyConflict",
     "JobInvalid",
     "JobQueue",
+    "PolicyRefused",
     "QueueUnavailable",
     "SubmissionService",
 ]
@@ -81,29 +103,103 @@ class SubmissionService:
     the API, the watcher, the worker and the tests each pass their own."""
 
     def __init__(self, store: JobStore, queue: JobQueue, registry: ActionRegistry,
-                 settings: Settings, halt: HaltSwitch) -> None:
+                 settings: Settings, halt: HaltSwitch, *, policy: Policy | None = None,
+                 audit: AuditLog | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.queue = queue
         self.registry = registry
         self.settings = settings
         self.halt = halt
+        self.policy = policy if policy is not None else Policy()
+        self.audit = audit
+        self.clock = clock
 
-    def submit(self, spec: JobSpec, source: Source, submitter: str, *,
+    def submit(self, spec: JobSpec, source: Source, identity: Identity, *,
                schedule_id: str | None = None) -> tuple[JobRecord, bool]:
-        """Submit a job; returns (record, created). created is False when the spec's
-        idempotency key was used by this submitter in the last 24 h for the same spec:
-        the record is that earlier job and nothing was queued.
+        """Submit a job for `identity`; returns (record, created). created is False when the
+        spec's idempotency key was used by this submitter in the last 24 h for the same
+        spec: the record is that earlier job and nothing was queued.
 
-        Raises JobInvalid (every problem, with field paths), ChaosHalted,
+        Raises JobInvalid (every problem, with field paths), AccessDenied (outside the
+        identity's scope), PolicyRefused (the admin policy says no), ChaosHalted,
         IdempotencyConflict (the key was used for a different spec; `job_id` is the
         earlier job) or QueueUnavailable (stored, then refused by the queue: the job is
         failed and the key released). Redis errors propagate as they are."""
-        validate_job(spec, self.registry, self.settings)
-        self.refuse_if_halted()
-        record, created = self.store.create(spec, source, submitter, schedule_id=schedule_id)
+        now = self.clock()
+        try:
+            action, params = validate_job(spec, self.registry, self.settings)
+            grant = grant_for(spec, action, params, identity)
+            problems = policy_problems(spec, action, params, self.policy, now)
+            if problems:
+                raise PolicyRefused(problems)
+            self.refuse_if_halted()
+        except JobInvalid as error:
+            self._audit(identity, spec, "invalid", str(error), schedule_id=schedule_id)
+            raise
+        except (AccessDenied, PolicyRefused, ChaosHalted) as error:
+            self._audit(identity, spec, "refused", str(error), schedule_id=schedule_id)
+            raise
+        key = self.settings.signing_key_bytes
+        not_before = None
+        if self.policy.outside_windows == OutsideWindows.WAIT and \
+                self.policy.window_problem(now) is not None:
+            not_before = self.policy.next_opening(now)
+        record, created = self.store.create(
+            spec, source, identity.actor.submitter, schedule_id=schedule_id,
+            actor=identity.actor, grant=lambda job_id: sealed(grant, job_id, spec, key),
+            not_before=not_before)
         if created:
-            self._send(record)
+            if not_before is not None:
+                self.store.defer(record.id, not_before)
+                self.store.append_event(record.id, EventKind.DEFERRED,
+                                        f"outside the admin policy's chaos windows; queued "
+                                        f"when the next one opens, {not_before.isoformat()}")
+            else:
+                try:
+                    self._send(record)
+                except QueueUnavailable as error:
+                    self._audit(identity, spec, "failed", str(error), job_id=record.id,
+                                schedule_id=schedule_id)
+                    raise
+            self._audit(identity, spec, "ok", None, job_id=record.id, schedule_id=schedule_id)
         return record, created
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis_client: redis.Redis, queue: JobQueue,
+                      registry: ActionRegistry, store: JobStore | None = None
+                      ) -> SubmissionService:
+        """The service as every process builds it: the policy from PYSTOL_POLICY_FILE and
+        the audit trail on the same Redis (raises PolicyError for a bad policy file)."""
+        return cls(store if store is not None else JobStore(redis_client), queue, registry,
+                   settings, HaltSwitch(redis_client), policy=load_policy(settings.policy_file),
+                   audit=AuditLog(redis_client, max_records=settings.audit_max_records,
+                                  retention_seconds=settings.audit_retention_seconds))
+
+    def release_due(self) -> list[str]:
+        """Queue the deferred jobs whose chaos window has opened; their ids. A job
+        cancelled meanwhile (or by a halt) is not queued."""
+        released = []
+        for job_id in self.store.claim_due(self.clock().timestamp()):
+            try:
+                record = self.store.get(job_id, with_timeline=False)
+            except JobNotFound:
+                continue
+            if record.status == JobStatus.QUEUED:
+                self._send(record)
+                released.append(job_id)
+        return released
+
+    def _audit(self, identity: Identity, spec: JobSpec, outcome: str, detail: str | None, *,
+               job_id: str | None = None, schedule_id: str | None = None) -> None:
+        if self.audit is None:
+            return
+        targets = list(spec.target.namespaces) or list(spec.target.names) or \
+            ([spec.target.label_selector] if spec.target.label_selector else [])
+        self.audit.record(identity.actor, "job.submit", outcome=outcome,  # type: ignore[arg-type]
+                          targets=targets, namespaces=list(spec.target.namespaces),
+                          detail=f"{spec.action}: {detail}" if detail else spec.action,
+                          job_id=job_id, schedule_id=schedule_id)
 
     def refuse_if_halted(self) -> None:
         """ChaosHalted while the kill switch is engaged. `submit` checks it itself; it is

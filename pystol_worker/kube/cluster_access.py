@@ -345,6 +345,40 @@ class ClusterAccess:
         self._call("create", self.core.create_namespaced_pod_eviction, (name, namespace, body),
                    {}, retry_statuses=frozenset(), retry_unreachable=False)
 
+    # -- who a bearer token is, and what it may do (the API's Kubernetes identities) --------
+
+    def review_token(self, token: str) -> dict[str, Any]:
+        """The TokenReview's status for `token`: `authenticated`, `user` (username, uid,
+        groups) or `error`."""
+        from kubernetes import client
+
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": token}}
+        response = self.call_raw("create", client.AuthenticationV1Api(self.api_client)
+                                 .create_token_review, body)
+        status: dict[str, Any] = json.loads(response.data).get("status") or {}
+        return status
+
+    def review_access(self, user: str, groups: list[str], uid: str | None, verb: str,
+                      group: str, resource: str, namespace: str | None) -> bool:
+        """Whether the cluster's authorizer lets `user` do `verb` on `group/resource` in
+        `namespace` (None: at cluster scope), by a SubjectAccessReview."""
+        from kubernetes import client
+
+        attributes: dict[str, Any] = {"verb": verb, "group": group, "resource": resource}
+        if namespace is not None:
+            attributes["namespace"] = namespace
+        spec: dict[str, Any] = {"user": user, "groups": groups,
+                                "resourceAttributes": attributes}
+        if uid:
+            spec["uid"] = uid
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": spec}
+        response = self.call_raw("create", client.AuthorizationV1Api(self.api_client)
+                                 .create_subject_access_review, body)
+        status = json.loads(response.data).get("status") or {}
+        return bool(status.get("allowed")) and not status.get("denied")
+
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         from kubernetes import client
 

@@ -17,6 +17,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_process_init
 
 from pystol_worker.actions.registry import default_registry
+from pystol_worker.core.policy import load_policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.reaper import reap_once
 from pystol_worker.jobs.runner import JobRunner
@@ -30,7 +31,6 @@ from pystol_worker.kube.cluster_access import (
 from pystol_worker.process.celery_app import RUN_JOB_TASK, CeleryJobQueue
 from pystol_worker.schedules.firing import ScheduleFirer
 from pystol_worker.schedules.store import FIRE_TASK, FIRED_AT_HEADER, ScheduleStore
-from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
 
 log = logging.getLogger("pystol.worker")
@@ -47,7 +47,8 @@ class RunnerPerProcess:
         if self._runner is None or self._pid != os.getpid():
             store = JobStore(redis.Redis.from_url(self.settings.redis_url))
             self._runner = JobRunner(self.settings, store, default_registry(),
-                                     lambda: ClusterAccess.from_settings(self.settings))
+                                     lambda: ClusterAccess.from_settings(self.settings),
+                                     policy=load_policy(self.settings.policy_file))
             self._pid = os.getpid()
         return self._runner
 
@@ -63,6 +64,8 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             self.runner = RunnerPerProcess(settings)
             self.cluster: ClusterAccess | None = None
             self.tref: Any = None
+            self.app = worker.app
+            self.submissions: SubmissionService | None = None
 
         def start(self, worker: Any) -> None:
             worker.timer.call_after(0.0, self.reap)
@@ -87,6 +90,15 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
                           runner.registry.undo_registry(), budget_seconds=REAPER_BUDGET_SECONDS)
             except Exception:
                 log.exception("reaper pass failed; the next one retries")
+            # Jobs deferred to the admin policy's next chaos window are queued here.
+            try:
+                if self.submissions is None:
+                    self.submissions = SubmissionService.from_settings(
+                        settings, runner.store.redis, CeleryJobQueue(settings, self.app),
+                        runner.registry, store=runner.store)
+                self.submissions.release_due()
+            except Exception:
+                log.exception("could not queue deferred jobs; the next pass retries")
 
     return ReaperStep
 
@@ -125,8 +137,9 @@ class FirerPerProcess:
                                   rng=random.Random())
             # The submission service every producer uses, on this process's connection;
             # jobs are sent with the worker's own Celery app.
-            submissions = SubmissionService(store.jobs, CeleryJobQueue(self.settings, app),
-                                            registry, self.settings, HaltSwitch(client))
+            submissions = SubmissionService.from_settings(
+                self.settings, client, CeleryJobQueue(self.settings, app), registry,
+                store=store.jobs)
             self._firer = ScheduleFirer(store, submissions)
             self._pid = os.getpid()
         return self._firer

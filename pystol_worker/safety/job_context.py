@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pystol_worker.core.model import JobResult, Metrics
+from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.kube.cluster import Cluster
 from pystol_worker.safety.revert_journal import RevertJournal, UndoRegistry
@@ -39,10 +40,12 @@ class JobAborted(Exception):
 
 @dataclass
 class SelectContext:
-    """What `select()` may use: read the cluster, read the settings. Safe for previews."""
+    """What `select()` may use: read the cluster, read the settings and the admin policy
+    (control-plane nodes, the cap on targets). Safe for previews."""
 
     settings: Settings
     cluster: Cluster
+    policy: Policy = field(default_factory=Policy, kw_only=True)
 
 
 @dataclass

@@ -46,9 +46,11 @@ from pystol_worker.core.schedule_model import (
     window_problem,
 )
 from pystol_worker.jobs.submission import (
+    AccessDenied,
     ChaosHalted,
     IdempotencyConflict,
     JobInvalid,
+    PolicyRefused,
     QueueUnavailable,
     SubmissionService,
 )
@@ -300,11 +302,19 @@ class ScheduleFirer:
 
         spec = stored.spec.template.model_copy(
             update={"idempotency_key": idempotency_key(stored.id, slot_ms)})
+        identity = stored.identity(self.submissions.settings.signing_key_bytes)
+        if identity is None:
+            log.warning("schedule %s: its grant does not verify; not running it", stored.id)
+            return run(RunOutcome.FAILED, "refused: the schedule's grant does not verify (it "
+                       "was written to Redis without Pystol's key, or PYSTOL_SIGNING_KEY "
+                       "changed); change or resume the schedule to grant it again")
         try:
-            record, created = self.submissions.submit(spec, Source.SCHEDULE, stored.submitter,
+            record, created = self.submissions.submit(spec, Source.SCHEDULE, identity,
                                                       schedule_id=stored.id)
         except JobInvalid as invalid:
             return run(RunOutcome.FAILED, f"the template is no longer valid: {invalid}")
+        except (AccessDenied, PolicyRefused) as refused:
+            return run(RunOutcome.FAILED, f"refused: {refused}")
         except ChaosHalted as halted:  # engaged since `decide` asked
             return run(RunOutcome.SKIPPED, str(halted), skipped=SkipReason.HALTED)
         except IdempotencyConflict as conflict:

@@ -44,7 +44,18 @@ from pydantic import BaseModel
 from redbeat.decoder import RedBeatJSONEncoder
 
 from pystol_worker.actions.registry import ActionRegistry, default_registry
+from pystol_worker.core.access import (
+    AccessDenied,
+    Actor,
+    ActorKind,
+    Grant,
+    GrantAuthority,
+    Identity,
+    Permission,
+    is_sealed,
+)
 from pystol_worker.core.model import JobStatus, Source, utcnow
+from pystol_worker.core.policy import Policy, load_policy
 from pystol_worker.core.schedule_model import (
     ID_PATTERN,
     RunOutcome,
@@ -60,6 +71,7 @@ from pystol_worker.core.schedule_model import (
     next_slot_after,
 )
 from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.authorization import PolicyRefused, grant_for, policy_problems, sealed
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid, validate_job
 from pystol_worker.store.job_store import JobNotFound, JobStore
 
@@ -140,6 +152,22 @@ class StoredSchedule(BaseModel):
     created_at: datetime
     updated_at: datetime
     anchor_ms: int
+    changed_by: Actor | None = None  # whoever last created, changed, paused or resumed it
+    grant: Grant | None = None       # what changed_by allowed its runs, sealed
+
+    def identity(self, key: bytes) -> Identity | None:
+        """Who its runs are submitted as: the schedule, on behalf of whoever last changed
+        it, with the authority of the sealed grant; None when the grant does not verify
+        (the schedule was written to Redis by someone without the key)."""
+        grant = self.grant
+        if grant is None or not is_sealed(key, grant.payload(self.id, self.spec.template
+                                                             .model_dump(mode="json")),
+                                          grant.signature):
+            return None
+        actor = Actor(kind=ActorKind.SCHEDULE, name=self.id,
+                      on_behalf_of=self.changed_by.submitter if self.changed_by else None,
+                      namespaces=list(grant.namespaces))
+        return Identity(actor, GrantAuthority(grant))
 
 
 @dataclass
@@ -169,9 +197,10 @@ class ScheduleStore:
     def __init__(self, redis_client: redis.Redis, settings: Settings, *,
                  registry: ActionRegistry | None = None,
                  clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, policy: Policy | None = None) -> None:
         self.redis = redis_client
         self.settings = settings
+        self.policy = policy if policy is not None else load_policy(settings.policy_file)
         self._registry = registry
         self.clock = clock
         self.rng = rng or random.Random()
@@ -205,16 +234,19 @@ class ScheduleStore:
 
     # -- public API -----------------------------------------------------------------------
 
-    def create(self, spec: ScheduleSpec, source: Source, submitter: str,
+    def create(self, spec: ScheduleSpec, source: Source, identity: Identity,
                schedule_id: str | None = None, *, replace: bool = True) -> ScheduleRecord:
-        """Store a schedule and aim beat at its first slot. With the id of an existing
-        schedule: replace its spec (keeping its history), or ScheduleExists if not
-        `replace`."""
+        """Store a schedule for `identity` and aim beat at its first slot. With the id of an
+        existing schedule: replace its spec (keeping its history), or ScheduleExists if not
+        `replace`. Raises JobInvalid, AccessDenied (the identity may not create schedules
+        or submit the template's jobs there) or PolicyRefused."""
         if schedule_id is not None and not ID_RE.match(schedule_id):
             raise JobInvalid([FieldProblem("id", "expected 1-150 letters, digits, '.', '_', "
                                                  "':' or '-', starting with a letter or digit")])
         validate_schedule(spec, self.registry, self.settings, ms_to_datetime(self._now_ms()))
         schedule_id = schedule_id or new_schedule_id()
+        grant = self._grant(spec, identity, Permission.SCHEDULES_CREATE, schedule_id)
+        submitter = identity.actor.submitter
 
         def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
             if existing is not None and not replace:
@@ -222,13 +254,58 @@ class ScheduleStore:
             if existing is None:
                 return StoredSchedule(id=schedule_id, spec=spec, source=source,
                                       submitter=submitter, created_at=now, updated_at=now,
-                                      anchor_ms=datetime_to_ms(now))
+                                      anchor_ms=datetime_to_ms(now),
+                                      changed_by=identity.actor, grant=grant)
+            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE)
             anchor = existing.anchor_ms if existing.spec.timing() == spec.timing() \
                 else datetime_to_ms(now)
             return existing.model_copy(update={"spec": spec, "source": source,
                                                "submitter": submitter, "updated_at": now,
-                                               "anchor_ms": anchor})
+                                               "anchor_ms": anchor,
+                                               "changed_by": identity.actor, "grant": grant})
         return self._write(schedule_id, build, creating=True)
+
+    # -- who may ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _require(spec: ScheduleSpec, identity: Identity, permission: Permission) -> None:
+        """AccessDenied unless `identity` has `permission` where the template acts (each of
+        its namespaces; cluster scope when it names none)."""
+        who = identity.actor.submitter
+        namespaces = spec.template.target.namespaces
+        checks: list[tuple[str | None, str]] = [
+            (namespace, f"template.target.namespaces[{index}]")
+            for index, namespace in enumerate(namespaces)] or [(None, "template.action")]
+        for namespace, loc in checks:
+            if not identity.authority.allows(permission, namespace) and \
+                    not identity.authority.allows(Permission.CLUSTER_CHAOS, None):
+                where = f"in namespace {namespace!r}" if namespace else "at cluster scope"
+                raise AccessDenied(f"{who} may not {permission.value} {where}", loc=loc,
+                                   permission=permission, namespace=namespace)
+
+    def _grant(self, spec: ScheduleSpec, identity: Identity, permission: Permission,
+               schedule_id: str) -> Grant:
+        """The template's grant for `identity`, sealed for this schedule; AccessDenied or
+        PolicyRefused (field paths under `template.`; windows are checked at each run)."""
+        self._require(spec, identity, permission)
+        action, params = validate_job(spec.template, self.registry, self.settings)
+        try:
+            grant = grant_for(spec.template, action, params, identity)
+        except AccessDenied as denied:
+            denied.loc = f"template.{denied.loc}" if denied.loc else None
+            raise
+        problems = [FieldProblem(f"template.{p.loc}", p.msg)
+                    for p in policy_problems(spec.template, action, params, self.policy,
+                                             self.now())
+                    if p.loc != "policy.windows"]
+        shortest = spec.interval if spec.interval is not None else spec.mtbf
+        if shortest is not None and shortest < self.policy.min_schedule_period:
+            problems.append(FieldProblem(spec.kind, f"every {shortest:g}s; the admin policy "
+                                         f"allows schedules no more often than every "
+                                         f"{self.policy.min_schedule_period:g}s"))
+        if problems:
+            raise PolicyRefused(problems)
+        return sealed(grant, schedule_id, spec.template, self.settings.signing_key_bytes)
 
     def get(self, schedule_id: str) -> ScheduleRecord:
         stored = self._load(schedule_id)
@@ -247,28 +324,47 @@ class ScheduleStore:
                 continue
         return records
 
-    def update(self, schedule_id: str, spec: ScheduleSpec) -> ScheduleRecord:
-        """Replace the spec; a change of timing re-anchors the slots at now."""
+    def update(self, schedule_id: str, spec: ScheduleSpec, identity: Identity
+               ) -> ScheduleRecord:
+        """Replace the spec; a change of timing re-anchors the slots at now. `identity` needs
+        schedules.update where the schedule acts now and where it will act; its runs are
+        then submitted on the new changer's behalf."""
         validate_schedule(spec, self.registry, self.settings, ms_to_datetime(self._now_ms()))
+        grant = self._grant(spec, identity, Permission.SCHEDULES_UPDATE, schedule_id)
 
         def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
             if existing is None:
                 raise ScheduleNotFound(schedule_id)
+            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE)
             anchor = existing.anchor_ms if existing.spec.timing() == spec.timing() \
                 else datetime_to_ms(now)
             return existing.model_copy(update={"spec": spec, "updated_at": now,
-                                               "anchor_ms": anchor})
+                                               "anchor_ms": anchor,
+                                               "changed_by": identity.actor, "grant": grant})
         return self._write(schedule_id, build)
 
-    def set_paused(self, schedule_id: str, paused: bool) -> ScheduleRecord:
+    def set_paused(self, schedule_id: str, paused: bool, identity: Identity) -> ScheduleRecord:
+        """Pause or resume. Resuming re-seals the grant for `identity` (who then owns the
+        runs); pausing keeps the grant of whoever last changed the spec."""
         def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
             if existing is None:
                 raise ScheduleNotFound(schedule_id)
+            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE)
             spec = existing.spec.model_copy(update={"paused": paused})
-            return existing.model_copy(update={"spec": spec, "updated_at": now})
+            update: dict[str, Any] = {"spec": spec, "updated_at": now}
+            if not paused:
+                update["grant"] = self._grant(spec, identity, Permission.SCHEDULES_UPDATE,
+                                              schedule_id)
+                update["changed_by"] = identity.actor
+            return existing.model_copy(update=update)
         return self._write(schedule_id, build)
 
-    def delete(self, schedule_id: str) -> None:
+    def delete(self, schedule_id: str, identity: Identity | None = None) -> None:
+        """Delete a schedule (and its history); with `identity`, AccessDenied unless it may
+        delete schedules where this one acts (None: the caller already checked, e.g. the
+        watcher deleting the schedule of a custom resource that is gone)."""
+        if identity is not None:
+            self._require(self._load(schedule_id).spec, identity, Permission.SCHEDULES_DELETE)
         if not self.exists(schedule_id):
             raise ScheduleNotFound(schedule_id)
         with self.redis.pipeline() as pipe:
@@ -328,7 +424,8 @@ class ScheduleStore:
     def _record(self, stored: StoredSchedule, state: ScheduleState) -> ScheduleRecord:
         next_ms = self.next_run_ms(stored, state)
         return ScheduleRecord(id=stored.id, spec=stored.spec, source=stored.source,
-                              submitter=stored.submitter, created_at=stored.created_at,
+                              submitter=stored.submitter, changed_by=stored.changed_by,
+                              created_at=stored.created_at,
                               updated_at=stored.updated_at,
                               next_run_at=None if next_ms is None else ms_to_datetime(next_ms),
                               last_runs=self.runs(stored.id))

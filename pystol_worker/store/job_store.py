@@ -23,10 +23,12 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, cast
 
 import redis
 
+from pystol_worker.core.access import Actor, Grant
 from pystol_worker.core.model import (
     EventKind,
     JobRecord,
@@ -97,9 +99,14 @@ class JobStore:
     # -- create and read -------------------------------------------------------------------------
 
     def create(self, spec: JobSpec, source: Source, submitter: str,
-               schedule_id: str | None = None) -> tuple[JobRecord, bool]:
+               schedule_id: str | None = None, *, actor: Actor | None = None,
+               grant: Callable[[str], Grant] | None = None,
+               not_before: datetime | None = None) -> tuple[JobRecord, bool]:
         """Store a new queued job; returns (record, created). With an idempotency key already
-        used in the last 24 h by this submitter, returns the earlier job and False."""
+        used in the last 24 h by this submitter, returns the earlier job and False.
+
+        `grant(job_id)` gives the sealed grant the record carries (it covers the id, so it
+        is made once the id is drawn); `not_before` marks a job that waits for a window."""
         job_id = new_job_id()
         idem_key = None
         if spec.idempotency_key:
@@ -121,10 +128,13 @@ class JobStore:
                             break
                         time.sleep(0.05)
                 if not self._replace_if_unchanged(idem_key, earlier_raw, value):
-                    return self.create(spec, source, submitter, schedule_id)
+                    return self.create(spec, source, submitter, schedule_id, actor=actor,
+                                       grant=grant, not_before=not_before)
         now = utcnow()
         record = JobRecord(id=job_id, spec=spec, source=source, submitter=submitter,
-                           created_at=now, schedule_id=schedule_id)
+                           created_at=now, schedule_id=schedule_id, actor=actor,
+                           grant=grant(job_id) if grant is not None else None,
+                           not_before=not_before)
         seq = int(self.redis.incr(f"{PREFIX}job-seq"))
         event = TimelineEvent(at=now, kind=EventKind.QUEUED,
                               message=f"submitted by {submitter} via {source.value}")
@@ -139,6 +149,20 @@ class JobStore:
         record.timeline = [event]
         metrics.record_submitted(self.redis, record)
         return record, True
+
+    DEFERRED = PREFIX + "jobs:deferred"
+
+    def defer(self, job_id: str, until: datetime) -> None:
+        """Keep a stored job out of the queue until `until` (a chaos window opens)."""
+        self.redis.zadd(self.DEFERRED, {job_id: until.timestamp()})
+
+    def claim_due(self, now: float) -> list[str]:
+        """Deferred jobs whose time has come, each returned to exactly one caller (the
+        ZREM that removes it is the claim), so that two workers never queue one twice."""
+        due = [raw.decode() if isinstance(raw, bytes) else str(raw)
+               for raw in self.redis.zrangebyscore(self.DEFERRED, "-inf", now, start=0,
+                                                   num=100)]
+        return [job_id for job_id in due if self.redis.zrem(self.DEFERRED, job_id)]
 
     def _replace_if_unchanged(self, key: str, expected: bytes | str, value: str) -> bool:
         """Take over an idempotency key whose job never got stored, unless someone else

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,32 +30,37 @@ from tests.support.recovery_truth import assert_matches_truth, whole_again_at
 from tests.support.redis_server import free_port
 
 GROUP, VERSION, PLURAL = "pystol.org", "v1alpha1", "pystolactions"
+CLUSTER_PLURAL = "pystolclusteractions"
 
 
 @pytest.fixture(scope="module")
 def kube(stack: Stack) -> client.ApiClient:
     stack.sim.kubectl("apply", "-f", str(crd_dir()))
     stack.sim.kubectl("wait", "--for", "condition=Established", "--timeout", "30s",
-                      "crd/pystolactions.pystol.org", "crd/clusterkopfpeerings.kopf.dev")
+                      "crd/pystolactions.pystol.org", "crd/pystolclusteractions.pystol.org",
+                      "crd/clusterkopfpeerings.kopf.dev")
     api_client = config.new_client_from_config(config_file=str(stack.sim.kubeconfig))
-    for namespace in ("burst", "peers"):
+    for namespace in ("team-a",):
         client.CoreV1Api(api_client).create_namespace({"metadata": {"name": namespace}})
     return api_client
 
 
 @contextmanager
-def watcher(stack: Stack, *args: str, name: str = "watch") -> Iterator[Process]:
-    handle = start_watcher(stack, *args, name=name)
+def watcher(stack: Stack, *args: str, name: str = "watch",
+            env: dict[str, str] | None = None) -> Iterator[Process]:
+    handle = start_watcher(stack, *args, name=name, env=env)
     try:
         yield handle
     finally:
         handle.stop()
 
 
-def start_watcher(stack: Stack, *args: str, name: str = "watch") -> Process:
+def start_watcher(stack: Stack, *args: str, name: str = "watch",
+                  env: dict[str, str] | None = None) -> Process:
     port = free_port()
     handle = spawn(name, [sys.executable, "-m", "pystol_api.cli", "watch", "--liveness",
-                          f"http://127.0.0.1:{port}/healthz", *args], stack.env())
+                          f"http://127.0.0.1:{port}/healthz", *args],
+                   {**stack.env(), **(env or {})})
     handle.liveness = f"http://127.0.0.1:{port}/healthz"  # type: ignore[attr-defined]
     deadline = time.monotonic() + 60
     while True:
@@ -78,6 +84,11 @@ def action(name: str, spec: dict[str, Any], namespace: str = "shop") -> dict[str
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
+def cluster_action(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "PystolClusterAction",
+            "metadata": {"name": name}, "spec": spec}
+
+
 def apply(stack: Stack, *manifests: dict[str, Any]) -> None:
     text = yaml.safe_dump_all(list(manifests))
     result = subprocess.run(["kubectl", "apply", "-f", "-"], input=text, env=stack.sim.env(),
@@ -85,8 +96,13 @@ def apply(stack: Stack, *manifests: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def get(kube: client.ApiClient, name: str, namespace: str = "shop") -> dict[str, Any] | None:
+def get(kube: client.ApiClient, name: str, namespace: str | None = "shop"
+        ) -> dict[str, Any] | None:
+    """A PystolAction, or with namespace None the PystolClusterAction of that name."""
     try:
+        if namespace is None:
+            return objects(kube).get_cluster_custom_object(GROUP, VERSION, CLUSTER_PLURAL,
+                                                           name)
         return objects(kube).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                                           name)
     except ApiException as error:
@@ -97,7 +113,7 @@ def get(kube: client.ApiClient, name: str, namespace: str = "shop") -> dict[str,
 
 def wait_for_phase(stack: Stack, kube: client.ApiClient, name: str,
                    phases: tuple[str, ...] = ("Succeeded", "Failed", "Aborted", "Cancelled"),
-                   namespace: str = "shop", timeout: float = 60.0,
+                   namespace: str | None = "shop", timeout: float = 60.0,
                    watchers: tuple[Process, ...] = ()) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     obj = None
@@ -264,22 +280,162 @@ def node(stack: Stack, name: str) -> dict[str, Any]:
     return json.loads(stack.sim.kubectl("get", "node", name, "-o", "json").stdout)
 
 
+# -- a custom resource acts only in its own namespace (issue 12) -----------------------------
+
+
+def pods_of(stack: Stack, namespace: str) -> dict[str, Any]:
+    """Each pod of a namespace by uid, with what chaos would change: untouched means equal."""
+    core, _ = stack.kube_clients()
+    return {pod.metadata.uid: (pod.metadata.name, pod.metadata.deletion_timestamp,
+                               pod.metadata.labels, pod.spec.node_name,
+                               [(c.name, c.image) for c in pod.spec.containers],
+                               [c.restart_count for c in pod.status.container_statuses or ()])
+            for pod in core.list_namespaced_pod(namespace).items}
+
+
+def test_a_team_cr_cannot_make_pystol_act_in_another_namespace(stack: Stack,
+                                                               kube: client.ApiClient
+                                                               ) -> None:
+    before = pods_of(stack, "payments")
+    assert before
+    with watcher(stack) as handle:
+        apply(stack,
+              action("steal", {"action": "pod-kill", "params": {"gracePeriodSeconds": 0},
+                               "target": {"namespaces": ["payments"], "mode": "all"}},
+                     "team-a"),
+              action("steal-original", {"collection": "actions", "role": "killpods",
+                                        "extra_vars": json.dumps({
+                                            "pystol_killpods_namespace": "payments",
+                                            "pystol_killpods_amount": 1})}, "team-a"),
+              action("drain", {"action": "node-drain", "dryRun": True,
+                               "target": {"names": ["worker-b"]}}, "team-a"))
+        for name, path in (("steal", "spec.target.namespaces[0]"),
+                           ("steal-original", "spec.extra_vars.pystol_killpods_namespace")):
+            status = wait_for_phase(stack, kube, name, namespace="team-a",
+                                    watchers=(handle,))["status"]
+            assert status["phase"] == "Failed" and not status.get("jobId"), status
+            assert f"{path}: team-a/{name} may not run chaos in namespace 'payments'" \
+                in status["message"], status["message"]
+            assert {c["reason"] for c in status["conditions"]} == {"Forbidden"}
+            assert "Forbidden" in stack.event_reasons("team-a", name)
+        drain = wait_for_phase(stack, kube, "drain", namespace="team-a",
+                               watchers=(handle,))["status"]
+        assert drain["phase"] == "Failed", drain
+        assert {c["reason"] for c in drain["conditions"]} == {"Forbidden"}
+        assert "spec.action: " in drain["message"]
+        assert "PystolClusterAction" in drain["message"]
+        # Nothing was stored, queued or run: no job, the victims' pods as they were.
+        assert jobs_from(stack, "team-a/") == []
+        time.sleep(1.0)
+        assert pods_of(stack, "payments") == before
+        assert not node(stack, "worker-b")["spec"].get("unschedulable")
+        assert not any("Traceback" in line for line in handle.output), handle.tail()
+
+
+def test_node_level_chaos_runs_as_a_cluster_action(stack: Stack, kube: client.ApiClient
+                                                   ) -> None:
+    with watcher(stack) as handle:
+        apply(stack, cluster_action("drain-b", {"action": "node-drain", "dryRun": True,
+                                                "target": {"names": ["worker-b"]}}))
+        obj = wait_for_phase(stack, kube, "drain-b", namespace=None, watchers=(handle,))
+        status = obj["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["action"] == "node-drain" and status["jobId"].startswith("j-")
+        record = JobStore(stack.redis.client()).get(status["jobId"], with_timeline=False)
+        assert record.source.value == "cr" and record.submitter == "drain-b"
+        assert record.actor is not None and record.actor.kind.value == "custom-resource"
+        assert record.actor.resource_kind == "PystolClusterAction"
+        assert record.actor.uid == obj["metadata"]["uid"]
+        assert record.grant is not None and record.grant.cluster
+        assert record.spec.idempotency_key == \
+            f"pystolclusteraction:{obj['metadata']['uid']}:1"
+        assert not node(stack, "worker-b")["spec"].get("unschedulable")  # a dry run
+        table = stack.sim.kubectl("get", "pca").stdout.splitlines()
+        assert table[0].split() == ["NAME", "ACTION", "PHASE", "JOB", "AGE"]
+        row = next(line.split() for line in table if line.startswith("drain-b"))
+        assert row[1:4] == ["node-drain", "Succeeded", status["jobId"]]
+
+
+def test_a_job_id_the_user_writes_into_status_is_ignored_and_reported(
+        stack: Stack, kube: client.ApiClient) -> None:
+    url = f"{stack.url}/healthz"
+    # Two jobs of another namespace: one ended (its reason and result are not the
+    # attacker's to read), one running (not the attacker's to cancel).
+    ended = stack.submit({"action": "http-probe", "target": {"namespaces": ["payments"]},
+                          "params": {"url": url, "count": 3, "interval": "0.1s"}})
+    ended = stack.wait_for_job(ended["id"])
+    assert ended["status"] == "succeeded" and ended["reason"], ended
+    running = stack.submit({"action": "http-probe", "target": {"namespaces": ["payments"]},
+                            "params": {"url": url, "count": 400, "interval": "0.25s"}})
+    api = objects(kube)
+
+    def forge(status: dict[str, Any]) -> None:
+        # Whoever may edit their PystolAction's status subresource can write this.
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, "team-a", PLURAL, "mine", {"status": status},
+            _content_type="application/merge-patch+json")
+
+    def status_of() -> dict[str, Any]:
+        return (get(kube, "mine", "team-a") or {}).get("status") or {}
+
+    try:
+        with watcher(stack, name="watch-own") as handle:
+            apply(stack, action("mine", {"action": "http-probe", "target": {},
+                                         "params": {"url": url, "count": 1}}, "team-a"))
+            own = wait_for_phase(stack, kube, "mine", namespace="team-a",
+                                 phases=("Succeeded",), watchers=(handle,))["status"]
+        own_record = JobStore(stack.redis.client()).get(own["jobId"], with_timeline=False)
+        assert own_record.spec.target.namespaces == ["team-a"]  # a URL action: its own
+
+        # Pointed at the ended job while the watcher is away: on resume the watcher
+        # neither follows it nor copies its status; it says so.
+        forge({"jobId": ended["id"], "phase": "Running"})
+        with watcher(stack, name="watch-resumed") as handle:
+            stack.sim.wait_for(lambda: "ForeignJobId" in stack.event_reasons("team-a", "mine"),
+                               timeout=30)
+            status = stack.sim.wait_for(
+                lambda: status_of().get("jobId") == own["jobId"] and "JobIdTrusted" in {
+                    c["type"] for c in status_of().get("conditions") or ()} and status_of(),
+                timeout=30)
+            assert status["phase"] == "Succeeded" and status["message"] == own["message"]
+            assert status.get("result") == own.get("result")
+            assert ended["reason"] not in json.dumps(status)
+            trusted = {c["type"]: c for c in status["conditions"]}["JobIdTrusted"]
+            assert trusted["status"] == "False" and trusted["reason"] == "ForeignJobId"
+            assert ended["id"] in trusted["message"]
+
+            # Pointed at the running job, then deleted: that job is not aborted.
+            forge({"jobId": running["id"], "phase": "Succeeded"})
+            stack.sim.kubectl("delete", "pystolaction", "mine", "-n", "team-a",
+                              "--timeout=30s")
+            assert get(kube, "mine", "team-a") is None
+            warnings = [line for line in handle.output
+                        if "ForeignJobId" in line or "did not create" in line]
+            assert any(running["id"] in line for line in warnings), handle.tail()
+        victim = stack.call("GET", f"/api/v1/jobs/{running['id']}").json()
+        assert victim["status"] in ("queued", "running"), victim
+        assert not victim.get("cancel_requested"), victim
+    finally:
+        stack.call("POST", f"/api/v1/jobs/{running['id']}/cancel")
+
+
 def test_deleting_a_running_cr_aborts_and_reverts_before_it_goes(stack: Stack,
                                                                  kube: client.ApiClient
                                                                  ) -> None:
+    # Node-level chaos by custom resource is a cluster-scoped PystolClusterAction.
     with watcher(stack) as handle:
-        apply(stack, action("cordon-a", {"action": "node-cordon", "duration": "30s",
-                                         "target": {"names": ["worker-a"]}}))
-        obj = wait_for_phase(stack, kube, "cordon-a", phases=("Running",),
+        apply(stack, cluster_action("cordon-a", {"action": "node-cordon", "duration": "30s",
+                                                 "target": {"names": ["worker-a"]}}))
+        obj = wait_for_phase(stack, kube, "cordon-a", phases=("Running",), namespace=None,
                              watchers=(handle,))
         job_id = obj["status"]["jobId"]
         stack.sim.wait_for(lambda: node(stack, "worker-a")["spec"].get("unschedulable"),
                            timeout=20)
 
         started = time.monotonic()
-        stack.sim.kubectl("delete", "pystolaction", "cordon-a", "-n", "shop", "--wait=false")
+        stack.sim.kubectl("delete", "pystolclusteraction", "cordon-a", "--wait=false")
         seen_terminating = False
-        while (obj := get(kube, "cordon-a")) is not None:
+        while (obj := get(kube, "cordon-a", None)) is not None:
             seen_terminating |= bool(obj["metadata"].get("deletionTimestamp"))
             assert time.monotonic() - started < 25, f"not gone: {obj}\n{handle.tail()}"
             time.sleep(0.02)
@@ -288,7 +444,7 @@ def test_deleting_a_running_cr_aborts_and_reverts_before_it_goes(stack: Stack,
         assert not node(stack, "worker-a")["spec"].get("unschedulable")
         record = stack.call("GET", f"/api/v1/jobs/{job_id}").json()
         assert record["status"] == "aborted", record
-        assert "deletion of PystolAction shop/cordon-a" in record["reason"]
+        assert "deletion of PystolClusterAction cordon-a" in record["reason"]
         assert all(change["reverted_at"] for change in record["result"]["changes"])
         assert seen_terminating or gone_after < 0.1
         assert any("releasing the finalizer" in line for line in handle.output)
@@ -303,9 +459,10 @@ def test_restart_in_the_middle_of_a_burst_queues_each_cr_exactly_once(
     try:
         def create(index: int) -> None:
             name = f"burst-{index:03d}"
-            api.create_namespaced_custom_object(GROUP, VERSION, "burst", PLURAL, action(name, {
+            # A PystolAction acts in its own namespace: the burst's are in shop, by name.
+            api.create_namespaced_custom_object(GROUP, VERSION, "shop", PLURAL, action(name, {
                 "action": "pod-kill", "dryRun": True,
-                "target": {"namespaces": ["shop"], "labelSelector": "app=web"}}, "burst"))
+                "target": {"namespaces": ["shop"], "labelSelector": "app=web"}}))
             created.append(name)
 
         for index in range(restart_at):
@@ -322,7 +479,9 @@ def test_restart_in_the_middle_of_a_burst_queues_each_cr_exactly_once(
 
         deadline = time.monotonic() + 120
         while True:
-            items = api.list_namespaced_custom_object(GROUP, VERSION, "burst", PLURAL)["items"]
+            items = [o for o in api.list_namespaced_custom_object(GROUP, VERSION, "shop",
+                                                                  PLURAL)["items"]
+                     if o["metadata"]["name"].startswith("burst-")]
             done = [o for o in items if (o.get("status") or {}).get("phase") == "Succeeded"]
             if len(done) == total:
                 break
@@ -331,7 +490,7 @@ def test_restart_in_the_middle_of_a_burst_queues_each_cr_exactly_once(
             time.sleep(0.5)
     finally:
         handle.stop()
-    jobs = jobs_from(stack, "burst/")
+    jobs = jobs_from(stack, "shop/burst-")
     assert len(jobs) == total
     assert len({record.submitter for record in jobs}) == total
     assert {o["status"]["jobId"] for o in items} == {record.id for record in jobs}
@@ -350,7 +509,7 @@ def test_two_watchers_with_peering_only_one_acts(stack: Stack, kube: client.ApiC
     def cr(index: int) -> dict[str, Any]:
         return action(f"peer-{index:02d}", {
             "action": "pod-kill", "dryRun": True,
-            "target": {"namespaces": ["shop"], "labelSelector": "app=web"}}, "peers")
+            "target": {"namespaces": ["shop"], "labelSelector": "app=web"}})
 
     with watcher(stack, "--priority", "10", name="watch-low") as low:
         high = start_watcher(stack, "--priority", "20", name="watch-high")
@@ -359,8 +518,8 @@ def test_two_watchers_with_peering_only_one_acts(stack: Stack, kube: client.ApiC
                                            for line in low.output), timeout=30)
             apply(stack, *(cr(i) for i in range(20)))
             for i in range(20):
-                wait_for_phase(stack, kube, f"peer-{i:02d}", namespace="peers",
-                               phases=("Succeeded",), watchers=(low, high))
+                wait_for_phase(stack, kube, f"peer-{i:02d}", phases=("Succeeded",),
+                               watchers=(low, high))
             assert len(queued_lines(high)) == 20
             assert queued_lines(low) == []
             resumed_before = resumed(low)
@@ -370,16 +529,16 @@ def test_two_watchers_with_peering_only_one_acts(stack: Stack, kube: client.ApiC
         stack.sim.wait_for(lambda: resumed(low) > resumed_before, timeout=30)
         apply(stack, *(cr(i) for i in range(20, 25)))
         for i in range(20, 25):
-            wait_for_phase(stack, kube, f"peer-{i:02d}", namespace="peers",
-                           phases=("Succeeded",), watchers=(low,))
+            wait_for_phase(stack, kube, f"peer-{i:02d}", phases=("Succeeded",),
+                           watchers=(low,))
         assert len(queued_lines(low)) == 5
-    jobs = jobs_from(stack, "peers/")
+    jobs = jobs_from(stack, "shop/peer-")
     assert len(jobs) == 25 and len({record.submitter for record in jobs}) == 25
 
 
 
-def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack,
-                                                      kube: client.ApiClient) -> None:
+def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack, kube: client.ApiClient,
+                                                      tmp_path: Path) -> None:
     from pystol_worker.core.settings import Settings
     from pystol_worker.schedules import ScheduleStore
 
@@ -394,9 +553,12 @@ def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack,
         return stack.sim.wait_for(lambda: predicate(schedule().get("status") or {})
                                   and schedule()["status"], timeout=timeout, interval=0.2)
 
+    # The default admin policy allows schedules no more often than once a minute.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_schedule_period: 1s\n")
     beat = start_beat(stack.env())
     try:
-        with watcher(stack) as handle:
+        with watcher(stack, env={"PYSTOL_POLICY_FILE": str(policy)}) as handle:
             apply(stack, {
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "PystolSchedule",
                 "metadata": {"name": "every-2s", "namespace": "shop"},

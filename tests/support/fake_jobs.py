@@ -1,7 +1,9 @@
 """Running jobs through the public job path on the in-process fake cluster (unit tests).
 
-A job is stored in a fakeredis `JobStore` and run by `JobRunner(...).run(job_id, worker)`,
-exactly as a worker runs it, with the `FakeCluster` as its cluster. Tests then look at the
+A job is stored in a fakeredis `JobStore` as the submission service stores it (with a
+sealed grant: `tests.support.grants.store_job`) and run by `JobRunner(...).run(job_id,
+worker)`, exactly as a worker runs it, with the `FakeCluster` as its cluster and the
+admin policy the test gives (default: the default policy). Tests then look at the
 fake's objects, the stored record and the revert journal. Going through the runner keeps
 the tests independent of the action contract's internals (params, contexts, helpers).
 """
@@ -19,13 +21,16 @@ from typing import Any
 import fakeredis
 
 from pystol_worker.actions import default_registry
-from pystol_worker.core.model import JobRecord, JobSpec, Source
+from pystol_worker.core.access import Identity
+from pystol_worker.core.model import JobRecord, JobSpec
+from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.reaper import ReapReport, reap_once
 from pystol_worker.jobs.runner import JobRunner
 from pystol_worker.kube.fake_cluster import PASS, FakeCluster, Request
 from pystol_worker.safety.revert_journal import JournalEntry
 from pystol_worker.store.job_store import JobStore, TransitionRefused
+from tests.support.grants import ADMIN, store_job
 
 RECOVERY_TIMEOUT = 5.0  # what a workload gets to recover, unless a test says otherwise
 
@@ -36,22 +41,23 @@ class FakeJobs:
 
     fake: FakeCluster = field(default_factory=FakeCluster)
     redis: fakeredis.FakeRedis = field(default_factory=fakeredis.FakeRedis)
+    policy: Policy = field(default_factory=Policy)  # the admin policy the worker runs under
 
     def __post_init__(self) -> None:
         self.settings = Settings(recovery_timeout_seconds=RECOVERY_TIMEOUT)
         self.store = JobStore(self.redis)
         self.runner = JobRunner(self.settings, self.store, default_registry(),
-                                cluster_factory=lambda: self.fake)
+                                cluster_factory=lambda: self.fake, policy=self.policy)
         self.journal = self.runner.journal
 
-    def submit(self, spec: dict[str, Any]) -> str:
-        record, _ = self.store.create(JobSpec.model_validate(spec), Source.API, "tester")
-        return record.id
+    def submit(self, spec: dict[str, Any], identity: Identity = ADMIN) -> str:
+        """Store a queued job as the submission service would for `identity`; its id."""
+        return store_job(self.store, JobSpec.model_validate(spec), identity=identity,
+                         settings=self.settings, registry=self.runner.registry).id
 
-    def run(self, spec: dict[str, Any], within: float = 30.0) -> JobRecord:
-        """Submit and run a job to its end; the stored record. A job still running after
+    def run_stored(self, job_id: str, within: float = 30.0) -> JobRecord:
+        """Run a stored job to its end; the stored record. A job still running after
         `within` seconds is cancelled and the test fails (instead of hanging)."""
-        job_id = self.submit(spec)
         thread = threading.Thread(target=self.runner.run, args=(job_id, "worker-1"),
                                   daemon=True)
         thread.start()
@@ -60,8 +66,14 @@ class FakeJobs:
             with contextlib.suppress(TransitionRefused):
                 self.store.request_cancel(job_id, "the test's deadline")
             thread.join(10)
-            raise AssertionError(f"job {job_id} ({spec['action']}) still ran after {within:g}s")
+            action = self.store.get(job_id, with_timeline=False).spec.action
+            raise AssertionError(f"job {job_id} ({action}) still ran after {within:g}s")
         return self.store.get(job_id)
+
+    def run(self, spec: dict[str, Any], within: float = 30.0) -> JobRecord:
+        """Submit and run a job to its end; the stored record. A job still running after
+        `within` seconds is cancelled and the test fails (instead of hanging)."""
+        return self.run_stored(self.submit(spec), within)
 
     @contextmanager
     def running(self, spec: dict[str, Any]) -> Iterator[str]:

@@ -176,7 +176,7 @@ def test_permanent_error_is_the_one_action_error() -> None:
 # -- the two contexts ----------------------------------------------------------------------------
 
 def test_selecting_sees_no_journal_locks_or_job() -> None:
-    assert [f.name for f in dataclasses.fields(SelectContext)] == ["settings", "cluster"]
+    assert [f.name for f in dataclasses.fields(SelectContext)] == ["settings", "cluster", "policy"]
 
 
 def test_running_always_has_journal_locks_store_job_id_and_undo() -> None:

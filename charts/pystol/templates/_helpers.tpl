@@ -59,6 +59,14 @@ default
 {{- end -}}
 {{- end -}}
 
+{{- define "pystol.signingKeySecret" -}}
+{{- if .Values.signingKey.existingSecret -}}
+{{ .Values.signingKey.existingSecret }}
+{{- else -}}
+{{ include "pystol.fullname" . }}-signing-key
+{{- end -}}
+{{- end -}}
+
 {{- define "pystol.tokensKey" -}}
 {{- if .Values.apiTokens.existingSecret -}}
 {{ .Values.apiTokens.existingSecretKey }}
@@ -94,6 +102,11 @@ env:
     value: {{ printf "%s://%s:%d/%d" $scheme .Values.externalRedis.host (int .Values.externalRedis.port) (int .Values.externalRedis.db) | quote }}
 {{- end }}
 {{- end }}
+  - name: PYSTOL_SIGNING_KEY
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "pystol.signingKeySecret" . }}
+        key: {{ ternary .Values.signingKey.existingSecretKey "key" (ne .Values.signingKey.existingSecret "") }}
 {{- if eq $component "api" }}
   - name: PYSTOL_API_TOKENS
     valueFrom:
@@ -143,6 +156,9 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: {{ .ctx.Values.tmpSizeLimit }}
+  - name: policy
+    configMap:
+      name: {{ include "pystol.fullname" .ctx }}-policy
 {{- end -}}
 
 {{- define "pystol.containerCommon" -}}
@@ -155,5 +171,8 @@ resources:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  - name: policy
+    mountPath: /etc/pystol/policy
+    readOnly: true
 {{ include "pystol.env" . }}
 {{- end -}}

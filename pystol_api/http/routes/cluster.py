@@ -22,6 +22,7 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
+from pystol_api.http.auth import allows
 from pystol_api.http.problems import ApiProblem, problem_doc
 from pystol_api.http.routes.common import (
     API_PREFIX,
@@ -29,6 +30,7 @@ from pystol_api.http.routes.common import (
     UNAUTHORIZED_DOC,
     Services,
 )
+from pystol_worker.core.access import Permission
 from pystol_worker.core.model import JobStatus
 from pystol_worker.kube.cluster_access import PAGE_SIZE, ClusterAccess, ClusterError
 
@@ -210,11 +212,23 @@ def read_topology(services: Services) -> ClusterTopology:
         workloads=workloads, hits=hits, running_jobs=[record.id for record in running])
 
 
+def scoped(topology: ClusterTopology, readable: Callable[[str], bool]) -> ClusterTopology:
+    """The topology without the pods, workloads and namespaces `readable` refuses."""
+    namespaces = [namespace for namespace in topology.namespaces if readable(namespace)]
+    allowed = set(namespaces)
+    pods = [pod for pod in topology.pods if pod.namespace in allowed]
+    hits = {job for pod in pods for job in pod.hit_by}
+    return topology.model_copy(update={
+        "namespaces": namespaces, "pods": pods,
+        "workloads": [w for w in topology.workloads if w.namespace in allowed],
+        "running_jobs": [job for job in topology.running_jobs if job in hits]})
+
+
 def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("cluster", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
                       abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
     lock = threading.Lock()
-    cached: dict[str, Any] = {"at": -1e9, "body": b""}
+    cached: dict[str, Any] = {"at": -1e9, "body": b"", "topology": None}
 
     @bp.get("/cluster", summary="The cluster's topology: nodes, pods, workloads",
             responses={200: ClusterTopology,
@@ -230,9 +244,16 @@ def blueprint(services: Services) -> APIBlueprint:
                 except ClusterError as error:
                     raise ApiProblem(502, "cluster-unavailable", "Cluster unavailable",
                                      str(error)) from None
+                cached["topology"] = topology
                 cached["body"] = topology.model_dump_json()
                 cached["at"] = time.monotonic()
-            body = cached["body"]
+            body, topology = cached["body"], cached["topology"]
+        if not allows(Permission.JOBS_READ, None):
+            # A scoped caller sees the pods and workloads of the namespaces they may read
+            # (nodes are shared by everyone's pods, so they stay, without other tenants'
+            # pods on them); the cluster was still read once for all callers.
+            body = scoped(topology, lambda namespace: allows(Permission.JOBS_READ, namespace)
+                          ).model_dump_json()
         response = Response(body, mimetype="application/json")
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -17,13 +17,18 @@ import redis
 from flask import Response
 from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, model_validator
 
-from pystol_api.http.problems import problem_doc
+from pystol_api.http.auth import current_authority, current_submitter, forbidden
+from pystol_api.http.problems import ApiProblem, problem_doc
 from pystol_worker.actions import ActionRegistry
-from pystol_worker.core.model import JobSpec
+from pystol_worker.core.access import AccessDenied, Permission
+from pystol_worker.core.model import JobRecord, JobSpec
+from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.submission import JobQueue, SubmissionService
 from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
+from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.job_store import JobStore
+from pystol_worker.store.token_store import TokenStore
 
 API_PREFIX = "/api/v1"
 BEARER_SCHEME = "bearer"
@@ -60,6 +65,9 @@ class Services:
     registry: ActionRegistry
     cluster: LazyCluster
     submissions: SubmissionService  # the one submission path, built on the services above
+    policy: Policy
+    tokens: TokenStore
+    audit: AuditLog
 
 
 # A JobSpec as it arrives over HTTP, documented under the name JobSpec. It is a guard at
@@ -116,4 +124,44 @@ def json_response(model: BaseModel, status: int = 200,
 
 
 UNAUTHORIZED_DOC = problem_doc("No or an unknown bearer token.")
+FORBIDDEN_DOC = problem_doc("The caller may not do this (their role, namespaces or the admin "
+                            "policy); `errors` names the field that asked for it.")
 INVALID_DOC = problem_doc("The request is invalid; `errors` lists the field paths.")
+
+
+# -- which jobs and schedules a caller may see and change ------------------------------------
+
+
+def may_see(namespaces: list[str], submitter: str, permission: Permission) -> bool:
+    """A job or schedule is visible to its submitter, and to whoever may use `permission`
+    (jobs.read, schedules.read) in one of its namespaces, or at cluster scope for one
+    that names none (node-level chaos)."""
+    if submitter == current_submitter():
+        return True
+    authority = current_authority()
+    if namespaces:
+        return any(authority.allows(permission, namespace) for namespace in namespaces)
+    return authority.allows(permission, None)
+
+
+def require_job_access(record: JobRecord, permission: Permission) -> None:
+    """404 for a job the caller may not see (so ids of other tenants' jobs are not even
+    confirmed); 403 when they see it but may not use `permission` (jobs.cancel) in every
+    namespace it touches (cluster chaos for one that names none)."""
+    namespaces = record.spec.target.namespaces
+    if not may_see(namespaces, record.submitter, Permission.JOBS_READ):
+        raise ApiProblem(404, "job-not-found", "Job not found", f"there is no job {record.id}")
+    if permission == Permission.JOBS_READ or record.submitter == current_submitter():
+        return
+    authority = current_authority()
+    for index, namespace in enumerate(namespaces):
+        if not authority.allows(permission, namespace):
+            raise forbidden(AccessDenied(f"{current_submitter()} may not {permission.value} "
+                                         f"in namespace {namespace!r}",
+                                         loc=f"target.namespaces[{index}]"))
+    if not namespaces and not authority.allows(Permission.CLUSTER_CHAOS, None):
+        raise forbidden(AccessDenied(f"{current_submitter()} may not {permission.value} "
+                                     "node-level or cluster-wide jobs"))
+
+
+AUTH_RESPONSES: dict[Any, Any] = {401: UNAUTHORIZED_DOC, 403: FORBIDDEN_DOC}

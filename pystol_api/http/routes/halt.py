@@ -11,16 +11,17 @@ from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pystol_api.http.auth import current_submitter
+from pystol_api.http.auth import allows, current_actor, current_submitter, require
 from pystol_api.http.problems import validation_error_callback
 from pystol_api.http.routes.common import (
     API_PREFIX,
+    AUTH_RESPONSES,
     BEARER_SECURITY,
     INVALID_DOC,
-    UNAUTHORIZED_DOC,
     Services,
     json_response,
 )
+from pystol_worker.core.access import Permission
 from pystol_worker.store.halt import HaltState, HaltSwitch
 
 TAG = Tag(name="halt", description="The global kill switch.")
@@ -34,7 +35,7 @@ class HaltRequest(BaseModel):
 
 def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("halt", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
-                      abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
+                      abp_security=BEARER_SECURITY, abp_responses=AUTH_RESPONSES)
     switch = HaltSwitch(services.redis)
 
     @bp.get("/halt", summary="Is chaos halted?", responses={200: HaltState})
@@ -54,10 +55,23 @@ def blueprint(services: Services) -> APIBlueprint:
                 body = HaltRequest.model_validate_json(raw)
             except ValidationError as error:
                 return validation_error_callback(error)
-        return json_response(switch.engage(services.store, current_submitter(), body.reason))
+        _require_audited(Permission.HALT_ENGAGE, "halt.engage")
+        state = switch.engage(services.store, current_submitter(), body.reason)
+        services.audit.record(current_actor(), "halt.engage", detail=body.reason)
+        return json_response(state)
 
-    @bp.delete("/halt", summary="Lift the halt", responses={200: HaltState})
+    @bp.delete("/halt", summary="Lift the halt (admins)", responses={200: HaltState})
     def lift() -> Response:
-        return json_response(switch.release())
+        """Anyone who may run chaos may stop it; only an admin may let it start again."""
+        _require_audited(Permission.HALT_LIFT, "halt.lift")
+        state = switch.release()
+        services.audit.record(current_actor(), "halt.lift")
+        return json_response(state)
+
+    def _require_audited(permission: Permission, operation: str) -> None:
+        if not allows(permission):
+            services.audit.record(current_actor(), operation, outcome="refused",
+                                  detail=f"may not {permission.value}")
+            require(permission)
 
     return bp

@@ -19,17 +19,20 @@ from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
-from pystol_api.http.auth import current_submitter
+from pystol_api.http.auth import current_actor, current_identity, current_submitter
 from pystol_api.http.problems import ApiProblem, problem_doc
 from pystol_api.http.routes.common import (
     API_PREFIX,
+    AUTH_RESPONSES,
     BEARER_SECURITY,
     INVALID_DOC,
-    UNAUTHORIZED_DOC,
     JobSubmission,
     Services,
     json_response,
+    may_see,
+    require_job_access,
 )
+from pystol_worker.core.access import Permission
 from pystol_worker.core.model import JobRecord, JobStatus, Page, Source, TimelineEvent
 from pystol_worker.jobs.submission import ChaosHalted, IdempotencyConflict, QueueUnavailable
 from pystol_worker.store.job_store import TIMELINE_CHANNEL, JobNotFound, TransitionRefused
@@ -147,7 +150,7 @@ def stream_timeline(services: Services, job_id: str, start: int = 0,
 
 def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("jobs", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
-                      abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
+                      abp_security=BEARER_SECURITY, abp_responses=AUTH_RESPONSES)
     store = services.store
 
     @bp.post("/jobs", summary="Submit a chaos job",
@@ -166,8 +169,9 @@ def blueprint(services: Services) -> APIBlueprint:
         spec = body.as_spec()
         # JobInvalid goes to the app's error handler: 422 with the field paths.
         try:
+            # AccessDenied and PolicyRefused go to the app's error handlers: 403.
             record, created = services.submissions.submit(spec, Source(header.source),
-                                                          current_submitter())
+                                                          current_identity())
         except ChaosHalted as halted:
             raise ApiProblem(409, "chaos-halted", "Chaos is halted", str(halted)) from None
         except IdempotencyConflict as conflict:
@@ -190,12 +194,18 @@ def blueprint(services: Services) -> APIBlueprint:
         while paging never shift or repeat the pages that follow."""
         page = store.list(status=query.status, action=query.action, namespace=query.namespace,
                           cursor=query.cursor, limit=query.limit)
+        # Only the jobs the caller may see; the cursor still walks every job.
+        page.items = [record for record in page.items
+                      if may_see(record.spec.target.namespaces, record.submitter,
+                                 Permission.JOBS_READ)]
         return json_response(page)
 
     @bp.get("/jobs/<id>", summary="One job, with its timeline",
             responses={200: JobRecord, 404: problem_doc("No such job."), 422: INVALID_DOC})
     def get_job(path: JobPath) -> Response:
-        return json_response(store.get(path.id))
+        record = store.get(path.id)
+        require_job_access(record, Permission.JOBS_READ)
+        return json_response(record)
 
     @bp.post("/jobs/<id>/cancel", summary="Cancel a queued job or abort a running one",
              responses={200: JobRecord,
@@ -207,7 +217,18 @@ def blueprint(services: Services) -> APIBlueprint:
                         409: problem_doc("The job already ended."),
                         422: INVALID_DOC})
     def cancel_job(path: JobPath) -> Response:
-        """200 when a queued job was cancelled; 202 when a running job was asked to abort."""
+        """200 when a queued job was cancelled; 202 when a running job was asked to abort.
+        Operators cancel jobs in their namespaces (and their own); node-level jobs, admins."""
+        target = store.get(path.id, with_timeline=False)
+        try:
+            require_job_access(target, Permission.JOBS_CANCEL)
+        except ApiProblem as refused:
+            if refused.status == 403:
+                services.audit.record(current_actor(), "job.cancel", outcome="refused",
+                                      targets=[path.id], job_id=path.id,
+                                      namespaces=target.spec.target.namespaces,
+                                      detail=refused.detail)
+            raise
         try:
             store.request_cancel(path.id, by=current_submitter())
         except TransitionRefused:
@@ -215,6 +236,8 @@ def blueprint(services: Services) -> APIBlueprint:
             how = f"{ended.status.value}: {ended.reason}" if ended.reason else ended.status.value
             raise ApiProblem(409, "job-ended", "Job already ended",
                              f"job {path.id} already ended {how}") from None
+        services.audit.record(current_actor(), "job.cancel", targets=[path.id], job_id=path.id,
+                              namespaces=target.spec.target.namespaces)
         record = store.get(path.id)
         return json_response(record, 200 if record.status == JobStatus.CANCELLED else 202)
 
@@ -228,6 +251,7 @@ def blueprint(services: Services) -> APIBlueprint:
         stream ends with an `end` event carrying the job's status."""
         if not store.exists(path.id):
             raise ApiProblem(404, "job-not-found", "Job not found", f"there is no job {path.id}")
+        require_job_access(store.get(path.id, with_timeline=False), Permission.JOBS_READ)
         if _wants_event_stream():
             return event_stream_response(services, path.id, _last_event_id())
         return json_response(Timeline(items=store.timeline(path.id)))

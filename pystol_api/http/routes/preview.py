@@ -12,18 +12,20 @@ from flask import Response
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
+from pystol_api.http.auth import current_identity
 from pystol_api.http.problems import ApiProblem, problem_doc
 from pystol_api.http.routes.common import (
     API_PREFIX,
+    AUTH_RESPONSES,
     BEARER_SECURITY,
     INVALID_DOC,
-    UNAUTHORIZED_DOC,
     JobSubmission,
     Services,
     json_response,
 )
 from pystol_worker.actions import ActionError, SelectContext
-from pystol_worker.core.model import TargetRef
+from pystol_worker.core.model import TargetRef, utcnow
+from pystol_worker.jobs.authorization import PolicyRefused, grant_for, policy_problems
 from pystol_worker.jobs.validation import validate_job
 
 TAG = Tag(name="preview", description="Dry runs that answer at once.")
@@ -38,7 +40,7 @@ class PreviewResult(BaseModel):
 
 def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("preview", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
-                      abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
+                      abp_security=BEARER_SECURITY, abp_responses=AUTH_RESPONSES)
 
     @bp.post("/preview", summary="Which targets a job would hit now",
              responses={200: PreviewResult, 422: INVALID_DOC,
@@ -46,7 +48,14 @@ def blueprint(services: Services) -> APIBlueprint:
     def preview(body: JobSubmission) -> Response:
         spec = body.as_spec()
         action, params = validate_job(spec, services.registry, services.settings)
-        context = SelectContext(settings=services.settings, cluster=services.cluster.get())
+        # A preview reads other tenants' pods as a run would: the same scope and policy
+        # checks as a submission (AccessDenied and PolicyRefused answer 403).
+        grant_for(spec, action, params, current_identity())
+        problems = policy_problems(spec, action, params, services.policy, utcnow())
+        if problems:
+            raise PolicyRefused(problems)
+        context = SelectContext(settings=services.settings, cluster=services.cluster.get(),
+                                policy=services.policy)
         try:
             selection = action.guarded_select(context, spec, params)
         except ActionError as error:

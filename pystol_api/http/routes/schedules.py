@@ -10,6 +10,8 @@ PATCH is a JSON merge patch (RFC 7386) of the spec: `{"paused": true}` pauses,
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, request
@@ -23,18 +25,20 @@ from pydantic import (
     model_validator,
 )
 
-from pystol_api.http.auth import current_submitter
+from pystol_api.http.auth import current_actor, current_identity
 from pystol_api.http.problems import ApiProblem, problem_doc, validation_error_callback
 from pystol_api.http.routes.common import (
     API_PREFIX,
+    AUTH_RESPONSES,
     BEARER_SECURITY,
     INVALID_DOC,
-    UNAUTHORIZED_DOC,
     Services,
     first_non_finite,
     json_response,
+    may_see,
 )
 from pystol_api.http.routes.jobs import SubmitHeaders
+from pystol_worker.core.access import AccessDenied, Permission
 from pystol_worker.core.model import Duration, Source
 from pystol_worker.core.schedule_model import (
     ID_PATTERN,
@@ -43,6 +47,7 @@ from pystol_worker.core.schedule_model import (
     ScheduleSpec,
     TimeWindow,
 )
+from pystol_worker.jobs.authorization import PolicyRefused
 from pystol_worker.schedules.store import ScheduleExists, ScheduleNotFound, ScheduleStore
 
 TAG = Tag(name="schedules", description="Scheduled chaos: cron, interval or mtbf, with "
@@ -132,13 +137,41 @@ def schedule_url(schedule_id: str) -> str:
 
 def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("schedules", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
-                      abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
-    store = ScheduleStore(services.redis, services.settings, registry=services.registry)
+                      abp_security=BEARER_SECURITY, abp_responses=AUTH_RESPONSES)
+    store = ScheduleStore(services.redis, services.settings, registry=services.registry,
+                          policy=services.policy)
     not_found_doc = problem_doc("No such schedule.")
 
     def not_found(schedule_id: str) -> ApiProblem:
         return ApiProblem(404, "schedule-not-found", "Schedule not found",
                           f"there is no schedule {schedule_id}")
+
+    def visible(record: ScheduleRecord) -> bool:
+        return may_see(record.spec.template.target.namespaces, record.submitter,
+                       Permission.SCHEDULES_READ)
+
+    def visible_or_404(schedule_id: str) -> ScheduleRecord:
+        try:
+            record = store.get(schedule_id)
+        except ScheduleNotFound:
+            raise not_found(schedule_id) from None
+        if not visible(record):
+            raise not_found(schedule_id)
+        return record
+
+    @contextlib.contextmanager
+    def audited(operation: str, schedule_id: str | None,
+                namespaces: list[str]) -> Iterator[None]:
+        """One audit record for a schedule change, refused or done."""
+        try:
+            yield
+        except (AccessDenied, PolicyRefused) as refused:
+            services.audit.record(current_actor(), operation, outcome="refused",
+                                  targets=[schedule_id or "(new)"], namespaces=namespaces,
+                                  schedule_id=schedule_id, detail=str(refused))
+            raise
+        services.audit.record(current_actor(), operation, targets=[schedule_id or "(new)"],
+                              namespaces=namespaces, schedule_id=schedule_id)
 
     @bp.post("/schedules", summary="Create a schedule",
              responses={201: {"description": "Validated and stored; beat fires it from now on.",
@@ -151,9 +184,11 @@ def blueprint(services: Services) -> APIBlueprint:
         """Validate (the template as a job, the cron expression, time zone and windows)
         and store; the first run is at the first slot after now (interval: one interval
         from now)."""
+        spec = body.as_spec()
         try:
-            record = store.create(body.as_spec(), Source(header.source), current_submitter(),
-                                  schedule_id=body.id, replace=False)
+            with audited("schedule.create", body.id, spec.template.target.namespaces):
+                record = store.create(spec, Source(header.source), current_identity(),
+                                      schedule_id=body.id, replace=False)
         except ScheduleExists:
             raise ApiProblem(409, "schedule-exists", "Schedule exists",
                              f"there is already a schedule {body.id}; change it with PATCH "
@@ -162,34 +197,37 @@ def blueprint(services: Services) -> APIBlueprint:
 
     @bp.get("/schedules", summary="List schedules", responses={200: ScheduleList})
     def list_schedules() -> Response:
-        """Every schedule, oldest first, with its next run and latest runs."""
-        return json_response(ScheduleList(items=store.list()))
+        """The schedules the caller may see, oldest first, with next and latest runs."""
+        return json_response(ScheduleList(items=[record for record in store.list()
+                                                 if visible(record)]))
 
     @bp.get("/schedules/<id>", summary="One schedule, with its next run and latest runs",
             responses={200: ScheduleRecord, 404: not_found_doc, 422: INVALID_DOC})
     def get_schedule(path: SchedulePath) -> Response:
-        try:
-            return json_response(store.get(path.id))
-        except ScheduleNotFound:
-            raise not_found(path.id) from None
+        return json_response(visible_or_404(path.id))
 
     @bp.patch("/schedules/<id>", summary="Change, pause or resume a schedule",
               responses={200: ScheduleRecord, 404: not_found_doc, 422: INVALID_DOC})
     def patch_schedule(path: SchedulePath, body: SchedulePatch) -> Response:
         """A JSON merge patch of the spec (`{"paused": true}` pauses). A change of `cron`,
         `interval`, `mtbf` or `time_zone` re-anchors the slots at now."""
-        try:
-            current = store.get(path.id)
-        except ScheduleNotFound:
-            raise not_found(path.id) from None
+        current = visible_or_404(path.id)
         patch = request.get_json(silent=True) or {}
         merged = merge_patch(current.spec.model_dump(mode="json"), patch)
         try:
             spec = ScheduleSpec.model_validate(merged)
         except ValidationError as error:
             return validation_error_callback(error)
+        namespaces = sorted(set(current.spec.template.target.namespaces)
+                            | set(spec.template.target.namespaces))
         try:
-            return json_response(store.update(path.id, spec))
+            if set(patch) == {"paused"} and isinstance(patch["paused"], bool):
+                operation = "schedule.pause" if patch["paused"] else "schedule.resume"
+                with audited(operation, path.id, namespaces):
+                    return json_response(store.set_paused(path.id, patch["paused"],
+                                                          current_identity()))
+            with audited("schedule.update", path.id, namespaces):
+                return json_response(store.update(path.id, spec, current_identity()))
         except ScheduleNotFound:
             raise not_found(path.id) from None
 
@@ -198,8 +236,10 @@ def blueprint(services: Services) -> APIBlueprint:
                           404: not_found_doc, 422: INVALID_DOC})
     def delete_schedule(path: SchedulePath) -> Response:
         """Stops firing at once; jobs already started run to their end."""
+        current = visible_or_404(path.id)
         try:
-            store.delete(path.id)
+            with audited("schedule.delete", path.id, current.spec.template.target.namespaces):
+                store.delete(path.id, current_identity())
         except ScheduleNotFound:
             raise not_found(path.id) from None
         return Response(status=204)

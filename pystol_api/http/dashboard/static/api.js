@@ -34,7 +34,14 @@ export async function api(method, path, body, options = {}) {
   const text = await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text }; }
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) {
+    const error = new ApiError(response.status, data);
+    // A refusal is told to the user (the problem's detail), wherever it came from.
+    if (response.status === 403 && !options.quiet) {
+      window.dispatchEvent(new CustomEvent("pystol:forbidden", { detail: error }));
+    }
+    throw error;
+  }
   return options.raw ? { data, text } : data;
 }
 

@@ -1,0 +1,130 @@
+"""Kubernetes identities: a bearer token Pystol does not know is asked of the cluster.
+
+Chaos Mesh's "security mode" has people sign in with a Kubernetes token and lets RBAC
+decide; Pystol does the same, with one mapping from its permissions to RBAC attributes
+(`core.access.RBAC_MAPPING`): the Role that lets someone create PystolActions in `shop`
+lets them run chaos in `shop` through the API, the CLI and the dashboard too.
+
+- Who: a TokenReview. A token the cluster does not authenticate is a 401, like any
+  unknown token. The answer is cached for `review_ttl` seconds by the token's SHA-256
+  (never the token itself), so a dashboard polling every second costs one review per
+  half minute, and a revoked token stops working within that time.
+- What: a SubjectAccessReview per (permission, namespace), asked on first use and cached
+  for `access_ttl` seconds per user and groups.
+- A cluster that cannot be reached, or a Pystol without permission to ask, answers no:
+  the token is refused (401) or the operation forbidden (403), never allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from pystol_worker.core.access import (
+    API_GROUP,
+    RBAC_MAPPING,
+    Actor,
+    ActorKind,
+    Identity,
+    Permission,
+)
+from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
+
+log = logging.getLogger("pystol.api.auth")
+CACHE_SIZE = 10_000
+
+
+class _TtlCache:
+    """A small thread-safe LRU with per-entry expiry."""
+
+    def __init__(self, ttl: float, size: int = CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> tuple[bool, Any]:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] < self.clock():
+                self._items.pop(key, None)
+                return False, None
+            self._items.move_to_end(key)
+            return True, item[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = (self.clock() + self.ttl, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+class KubernetesIdentities:
+    """TokenReview and SubjectAccessReview, cached; `cluster` is built on first use."""
+
+    def __init__(self, cluster: Callable[[], ClusterAccess], *, review_ttl: float = 30.0,
+                 access_ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cluster = cluster
+        self._reviews = _TtlCache(review_ttl, clock=clock)
+        self._access = _TtlCache(access_ttl, clock=clock)
+
+    def identify(self, token: str) -> Identity | None:
+        """The identity the cluster says `token` is, or None."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        found, actor = self._reviews.get(digest)
+        if not found:
+            actor = self._review(token)
+            self._reviews.put(digest, actor)
+        if actor is None:
+            return None
+        return Identity(actor, KubernetesAuthority(self, actor))
+
+    def _review(self, token: str) -> Actor | None:
+        try:
+            status = self._cluster().review_token(token)
+        except ClusterError as error:
+            log.warning("could not check a bearer token with the cluster (TokenReview): %s",
+                        error)
+            return None
+        user = status.get("user") or {}
+        if not status.get("authenticated") or not user.get("username"):
+            return None
+        return Actor(kind=ActorKind.KUBERNETES, name=str(user["username"]),
+                     groups=[str(group) for group in user.get("groups") or []],
+                     uid=str(user["uid"]) if user.get("uid") else None)
+
+    def allows(self, actor: Actor, permission: Permission, namespace: str | None) -> bool:
+        key = (actor.name, tuple(actor.groups), permission, namespace)
+        found, allowed = self._access.get(key)
+        if found:
+            return bool(allowed)
+        verb, resource = RBAC_MAPPING[permission]
+        try:
+            allowed = self._cluster().review_access(actor.name, actor.groups, actor.uid, verb,
+                                                    API_GROUP, resource, namespace)
+        except ClusterError as error:
+            log.warning("could not ask the cluster whether %s may %s %s.%s in %s: %s",
+                        actor.name, verb, resource, API_GROUP, namespace or "the cluster",
+                        error)
+            return False  # not cached: the next request asks again
+        self._access.put(key, allowed)
+        return bool(allowed)
+
+
+class KubernetesAuthority:
+    """A Kubernetes user's authority: RBAC, through SubjectAccessReviews."""
+
+    def __init__(self, identities: KubernetesIdentities, actor: Actor) -> None:
+        self._identities = identities
+        self._actor = actor
+
+    def allows(self, permission: Permission, namespace: str | None) -> bool:
+        return self._identities.allows(self._actor, permission, namespace)

@@ -1,0 +1,164 @@
+"""The admin policy: what chaos is allowed at all, whoever asks.
+
+Roles and scopes (`core.access`) say who may act where; the policy says what may be done
+there. It is one YAML document the admin owns (`PYSTOL_POLICY_FILE`; a ConfigMap in the
+chart), read once at process start by the API, the watcher, beat and every worker, and
+enforced twice: by the submission service before a job is stored, and by the worker
+before the job touches the cluster (so a job queued under an older policy, or a record
+edited in Redis, still meets the policy the worker runs under).
+
+Without a file the defaults hold, and they are the safe ones: only the built-in images
+for pod-failure and the stress actions, control-plane nodes never targeted, a drain never
+forced, at most 1,000 targets per job, schedules no more often than once a minute.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pystol_worker.core.model import Duration
+from pystol_worker.core.schedule_model import (
+    TimeWindow,
+    next_opening,
+    window_problem,
+    zone_problem,
+)
+
+#: The images Pystol's own actions use by default; the default policy allows only these.
+DEFAULT_IMAGES = ("registry.k8s.io/pause:3.9", "ghcr.io/colinianking/stress-ng:*")
+
+#: Signals container-kill may send (by name). The default policy allows them all.
+Signal = Literal["SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2",
+                 "SIGSTOP", "SIGCONT"]
+SIGNALS: tuple[str, ...] = get_args(Signal)
+
+
+class OutsideWindows(StrEnum):
+    REFUSE = "refuse"  # 403 at submission, and the worker fails a job it starts outside
+    WAIT = "wait"      # stored, and queued when the next window opens
+
+
+class ActionRule(BaseModel):
+    """These actions are allowed in these namespaces (`*` matches any; globs allowed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespaces: list[str] = Field(min_length=1, max_length=1000, examples=[["shop", "cart"]])
+    actions: list[str] = Field(min_length=1, max_length=100, examples=[["pod-kill"]])
+
+    def allows(self, action: str, namespace: str | None) -> bool:
+        """namespace None: a node-level or cluster-wide job, allowed by a rule whose
+        namespaces include `*`."""
+        if not any(fnmatch.fnmatchcase(action, pattern) for pattern in self.actions):
+            return False
+        if namespace is None:
+            return "*" in self.namespaces
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+
+class Policy(BaseModel):
+    """The admin policy; every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actions: list[ActionRule] = Field(
+        default_factory=lambda: [ActionRule(namespaces=["*"], actions=["*"])],
+        description="Which actions are allowed in which namespaces; a job is allowed when "
+                    "one rule allows its action in each of its namespaces. Default: every "
+                    "action everywhere (roles and protected namespaces still apply).")
+    max_targets_per_job: int = Field(1000, ge=1, le=100_000, description="No job hits more "
+                                     "targets than this, whatever its mode asks.")
+    images: list[str] = Field(default_factory=lambda: list(DEFAULT_IMAGES), max_length=200,
+                              description="Images pod-failure and the stress actions may run "
+                                          "(globs, e.g. `registry.example/chaos/*`).")
+    signals: list[str] = Field(default_factory=lambda: list(SIGNALS),
+                               description="Signals container-kill may send.")
+    include_control_plane: bool = Field(False, description="Node actions may choose "
+                                        "control-plane nodes.")
+    drain_force: bool = Field(False, description="node-drain evicts pods no controller "
+                                                 "owns (they are gone for good).")
+    min_schedule_period: Duration = Field(60.0, description="The shortest interval (or mean "
+                                          "time between failures) a schedule may have.")
+    max_fault_duration: Duration | None = Field(None, description="The longest a fault may "
+                                                "be held; none: PYSTOL_MAX_JOB_SECONDS bounds "
+                                                "it.")
+    windows: list[TimeWindow] = Field(default_factory=list, max_length=50,
+                                      description="When chaos is allowed; none: always.")
+    time_zone: str = Field("UTC", description="IANA time zone of the windows and dates.")
+    excluded_dates: list[date] = Field(default_factory=list, max_length=1000)
+    outside_windows: OutsideWindows = Field(OutsideWindows.REFUSE, description="What "
+                                            "happens to a job submitted outside the windows.")
+
+    @field_validator("signals")
+    @classmethod
+    def _known_signals(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signal(s) {', '.join(unknown)}: expected names from "
+                             f"{', '.join(SIGNALS)}")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        problem = zone_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    # -- questions the checks ask ----------------------------------------------------------
+
+    def action_allowed(self, action: str, namespace: str | None) -> bool:
+        return any(rule.allows(action, namespace) for rule in self.actions)
+
+    def image_allowed(self, image: str) -> bool:
+        return any(fnmatch.fnmatchcase(image, pattern) for pattern in self.images)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    def window_problem(self, when: datetime) -> str | None:
+        """Why chaos is not allowed at `when`, or None."""
+        if not self.windows and not self.excluded_dates:
+            return None
+        return window_problem(self, when)
+
+    def next_opening(self, when: datetime) -> datetime | None:
+        if not self.windows and not self.excluded_dates:
+            return when
+        return next_opening(self, when)
+
+
+class PolicyError(Exception):
+    """The policy file cannot be used; the message names the file and each problem."""
+
+
+def load_policy(path: str) -> Policy:
+    """The policy in `path`, or the defaults for an empty path. Raises PolicyError."""
+    if not path:
+        return Policy()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise PolicyError(f"cannot read the policy file {path}: {error}") from None
+    try:
+        document: Any = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as error:
+        raise PolicyError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise PolicyError(f"{path}: expected a mapping of policy fields")
+    try:
+        return Policy.model_validate(document)
+    except ValidationError as error:
+        lines = [f"{'.'.join(str(part) for part in item['loc']) or '(top)'}: {item['msg']}"
+                 for item in error.errors()]
+        raise PolicyError(f"{path}: invalid policy:\n  " + "\n  ".join(lines)) from None
