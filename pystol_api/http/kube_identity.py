@@ -13,6 +13,11 @@ lets them run chaos in `shop` through the API, the CLI and the dashboard too.
   for `access_ttl` seconds per user and groups.
 - A cluster that cannot be reached, or a Pystol without permission to ask, answers no:
   the token is refused (401) or the operation forbidden (403), never allowed.
+- Reviews of tokens not seen before are rate-limited on their own (`reviews_per_second`,
+  non-blocking): anyone can send a random bearer token, and without a limit a flood of
+  them would spend the API's request budget towards the Kubernetes API (which previews
+  and the cluster view share). Over the limit, a new token is refused (401) at once;
+  tokens already reviewed keep working from the cache.
 """
 
 from __future__ import annotations
@@ -71,29 +76,49 @@ class KubernetesIdentities:
     """TokenReview and SubjectAccessReview, cached; `cluster` is built on first use."""
 
     def __init__(self, cluster: Callable[[], ClusterAccess], *, review_ttl: float = 30.0,
-                 access_ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 access_ttl: float = 10.0, reviews_per_second: float = 10.0,
+                 review_burst: int = 20, clock: Callable[[], float] = time.monotonic) -> None:
         self._cluster = cluster
         self._reviews = _TtlCache(review_ttl, clock=clock)
         self._access = _TtlCache(access_ttl, clock=clock)
+        self._rate = reviews_per_second
+        self._burst = float(review_burst)
+        self._allowance = float(review_burst)
+        self._last = clock()
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def _may_review(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._allowance = min(self._burst, self._allowance + (now - self._last) * self._rate)
+            self._last = now
+            if self._allowance < 1.0:
+                return False
+            self._allowance -= 1.0
+            return True
 
     def identify(self, token: str) -> Identity | None:
         """The identity the cluster says `token` is, or None."""
         digest = hashlib.sha256(token.encode()).hexdigest()
         found, actor = self._reviews.get(digest)
         if not found:
-            actor = self._review(token)
+            if not self._may_review():
+                log.warning("too many new bearer tokens to review; refusing one (401)")
+                return None
+            try:
+                actor = self._review(token)
+            except ClusterError as error:  # refused now, asked again next time
+                log.warning("could not check a bearer token with the cluster (TokenReview): "
+                            "%s", error)
+                return None
             self._reviews.put(digest, actor)
         if actor is None:
             return None
         return Identity(actor, KubernetesAuthority(self, actor))
 
     def _review(self, token: str) -> Actor | None:
-        try:
-            status = self._cluster().review_token(token)
-        except ClusterError as error:
-            log.warning("could not check a bearer token with the cluster (TokenReview): %s",
-                        error)
-            return None
+        status = self._cluster().review_token(token)
         user = status.get("user") or {}
         if not status.get("authenticated") or not user.get("username"):
             return None

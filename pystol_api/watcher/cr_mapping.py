@@ -17,6 +17,10 @@ CronJob's names where it has one: `schedule` (cron), `timeZone`, `suspend`,
 `concurrencyPolicy`, `startingDeadlineSeconds`, plus `historyLimit`, `interval`, `mtbf`,
 `windows`, `excludedDates`, and `template` (a PystolAction's camelCase job).
 
+The cluster-scoped `PystolClusterAction` and `PystolClusterSchedule` (node-level and
+cluster-wide chaos, for cluster admins) have the same specs and statuses, so they map the
+same way; who each kind may act as is `pystol_api.watcher.kinds`.
+
 Everything here is pure (no cluster, no Redis) so that the watcher and the unit tests
 share it; `pystol_api.watcher.operator` does the talking. Problems are reported with the path of
 the custom resource's own field (`spec.target.labelSelector`,
@@ -514,7 +518,7 @@ def _describe_change(change: Any) -> str:
     if change.reverted_at is not None:
         text += ", reverted"
     if change.error:  # not its text: an exception's words are not Pystol's to publish
-        text += ", failed"
+        text += ", revert failed"
     return text
 
 

@@ -1,35 +1,60 @@
 """`pystol watch`: the custom-resource watcher, a kopf operator feeding the job queue.
 
-A `PystolAction` becomes exactly one job, submitted through the same submission service
-as the HTTP API's (`SubmissionService.submit`: validate, halt check, store, queue; source
-`cr`, submitter `<namespace>/<name>`):
+Who a custom resource is (`pystol_api.watcher.kinds`): a `PystolAction` or
+`PystolSchedule` is an operator of **its own namespace** and nothing else, so that whoever
+may create one in `team-a` cannot make Pystol act in `payments` (a confused deputy); a
+spec naming another namespace, or node-level and cluster-wide chaos, ends `Failed` with
+a `Forbidden` condition and nothing is stored. Node-level and cluster-wide chaos by custom
+resource is the cluster-scoped `PystolClusterAction` / `PystolClusterSchedule`, which only
+cluster admins can create (RBAC), with the admin's authority; the admin policy and the
+protected namespaces still apply to them (`PolicyRefused`, `InvalidSpec`). Every job
+and schedule carries the object as its actor (uid, kind, last manager). The cluster-scoped
+kinds are served by a cluster-wide watcher only (not with `--namespace`).
+
+A `PystolAction` (or `PystolClusterAction`) becomes exactly one job, submitted through the
+same submission service as the HTTP API's (`SubmissionService.submit`: validate,
+authorize, halt check, store, queue; source `cr`, submitter `<namespace>/<name>`, or
+`<name>` for a cluster-scoped object):
 
 - **create** (kopf `on.create`, and `on.resume` for objects found at start): map the
   spec (camelCase, or the original Pystol's role/extra_vars) and submit it with the
-  idempotency key `pystolaction:<uid>:<generation>`. A watcher restarted in the middle,
-  or a second one acting by mistake, finds the job by that key
-  (`JobStore.find_by_idempotency_key`) and adopts it (`SubmissionService.adopt`: queued
-  only if nobody sent it) instead of queuing another. A spec that cannot run (invalid,
-  halted) gets `phase: Failed` and the reason in `status` and a Warning event; it is not
-  retried until its spec changes (a new generation). Redis or the queue being down is
-  a `kopf.TemporaryError`: retried with backoff.
+  idempotency key `pystolaction:<uid>:<generation>` (`pystolclusteraction:...`). A
+  watcher restarted in the middle, or a second one acting by mistake, finds the job by
+  that key (`JobStore.find_by_idempotency_key`) and adopts it (`SubmissionService.adopt`:
+  queued only if nobody sent it) instead of queuing another. A spec that cannot run
+  (invalid, forbidden, refused by the policy, halted) gets `phase: Failed` and the reason
+  in `status` and a Warning event; it is not retried until its spec changes (a new
+  generation). Redis or the queue being down is a `kopf.TemporaryError`: retried with
+  backoff.
 - **follow** (a kopf daemon per object whose job has not ended): one Redis
   subscription to the job timeline channel wakes the daemon of the job that changed,
   which patches `status` (phase, times, message, compact result, conditions) and posts
-  an Event when the job ends. A slow poll covers missed messages.
+  an Event when the job ends. A slow poll covers missed messages. The status copies the
+  job's phase, times, Pystol's own `reason` and counts, never an `error` text or
+  anything an action read.
 - **delete** (kopf `on.delete`, behind the finalizer `pystol.org/abort-job`): abort the
   job (`request_cancel`: a queued job is cancelled, a running one reverts), wait until
   it is terminal, and only then let kopf remove the finalizer, so the fault is gone
   before the object is.
 
+The watcher does not trust a status it did not write: whoever may edit an object's
+status subresource may write any `status.jobId` into it. Wherever the watcher reads it
+(resume, follow, abort on delete) the job must be the object's own (`owns_job`: its
+record's actor has the object's uid); otherwise it is ignored (not followed, copied or
+aborted: the object's own jobs are found by their idempotency keys instead) and reported
+with a warning log, an Event `ForeignJobId` and the condition `JobIdTrusted=False`.
+`status.scheduleId` is never read: a schedule's id follows from the object.
+
 A spec edited after its job was queued is not run again (a PystolAction runs once,
 like a Job); the watcher says so in an Event.
 
-A `PystolSchedule` is stored in the schedule store as `cr.<namespace>.<name>` (create or
-replace on every spec change; deleted with the object, while the jobs it started run to
-their end). A kopf timer refreshes its status (next run, recent runs) and puts the
-store back in line when someone changed or deleted the entry behind the watcher's back:
-the object is the source of truth. An invalid spec stops the schedule and says why.
+A `PystolSchedule` is stored in the schedule store as `cr.<namespace>.<name>` (a
+`PystolClusterSchedule` as `cr-cluster.<name>`), created or replaced on every spec
+change as the object's identity (so its runs act with the object's scope; deleted with
+the object, while the jobs it started run to their end). A kopf timer refreshes its status
+(next run, recent runs) and puts the store back in line when someone changed or deleted
+the entry behind the watcher's back: the object is the source of truth. An invalid or
+refused spec stops the schedule and says why.
 
 kopf brings list+watch with resume, retries with backoff, finalizers, status patches,
 Events, the liveness endpoint and peering: with `--peering NAME` (the default) several
@@ -54,36 +79,50 @@ import redis
 
 from pystol_api.crds import crd_dir
 from pystol_api.watcher.cr_mapping import (
-    ACTIONS,
     GROUP,
     LEGACY_ROLES,
-    SCHEDULES,
     TERMINAL_PHASES,
     VERSION,
     CrInvalid,
     action_job_spec,
     action_status,
+    denied_message,
+    foreign_job_condition,
+    policy_message,
     problems_message,
     refused_status,
     rfc3339,
+    schedule_cr_path,
     schedule_invalid,
     schedule_refused_status,
     schedule_spec_from_cr,
     schedule_status,
 )
+from pystol_api.watcher.kinds import (
+    ACTION_KINDS,
+    PYSTOL_ACTION,
+    PYSTOL_SCHEDULE,
+    SCHEDULE_KINDS,
+    CrKind,
+    cr_identity,
+    in_own_namespace,
+    owns_job,
+    submitter_of,
+)
 from pystol_worker.actions.registry import ActionRegistry, default_registry
+from pystol_worker.core.access import AccessDenied, Identity
 from pystol_worker.core.model import EventKind, JobRecord, JobStatus, Source
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.submission import (
     ChaosHalted,
     IdempotencyConflict,
     JobInvalid,
+    PolicyRefused,
     QueueUnavailable,
     SubmissionService,
 )
 from pystol_worker.process.celery_app import CeleryJobQueue
 from pystol_worker.schedules import ScheduleNotFound, ScheduleStore
-from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import (
     TIMELINE_CHANNEL,
     JobNotFound,
@@ -106,12 +145,8 @@ PEERING_KINDS = {True: ("clusterkopfpeerings", "ClusterKopfPeering"),
                  False: ("kopfpeerings", "KopfPeering")}
 
 
-def idempotency_key(uid: str, generation: int | None) -> str:
-    return f"pystolaction:{uid}:{generation or 1}"
-
-
-def submitter_of(namespace: str | None, name: str | None) -> str:
-    return f"{namespace}/{name}"
+def idempotency_key(uid: str, generation: int | None, kind: CrKind = PYSTOL_ACTION) -> str:
+    return f"{kind.key_prefix}:{uid}:{generation or 1}"
 
 
 # -- the job store side ---------------------------------------------------------------------------
@@ -202,6 +237,7 @@ class WatcherContext:
     queued: int = 0
     http_sessions: list[Any] = field(default_factory=list)
     _api_client: ApiClient | None = field(default=None, repr=False)
+    _schedules: ScheduleStore | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -210,11 +246,20 @@ class WatcherContext:
 
         client = redis.Redis.from_url(settings.redis_url)
         store, registry = JobStore(client), default_registry()
-        submissions = SubmissionService(store, CeleryJobQueue(settings), registry, settings,
-                                        HaltSwitch(client))
+        submissions = SubmissionService.from_settings(settings, client, CeleryJobQueue(settings),
+                                                      registry, store=store)
         return cls(settings=settings, redis=client, store=store, submissions=submissions,
                    registry=registry, follower=JobFollower(settings.redis_url),
                    api_client_factory=lambda: load_api_client(settings.kubeconfig))
+
+    def schedule_store(self) -> ScheduleStore:
+        """The schedule store, under the same admin policy as the submission service."""
+        with self._lock:
+            if self._schedules is None:
+                self._schedules = ScheduleStore(self.redis, self.settings,
+                                                registry=self.registry,
+                                                policy=self.submissions.policy)
+            return self._schedules
 
     # -- Kubernetes, for what kopf does not do for us ---------------------------------------------
 
@@ -224,17 +269,24 @@ class WatcherContext:
                 self._api_client = self.api_client_factory()
             return self._api_client
 
-    def patch_status(self, plural: str, namespace: str, name: str,
+    def patch_status(self, plural: str, namespace: str | None, name: str,
                      status: Mapping[str, Any]) -> bool:
-        """Merge-patch an object's status subresource; False when the object is gone."""
+        """Merge-patch an object's status subresource (namespace None: a cluster-scoped
+        object); False when the object is gone."""
         from kubernetes.client import CustomObjectsApi
         from kubernetes.client.rest import ApiException
 
         api = CustomObjectsApi(self.api_client())
+        body = {"status": dict(status)}
         try:
-            api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": dict(status)},
-                _content_type="application/merge-patch+json")
+            if namespace is None:
+                api.patch_cluster_custom_object_status(
+                    GROUP, VERSION, plural, name, body,
+                    _content_type="application/merge-patch+json")
+            else:
+                api.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, plural, name, body,
+                    _content_type="application/merge-patch+json")
         except ApiException as error:
             if error.status == 404:
                 return False
@@ -257,7 +309,7 @@ class WatcherContext:
         return None
 
 
-# -- PystolAction handlers ----------------------------------------------------------------------
+# -- PystolAction and PystolClusterAction handlers ------------------------------------------------
 
 
 def _plain(value: Any) -> Any:
@@ -276,30 +328,109 @@ def _event(body: Any, reason: str, message: str, warning: bool = False) -> None:
                message=message[:1024])
 
 
-def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> None:
+def _names(kind: CrKind, body: Any) -> tuple[str | None, str | None]:
+    """(namespace, name) of the object; namespace None for a cluster-scoped kind."""
+    meta = body.get("metadata") or {}
+    return (meta.get("namespace") if kind.namespaced else None), meta.get("name")
+
+
+def _with_condition(status: Any, condition: Mapping[str, Any] | None) -> None:
+    """Add (or replace) one condition in a status being written."""
+    if condition is None:
+        return
+    kept = [c for c in status.get("conditions") or () if c.get("type") != condition["type"]]
+    status["conditions"] = [*kept, dict(condition)]
+
+
+def _report_foreign(kind: CrKind, body: Any, job_id: str, doing: str) -> dict[str, Any]:
+    """Say that `status.jobId` names a job this object did not create; the condition."""
+    meta = body.get("metadata") or {}
+    where = kind.where(*_names(kind, body))
+    log.warning("%s: status.jobId names job %s, which it did not create (ForeignJobId): "
+                "ignoring it, %s", where, job_id, doing)
+    _event(body, "ForeignJobId", f"status.jobId names job {job_id}, which this object did "
+           f"not create: ignored ({doing})", warning=True)
+    return foreign_job_condition(job_id, where, meta.get("generation"))
+
+
+def _status_job(ctx: WatcherContext, kind: CrKind, body: Any, doing: str
+                ) -> tuple[str | None, dict[str, Any] | None]:
+    """The job `status.jobId` names, when the object created it: (job id, None). When it
+    names another's job: (None, the condition to show) after reporting it. A job no longer
+    in the store cannot be checked, or harmed: its id is returned as it is."""
+    job_id = (body.get("status") or {}).get("jobId")
+    if not job_id:
+        return None, None
+    job_id = str(job_id)
+    try:
+        record = ctx.store.get(job_id, with_timeline=False)
+    except JobNotFound:
+        return job_id, None
+    if owns_job(kind, body.get("metadata") or {}, record):
+        return job_id, None
+    return None, _report_foreign(kind, body, job_id, doing)
+
+
+def _own_jobs(ctx: WatcherContext, kind: CrKind, body: Any) -> list[str]:
+    """The jobs this object queued, found by the idempotency keys of its generations
+    (oldest first): what the job store says, whatever its status says."""
+    meta = body.get("metadata") or {}
+    submitter = submitter_of(*_names(kind, body))
+    found = []
+    for generation in range(1, int(meta.get("generation") or 1) + 1):
+        key = idempotency_key(str(meta.get("uid")), generation, kind)
+        record = ctx.store.find_by_idempotency_key(submitter, key)
+        if record is not None:
+            found.append(record.id)
+    return found
+
+
+def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str,
+                     kind: CrKind = PYSTOL_ACTION) -> None:
     """Queue the object's job once per generation, or say in its status why not."""
     import kopf
 
     meta, status = body.get("metadata") or {}, body.get("status") or {}
-    name, namespace, uid = meta.get("name"), meta.get("namespace"), meta.get("uid")
-    generation = meta.get("generation")
-    where = f"PystolAction {namespace}/{name}"
-    if status.get("jobId"):  # a job was queued for it: a PystolAction runs once, like a Job
+    namespace, name = _names(kind, body)
+    uid, generation = meta.get("uid"), meta.get("generation")
+    where = kind.where(namespace, name)
+    try:
+        job_id, foreign = _status_job(ctx, kind, body, f"on {cause}")
+    except redis.RedisError as error:
+        raise kopf.TemporaryError(f"the job store (PYSTOL_REDIS_URL) is unavailable: {error}",
+                                  delay=5) from error
+    if job_id:  # a job was queued for it: a PystolAction runs once, like a Job
         if status.get("observedGeneration") != generation:
-            message = (f"spec changed (generation {generation}) after job {status['jobId']} "
+            message = (f"spec changed (generation {generation}) after job {job_id} "
                        "was queued; a PystolAction runs once: create a new one to run again")
             log.info("%s: %s", where, message)
             _event(body, "SpecChangeIgnored", message, warning=True)
             patch.status["observedGeneration"] = generation
         return
-    if status.get("observedGeneration") == generation and status.get("phase"):
+    if foreign is not None:
+        status = {}  # written by someone else: nothing in it is the watcher's
+    elif status.get("observedGeneration") == generation and status.get("phase"):
         return  # this generation was handled: queued (the daemon follows it) or refused
-    submitter, key = submitter_of(namespace, name), idempotency_key(str(uid), generation)
+    identity = cr_identity(kind, meta)
+    key = idempotency_key(str(uid), generation, kind)
     try:
-        record = ctx.store.find_by_idempotency_key(submitter, key)
+        _queue(ctx, kind, body, patch, status, generation, identity, key)
+    finally:
+        _with_condition(patch.status, foreign)
+
+
+def _queue(ctx: WatcherContext, kind: CrKind, body: Any, patch: Any,
+           status: Mapping[str, Any], generation: int | None, identity: Identity,
+           key: str) -> None:
+    import kopf
+
+    namespace, name = _names(kind, body)
+    where = kind.where(namespace, name)
+    try:
+        record = ctx.store.find_by_idempotency_key(identity.actor.submitter, key)
         created = False
         if record is None:
-            submitted = _submit(ctx, body, patch, status, generation, submitter, key)
+            submitted = _submit(ctx, kind, body, patch, status, generation, identity, key)
             if submitted is None:
                 return
             record, created = submitted
@@ -307,8 +438,8 @@ def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> 
         sent = created or ctx.submissions.adopt(record)
         if created:
             ctx.store.append_event(record.id, EventKind.CUSTOM_RESOURCE, f"from {where}",
-                                   {"kind": "PystolAction", "namespace": namespace,
-                                    "name": name, "uid": uid, "generation": generation})
+                                   {"kind": kind.kind, "namespace": namespace, "name": name,
+                                    "uid": identity.actor.uid, "generation": generation})
     except redis.RedisError as error:
         raise kopf.TemporaryError(f"the job store (PYSTOL_REDIS_URL) is unavailable: {error}",
                                   delay=5) from error
@@ -329,11 +460,21 @@ def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> 
     patch.status.update(action_status(record, generation, status.get("conditions")))
 
 
-def _submit(ctx: WatcherContext, body: Any, patch: Any, status: Mapping[str, Any],
-            generation: int | None, submitter: str, key: str
+def _scope_hint(kind: CrKind, namespace: str | None) -> str | None:
+    if not kind.namespaced:
+        return None
+    return (f"a {kind.kind} acts only in its own namespace, {namespace}; node-level and "
+            "cluster-wide chaos is for PystolClusterActions, which only cluster admins can "
+            "create")
+
+
+def _submit(ctx: WatcherContext, kind: CrKind, body: Any, patch: Any,
+            status: Mapping[str, Any], generation: int | None, identity: Identity, key: str
             ) -> tuple[JobRecord, bool] | None:
-    """Map the object's spec and submit it; (record, created), or None after refusing it
-    (a spec that cannot be mapped or validated, or chaos halted) in its status."""
+    """Map the object's spec and submit it as the object; (record, created), or None after
+    refusing it in its status (a spec that cannot be mapped or validated, outside the
+    object's scope, refused by the admin policy, or chaos halted)."""
+    namespace, _ = _names(kind, body)
     spec = _plain(body.get("spec") or {})
     try:
         mapped = action_job_spec(spec, node_address=ctx.first_node_address)
@@ -341,28 +482,36 @@ def _submit(ctx: WatcherContext, body: Any, patch: Any, status: Mapping[str, Any
         action = spec.get("action") if isinstance(spec, Mapping) else None
         if action is None and isinstance(spec, Mapping):
             action = LEGACY_ROLES.get(spec.get("role"))  # type: ignore[arg-type]
-        _refuse(body, patch, status, generation, "InvalidSpec", problems_message(invalid),
-                action)
+        _refuse(kind, body, patch, status, generation, "InvalidSpec",
+                problems_message(invalid), action)
         return None
     job_spec = mapped.spec.model_copy(update={"idempotency_key": key})
+    if namespace is not None:
+        job_spec = in_own_namespace(job_spec, namespace, ctx.registry)
+    action_name = mapped.spec.action
     try:
-        return ctx.submissions.submit(job_spec, Source.CR, submitter)
+        return ctx.submissions.submit(job_spec, Source.CR, identity)
     except JobInvalid as invalid:  # field paths as the object spells them
-        _refuse(body, patch, status, generation, "InvalidSpec",
-                problems_message(mapped.invalid(invalid)), mapped.spec.action)
-        return None
+        _refuse(kind, body, patch, status, generation, "InvalidSpec",
+                problems_message(mapped.invalid(invalid)), action_name)
+    except AccessDenied as denied:
+        _refuse(kind, body, patch, status, generation, "Forbidden",
+                denied_message(denied, mapped.cr_path, _scope_hint(kind, namespace)),
+                action_name)
+    except PolicyRefused as refused:
+        _refuse(kind, body, patch, status, generation, "PolicyRefused",
+                policy_message(refused, mapped.cr_path), action_name)
     except ChaosHalted as halted:
-        _refuse(body, patch, status, generation, "ChaosHalted", f"refused: {halted}",
-                mapped.spec.action)
-        return None
+        _refuse(kind, body, patch, status, generation, "ChaosHalted", f"refused: {halted}",
+                action_name)
     except IdempotencyConflict as conflict:  # stored meanwhile with another mapping
         return ctx.store.get(conflict.job_id, with_timeline=False), False
+    return None
 
 
-def _refuse(body: Any, patch: Any, status: Mapping[str, Any], generation: int | None,
-            reason: str, message: str, action: Any) -> None:
-    meta = body.get("metadata") or {}
-    log.warning("PystolAction %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+def _refuse(kind: CrKind, body: Any, patch: Any, status: Mapping[str, Any],
+            generation: int | None, reason: str, message: str, action: Any) -> None:
+    log.warning("%s: %s", kind.where(*_names(kind, body)), message)
     _event(body, reason, message, warning=True)
     patch.status.update(refused_status(reason, message, generation,
                                        action if isinstance(action, str) else None,
@@ -395,12 +544,33 @@ async def _pause(event: asyncio.Event, stopped: Any, timeout: float) -> None:
             task.cancel()
 
 
-async def follow_action(ctx: WatcherContext, body: Any, stopped: Any = None) -> None:
+async def follow_action(ctx: WatcherContext, body: Any, stopped: Any = None,
+                        kind: CrKind = PYSTOL_ACTION) -> None:
     """Mirror the object's job into its status until the job ends (a kopf daemon); return
-    at once when kopf stops the daemon (object deleted, watcher pausing or exiting)."""
+    at once when kopf stops the daemon (object deleted, watcher pausing or exiting).
+
+    A `status.jobId` naming another's job is not followed: the object's own job (by its
+    idempotency keys) is, and its status is put back; with none, the id is dropped."""
+    import kopf
+
     meta = body.get("metadata") or {}
-    name, namespace = str(meta.get("name")), str(meta.get("namespace"))
-    job_id = (body.get("status") or {}).get("jobId")
+    namespace, name = _names(kind, body)
+    where = kind.where(namespace, name)
+    try:
+        job_id, foreign = await asyncio.to_thread(_status_job, ctx, kind, body,
+                                                  "not following it")
+        if foreign is not None:
+            own = await asyncio.to_thread(_own_jobs, ctx, kind, body)
+            job_id = own[-1] if own else None
+    except redis.RedisError as error:
+        raise kopf.TemporaryError(f"the job store is unavailable: {error}", delay=5) from error
+    if foreign is not None and job_id is None:
+        current = body.get("status") or {}
+        dropped: dict[str, Any] = {"jobId": None, "message": foreign["message"],
+                                   "conditions": list(current.get("conditions") or ())}
+        _with_condition(dropped, foreign)
+        await asyncio.to_thread(ctx.patch_status, kind.plural, namespace, str(name), dropped)
+        return
     if not job_id:
         return
     while not stopped:
@@ -410,24 +580,27 @@ async def follow_action(ctx: WatcherContext, body: Any, stopped: Any = None) -> 
                 record = await asyncio.to_thread(ctx.store.get, job_id, False)
             except JobNotFound:
                 message = f"job {job_id} is not in the job store any more"
-                await asyncio.to_thread(ctx.patch_status, ACTIONS, namespace, name,
+                await asyncio.to_thread(ctx.patch_status, kind.plural, namespace, str(name),
                                         {"phase": "Failed", "message": message})
                 _event(body, "JobLost", message, warning=True)
                 return
             except redis.RedisError as error:
-                log.warning("PystolAction %s/%s: cannot read job %s: %s", namespace, name,
-                            job_id, error)
+                log.warning("%s: cannot read job %s: %s", where, job_id, error)
                 await _pause(event, stopped, 2.0)
                 continue
-            current = body.get("status") or {}
-            new = action_status(record, current.get("observedGeneration"),
-                                current.get("conditions"))
-            if _status_changed(current, new) and not await asyncio.to_thread(
-                    ctx.patch_status, ACTIONS, namespace, name, new):
+            # After a foreign id the status is someone else's: rebuilt, not compared.
+            current = {} if foreign is not None else (body.get("status") or {})
+            generation = current.get("observedGeneration") if foreign is None \
+                else meta.get("generation")
+            new = action_status(record, generation, current.get("conditions"))
+            _with_condition(new, foreign)
+            if (foreign is not None or _status_changed(current, new)) and \
+                    not await asyncio.to_thread(ctx.patch_status, kind.plural, namespace,
+                                                str(name), new):
                 return  # the object is gone
+            foreign = None
             if record.status.terminal:
-                log.info("job %s of PystolAction %s/%s ended %s", job_id, namespace, name,
-                         record.status.value)
+                log.info("job %s of %s ended %s", job_id, where, record.status.value)
                 _event(body, f"Job{new['phase']}", new["message"],
                        warning=record.status in (JobStatus.FAILED, JobStatus.ABORTED))
                 return
@@ -436,31 +609,28 @@ async def follow_action(ctx: WatcherContext, body: Any, stopped: Any = None) -> 
             ctx.follower.release(job_id, event)
 
 
-def _jobs_of(ctx: WatcherContext, body: Any) -> list[str]:
-    """The job ids this object queued: its status, or (when the status patch was lost)
-    the idempotency keys of its generations."""
-    meta, status = body.get("metadata") or {}, body.get("status") or {}
-    if status.get("jobId"):
-        return [status["jobId"]]
-    submitter = submitter_of(meta.get("namespace"), meta.get("name"))
-    found = []
-    for generation in range(1, int(meta.get("generation") or 1) + 1):
-        key = idempotency_key(str(meta.get("uid")), generation)
-        record = ctx.store.find_by_idempotency_key(submitter, key)
-        if record is not None:
-            found.append(record.id)
-    return found
+def _jobs_of(ctx: WatcherContext, kind: CrKind, body: Any
+             ) -> tuple[list[str], dict[str, Any] | None]:
+    """The job ids this object queued: its status, when the job there is its own, or
+    (when the status patch was lost, or names another's job) the idempotency keys of its
+    generations; and the condition reporting a foreign id, if any."""
+    job_id, foreign = _status_job(ctx, kind, body, "not aborting it")
+    if job_id:
+        return [job_id], None
+    return _own_jobs(ctx, kind, body), foreign
 
 
-async def abort_action(ctx: WatcherContext, body: Any, patch: Any) -> None:
+async def abort_action(ctx: WatcherContext, body: Any, patch: Any,
+                       kind: CrKind = PYSTOL_ACTION) -> None:
     """Before the object goes: abort its job and wait until the job has ended (reverted)."""
     import kopf
 
     meta, status = body.get("metadata") or {}, body.get("status") or {}
-    name, namespace = meta.get("name"), meta.get("namespace")
-    where = f"PystolAction {namespace}/{name}"
+    where = kind.where(*_names(kind, body))
     try:
-        job_ids = await asyncio.to_thread(_jobs_of, ctx, body)
+        job_ids, foreign = await asyncio.to_thread(_jobs_of, ctx, kind, body)
+        if foreign is not None:
+            status = {"observedGeneration": meta.get("generation")}
         for job_id in job_ids:
             try:
                 record = await asyncio.to_thread(ctx.store.get, job_id, False)
@@ -489,75 +659,111 @@ async def abort_action(ctx: WatcherContext, body: Any, patch: Any) -> None:
                      record.status.value)
             patch.status.update(action_status(record, status.get("observedGeneration"),
                                               status.get("conditions")))
+        _with_condition(patch.status, foreign)
     except redis.RedisError as error:
         raise kopf.TemporaryError(f"the job store is unavailable: {error}", delay=5) from error
 
 
-# -- PystolSchedule handlers --------------------------------------------------------------------
+# -- PystolSchedule and PystolClusterSchedule handlers --------------------------------------------
 
 
-def schedule_id_of(namespace: str | None, name: str | None, uid: str | None) -> str:
-    """`cr.<namespace>.<name>` (namespaces have no dots), or `cr.<uid>` when too long."""
-    readable = f"cr.{namespace}.{name}"
+def schedule_id_of(kind: CrKind, namespace: str | None, name: str | None,
+                   uid: str | None) -> str:
+    """`cr.<namespace>.<name>` (namespaces have no dots), `cr-cluster.<name>` for a
+    cluster-scoped object, or `cr.<uid>` when too long."""
+    readable = f"cr.{namespace}.{name}" if kind.namespaced else f"cr-cluster.{name}"
     return readable if len(readable) <= 150 else f"cr.{uid}"
 
 
-def _schedule_refused(body: Any, patch: Any, message: str) -> None:
+def _schedule_id(kind: CrKind, body: Any) -> str:
+    """The object's schedule id, from its metadata: never its status, which others may
+    write (a `status.scheduleId` naming another's schedule must not make the watcher
+    delete or show that one)."""
+    namespace, name = _names(kind, body)
+    return schedule_id_of(kind, namespace, name, (body.get("metadata") or {}).get("uid"))
+
+
+def _schedule_refused(kind: CrKind, body: Any, patch: Any, reason: str, message: str) -> None:
     meta, status = body.get("metadata") or {}, body.get("status") or {}
-    log.warning("PystolSchedule %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
-    _event(body, "InvalidSpec", message, warning=True)
+    log.warning("%s: %s", kind.where(*_names(kind, body)), message)
+    _event(body, reason, message, warning=True)
     patch.status.update(schedule_refused_status(message, meta.get("generation"),
-                                                status.get("conditions")))
+                                                status.get("conditions"), reason=reason))
 
 
-def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str) -> None:
-    """Create or replace the schedule-store entry that mirrors the PystolSchedule."""
+def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str,
+                  kind: CrKind = PYSTOL_SCHEDULE) -> None:
+    """Create or replace the schedule-store entry that mirrors the object, as the object
+    (its runs then act with the object's scope)."""
     import kopf
 
     meta, status = body.get("metadata") or {}, body.get("status") or {}
-    name, namespace = meta.get("name"), meta.get("namespace")
-    schedule_id = schedule_id_of(namespace, name, meta.get("uid"))
-    store = ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry)
+    namespace, name = _names(kind, body)
+    identity = cr_identity(kind, meta)
+    schedule_id = _schedule_id(kind, body)
+    store = ctx.schedule_store()
     try:
+        refusal: tuple[str, str] | None = None
         try:
             spec = schedule_spec_from_cr(_plain(body.get("spec") or {}))
+            if namespace is not None:
+                spec = spec.model_copy(update={"template": in_own_namespace(
+                    spec.template, namespace, ctx.registry)})
             if cause == "timer":  # reconcile: the store may have drifted (API edits, deletes)
                 with contextlib.suppress(ScheduleNotFound):
-                    if store.get(schedule_id).spec == spec:
+                    stored = store.get(schedule_id)
+                    changer = stored.changed_by
+                    if stored.spec == spec and changer is not None \
+                            and changer.uid == identity.actor.uid:
                         return
-            record = store.create(spec, Source.CR, submitter_of(namespace, name),
-                                  schedule_id=schedule_id)
+            record = store.create(spec, Source.CR, identity, schedule_id=schedule_id)
         except (CrInvalid, JobInvalid) as error:
             invalid = error if isinstance(error, CrInvalid) else schedule_invalid(error)
-            # Stop firing the previous spec: the object now asks for something invalid.
-            with contextlib.suppress(ScheduleNotFound):
-                store.delete(schedule_id)
-            _schedule_refused(body, patch, problems_message(invalid))
+            refusal = ("InvalidSpec", problems_message(invalid))
+        except AccessDenied as denied:
+            refusal = ("Forbidden", denied_message(denied, schedule_cr_path,
+                                                   _scope_hint(kind, namespace)))
+        except PolicyRefused as refused:
+            refusal = ("PolicyRefused", policy_message(refused, schedule_cr_path))
+        if refusal is not None:
+            # Stop firing the previous spec: the object now asks for something it may not.
+            with contextlib.suppress(ScheduleNotFound, AccessDenied):
+                store.delete(schedule_id, identity)
+            _schedule_refused(kind, body, patch, *refusal)
             return
     except redis.RedisError as error:
         raise kopf.TemporaryError(f"the schedule store (PYSTOL_REDIS_URL) is unavailable: "
                                   f"{error}", delay=5) from error
-    log.info("%s schedule %s for PystolSchedule %s/%s: %s", "re-synced" if cause == "timer"
-             else "stored", record.id, namespace, name, record.spec.describe())
+    log.info("%s schedule %s for %s: %s", "re-synced" if cause == "timer" else "stored",
+             record.id, kind.where(namespace, name), record.spec.describe())
     _event(body, "Scheduled", f"schedule {record.id}: {record.spec.describe()}"
            + (f"; next run {rfc3339(record.next_run_at)}" if record.next_run_at else ""))
     patch.status.update(schedule_status(record, meta.get("generation"),
                                         status.get("conditions")))
 
 
-def delete_schedule(ctx: WatcherContext, body: Any) -> None:
+def delete_schedule(ctx: WatcherContext, body: Any, kind: CrKind = PYSTOL_SCHEDULE) -> None:
     """The object is going: stop firing it. Jobs it started run to their end (revert)."""
     import kopf
 
-    meta, status = body.get("metadata") or {}, body.get("status") or {}
-    schedule_id = status.get("scheduleId") or schedule_id_of(
-        meta.get("namespace"), meta.get("name"), meta.get("uid"))
+    meta = body.get("metadata") or {}
+    where = kind.where(*_names(kind, body))
+    schedule_id = _schedule_id(kind, body)
+    written = (body.get("status") or {}).get("scheduleId")
+    if written and written != schedule_id:
+        log.warning("%s: status.scheduleId names schedule %s, which is not its own (%s): "
+                    "ignoring it", where, written, schedule_id)
+        _event(body, "ForeignScheduleId", f"status.scheduleId names schedule {written}, "
+               f"which is not this object's ({schedule_id}): ignored", warning=True)
     try:
-        ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry).delete(schedule_id)
-        log.info("deleted schedule %s of PystolSchedule %s/%s", schedule_id,
-                 meta.get("namespace"), meta.get("name"))
+        ctx.schedule_store().delete(schedule_id, cr_identity(kind, meta))
+        log.info("deleted schedule %s of %s", schedule_id, where)
     except ScheduleNotFound:
         pass
+    except AccessDenied as denied:  # changed behind the object's back to act elsewhere
+        log.warning("%s: schedule %s is not deleted: %s", where, schedule_id, denied.detail)
+        _event(body, "ScheduleKept", f"schedule {schedule_id} was not deleted: "
+               f"{denied.detail}", warning=True)
     except redis.RedisError as error:
         raise kopf.TemporaryError(f"the schedule store is unavailable: {error}",
                                   delay=5) from error
@@ -570,20 +776,18 @@ def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def refresh_schedule(ctx: WatcherContext, body: Any, patch: Any) -> None:
+def refresh_schedule(ctx: WatcherContext, body: Any, patch: Any,
+                     kind: CrKind = PYSTOL_SCHEDULE) -> None:
     """The timer: put the next run and recent runs in status; repair a drifted store."""
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     if status.get("phase") == "Failed" \
             or status.get("observedGeneration") != meta.get("generation"):
         return  # refused, or the create/update handler has not run for this generation
-    sync_schedule(ctx, body, patch, "timer")
+    sync_schedule(ctx, body, patch, "timer", kind)
     if patch.status:
         return
-    schedule_id = status.get("scheduleId")
-    if not schedule_id:
-        return
     try:
-        record = ScheduleStore(ctx.redis, ctx.settings, registry=ctx.registry).get(schedule_id)
+        record = ctx.schedule_store().get(_schedule_id(kind, body))
     except ScheduleNotFound:
         return
     new = schedule_status(record, status.get("observedGeneration"), status.get("conditions"))
@@ -594,7 +798,10 @@ def refresh_schedule(ctx: WatcherContext, body: Any, patch: Any) -> None:
 # -- the operator ---------------------------------------------------------------------------------
 
 
-def build_registry(ctx: WatcherContext) -> kopf.OperatorRegistry:
+def build_registry(ctx: WatcherContext, clusterwide: bool = True) -> kopf.OperatorRegistry:
+    """The watcher's handlers. The cluster-scoped kinds are served only cluster-wide: a
+    watcher confined to a namespace (`--namespace`) has neither their RBAC nor their
+    peering."""
     import kopf
 
     registry = kopf.OperatorRegistry()
@@ -618,50 +825,71 @@ def build_registry(ctx: WatcherContext) -> kopf.OperatorRegistry:
     def jobs_queued(**_: Any) -> int:
         return ctx.queued
 
-    # PystolAction ----------------------------------------------------------------------------
-    @kopf.on.create(GROUP, VERSION, ACTIONS, registry=registry, id="queue", backoff=2)
-    def action_created(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        reconcile_action(ctx, body, patch, "create")
+    kinds = [kind for kind in (*ACTION_KINDS, *SCHEDULE_KINDS)
+             if clusterwide or kind.namespaced]
+    for kind in kinds:
+        if kind in ACTION_KINDS:
+            _action_handlers(registry, ctx, kind)
+        else:
+            _schedule_handlers(registry, ctx, kind)
+    return registry
 
-    @kopf.on.resume(GROUP, VERSION, ACTIONS, registry=registry, id="resume", backoff=2)
-    def action_resumed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        reconcile_action(ctx, body, patch, "resume")
 
-    @kopf.on.update(GROUP, VERSION, ACTIONS, registry=registry, id="requeue", field="spec",
+def _action_handlers(registry: kopf.OperatorRegistry, ctx: WatcherContext,
+                     kind: CrKind) -> None:
+    """A PystolAction's or PystolClusterAction's handlers: the same code for both."""
+    import kopf
+
+    plural = kind.plural
+
+    @kopf.on.create(GROUP, VERSION, plural, registry=registry, id="queue", backoff=2)
+    def created(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        reconcile_action(ctx, body, patch, "create", kind)
+
+    @kopf.on.resume(GROUP, VERSION, plural, registry=registry, id="resume", backoff=2)
+    def resumed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        reconcile_action(ctx, body, patch, "resume", kind)
+
+    @kopf.on.update(GROUP, VERSION, plural, registry=registry, id="requeue", field="spec",
                     backoff=2)
-    def action_updated(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        reconcile_action(ctx, body, patch, "update")
+    def updated(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        reconcile_action(ctx, body, patch, "update", kind)
 
     def following(status: kopf.Status, **_: Any) -> bool:
         return bool(status.get("jobId")) and status.get("phase") not in TERMINAL_PHASES
 
     # Stopping: kopf sets `stopped` and the daemon returns by itself; cancelled only if not.
-    @kopf.daemon(GROUP, VERSION, ACTIONS, registry=registry, id="follow", when=following,
+    @kopf.daemon(GROUP, VERSION, plural, registry=registry, id="follow", when=following,
                  backoff=2, cancellation_backoff=5, cancellation_timeout=5)
-    async def action_follow(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        await follow_action(ctx, body, stopped)
+    async def follow(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await follow_action(ctx, body, stopped, kind)
 
-    @kopf.on.delete(GROUP, VERSION, ACTIONS, registry=registry, id="abort", backoff=1)
-    async def action_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await abort_action(ctx, body, patch)
+    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="abort", backoff=1)
+    async def deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await abort_action(ctx, body, patch, kind)
 
-    # PystolSchedule --------------------------------------------------------------------------
-    @kopf.on.create(GROUP, VERSION, SCHEDULES, registry=registry, id="schedule", backoff=5)
-    @kopf.on.update(GROUP, VERSION, SCHEDULES, registry=registry, id="reschedule",
+
+def _schedule_handlers(registry: kopf.OperatorRegistry, ctx: WatcherContext,
+                       kind: CrKind) -> None:
+    """A PystolSchedule's or PystolClusterSchedule's handlers: the same code for both."""
+    import kopf
+
+    plural = kind.plural
+
+    @kopf.on.create(GROUP, VERSION, plural, registry=registry, id="schedule", backoff=5)
+    @kopf.on.update(GROUP, VERSION, plural, registry=registry, id="reschedule",
                     field="spec", backoff=5)
-    def schedule_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        sync_schedule(ctx, body, patch, "change")
+    def changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        sync_schedule(ctx, body, patch, "change", kind)
 
-    @kopf.on.delete(GROUP, VERSION, SCHEDULES, registry=registry, id="unschedule", backoff=5)
-    def schedule_deleted(body: kopf.Body, **_: Any) -> None:
-        delete_schedule(ctx, body)
+    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="unschedule", backoff=5)
+    def deleted(body: kopf.Body, **_: Any) -> None:
+        delete_schedule(ctx, body, kind)
 
-    @kopf.timer(GROUP, VERSION, SCHEDULES, registry=registry, id="refresh",
+    @kopf.timer(GROUP, VERSION, plural, registry=registry, id="refresh",
                 interval=SCHEDULE_STATUS_SECONDS, initial_delay=SCHEDULE_STATUS_SECONDS / 3)
-    def schedule_refresh(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        refresh_schedule(ctx, body, patch)
-
-    return registry
+    def refresh(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        refresh_schedule(ctx, body, patch, kind)
 
 
 def connection_info(api_client: ApiClient) -> kopf.ConnectionInfo:
@@ -768,7 +996,8 @@ def run_watcher(settings: Settings, namespace: str | None = None,
     log.info("pystol watch: %s, %s, liveness %s", f"namespace {namespace}" if namespace
              else "all namespaces", f"peering {peering!r} priority {priority}" if peering
              else "standalone", liveness or "off")
-    kopf.run(registry=build_registry(ctx), settings=operator_settings(),
+    kopf.run(registry=build_registry(ctx, clusterwide=namespace is None),
+             settings=operator_settings(),
              standalone=peering is None, peering_name=peering or None,
              priority=priority if peering else None, liveness_endpoint=liveness or None,
              clusterwide=namespace is None, namespaces=[namespace] if namespace else ())

@@ -19,11 +19,16 @@ Where each entry comes from:
   networkpolicies create/delete (network-partition); events create (post_event).
 - watcher (pystol_api/watcher/operator.py, kopf): the Pystol CRs list/watch/patch (kopf handlers,
   finalizers, progress annotations) and get; their status subresource patch (patch_status);
-  events create (kopf.event); the peering object get/list/watch/patch and create
-  (ensure_peering: ClusterKopfPeering cluster-wide, KopfPeering with --namespace);
+  the cluster-scoped PystolClusterActions and PystolClusterSchedules likewise, but only
+  cluster-wide (a watcher confined with --namespace does not serve them); events create
+  (kopf.event); the peering object get/list/watch/patch and create (ensure_peering:
+  ClusterKopfPeering cluster-wide, KopfPeering with --namespace);
   customresourcedefinitions list/watch (kopf's resource scanning); nodes list
   (first_node_address).
-- api (pystol_api/http/routes/preview.py runs the actions' `select`, read-only): pods get/list
+- api (pystol_api/http/kube_identity.py: who a Kubernetes bearer token is and what RBAC lets
+  it do): tokenreviews and subjectaccessreviews create, as Kubernetes' own
+  `system:auth-delegator` grants them;
+  (pystol_api/http/routes/preview.py runs the actions' `select`, read-only): pods get/list
   (pod targets; node-drain previews list the pods of a node), nodes get/list, deployments
   and statefulsets get/list.
 - beat: no Kubernetes access (its pod mounts no token).
@@ -49,8 +54,24 @@ COMPONENTS = ("api", "worker", "beat", "watcher")
 #: Resources that are not namespaced: a Role cannot grant them.
 CLUSTER_SCOPED = frozenset({
     ("", "nodes"),
+    ("authentication.k8s.io", "tokenreviews"),
+    ("authorization.k8s.io", "subjectaccessreviews"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
     ("kopf.dev", "clusterkopfpeerings"),
+    ("pystol.org", "pystolclusteractions"),
+    ("pystol.org", "pystolclusteractions/status"),
+    ("pystol.org", "pystolclusterschedules"),
+    ("pystol.org", "pystolclusterschedules/status"),
+})
+
+#: What the watcher needs only cluster-wide: the cluster-scoped kinds are not served by a
+#: watcher confined to a namespace.
+CLUSTER_WIDE_ONLY = frozenset({
+    ("kopf.dev", "clusterkopfpeerings"),
+    ("pystol.org", "pystolclusteractions"),
+    ("pystol.org", "pystolclusteractions/status"),
+    ("pystol.org", "pystolclusterschedules"),
+    ("pystol.org", "pystolclusterschedules/status"),
 })
 
 PERMISSIONS: dict[str, list[Rule]] = {
@@ -59,6 +80,8 @@ PERMISSIONS: dict[str, list[Rule]] = {
         _rule("", "nodes", "get", "list"),
         _rule("apps", "deployments", "get", "list"),
         _rule("apps", "statefulsets", "get", "list"),
+        _rule("authentication.k8s.io", "tokenreviews", "create"),
+        _rule("authorization.k8s.io", "subjectaccessreviews", "create"),
     ],
     "worker": [
         _rule("", "pods", "get", "list", "watch", "delete", "patch", "create"),
@@ -80,6 +103,10 @@ PERMISSIONS: dict[str, list[Rule]] = {
         _rule("pystol.org", "pystolactions/status", "patch"),
         _rule("pystol.org", "pystolschedules", "get", "list", "watch", "patch"),
         _rule("pystol.org", "pystolschedules/status", "patch"),
+        _rule("pystol.org", "pystolclusteractions", "get", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolclusteractions/status", "patch"),
+        _rule("pystol.org", "pystolclusterschedules", "get", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolclusterschedules/status", "patch"),
         _rule("", "events", "create"),
         _rule("kopf.dev", "clusterkopfpeerings", "get", "list", "watch", "patch", "create"),
         _rule("kopf.dev", "kopfpeerings", "get", "list", "watch", "patch", "create"),
@@ -92,14 +119,14 @@ PERMISSIONS: dict[str, list[Rule]] = {
 def required(component: str, namespaced: bool = False) -> dict[tuple[str, str], frozenset[str]]:
     """{(apiGroup, resource): verbs} a component needs in the given RBAC mode.
 
-    Cluster-wide, the watcher keeps its peering in a ClusterKopfPeering; namespaced
-    (`pystol watch --namespace`), in a KopfPeering of its own namespace.
+    Cluster-wide, the watcher keeps its peering in a ClusterKopfPeering and serves the
+    cluster-scoped kinds; namespaced (`pystol watch --namespace`), it keeps its peering in
+    a KopfPeering of its own namespace and serves the namespaced kinds only.
     """
-    skip = ("kopf.dev", "kopfpeerings") if not namespaced else ("kopf.dev",
-                                                                 "clusterkopfpeerings")
+    skip = {("kopf.dev", "kopfpeerings")} if not namespaced else CLUSTER_WIDE_ONLY
     rules: dict[tuple[str, str], frozenset[str]] = {}
     for rule in PERMISSIONS[component]:
         key = (rule.api_group, rule.resource)
-        if key != skip:
+        if key not in skip:
             rules[key] = rules.get(key, frozenset()) | rule.verbs
     return rules

@@ -3,7 +3,10 @@ redis-server, pystol-sim (demo scenario, 10x speed), a worker, beat and the API.
 
 The tests run in order on one browser page, like a user's session: sign in, look at the
 cluster, run a pod-kill and follow it, schedules, halt, validation errors, sign-out and a
-wrong token. Screenshots for docs/dashboard.md are written into docs/screenshots/.
+wrong token; then other identities (issue 12): an operator token scoped to `shop`, a
+viewer token, and a Kubernetes service-account token whose RBAC allows chaos in `shop`,
+each seeing only `shop` and offered only what it may do. Screenshots for
+docs/dashboard.md are written into docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -310,3 +313,235 @@ def test_a_wrong_token_is_refused(page: Any, stack: Stack) -> None:
     expect(page.locator("#signin-error")).to_have_text("That token was refused by the API.")
     expect(page.locator("#nav")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('pystol.token')") is None
+
+
+# -- identities and scopes (issue 12) ------------------------------------------------------
+
+OTHER_NAMESPACES = {"payments", "monitoring"}  # the demo scenario's other namespaces with pods
+
+
+def create_token(stack: Stack, name: str, role: str, namespaces: list[str]) -> str:
+    """A named Pystol token, created through the API as the admin."""
+    answer = stack.call("POST", "/api/v1/tokens",
+                        json={"name": name, "role": role, "namespaces": namespaces})
+    assert answer.status_code == 201, answer.text
+    secret: str = answer.json()["token"]
+    return secret
+
+
+def submit(stack: Stack, namespaces: list[str], duration: str | None = None,
+           dry_run: bool = False, app: str = "cart") -> str:
+    """A pod-failure (or, dry, a pod-kill) submitted by the admin; its job id."""
+    spec: dict[str, Any] = {
+        "action": "pod-kill" if dry_run else "pod-failure", "dry_run": dry_run,
+        "target": {"namespaces": namespaces, "label_selector": f"app={app}", "mode": "one"}}
+    if duration:
+        spec["duration"] = duration
+    answer = stack.call("POST", "/api/v1/jobs", json=spec)
+    assert answer.status_code == 202, answer.text
+    job_id: str = answer.json()["id"]
+    return job_id
+
+
+def settled_pods(stack: Stack) -> list[dict[str, Any]]:
+    """The sim's pods once none is pending, terminating or unready (after earlier tests)."""
+    def ready() -> list[dict[str, Any]] | None:
+        pods = stack.pods()
+        fine = all(not p["metadata"].get("deletionTimestamp")
+                   and any(c.get("type") == "Ready" and c.get("status") == "True"
+                           for c in (p.get("status") or {}).get("conditions") or ())
+                   for p in pods)
+        return pods if fine else None
+    pods: list[dict[str, Any]] = stack.sim.wait_for(ready, timeout=40)
+    return pods
+
+
+def expect_only_shop(page: Any, stack: Stack) -> None:
+    """The cluster view shows every pod of `shop` and none of another namespace."""
+    page.get_by_role("link", name="Cluster").click()
+    pods = settled_pods(stack)
+    assert {p["metadata"]["namespace"] for p in pods} >= OTHER_NAMESPACES  # a filter matters
+    shop = sorted(f"shop/{p['metadata']['name']}" for p in pods
+                  if p["metadata"]["namespace"] == "shop")
+    expect(page.locator("#nodes span.pod")).to_have_count(len(shop), timeout=20_000)
+    expect(page.locator('#nodes span.pod:not([data-pod^="shop/"])')).to_have_count(0)
+    shown = page.locator("#nodes span.pod").evaluate_all(
+        "pods => pods.map(p => p.dataset.pod).sort()")
+    assert shown == shop
+    expect(page.locator("#cluster-summary")).to_contain_text(
+        f"{len(shop)} pods shown ({len(shop)} in all)")
+    assert page.locator("#filter-namespace option").evaluate_all(
+        "options => options.map(o => o.value)") == ["", "shop"]
+    expect(page.locator("table.workloads tbody tr")).to_have_count(2)  # web and cart
+    expect(page.locator("table.workloads")).not_to_contain_text("payments")
+
+
+def expect_refused_elsewhere(page: Any) -> None:
+    """On Run: naming a namespace other than shop disables Preview and Run job, saying why;
+    node-level actions are not offered."""
+    page.get_by_role("link", name="Run").click()
+    expect(page.locator("#run-action option")).not_to_have_count(0)
+    for node_action in ("node-drain", "node-cordon"):
+        expect(page.locator(f'#run-action option[value="{node_action}"]')).to_have_count(0)
+    expect(page.locator("#run-param-node")).to_have_count(0)  # no stress pinned to a node
+    page.get_by_label("Action").select_option("pod-kill")
+    page.get_by_label("Namespaces").fill("shop, payments")
+    expect(page.locator("#run-scope")).to_contain_text("may not run chaos in namespace payments")
+    expect(page.locator("#run-scope")).to_contain_text("you may in: shop")
+    expect(page.get_by_role("button", name="Preview")).to_be_disabled()
+    expect(page.get_by_role("button", name="Run job")).to_be_disabled()
+
+
+def test_sign_in_says_either_token_kind_works(page: Any, stack: Stack) -> None:
+    page.goto(stack.url + "/")
+    hint = page.locator("#token-hint")
+    expect(hint).to_contain_text("Pystol token")
+    expect(hint).to_contain_text("Kubernetes token")
+    expect(hint).to_contain_text("kubectl create token NAME")
+
+
+def test_an_operator_of_shop_sees_and_acts_on_shop_only(page: Any, stack: Stack) -> None:
+    secret = create_token(stack, "ops-shop", "operator", ["shop"])
+    elsewhere = submit(stack, ["payments"], dry_run=True, app="checkout")
+    sign_in(page, stack, secret)
+    expect(page.locator("#whoami")).to_have_text("Pystol token ops-shop · operator in shop")
+    expect_only_shop(page, stack)
+    halt = page.locator("#halt-button")
+    expect(halt).to_have_text("Halt chaos")          # an operator may halt chaos...
+
+    # ...and act on shop, but not elsewhere
+    expect_refused_elsewhere(page)
+    page.get_by_label("Namespaces").fill("shop")
+    page.get_by_label("Label selector").fill("app=web")
+    expect(page.locator("#run-scope")).to_be_hidden()
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview")).to_contain_text("1 would be hit now")
+    page.get_by_label("Dry run (change nothing)").check()
+    page.get_by_role("button", name="Run job").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/j-"))
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=60_000)
+    job_id = page.url.rsplit("/", 1)[1]
+    record = stack.call("GET", f"/api/v1/jobs/{job_id}").json()
+    assert record["submitter"] == "token:ops-shop"
+    assert record["spec"]["dry_run"] is True
+    assert record["spec"]["target"]["namespaces"] == ["shop"]
+
+    # the jobs list holds shop's jobs, not another namespace's; nor is that job's page
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    expect(page.locator("#jobs-table")).to_contain_text(job_id)
+    expect(page.locator("#jobs-table")).not_to_contain_text(elsewhere)
+    expect(page.locator("#jobs-table")).not_to_contain_text("payments")
+    page.goto(f"{stack.url}/#/jobs/{elsewhere}")
+    expect(page.locator("main .error")).to_contain_text(f"there is no job {elsewhere}")
+
+    # the admin's running job in shop: the operator may cancel it
+    running = submit(stack, ["shop"], duration="60s")
+    page.goto(f"{stack.url}/#/jobs/{running}")
+    expect(page.locator("#job-status")).to_have_text("running", timeout=20_000)
+    page.locator("#cancel-job").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#job-status")).to_have_text("aborted", timeout=30_000)
+
+    # a halt set by the admin: the operator is not offered to lift it
+    page.get_by_role("link", name="Cluster").click()
+    assert stack.call("POST", "/api/v1/halt", json={"reason": "e2e"}).status_code == 200
+    try:
+        expect(page.locator("#halt-banner")).to_contain_text("HALTED", timeout=10_000)
+        expect(page.locator("#halt-banner")).to_contain_text("someone who may lift the halt")
+        expect(halt).to_be_hidden()
+        expect(page.get_by_role("button", name="Resume chaos")).to_have_count(0)
+
+        # Were the page to offer it anyway (here: a forged /whoami), the API refuses, and
+        # the page shows the problem's detail, then asks /whoami again and hides it.
+        page.get_by_role("link", name="Jobs", exact=True).click()
+        real = requests.get(stack.url + "/api/v1/whoami", timeout=10,
+                            headers={"Authorization": f"Bearer {secret}"}).json()
+        forged = {**real, "cluster": {**real["cluster"], "halt.lift": True}}
+        page.route("**/api/v1/whoami*", lambda route: route.fulfill(json=forged), times=1)
+        page.reload()
+        expect(halt).to_have_text("Resume chaos")
+        halt.click()
+        page.locator("#confirm-ok").click()
+        expect(page.locator("#notice")).to_contain_text(
+            "Refused: token:ops-shop may not halt.lift at cluster scope")
+        expect(halt).to_be_hidden()
+        assert stack.call("GET", "/api/v1/halt").json()["halted"] is True
+    finally:
+        page.unroute("**/api/v1/whoami*")
+        assert stack.call("DELETE", "/api/v1/halt").status_code == 200
+    expect(page.locator("#halt-banner")).to_be_hidden(timeout=10_000)
+    expect(halt).to_have_text("Halt chaos")
+    page.get_by_role("button", name="Sign out").click()
+
+
+def test_a_viewer_of_shop_is_offered_nothing_to_change(page: Any, stack: Stack) -> None:
+    secret = create_token(stack, "view-shop", "viewer", ["shop"])
+    answer = stack.call("POST", "/api/v1/schedules", json={
+        "id": "viewer-sees", "interval": "1h", "paused": True,
+        "template": {"action": "pod-kill", "dry_run": True,
+                     "target": {"namespaces": ["shop"], "label_selector": "app=web"}}})
+    assert answer.status_code == 201, answer.text
+    running = None
+    try:
+        sign_in(page, stack, secret)
+        expect(page.locator("#whoami")).to_have_text("Pystol token view-shop · viewer in shop")
+        expect_only_shop(page, stack)
+        running = submit(stack, ["shop"], duration="60s")
+        # no Run section, no halt switch
+        expect(page.locator('nav a[data-view="run"]')).to_be_hidden()
+        expect(page.locator("#halt-button")).to_be_hidden()
+        page.goto(f"{stack.url}/#/run")
+        expect(page.locator("#not-allowed")).to_contain_text("may not submit jobs")
+        expect(page.locator("#run-button")).to_have_count(0)
+        expect(page.locator("#preview-button")).to_have_count(0)
+        # a running job in shop: no cancel button
+        page.goto(f"{stack.url}/#/jobs/{running}")
+        expect(page.locator("#job-status")).to_have_text("running", timeout=20_000)
+        expect(page.locator("#targets")).to_contain_text("shop")
+        expect(page.locator("#cancel-job")).to_have_count(0)
+        # schedules: listed, but no create form, pause or delete
+        page.get_by_role("link", name="Schedules").click()
+        row = page.locator('tr[data-schedule="viewer-sees"]')
+        expect(row.locator(".sched-state")).to_have_text("paused")
+        expect(row.locator("button")).to_have_count(0)
+        expect(page.locator("#sched-create")).to_have_count(0)
+        expect(page.locator("#not-allowed")).to_contain_text("may not create schedules")
+        page.get_by_role("button", name="Sign out").click()
+    finally:
+        if running:
+            stack.call("POST", f"/api/v1/jobs/{running}/cancel")
+        stack.call("DELETE", "/api/v1/schedules/viewer-sees")
+
+
+def test_a_kubernetes_token_signs_in_and_rbac_decides(page: Any, stack: Stack) -> None:
+    sim = stack.sim
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/shop"
+    for path, body in [
+        ("/api/v1/namespaces/shop/serviceaccounts", {
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "chaos-robot"}}),
+        (f"{rbac}/roles", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "chaos-in-shop"}, "rules": [{
+            "apiGroups": ["pystol.org"], "resources": ["pystolactions"],
+            "verbs": ["list", "create", "delete"]}]}),
+        (f"{rbac}/rolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "chaos-robot"}, "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "chaos-in-shop"},
+            "subjects": [{"kind": "ServiceAccount", "name": "chaos-robot",
+                          "namespace": "shop"}]}),
+    ]:
+        status, answer = sim.request("POST", path, body)
+        assert status == 201, answer
+    secret = sim.kubectl("create", "token", "chaos-robot", "-n", "shop").stdout.strip()
+    sign_in(page, stack, secret)
+    expect(page.locator("#whoami")).to_have_text(
+        "Kubernetes system:serviceaccount:shop:chaos-robot · Kubernetes RBAC")
+    expect_only_shop(page, stack)
+    expect(page.locator("#halt-button")).to_be_hidden()  # the Role grants no `create halts`
+    expect_refused_elsewhere(page)
+    page.get_by_label("Namespaces").fill("shop")
+    page.get_by_label("Label selector").fill("app=web")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#preview")).to_contain_text("1 would be hit now")
+    page.get_by_role("button", name="Sign out").click()

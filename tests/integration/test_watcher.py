@@ -362,9 +362,10 @@ def test_a_job_id_the_user_writes_into_status_is_ignored_and_reported(
     # Two jobs of another namespace: one ended (its reason and result are not the
     # attacker's to read), one running (not the attacker's to cancel).
     ended = stack.submit({"action": "http-probe", "target": {"namespaces": ["payments"]},
-                          "params": {"url": url, "count": 3, "interval": "0.1s"}})
+                          "params": {"url": f"{stack.url}/payments-only", "count": 2,
+                                     "interval": "0.1s"}})
     ended = stack.wait_for_job(ended["id"])
-    assert ended["status"] == "succeeded" and ended["reason"], ended
+    assert ended["status"] == "failed" and ended["reason"], ended
     running = stack.submit({"action": "http-probe", "target": {"namespaces": ["payments"]},
                             "params": {"url": url, "count": 400, "interval": "0.25s"}})
     api = objects(kube)
@@ -399,6 +400,8 @@ def test_a_job_id_the_user_writes_into_status_is_ignored_and_reported(
                 timeout=30)
             assert status["phase"] == "Succeeded" and status["message"] == own["message"]
             assert status.get("result") == own.get("result")
+            assert (status["startedAt"], status["finishedAt"]) == (own["startedAt"],
+                                                                   own["finishedAt"])
             assert ended["reason"] not in json.dumps(status)
             trusted = {c["type"]: c for c in status["conditions"]}["JobIdTrusted"]
             assert trusted["status"] == "False" and trusted["reason"] == "ForeignJobId"

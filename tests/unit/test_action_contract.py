@@ -37,6 +37,7 @@ from pystol_worker.jobs.runner import JobRunner
 from pystol_worker.safety.revert_journal import RevertJournal, UndoRegistry
 from pystol_worker.safety.target_locks import TargetLocks, lock_key
 from pystol_worker.store.job_store import JobStore
+from tests.support.grants import store_job
 
 # The undo names journal entries carry, by the action that declares them. They are stored
 # in Redis: an entry written by an older worker must find its function in a newer one.
@@ -254,7 +255,9 @@ def test_a_job_that_waited_for_a_lock_records_the_pods_it_selected_again() -> No
     cluster = StubCluster({"shop": [bare_pod("web-old", "u-old")]})
     spec = JobSpec.model_validate({"action": "pod-kill", "on_conflict": "wait",
                                    "target": {"namespaces": ["shop"], "mode": "one"}})
-    record, _ = store.create(spec, Source.API, "test")
+    registry = ActionRegistry()
+    registry.register(PodKill)
+    record = store_job(store, spec, registry=registry)
     locks = TargetLocks(client)
     held = [lock_key("Pod", "shop", "web-old")]
     assert locks.acquire("j-other", held, 60) == {}
@@ -265,8 +268,6 @@ def test_a_job_that_waited_for_a_lock_records_the_pods_it_selected_again() -> No
         locks.release("j-other", held)
     other = threading.Thread(target=the_other_job_ends)
     other.start()
-    registry = ActionRegistry()
-    registry.register(PodKill)
     status = JobRunner(Settings(), store, registry, lambda: cluster).run(record.id, "test")
     other.join()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pystol_worker.core.model import JobStatus
+from pystol_worker.core.policy import Policy
 from pystol_worker.kube.cluster_access import ClusterError
 from pystol_worker.kube.fake_cluster import PASS, FakeCluster, Request
 from tests.support.fake_jobs import FakeJobs, app_deployment, http_server, later, pods_of, ready
@@ -118,7 +119,7 @@ def test_container_kill_restarts_containers_in_place() -> None:
     app_deployment(jobs.fake, replicas=3, containers=containers)
     before = {uid: pod["spec"]["nodeName"] for uid, pod in pods_of(jobs.fake).items()}
 
-    def kill(request: Request) -> Any:  # the kubelet restarts what `kill 1` ended
+    def kill(request: Request) -> Any:  # the kubelet restarts what the signal ended
         jobs.fake.restart_container(request.namespace or "", request.name or "",
                                     request.options["container"])
         return 0, "", ""
@@ -135,9 +136,12 @@ def test_container_kill_restarts_containers_in_place() -> None:
         counts = {s["name"]: s["restartCount"] for s in pod["status"]["containerStatuses"]}
         assert counts == {"app": 1 if uid in killed else 0, "sidecar": 0}
     execs = jobs.fake.called("create", "pods/exec")
-    assert [(r.body, r.options["container"]) for r in execs] == [(["kill", "1"], "app")] * 2
+    # The default signal, SIGTERM, to PID 1 of each pod's first container.
+    assert [(r.body, r.options["container"]) for r in execs] == [
+        (["kill", "-s", "TERM", "1"], "app")] * 2
     for entry in record.result.output["pods"]:
         assert entry["exit_code"] == 0 and entry["error"] is None
+        assert entry["signal"] == "SIGTERM"
         assert (entry["restart_count_before"], entry["restart_count_after"]) == (0, 1)
         assert entry["ready_again_seconds"] is not None
     [recovery] = record.result.recovery
@@ -147,17 +151,36 @@ def test_container_kill_restarts_containers_in_place() -> None:
     assert jobs.journal_entries() == []
 
 
-def test_container_kill_fails_when_the_kill_command_fails() -> None:
+def test_container_kill_fails_when_the_kill_fails_and_never_copies_what_it_printed() -> None:
     jobs = FakeJobs()
     app_deployment(jobs.fake, replicas=2)
-    jobs.fake.prepend_reactor("create", "pods/exec",
-                              lambda request: (1, "", "kill: operation not permitted"))
-    record = jobs.run({"action": "container-kill", "target": pods_target()})
+    secret = "eyJhbGciOi-a-service-account-token"
+    jobs.fake.prepend_reactor("create", "pods/exec", lambda request: (
+        1, secret, f"kill: operation not permitted {secret}"))
+    record = jobs.run({"action": "container-kill", "target": pods_target(),
+                       "params": {"signal": "SIGKILL"}})
 
     assert record.status == JobStatus.FAILED
-    assert "exited with code 1: kill: operation not permitted" in (record.reason or "")
+    assert [r.body for r in jobs.fake.called("create", "pods/exec")] == [
+        ["kill", "-s", "KILL", "1"]]
+    assert "sending SIGKILL to container app" in (record.reason or "")
+    assert "`kill` exited with code 1" in (record.reason or "")
+    # Only the exit code counts: what the exec printed reaches no record a reader sees.
+    assert secret not in record.model_dump_json()
     assert all(s["restartCount"] == 0 for pod in pods_of(jobs.fake).values()
                for s in pod["status"]["containerStatuses"])
+
+
+def test_container_kill_takes_a_signal_never_a_command() -> None:
+    jobs = FakeJobs()
+    app_deployment(jobs.fake, replicas=2)
+    record = jobs.run({"action": "container-kill", "target": pods_target(),
+                       "params": {"command": ["sh", "-c", "cat /var/run/secrets/*/token"]}})
+
+    assert record.status == JobStatus.FAILED
+    assert "invalid job: params" in (record.reason or "")
+    assert "takes a `signal`" in (record.reason or "")
+    assert jobs.fake.called("create", "pods/exec") == []
 
 
 # -- node-cordon ---------------------------------------------------------------------------------
@@ -188,6 +211,25 @@ def test_node_cordon_cordons_for_the_hold_and_uncordons_exactly_its_nodes() -> N
     assert record.metrics.targets_affected == 2
     assert {e["involvedObject"]["name"] for e in jobs.fake.events("PystolRevert")} == {"n1",
                                                                                        "n2"}
+
+
+def test_node_cordon_takes_control_plane_nodes_only_when_the_policy_says_so() -> None:
+    """Not a param of the job any more: whoever may submit a cordon cannot reach the
+    control plane unless the admin's policy allows it."""
+    jobs = FakeJobs(policy=Policy(include_control_plane=True))
+    jobs.fake.add_node("n1")
+    jobs.fake.add_node("cp", labels={"node-role.kubernetes.io/control-plane": ""})
+    held = jobs.during_hold(lambda: {node["metadata"]["name"]: node["spec"].get("unschedulable")
+                                     for node in jobs.fake.objects("Node")})
+    record = jobs.run({"action": "node-cordon", "target": {"mode": "all"}, "duration": "0.1s"})
+
+    assert_succeeded(record)
+    assert held[-1] == {"n1": True, "cp": True}
+    assert_all_reverted(jobs, record)
+    refused = FakeJobs().run({"action": "node-cordon", "target": {"mode": "all"},
+                              "params": {"include_control_plane": True}})
+    assert refused.status == JobStatus.FAILED
+    assert "invalid job: params" in (refused.reason or "")
 
 
 # -- node-drain ----------------------------------------------------------------------------------
@@ -223,6 +265,20 @@ def test_node_drain_evicts_pods_to_other_nodes_and_uncordons() -> None:
     assert jobs.journal_entries() == []
     cordon = next(c for c in record.result.changes if c.target.kind == "Node")
     assert cordon.reverted_at is not None
+
+
+def test_node_drain_evicts_pods_no_controller_owns_only_when_the_policy_forces() -> None:
+    jobs = FakeJobs(policy=Policy(drain_force=True))
+    app_deployment(jobs.fake, replicas=3, nodes=("n1", "n2", "n3"))
+    jobs.fake.add_pod("shop", "debug", node="n1")
+    record = jobs.run({"action": "node-drain", "target": {"names": ["n1"]}, "duration": "0.1s",
+                       "recovery_timeout": "3s"})
+
+    assert_succeeded(record)
+    evicted = sorted(r.name or "" for r in jobs.fake.called("create", "pods/eviction"))
+    assert "debug" in evicted and len(evicted) == 2
+    assert jobs.fake.get("Pod", "shop", "debug") is None  # gone for good: nothing owns it
+    assert record.result.output["skipped"] == []
 
 
 def test_node_drain_reports_pods_a_disruption_budget_keeps() -> None:

@@ -61,13 +61,22 @@ class RefusingQueue:
 
 
 class UnreachableCluster(ClusterAccess):
-    """A cluster whose API server does not answer."""
+    """A cluster whose API server does not answer: previews fail, and a bearer token the
+    API does not know cannot be checked with a TokenReview (so it is refused)."""
 
     def __init__(self) -> None:  # no kubernetes client: nothing here talks to a cluster
-        pass
+        self.reviews = 0
 
     def list_pods(self, namespace: str, label_selector: str | None = None,
                   field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        raise ClusterError("cannot reach the Kubernetes API: connection refused")
+
+    def review_token(self, token: str) -> dict[str, Any]:
+        self.reviews += 1
+        raise ClusterError("cannot reach the Kubernetes API: connection refused")
+
+    def review_access(self, user: str, groups: list[str], uid: str | None, verb: str,
+                      group: str, resource: str, namespace: str | None) -> bool:
         raise ClusterError("cannot reach the Kubernetes API: connection refused")
 
 
@@ -442,6 +451,27 @@ def test_protected_routes_need_a_valid_token(client: FlaskClient, queue: Recordi
     response = getattr(client, method)(path, json=JOB, headers=headers)
     assert_problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert queue.sent == []
+
+
+@pytest.mark.parametrize("kubernetes_auth", [True, False])
+def test_an_unknown_token_is_refused_whether_or_not_the_cluster_is_asked(
+        fake_redis: fakeredis.FakeRedis, kubernetes_auth: bool) -> None:
+    """With PYSTOL_KUBERNETES_AUTH a token the API does not know is asked of the cluster
+    (a TokenReview); a cluster that cannot answer refuses it (401), never lets it in."""
+    clusters: list[UnreachableCluster] = []
+
+    def cluster() -> UnreachableCluster:
+        clusters.append(UnreachableCluster())
+        return clusters[-1]
+    queue = RecordingQueue()
+    app = create_app(make_settings(kubernetes_auth=kubernetes_auth), redis_client=fake_redis,
+                     queue=queue, cluster_factory=cluster)
+    response = app.test_client().post("/api/v1/jobs", json=JOB,
+                                      headers={"Authorization": "Bearer not-a-pystol-token"})
+    assert_problem(response, 401)
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert [c.reviews for c in clusters] == ([1] if kubernetes_auth else [])
     assert queue.sent == []
 
 

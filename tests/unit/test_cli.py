@@ -8,6 +8,7 @@ CLI sends as well as what it prints and its exit codes.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -612,12 +613,22 @@ def test_child_commands_and_environment(tmp_path: Path) -> None:
     assert stack.worker_command() == [sys.executable, "-m", "pystol_api.cli", "worker",
                                       "--concurrency", "2"]
     assert stack.api_command() == [sys.executable, "-m", "pystol_api.cli", "api"]
-    env = stack.child_environment({"PATH": "/bin", "PYSTOL_API_TOKENS": "old"},
-                                  redis_url="redis://127.0.0.1:1/0", kubeconfig="/k",
-                                  api_tokens=["a", "b"], api_bind="127.0.0.1:8080")
+    where = {"redis_url": "redis://127.0.0.1:1/0", "kubeconfig": "/k", "api_tokens": ["a", "b"],
+             "api_bind": "127.0.0.1:8080"}
+    env = stack.child_environment({"PATH": "/bin", "PYSTOL_API_TOKENS": "old"}, **where)
+    # Every process of the stack seals and checks grants with one key: made for the run.
+    key = env.pop("PYSTOL_SIGNING_KEY")
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
     assert env == {"PATH": "/bin", "PYSTOL_REDIS_URL": "redis://127.0.0.1:1/0",
                    "PYSTOL_KUBECONFIG": "/k", "PYSTOL_API_TOKENS": "a,b",
                    "PYSTOL_API_BIND": "127.0.0.1:8080", "PYTHONUNBUFFERED": "1"}
+    again = stack.child_environment({"PATH": "/bin"}, **where)
+    assert again["PYSTOL_SIGNING_KEY"] != key  # a fresh one per run, never a fixed default
+    given = stack.child_environment({"PYSTOL_SIGNING_KEY": "mine-0123456789abcdef"}, **where,
+                                    signing_key="unused")
+    assert given["PYSTOL_SIGNING_KEY"] == "mine-0123456789abcdef"  # the user's is kept
+    assert stack.child_environment({}, **where, signing_key="k" * 32)[
+        "PYSTOL_SIGNING_KEY"] == "k" * 32
 
 
 def test_parse_sim_serving_line() -> None:

@@ -11,11 +11,14 @@ import yaml
 from pystol_api.crds import crd_dir
 from pystol_api.watcher.cr_mapping import (
     ACTIONS,
+    CLUSTER_ACTIONS,
+    CLUSTER_SCHEDULES,
     GROUP,
     JOB_FIELDS,
     LEGACY_FIELDS,
     PROBE_FIELDS,
     SCHEDULE_FIELDS,
+    SCHEDULES,
     TARGET_FIELDS,
     VERSION,
     CrInvalid,
@@ -239,6 +242,29 @@ def test_crds_have_status_printer_columns_and_short_names() -> None:
     peering = list(yaml.safe_load_all((crd_dir() / "kopfpeerings.kopf.dev.yaml").read_text()))
     assert {d["metadata"]["name"] for d in peering} == {"clusterkopfpeerings.kopf.dev",
                                                          "kopfpeerings.kopf.dev"}
+
+
+@pytest.mark.parametrize("namespaced, cluster, kind, short", [
+    (ACTIONS, CLUSTER_ACTIONS, "PystolClusterAction", "pca"),
+    (SCHEDULES, CLUSTER_SCHEDULES, "PystolClusterSchedule", "pcs"),
+])
+def test_cluster_scoped_kinds_mirror_the_namespaced_ones(namespaced: str, cluster: str,
+                                                         kind: str, short: str) -> None:
+    # Node-level and cluster-wide chaos by custom resource: only cluster admins can create
+    # a cluster-scoped object. Same spec, status, columns and subresources.
+    source, copy = crd(f"{namespaced}.{GROUP}"), crd(f"{cluster}.{GROUP}")
+    assert source["spec"]["scope"] == "Namespaced" and copy["spec"]["scope"] == "Cluster"
+    assert copy["spec"]["group"] == GROUP and copy["metadata"]["name"] == f"{cluster}.{GROUP}"
+    names = copy["spec"]["names"]
+    assert names["kind"] == kind and names["plural"] == cluster
+    assert names["listKind"] == f"{kind}List" and names["shortNames"] == [short]
+    assert names["categories"] == source["spec"]["names"]["categories"]
+    [version], [original] = copy["spec"]["versions"], source["spec"]["versions"]
+    assert {k: v for k, v in version.items() if k != "schema"} == \
+        {k: v for k, v in original.items() if k != "schema"}
+    schema = version["schema"]["openAPIV3Schema"]
+    assert schema["properties"] == original["schema"]["openAPIV3Schema"]["properties"]
+    assert schema["required"] == original["schema"]["openAPIV3Schema"]["required"]
 
 
 # -- the original Pystol's PystolAction -----------------------------------------------------------

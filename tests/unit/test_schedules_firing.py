@@ -25,6 +25,7 @@ from celery import Celery
 from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry
 
 from pystol_worker.core.model import JobStatus, Source
+from pystol_worker.core.policy import Policy
 from pystol_worker.core.schedule_model import (
     RunOutcome,
     ScheduleSpec,
@@ -48,10 +49,14 @@ from pystol_worker.schedules.store import (
 )
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
+from tests.support.grants import ADMIN
 
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC
 TEMPLATE: dict[str, Any] = {"action": "pod-kill",
                             "target": {"namespaces": ["shop"], "label_selector": "app=web"}}
+#: These tests step through slots a few seconds apart; the default policy allows a
+#: schedule no more often than once a minute (tested in test_authorization).
+SHORT_PERIODS = Policy(min_schedule_period=0.1)
 
 
 class ListQueue:
@@ -100,7 +105,7 @@ class Env:
 
     def add(self, schedule_id: str = "s1", **fields: Any) -> Any:
         spec = ScheduleSpec.model_validate({"template": TEMPLATE, **fields})
-        return self.store.create(spec, Source.API, "token-test", schedule_id=schedule_id)
+        return self.store.create(spec, Source.API, ADMIN, schedule_id=schedule_id)
 
     def aimed(self, schedule_id: str = "s1") -> int:
         aimed = self.store.state(schedule_id).aimed
@@ -125,7 +130,8 @@ class Env:
 def env() -> Iterator[Env]:
     client = fakeredis.FakeRedis()
     clock = Clock(T0)
-    store = ScheduleStore(client, Settings(), clock=clock, rng=random.Random(7))
+    store = ScheduleStore(client, Settings(), clock=clock, rng=random.Random(7),
+                          policy=SHORT_PERIODS)
     sent: list[str] = []
     yield Env(client, clock, store, firer(store, ListQueue(sent)), sent)
 
@@ -153,9 +159,10 @@ def test_create_aims_a_redbeat_entry_that_beat_reads(env: Env) -> None:
 
 def test_redbeat_scheduler_finds_the_entry_due_at_the_slot() -> None:
     client = fakeredis.FakeRedis()
-    store = ScheduleStore(client, Settings())  # the real clock: beat compares with it
+    # The real clock: beat compares with it.
+    store = ScheduleStore(client, Settings(), policy=SHORT_PERIODS)
     spec = ScheduleSpec.model_validate({"interval": "0.8s", "template": TEMPLATE})
-    store.create(spec, Source.API, "me", schedule_id="live")
+    store.create(spec, Source.API, ADMIN, schedule_id="live")
     app = redbeat_app(client)
     scheduler = RedBeatScheduler(app=app, lazy=True)
     entries = scheduler.schedule
@@ -177,13 +184,13 @@ def test_short_gaps_let_beat_wake_before_the_slot(env: Env) -> None:
 
 def test_pause_disables_and_resume_reaims(env: Env) -> None:
     env.add(interval="10s")
-    record = env.store.set_paused("s1", True)
+    record = env.store.set_paused("s1", True, ADMIN)
     assert record.spec.paused and record.next_run_at is None
     app = redbeat_app(env.redis)
     assert not RedBeatSchedulerEntry.from_key(entry_key("s1"), app=app).enabled
     assert env.redis.zscore(REDBEAT_SCHEDULE_KEY, entry_key("s1")) == -1  # never loaded
     env.clock.now += 95
-    record = env.store.set_paused("s1", False)
+    record = env.store.set_paused("s1", False, ADMIN)
     assert RedBeatSchedulerEntry.from_key(entry_key("s1"), app=app).enabled
     # Anchored slots: created at T0, resumed at T0+95: next slot T0+100.
     assert record.next_run_at == ms_to_datetime(round((T0 + 100) * 1000))
@@ -192,14 +199,14 @@ def test_pause_disables_and_resume_reaims(env: Env) -> None:
 
 def test_delete_removes_schedule_and_entry(env: Env) -> None:
     env.add(interval="10s")
-    env.store.delete("s1")
+    env.store.delete("s1", ADMIN)
     assert not env.redis.exists(entry_key("s1"))
     assert env.redis.zscore(REDBEAT_SCHEDULE_KEY, entry_key("s1")) is None
     assert env.store.list() == []
     with pytest.raises(ScheduleNotFound):
         env.store.get("s1")
     with pytest.raises(ScheduleNotFound):
-        env.store.delete("s1")
+        env.store.delete("s1", ADMIN)
     # A fire already on its way finds nothing, and makes sure beat forgets the entry.
     env.redis.hset(entry_key("s1"), "definition", "{}")
     assert env.firer.fire("s1", fired_at=T0 + 10).outcome == "gone"
@@ -218,9 +225,9 @@ def test_create_with_an_id_is_create_or_replace(env: Env) -> None:
     assert env.aimed() == round((T0 + 20) * 1000)  # same timing: same anchor
     spec = ScheduleSpec.model_validate({"interval": "10s", "template": TEMPLATE})
     with pytest.raises(ScheduleExists):
-        env.store.create(spec, Source.API, "me", schedule_id="s1", replace=False)
+        env.store.create(spec, Source.API, ADMIN, schedule_id="s1", replace=False)
     with pytest.raises(JobInvalid, match="id"):
-        env.store.create(spec, Source.API, "me", schedule_id="bad id!")
+        env.store.create(spec, Source.API, ADMIN, schedule_id="bad id!")
     assert [record.id for record in env.store.list()] == ["s1"]
 
 
@@ -229,9 +236,9 @@ def test_a_timing_change_reanchors_and_never_redecides_a_slot(env: Env) -> None:
     env.fire()  # slot T0+10
     env.clock.now = T0 + 13
     spec = ScheduleSpec.model_validate({"interval": "4s", "template": TEMPLATE})
-    record = env.store.update("s1", spec)
+    record = env.store.update("s1", spec, ADMIN)
     assert record.next_run_at == ms_to_datetime(round((T0 + 17) * 1000))
-    env.store.update("s1", spec.model_copy(update={"history_limit": 5}))
+    env.store.update("s1", spec.model_copy(update={"history_limit": 5}), ADMIN)
     assert env.aimed() == round((T0 + 17) * 1000)  # no timing change: same slots
 
 
@@ -255,8 +262,10 @@ def test_each_slot_makes_one_job_with_a_slot_idempotency_key(env: Env) -> None:
     result = env.fire()
     assert result.outcome == "started" and result.slot_ms == slot
     job = env.jobs.get(result.job_id)
+    # Submitted as the schedule, on behalf of whoever last changed it.
     assert (job.source, job.schedule_id, job.submitter) == (Source.SCHEDULE, "s1",
-                                                          "token-test")
+                                                          "schedule:s1")
+    assert job.actor is not None and job.actor.on_behalf_of == "token-test"
     assert job.spec.idempotency_key == idempotency_key("s1", slot) == f"schedule:s1:{slot}"
     assert env.sent == [result.job_id]
     assert env.aimed() == slot + 2000
@@ -298,11 +307,11 @@ def test_starting_deadline_skips_a_late_run(env: Env) -> None:
 
 def test_paused_halted_and_outside_window_are_skips(env: Env) -> None:
     env.add(interval="2s")
-    env.store.set_paused("s1", True)
+    env.store.set_paused("s1", True, ADMIN)
     slot = env.store.state("s1").aimed or 0
     paused = env.firer.fire("s1", fired_at=slot / 1000, task_id="racing")  # fired before
     assert paused.skipped == SkipReason.PAUSED
-    env.store.set_paused("s1", False)
+    env.store.set_paused("s1", False, ADMIN)
     HaltSwitch(env.redis).engage(env.jobs, "sre", "incident")
     halted = env.fire()
     assert halted.skipped == SkipReason.HALTED and "halted (by sre" in halted.reason

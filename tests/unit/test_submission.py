@@ -23,9 +23,14 @@ from pystol_worker.jobs.submission import (
 )
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
+from tests.support.grants import custom_resource, operator, store_job
 
 SPEC: dict[str, Any] = {"action": "pod-kill",
                         "target": {"namespaces": ["shop"], "label_selector": "app=web"}}
+ALICE = operator("alice", "shop")
+BOB = operator("bob", "shop")
+KILL_WEB = custom_resource("shop", "kill-web")
+SHOP_A = custom_resource("shop", "a")
 
 
 class RecordingQueue:
@@ -89,8 +94,7 @@ def submissions(store: JobStore, queue: RecordingQueue, halt: HaltSwitch
 
 def test_submit_stores_then_queues_once(submissions: SubmissionService, store: JobStore,
                                         queue: RecordingQueue) -> None:
-    record, created = submissions.submit(spec(), Source.CR, "shop/kill-web",
-                                         schedule_id="s1")
+    record, created = submissions.submit(spec(), Source.CR, KILL_WEB, schedule_id="s1")
     assert created is True
     assert queue.sent == [record.id]
     stored = store.get(record.id)
@@ -98,13 +102,18 @@ def test_submit_stores_then_queues_once(submissions: SubmissionService, store: J
     assert (stored.source, stored.submitter, stored.schedule_id) == (Source.CR,
                                                                      "shop/kill-web", "s1")
     assert stored.spec == spec()
+    # Who, and what they were allowed, sealed for this job: the worker checks it.
+    assert stored.actor == KILL_WEB.actor
+    assert stored.grant is not None and stored.grant.signature
+    assert (stored.grant.submitter, stored.grant.namespaces, stored.grant.cluster) == (
+        "shop/kill-web", ["shop"], False)
 
 
 def test_an_invalid_spec_is_refused_before_anything_is_stored(
         submissions: SubmissionService, store: JobStore, queue: RecordingQueue) -> None:
     with pytest.raises(JobInvalid) as refused:
         submissions.submit(spec(target={"namespaces": ["kube-system"],
-                                        "label_selector": "app=web"}), Source.API, "alice")
+                                        "label_selector": "app=web"}), Source.API, ALICE)
     assert [problem.loc for problem in refused.value.problems] == ["target.namespaces[0]"]
     assert store.list().items == [] and queue.sent == []
 
@@ -113,13 +122,13 @@ def test_a_halt_refuses_and_stores_nothing(submissions: SubmissionService, store
                                            halt: HaltSwitch, queue: RecordingQueue) -> None:
     halt.engage(store, "sre", "incident")
     with pytest.raises(ChaosHalted, match=r"halted \(by sre"):
-        submissions.submit(spec(), Source.API, "alice")
+        submissions.submit(spec(), Source.API, ALICE)
     with pytest.raises(ChaosHalted):
         submissions.refuse_if_halted()
     assert store.list().items == [] and queue.sent == []
     halt.release()
     submissions.refuse_if_halted()
-    assert submissions.submit(spec(), Source.API, "alice")[1] is True
+    assert submissions.submit(spec(), Source.API, ALICE)[1] is True
 
 
 def test_validation_comes_before_the_halt(submissions: SubmissionService, store: JobStore,
@@ -127,7 +136,7 @@ def test_validation_comes_before_the_halt(submissions: SubmissionService, store:
     # The same order for every producer: an invalid spec is invalid, halted or not.
     halt.engage(store, "sre")
     with pytest.raises(JobInvalid):
-        submissions.submit(spec(action="no-such-action"), Source.API, "alice")
+        submissions.submit(spec(action="no-such-action"), Source.API, ALICE)
 
 
 # -- idempotency --------------------------------------------------------------------------
@@ -135,8 +144,8 @@ def test_validation_comes_before_the_halt(submissions: SubmissionService, store:
 
 def test_a_repeat_returns_the_earlier_job_and_queues_nothing(
         submissions: SubmissionService, queue: RecordingQueue) -> None:
-    first, created = submissions.submit(spec(idempotency_key="k"), Source.API, "alice")
-    again, created_again = submissions.submit(spec(idempotency_key="k"), Source.API, "alice")
+    first, created = submissions.submit(spec(idempotency_key="k"), Source.API, ALICE)
+    again, created_again = submissions.submit(spec(idempotency_key="k"), Source.API, ALICE)
     assert (created, created_again) == (True, False)
     assert again.id == first.id
     assert queue.sent == [first.id]
@@ -145,9 +154,9 @@ def test_a_repeat_returns_the_earlier_job_and_queues_nothing(
 def test_a_key_reused_for_another_spec_conflicts(submissions: SubmissionService,
                                                  store: JobStore,
                                                  queue: RecordingQueue) -> None:
-    first, _ = submissions.submit(spec(idempotency_key="k"), Source.API, "alice")
+    first, _ = submissions.submit(spec(idempotency_key="k"), Source.API, ALICE)
     with pytest.raises(IdempotencyConflict) as conflict:
-        submissions.submit(spec(idempotency_key="k", duration="30s"), Source.API, "alice")
+        submissions.submit(spec(idempotency_key="k", duration="30s"), Source.API, ALICE)
     assert conflict.value.job_id == first.id
     assert [record.id for record in store.list().items] == [first.id]
     assert queue.sent == [first.id]
@@ -155,15 +164,15 @@ def test_a_key_reused_for_another_spec_conflicts(submissions: SubmissionService,
 
 def test_keys_are_per_submitter(submissions: SubmissionService,
                                 queue: RecordingQueue) -> None:
-    alice, _ = submissions.submit(spec(idempotency_key="k"), Source.API, "alice")
-    bob, created = submissions.submit(spec(idempotency_key="k"), Source.API, "bob")
+    alice, _ = submissions.submit(spec(idempotency_key="k"), Source.API, ALICE)
+    bob, created = submissions.submit(spec(idempotency_key="k"), Source.API, BOB)
     assert created and bob.id != alice.id
     assert queue.sent == [alice.id, bob.id]
 
 
 def test_the_store_finds_a_job_by_its_key(submissions: SubmissionService,
                                           store: JobStore) -> None:
-    record, _ = submissions.submit(spec(idempotency_key="k"), Source.CR, "shop/a")
+    record, _ = submissions.submit(spec(idempotency_key="k"), Source.CR, SHOP_A)
     found = store.find_by_idempotency_key("shop/a", "k")
     assert found is not None and found.id == record.id
     assert store.find_by_idempotency_key("shop/b", "k") is None
@@ -179,7 +188,7 @@ def test_a_refused_job_is_failed_and_its_key_released(store: JobStore,
                                                       halt: HaltSwitch) -> None:
     broken = RefusingQueue()
     with pytest.raises(QueueUnavailable) as refused:
-        service(store, broken, halt).submit(spec(idempotency_key="k"), Source.API, "alice")
+        service(store, broken, halt).submit(spec(idempotency_key="k"), Source.API, ALICE)
     failure = refused.value
     assert broken.asked == [failure.job_id]
     assert isinstance(failure.cause, ConnectionError)
@@ -189,12 +198,12 @@ def test_a_refused_job_is_failed_and_its_key_released(store: JobStore,
     assert failed.status == JobStatus.FAILED
     assert (failed.reason, failed.error) == ("could not be queued",
                                              "ConnectionError: broker down")
-    assert store.find_by_idempotency_key("alice", "k") is None
+    assert store.find_by_idempotency_key(ALICE.actor.submitter, "k") is None
     assert not store.was_sent(failure.job_id)
     # The key was released: a retry with the same key is a new submission.
     working = RecordingQueue()
     retried, created = service(store, working, halt).submit(spec(idempotency_key="k"),
-                                                            Source.API, "alice")
+                                                            Source.API, ALICE)
     assert created and retried.id != failure.job_id
     assert working.sent == [retried.id]
 
@@ -209,7 +218,7 @@ def test_a_job_cancelled_while_being_queued_stays_cancelled(store: JobStore,
             raise ConnectionError("broker down")
 
     with pytest.raises(QueueUnavailable) as refused:
-        service(store, HaltedThenRefusing(), halt).submit(spec(), Source.API, "alice")
+        service(store, HaltedThenRefusing(), halt).submit(spec(), Source.API, ALICE)
     assert store.get(refused.value.job_id).status == JobStatus.CANCELLED
 
 
@@ -219,7 +228,7 @@ def test_a_job_cancelled_while_being_queued_stays_cancelled(store: JobStore,
 def test_adopt_queues_a_stored_job_that_was_never_sent_once(
         submissions: SubmissionService, store: JobStore, queue: RecordingQueue) -> None:
     # Its producer stored it and died before queuing it.
-    orphan, _ = store.create(spec(idempotency_key="k"), Source.CR, "shop/a")
+    orphan = store_job(store, spec(idempotency_key="k"), identity=SHOP_A, source=Source.CR)
     assert submissions.adopt(orphan) is True
     assert submissions.adopt(store.get(orphan.id)) is False
     assert queue.sent == [orphan.id]
@@ -227,17 +236,18 @@ def test_adopt_queues_a_stored_job_that_was_never_sent_once(
 
 def test_adopt_never_sends_a_job_that_was_sent_or_is_not_queued(
         submissions: SubmissionService, store: JobStore, queue: RecordingQueue) -> None:
-    sent, _ = submissions.submit(spec(idempotency_key="k1"), Source.CR, "shop/a")
+    sent, _ = submissions.submit(spec(idempotency_key="k1"), Source.CR, SHOP_A)
     assert store.was_sent(sent.id)
     assert submissions.adopt(sent) is False
-    cancelled, _ = store.create(spec(idempotency_key="k2"), Source.CR, "shop/b")
+    cancelled = store_job(store, spec(idempotency_key="k2"),
+                          identity=custom_resource("shop", "b"), source=Source.CR)
     store.request_cancel(cancelled.id, "alice")
     assert submissions.adopt(store.get(cancelled.id)) is False
     assert queue.sent == [sent.id]
 
 
 def test_adopt_fails_a_job_the_queue_refuses(store: JobStore, halt: HaltSwitch) -> None:
-    orphan, _ = store.create(spec(idempotency_key="k"), Source.CR, "shop/a")
+    orphan = store_job(store, spec(idempotency_key="k"), identity=SHOP_A, source=Source.CR)
     with pytest.raises(QueueUnavailable):
         service(store, RefusingQueue(), halt).adopt(orphan)
     assert store.get(orphan.id).status == JobStatus.FAILED
@@ -248,5 +258,5 @@ def test_jobs_without_a_key_are_not_marked_sent(submissions: SubmissionService,
                                                 store: JobStore,
                                                 queue: RecordingQueue) -> None:
     # Nobody can find them again, so nobody needs to know: no extra write per job.
-    record, _ = submissions.submit(spec(), Source.API, "alice")
+    record, _ = submissions.submit(spec(), Source.API, ALICE)
     assert queue.sent == [record.id] and not store.was_sent(record.id)

@@ -33,6 +33,7 @@ from pystol_api.watcher.operator import (
     JobFollower,
     WatcherContext,
     abort_action,
+    build_registry,
     delete_schedule,
     follow_action,
     reconcile_action,
@@ -195,8 +196,9 @@ def test_the_original_shape_is_refused_at_its_variable(ctx: Context, events: lis
 @pytest.mark.parametrize("spec, path", [
     ({"action": "node-drain", "target": {"names": ["worker-b"]}, "dryRun": True},
      "spec.action"),
-    ({"action": "node-cordon", "target": {"labelSelector": "pool=a"}}, "spec.action"),
-    ({"action": "stress-cpu", "target": {"namespaces": ["team-a"]},
+    ({"action": "node-cordon", "target": {"labelSelector": "pool=a"}, "duration": "1m"},
+     "spec.action"),
+    ({"action": "cpu-stress", "target": {"namespaces": ["team-a"]}, "duration": "1m",
       "params": {"node": "worker-a"}}, "spec.action"),
     ({"role": "drainnodes", "extra_vars": '{"pystol_drainnodes_amount": 1}'}, "spec.role"),
 ])
@@ -303,6 +305,20 @@ def test_identities_of_the_four_kinds() -> None:
         assert identity.actor.name == "c" and identity.actor.resource_kind == kind.kind
 
 
+def served(clusterwide: bool) -> set[str]:
+    registry = build_registry(make_ctx(), clusterwide=clusterwide)
+    return {str(handler.selector.any_name)
+            for handlers in (registry._changing, registry._spawning)
+            for handler in handlers.get_all_handlers() if handler.selector is not None}
+
+
+def test_cluster_scoped_kinds_are_served_cluster_wide_only() -> None:
+    # A watcher confined to a namespace has neither their RBAC nor their peering.
+    assert served(clusterwide=True) == {"pystolactions", "pystolclusteractions",
+                                        "pystolschedules", "pystolclusterschedules"}
+    assert served(clusterwide=False) == {"pystolactions", "pystolschedules"}
+
+
 def test_last_manager_is_the_latest_change_that_is_not_the_watchers() -> None:
     assert last_manager({"managedFields": MANAGED}) == "alice-ci"
     assert last_manager({"managedFields": list(reversed(MANAGED))}) == "alice-ci"
@@ -353,6 +369,7 @@ def test_a_foreign_job_id_is_neither_followed_nor_copied(ctx: Context,
     obj = body("mine", {"action": "http-probe", "target": {},
                         "params": {"url": PROBE_URL, "count": 1}})
     own = reconcile(ctx, obj)["jobId"]
+    finish(ctx, own, JobStatus.SUCCEEDED, "1 of 1 calls answered")
     obj["status"] = {"jobId": victim.id, "phase": "Running", "observedGeneration": 1}
 
     asyncio.run(follow_action(ctx, obj, None, PYSTOL_ACTION))
@@ -437,7 +454,7 @@ def test_status_copies_no_error_text_or_action_output() -> None:
     assert "s3cr3t" not in str(status)
     assert status["message"] == "job j-1 failed: 1 of 2 target(s) failed"
     result = compact_result(record)
-    assert result["changes"] == ["killed Pod team-a/web-1, failed"]
+    assert result["changes"] == ["killed Pod team-a/web-1, revert failed"]
     assert result["probes"] == [f"after {PROBE_URL}: failed (500)"]
 
 
@@ -477,7 +494,8 @@ def test_a_pystolschedule_in_its_namespace_is_stored_as_itself(ctx: Context,
     assert record.changed_by is not None and record.changed_by.uid == "uid-team-a-nightly"
     assert record.changed_by.resource_kind == "PystolSchedule"
     # A node-level template is refused, and the earlier spec stops firing.
-    obj["spec"]["template"] = {"action": "node-cordon", "target": {"names": ["worker-a"]}}
+    obj["spec"]["template"] = {"action": "node-cordon", "target": {"names": ["worker-a"]},
+                               "duration": "1m"}
     status = sync(ctx, obj)
     assert status["phase"] == "Failed" and reasons(status) == {"Forbidden"}
     assert not ctx.schedule_store().exists("cr.team-a.nightly")

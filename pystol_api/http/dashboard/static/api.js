@@ -37,7 +37,7 @@ export async function api(method, path, body, options = {}) {
   if (!response.ok) {
     const error = new ApiError(response.status, data);
     // A refusal is told to the user (the problem's detail), wherever it came from.
-    if (response.status === 403 && !options.quiet) {
+    if (response.status === 403) {
       window.dispatchEvent(new CustomEvent("pystol:forbidden", { detail: error }));
     }
     throw error;

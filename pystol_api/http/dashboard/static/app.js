@@ -1,5 +1,7 @@
 // The Pystol dashboard: sign-in, cluster, run, jobs, schedules and the halt switch.
-// It speaks only to /api/v1, with the token kept in sessionStorage.
+// It speaks only to /api/v1, with the token kept in sessionStorage. What the signed-in
+// identity may not do (GET /whoami) is not offered; the API still decides every request.
+import * as access from "./access.js";
 import { api, ApiError, streamEvents, token } from "./api.js";
 import { el, esc, status, when } from "./dom.js";
 import { JobForm } from "./jobform.js";
@@ -11,6 +13,8 @@ let actionsCache = null;
 let haltState = null;
 
 function onLeave(fn) { cleanup.push(fn); }
+// Call fn on every change of what the identity may do, while the current view is shown.
+function onIdentity(fn) { onLeave(access.onChange(fn)); }
 function every(ms, fn) {
   let stopped = false; let timer = null;
   const tick = async () => {
@@ -40,6 +44,33 @@ function confirmDialog(title, text, okLabel) {
   });
 }
 
+// ---------------------------------------------------------------- notices
+
+// A message for the user above the page (a refusal, a failed action); never an alert().
+function notify(message) {
+  document.getElementById("notice-text").textContent = message;
+  document.getElementById("notice").hidden = false;
+}
+function clearNotice() {
+  document.getElementById("notice").hidden = true;
+  document.getElementById("notice-text").textContent = "";
+}
+document.getElementById("notice-close").addEventListener("click", clearNotice);
+
+// What failed, unless it was already told: a 401 signs out, a 403 is told by its event.
+function failed(error, what = "Failed") {
+  if (error instanceof ApiError && (error.status === 401 || error.status === 403)) return;
+  notify(`${what}: ${error.message}`);
+}
+
+// Any 403: show the problem's detail, and ask again what the identity may do (it may have
+// changed since the page offered the control).
+window.addEventListener("pystol:forbidden", (event) => {
+  const error = event.detail;
+  notify(`Refused: ${error.message}`);
+  if (token.get()) access.load().catch(() => {});
+});
+
 // ---------------------------------------------------------------- sign in / out
 
 function signInView(message) {
@@ -51,7 +82,9 @@ function signInView(message) {
   const form = el("form", { class: "card signin", "aria-labelledby": "signin-title" },
     el("h1", { id: "signin-title" }, "Sign in to Pystol"),
     el("div", { class: "field" }, el("label", { for: "token" }, "API token"), input,
-      el("p", { class: "hint" }, "A token from PYSTOL_API_TOKENS, as the CLI uses. Kept in this tab only.")),
+      el("p", { class: "hint", id: "token-hint" },
+        "A Pystol token (from an admin, or one of PYSTOL_API_TOKENS), or a Kubernetes token " +
+        "(kubectl create token NAME): the cluster's RBAC then decides. Kept in this tab only.")),
     error,
     el("p", {}, el("button", { type: "submit" }, "Sign in")));
   form.addEventListener("submit", async (event) => {
@@ -59,10 +92,12 @@ function signInView(message) {
     error.textContent = "";
     token.set(input.value.trim());
     try {
+      await access.load([], { noSignOut: true });
       actionsCache = (await api("GET", "/actions", undefined, { noSignOut: true })).items;
       start();
     } catch (err) {
       token.clear();
+      access.clear();
       error.textContent = err instanceof ApiError && err.status === 401
         ? "That token was refused by the API." : `Cannot reach the API: ${err.message}`;
       input.focus();
@@ -74,7 +109,9 @@ function signInView(message) {
 
 function signOut(message) {
   token.clear();
+  access.clear();
   actionsCache = null;
+  clearNotice();
   stopView();
   stopHaltPolling();
   signInView(message);
@@ -91,14 +128,17 @@ function stopHaltPolling() { clearTimeout(haltTimer); haltTimer = null; }
 function renderHalt() {
   const button = document.getElementById("halt-button");
   const banner = document.getElementById("halt-banner");
-  if (!haltState) return;
+  if (!haltState) { button.hidden = true; return; }
+  // Offered only to who may use it: halt.engage to halt, halt.lift (admins) to resume.
+  button.hidden = !access.may(haltState.halted ? "halt.lift" : "halt.engage");
   if (haltState.halted) {
     button.textContent = "Resume chaos";
     button.className = "resume";
     banner.hidden = false;
     banner.replaceChildren(el("span", { id: "halt-status" },
       `Chaos is HALTED${haltState.by ? ` by ${haltState.by}` : ""}${haltState.since ? ` since ${when(haltState.since)}` : ""}` +
-      `${haltState.reason ? `: ${haltState.reason}` : ""}. No job runs until it is resumed.`));
+      `${haltState.reason ? `: ${haltState.reason}` : ""}. No job runs until it is resumed` +
+      `${button.hidden ? " (by someone who may lift the halt)" : ""}.`));
   } else {
     button.textContent = "Halt chaos";
     button.className = "halt";
@@ -121,8 +161,36 @@ document.getElementById("halt-button").addEventListener("click", async () => {
   try {
     haltState = halted ? await api("DELETE", "/halt") : await api("POST", "/halt", { reason: "halted from the dashboard" });
     renderHalt();
-  } catch (error) { alert(`Failed: ${error.message}`); }
+  } catch (error) { failed(error, halted ? "Cannot resume chaos" : "Cannot halt chaos"); }
 });
+
+// ---------------------------------------------------------------- identity
+
+// The header: who is signed in, and the controls the identity may use.
+function renderIdentity() {
+  const who = document.getElementById("whoami");
+  const { who: name, what } = access.describe();
+  who.replaceChildren(el("strong", {}, name), ` · ${what}`);
+  who.title = `Signed in as ${name} (${what})`;
+  const run = document.querySelector('nav a[data-view="run"]');
+  run.hidden = !mayRunJobs();
+  renderHalt();
+}
+access.onChange(renderIdentity);
+
+// May this identity submit jobs anywhere it is known to (a namespace, or node-level chaos)?
+function mayRunJobs() { return access.mayAnywhere("jobs.submit") || access.may("cluster.chaos"); }
+
+// A Kubernetes identity's permissions are asked per namespace: learn the cluster's
+// namespaces first (a Pystol token's answer already lists its own).
+async function learnNamespaces() {
+  const me = access.identity();
+  if (!me || me.role || Object.keys(me.namespace_permissions).length) return;
+  try {
+    const cluster = await api("GET", "/cluster");
+    await access.load(cluster.namespaces);
+  } catch { /* the views ask again */ }
+}
 
 // ---------------------------------------------------------------- cluster
 
@@ -157,6 +225,7 @@ function clusterView() {
       workloadsBody)));
   let last = "";
   let data = null;
+  let shownNamespaces = null;
   const draw = () => {
     if (!data) return;
     const ns = nsSelect.value; const wl = wlSelect.value;
@@ -215,6 +284,12 @@ function clusterView() {
       error.textContent = "";
       if (text === last) return;  // nothing changed: no redraw
       last = text; data = fresh; draw();
+      // The namespaces shown changed: ask again what the identity may do in them.
+      const key = data.namespaces.join(",");
+      if (key !== shownNamespaces) {
+        shownNamespaces = key;
+        access.load(data.namespaces).catch(() => {});
+      }
     } catch (err) {
       error.textContent = `Cannot read the cluster: ${err.message}`;
       throw err;
@@ -224,9 +299,62 @@ function clusterView() {
 
 // ---------------------------------------------------------------- run
 
+// Why the identity may not run `spec`'s job, or null: node-level chaos needs cluster.chaos,
+// a job in namespaces needs `permission` (jobs.submit, schedules.create) in each of them.
+async function scopeProblem(form, permission, verb) {
+  const action = form.current();
+  if (!action) return null;
+  const namespaces = form.namespaceList();
+  if (action.targets === "nodes" || (action.targets === "url" && !namespaces.length)) {
+    return access.may("cluster.chaos") ? null
+      : `You may not ${verb} ${action.name} at cluster scope (node-level and cluster-wide chaos is for admins).`;
+  }
+  if (!namespaces.length) return null;  // the API says what is missing
+  await access.ensure(namespaces);
+  const refused = access.validNamespaces(namespaces).filter((n) => !access.may(permission, n));
+  if (!refused.length) return null;
+  const allowed = access.namespacesWith(permission);
+  return `You may not ${verb} in ${refused.length > 1 ? "namespaces" : "namespace"} ${refused.join(", ")}` +
+    (allowed.length ? ` (you may in: ${allowed.join(", ")}).` : ".");
+}
+
+// Keep `buttons` disabled, with the reason beside the namespaces field, while the form
+// names namespaces (or a node-level action) the identity may not use `permission` in.
+function guardForm(form, buttons, permission, verb) {
+  let timer = null;
+  let seq = 0;
+  const check = async () => {
+    const mine = ++seq;
+    let problem = null;
+    try { problem = await scopeProblem(form, permission, verb); } catch { problem = null; }
+    if (mine !== seq) return problem;  // a later check is under way
+    form.setScopeProblem(problem);
+    for (const button of buttons) button.disabled = !!problem;
+    return problem;
+  };
+  const soon = () => { clearTimeout(timer); timer = setTimeout(check, 200); };
+  form.root.addEventListener("input", soon);
+  form.root.addEventListener("change", soon);
+  onLeave(() => clearTimeout(timer));
+  onIdentity(() => { form.setNamespaceOptions(access.namespacesWith(permission)); soon(); });
+  form.setNamespaceOptions(access.namespacesWith(permission));
+  check();
+  return check;
+}
+
+function nothingToRun(title, what) {
+  const { who, what: role } = access.describe();
+  main.replaceChildren(el("h1", {}, title),
+    el("p", { class: "card", id: "not-allowed" },
+      `Signed in as ${who} (${role}), which may not ${what} in any namespace shown. ` +
+      "Ask an admin for an operator token, or a Kubernetes role, for the namespaces you test."));
+}
+
 async function runView() {
   const list = await actions();
-  const form = new JobForm(list, { idPrefix: "run" });
+  await learnNamespaces();
+  if (!mayRunJobs()) { nothingToRun("Run a chaos job", "submit jobs"); return; }
+  const form = new JobForm(list, { idPrefix: "run", nodeLevel: access.may("cluster.chaos") });
   const preview = el("div", { id: "preview", "aria-live": "polite" });
   const result = el("p", { id: "run-result", role: "status" });
   const previewButton = el("button", { type: "button", class: "secondary", id: "preview-button" }, "Preview");
@@ -236,10 +364,12 @@ async function runView() {
   main.replaceChildren(el("h1", { id: "run-title" }, "Run a chaos job"), formEl,
     el("section", { class: "card", "aria-label": "Preview" }, el("h2", {}, "Preview"), preview));
   preview.append(el("p", { class: "hint" }, "Preview shows the pods or nodes the job would hit now, without changing anything."));
+  const check = guardForm(form, [previewButton, submit], "jobs.submit", "run chaos");
   const send = async (path) => {
     const { spec, errors } = form.spec();
     if (errors.length) { form.showErrors(errors); return null; }
     form.clearErrors();
+    if (await check()) return null;
     try {
       return await api("POST", path, spec);
     } catch (error) {
@@ -250,7 +380,7 @@ async function runView() {
   previewButton.addEventListener("click", async () => {
     previewButton.disabled = true;
     const answer = await send("/preview");
-    previewButton.disabled = false;
+    previewButton.disabled = !!form.scopeProblem;
     if (!answer) { preview.replaceChildren(el("p", { class: "hint" }, "No preview: fix the errors above.")); return; }
     preview.replaceChildren(
       el("p", {}, `${answer.matched} matching, ${answer.chosen.length} would be hit now:`),
@@ -264,7 +394,7 @@ async function runView() {
     event.preventDefault();
     submit.disabled = true;
     const job = await send("/jobs");
-    submit.disabled = false;
+    submit.disabled = !!form.scopeProblem;
     if (job) location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
   });
 }
@@ -379,8 +509,12 @@ async function jobView(id) {
     timeline.append(el("li", {}, el("time", { datetime: ev.at }, when(ev.at)), el("strong", {}, ev.kind), " ", ev.message));
     seen += 1;
   };
+  // Its submitter may cancel a job; others need jobs.cancel in every namespace it touches
+  // (cluster chaos for one that names none), as the API checks.
+  const mayCancel = () => record.submitter === access.submitter() ||
+    access.mayIn("jobs.cancel", record.spec.target.namespaces);
   const render = () => {
-    const cancellable = !TERMINAL.has(record.status);
+    const cancellable = !TERMINAL.has(record.status) && mayCancel();
     head.replaceChildren(
       el("h1", {}, `Job ${record.id} `, el("span", { id: "job-status" }, status(record.status))),
       el("div", { class: "card" }, el("dl", { class: "kv" },
@@ -392,7 +526,7 @@ async function jobView(id) {
         el("dt", {}, "Recovery"), el("dd", {}, record.metrics.recovery_seconds != null ? `${record.metrics.recovery_seconds.toFixed(2)} s` : "—")),
       cancellable ? el("p", {}, el("button", { type: "button", class: "danger", id: "cancel-job", onclick: async () => {
         if (!(await confirmDialog("Cancel this job?", "A running job is aborted and reverts what it changed.", "Cancel job"))) return;
-        try { record = await api("POST", `/jobs/${encodeURIComponent(id)}/cancel`); render(); } catch (e) { alert(e.message); }
+        try { record = await api("POST", `/jobs/${encodeURIComponent(id)}/cancel`); render(); } catch (e) { failed(e, "Cannot cancel the job"); }
       } }, "Cancel job")) : null));
     const changes = record.result.changes;
     details.replaceChildren(
@@ -408,14 +542,20 @@ async function jobView(id) {
             el("td", {}, c.action + (c.error ? ` (error: ${c.error})` : "")), el("td", {}, when(c.at)),
             el("td", {}, c.reverted_at ? `${when(c.reverted_at)}${c.revert ? ` (${c.revert})` : ""}` : (c.revert ? "pending" : "nothing to revert")))))))));
   };
+  let asked = false;
   const refresh = async () => {
     record = await api("GET", `/jobs/${encodeURIComponent(id)}`);
+    if (!asked) {  // what the identity may do in the job's namespaces, before the first render
+      asked = true;
+      await access.ensure(record.spec.target.namespaces).catch(() => {});
+    }
     render();
     for (const ev of record.timeline.slice(seen)) addEvent(ev);
   };
   try { await refresh(); } catch (err) {
     main.replaceChildren(el("h1", {}, "Job"), el("p", { class: "error" }, err.message)); return;
   }
+  onIdentity(() => { if (record) render(); });
   if (TERMINAL.has(record.status)) { live.textContent = "The job has ended."; return; }
   const abort = new AbortController();
   let stopped = false;
@@ -452,9 +592,19 @@ async function jobView(id) {
 
 // ---------------------------------------------------------------- schedules
 
+// May the identity change schedule `s` with `permission`? As the schedule store checks:
+// the permission in each of its template's namespaces, or cluster chaos.
+function mayChangeSchedule(s, permission) {
+  const namespaces = s.spec.template.target.namespaces;
+  return access.may("cluster.chaos") ||
+    (namespaces.length > 0 && namespaces.every((n) => access.may(permission, n)));
+}
+
 async function schedulesView() {
   const list = await actions();
-  const form = new JobForm(list, { idPrefix: "sched" });
+  await learnNamespaces();
+  const mayCreate = access.mayAnywhere("schedules.create") || access.may("cluster.chaos");
+  const form = new JobForm(list, { idPrefix: "sched", nodeLevel: access.may("cluster.chaos") });
   const kind = el("select", { id: "sched-kind" }, el("option", { value: "interval" }, "every (interval)"), el("option", { value: "cron" }, "cron"));
   const when_ = el("input", { id: "sched-when", placeholder: "10m", "data-loc": "" });
   const whenError = el("p", { class: "field-error", id: "sched-when-error", hidden: true });
@@ -474,13 +624,18 @@ async function schedulesView() {
       el("div", { class: "field check" }, paused, " ", el("label", { for: "sched-paused" }, "Start paused"))),
     el("h2", {}, "Job template"), form.root,
     el("p", {}, el("button", { type: "submit", id: "sched-create" }, "Create schedule")), created);
+  const { who, what } = access.describe();
   main.replaceChildren(el("h1", {}, "Schedules"), error,
     el("div", { class: "table-wrap" }, el("table", { id: "schedules-table" },
       el("thead", {}, el("tr", {}, el("th", {}, "Schedule"), el("th", {}, "When"), el("th", {}, "Job"),
         el("th", {}, "State"), el("th", {}, "Next run"), el("th", { class: "hide-narrow" }, "Last runs"), el("th", {}, "Actions"))),
-      body)), formEl);
+      body)),
+    mayCreate ? formEl : el("p", { class: "card", id: "not-allowed" },
+      `Signed in as ${who} (${what}), which may not create schedules in any namespace shown.`));
+  const check = mayCreate ? guardForm(form, [formEl.querySelector("#sched-create")], "schedules.create", "create schedules") : null;
   const load = async () => {
     const answer = await api("GET", "/schedules");
+    await access.ensure(answer.items.flatMap((s) => s.spec.template.target.namespaces)).catch(() => {});
     error.textContent = "";
     body.replaceChildren(...answer.items.map((s) => el("tr", { "data-schedule": s.id },
       el("td", {}, s.id),
@@ -491,10 +646,10 @@ async function schedulesView() {
       el("td", { class: "hide-narrow" }, s.last_runs.length ? el("ul", {}, ...s.last_runs.slice(0, 3).map((r) =>
         el("li", {}, `${when(r.slot_at)}: ${r.outcome}${r.job_id ? " " : ""}`, r.job_id ? el("a", { href: `#/jobs/${encodeURIComponent(r.job_id)}` }, r.job_id) : null))) : "none yet"),
       el("td", {}, el("div", { class: "row" },
-        el("button", { type: "button", class: "secondary", "aria-label": `${s.spec.paused ? "Resume" : "Pause"} schedule ${s.id}`,
+        mayChangeSchedule(s, "schedules.update") && el("button", { type: "button", class: "secondary", "aria-label": `${s.spec.paused ? "Resume" : "Pause"} schedule ${s.id}`,
           onclick: async () => { try { await api("PATCH", `/schedules/${encodeURIComponent(s.id)}`, { paused: !s.spec.paused }); await load(); } catch (e) { error.textContent = e.message; } } },
         s.spec.paused ? "Resume" : "Pause"),
-        el("button", { type: "button", class: "danger", "aria-label": `Delete schedule ${s.id}`,
+        mayChangeSchedule(s, "schedules.delete") && el("button", { type: "button", class: "danger", "aria-label": `Delete schedule ${s.id}`,
           onclick: async () => {
             if (!(await confirmDialog(`Delete schedule ${s.id}?`, "Running jobs it started go on.", "Delete"))) return;
             try { await api("DELETE", `/schedules/${encodeURIComponent(s.id)}`); await load(); } catch (e) { error.textContent = e.message; }
@@ -507,6 +662,7 @@ async function schedulesView() {
     whenError.hidden = true; when_.removeAttribute("aria-invalid");
     const { spec, errors } = form.spec();
     if (errors.length) { form.showErrors(errors); return; }
+    if (await check()) return;
     const payload = { template: spec, paused: paused.checked };
     if (idInput.value.trim()) payload.id = idInput.value.trim();
     payload[kind.value] = when_.value.trim() || null;
@@ -527,6 +683,7 @@ async function schedulesView() {
     }
   });
   every(5000, load);
+  onIdentity(() => load().catch(() => {}));
 }
 
 // ---------------------------------------------------------------- routing
@@ -536,6 +693,7 @@ function stopView() { for (const fn of cleanup.splice(0)) fn(); }
 async function route() {
   if (!token.get()) { signInView(); return; }
   stopView();
+  clearNotice();
   const hash = location.hash.replace(/^#\/?/, "") || "cluster";
   const [path, query = ""] = hash.split("?");
   const [view, arg] = path.split("/");
@@ -557,10 +715,24 @@ async function route() {
 function start() {
   document.getElementById("nav").hidden = false;
   document.getElementById("session").hidden = false;
+  renderIdentity();
   stopHaltPolling();
   pollHalt();
   route();
 }
 
+// A page loaded with a token from this tab's session: ask who it is first.
+async function resume() {
+  try {
+    await access.load([]);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) {
+      main.replaceChildren(el("p", { class: "error" }, `Cannot reach the API: ${error.message}`));
+    }
+    return;
+  }
+  start();
+}
+
 window.addEventListener("hashchange", () => { if (token.get()) route(); });
-if (token.get()) start(); else signInView();
+if (token.get()) resume(); else signInView();

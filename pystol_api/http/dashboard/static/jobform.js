@@ -41,9 +41,14 @@ function field(label, control, { loc, hint, check = false } = {}) {
 }
 
 export class JobForm {
-  constructor(actions, { idPrefix = "run" } = {}) {
-    this.actions = actions;
+  // `nodeLevel: false` leaves out what only node-level chaos may use (the caller lacks
+  // cluster.chaos): actions on nodes, and pinning a stress to a node.
+  constructor(actions, { idPrefix = "run", nodeLevel = true } = {}) {
+    this.nodeLevel = nodeLevel;
+    this.actions = nodeLevel ? actions : actions.filter((a) => a.targets !== "nodes");
+    actions = this.actions;
     this.prefix = idPrefix;
+    this.scopeProblem = null;
     this.paramControls = [];
     this.root = el("div", { class: "jobform" });
     this.general = el("p", { class: "error", role: "alert", hidden: true });
@@ -51,7 +56,9 @@ export class JobForm {
     this.action = el("select", { id: id("action"), name: "action" },
       ...actions.map((a) => el("option", { value: a.name }, a.name)));
     this.description = el("p", { class: "hint" });
-    this.namespaces = el("input", { id: id("namespaces"), name: "namespaces", placeholder: "shop, payments" });
+    this.namespaceOptions = el("datalist", { id: id("namespace-options") });
+    this.namespaces = el("input", { id: id("namespaces"), name: "namespaces", placeholder: "shop, payments",
+      list: id("namespace-options"), autocomplete: "off" });
     this.names = el("input", { id: id("names"), name: "names", placeholder: "node-1, node-2" });
     this.labelSelector = el("input", { id: id("label-selector"), name: "label_selector", placeholder: "app=web" });
     this.fieldSelector = el("input", { id: id("field-selector"), name: "field_selector", placeholder: "status.phase=Running" });
@@ -61,6 +68,11 @@ export class JobForm {
     this.duration = el("input", { id: id("duration"), name: "duration", placeholder: "30s, 5m" });
     this.dryRun = el("input", { id: id("dry-run"), name: "dry_run", type: "checkbox" });
     this.nsField = field("Namespaces", this.namespaces, { loc: "target.namespaces", hint: "Comma-separated." });
+    // Why the signed-in identity may not use these namespaces (set by the page, not the API).
+    this.scopeNote = el("p", { class: "scope-note", id: id("scope"), role: "status", hidden: true });
+    this.nsField.append(this.namespaceOptions);
+    this.namespaces.setAttribute("aria-describedby",
+      `${this.namespaces.getAttribute("aria-describedby")} ${this.scopeNote.id}`);
     this.namesField = field("Node names", this.names, { loc: "target.names", hint: "Comma-separated; or use a selector." });
     this.paramsBox = el("div", { class: "grid" });
     this.root.append(
@@ -69,6 +81,7 @@ export class JobForm {
         field("Action", this.action, { loc: "action" }),
         el("div", {}, this.description)),
       el("h2", {}, "Target"),
+      this.scopeNote,
       el("div", { class: "grid" },
         this.nsField, this.namesField,
         field("Label selector", this.labelSelector, { loc: "target.label_selector" }),
@@ -89,6 +102,27 @@ export class JobForm {
 
   current() { return this.actions.find((a) => a.name === this.action.value); }
 
+  // The namespaces typed, as the spec will carry them.
+  namespaceList() {
+    return this.namespaces.value.split(",").map((s) => s.trim()).filter(Boolean);
+  }
+
+  // Suggest these namespaces (those the identity may use) in the namespaces field.
+  setNamespaceOptions(namespaces) {
+    const wanted = namespaces.join(",");
+    if (this.namespaceOptions.dataset.values === wanted) return;
+    this.namespaceOptions.dataset.values = wanted;
+    this.namespaceOptions.replaceChildren(...namespaces.map((n) => el("option", { value: n })));
+    if (namespaces.length) this.namespaces.placeholder = namespaces.slice(0, 3).join(", ");
+  }
+
+  // Tell (or stop telling) why the identity may not run this job; null: it may.
+  setScopeProblem(problem) {
+    this.scopeProblem = problem || null;
+    this.scopeNote.textContent = problem || "";
+    this.scopeNote.hidden = !problem;
+  }
+
   renderParams() {
     const action = this.current();
     this.description.textContent = action ? action.description : "";
@@ -100,6 +134,7 @@ export class JobForm {
     const props = (action && action.params_schema.properties) || {};
     const required = new Set((action && action.params_schema.required) || []);
     for (const [name, schema] of Object.entries(props)) {
+      if (!this.nodeLevel && name === "node") continue;  // pinning to a node is node-level chaos
       const kind = typeOf(schema);
       const real = realSchema(schema);
       const id = `${this.prefix}-param-${name}`;
