@@ -54,8 +54,9 @@ REPO_ROOT = BENCH_DIR.parent
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 NAMESPACE = "burst"
 GROUP, VERSION, PLURAL = "pystol.org", "v1alpha1", "pystolactions"
+# A PystolAction acts only in its own namespace (issue 12): the burst targets `burst`.
 SPEC = {"action": "pod-kill", "dryRun": True,
-        "target": {"namespaces": ["shop"], "labelSelector": "app=web", "mode": "one"}}
+        "target": {"namespaces": [NAMESPACE], "labelSelector": "app=web", "mode": "one"}}
 QUEUE_TIMEOUT_SECONDS = 600.0
 
 

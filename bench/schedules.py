@@ -114,16 +114,21 @@ def ts(value: datetime | None) -> float:
 def measure_pystol(client: redis.Redis, settings: Any, cfg: Config, count: int,
                    schedule_id: str) -> dict[str, Any]:
     """`count` measured runs (after WARMUP) of a fresh interval schedule."""
+    from pystol_worker.core.access import Actor, ActorKind, Identity, Role, RoleAuthority
     from pystol_worker.core.model import Source
+    from pystol_worker.core.policy import Policy
     from pystol_worker.core.schedule_model import ScheduleSpec
     from pystol_worker.schedules.store import ScheduleStore
     from pystol_worker.store.job_store import JobStore
 
-    store = ScheduleStore(client, settings)
+    # Sub-second intervals are what this measures: the policy allows them here only.
+    store = ScheduleStore(client, settings, policy=Policy(min_schedule_period=cfg.interval))
+    admin = Identity(Actor(kind=ActorKind.SETTINGS_TOKEN, name="bench", role=Role.ADMIN),
+                     RoleAuthority(Role.ADMIN))
     spec = ScheduleSpec.model_validate({"interval": cfg.interval, "template": TEMPLATE,
                                         "history_limit": 1000})
     total = count + WARMUP
-    store.create(spec, Source.API, "bench", schedule_id=schedule_id)
+    store.create(spec, Source.API, admin, schedule_id=schedule_id)
     deadline = time.monotonic() + total * cfg.interval + 60
     jobs = JobStore(client)
     while True:

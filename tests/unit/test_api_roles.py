@@ -1,4 +1,4 @@
-"""Who may do what over HTTP: every role × every job, schedule and halt operation.
+"""Who may do what over HTTP: every role by every job, schedule and halt operation.
 
 One table, read by one test: for each (role, operation) the expected status, and for a
 refusal a 403 problem document naming the field or namespace. The tokens are real named
