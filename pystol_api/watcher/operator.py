@@ -110,7 +110,7 @@ from pystol_api.watcher.kinds import (
     submitter_of,
 )
 from pystol_worker.actions.registry import ActionRegistry, default_registry
-from pystol_worker.core.access import AccessDenied, Identity
+from pystol_worker.core.access import AccessDenied, Actor, Identity
 from pystol_worker.core.model import EventKind, JobRecord, JobStatus, Source
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.submission import (
@@ -251,6 +251,12 @@ class WatcherContext:
         return cls(settings=settings, redis=client, store=store, submissions=submissions,
                    registry=registry, follower=JobFollower(settings.redis_url),
                    api_client_factory=lambda: load_api_client(settings.kubeconfig))
+
+    def audit(self, actor: Actor, operation: str, **fields: Any) -> None:
+        """One audit record for a change the watcher makes on a custom resource's behalf
+        (jobs it submits are recorded by the submission service)."""
+        if self.submissions.audit is not None:
+            self.submissions.audit.record(actor, operation, **fields)
 
     def schedule_store(self) -> ScheduleStore:
         """The schedule store, under the same admin policy as the submission service."""
@@ -642,6 +648,10 @@ async def abort_action(ctx: WatcherContext, body: Any, patch: Any,
                 with contextlib.suppress(TransitionRefused):
                     record = await asyncio.to_thread(ctx.store.request_cancel, job_id,
                                                      f"deletion of {where}")
+                    await asyncio.to_thread(ctx.audit, cr_identity(kind, meta).actor,
+                                            "job.cancel", targets=[job_id], job_id=job_id,
+                                            namespaces=record.spec.target.namespaces,
+                                            detail=f"deletion of {where}")
                 log.info("%s is being deleted: %s job %s", where,
                          "cancelled" if record.status.terminal else "aborting", job_id)
                 how = "cancelled" if record.status.terminal else "aborting"
@@ -716,7 +726,11 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str,
                     if stored.spec == spec and changer is not None \
                             and changer.uid == identity.actor.uid:
                         return
+            existed = store.exists(schedule_id)
             record = store.create(spec, Source.CR, identity, schedule_id=schedule_id)
+            ctx.audit(identity.actor, "schedule.update" if existed else "schedule.create",
+                      targets=[schedule_id], schedule_id=schedule_id,
+                      namespaces=spec.template.target.namespaces)
         except (CrInvalid, JobInvalid) as error:
             invalid = error if isinstance(error, CrInvalid) else schedule_invalid(error)
             refusal = ("InvalidSpec", problems_message(invalid))
@@ -726,6 +740,9 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str,
         except PolicyRefused as refused:
             refusal = ("PolicyRefused", policy_message(refused, schedule_cr_path))
         if refusal is not None:
+            ctx.audit(identity.actor, "schedule.create", outcome="refused"
+                      if refusal[0] != "InvalidSpec" else "invalid", targets=[schedule_id],
+                      schedule_id=schedule_id, detail=refusal[1])
             # Stop firing the previous spec: the object now asks for something it may not.
             with contextlib.suppress(ScheduleNotFound, AccessDenied):
                 store.delete(schedule_id, identity)
@@ -756,7 +773,10 @@ def delete_schedule(ctx: WatcherContext, body: Any, kind: CrKind = PYSTOL_SCHEDU
         _event(body, "ForeignScheduleId", f"status.scheduleId names schedule {written}, "
                f"which is not this object's ({schedule_id}): ignored", warning=True)
     try:
-        ctx.schedule_store().delete(schedule_id, cr_identity(kind, meta))
+        identity = cr_identity(kind, meta)
+        ctx.schedule_store().delete(schedule_id, identity)
+        ctx.audit(identity.actor, "schedule.delete", targets=[schedule_id],
+                  schedule_id=schedule_id)
         log.info("deleted schedule %s of %s", schedule_id, where)
     except ScheduleNotFound:
         pass

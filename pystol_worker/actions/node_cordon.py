@@ -37,11 +37,11 @@ from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import choose
 from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import NotFound
+from pystol_worker.kube.objects import is_control_plane
 from pystol_worker.safety.job_context import RunContext, SelectContext
 from pystol_worker.safety.revert_journal import JournalEntry
 
 CORDONED_BY = "chaos.pystol.org/cordoned-by"
-CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 UNCORDON = "uncordon-node"
 
 
@@ -53,11 +53,6 @@ class NodeCordonParams(BaseModel):
 
 
 # -- node selection, shared with node-drain ------------------------------------------------------
-
-def is_control_plane(node: dict[str, Any]) -> bool:
-    labels = (node.get("metadata") or {}).get("labels") or {}
-    return any(label in labels for label in CONTROL_PLANE_LABELS)
-
 
 def is_cordoned(node: dict[str, Any]) -> bool:
     return bool((node.get("spec") or {}).get("unschedulable"))

@@ -46,7 +46,12 @@ from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import select_pods
 from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import ClusterError, NotFound
-from pystol_worker.kube.objects import Workload, resolve_workload
+from pystol_worker.kube.objects import (
+    CONTROL_PLANE_LABELS,
+    Workload,
+    is_control_plane,
+    resolve_workload,
+)
 from pystol_worker.safety.job_context import RunContext, SelectContext
 from pystol_worker.safety.revert_journal import JournalEntry
 
@@ -224,14 +229,24 @@ class StressAction(Action[SP]):
         nodes = _pinned_nodes(spec.target, params)
         if nodes:
             return self._select_nodes(ctx, params, nodes)
-        # Running pods only (they have a node), and never Pystol's own stress pods.
-        fields = ",".join(part for part in (spec.target.field_selector,
-                                            "status.phase=Running") if part)
+        # Running pods only (they have a node), and never Pystol's own stress pods; a stress
+        # pod lands on its target's node, so pods on control-plane nodes are left out before
+        # choosing (unless the admin policy's include_control_plane allows them).
+        avoided = [] if ctx.policy.include_control_plane else sorted(
+            {node["metadata"]["name"] for label in CONTROL_PLANE_LABELS
+             for node in ctx.cluster.list_nodes(label)})
+        fields = ",".join(part for part in (spec.target.field_selector, "status.phase=Running",
+                                            *(f"spec.nodeName!={name}" for name in avoided))
+                          if part)
         labels = ",".join(part for part in (spec.target.label_selector,
                                             f"{MANAGED_BY_LABEL}!=pystol") if part)
         target = spec.target.model_copy(update={"field_selector": fields,
                                                 "label_selector": labels})
         selection = select_pods(ctx.cluster, target, ctx.settings, seed=params.seed)
+        if avoided:
+            selection.excluded.append(f"pods on control-plane nodes ({', '.join(avoided)}) "
+                                      "are left out (the admin policy's "
+                                      "include_control_plane allows them)")
         chosen, objects = [], []
         for ref, pod in zip(selection.chosen, selection.objects, strict=True):
             if ref.node:
@@ -255,6 +270,10 @@ class StressAction(Action[SP]):
                 node = ctx.cluster.get_node(name)
             except NotFound:
                 excluded.append(f"node {name} not found")
+                continue
+            if is_control_plane(node) and not ctx.policy.include_control_plane:
+                excluded.append(f"node {name} is a control-plane node (the admin policy's "
+                                "include_control_plane allows it)")
                 continue
             chosen.append(TargetRef(kind="Node", name=name, uid=node["metadata"].get("uid"),
                                     node=name))

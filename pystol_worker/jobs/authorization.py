@@ -83,8 +83,12 @@ def grant_for(spec: JobSpec, action: Action[Any], params: BaseModel,
 
 
 def policy_problems(spec: JobSpec, action: Action[Any], params: BaseModel, policy: Policy,
-                    now: datetime) -> list[FieldProblem]:
-    """Everything the admin policy refuses in this job (windows only in refuse mode)."""
+                    now: datetime, *, windows: bool | None = None) -> list[FieldProblem]:
+    """Everything the admin policy refuses in this job. Windows: at submission only in
+    refuse mode (in wait mode the job is deferred instead); the worker passes
+    `windows=True`, because a job may only start inside a window whatever the mode (a
+    deferred job is released when its window opens; one sent earlier by other means is
+    refused)."""
     problems: list[FieldProblem] = []
     cluster_level = is_cluster_level(spec, action, params)
     if cluster_level and not policy.action_allowed(action.name, None):
@@ -109,7 +113,7 @@ def policy_problems(spec: JobSpec, action: Action[Any], params: BaseModel, polic
                                      f"holds a fault at most {policy.max_fault_duration:g}s"))
     problems += [FieldProblem(loc, msg) for loc, msg in
                  action.policy_problems(spec, params, policy)]
-    if policy.outside_windows == OutsideWindows.REFUSE:
+    if windows if windows is not None else policy.outside_windows == OutsideWindows.REFUSE:
         closed = policy.window_problem(now)
         if closed:
             opening = policy.next_opening(now)

@@ -140,7 +140,8 @@ class JobRunner:
             # Before anything reads the cluster: the record must be the job that was
             # allowed (sealed grant), and the job must meet the policy this worker runs.
             check_grant(record, action, params, self.settings.signing_key_bytes)
-            problems = policy_problems(spec, action, params, self.policy, utcnow())
+            problems = policy_problems(spec, action, params, self.policy, utcnow(),
+                                       windows=True)
             if problems:
                 return JobStatus.FAILED, "refused by the admin policy: " + "; ".join(
                     f"{p.loc}: {p.msg}" for p in problems), None

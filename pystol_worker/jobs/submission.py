@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import redis
@@ -74,6 +74,7 @@ __all__ = [
 
 log = logging.getLogger("pystol.submission")
 QUEUE_FAILED_REASON = "could not be queued"
+RELEASE_RETRY_SECONDS = 30.0
 
 
 class JobQueue(Protocol):
@@ -180,14 +181,22 @@ class SubmissionService:
         """Queue the deferred jobs whose chaos window has opened; their ids. A job
         cancelled meanwhile (or by a halt) is not queued."""
         released = []
-        for job_id in self.store.claim_due(self.clock().timestamp()):
+        now = self.clock()
+        for job_id in self.store.claim_due(now.timestamp()):
             try:
                 record = self.store.get(job_id, with_timeline=False)
+                # Not when `adopt` already sent it (once its window had opened).
+                if record.status == JobStatus.QUEUED and not self.store.was_sent(record.id):
+                    self.queue.send(record.id)
+                    if record.spec.idempotency_key:
+                        self.store.mark_sent(record.id)
+                    released.append(job_id)
             except JobNotFound:
                 continue
-            if record.status == JobStatus.QUEUED:
-                self._send(record)
-                released.append(job_id)
+            except Exception:
+                # Claimed but not sent: put it back, so the next pass tries again.
+                log.exception("could not queue deferred job %s; retrying later", job_id)
+                self.store.defer(job_id, now + timedelta(seconds=RELEASE_RETRY_SECONDS))
         return released
 
     def _audit(self, identity: Identity, spec: JobSpec, outcome: str, detail: str | None, *,
@@ -215,6 +224,8 @@ class SubmissionService:
         ended, or was cancelled, e.g. by a halt). Raises QueueUnavailable like `submit`."""
         if record.status != JobStatus.QUEUED or self.store.was_sent(record.id):
             return False
+        if record.not_before is not None and record.not_before > self.clock():
+            return False  # deferred to a chaos window: `release_due` queues it then
         self._send(record)
         return True
 

@@ -44,6 +44,16 @@ def utc(timestamp: float) -> datetime:
 
 # -- state ----------------------------------------------------------------------------------------
 
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+def is_control_plane(node: dict[str, Any]) -> bool:
+    """A control-plane node (by its role label): never a chaos target unless the admin
+    policy's `include_control_plane` says so."""
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return any(label in labels for label in CONTROL_PLANE_LABELS)
+
+
 def is_terminating(obj: dict[str, Any]) -> bool:
     """The object is being deleted (it has a deletionTimestamp)."""
     return bool((obj.get("metadata") or {}).get("deletionTimestamp"))

@@ -4,7 +4,9 @@ The Helm chart's Roles and ClusterRoles (charts/pystol/templates/rbac.yaml) gran
 these; tests/unit/test_chart_rbac.py renders the chart and compares. When code starts to
 call a new Kubernetes API, add it here and to the chart, or the cluster refuses the call.
 
-Where each entry comes from:
+Where each entry comes from (tests/integration/test_least_privilege.py runs every component
+with exactly these rules in pystol-sim, and shows for each verb that taking it away makes
+what needs it fail with that verb's 403):
 
 - worker (pystol_worker/kube/cluster_access.py, as called by the actions, recovery and reaper):
   pods list/watch (pod_selection, blast_radius, recovery.watch_pods), get (container_kill,
@@ -15,22 +17,27 @@ Where each entry comes from:
   nodes get/list/patch (node-cordon, node-drain, stress); the pods of a node in every
   namespace (node-drain, list_all_pods: a cluster-scope pods list);
   deployments/statefulsets get/list (deployment-scale, recovery), their scale subresource
-  get/patch (deployment-scale), replicasets and daemonsets get (recovery follows owners);
+  patch (deployment-scale writes the replica count; it reads the workload itself, never the
+  scale), replicasets and daemonsets get (recovery follows owners);
   networkpolicies create/delete (network-partition); events create (post_event).
 - watcher (pystol_api/watcher/operator.py, kopf): the Pystol CRs list/watch/patch (kopf handlers,
-  finalizers, progress annotations) and get; their status subresource patch (patch_status);
-  the cluster-scoped PystolClusterActions and PystolClusterSchedules likewise, but only
-  cluster-wide (a watcher confined with --namespace does not serve them); events create
-  (kopf.event); the peering object get/list/watch/patch and create (ensure_peering:
-  ClusterKopfPeering cluster-wide, KopfPeering with --namespace);
+  finalizers, progress annotations); their status subresource patch (patch_status, kopf's
+  status patches); the cluster-scoped PystolClusterActions and PystolClusterSchedules
+  likewise, but only cluster-wide (a watcher confined with --namespace does not serve them);
+  events create (kopf.event); the peering object list/watch/patch and create
+  (ensure_peering: ClusterKopfPeering cluster-wide, KopfPeering with --namespace). No `get`:
+  kopf lists and watches, and patches what it handles, but never reads one object;
   customresourcedefinitions list/watch (kopf's resource scanning); nodes list
   (first_node_address).
 - api (pystol_api/http/kube_identity.py: who a Kubernetes bearer token is and what RBAC lets
   it do): tokenreviews and subjectaccessreviews create, as Kubernetes' own
   `system:auth-delegator` grants them;
-  (pystol_api/http/routes/preview.py runs the actions' `select`, read-only): pods get/list
-  (pod targets; node-drain previews list the pods of a node), nodes get/list, deployments
-  and statefulsets get/list.
+  (pystol_api/http/routes/preview.py runs the actions' `select`, read-only): pods list (pod
+  targets, and a workload's pods for min_available), nodes get/list (node targets by name or
+  selector), deployments and statefulsets list (deployment-scale), and for min_available the
+  pods' owners: replicasets, deployments, statefulsets and daemonsets get;
+  (pystol_api/http/routes/cluster.py, the cluster view): nodes, pods, deployments,
+  statefulsets, daemonsets and replicasets list, in every namespace.
 - beat: no Kubernetes access (its pod mounts no token).
 """
 
@@ -76,10 +83,12 @@ CLUSTER_WIDE_ONLY = frozenset({
 
 PERMISSIONS: dict[str, list[Rule]] = {
     "api": [
-        _rule("", "pods", "get", "list"),
+        _rule("", "pods", "list"),
         _rule("", "nodes", "get", "list"),
         _rule("apps", "deployments", "get", "list"),
         _rule("apps", "statefulsets", "get", "list"),
+        _rule("apps", "replicasets", "get", "list"),
+        _rule("apps", "daemonsets", "get", "list"),
         _rule("authentication.k8s.io", "tokenreviews", "create"),
         _rule("authorization.k8s.io", "subjectaccessreviews", "create"),
     ],
@@ -91,25 +100,25 @@ PERMISSIONS: dict[str, list[Rule]] = {
         _rule("", "events", "create"),
         _rule("apps", "deployments", "get", "list"),
         _rule("apps", "statefulsets", "get", "list"),
-        _rule("apps", "deployments/scale", "get", "patch"),
-        _rule("apps", "statefulsets/scale", "get", "patch"),
+        _rule("apps", "deployments/scale", "patch"),
+        _rule("apps", "statefulsets/scale", "patch"),
         _rule("apps", "replicasets", "get"),
         _rule("apps", "daemonsets", "get"),
         _rule("networking.k8s.io", "networkpolicies", "create", "delete"),
     ],
     "beat": [],
     "watcher": [
-        _rule("pystol.org", "pystolactions", "get", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolactions", "list", "watch", "patch"),
         _rule("pystol.org", "pystolactions/status", "patch"),
-        _rule("pystol.org", "pystolschedules", "get", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolschedules", "list", "watch", "patch"),
         _rule("pystol.org", "pystolschedules/status", "patch"),
-        _rule("pystol.org", "pystolclusteractions", "get", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolclusteractions", "list", "watch", "patch"),
         _rule("pystol.org", "pystolclusteractions/status", "patch"),
-        _rule("pystol.org", "pystolclusterschedules", "get", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolclusterschedules", "list", "watch", "patch"),
         _rule("pystol.org", "pystolclusterschedules/status", "patch"),
         _rule("", "events", "create"),
-        _rule("kopf.dev", "clusterkopfpeerings", "get", "list", "watch", "patch", "create"),
-        _rule("kopf.dev", "kopfpeerings", "get", "list", "watch", "patch", "create"),
+        _rule("kopf.dev", "clusterkopfpeerings", "list", "watch", "patch", "create"),
+        _rule("kopf.dev", "kopfpeerings", "list", "watch", "patch", "create"),
         _rule("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch"),
         _rule("", "nodes", "list"),
     ],

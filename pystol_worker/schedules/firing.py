@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from pystol_worker.core.access import Actor, ActorKind, Permission
 from pystol_worker.core.model import Source
 from pystol_worker.core.schedule_model import (
     ConcurrencyPolicy,
@@ -60,6 +61,7 @@ from pystol_worker.schedules.store import (
     StoredSchedule,
 )
 from pystol_worker.store.job_store import JobNotFound, TransitionRefused
+from pystol_worker.store.token_store import TokenStore
 
 log = logging.getLogger("pystol.schedules")
 COUNT_CAP = 1000  # cron slots counted one by one (skipped or missed) at most
@@ -284,9 +286,37 @@ class ScheduleFirer:
                         continue  # already asked to abort (by an earlier Replace or a user)
                     self.jobs.request_cancel(job_id, by=f"schedule {stored.id} (Replace)")
                     replaced.append(job_id)
+                    if self.submissions.audit is not None:
+                        owner = stored.changed_by
+                        self.submissions.audit.record(
+                            Actor(kind=ActorKind.SCHEDULE, name=stored.id,
+                                  on_behalf_of=owner.submitter if owner else None),
+                            "job.cancel", targets=[job_id], job_id=job_id,
+                            schedule_id=stored.id, detail="concurrency policy Replace")
                 except (TransitionRefused, JobNotFound):
                     continue
         return self.start(claim, fired, replaced)
+
+    def _owner_lapsed(self, stored: StoredSchedule) -> str | None:
+        """Why the named token that last changed the schedule no longer covers its grant
+        (revoked, expired, or its role or namespaces narrowed), or None. A schedule must
+        not outlive its owner's rights. (Settings tokens and Kubernetes users are not
+        re-checked here: the worker knows neither PYSTOL_API_TOKENS nor the cluster's
+        RBAC; custom resources' schedules go with their resource.)"""
+        owner, grant = stored.changed_by, stored.grant
+        if owner is None or grant is None or owner.kind != ActorKind.TOKEN:
+            return None
+        token = TokenStore(self.schedules.redis,
+                           self.submissions.settings.signing_key_bytes).active(owner.name)
+        if token is None:
+            return f"token {owner.name}, which last changed it, was revoked or has expired"
+        authority = token.authority()
+        if grant.cluster and not authority.allows(Permission.CLUSTER_CHAOS, None):
+            return f"token {owner.name} may no longer run cluster-level chaos"
+        for namespace in grant.namespaces:
+            if not authority.allows(Permission.JOBS_SUBMIT, namespace):
+                return f"token {owner.name} may no longer run chaos in namespace {namespace!r}"
+        return None
 
     def start(self, claim: Claim, fired: Any, replaced: list[str]) -> ScheduleRun:
         """Submit the slot's job and say how that went (the submission service's errors
@@ -308,6 +338,11 @@ class ScheduleFirer:
             return run(RunOutcome.FAILED, "refused: the schedule's grant does not verify (it "
                        "was written to Redis without Pystol's key, or PYSTOL_SIGNING_KEY "
                        "changed); change or resume the schedule to grant it again")
+        lapsed = self._owner_lapsed(stored)
+        if lapsed is not None:
+            log.warning("schedule %s: %s; not running it", stored.id, lapsed)
+            return run(RunOutcome.FAILED, f"refused: {lapsed}; whoever may run it now can "
+                       "change or resume the schedule to grant it again")
         try:
             record, created = self.submissions.submit(spec, Source.SCHEDULE, identity,
                                                       schedule_id=stored.id)

@@ -27,6 +27,7 @@ the entry aimed by a stale spec.
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import random
 import re
@@ -53,6 +54,7 @@ from pystol_worker.core.access import (
     Identity,
     Permission,
     is_sealed,
+    seal,
 )
 from pystol_worker.core.model import JobStatus, Source, utcnow
 from pystol_worker.core.policy import Policy, load_policy
@@ -71,7 +73,7 @@ from pystol_worker.core.schedule_model import (
     next_slot_after,
 )
 from pystol_worker.core.settings import Settings
-from pystol_worker.jobs.authorization import PolicyRefused, grant_for, policy_problems, sealed
+from pystol_worker.jobs.authorization import PolicyRefused, grant_for, policy_problems
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid, validate_job
 from pystol_worker.store.job_store import JobNotFound, JobStore
 
@@ -155,14 +157,28 @@ class StoredSchedule(BaseModel):
     changed_by: Actor | None = None  # whoever last created, changed, paused or resumed it
     grant: Grant | None = None       # what changed_by allowed its runs, sealed
 
+    def sealed_payload(self, grant: Grant) -> bytes:
+        """What a schedule's seal covers: its id, its whole spec (template, timing, windows,
+        paused, concurrency policy) and who last changed it, so that nothing of it can be
+        changed in Redis, not even how often it runs."""
+        return grant.payload(self.id, {"schedule": self.spec.model_dump(mode="json"),
+                                       "changed_by": self.changed_by.submitter
+                                       if self.changed_by else None})
+
+    def sealed(self, key: bytes) -> StoredSchedule:
+        """This schedule with its grant sealed (no grant: unchanged)."""
+        if self.grant is None:
+            return self
+        signature = seal(key, self.sealed_payload(self.grant))
+        return self.model_copy(update={"grant": self.grant.model_copy(
+            update={"signature": signature})})
+
     def identity(self, key: bytes) -> Identity | None:
         """Who its runs are submitted as: the schedule, on behalf of whoever last changed
         it, with the authority of the sealed grant; None when the grant does not verify
-        (the schedule was written to Redis by someone without the key)."""
+        (the schedule was written or changed in Redis by someone without the key)."""
         grant = self.grant
-        if grant is None or not is_sealed(key, grant.payload(self.id, self.spec.template
-                                                             .model_dump(mode="json")),
-                                          grant.signature):
+        if grant is None or not is_sealed(key, self.sealed_payload(grant), grant.signature):
             return None
         actor = Actor(kind=ActorKind.SCHEDULE, name=self.id,
                       on_behalf_of=self.changed_by.submitter if self.changed_by else None,
@@ -245,8 +261,9 @@ class ScheduleStore:
                                                  "':' or '-', starting with a letter or digit")])
         validate_schedule(spec, self.registry, self.settings, ms_to_datetime(self._now_ms()))
         schedule_id = schedule_id or new_schedule_id()
-        grant = self._grant(spec, identity, Permission.SCHEDULES_CREATE, schedule_id)
+        grant = self._grant(spec, identity, Permission.SCHEDULES_CREATE)
         submitter = identity.actor.submitter
+        key = self.settings.signing_key_bytes
 
         def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
             if existing is not None and not replace:
@@ -255,14 +272,14 @@ class ScheduleStore:
                 return StoredSchedule(id=schedule_id, spec=spec, source=source,
                                       submitter=submitter, created_at=now, updated_at=now,
                                       anchor_ms=datetime_to_ms(now),
-                                      changed_by=identity.actor, grant=grant)
+                                      changed_by=identity.actor, grant=grant).sealed(key)
             self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE)
             anchor = existing.anchor_ms if existing.spec.timing() == spec.timing() \
                 else datetime_to_ms(now)
             return existing.model_copy(update={"spec": spec, "source": source,
                                                "submitter": submitter, "updated_at": now,
-                                               "anchor_ms": anchor,
-                                               "changed_by": identity.actor, "grant": grant})
+                                               "anchor_ms": anchor, "changed_by": identity.actor,
+                                               "grant": grant}).sealed(key)
         return self._write(schedule_id, build, creating=True)
 
     # -- who may ------------------------------------------------------------------------------
@@ -277,16 +294,16 @@ class ScheduleStore:
             (namespace, f"template.target.namespaces[{index}]")
             for index, namespace in enumerate(namespaces)] or [(None, "template.action")]
         for namespace, loc in checks:
-            if not identity.authority.allows(permission, namespace) and \
-                    not identity.authority.allows(Permission.CLUSTER_CHAOS, None):
+            if not identity.authority.allows(permission, namespace):
                 where = f"in namespace {namespace!r}" if namespace else "at cluster scope"
                 raise AccessDenied(f"{who} may not {permission.value} {where}", loc=loc,
                                    permission=permission, namespace=namespace)
 
-    def _grant(self, spec: ScheduleSpec, identity: Identity, permission: Permission,
-               schedule_id: str) -> Grant:
-        """The template's grant for `identity`, sealed for this schedule; AccessDenied or
-        PolicyRefused (field paths under `template.`; windows are checked at each run)."""
+    def _grant(self, spec: ScheduleSpec, identity: Identity, permission: Permission
+               ) -> Grant:
+        """The template's grant for `identity` (sealed with the schedule when it is
+        stored); AccessDenied or PolicyRefused (field paths under `template.`; windows are
+        checked at each run)."""
         self._require(spec, identity, permission)
         action, params = validate_job(spec.template, self.registry, self.settings)
         try:
@@ -298,14 +315,34 @@ class ScheduleStore:
                     for p in policy_problems(spec.template, action, params, self.policy,
                                              self.now())
                     if p.loc != "policy.windows"]
-        shortest = spec.interval if spec.interval is not None else spec.mtbf
+        shortest = self._shortest_gap(spec)
         if shortest is not None and shortest < self.policy.min_schedule_period:
-            problems.append(FieldProblem(spec.kind, f"every {shortest:g}s; the admin policy "
-                                         f"allows schedules no more often than every "
-                                         f"{self.policy.min_schedule_period:g}s"))
+            problems.append(FieldProblem(spec.kind, f"runs as often as every {shortest:g}s; "
+                                         "the admin policy allows schedules no more often "
+                                         f"than every {self.policy.min_schedule_period:g}s"))
         if problems:
             raise PolicyRefused(problems)
-        return sealed(grant, schedule_id, spec.template, self.settings.signing_key_bytes)
+        return grant
+
+    def _shortest_gap(self, spec: ScheduleSpec) -> float | None:
+        """The shortest time between two runs: the interval, the mtbf's mean, or for cron
+        the smallest gap between its next 500 slots (a week of `* * * * *` is 10,080; 500
+        finds every-minute, every-5-minutes and hourly patterns alike)."""
+        if spec.interval is not None:
+            return spec.interval
+        if spec.mtbf is not None:
+            return spec.mtbf
+        now = self._now_ms()
+        slots: list[int] = []
+        after = now
+        for _ in range(500):
+            slot = next_slot_after(spec, now, after)
+            if slot is None:
+                break
+            slots.append(slot)
+            after = slot
+        gaps = [later - earlier for earlier, later in itertools.pairwise(slots)]
+        return min(gaps) / 1000 if gaps else None
 
     def get(self, schedule_id: str) -> ScheduleRecord:
         stored = self._load(schedule_id)
@@ -330,7 +367,8 @@ class ScheduleStore:
         schedules.update where the schedule acts now and where it will act; its runs are
         then submitted on the new changer's behalf."""
         validate_schedule(spec, self.registry, self.settings, ms_to_datetime(self._now_ms()))
-        grant = self._grant(spec, identity, Permission.SCHEDULES_UPDATE, schedule_id)
+        grant = self._grant(spec, identity, Permission.SCHEDULES_UPDATE)
+        key = self.settings.signing_key_bytes
 
         def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
             if existing is None:
@@ -340,12 +378,16 @@ class ScheduleStore:
                 else datetime_to_ms(now)
             return existing.model_copy(update={"spec": spec, "updated_at": now,
                                                "anchor_ms": anchor,
-                                               "changed_by": identity.actor, "grant": grant})
+                                               "changed_by": identity.actor,
+                                               "grant": grant}).sealed(key)
         return self._write(schedule_id, build)
 
     def set_paused(self, schedule_id: str, paused: bool, identity: Identity) -> ScheduleRecord:
-        """Pause or resume. Resuming re-seals the grant for `identity` (who then owns the
-        runs); pausing keeps the grant of whoever last changed the spec."""
+        """Pause or resume. Resuming grants the runs anew for `identity` (who then owns
+        them). Pausing keeps the owner and their grant, re-sealed over the paused spec — but
+        only a grant that verifies: one forged in Redis is dropped, not laundered."""
+        key = self.settings.signing_key_bytes
+
         def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
             if existing is None:
                 raise ScheduleNotFound(schedule_id)
@@ -353,10 +395,11 @@ class ScheduleStore:
             spec = existing.spec.model_copy(update={"paused": paused})
             update: dict[str, Any] = {"spec": spec, "updated_at": now}
             if not paused:
-                update["grant"] = self._grant(spec, identity, Permission.SCHEDULES_UPDATE,
-                                              schedule_id)
+                update["grant"] = self._grant(spec, identity, Permission.SCHEDULES_UPDATE)
                 update["changed_by"] = identity.actor
-            return existing.model_copy(update=update)
+            elif existing.identity(key) is None:
+                update["grant"] = None
+            return existing.model_copy(update=update).sealed(key)
         return self._write(schedule_id, build)
 
     def delete(self, schedule_id: str, identity: Identity | None = None) -> None:

@@ -252,6 +252,16 @@ class TokenStore:
         log.info("token %s revoked", name)
         return entry.token
 
+    def active(self, name: str) -> NamedToken | None:
+        """The token called `name` if it still exists, is intact and has not expired (a
+        schedule's fire asks this of whoever last changed the schedule)."""
+        if not DNS_LABEL.fullmatch(name) or len(name) > 63:
+            return None
+        entry = self._entry(name, cast(bytes | None, self.redis.get(TOKEN_PREFIX + name)))
+        if entry is None or not entry.token.intact or entry.token.expired(self._now()):
+            return None
+        return entry.token
+
     def lookup(self, secret: str) -> NamedToken | None:
         """The token this secret belongs to, or None when it is unknown, expired, revoked
         or its entry does not carry a valid seal (logged as a warning naming it). Two

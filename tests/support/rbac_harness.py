@@ -191,8 +191,10 @@ def start_watcher(env: dict[str, str], *args: str, name: str = "watch",
 
 
 def unescaped(line: str) -> str:
-    """A log line with JSON string escapes undone, so that quoted names match."""
-    return line.replace('\\"', '"').replace("\\\\", "\\")
+    """A log line (or an error's text) without backslashes, so that quoted names match
+    however many times they were escaped (a Status body inside an exception's text inside
+    a JSON log line)."""
+    return line.replace("\\", "")
 
 
 def wait_for_line(handle: Process, predicate: Callable[[str], bool], timeout: float,

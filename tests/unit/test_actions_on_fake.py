@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from pystol_worker.core.model import JobStatus
 from pystol_worker.core.policy import Policy
 from pystol_worker.kube.cluster_access import ClusterError
@@ -441,6 +443,99 @@ def test_memory_stress_pinned_to_a_node_runs_one_stress_pod_there() -> None:
     assert container["resources"]["limits"]["memory"] == "128Mi"
     assert stress_pods(jobs) == []
     assert_all_reverted(jobs, record)
+
+
+CONTROL_PLANE = {"node-role.kubernetes.io/control-plane": ""}
+
+
+def selection_excluded(record: Any) -> list[str]:
+    [selected] = [event for event in record.timeline if event.kind == "selected"]
+    excluded: list[str] = selected.data["excluded"]
+    return excluded
+
+
+def test_stress_pinned_to_a_control_plane_node_leaves_it_alone_by_default() -> None:
+    jobs = FakeJobs()
+    jobs.fake.add_node("cp", labels=CONTROL_PLANE)
+    jobs.fake.add_node("n1")
+    held = jobs.during_hold(lambda: stress_pods(jobs))
+    record = jobs.run({"action": "cpu-stress", "target": {"names": ["cp", "n1"]},
+                       "duration": "0.2s"})
+
+    assert_succeeded(record)
+    assert [pod["spec"]["nodeName"] for pod in held[-1]] == ["n1"]
+    assert [change.target.name for change in record.result.changes] == ["n1"]
+    assert selection_excluded(record) == [
+        "node cp is a control-plane node (the admin policy's include_control_plane "
+        "allows it)"]
+    assert_all_reverted(jobs, record)
+    # Only the control plane named: nothing to stress, and no stress pod was created.
+    alone = FakeJobs()
+    alone.fake.add_node("cp", labels=CONTROL_PLANE)
+    refused = alone.run({"action": "memory-stress", "target": {"names": ["cp"]},
+                         "duration": "0.2s"})
+    assert refused.status == JobStatus.FAILED
+    assert "node cp is a control-plane node" in (refused.reason or "")
+    assert alone.fake.called("create", "pods") == []
+
+
+def test_co_located_stress_skips_target_pods_on_control_plane_nodes_by_default() -> None:
+    """A tenant's pod scheduled on a control-plane node must not bring a stress pod
+    there: co-located stress is an operator's to run, the control plane is not."""
+    jobs = FakeJobs()
+    jobs.fake.add_node("cp", labels=CONTROL_PLANE)
+    app_deployment(jobs.fake, replicas=2, nodes=("n1", "cp"))
+    on_cp = [pod["metadata"]["name"] for pod in pods_of(jobs.fake).values()
+             if pod["spec"]["nodeName"] == "cp"]
+    assert len(on_cp) == 1
+    held = jobs.during_hold(lambda: stress_pods(jobs))
+    record = jobs.run({"action": "cpu-stress", "target": pods_target(mode="all"),
+                       "duration": "0.2s"})
+
+    assert_succeeded(record)
+    assert [pod["spec"]["nodeName"] for pod in held[-1]] == ["n1"]
+    assert [change.target.node for change in record.result.changes] == ["n1"]
+    assert selection_excluded(record) == [
+        "pods on control-plane nodes (cp) are left out (the admin policy's "
+        "include_control_plane allows them)"]
+    assert_all_reverted(jobs, record)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_co_located_stress_of_one_pod_never_picks_the_one_on_the_control_plane(seed: int
+                                                                                ) -> None:
+    """The control plane is left out before choosing: `mode: one` finds the ordinary
+    pod whatever the seed, rather than choosing the control-plane one and then failing."""
+    jobs = FakeJobs()
+    jobs.fake.add_node("cp", labels=CONTROL_PLANE)
+    app_deployment(jobs.fake, replicas=2, nodes=("n1", "cp"))
+    record = jobs.run({"action": "cpu-stress", "target": pods_target(mode="one"),
+                       "params": {"seed": seed}, "duration": "0.2s"})
+    assert_succeeded(record)
+    assert [change.target.node for change in record.result.changes] == ["n1"]
+
+
+def test_stress_reaches_control_plane_nodes_when_the_policy_includes_them() -> None:
+    policy = Policy(include_control_plane=True)
+    pinned = FakeJobs(policy=policy)
+    pinned.fake.add_node("cp", labels=CONTROL_PLANE)
+    pinned.fake.add_node("n1")
+    held = pinned.during_hold(lambda: stress_pods(pinned))
+    record = pinned.run({"action": "cpu-stress", "target": {"names": ["cp", "n1"]},
+                         "duration": "0.2s"})
+    assert_succeeded(record)
+    assert sorted(pod["spec"]["nodeName"] for pod in held[-1]) == ["cp", "n1"]
+    assert_all_reverted(pinned, record)
+
+    colocated = FakeJobs(policy=policy)
+    colocated.fake.add_node("cp", labels=CONTROL_PLANE)
+    app_deployment(colocated.fake, replicas=2, nodes=("n1", "cp"))
+    held = colocated.during_hold(lambda: stress_pods(colocated))
+    record = colocated.run({"action": "cpu-stress", "target": pods_target(mode="all"),
+                            "duration": "0.2s"})
+    assert_succeeded(record)
+    assert sorted(pod["spec"]["nodeName"] for pod in held[-1]) == ["cp", "n1"]
+    assert_all_reverted(colocated, record)
 
 
 # -- http-probe ----------------------------------------------------------------------------------

@@ -367,6 +367,59 @@ def test_whoami_validates_namespaces(client: FlaskClient) -> None:
     assert client.get(f"/api/v1/whoami?{ok}", headers=ADMIN).status_code == 200
 
 
+class ReviewingCluster:
+    """The two review calls of `ClusterAccess`: `kube-token` is a service account that
+    RBAC lets do everything in `shop`; every SubjectAccessReview asked is recorded."""
+
+    ROBOT = "system:serviceaccount:shop:robot"
+
+    def __init__(self) -> None:
+        self.asked: list[str | None] = []  # the namespace of each SubjectAccessReview
+
+    def review_token(self, token: str) -> dict[str, Any]:
+        if token != "kube-token":
+            return {"authenticated": False}
+        return {"authenticated": True, "user": {"username": self.ROBOT, "uid": "u-1",
+                                                "groups": ["system:serviceaccounts"]}}
+
+    def review_access(self, user: str, groups: list[str], uid: str | None, verb: str,
+                      group: str, resource: str, namespace: str | None) -> bool:
+        self.asked.append(namespace)
+        return namespace == "shop"
+
+
+def test_whoami_for_a_kubernetes_identity_asks_rbac_about_30_namespaces_at_most() -> None:
+    """Each namespace asked for a Kubernetes identity costs SubjectAccessReviews: one
+    request must not make the API send the cluster thousands of them."""
+    cluster = ReviewingCluster()
+    app = create_app(make_settings(kubernetes_auth=True), redis_client=fakeredis.FakeRedis(),
+                     queue=RecordingQueue(), registry=default_registry(),
+                     cluster_factory=lambda: cluster)  # type: ignore[arg-type,return-value]
+    kube = bearer("kube-token")
+
+    with app.test_client() as client:
+        too_many = "&".join(f"namespace=team-{i}" for i in range(31))
+        body = assert_problem(client.get(f"/api/v1/whoami?{too_many}", headers=kube), 422,
+                              ["namespace"])
+        assert "at most 30 namespaces" in body["detail"]
+        assert not any(namespace and namespace.startswith("team-")
+                       for namespace in cluster.asked)
+
+        thirty = "&".join(f"namespace=team-{i}" for i in range(29))
+        answer = client.get(f"/api/v1/whoami?{thirty}&namespace=shop&namespace=shop",
+                            headers=kube)  # 30 distinct, one of them twice
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        who = answer.get_json()
+        assert who["actor"]["kind"] == "kubernetes"
+        assert len(who["namespace_permissions"]) == 30
+        assert len(who["namespace_permissions"]["shop"]) == 7
+        assert who["namespace_permissions"]["team-0"] == []
+        assert len([n for n in cluster.asked if n is not None]) <= 30 * 7
+        # Pystol's own tokens are not asked of the cluster: they keep the higher limit.
+        many = "&".join(f"namespace=team-{i}" for i in range(200))
+        assert client.get(f"/api/v1/whoami?{many}", headers=ADMIN).status_code == 200
+
+
 def test_the_routes_are_in_the_openapi_document(client: FlaskClient) -> None:
     document = client.get("/api/v1/openapi.json").get_json()
     paths = document["paths"]

@@ -26,6 +26,7 @@ from typing import Any
 import fakeredis
 import pytest
 
+from pystol_api.http.app import create_app, services_of
 from pystol_worker.actions import default_registry
 from pystol_worker.core.access import (
     AccessDenied,
@@ -33,6 +34,7 @@ from pystol_worker.core.access import (
     Grant,
     Identity,
     Permission,
+    Role,
     seal,
 )
 from pystol_worker.core.model import EventKind, JobSpec, JobStatus, Source
@@ -49,10 +51,11 @@ from pystol_worker.jobs.submission import (
 )
 from pystol_worker.jobs.validation import validate_job
 from pystol_worker.schedules.firing import ScheduleFirer
-from pystol_worker.schedules.store import ScheduleStore
+from pystol_worker.schedules.store import ScheduleStore, StoredSchedule
 from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
+from pystol_worker.store.token_store import TokenStore
 from tests.support.fake_jobs import FakeJobs, app_deployment, pods_of
 from tests.support.grants import ADMIN, operator, viewer
 
@@ -474,6 +477,78 @@ def test_the_worker_refuses_a_job_its_policy_does_not_allow() -> None:
                                           f"refused by the admin policy: {loc}: ")
 
 
+def test_in_wait_mode_the_worker_refuses_a_job_sent_while_the_windows_are_closed() -> None:
+    """Wait mode defers a job at submission; one that reaches a worker anyway while the
+    windows are closed (sent by an older API, adopted early, or put on the queue by hand)
+    is refused there, before anything reads the cluster."""
+    today = datetime.now(UTC).date()
+    closed = [today - timedelta(days=1), today, today + timedelta(days=1)]
+    jobs = FakeJobs(policy=Policy(excluded_dates=closed, outside_windows=OutsideWindows.WAIT))
+    shop_and_payments(jobs)
+    shop = pods_of(jobs.fake, "shop")
+    record = jobs.run_stored(jobs.submit(KILL_IN_SHOP, SHOP_OPERATOR))
+
+    assert_refused_before_the_cluster(jobs, record,
+                                      "refused by the admin policy: policy.windows: ")
+    assert pods_of(jobs.fake, "shop").keys() == shop.keys()
+
+
+def test_adopting_a_deferred_job_does_not_send_it_before_its_window() -> None:
+    """A producer that finds its job again by its idempotency key (the watcher after a
+    restart) adopts it: a job deferred to a chaos window stays deferred."""
+    clock = Clock(SATURDAY)
+    policy = Policy(windows=WEEKDAYS, outside_windows=OutsideWindows.WAIT)
+    submissions = Submissions(policy=policy, clock=clock)
+    record, created = submissions.submit(KILL_IN_SHOP, idempotency_key="cr-uid-1")
+    found, again = submissions.submit(KILL_IN_SHOP, idempotency_key="cr-uid-1")
+    assert created and not again and found.id == record.id
+    assert found.not_before == MONDAY_OPENING
+
+    assert submissions.service.adopt(found) is False
+    clock.now = MONDAY_OPENING - timedelta(seconds=1)
+    assert submissions.service.adopt(submissions.store.get(record.id)) is False
+    assert submissions.queue.sent == []
+    assert submissions.store.get(record.id).status == JobStatus.QUEUED
+    clock.now = MONDAY_OPENING + timedelta(seconds=1)
+    assert submissions.service.release_due() == [record.id]
+    assert submissions.queue.sent == [record.id]
+
+
+class FlakyQueue(RecordingQueue):
+    """A queue whose first `failures` sends raise (a broker that was briefly away)."""
+
+    def __init__(self, failures: int = 1) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def send(self, job_id: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker down")
+        super().send(job_id)
+
+
+def test_a_deferred_job_the_queue_refuses_at_release_is_released_later() -> None:
+    clock = Clock(SATURDAY)
+    policy = Policy(windows=WEEKDAYS, outside_windows=OutsideWindows.WAIT)
+    queue = FlakyQueue()
+    submissions = Submissions(policy=policy, clock=clock, queue=queue)
+    record, _ = submissions.submit(KILL_IN_SHOP)
+    other, _ = submissions.submit(KILL_IN_SHOP, idempotency_key="second")
+
+    clock.now = MONDAY_OPENING + timedelta(seconds=1)
+    released = submissions.service.release_due()  # the first send raises; nothing escapes
+    assert len(released) == 1 and queue.sent == released
+    [refused] = {record.id, other.id} - set(released)
+    stored = submissions.store.get(refused)
+    assert stored.status == JobStatus.QUEUED, stored.reason  # not failed: deferred again
+    assert submissions.service.release_due() == []  # not before the retry is due
+    clock.now += timedelta(minutes=1)
+    assert submissions.service.release_due() == [refused]
+    assert sorted(queue.sent) == sorted([record.id, other.id])
+    assert submissions.service.release_due() == []
+
+
 # -- the audit trail ------------------------------------------------------------------------
 
 
@@ -596,7 +671,10 @@ def test_a_schedule_more_often_than_the_policy_allows_is_refused() -> None:
 
 def test_a_schedule_runs_as_itself_on_behalf_of_whoever_changed_it() -> None:
     schedules = Schedules()
-    schedules.create(EVERY_MINUTE, SHOP_OPERATOR)
+    # A named token's schedule runs while the token exists (the fire checks the store).
+    token, _ = TokenStore(schedules.redis, Settings().signing_key_bytes).create(
+        "ci", Role.OPERATOR, ["shop"], None, "test")
+    schedules.create(EVERY_MINUTE, Identity(token.actor(), token.authority()))
     result = schedules.fire()
     assert result.outcome == "started", result.reason
     record = schedules.store.jobs.get(result.job_id)
@@ -619,9 +697,10 @@ def test_a_schedule_altered_in_redis_fails_its_fire(alteration: str) -> None:
         if alteration in ("template", "both"):
             document["spec"]["template"]["target"]["namespaces"] = ["payments"]
         if alteration == "signature":  # sealed, but with a key Pystol does not hold
+            stored = StoredSchedule.model_validate(document)
             grant = Grant.model_validate(document["grant"])
-            document["grant"]["signature"] = seal(
-                b"a key the attacker chose", grant.payload("s1", document["spec"]["template"]))
+            document["grant"]["signature"] = seal(b"a key the attacker chose",
+                                                  stored.sealed_payload(grant))
     schedules.edit("s1", alter)
     result = schedules.fire()
 
@@ -646,3 +725,45 @@ def test_resuming_a_schedule_grants_it_again_for_who_resumed_it() -> None:
     assert result.outcome == "started", result.reason
     actor = schedules.store.jobs.get(result.job_id).actor
     assert actor is not None and actor.on_behalf_of == "token-test"
+
+
+# -- who sees a job spanning namespaces ------------------------------------------------------
+
+
+def test_a_job_spanning_two_namespaces_is_hidden_from_a_reader_of_one() -> None:
+    """A job in `shop` and `payments` tells about both (its targets, its timeline): a
+    viewer or operator of `shop` alone neither reads nor lists nor cancels it."""
+    app = create_app(Settings(api_tokens=["admin-token-0123456789"], kubernetes_auth=False),
+                     redis_client=fakeredis.FakeRedis(), queue=RecordingQueue(),
+                     registry=default_registry())
+    tokens = services_of(app).tokens
+
+    def bearer(name: str, role: Role, *namespaces: str) -> dict[str, str]:
+        _, secret = tokens.create(name, role, list(namespaces), None, "test")
+        return {"Authorization": f"Bearer {secret}"}
+    admin = {"Authorization": "Bearer admin-token-0123456789"}
+    shop_viewer = bearer("dash", Role.VIEWER, "shop")
+    shop_operator = bearer("ci", Role.OPERATOR, "shop")
+    both_viewer = bearer("auditor", Role.VIEWER, "shop", "payments")
+    client = app.test_client()
+    spanning = client.post("/api/v1/jobs", headers=admin, json={
+        **KILL_IN_SHOP, "target": {**KILL_IN_SHOP["target"], "namespaces": ["shop",
+                                                                            "payments"]},
+        "dry_run": True})
+    assert spanning.status_code == 202, spanning.json
+    job_id = spanning.json["id"]
+    in_shop = client.post("/api/v1/jobs", headers=admin, json={**KILL_IN_SHOP,
+                                                               "dry_run": True}).json["id"]
+
+    for headers in (shop_viewer, shop_operator):
+        for path in (f"/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}/events"):
+            hidden = client.get(path, headers=headers)
+            assert hidden.status_code == 404, (path, hidden.json)
+        assert client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers).status_code \
+            == 404
+        listed = client.get("/api/v1/jobs", headers=headers)
+        assert [item["id"] for item in listed.json["items"]] == [in_shop]
+    # Whoever may read both namespaces sees it.
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=both_viewer).status_code == 200
+    listed = client.get("/api/v1/jobs", headers=both_viewer).json["items"]
+    assert {item["id"] for item in listed} == {job_id, in_shop}

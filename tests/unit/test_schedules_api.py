@@ -20,9 +20,10 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from pystol_api.cli.commands import Runtime, cli
-from pystol_api.http.app import create_app
+from pystol_api.http.app import create_app, services_of
 from pystol_api.http.auth import submitter_name
 from pystol_api.http.routes.schedules import merge_patch
+from pystol_worker.core.access import Role
 from pystol_worker.core.settings import Settings
 from pystol_worker.schedules.store import REDBEAT_SCHEDULE_KEY, entry_key
 
@@ -123,6 +124,44 @@ def test_invalid_schedules_are_422_with_field_paths(client: FlaskClient, body: d
     assert answer.content_type == "application/problem+json"
     assert any(error["loc"] == loc and fragment in error["msg"]
                for error in answer.json["errors"]), answer.json
+
+
+@pytest.mark.parametrize("schedule_id", ["cr.payments.nightly", "cr-cluster.x"])
+def test_the_id_of_a_custom_resources_schedule_cannot_be_taken(
+        client: FlaskClient, redis_client: fakeredis.FakeRedis, schedule_id: str) -> None:
+    """A PystolSchedule `nightly` in `payments` is stored as `cr.payments.nightly` (a
+    PystolClusterSchedule as `cr-cluster.<name>`): taken first over the API, that
+    resource's schedule could never be created."""
+    answer = post(client, {"id": schedule_id, "interval": "1h", "template": TEMPLATE})
+    assert answer.status_code == 422, answer.json
+    assert answer.content_type == "application/problem+json"
+    assert [error["loc"] for error in answer.json["errors"]] == ["id"]
+    assert "PystolSchedule" in answer.json["errors"][0]["msg"]
+    assert client.get("/api/v1/schedules", headers=AUTH).json["items"] == []
+    assert redis_client.zscore(REDBEAT_SCHEDULE_KEY, entry_key(schedule_id)) is None
+    # Ids that merely look alike are anyone's.
+    for lookalike in ("crm.nightly", "cr-nightly", "x.cr.payments"):
+        created = post(client, {"id": lookalike, "interval": "1h", "template": TEMPLATE})
+        assert created.status_code == 201, created.json
+
+
+def test_a_schedule_spanning_two_namespaces_is_hidden_from_a_reader_of_one(
+        app: Flask, client: FlaskClient) -> None:
+    tokens = services_of(app).tokens
+    _, shop = tokens.create("dash", Role.VIEWER, ["shop"], None, "test")
+    _, both = tokens.create("auditor", Role.VIEWER, ["shop", "payments"], None, "test")
+    spanning = post(client, {"id": "both", "interval": "1h", "template": {
+        **TEMPLATE, "target": {**TEMPLATE["target"], "namespaces": ["shop", "payments"]}}})
+    assert spanning.status_code == 201, spanning.json
+    assert post(client, {"id": "shop-only", "interval": "1h",
+                         "template": TEMPLATE}).status_code == 201
+
+    viewer = {"Authorization": f"Bearer {shop}"}
+    assert client.get("/api/v1/schedules/both", headers=viewer).status_code == 404
+    listed = client.get("/api/v1/schedules", headers=viewer).json["items"]
+    assert [item["id"] for item in listed] == ["shop-only"]
+    auditor = {"Authorization": f"Bearer {both}"}
+    assert client.get("/api/v1/schedules/both", headers=auditor).status_code == 200
 
 
 def test_patch_merges_pauses_and_validates(client: FlaskClient,

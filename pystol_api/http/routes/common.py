@@ -134,13 +134,14 @@ INVALID_DOC = problem_doc("The request is invalid; `errors` lists the field path
 
 def may_see(namespaces: list[str], submitter: str, permission: Permission) -> bool:
     """A job or schedule is visible to its submitter, and to whoever may use `permission`
-    (jobs.read, schedules.read) in one of its namespaces, or at cluster scope for one
-    that names none (node-level chaos)."""
+    (jobs.read, schedules.read) in every one of its namespaces (a job spanning `shop` and
+    `payments` tells about both), or at cluster scope for one that names none
+    (node-level chaos)."""
     if submitter == current_submitter():
         return True
     authority = current_authority()
     if namespaces:
-        return any(authority.allows(permission, namespace) for namespace in namespaces)
+        return all(authority.allows(permission, namespace) for namespace in namespaces)
     return authority.allows(permission, None)
 
 

@@ -14,6 +14,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_api.http.auth import current_actor, current_authority
+from pystol_api.http.problems import ApiProblem, FieldError
 from pystol_api.http.routes.common import (
     API_PREFIX,
     BEARER_SECURITY,
@@ -22,11 +23,14 @@ from pystol_api.http.routes.common import (
     Services,
     json_response,
 )
-from pystol_worker.core.access import NAMESPACED, Actor, Permission, Role
+from pystol_worker.core.access import NAMESPACED, Actor, ActorKind, Permission, Role
 from pystol_worker.core.model import NamespaceName
 
 TAG = Tag(name="identity", description="Who the caller is and what they may do.")
 MAX_NAMESPACES = 200
+#: Each namespace asked for a Kubernetes identity is 7 SubjectAccessReviews on first ask:
+#: fewer namespaces per request, so that one request cannot send the cluster thousands.
+MAX_KUBERNETES_NAMESPACES = 30
 CLUSTER_PERMISSIONS = tuple(p for p in Permission if p not in NAMESPACED)
 NAMESPACED_PERMISSIONS = tuple(p for p in Permission if p in NAMESPACED)
 
@@ -62,6 +66,12 @@ def blueprint(services: Services) -> APIBlueprint:
     def whoami(query: WhoAmIQuery) -> Response:
         actor = current_actor()
         authority = current_authority()
+        if actor.kind == ActorKind.KUBERNETES and \
+                len(set(query.namespace)) > MAX_KUBERNETES_NAMESPACES:
+            detail = (f"namespace: at most {MAX_KUBERNETES_NAMESPACES} namespaces per request "
+                      "for a Kubernetes identity (each is asked of the cluster's RBAC)")
+            raise ApiProblem(422, "validation-error", "Invalid request", detail,
+                             errors=[FieldError(loc="namespace", msg=detail)])
         namespaces = sorted(set(query.namespace) | set(actor.namespaces or []))
         return json_response(WhoAmI(
             actor=actor, role=actor.role, namespaces=actor.namespaces,

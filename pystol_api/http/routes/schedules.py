@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -71,7 +72,19 @@ class ScheduleCreate(ScheduleSpec):
     """A new schedule: the spec, and optionally its id (generated when absent)."""
 
     id: str | None = Field(None, pattern=ID_PATTERN, examples=["nightly-web"],
-                           description="The schedule's id; generated when absent.")
+                           description="The schedule's id; generated when absent. Ids "
+                                       "starting with `cr.` or `cr-cluster.` are the custom "
+                                       "resources' own.")
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_custom_resources_id(cls, value: str | None) -> str | None:
+        # Otherwise someone could take the id a PystolSchedule in another namespace will
+        # be stored under, and that schedule could then never be created.
+        if value is not None and value.startswith(("cr.", "cr-cluster.")):
+            raise ValueError("ids starting with `cr.` or `cr-cluster.` belong to "
+                             "PystolSchedule and PystolClusterSchedule resources")
+        return value
 
     @model_validator(mode="wrap")
     @classmethod

@@ -5,6 +5,7 @@ import { api } from "./api.js";
 
 const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const MAX_NAMESPACES = 200;  // what /whoami answers for at most
+const MAX_KUBERNETES_NAMESPACES = 30;  // ... for a Kubernetes identity (RBAC is asked)
 
 let me = null;              // the last /whoami answer
 let asked = [];             // the namespaces to ask for, most recent last
@@ -25,7 +26,11 @@ export function validNamespaces(list) {
 // Ask /whoami again, for `namespaces` besides those asked before (one request at a time).
 export function load(namespaces = [], options = {}) {
   const wanted = validNamespaces(namespaces);
-  asked = [...asked.filter((n) => !wanted.includes(n)), ...wanted].slice(-MAX_NAMESPACES);
+  // Until the first answer says which kind of identity this is, ask as few as a
+  // Kubernetes identity may.
+  const limit = !me || (me.actor && me.actor.kind === "kubernetes")
+    ? MAX_KUBERNETES_NAMESPACES : MAX_NAMESPACES;
+  asked = [...asked.filter((n) => !wanted.includes(n)), ...wanted].slice(-limit);
   const run = async () => {
     const query = new URLSearchParams();
     for (const namespace of asked) query.append("namespace", namespace);
