@@ -49,7 +49,7 @@ from pystol_worker.core.policy import Policy, Signal
 from pystol_worker.faults.fault_holding import lock_targets
 from pystol_worker.faults.pod_selection import select_pods
 from pystol_worker.faults.recovery import RecoveryObserver
-from pystol_worker.kube.cluster_access import NotFound
+from pystol_worker.kube.cluster_access import ClusterError, NotFound
 from pystol_worker.kube.objects import Workload, is_terminating, resolve_workload, utc
 from pystol_worker.safety.job_context import RunContext, SelectContext
 
@@ -302,8 +302,11 @@ class ContainerKill(Action[ContainerKillParams]):
             code, _, _ = ctx.cluster.exec_in_pod(namespace, ref.name, container,
                                                  params.kill_command)
         except Exception as error:
+            # The API server's own answer (a 403, a 404) is worth telling; anything else may
+            # carry what the exec stream held, so only its type is told.
+            told = str(error) if isinstance(error, ClusterError) else type(error).__name__
             kill.error = f"could not send {params.signal} to container {container} of pod " \
-                         f"{namespace}/{ref.name}: {type(error).__name__}"
+                         f"{namespace}/{ref.name}: {told}"
             log.warning("exec of kill in %s/%s (%s) failed: %s", namespace, ref.name,
                         container, type(error).__name__)
             observer.not_killed(kill)

@@ -29,7 +29,7 @@ from typing import Any
 from pystol_worker.core.model import WorkloadRef
 from pystol_worker.core.selector_syntax import split_requirements
 from pystol_worker.kube.cluster import Cluster
-from pystol_worker.kube.cluster_access import ClusterError, NotFound
+from pystol_worker.kube.cluster_access import NotFound
 
 _SET = re.compile(r"^(?P<key>\S+)\s+(?P<op>in|notin)\s+\((?P<values>.*)\)$")
 _EQUALITY = re.compile(r"^(?P<key>[^=!\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>.*)$")
@@ -91,9 +91,12 @@ def resolve_workload(cluster: Cluster, pod: dict[str, Any],
                      cache: dict[tuple[str, str, str], Workload | None]) -> Workload | None:
     """The top workload a pod belongs to (ReplicaSet -> Deployment), through ownerReferences.
 
-    None for a pod no controller owns, or whose owner cannot be read. `cache` is keyed by
-    (owner kind, namespace, owner name), so a selection of many pods of one workload costs
-    one or two reads."""
+    None for a pod no controller owns, or whose owner is gone (404). Any other failure to
+    read the owner (a 403 for a missing RBAC rule, an API server that keeps failing)
+    raises ClusterError: a workload's size decides `min_available`, the no-overlap locks
+    and recovery, and guessing "no owner" would let a job hit more pods than allowed.
+    `cache` is keyed by (owner kind, namespace, owner name), so a selection of many pods
+    of one workload costs one or two reads."""
     namespace = pod["metadata"].get("namespace", "")
     owner = controller_ref(pod)
     if owner is None:
@@ -117,7 +120,7 @@ def resolve_workload(cluster: Cluster, pod: dict[str, Any],
         workload = Workload(WorkloadRef(kind=kind, namespace=namespace,
                                         name=obj["metadata"]["name"]),
                             desired, selector_string(spec.get("selector") or {}))
-    except (NotFound, ClusterError):
+    except NotFound:
         workload = None
     cache[key] = workload
     return workload
