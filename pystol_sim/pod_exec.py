@@ -28,7 +28,12 @@ from pystol_sim.errors import ApiError
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 STDOUT, STDERR, ERROR, CLOSE = 1, 2, 3, 255
 SIGNALS = {"": 15, "15": 15, "TERM": 15, "SIGTERM": 15, "9": 9, "KILL": 9, "SIGKILL": 9,
-           "2": 2, "INT": 2, "SIGINT": 2, "1": 1, "HUP": 1, "SIGHUP": 1}
+           "2": 2, "INT": 2, "SIGINT": 2, "1": 1, "HUP": 1, "SIGHUP": 1,
+           "3": 3, "QUIT": 3, "SIGQUIT": 3, "10": 10, "USR1": 10, "SIGUSR1": 10,
+           "12": 12, "USR2": 12, "SIGUSR2": 12, "18": 18, "CONT": 18, "SIGCONT": 18,
+           "19": 19, "STOP": 19, "SIGSTOP": 19}
+#: Signals PID 1 survives in the simulation (a process stopped, or continued, keeps running).
+SURVIVED = frozenset({18, 19})
 
 
 def _kill_signal(argv: list[str]) -> int | None:
@@ -121,7 +126,7 @@ async def serve_exec(request: web.Request, cluster: Cluster, namespace: str, nam
     if stderr and request.query.get("stderr", "true").lower() in ("true", "1"):
         await ws.send_bytes(bytes([STDERR]) + stderr)
     await ws.send_bytes(bytes([ERROR]) + _status(code))
-    if signal is not None:
+    if signal is not None and signal not in SURVIVED:
         cluster.restart_container(namespace, name, container, 128 + signal)
     await ws.close()
     # Drain whatever the client still sends (stdin, close frame) so the socket ends cleanly.

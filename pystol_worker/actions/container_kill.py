@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.core.model import (
@@ -71,14 +72,18 @@ class ContainerKillParams(BaseModel):
     seed: int | None = Field(None, description="Random seed for selection, to repeat an "
                                                "experiment exactly.")
 
-    @model_validator(mode="before")
+    # Not a parameter: named only so that a job still sending one (before 0.3) is told why,
+    # at `params.command`, and left out of the documented schema.
+    command: SkipJsonSchema[Any] = Field(None, exclude=True)
+
+    @field_validator("command")
     @classmethod
-    def _no_command(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "command" in data:
+    def _no_command(cls, value: Any) -> Any:
+        if value is not None:
             raise ValueError("container-kill takes a `signal` (e.g. SIGKILL), not a "
                              "`command`: running a command of the job's choosing in another "
                              "workload's container is not a fault Pystol injects")
-        return data
+        return value
 
     @property
     def kill_command(self) -> list[str]:

@@ -199,7 +199,7 @@ def test_every_setting_is_mirrored_in_values() -> None:
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
     set_by_chart = {"redis_url", "kubeconfig", "api_bind", "api_tokens", "namespace",
-                    "health_dir"}
+                    "health_dir", "signing_key", "policy_file"}
     cli_only = {"api_url", "token"}
     camel = {name: name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
              for name in Settings.model_fields}
@@ -208,5 +208,5 @@ def test_every_setting_is_mirrored_in_values() -> None:
     assert missing == [], "settings without a chart value"
     config = next(d for d in render([]) if d["kind"] == "ConfigMap")["data"]
     for name in Settings.model_fields:
-        if name not in cli_only | {"redis_url", "api_tokens"}:
+        if name not in cli_only | {"redis_url", "api_tokens", "signing_key"}:
             assert f"PYSTOL_{name.upper()}" in config, name

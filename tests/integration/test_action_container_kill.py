@@ -101,7 +101,7 @@ def test_killed_containers_restart_in_place_and_are_timed(stack: Stack) -> None:
     entries = record["result"]["output"]["pods"]
     assert {e["uid"] for e in entries} == killed
     for entry in entries:
-        assert entry["container"] == "app" and entry["command"] == ["kill", "1"]
+        assert entry["container"] == "app" and entry["signal"] == "SIGTERM"
         assert entry["exit_code"] == 0 and entry["error"] is None
         assert entry["restart_count_before"] == counts_before[entry["uid"]]["app"]
         assert entry["restart_count_after"] == entry["restart_count_before"] + 1
@@ -127,13 +127,12 @@ def test_killed_containers_restart_in_place_and_are_timed(stack: Stack) -> None:
         assert "PystolChaos" in {event.reason for event in events}
 
 
-def test_named_container_and_own_command(stack: Stack) -> None:
+def test_named_container_and_signal(stack: Stack) -> None:
     namespace = make_workload(stack, replicas=2)
     counts_before = restarts(stack, namespace)
     job = stack.submit(spec(namespace, target={"namespaces": [namespace],
                                                "label_selector": "app=svc", "mode": "all"},
-                            params={"container": "sidecar",
-                                    "command": ["sh", "-c", "kill -9 1"]}))
+                            params={"container": "sidecar", "signal": "SIGKILL"}))
     record = stack.wait_for_job(job["id"])
     assert record["status"] == "succeeded", (record["reason"], record["error"])
     for pod in pods(stack, namespace):
@@ -145,23 +144,33 @@ def test_named_container_and_own_command(stack: Stack) -> None:
     assert all(e["container"] == "sidecar" for e in record["result"]["output"]["pods"])
 
 
-def test_failing_command_and_container_that_does_not_restart(stack: Stack) -> None:
+def test_a_container_that_survives_its_signal_fails_the_job(stack: Stack) -> None:
     namespace = make_workload(stack, replicas=2)
     counts_before = restarts(stack, namespace)
-    job = stack.submit(spec(namespace, params={"command": ["false"]}))
-    record = stack.wait_for_job(job["id"])
-    assert record["status"] == "failed"
-    assert "`false` in container app of pod" in record["reason"]
-    assert "exited with code 1" in record["reason"]
-    assert record["result"]["changes"] == []
-    assert all(e["exit_code"] == 1 for e in record["result"]["output"]["pods"])
-
-    # `true` exits 0 but kills nothing: the container never restarts.
-    job = stack.submit(spec(namespace, params={"command": ["true"]}, recovery_timeout="1s"))
+    # SIGCONT: the kill goes through (exit 0), but the process lives on and never restarts.
+    job = stack.submit(spec(namespace, params={"signal": "SIGCONT"}, recovery_timeout="1s"))
     record = stack.wait_for_job(job["id"])
     assert record["status"] == "failed"
     assert "did not restart within 1s of the kill (restart count still 0)" in record["reason"]
     assert restarts(stack, namespace) == counts_before
+
+
+def test_a_command_is_refused_and_nothing_runs(stack: Stack) -> None:
+    """The confused-deputy attack: a job that wants to run its own command in another
+    workload's container (here, to read its service-account token back) is refused at
+    the door, whoever sends it, and no exec happens."""
+    namespace = make_workload(stack, replicas=2)
+    counts_before = restarts(stack, namespace)
+    steal = ["sh", "-c", "cat /var/run/secrets/kubernetes.io/serviceaccount/token >&2; exit 7"]
+    response = stack.call("POST", "/api/v1/jobs", json=spec(namespace,
+                                                            params={"command": steal}))
+    assert response.status_code == 422, response.text
+    assert "params.command" in [error["loc"] for error in response.json()["errors"]]
+    assert restarts(stack, namespace) == counts_before
+    disallowed = stack.call("POST", "/api/v1/jobs",
+                            json=spec(namespace, params={"signal": "SIGSEGV"}))
+    assert disallowed.status_code == 422
+    assert "params.signal" in [error["loc"] for error in disallowed.json()["errors"]]
 
 
 def test_dry_run_preview_and_exclusions(stack: Stack) -> None:
@@ -182,9 +191,6 @@ def test_dry_run_preview_and_exclusions(stack: Stack) -> None:
                       json=spec(namespace, params={"container": "db"})).json()
     assert body["chosen"] == []
     assert any("has no container named db" in reason for reason in body["excluded"])
-    response = stack.call("POST", "/api/v1/jobs", json=spec(namespace, params={"command": []}))
-    assert response.status_code == 422
-    assert "params.command" in [error["loc"] for error in response.json()["errors"]]
 
 
 def test_takes_the_no_overlap_locks(stack: Stack) -> None:

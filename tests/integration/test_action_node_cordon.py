@@ -129,8 +129,12 @@ def test_selection_by_selector_amount_and_control_plane(stack: Stack) -> None:
     assert sorted(c["name"] for c in body["chosen"]) == WORKERS
     assert body["matched"] == 3
     assert any("control-plane" in reason for reason in body["excluded"])
-    body = preview({"mode": "all"}, include_control_plane=True)
-    assert sorted(c["name"] for c in body["chosen"]) == ["control-plane", *WORKERS]
+    # Control-plane nodes are the admin policy's to allow (include_control_plane, covered
+    # in tests/unit/test_actions_on_fake.py), never a job's own switch.
+    refused = stack.call("POST", "/api/v1/preview",
+                         json=cordon({"mode": "all"}, params={"include_control_plane": True}))
+    assert refused.status_code == 422
+    assert "params.include_control_plane" in [e["loc"] for e in refused.json()["errors"]]
     # The original Pystol's `amount`: that many, chosen at random among the workers.
     body = preview({"amount": 2})
     assert len(body["chosen"]) == 2 and {c["name"] for c in body["chosen"]} <= set(WORKERS)

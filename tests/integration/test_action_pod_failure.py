@@ -158,14 +158,31 @@ def test_only_the_named_containers_are_swapped(stack: Stack) -> None:
     before = snapshot(stack, namespace)
     job = stack.submit(spec(namespace, target={"namespaces": [namespace],
                                                "label_selector": "app=svc", "mode": "all"},
-                            params={"containers": ["sidecar"], "image": "example/pause:1"}))
-    wait_for(lambda: all(images(p) == {"app": IMAGES["app"], "sidecar": "example/pause:1"}
+                            params={"containers": ["sidecar"],
+                                    "image": "registry.k8s.io/pause:3.9"}))
+    wait_for(lambda: all(images(p) == {"app": IMAGES["app"],
+                                       "sidecar": "registry.k8s.io/pause:3.9"}
                          and not ready(p) for p in pods(stack, namespace)))
     record = stack.wait_for_job(job["id"])
     assert record["status"] == "succeeded", (record["reason"], record["error"])
     assert [item["original_images"] for item in record["result"]["output"]["pods"]] == \
         [{"sidecar": IMAGES["sidecar"]}] * 2
     wait_all_ready(stack, namespace, 2)
+    assert snapshot(stack, namespace) == before
+
+
+def test_an_image_the_policy_does_not_allow_is_refused_and_nothing_changes(stack: Stack
+                                                                           ) -> None:
+    """The confused-deputy attack: a job that would run its own image inside another
+    workload's pods. The admin policy's `images` (default: the pause image only) refuses
+    it before anything is stored."""
+    namespace = make_workload(stack, replicas=2)
+    before = snapshot(stack, namespace)
+    response = stack.call("POST", "/api/v1/jobs", json=spec(
+        namespace, params={"image": "attacker/shell:1"}))
+    assert response.status_code == 403, response.text
+    assert response.json()["errors"][0]["loc"] == "params.image"
+    assert "attacker/shell:1" in response.json()["detail"]
     assert snapshot(stack, namespace) == before
 
 

@@ -142,22 +142,33 @@ def test_memory_stress_pinned_to_a_tainted_node(stack: Stack) -> None:
     core = core_api(stack)
     namespace = f"stress-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
-    node_before = core.read_node("control-plane").to_dict()
+    # Control-plane nodes are never chosen under the default admin policy:
+    refused = stack.submit(stress_spec("memory-stress", namespace, mode="one", value=None,
+                                       params={"node": "control-plane",
+                                               "namespace": namespace, "bytes": "64Mi"}))
+    refused = stack.wait_for_job(refused["id"])
+    assert refused["status"] == "failed"
+    assert "control-plane node" in str(refused["result"]) + refused["reason"], refused
+    assert stress_pods(stack, refused["id"]) == []
+    # A tainted worker node: the stress pod tolerates its taint.
+    taint = {"key": "dedicated", "value": "batch", "effect": "NoSchedule"}
+    core.patch_node("worker-c", {"spec": {"taints": [taint]}})
+    node_before = core.read_node("worker-c").to_dict()
     # target.namespaces is only there because job validation still requires it for
     # pod-targeting actions; a node-pinned stress ignores it.
     job = stack.submit(stress_spec("memory-stress", namespace, mode="one", value=None,
-                                   params={"node": "control-plane", "namespace": namespace,
+                                   params={"node": "worker-c", "namespace": namespace,
                                            "bytes": "64Mi", "workers": 2}))
     record = wait_for_event(stack, job["id"], "holding")
-    assert [t["name"] for t in record["targets"]] == ["control-plane"]
+    assert [t["name"] for t in record["targets"]] == ["worker-c"]
     (pod,) = stress_pods(stack, job["id"])
     assert pod.metadata.namespace == namespace
-    assert pod.spec.node_name == "control-plane"
+    assert pod.spec.node_name == "worker-c"
     assert pod.spec.restart_policy == "Never"
     assert pod.spec.containers[0].args[:5] == ["--vm", "2", "--vm-bytes", "64m", "--vm-keep"]
     assert pod.spec.containers[0].resources.limits["memory"] == "192Mi"  # 2 x 64Mi + 64Mi
     tolerations = [(t.key, t.operator, t.effect) for t in pod.spec.tolerations or ()]
-    assert ("node-role.kubernetes.io/control-plane", "Exists", "NoSchedule") in tolerations
+    assert ("dedicated", "Exists", "NoSchedule") in tolerations
     # The sim's kubelet runs it even though the node is tainted: it was bound by nodeName.
     deadline = time.monotonic() + 10
     while core.read_namespaced_pod(pod.metadata.name, namespace).status.phase != "Running":
@@ -170,10 +181,11 @@ def test_memory_stress_pinned_to_a_tainted_node(stack: Stack) -> None:
     (change,) = record["result"]["changes"]
     assert change["target"]["kind"] == "Node" and change["reverted_at"]
     events = core.list_namespaced_event(
-        "default", field_selector="involvedObject.name=control-plane").items
+        "default", field_selector="involvedObject.name=worker-c").items
     mine = [e.reason for e in events if job["id"] in (e.message or "")]
     assert sorted(mine) == ["PystolChaos", "PystolRevert"]
-    node_after = core.read_node("control-plane").to_dict()
+    node_after = core.read_node("worker-c").to_dict()
+    core.patch_node("worker-c", {"spec": {"taints": None}})
     for part in ("spec", "metadata"):
         for volatile in ("resource_version", "managed_fields"):
             node_before[part].pop(volatile, None)

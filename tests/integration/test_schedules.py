@@ -91,8 +91,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
           ) -> Iterator[Stack]:
     redis_server.client().flushdb()
     workdir: Path = tmp_path_factory.mktemp("schedules")
+    # Schedules firing every second or two are what these tests watch: the admin policy
+    # (default: at most once a minute) allows them here, in every process.
+    policy = workdir / "policy.yaml"
+    policy.write_text("min_schedule_period: 1s\n")
     with SimProcess.start(workdir, speed=10.0) as sim:
-        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
+        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
+               "PYSTOL_POLICY_FILE": str(policy)}
         port = free_port()
         with worker(env, concurrency=2) as worker_process, api(env, port, TOKEN), \
                 beat(env) as beat_handle:
