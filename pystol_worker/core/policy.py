@@ -22,14 +22,14 @@ from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pystol_worker.core.model import Duration
 from pystol_worker.core.schedule_model import (
     TimeWindow,
+    ZoneName,
     next_opening,
     window_problem,
-    zone_problem,
 )
 
 #: The images Pystol's own actions use by default; the default policy allows only these.
@@ -38,7 +38,6 @@ DEFAULT_IMAGES = ("registry.k8s.io/pause:3.9", "ghcr.io/colinianking/stress-ng:*
 #: Signals container-kill may send (by name). The default policy allows them all.
 Signal = Literal["SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2",
                  "SIGSTOP", "SIGCONT"]
-SIGNALS: tuple[str, ...] = get_args(Signal)
 
 
 class OutsideWindows(StrEnum):
@@ -79,7 +78,7 @@ class Policy(BaseModel):
     images: list[str] = Field(default_factory=lambda: list(DEFAULT_IMAGES), max_length=200,
                               description="Images pod-failure and the stress actions may run "
                                           "(globs, e.g. `registry.example/chaos/*`).")
-    signals: list[str] = Field(default_factory=lambda: list(SIGNALS),
+    signals: list[Signal] = Field(default_factory=lambda: list(get_args(Signal)),
                                description="Signals container-kill may send.")
     include_control_plane: bool = Field(False, description="Node actions may choose "
                                         "control-plane nodes.")
@@ -92,27 +91,12 @@ class Policy(BaseModel):
                                                 "it.")
     windows: list[TimeWindow] = Field(default_factory=list, max_length=50,
                                       description="When chaos is allowed; none: always.")
-    time_zone: str = Field("UTC", description="IANA time zone of the windows and dates.")
+    time_zone: ZoneName = Field("UTC", description="IANA time zone of the windows and "
+                                                   "dates.")
     excluded_dates: list[date] = Field(default_factory=list, max_length=1000)
     outside_windows: OutsideWindows = Field(OutsideWindows.REFUSE, description="What "
                                             "happens to a job submitted outside the windows.")
 
-    @field_validator("signals")
-    @classmethod
-    def _known_signals(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(SIGNALS))
-        if unknown:
-            raise ValueError(f"unknown signal(s) {', '.join(unknown)}: expected names from "
-                             f"{', '.join(SIGNALS)}")
-        return value
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        problem = zone_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     # -- questions the checks ask ----------------------------------------------------------
 

@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -364,6 +365,13 @@ def _check_period(value: float | None, name: str) -> float | None:
     return value
 
 
+def _zone_name(value: str) -> str:
+    problem = zone_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def zone_problem(name: str) -> str | None:
     """Why `name` is not a usable IANA time zone, or None."""
     if not name or len(name) > 100:
@@ -374,6 +382,10 @@ def zone_problem(name: str) -> str | None:
         return (f"unknown time zone {name!r}: expected an IANA name such as Europe/Berlin, "
                 "America/New_York or UTC")
     return None
+
+
+#: An IANA time zone name that this machine's zoneinfo knows.
+ZoneName = Annotated[str, AfterValidator(_zone_name)]
 
 
 class ScheduleSpec(BaseModel):
@@ -390,7 +402,7 @@ class ScheduleSpec(BaseModel):
     mtbf: Duration | None = Field(None, description="Mean time between failures: run at "
                                                     "random times, exponential gaps of this "
                                                     "mean.")
-    time_zone: str = Field("UTC", max_length=100, examples=["Europe/Berlin"],
+    time_zone: ZoneName = Field("UTC", max_length=100, examples=["Europe/Berlin"],
                            description="IANA time zone of the cron expression, the windows "
                                        "and the excluded dates.")
     windows: list[TimeWindow] = Field(default_factory=list, max_length=50,
@@ -436,13 +448,6 @@ class ScheduleSpec(BaseModel):
     def _mtbf(cls, value: float | None) -> float | None:
         return _check_period(value, "mtbf")
 
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        problem = zone_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     @field_validator("concurrency_policy", mode="before")
     @classmethod

@@ -18,19 +18,13 @@ from pystol_worker.core.access import Actor, ActorKind, Role
 from pystol_worker.core.logging_setup import configure_logging
 from pystol_worker.store import audit_log
 from pystol_worker.store.audit_log import STREAM_KEY, AuditLog
+from tests.support.manual_clock import ManualClock
 
 T0 = 1_750_000_000.0
 ADMIN = Actor(kind=ActorKind.SETTINGS_TOKEN, name="token-1234abcd", role=Role.ADMIN)
 CI = Actor(kind=ActorKind.TOKEN, name="ci", role=Role.OPERATOR, namespaces=["shop"])
 SCHEDULE = Actor(kind=ActorKind.SCHEDULE, name="nightly", on_behalf_of="token:ci")
 
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -39,22 +33,22 @@ def fake() -> fakeredis.FakeRedis:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
-def make_log(fake: redis.Redis, clock: Clock, max_records: int = 1000,
+def make_log(fake: redis.Redis, clock: ManualClock, max_records: int = 1000,
              retention: float = 86400) -> AuditLog:
     return AuditLog(fake, max_records=max_records, retention_seconds=retention, clock=clock,
                     approximate=False)
 
 
 @pytest.fixture
-def trail(fake: fakeredis.FakeRedis, clock: Clock) -> AuditLog:
+def trail(fake: fakeredis.FakeRedis, clock: ManualClock) -> AuditLog:
     return make_log(fake, clock)
 
 
-def fill(trail: AuditLog, clock: Clock) -> None:
+def fill(trail: AuditLog, clock: ManualClock) -> None:
     """Six records, one second apart."""
     trail.record(ADMIN, "token.create", targets=["ci"])
     clock.now += 1
@@ -81,7 +75,7 @@ def test_record_returns_the_stored_record(trail: AuditLog) -> None:
     assert read == record and cursor is None
 
 
-def test_newest_first_and_filters(trail: AuditLog, clock: Clock) -> None:
+def test_newest_first_and_filters(trail: AuditLog, clock: ManualClock) -> None:
     fill(trail, clock)
 
     def ops(**filters: object) -> list[str]:
@@ -107,7 +101,7 @@ def test_newest_first_and_filters(trail: AuditLog, clock: Clock) -> None:
     assert ops(until=naive) == ["job.submit/ok", "token.create/ok"]
 
 
-def test_paging_with_cursors(trail: AuditLog, clock: Clock) -> None:
+def test_paging_with_cursors(trail: AuditLog, clock: ManualClock) -> None:
     fill(trail, clock)
     seen: list[str] = []
     cursor = None
@@ -129,7 +123,7 @@ def test_paging_with_cursors(trail: AuditLog, clock: Clock) -> None:
             trail.read(cursor=bad)
 
 
-def test_work_per_read_is_bounded(trail: AuditLog, clock: Clock,
+def test_work_per_read_is_bounded(trail: AuditLog, clock: ManualClock,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit_log, "SCAN_LIMIT", 10)
     monkeypatch.setattr(audit_log, "BATCH", 4)
@@ -145,7 +139,7 @@ def test_work_per_read_is_bounded(trail: AuditLog, clock: Clock,
     assert [item.operation for item in items] == ["halt.engage"] and cursor is None
 
 
-def test_the_cap(fake: fakeredis.FakeRedis, clock: Clock) -> None:
+def test_the_cap(fake: fakeredis.FakeRedis, clock: ManualClock) -> None:
     trail = make_log(fake, clock, max_records=5)
     for index in range(12):
         clock.now += 1
@@ -155,7 +149,7 @@ def test_the_cap(fake: fakeredis.FakeRedis, clock: Clock) -> None:
     assert [item.job_id for item in items] == [f"j-{index}" for index in range(11, 6, -1)]
 
 
-def test_retention(fake: fakeredis.FakeRedis, clock: Clock) -> None:
+def test_retention(fake: fakeredis.FakeRedis, clock: ManualClock) -> None:
     trail = make_log(fake, clock, retention=3600)
     trail.record(ADMIN, "token.create", targets=["old"])
     clock.now += 1800
@@ -168,7 +162,7 @@ def test_retention(fake: fakeredis.FakeRedis, clock: Clock) -> None:
     assert [item.targets for item in trail.read()[0]] == [["new"], ["middle"]]
 
 
-def test_a_clock_behind_the_stream_still_records(trail: AuditLog, clock: Clock) -> None:
+def test_a_clock_behind_the_stream_still_records(trail: AuditLog, clock: ManualClock) -> None:
     trail.record(ADMIN, "halt.engage")
     clock.now -= 5  # another process's clock, a little behind
     record = trail.record(ADMIN, "halt.lift")
@@ -206,7 +200,7 @@ class BrokenRedis(fakeredis.FakeRedis):
         raise redis.ConnectionError("Redis is down")
 
 
-def test_a_redis_failure_is_logged_not_raised(clock: Clock,
+def test_a_redis_failure_is_logged_not_raised(clock: ManualClock,
                                               caplog: pytest.LogCaptureFixture) -> None:
     trail = make_log(BrokenRedis(), clock)
     with caplog.at_level(logging.INFO):
@@ -239,7 +233,7 @@ def test_approximate_trimming_on_a_real_redis(real_redis: redis.Redis, tmp_path:
     """Production trims with `~`: Redis drops whole stream nodes (100 entries by default),
     so the stream stays within one node of the cap."""
     real_redis.delete(STREAM_KEY)
-    clock = Clock()
+    clock = ManualClock(T0)
     trail = AuditLog(real_redis, max_records=100, retention_seconds=86400, clock=clock)
     for _ in range(1000):
         clock.now += 0.01

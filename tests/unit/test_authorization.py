@@ -58,6 +58,7 @@ from pystol_worker.store.job_store import JobStore
 from pystol_worker.store.token_store import TokenStore
 from tests.support.fake_jobs import FakeJobs, app_deployment, pods_of
 from tests.support.grants import ADMIN, operator, viewer
+from tests.support.manual_clock import ManualClock
 
 SHOP_OPERATOR = operator("ci", "shop")
 SHOP_VIEWER = viewer("dash", "shop")
@@ -84,20 +85,13 @@ class RecordingQueue:
         self.sent.append(job_id)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
 
 @dataclass
 class Submissions:
     """A submission service on fakeredis with a recording queue and an audit trail."""
 
     policy: Policy = field(default_factory=Policy)
-    clock: Clock = field(default_factory=lambda: Clock(datetime(2025, 6, 11, 10, 0,
+    clock: ManualClock = field(default_factory=lambda: ManualClock(datetime(2025, 6, 11, 10, 0,
                                                                 tzinfo=UTC)))
     queue: Any = field(default_factory=RecordingQueue)
 
@@ -419,7 +413,7 @@ def test_an_action_the_policy_does_not_allow_in_a_namespace_is_refused() -> None
 
 
 def test_outside_the_windows_in_refuse_mode_a_job_is_refused() -> None:
-    clock = Clock(SATURDAY)
+    clock = ManualClock(SATURDAY)
     submissions = Submissions(policy=Policy(windows=WEEKDAYS), clock=clock)
     refused = submissions.refused(PolicyRefused, KILL_IN_SHOP)
     [problem] = refused.problems
@@ -431,7 +425,7 @@ def test_outside_the_windows_in_refuse_mode_a_job_is_refused() -> None:
 
 
 def test_outside_the_windows_in_wait_mode_a_job_waits_for_the_opening() -> None:
-    clock = Clock(SATURDAY)
+    clock = ManualClock(SATURDAY)
     policy = Policy(windows=WEEKDAYS, outside_windows=OutsideWindows.WAIT)
     submissions = Submissions(policy=policy, clock=clock)
     record, created = submissions.submit(KILL_IN_SHOP)
@@ -450,7 +444,7 @@ def test_outside_the_windows_in_wait_mode_a_job_waits_for_the_opening() -> None:
 
 
 def test_a_deferred_job_cancelled_meanwhile_is_never_queued() -> None:
-    clock = Clock(SATURDAY)
+    clock = ManualClock(SATURDAY)
     policy = Policy(windows=WEEKDAYS, outside_windows=OutsideWindows.WAIT)
     submissions = Submissions(policy=policy, clock=clock)
     record, _ = submissions.submit(KILL_IN_SHOP)
@@ -496,7 +490,7 @@ def test_in_wait_mode_the_worker_refuses_a_job_sent_while_the_windows_are_closed
 def test_adopting_a_deferred_job_does_not_send_it_before_its_window() -> None:
     """A producer that finds its job again by its idempotency key (the watcher after a
     restart) adopts it: a job deferred to a chaos window stays deferred."""
-    clock = Clock(SATURDAY)
+    clock = ManualClock(SATURDAY)
     policy = Policy(windows=WEEKDAYS, outside_windows=OutsideWindows.WAIT)
     submissions = Submissions(policy=policy, clock=clock)
     record, created = submissions.submit(KILL_IN_SHOP, idempotency_key="cr-uid-1")
@@ -529,7 +523,7 @@ class FlakyQueue(RecordingQueue):
 
 
 def test_a_deferred_job_the_queue_refuses_at_release_is_released_later() -> None:
-    clock = Clock(SATURDAY)
+    clock = ManualClock(SATURDAY)
     policy = Policy(windows=WEEKDAYS, outside_windows=OutsideWindows.WAIT)
     queue = FlakyQueue()
     submissions = Submissions(policy=policy, clock=clock, queue=queue)

@@ -10,6 +10,7 @@ from typing import Any
 from pystol_api.http.kube_identity import KubernetesIdentities
 from pystol_worker.core.access import ActorKind, Permission
 from pystol_worker.kube.cluster_access import ClusterError
+from tests.support.manual_clock import ManualClock
 
 
 class ReviewingCluster:
@@ -37,18 +38,11 @@ class ReviewingCluster:
         return (user, verb, resource, namespace) in self.allowed
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 ROBOT = "system:serviceaccount:shop:robot"
 
 
-def make(cluster: ReviewingCluster, clock: Clock) -> KubernetesIdentities:
+def make(cluster: ReviewingCluster, clock: ManualClock) -> KubernetesIdentities:
     return KubernetesIdentities(lambda: cluster, clock=clock)  # type: ignore[arg-type,return-value]
 
 
@@ -56,7 +50,7 @@ def test_a_reviewed_token_is_a_kubernetes_actor_and_rbac_decides_per_namespace()
     cluster = ReviewingCluster({"t": {"username": ROBOT, "uid": "u-1",
                                       "groups": ["system:serviceaccounts"]}},
                                {(ROBOT, "create", "pystolactions", "shop")})
-    identity = make(cluster, Clock()).identify("t")
+    identity = make(cluster, ManualClock(0.0)).identify("t")
     assert identity is not None
     assert identity.actor.kind == ActorKind.KUBERNETES and identity.actor.name == ROBOT
     assert identity.actor.groups == ["system:serviceaccounts"]
@@ -67,13 +61,13 @@ def test_a_reviewed_token_is_a_kubernetes_actor_and_rbac_decides_per_namespace()
 
 
 def test_an_unknown_token_is_no_identity() -> None:
-    assert make(ReviewingCluster({}, set()), Clock()).identify("nope") is None
+    assert make(ReviewingCluster({}, set()), ManualClock(0.0)).identify("nope") is None
 
 
 def test_answers_are_cached_for_their_time_only() -> None:
     cluster = ReviewingCluster({"t": {"username": ROBOT}},
                                {(ROBOT, "list", "pystolactions", "shop")})
-    clock = Clock()
+    clock = ManualClock(0.0)
     identities = make(cluster, clock)
     for _ in range(5):
         identity = identities.identify("t")
@@ -90,7 +84,7 @@ def test_answers_are_cached_for_their_time_only() -> None:
 def test_an_unreachable_cluster_refuses_and_is_asked_again() -> None:
     cluster = ReviewingCluster({"t": {"username": ROBOT}},
                                {(ROBOT, "create", "pystolactions", "shop")})
-    identities = make(cluster, Clock())
+    identities = make(cluster, ManualClock(0.0))
     identity = identities.identify("t")
     assert identity is not None
     cluster.down = True
@@ -101,7 +95,7 @@ def test_an_unreachable_cluster_refuses_and_is_asked_again() -> None:
 
 def test_a_token_refused_while_the_cluster_was_down_works_once_it_is_back() -> None:
     cluster = ReviewingCluster({"t": {"username": ROBOT}}, set())
-    identities = make(cluster, Clock())
+    identities = make(cluster, ManualClock(0.0))
     cluster.down = True
     assert identities.identify("t") is None
     cluster.down = False
@@ -110,7 +104,7 @@ def test_a_token_refused_while_the_cluster_was_down_works_once_it_is_back() -> N
 
 def test_a_flood_of_random_tokens_is_cut_off_and_known_users_keep_working() -> None:
     cluster = ReviewingCluster({"good": {"username": ROBOT}}, set())
-    clock = Clock()
+    clock = ManualClock(0.0)
     identities = KubernetesIdentities(lambda: cluster, clock=clock,  # type: ignore[arg-type,return-value]
                                       reviews_per_second=1.0, review_burst=3)
     assert identities.identify("good") is not None

@@ -50,6 +50,7 @@ from pystol_worker.schedules.store import (
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
 from tests.support.grants import ADMIN
+from tests.support.manual_clock import ManualClock
 
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC
 TEMPLATE: dict[str, Any] = {"action": "pod-kill",
@@ -82,18 +83,11 @@ def firer(store: ScheduleStore, queue: Any) -> ScheduleFirer:
                                                   store.settings, HaltSwitch(store.redis)))
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @dataclass
 class Env:
     redis: fakeredis.FakeRedis
-    clock: Clock
+    clock: ManualClock
     store: ScheduleStore
     firer: ScheduleFirer
     sent: list[str] = field(default_factory=list)
@@ -129,7 +123,7 @@ class Env:
 @pytest.fixture
 def env() -> Iterator[Env]:
     client = fakeredis.FakeRedis()
-    clock = Clock(T0)
+    clock = ManualClock(T0)
     store = ScheduleStore(client, Settings(), clock=clock, rng=random.Random(7),
                           policy=SHORT_PERIODS)
     sent: list[str] = []

@@ -21,16 +21,10 @@ from pystol_worker.store.token_store import (
     TokenStore,
     digest_of,
 )
+from tests.support.manual_clock import ManualClock
 
 KEY = b"unit-test-signing-key-0123456789"
 
-
-class Clock:
-    def __init__(self, now: float = 1_750_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -39,12 +33,12 @@ def fake() -> fakeredis.FakeRedis:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(1_750_000_000.0)
 
 
 @pytest.fixture
-def store(fake: fakeredis.FakeRedis, clock: Clock) -> TokenStore:
+def store(fake: fakeredis.FakeRedis, clock: ManualClock) -> TokenStore:
     return TokenStore(fake, KEY, clock=clock)
 
 
@@ -124,7 +118,7 @@ def test_revoke(store: TokenStore, fake: fakeredis.FakeRedis) -> None:
     store.create("ci", Role.VIEWER, ["cart"], None, "admin")  # the name is free again
 
 
-def test_expiry_follows_the_clock(store: TokenStore, clock: Clock,
+def test_expiry_follows_the_clock(store: TokenStore, clock: ManualClock,
                                   fake: fakeredis.FakeRedis) -> None:
     token, secret = store.create("temp", Role.VIEWER, ["shop"], 30 * 86400, "admin")
     assert token.expires_at is not None
