@@ -579,8 +579,11 @@ def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack, kube: client
             assert record.source.value == "cr" and record.submitter == "shop/every-2s"
             assert record.spec.concurrency_policy.value == "Forbid"
 
-            bad = api.get_namespaced_custom_object(GROUP, VERSION, "shop", "pystolschedules",
-                                                   "bad-cron")["status"]
+            # The two objects are handled independently: wait for the second one's status.
+            bad = stack.sim.wait_for(
+                lambda: (api.get_namespaced_custom_object(
+                    GROUP, VERSION, "shop", "pystolschedules", "bad-cron").get("status") or {}),
+                timeout=45.0, interval=0.2)
             assert bad["phase"] == "Failed"
             assert "spec.schedule: invalid cron expression" in bad["message"]
             assert not store.exists("cr.shop.bad-cron")
