@@ -1,11 +1,12 @@
 """Schedule precision: how close to its nominal time does a scheduled chaos job start?
 
-Pystol side: an `interval` schedule (0.5 s by default) whose template is a dry-run pod-kill
-on the simulated cluster. `pystol beat` (celery-redbeat) fires `pystol.fire_schedule`; the
-worker decides the slot, stores the job and queues `pystol.run_job`; the job starts when a
-worker claims it. Measured per run: **job `started_at` - nominal slot time** (the slot is
-in the job's idempotency key), and its parts: beat's lateness (the fire's send stamp -
-slot), fire → job stored (`created_at`), stored → started.
+Pystol side: an `interval` schedule (1 s by default, the shortest period Pystol allows)
+whose template is a dry-run pod-kill on the simulated cluster. `pystol beat` (celery-
+redbeat) fires `pystol.fire_schedule`; the worker decides the slot, stores the job and
+queues `pystol.run_job`; the job starts when a worker claims it. Measured per run: **job
+`started_at` - nominal slot time** (the slot is in the job's idempotency key), and its
+parts: beat's lateness (the fire's send stamp - slot), fire → job stored (`created_at`),
+stored → started.
 
 Baseline: a bare redbeat entry with the same interval, on the same Redis, fired by the
 same `pystol beat` process (same redbeat prefix, same `beat_max_loop_interval`), sending a
@@ -326,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="20 runs per side (CI)")
     parser.add_argument("--runs", type=int, help="measured runs per side (default 200)")
-    parser.add_argument("--interval", type=float, default=0.5,
-                        help="seconds between runs (default 0.5)")
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between runs (default 1; schedules never fire more "
+                             "often than once a second)")
     parser.add_argument("--concurrency", type=int, default=2,
                         help="worker concurrency of both sides (default 2)")
     parser.add_argument("--rounds", type=int, help="alternations of the two sides (default "
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         return render(args.render)
     runs = args.runs or (20 if args.smoke else 200)
-    if runs < 1 or args.interval < 0.1 or args.concurrency < 1:
+    if runs < 1 or args.interval < 1 or args.concurrency < 1:
         parser.error("runs >= 1, interval >= 0.1 s, concurrency >= 1")
     rounds = args.rounds or (1 if args.smoke else 4)
     if not 1 <= rounds <= runs:

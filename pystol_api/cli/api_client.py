@@ -34,7 +34,8 @@ EVENT_STREAM = "text/event-stream"
 
 
 class EventStreamUnavailable(Exception):
-    """The API does not stream events (it answered 406, or is older than the stream)."""
+    """The API does not stream events now (it answered 406, or 503/429: no stream free), or
+    is older than the stream."""
 
 
 @dataclass
@@ -262,10 +263,12 @@ class ApiClient:
             raise ApiUnreachable(self.base_url, unreachable_reason(error)) from None
         with answer:
             content_type = answer.headers.get("Content-Type", "")
-            if answer.status_code in (404, 405, 406) or (
+            if answer.status_code in (404, 405, 406, 429, 503) or (
                     answer.status_code < 400 and not content_type.startswith(EVENT_STREAM)):
                 # 404 too: an API without the route; a job that does not exist is reported
-                # by the poll that follows.
+                # by the poll that follows. 429/503: the API serves as many streams as it
+                # may (PYSTOL_STREAM_MAX_CLIENTS) or this caller is over its rate; polling
+                # still works.
                 raise EventStreamUnavailable(f"{url} answered {answer.status_code} "
                                              f"{content_type}")
             if answer.status_code >= 400:

@@ -213,12 +213,14 @@ def _server_settings(runtime: Runtime) -> Settings:
     rather than failing every job later."""
     from pystol_worker.core.policy import PolicyError, load_policy
     from pystol_worker.core.settings import SettingsError
+    from pystol_worker.store.redis_connection import RedisUrlError, redis_endpoint
 
     settings = runtime.settings()
     try:
         settings.signing_key_bytes  # noqa: B018
         load_policy(settings.policy_file)
-    except (SettingsError, PolicyError) as error:
+        redis_endpoint(settings)  # a bad URL or a missing Sentinel master name, said once
+    except (SettingsError, PolicyError, RedisUrlError) as error:
         raise CliError(str(error)) from None
     return settings
 
@@ -722,7 +724,9 @@ def halt(runtime: Runtime, reason: str | None, lift: bool, show: bool, output: s
                color=runtime.colour())
     if not show:
         click.echo(f"cancelled {state.get('cancelled_jobs', 0)} queued job(s), asked "
-                   f"{state.get('aborted_jobs', 0)} running job(s) to abort and revert")
+                   f"{state.get('aborted_jobs', 0)} running job(s) to abort and revert"
+                   + (f"; cancelling {state['stopping_jobs']} more queued job(s) in the "
+                      "background" if state.get("stopping_jobs") else ""))
     click.echo("lift it with: pystol halt --off")
 
 

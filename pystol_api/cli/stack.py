@@ -127,13 +127,16 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
-def redis_answers(url: str, timeout: float = 1.0) -> bool:
-    """True when a Redis at `url` answers PING (with the URL's credentials, if any)."""
+def redis_answers(url: str, timeout: float = 1.0, sentinel_master: str = "") -> bool:
+    """True when a Redis at `url` answers PING (with the URL's credentials, TLS options or
+    Sentinels, if any)."""
     import redis
 
+    from pystol_worker.store.redis_connection import client_for, parse_redis_url
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
-                                      socket_timeout=timeout)
+        client = client_for(parse_redis_url(url, sentinel_master),
+                            socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
             return bool(client.ping())
         finally:
@@ -161,10 +164,12 @@ def fake_redis_command(port: int) -> list[str]:
 def plan_redis(configured_url: str, *, choice: RedisChoice, answers: bool,
                redis_server: str | None, fake_ok: bool, port: int, workdir: Path) -> RedisPlan:
     """Use the configured Redis if it answers, else start redis-server, else fakeredis."""
+    from pystol_worker.store.redis_connection import shown_url
+
     url = f"redis://{LOCALHOST}:{port}/0"
     if choice == "auto" and answers:
         return RedisPlan("existing", configured_url)
-    missing = f"nothing answers at {configured_url}; " if choice == "auto" else ""
+    missing = f"nothing answers at {shown_url(configured_url)}; " if choice == "auto" else ""
     if choice in ("auto", "server") and redis_server:
         return RedisPlan("redis-server", url, tuple(redis_server_command(redis_server, port,
                                                                           workdir)),
@@ -180,7 +185,8 @@ def plan_redis(configured_url: str, *, choice: RedisChoice, answers: bool,
     if choice == "fake":
         raise StackError("fakeredis cannot serve Celery here: it needs Lua "
                          "(pip install 'fakeredis[lua]')")
-    raise StackError(f"no Redis: nothing answers at {configured_url} (PYSTOL_REDIS_URL), "
+    raise StackError(f"no Redis: nothing answers at {shown_url(configured_url)} "
+                     "(PYSTOL_REDIS_URL), "
                      "redis-server is not on PATH, and fakeredis cannot serve Celery without "
                      "Lua. Install redis-server (apt-get install redis-server), run "
                      "pip install 'fakeredis[lua]', or point PYSTOL_REDIS_URL at a Redis.")
@@ -537,9 +543,17 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
     api_url = f"http://{LOCALHOST}:{api_port}"
 
     # 1. Redis
+    from pystol_worker.core.settings import SettingsError
+    from pystol_worker.store.redis_connection import redis_endpoint
+
+    try:
+        redis_endpoint(settings)  # a sentinel:// URL without its master name stops here
+    except SettingsError as error:
+        raise StackError(str(error)) from None
     choice = options.redis
     plan = plan_redis(settings.redis_url, choice=choice,
-                      answers=choice == "auto" and redis_answers(settings.redis_url),
+                      answers=choice == "auto" and redis_answers(
+                          settings.redis_url, sentinel_master=settings.redis_sentinel_master),
                       redis_server=shutil.which("redis-server"),
                       fake_ok=fakeredis_serves_celery(), port=find_free_port(), workdir=workdir)
     if plan.kind == "fakeredis":
@@ -548,7 +562,9 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
         out.say(f"pystol up: {plan.note}")
     if plan.command:
         supervisor.start(Child("redis", plan.command, environ, out))
-        supervisor.wait_until(lambda: redis_answers(plan.url, timeout=0.5),
+        master = settings.redis_sentinel_master
+        supervisor.wait_until(lambda: redis_answers(plan.url, timeout=0.5,
+                                                    sentinel_master=master),
                               REDIS_READY_TIMEOUT, "Redis")
 
     # 2. The simulated cluster
@@ -599,6 +615,8 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
 
 def _announce(out: Output, options: UpOptions, plan: RedisPlan, api_url: str,
               token: str | None, sim_url: str, kubeconfig: str) -> None:
+    from pystol_worker.store.redis_connection import shown_url
+
     shown_token = token or "<one of your PYSTOL_API_TOKENS>"
     cluster = (f"simulated, {sim_url} (kubeconfig {kubeconfig})" if options.sim
                else (f"kubeconfig {kubeconfig}" if kubeconfig
@@ -609,7 +627,7 @@ def _announce(out: Output, options: UpOptions, plan: RedisPlan, api_url: str,
         f"pystol up: ready at {api_url}",
         f"  API:      {api_url}  (REST under /api/v1, docs at /api/v1/docs)",
         f"  token:    {shown_token}",
-        f"  Redis:    {plan.url} ({plan.description})",
+        f"  Redis:    {shown_url(plan.url)} ({plan.description})",
         f"  cluster:  {cluster}",
         f"  workers:  {options.workers} x {options.worker_concurrency} concurrent jobs, "
         "beat (schedules)" + (", CR watcher" if options.sim or kubeconfig else ""),

@@ -13,11 +13,16 @@ Swagger UI (bundled by flask-openapi3-swagger, no CDN) is served at `/api/v1/doc
 
 Request processing, in order:
 1. routing (unknown path 404, wrong method 405, as problem+json);
-2. bearer authentication (every endpoint except the probes and the documentation);
-3. for endpoints with a JSON body: content type (415), size (413), JSON syntax (400) and
+2. the per-identity rate limit (429; `rate_limits`: the halt switch has its own, the
+   probes none);
+3. bearer authentication (every endpoint except the probes and the documentation);
+4. for endpoints with a JSON body: content type (415), size (413), JSON syntax (400) and
    a top-level object (422), so that flask-openapi3 only ever validates a JSON object;
-4. pydantic validation of path, query, headers and body (422 with field paths);
-5. the view, which runs `validate_job` (422) and answers.
+5. pydantic validation of path, query, headers and body (422 with field paths);
+6. the view, which runs `validate_job` (422) and answers;
+7. on the way out: an event stream takes one of the process's stream slots or becomes a
+   503 (`stream_limits`), and every response gets the browser protections
+   (`security_headers`: CSP, nosniff, no framing, no referrer).
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ import redis
 from flask import Flask, request
 from flask_openapi3 import Info, OpenAPI
 
-from pystol_api.http import auth, dashboard, metrics_endpoint
+from pystol_api.http import (
+    auth,
+    dashboard,
+    metrics_endpoint,
+    rate_limits,
+    security_headers,
+    stream_limits,
+    swagger_page,
+)
 from pystol_api.http.kube_identity import KubernetesIdentities
 from pystol_api.http.problems import (
     BODY_LOC,
@@ -40,6 +53,7 @@ from pystol_api.http.problems import (
     ApiProblem,
     FieldError,
     Problem,
+    problem_doc,
     register_error_handlers,
     validation_error_callback,
 )
@@ -65,6 +79,7 @@ from pystol_worker.kube.cluster_access import ClusterAccess
 from pystol_worker.process.celery_app import CeleryJobQueue
 from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.job_store import JobStore
+from pystol_worker.store.redis_connection import redis_client as connect_redis
 from pystol_worker.store.token_store import TokenStore
 
 DOCS_PATH = API_PREFIX + "/docs"
@@ -81,26 +96,34 @@ def _version() -> str:
         return "0.0.0"
 
 
+RATE_LIMITED_DOC = problem_doc("Too many requests from this identity "
+                               "(PYSTOL_API_RATE_LIMIT, or PYSTOL_HALT_RATE_LIMIT for the "
+                               "halt switch); retry after `Retry-After` seconds.")
+
+
 class PystolOpenAPI(OpenAPI):
     """flask-openapi3's application, with its generated 422 entries kept truthful.
 
     flask-openapi3 adds a 422 "array of validation errors" response to every operation
     that declares none. Ours answer one problem document, and only operations with
     input can fail validation: those declare their 422 themselves, so any generated
-    entry is dropped.
+    entry is dropped. Every operation but the probes may answer 429 (`rate_limits`),
+    which is declared here once rather than in every route.
     """
 
     def generate_spec_json(self) -> None:
         super().generate_spec_json()
         status = self.validation_error_status
-        for path_item in self.spec_json.get("paths", {}).values():
+        for path, path_item in self.spec_json.get("paths", {}).items():
             for operation in path_item.values():
                 if not isinstance(operation, dict):
                     continue
-                responses = operation.get("responses") or {}
+                responses = operation.setdefault("responses", {})
                 generated = responses.get(status)
                 if generated is not None and PROBLEM_JSON not in generated.get("content", {}):
                     del responses[status]
+                if path not in rate_limits.UNLIMITED_PATHS:
+                    responses.setdefault("429", RATE_LIMITED_DOC)
 
 
 def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
@@ -123,6 +146,8 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
         validation_error_callback=validation_error_callback,
         static_folder=None,
     )
+    # First of the after_request hooks, so the last to run: it covers every response.
+    security_headers.install(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
 
     # Whatever flask-openapi3 registered so far is documentation: public, like the probes.
@@ -133,12 +158,13 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
         # (its asset and document URLs are relative, so they resolve from either path).
         app.add_url_rule(DOCS_PATH, endpoint="docs", view_func=swagger)
         public.add("docs")
+    swagger_page.install(app)  # the documentation pages without inline code (CSP)
 
     if redis_client is None:
         # Timeouts: a hung Redis must fail a request, not hang a worker forever.
-        redis_client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5,
-                                            socket_timeout=10, health_check_interval=30)
-    store = JobStore(redis_client)
+        redis_client = connect_redis(settings, socket_connect_timeout=5, socket_timeout=10,
+                                     health_check_interval=30)
+    store = JobStore(redis_client, retention_seconds=settings.job_retention_seconds)
     if queue is None:
         queue = CeleryJobQueue(settings)
     if registry is None:
@@ -170,8 +196,14 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
                       health_bp):
         app.register_api(blueprint)
     public.update(name for name in app.view_functions if name.startswith(health_bp.name + "."))
-    public.add(metrics_endpoint.install(app, redis_client, settings.queue))  # like /healthz
+    # Outside the API's authentication (like /healthz); it checks its own token, if set.
+    public.add(metrics_endpoint.install(app, redis_client, settings.queue,
+                                        settings.metrics_token.get_secret_value()))
     public.update(dashboard.install(app))  # the page is public; its data calls carry the token
+    stream_limits.install(app, settings.stream_max_clients, settings.stream_max_seconds)
+    # Before authentication, so that its check runs first (before_request hooks run in
+    # the order they were registered).
+    rate_limits.install(app, settings, redis_client)
 
     def named_token(secret: str) -> Identity | None:
         token = services.tokens.lookup(secret)

@@ -4,18 +4,30 @@ The counters and histograms are what every worker, beat, watcher and API process
 in Redis (`pystol_worker.store.metrics`); the gauges are computed now from the job store, the
 Celery queue, the revert journal and the halt switch. Any API replica answers the same,
 so Prometheus may scrape one of them or all (then aggregate with `max`).
+
+Who may read what: the series name namespaces (where chaos ran, where workloads took
+long to recover), which tells an outsider what runs in the cluster and where it is weak.
+- With `PYSTOL_METRICS_TOKEN` set, `/metrics` needs `Authorization: Bearer <that token>`
+  (401 problem document otherwise) and shows every series.
+- Without it, `/metrics` stays public (a Prometheus needs no secret to scrape it) and
+  names no namespace or object: labels that carry one (`NAME_LABELS`) are dropped and
+  the series they told apart summed, so totals stay right.
+The API's bearer tokens are not accepted here: a scraper gets a secret that can read
+metrics and nothing else.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import cast
 
 import redis
-from flask import Flask, Response
+from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
     CollectorRegistry,
@@ -26,6 +38,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from pystol_api.http.problems import ApiProblem
 from pystol_worker.core.model import JobRecord
 from pystol_worker.store import metrics as m
 from pystol_worker.store.job_store import HALT_KEY, PREFIX
@@ -34,6 +47,9 @@ METRICS_PATH = "/metrics"
 # kombu's Redis transport keeps priority 0 in the queue's own list and others beside it.
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITIES = (3, 6, 9)
+#: Labels whose values are namespaces or object names, dropped without the metrics token.
+NAME_LABELS = frozenset({"namespace", "name", "pod", "node", "workload", "target"})
+REALM = "pystol-metrics"
 
 
 def _text(value: bytes | str) -> str:
@@ -41,9 +57,16 @@ def _text(value: bytes | str) -> str:
 
 
 class PystolCollector(Collector):
-    def __init__(self, client: redis.Redis, queue: str) -> None:
+    """Every Pystol metric; with `named=False`, without the labels in NAME_LABELS (the
+    series they told apart are summed)."""
+
+    def __init__(self, client: redis.Redis, queue: str, named: bool = True) -> None:
         self.redis = client
         self.queue = queue
+        self.named = named
+
+    def _shown(self, labels: tuple[str, ...]) -> list[str]:
+        return [name for name in labels if self.named or name not in NAME_LABELS]
 
     def describe(self) -> list[Metric]:
         return []
@@ -62,9 +85,13 @@ class PystolCollector(Collector):
                 continue
             values[name].append((labels, float(raw)))
         for metric in m.COUNTERS:
-            family = CounterMetricFamily(metric.name, metric.help, labels=metric.labels)
-            for labels, value in sorted(values.get(metric.name, []), key=_label_order):
-                family.add_metric([labels.get(name, "") for name in metric.labels], value)
+            shown = self._shown(metric.labels)
+            family = CounterMetricFamily(metric.name, metric.help, labels=shown)
+            totals: dict[tuple[str, ...], float] = defaultdict(float)
+            for labels, value in values.get(metric.name, []):
+                totals[tuple(str(labels.get(name, "")) for name in shown)] += value
+            for key, value in sorted(totals.items()):
+                family.add_metric(list(key), value)
             yield family
 
     def _histograms(self) -> Iterator[Metric]:
@@ -77,16 +104,22 @@ class PystolCollector(Collector):
                 continue
             series[name][json.dumps(labels, sort_keys=True)][part] = float(raw)
         for metric in m.HISTOGRAMS:
-            family = HistogramMetricFamily(metric.name, metric.help, labels=metric.labels)
-            for labels_json, parts in sorted(series.get(metric.name, {}).items()):
+            shown = self._shown(metric.labels)
+            family = HistogramMetricFamily(metric.name, metric.help, labels=shown)
+            merged: dict[tuple[str, ...], dict[str, float]] = defaultdict(
+                lambda: defaultdict(float))
+            for labels_json, series_parts in series.get(metric.name, {}).items():
                 labels = json.loads(labels_json)
+                key = tuple(str(labels.get(name, "")) for name in shown)
+                for part, value in series_parts.items():
+                    merged[key][part] += value
+            for key, parts in sorted(merged.items()):
                 cumulative = 0.0
                 buckets: list[tuple[str, float]] = []
                 for bound in (*metric.buckets, math.inf):
                     cumulative += parts.get(m.bound_text(bound), 0.0)
                     buckets.append(("+Inf" if math.isinf(bound) else str(bound), cumulative))
-                family.add_metric([labels.get(name, "") for name in metric.labels], buckets,
-                                  parts.get("sum", 0.0))
+                family.add_metric(list(key), buckets, parts.get("sum", 0.0))
             yield family
 
     def _gauges(self) -> Iterator[Metric]:
@@ -123,22 +156,36 @@ class PystolCollector(Collector):
         yield GaugeMetricFamily(m.HALTED.name, m.HALTED.help, value=1 if halted else 0)
 
 
-def _label_order(item: tuple[dict[str, str], float]) -> Any:
-    return sorted(item[0].items())
-
-
-def render(client: redis.Redis, queue: str) -> bytes:
+def render(client: redis.Redis, queue: str, *, named: bool = True) -> bytes:
+    """The metrics in the text format; `named=False` leaves out namespaces and names."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PystolCollector(client, queue))
+    registry.register(PystolCollector(client, queue, named=named))
     return generate_latest(registry)
 
 
-def install(app: Flask, client: redis.Redis, queue: str) -> str:
-    """Add the unauthenticated `GET /metrics` route; returns its endpoint name."""
+def _require_token(expected: str) -> None:
+    """401 problem unless the request carries `Authorization: Bearer <expected>` (compared
+    as SHA-256 digests in constant time, like the API's tokens)."""
+    scheme, _, given = (request.headers.get("Authorization") or "").strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() == "bearer" and given and hmac.compare_digest(
+            hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest()):
+        return
+    raise ApiProblem(401, "unauthorized", "Authentication required",
+                     "/metrics needs `Authorization: Bearer <PYSTOL_METRICS_TOKEN>`",
+                     headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'})
+
+
+def install(app: Flask, client: redis.Redis, queue: str, token: str = "") -> str:
+    """Add the `GET /metrics` route, outside the API's authentication: with `token`, it
+    checks that token itself and shows everything; without, it is public and shows no
+    names. Returns its endpoint name."""
     endpoint = "metrics"
 
     def metrics_view() -> Response:
-        return Response(render(client, queue), mimetype=None,
+        if token:
+            _require_token(token)
+        return Response(render(client, queue, named=bool(token)), mimetype=None,
                         headers={"Content-Type": CONTENT_TYPE_LATEST,
                                  "Cache-Control": "no-store"})
 

@@ -209,6 +209,21 @@ def register_error_handlers(app: Flask) -> None:
         # The cluster failed, not the user: 502 with what the Kubernetes API said.
         return problem_response(502, "cluster-error", "Kubernetes API error", str(error))
 
+    @app.errorhandler(redis.exceptions.OutOfMemoryError)
+    def _redis_full(error: redis.exceptions.OutOfMemoryError) -> Response:
+        # Redis reached its maxmemory and, with the `noeviction` policy Pystol's chart and
+        # compose file set, refuses writes instead of evicting the halt switch or revert
+        # journal entries. Say so: "unavailable" would send the admin looking for a network
+        # problem, and the fix is memory.
+        log.error("Redis is full (maxmemory reached) on %s %s: %s", request.method,
+                  request.path, error)
+        return problem_response(503, "store-full", "Job store full",
+                                "Redis is full: it reached its maxmemory and refuses writes "
+                                "(OOM command not allowed; policy noeviction). Nothing already "
+                                "stored, the halt switch and the revert journal included, was "
+                                "evicted. Raise Redis's maxmemory or free memory, then retry.",
+                                headers={"Retry-After": "30"})
+
     @app.errorhandler(redis.RedisError)
     def _redis(error: redis.RedisError) -> Response:
         log.warning("Redis error on %s %s: %s", request.method, request.path, error)

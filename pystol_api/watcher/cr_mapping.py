@@ -337,7 +337,7 @@ def _extra_vars(spec: Mapping[str, Any], where: str,
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: "[[[[..." nests too deep
             problems.append(FieldProblem(f"{where}.extra_vars", f"not valid JSON ({error}); the "
                                          "original Pystol wrote a JSON object here, e.g. "
                                          "'{\"pystol_killpods_amount\": 1}'"))
@@ -387,7 +387,7 @@ def _node_names(variables: _Variables) -> tuple[list[str], str | None]:
     if isinstance(names, str):  # the original module took `names` as a JSON list
         try:
             names = json.loads(names) if names.strip() else []
-        except ValueError:
+        except (ValueError, RecursionError):
             names = [part.strip() for part in names.split(",") if part.strip()]
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         variables.problems.append(FieldProblem(where, "expected a list of node names"))
@@ -464,7 +464,7 @@ def legacy_job_spec(spec: Mapping[str, Any], where: str = "spec",
                                      "built in; only the original pystol.actions collection "
                                      "('actions') is"))
     role = spec.get("role")
-    if role not in LEGACY_ROLES:
+    if not isinstance(role, str) or role not in LEGACY_ROLES:  # a list or object: unhashable
         problems.append(FieldProblem(f"{where}.role", f"unknown role {role!r}; the original "
                                      "roles " + ", ".join(LEGACY_ROLES) + " are built in, for "
                                      "anything else give spec.action (see `pystol actions`)"))
@@ -631,8 +631,21 @@ def refused_status(reason: str, message: str, generation: int | None, action: st
     return status
 
 
+# A problem's path and message echo the spec (an unknown key, a value's repr): each is cut
+# to these lengths, so that a status message stays readable and small whatever the spec.
+MAX_PATH_SHOWN = 120
+MAX_PROBLEM_SHOWN = 240
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
 def problems_message(error: CrInvalid, limit: int = 20, prefix: str = "invalid spec") -> str:
-    lines = [f"{p.loc}: {p.msg}" for p in error.problems[:limit]]
+    """At most `limit` problems, each `path: message` cut short (at most ~8 KiB in all: a
+    status message is stored with the object and shown by `kubectl describe`)."""
+    lines = [f"{_clip(p.loc, MAX_PATH_SHOWN)}: {_clip(p.msg, MAX_PROBLEM_SHOWN)}"
+             for p in error.problems[:limit]]
     if len(error.problems) > limit:
         lines.append(f"... and {len(error.problems) - limit} more")
     return f"{prefix}: " + "; ".join(lines)

@@ -129,6 +129,7 @@ from pystol_worker.store.job_store import (
     JobStore,
     TransitionRefused,
 )
+from pystol_worker.store.redis_connection import async_client_for, parse_redis_url, redis_client
 
 if TYPE_CHECKING:
     import kopf
@@ -159,8 +160,9 @@ class JobFollower:
     the events of that job. On a lost connection every waiter is woken (they re-read).
     """
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, sentinel_master: str = "") -> None:
         self.redis_url = redis_url
+        self.sentinel_master = sentinel_master
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -192,11 +194,9 @@ class JobFollower:
                 await self._task
 
     async def _pump(self) -> None:
-        import redis.asyncio as aioredis
-
         delay = 0.5
         while True:
-            client = aioredis.Redis.from_url(self.redis_url)
+            client = async_client_for(parse_redis_url(self.redis_url, self.sentinel_master))
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(TIMELINE_CHANNEL + ":*")
@@ -244,12 +244,14 @@ class WatcherContext:
     def create(cls, settings: Settings) -> WatcherContext:
         from pystol_worker.kube.cluster_access import load_api_client
 
-        client = redis.Redis.from_url(settings.redis_url)
-        store, registry = JobStore(client), default_registry()
+        client = redis_client(settings)
+        store = JobStore(client, retention_seconds=settings.job_retention_seconds)
+        registry = default_registry()
         submissions = SubmissionService.from_settings(settings, client, CeleryJobQueue(settings),
                                                       registry, store=store)
         return cls(settings=settings, redis=client, store=store, submissions=submissions,
-                   registry=registry, follower=JobFollower(settings.redis_url),
+                   registry=registry,
+                   follower=JobFollower(settings.redis_url, settings.redis_sentinel_master),
                    api_client_factory=lambda: load_api_client(settings.kubeconfig))
 
     def audit(self, actor: Actor, operation: str, **fields: Any) -> None:
@@ -319,12 +321,33 @@ class WatcherContext:
 
 
 def _plain(value: Any) -> Any:
-    """A deep copy of a kopf body view as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
+    """A deep copy of a kopf body view as plain dicts and lists.
+
+    Iterative, not recursive: a custom resource may nest its spec hundreds of levels deep
+    (anyone who may create one chooses), and a RecursionError here would crash the handler
+    and have kopf retry it forever instead of the spec ending `Failed`."""
+    def fresh(item: Any) -> Any:
+        if isinstance(item, Mapping):
+            return {}
+        if isinstance(item, list):
+            return []
+        return item
+
+    root = fresh(value)
+    pending: list[tuple[Any, Any]] = [(value, root)]
+    while pending:
+        source, copy = pending.pop()
+        if isinstance(source, Mapping):
+            for key, item in source.items():
+                copy[key] = fresh(item)
+                if isinstance(item, (Mapping, list)):
+                    pending.append((item, copy[key]))
+        elif isinstance(source, list):
+            for item in source:
+                copy.append(fresh(item))
+                if isinstance(item, (Mapping, list)):
+                    pending.append((item, copy[-1]))
+    return root
 
 
 def _event(body: Any, reason: str, message: str, warning: bool = False) -> None:
@@ -487,7 +510,8 @@ def _submit(ctx: WatcherContext, kind: CrKind, body: Any, patch: Any,
     except CrInvalid as invalid:
         action = spec.get("action") if isinstance(spec, Mapping) else None
         if action is None and isinstance(spec, Mapping):
-            action = LEGACY_ROLES.get(spec.get("role"))  # type: ignore[arg-type]
+            role = spec.get("role")
+            action = LEGACY_ROLES.get(role) if isinstance(role, str) else None
         _refuse(kind, body, patch, status, generation, "InvalidSpec",
                 problems_message(invalid), action)
         return None

@@ -20,6 +20,7 @@ its original number of ready pods (`recovery_seconds`, counted from the revert).
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -37,21 +38,29 @@ from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import NotFound
 from pystol_worker.kube.objects import Workload, is_terminating, selector_string
 from pystol_worker.safety.job_context import RunContext, SelectContext
-from pystol_worker.safety.revert_journal import JournalEntry
+from pystol_worker.safety.revert_journal import JournalEntry, same_object
 
 UNDO_RESTORE_REPLICAS = "restore-replicas"
+log = logging.getLogger("pystol.actions.deployment_scale")
 WorkloadKind = Literal["Deployment", "StatefulSet"]
+# A scale-up is a fault too, and one the cluster pays for: no workload is scaled past this
+# many replicas, nor to more than this many times the count it has (at least 1), whether
+# `replicas` or `percent` asked for it.
+MAX_SCALE_REPLICAS = 1000
+MAX_SCALE_UP_FACTOR = 10
 
 
 class DeploymentScaleParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kinds: list[WorkloadKind] = Field(["Deployment", "StatefulSet"], min_length=1,
+                                      max_length=2,
                                       description="Which kinds of workload to select.")
-    replicas: int | None = Field(None, ge=0, le=1000, description="Scale each selected "
-                                 "workload to this many replicas (give this or percent).")
+    replicas: int | None = Field(None, ge=0, le=MAX_SCALE_REPLICAS, description="Scale each "
+                                 "selected workload to this many replicas (give this or "
+                                 "percent); at most 10 times its current count.")
     percent: float | None = Field(
-        None, ge=0, le=1000, allow_inf_nan=False,
+        None, ge=0, le=MAX_SCALE_UP_FACTOR * 100, allow_inf_nan=False,
         description="Scale each selected workload to this percent of its current replicas, "
                     "rounded down (give this or replicas); 50 halves it, 0 scales it to zero.")
     seed: int | None = Field(None, description="Random seed for selection, to repeat an "
@@ -89,6 +98,13 @@ def _plan(obj: dict[str, Any], params: DeploymentScaleParams, target: Target
         return current, new, f"{where} is being deleted"
     if new == current:
         return current, new, f"{where} already has {current} replica(s)"
+    asked = "params.replicas" if params.replicas is not None else "params.percent"
+    if new > MAX_SCALE_REPLICAS:
+        return current, new, (f"{where}: {asked} would scale it from {current} to {new} "
+                              f"replicas; at most {MAX_SCALE_REPLICAS}")
+    if new > MAX_SCALE_UP_FACTOR * max(current, 1):
+        return current, new, (f"{where}: {asked} would scale it from {current} to {new} "
+                              f"replicas, more than {MAX_SCALE_UP_FACTOR} times its count")
     keep = _min_available(target, current)
     if new < keep:
         return current, new, (f"{where}: scaling from {current} to {new} would leave fewer "
@@ -103,16 +119,29 @@ def _ref(obj: dict[str, Any]) -> TargetRef:
 
 
 def restore_replicas(cluster: Cluster, entry: JournalEntry) -> None:
-    """Scale the workload back to the replica count it had before the fault."""
+    """Scale the workload back to the replica count it had before the fault.
+
+    Only the workload the entry recorded (uid), and only while it still has the count this
+    job set (`scaled_to`): that count is the fault's mark. (An annotation would need `patch`
+    on Deployments, which would let a worker change images; the worker is granted only the
+    scale subresource.) Someone who rescaled it since is not overruled, and an old entry
+    replayed does nothing unless the count happens to be the one it set."""
     kind, namespace, name = entry.target.kind, entry.target.namespace or "", entry.target.name
     replicas = int(entry.data["replicas"])
     try:
         obj = cluster.get_workload(kind, namespace, name)
     except NotFound:
         return  # the workload is gone: nothing left to restore
-    if entry.target.uid and obj["metadata"].get("uid") != entry.target.uid:
+    if not same_object(obj, entry):
         return  # a new workload of the same name has its own replica count
-    if _current_replicas(obj) == replicas:
+    current = _current_replicas(obj)
+    if current == replicas:
+        return
+    scaled_to = entry.data.get("scaled_to")
+    if scaled_to is None or current != int(scaled_to):
+        log.warning("not restoring %s %s/%s to %d replicas: it has %d, not the %s this job "
+                    "set (someone rescaled it since)", kind, namespace, name, replicas,
+                    current, scaled_to)
         return
     try:
         cluster.set_scale(kind, namespace, name, replicas)

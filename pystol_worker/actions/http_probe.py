@@ -10,21 +10,34 @@ not met: fewer than `min_success_percent` of the calls answered
 `expect_status`, or the slowest answer took longer than `max_latency`.
 
 Nothing is injected, so there is no revert journal entry, no lock and nothing
-to revert; a cancelled probe stops between two calls.
+to revert. A cancel or a halt ends the probe at once, even in the middle of a call.
+
+The calls go through `pystol_worker.safety.outbound_http`: the URL is checked against
+the admin policy's `probes` section (no loopback, link-local, cloud metadata or
+Pystol's own Redis and API unless allowed) at submission and again before every call,
+the worker connects to the address it checked, redirects are followed only when both
+the job and the policy say so (each hop checked), and one call is capped in time
+(`probes.max_seconds`) and in the body it reads (`probes.max_body_bytes`).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
 from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.core.model import Duration, EventKind, JobSpec, TargetKind, TargetRef
-from pystol_worker.safety.job_context import RunContext, SelectContext
+from pystol_worker.core.policy import Policy
+from pystol_worker.safety.job_context import JobAborted, RunContext, SelectContext
+from pystol_worker.safety.outbound_http import (
+    DestinationGuard,
+    DestinationRefused,
+    ProbeAnswer,
+    ProbeClient,
+    ProbeStopped,
+)
 
 PERCENTILES = (50, 90, 99)
 
@@ -37,7 +50,9 @@ class HttpProbeParams(BaseModel):
                      description="The URL to call (GET).")
     count: int = Field(10, ge=1, le=10_000, description="How many calls to make.")
     interval: Duration = Field(1.0, le=3600, description="Pause between two calls.")
-    timeout: Duration = Field(5.0, gt=0, le=300, description="Timeout of one call.")
+    timeout: Duration = Field(5.0, gt=0, le=300, description="Timeout of one call: "
+                              "connecting, redirects and reading the answer included. At "
+                              "most the admin policy's probes.max_seconds (default 30s).")
     expect_status: int = Field(200, ge=100, le=599,
                                description="The status code a call must answer to count as "
                                            "a success.")
@@ -48,7 +63,10 @@ class HttpProbeParams(BaseModel):
         description="Fail when fewer than this percent of the calls answered "
                     "`expect_status`.")
     follow_redirects: bool = Field(False, description="Follow redirects (the status is then "
-                                                      "the final one).")
+                                                      "the final one); only where the admin "
+                                                      "policy allows it (probes."
+                                                      "follow_redirects), each hop checked "
+                                                      "like the URL.")
 
 
 def percentile(sorted_values: list[float], percent: float) -> float:
@@ -68,19 +86,12 @@ def latency_summary(latencies: list[float]) -> dict[str, float] | None:
     return summary
 
 
-def call_once(session: requests.Session, params: HttpProbeParams) -> dict[str, Any]:
-    started = time.perf_counter()
-    try:
-        response = session.get(params.url, timeout=params.timeout,
-                                allow_redirects=params.follow_redirects)
-        response.content  # noqa: B018 - the latency includes reading the body
-    except requests.Timeout:
-        return {"status": None, "error": f"timed out after {params.timeout:g}s"}
-    except requests.RequestException as error:
-        return {"status": None, "error": f"{type(error).__name__}: {error}"}
-    finally:
-        seconds = time.perf_counter() - started
-    return {"status": response.status_code, "seconds": round(seconds, 6)}
+def call_record(answer: ProbeAnswer) -> dict[str, Any]:
+    """One call as the job's output lists it."""
+    if answer.status is None:
+        return {"status": None, "error": answer.error}
+    return {"status": answer.status, "seconds": answer.seconds,
+            "body_bytes": answer.body_bytes, "body_cut": answer.body_cut}
 
 
 class HttpProbeAction(Action[HttpProbeParams]):
@@ -105,28 +116,56 @@ class HttpProbeAction(Action[HttpProbeParams]):
                              "select nothing here"))
         return problems
 
+    def policy_problems(self, spec: JobSpec, params: HttpProbeParams, policy: Policy
+                        ) -> list[tuple[str, str]]:
+        """What the policy's `probes` section says about the params (the URL itself is
+        checked, for every URL a job fetches, by `jobs.authorization.policy_problems`)."""
+        problems = super().policy_problems(spec, params, policy)
+        if params.follow_redirects and not policy.probes.follow_redirects:
+            problems.append(("params.follow_redirects", "the admin policy does not let "
+                             "probes follow redirects (probes.follow_redirects)"))
+        if params.timeout > policy.probes.max_seconds:
+            problems.append(("params.timeout", f"{params.timeout:g}s; the admin policy caps "
+                             f"one call at {policy.probes.max_seconds:g}s "
+                             "(probes.max_seconds)"))
+        return problems
+
     def select(self, ctx: SelectContext, spec: JobSpec, params: HttpProbeParams
                ) -> Selection:
         return Selection(matched=1, chosen=[TargetRef(kind="URL", name=params.url)])
 
     def execute(self, ctx: RunContext, spec: JobSpec, params: HttpProbeParams,
                 selection: Selection) -> None:
-        longest = params.count * params.timeout + (params.count - 1) * params.interval
+        timeout = min(params.timeout, ctx.policy.probes.max_seconds)
+        longest = params.count * timeout + (params.count - 1) * params.interval
         if longest > ctx.settings.max_job_seconds:
-            raise ActionError(f"{params.count} calls with timeout {params.timeout:g}s, "
+            raise ActionError(f"{params.count} calls with timeout {timeout:g}s, "
                                  f"{params.interval:g}s apart, may take {longest:g}s: longer "
                                  "than a job may run (PYSTOL_MAX_JOB_SECONDS="
                                  f"{ctx.settings.max_job_seconds})")
         ctx.event(EventKind.PROBING, f"calling {params.url} {params.count} time(s), "
                   f"{params.interval:g}s apart", url=params.url)
+        # One guard for the job: Pystol's own addresses are resolved once; the URL's host
+        # is resolved (and judged) again before every call.
+        client = ProbeClient(DestinationGuard.for_settings(ctx.policy.probes, ctx.settings),
+                             should_stop=ctx.cancelled)
         calls: list[dict[str, Any]] = []
-        with requests.Session() as session:
-            for index in range(params.count):
-                if index:
-                    ctx.sleep(params.interval)
-                ctx.check()
-                calls.append(call_once(session, params))
+        for index in range(params.count):
+            if index:
+                ctx.sleep(params.interval)
+            ctx.check()
+            try:
+                answer = client.get(params.url, timeout=params.timeout,
+                                    follow_redirects=params.follow_redirects)
+            except ProbeStopped:
+                ctx.check()  # raises JobAborted with the cancel's or the halt's reason
+                raise JobAborted("aborted while calling") from None
+            except DestinationRefused as refused:
                 self._report(ctx, params, calls)
+                raise ActionError(f"refused by the admin policy: params.url: {refused}"
+                                  ) from None
+            calls.append(call_record(answer))
+            self._report(ctx, params, calls)
         problems = self._report(ctx, params, calls)
         output = ctx.result.output
         ctx.event(EventKind.PROBED, f"{output['succeeded']}/{output['count']} answered "

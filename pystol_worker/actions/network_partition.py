@@ -25,6 +25,7 @@ same name is left alone).
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -45,13 +46,14 @@ from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import NotFound
 from pystol_worker.kube.objects import Workload, label_selector_object, resolve_workload
 from pystol_worker.safety.job_context import RunContext, SelectContext
-from pystol_worker.safety.revert_journal import JournalEntry
+from pystol_worker.safety.revert_journal import JournalEntry, same_object
 
 PARTITION_LABEL = "chaos.pystol.org/partition"
 POLICY_PREFIX = "pystol-partition-"
 DELETE_POLICY = "delete-partition-policy"
 REMOVE_LABEL = "remove-partition-label"
 NETWORKING_API = "networking.k8s.io/v1"
+log = logging.getLogger("pystol.actions.network_partition")
 
 
 class AllowedPeer(BaseModel):
@@ -126,9 +128,18 @@ def policy_body(namespace: str, name: str, job_id: str, pod_selector: dict[str, 
 # -- undo functions ------------------------------------------------------------------------------
 
 def delete_policy(cluster: Cluster, entry: JournalEntry) -> None:
-    """Delete the job's NetworkPolicy; already gone is fine."""
+    """Delete the job's NetworkPolicy; already gone is fine.
+
+    Only the policy named for this job (`policy_name(job_id)`): its name is the mark, since
+    reading the policy first would need `get` on NetworkPolicies, which the worker is not
+    granted. So no entry can make the reaper delete someone else's policy."""
+    name = entry.data.get("name") or entry.target.name
+    if name != policy_name(entry.job_id):
+        log.warning("not deleting NetworkPolicy %s: job %s's policy is %s", name,
+                    entry.job_id, policy_name(entry.job_id))
+        return
     cluster.delete("NetworkPolicy", entry.data.get("namespace") or entry.target.namespace or "",
-                   entry.data.get("name") or entry.target.name)  # False when already gone
+                   name)  # False when already gone
 
 
 def remove_label(cluster: Cluster, entry: JournalEntry) -> None:
@@ -139,10 +150,13 @@ def remove_label(cluster: Cluster, entry: JournalEntry) -> None:
         pod = cluster.get_pod(namespace, name)
     except NotFound:
         return
+    if not same_object(pod, entry):
+        return  # a new pod under the same name
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    if labels.get(PARTITION_LABEL) != entry.data.get("value"):
-        return  # never labelled, already undone, or a new pod under the same name
-    cluster.patch("Pod", namespace, name, {"metadata": {"labels": {PARTITION_LABEL: None}}})
+    if labels.get(PARTITION_LABEL) != entry.job_id:
+        return  # never labelled by this job, or already undone
+    cluster.patch("Pod", namespace, name, {"metadata": {"uid": entry.target.uid,
+                                                        "labels": {PARTITION_LABEL: None}}})
 
 
 # -- the action ----------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import NotFound
 from pystol_worker.kube.objects import is_control_plane
 from pystol_worker.safety.job_context import RunContext, SelectContext
-from pystol_worker.safety.revert_journal import JournalEntry
+from pystol_worker.safety.revert_journal import JournalEntry, same_object
 
 CORDONED_BY = "chaos.pystol.org/cordoned-by"
 UNCORDON = "uncordon-node"
@@ -139,8 +139,10 @@ def uncordon(cluster: Cluster, entry: JournalEntry) -> None:
         node = cluster.get_node(name)
     except NotFound:
         return
+    if not same_object(node, entry):
+        return  # a node re-registered under the same name was never cordoned by this job
     annotations = (node.get("metadata") or {}).get("annotations") or {}
-    if annotations.get(CORDONED_BY) != (entry.data.get("job_id") or entry.job_id):
+    if annotations.get(CORDONED_BY) != entry.job_id:
         return  # never cordoned by this job, or already uncordoned
     original = entry.data.get("original_unschedulable")
     # A node that had no annotations gets none back, not an empty map.

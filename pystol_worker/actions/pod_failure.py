@@ -38,7 +38,7 @@ from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import NotFound
 from pystol_worker.kube.objects import Workload, is_terminating, resolve_workload
 from pystol_worker.safety.job_context import RunContext, SelectContext
-from pystol_worker.safety.revert_journal import JournalEntry
+from pystol_worker.safety.revert_journal import FAULT_MARK, JournalEntry, same_object
 
 DEFAULT_PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
 UNDO_RESTORE_IMAGES = "restore-container-images"
@@ -93,15 +93,20 @@ def restore_images(cluster: Cluster, entry: JournalEntry) -> None:
         pod = cluster.get_pod(namespace, entry.target.name)
     except NotFound:
         return  # the pod is gone: nothing runs the pause image any more
-    if entry.target.uid and pod["metadata"].get("uid") != entry.target.uid:
+    if not same_object(pod, entry):
         return  # a new pod of the same name runs its template's images
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(FAULT_MARK) != entry.job_id:
+        return  # not this job's swap (already restored, or an old entry replayed)
     current = {c.get("name"): c.get("image") for c in _containers(pod)}
     restore = [{"name": name, "image": image} for name, image in images.items()
                if name in current and current[name] != image]
-    if not restore:
-        return
+    body: dict[str, Any] = {"metadata": {"uid": entry.target.uid,
+                                         "annotations": {FAULT_MARK: None}}}
+    if restore:
+        body["spec"] = {"containers": restore}
     try:
-        cluster.patch("Pod", namespace, entry.target.name, {"spec": {"containers": restore}})
+        cluster.patch("Pod", namespace, entry.target.name, body)
     except NotFound:
         return
 
@@ -191,7 +196,14 @@ class PodFailure(Action[PodFailureParams]):
                 ctx.event(EventKind.SKIPPED, reason, pod=ref.name)
                 continue
             observer = observer_of.get(ref.uid or "")
-            swap = {"spec": {"containers": [{"name": name, "image": params.image}
+            # The mark says "this job swapped these images": the undo restores only while
+            # it is there (and removes it), so an old journal entry replayed changes nothing.
+            # The uid makes the patch fail rather than touch a newer pod of the same name.
+            mark: dict[str, Any] = {"annotations": {FAULT_MARK: ctx.job_id}}
+            if ref.uid:
+                mark["uid"] = ref.uid
+            swap = {"metadata": mark,
+                    "spec": {"containers": [{"name": name, "image": params.image}
                                             for name in images]}}
 
             def inject(cluster: Cluster = ctx.cluster, ns: str = namespace,

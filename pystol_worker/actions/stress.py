@@ -72,6 +72,17 @@ QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 UNITS = {None: 1, "k": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4,
          "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "Ti": 1024 ** 4}
 MAX_STRESS_BYTES = 1024 ** 4
+# A stress pod is bound to its node by nodeName (the scheduler never weighs it) and requests
+# almost nothing, so nothing in Kubernetes stops one larger than its node. Its limits are
+# checked against the node's allocatable before it is made: memory up to this share of it
+# (the rest is the kubelet's room to evict rather than the kernel's to OOM-kill at random),
+# CPU up to all of it.
+MAX_NODE_MEMORY_FRACTION = 0.9
+NODE_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([-+]?[0-9]+))?"
+                           r"(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+NODE_UNITS = {None: 1.0, "m": 0.001, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+              "E": 1e18, "Ki": 2.0 ** 10, "Mi": 2.0 ** 20, "Gi": 2.0 ** 30, "Ti": 2.0 ** 40,
+              "Pi": 2.0 ** 50, "Ei": 2.0 ** 60}
 UNDO_DELETE_STRESS_POD = "delete-stress-pod"
 
 
@@ -89,6 +100,18 @@ def stress_ng_size(size: int) -> str:
         if size % unit == 0:
             return f"{size // unit}{suffix}"
     return f"{size}b"
+
+
+def node_quantity(text: str) -> float | None:
+    """A Kubernetes quantity as a number ("3920m" -> 3.92, "16Gi", "1.5e9"); None when it
+    is missing or not a quantity (what a node reports is not ours to refuse)."""
+    match = NODE_QUANTITY.fullmatch(text.strip())
+    if match is None:
+        return None
+    exponent = int(match[2]) if match[2] else 0
+    if abs(exponent) > 30:
+        return None
+    return float(match[1]) * 10.0 ** exponent * NODE_UNITS[match[3]]
 
 
 def memory_quantity(size: int) -> str:
@@ -228,7 +251,7 @@ class StressAction(Action[SP]):
     def select(self, ctx: SelectContext, spec: JobSpec, params: SP) -> Selection:
         nodes = _pinned_nodes(spec.target, params)
         if nodes:
-            return self._select_nodes(ctx, params, nodes)
+            return self._fits_nodes(ctx, params, self._select_nodes(ctx, params, nodes))
         # Running pods only (they have a node), and never Pystol's own stress pods; a stress
         # pod lands on its target's node, so pods on control-plane nodes are left out before
         # choosing (unless the admin policy's include_control_plane allows them).
@@ -255,6 +278,36 @@ class StressAction(Action[SP]):
             else:
                 selection.excluded.append(f"pod {ref.namespace}/{ref.name} has no node")
         selection.chosen, selection.objects = chosen, objects
+        return self._fits_nodes(ctx, params, selection)
+
+    def _fits_nodes(self, ctx: SelectContext, params: SP, selection: Selection) -> Selection:
+        """The selection, once the stress pod's limits fit every chosen node's allocatable
+        (MAX_NODE_MEMORY_FRACTION of its memory, all of its CPU); an ActionError naming the
+        param otherwise. Checked when selecting, so a preview or a dry run says it too, and
+        before any stress pod exists. A node that reports no allocatable is not checked."""
+        limits = self.resources(params)["limits"]
+        memory, cpu = node_quantity(limits["memory"]), node_quantity(limits["cpu"])
+        seen: set[str] = set()
+        for ref, obj in zip(selection.chosen, selection.objects, strict=True):
+            if ref.node is None or ref.node in seen:
+                continue
+            seen.add(ref.node)
+            node = obj if ref.kind == "Node" else ctx.cluster.get_node(ref.node)
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            node_memory = node_quantity(str(allocatable.get("memory", "")))
+            if memory is not None and node_memory is not None and \
+                    memory > MAX_NODE_MEMORY_FRACTION * node_memory:
+                raise ActionError(
+                    f"params.bytes: {self.describe(params)} stress needs a memory limit of "
+                    f"{limits['memory']}, more than {MAX_NODE_MEMORY_FRACTION:.0%} of node "
+                    f"{ref.node}'s allocatable memory ({allocatable['memory']}): use fewer "
+                    "bytes or workers")
+            node_cpu = node_quantity(str(allocatable.get("cpu", "")))
+            if cpu is not None and node_cpu is not None and cpu > node_cpu:
+                raise ActionError(
+                    f"params.workers: {self.describe(params)} stress needs a CPU limit of "
+                    f"{limits['cpu']}, more than node {ref.node}'s allocatable CPU "
+                    f"({allocatable['cpu']}): use fewer workers")
         return selection
 
     def _select_nodes(self, ctx: SelectContext, params: SP, names: list[str]

@@ -10,6 +10,7 @@ CLI and the worker cannot drift apart.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -34,6 +35,23 @@ from pystol_worker.core.access import Actor, Grant
 
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# Limits on everything a job carries. They live here, in the model, so that the API, the
+# custom resources, schedules' templates and the worker (which validates the stored record
+# again) refuse the same things with the same field paths: a job is read, stored, listed
+# and run many times, and none of that may cost more than a bounded amount.
+MAX_NAMESPACES = 100  # target.namespaces
+MAX_NODE_NAMES = 1000  # target.names
+MAX_NAME_LENGTH = 253  # a node name: a DNS subdomain
+MAX_SELECTOR_LENGTH = 1024  # label_selector, field_selector
+MAX_TARGET_COUNT = 1_000_000  # mode=fixed value, amount, a min_available count
+MAX_PROBES = 20
+MAX_PROBE_TIMEOUT_SECONDS = 60.0  # one steady-state probe call
+MAX_JOB_DURATION_SECONDS = 7 * 86400  # duration, recovery_timeout (PYSTOL_MAX_JOB_SECONDS
+#                                       bounds their sum again, per installation)
+MAX_PARAMS_BYTES = 16 * 1024  # params, as JSON
+MAX_PARAMS_DEPTH = 8  # params: objects and lists nested in each other
+MAX_SPEC_BYTES = 32 * 1024  # the whole spec, as JSON
 
 
 def parse_duration(value: object) -> float:
@@ -88,6 +106,35 @@ Duration = Annotated[
 ]
 
 
+def at_most(seconds: float | None, limit: float) -> float | None:
+    """`seconds` when it is no longer than `limit`; a ValueError naming the limit if not
+    (the caller's field validator puts it at the field's path)."""
+    if seconds is not None and seconds > limit:
+        raise ValueError(f"at most {format_duration(limit)} ({limit:g}s)")
+    return seconds
+
+
+def json_depth(value: object, stop_at: int) -> int:
+    """How deeply objects and lists nest in `value` (a scalar is 0), counted without
+    recursion so that no input can exhaust the stack; counting stops past `stop_at`."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        children: Any
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > stop_at:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -100,6 +147,7 @@ def _namespace_name(namespace: str) -> str:
 
 
 NamespaceName = Annotated[str, AfterValidator(_namespace_name)]
+NodeName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
 
 
 class TargetMode(StrEnum):
@@ -124,12 +172,14 @@ class Target(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    namespaces: list[NamespaceName] = Field(default_factory=list, max_length=100,
+    namespaces: list[NamespaceName] = Field(default_factory=list, max_length=MAX_NAMESPACES,
                                   description="Namespaces to select from (pods, workloads).")
-    label_selector: str | None = Field(None, max_length=1024, examples=["app=web"])
-    field_selector: str | None = Field(None, max_length=1024, examples=["status.phase=Running"])
-    names: list[str] = Field(default_factory=list, max_length=1000,
-                             description="Node names (node actions); take precedence.")
+    label_selector: str | None = Field(None, max_length=MAX_SELECTOR_LENGTH,
+                                       examples=["app=web"])
+    field_selector: str | None = Field(None, max_length=MAX_SELECTOR_LENGTH,
+                                       examples=["status.phase=Running"])
+    names: list[NodeName] = Field(default_factory=list, max_length=MAX_NODE_NAMES,
+                                  description="Node names (node actions); take precedence.")
     amount: int | None = Field(None, ge=1, le=1_000_000,
                                description="Original Pystol's node count: same as mode=fixed, "
                                            "value=amount.")
@@ -152,6 +202,10 @@ class Target(BaseModel):
             raise ValueError("amount is the original Pystol's way to say mode=fixed; "
                              "give either amount or mode/value, not both")
         amount = data["amount"]
+        if isinstance(amount, float) and amount.is_integer():
+            # JSON `3.0`: the int field accepts it as 3, so it must mean mode=fixed here too
+            # (left alone, it was ignored, and the dump no longer validated).
+            amount = int(amount)
         if isinstance(amount, int) and not isinstance(amount, bool) and 1 <= amount <= 1_000_000:
             return {**data, "mode": "fixed", "value": amount, "amount": None}
         return data
@@ -164,6 +218,8 @@ class Target(BaseModel):
         if isinstance(value, int):
             if value < 0:
                 raise ValueError("must not be negative")
+            if value > MAX_TARGET_COUNT:
+                raise ValueError(f"at most {MAX_TARGET_COUNT:,} (or a percent)")
         elif isinstance(value, str) and not re.fullmatch(r"(100|[1-9]?[0-9])%", value):
             raise ValueError("expected a count or a percent from 0% to 100%, e.g. \"50%\"")
         return value
@@ -189,6 +245,8 @@ class Target(BaseModel):
         elif mode == TargetMode.FIXED:
             if value < 1 or value != int(value):
                 raise ValueError("mode fixed needs a whole number value of at least 1")
+            if value > MAX_TARGET_COUNT:
+                raise ValueError(f"mode fixed takes at most {MAX_TARGET_COUNT:,} targets")
         elif not 0 < value <= 100:
             raise ValueError(f"mode {mode.value} needs a percent value in (0, 100]")
         return value
@@ -202,7 +260,15 @@ class HttpProbe(BaseModel):
     type: Literal["http"] = "http"
     url: str = Field(pattern=r"^https?://", max_length=2048)
     expect_status: int = Field(200, ge=100, le=599)
-    timeout: Duration = 5.0
+    timeout: Duration = Field(5.0, description="How long one call may take; at most 60s.")
+
+    @field_validator("timeout")
+    @classmethod
+    def _bounded_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s")
+        at_most(value, MAX_PROBE_TIMEOUT_SECONDS)
+        return value
 
 
 # One probe type so far; becomes a discriminated union on `type` when a second one lands.
@@ -222,12 +288,40 @@ class JobSpec(BaseModel):
                                                         "kills are spread) before revert.")
     recovery_timeout: Duration | None = Field(None, description="How long workloads get to "
                                                                 "recover; default from settings.")
-    probes: list[Probe] = Field(default_factory=list, max_length=20)
+    probes: list[Probe] = Field(default_factory=list, max_length=MAX_PROBES)
     dry_run: bool = False
     on_conflict: Literal["wait", "reject"] = Field(
         "wait", description="When another running job holds a fault on the same workload or "
                             "node: wait for it, or fail at once.")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("duration", "recovery_timeout")
+    @classmethod
+    def _bounded_duration(cls, value: float | None) -> float | None:
+        return at_most(value, MAX_JOB_DURATION_SECONDS)
+
+    @field_validator("params")
+    @classmethod
+    def _bounded_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Built-in actions' params models are strict, but a plug-in's may take anything:
+        bound the shape here, before any of it is stored, so that no action has to."""
+        if json_depth(value, MAX_PARAMS_DEPTH) > MAX_PARAMS_DEPTH:
+            raise ValueError(f"nested more than {MAX_PARAMS_DEPTH} levels deep")
+        size = len(json.dumps(value, separators=(",", ":"), default=str).encode())
+        if size > MAX_PARAMS_BYTES:
+            raise ValueError(f"{size:,} bytes as JSON; at most {MAX_PARAMS_BYTES:,}")
+        return value
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> JobSpec:
+        """Every field has its own limit; this one bounds their sum (say, 1,000 node names
+        of 253 characters), which is what every read, list and run of the job pays."""
+        size = len(self.model_dump_json().encode())
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(f"the job spec is {size:,} bytes as JSON; at most "
+                             f"{MAX_SPEC_BYTES:,} (fewer or shorter names, selectors, probes "
+                             "or params)")
+        return self
 
 
 class JobStatus(StrEnum):

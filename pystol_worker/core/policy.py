@@ -9,7 +9,10 @@ edited in Redis, still meets the policy the worker runs under).
 
 Without a file the defaults hold, and they are the safe ones: only the built-in images
 for pod-failure and the stress actions, control-plane nodes never targeted, a drain never
-forced, at most 1,000 targets per job, schedules no more often than once a minute.
+forced, at most 1,000 targets per job, schedules no more often than once a minute, and
+probes (http-probe, steady-state probes) kept away from loopback, link-local, cloud
+metadata and Pystol's own Redis and API (`probes`; `pystol_worker.safety.outbound_http`
+enforces it).
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import fnmatch
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from pystol_worker.core.destinations import AllowEntry, parse_allow_entry
 from pystol_worker.core.model import Duration
 from pystol_worker.core.schedule_model import (
     TimeWindow,
@@ -63,6 +67,58 @@ class ActionRule(BaseModel):
         return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
 
 
+def _allow_entry(text: str) -> str:
+    parse_allow_entry(text)  # ValueError says what is wrong with the entry
+    return text
+
+
+#: One `probes.allow` entry, checked when the policy loads (the error names its index).
+AllowText = Annotated[str, AfterValidator(_allow_entry)]
+
+
+class ProbePolicy(BaseModel):
+    """Where probes may connect, and how much of a worker one call may take.
+
+    A probe (http-probe's `params.url`, a job's steady-state `probes`) is a request
+    Pystol's worker makes from inside the cluster on a job's behalf. By default it may
+    reach the cluster's services and the outside world (private and public addresses),
+    but not loopback, link-local, multicast or reserved addresses, cloud metadata, or
+    Pystol's own Redis and API: reading those is what a job that wants to abuse the
+    worker would do. `allow` lists the admin's exceptions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[AllowText] = Field(
+        default_factory=list, max_length=500,
+        examples=[["127.0.0.1/32", "10.0.0.0/8", "web.shop.svc.cluster.local",
+                   "*.internal.example:8443", "[fd00::1]:8080"]],
+        description="Destinations probes may reach although they are refused by default: "
+                    "networks (`127.0.0.0/8`), addresses (`10.1.2.3`), host names as the "
+                    "URL writes them (globs allowed: `*.shop.svc.cluster.local`), each with "
+                    "an optional `:PORT` (`[IPV6]:PORT` for IPv6). Cloud metadata and "
+                    "Pystol's own Redis and API are opened only by an entry that names "
+                    "exactly one address or name and its port (`127.0.0.1:6379`), never "
+                    "by a network. Default: none.")
+    follow_redirects: bool = Field(False, description="Whether a probe may follow "
+                                   "redirects at all (http-probe still asks with "
+                                   "`params.follow_redirects`). Each hop is checked like "
+                                   "the first URL. Default: no, a redirect is the answer.")
+    max_redirects: int = Field(5, ge=1, le=20, description="The most redirects one call "
+                               "follows when redirects are allowed.")
+    max_body_bytes: int = Field(1024 * 1024, ge=0, le=64 * 1024 * 1024,
+                                description="A probe reads at most this much of an "
+                                            "answer's body, then hangs up (the call counts "
+                                            "with its status, and says the body was cut).")
+    max_seconds: Duration = Field(30.0, gt=0, le=300, description="The longest one call "
+                                  "may take, connecting, redirects and reading the body "
+                                  "included; a job's `timeout` may not exceed it, and a "
+                                  "server that answers one byte at a time is cut off at "
+                                  "it.")
+
+    def allow_entries(self) -> list[AllowEntry]:
+        return [parse_allow_entry(text) for text in self.allow]
+
+
 class Policy(BaseModel):
     """The admin policy; every field has a safe default."""
 
@@ -96,6 +152,9 @@ class Policy(BaseModel):
     excluded_dates: list[date] = Field(default_factory=list, max_length=1000)
     outside_windows: OutsideWindows = Field(OutsideWindows.REFUSE, description="What "
                                             "happens to a job submitted outside the windows.")
+    probes: ProbePolicy = Field(default_factory=ProbePolicy, description="Where probes "
+                                "(http-probe, steady-state probes) may connect, and the "
+                                "caps on one call.")
 
 
     # -- questions the checks ask ----------------------------------------------------------

@@ -57,7 +57,10 @@ from pystol_worker.core.model import (
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-MIN_PERIOD_SECONDS = 0.1
+# The hard floor of a schedule's interval or mean time between failures, whatever the admin
+# policy's `min_schedule_period` (default 1 minute) allows: a schedule is a queue producer
+# nobody watches, and one firing 10 times a second fills the queue and the job store.
+MIN_PERIOD_SECONDS = 1.0
 MAX_PERIOD_SECONDS = 366 * 86400
 SEARCH_DAYS = 400  # how far ahead window openings and allowed slots are searched
 CRON_SEARCH_DAYS = 8 * 366 + 2  # a 29 February that is also a given weekday recurs within 28y
@@ -361,7 +364,7 @@ def _check_period(value: float | None, name: str) -> float | None:
     if value is None:
         return None
     if not MIN_PERIOD_SECONDS <= value <= MAX_PERIOD_SECONDS:
-        raise ValueError(f"{name} must be between {MIN_PERIOD_SECONDS}s and 366 days")
+        raise ValueError(f"{name} must be between {MIN_PERIOD_SECONDS:g}s and 366 days")
     return value
 
 
@@ -411,10 +414,12 @@ class ScheduleSpec(BaseModel):
     excluded_dates: list[date] = Field(default_factory=list, max_length=1000,
                                        description="Local dates without chaos (release days, "
                                                    "holidays).")
+    # Forbid unless Allow is chosen: overlapping runs pile faults onto the same targets and
+    # a slow job would multiply, so overlaps are something one asks for.
     concurrency_policy: ConcurrencyPolicy = Field(
-        ConcurrencyPolicy.ALLOW, description="Allow: runs may overlap. Forbid: skip a run "
-        "while the previous one is running. Replace: abort the previous one (it reverts), "
-        "then start.")
+        ConcurrencyPolicy.FORBID, description="Forbid (the default): skip a run while the "
+        "previous one is running. Allow: runs may overlap. Replace: abort the previous one "
+        "(it reverts), then start.")
     starting_deadline_seconds: float | None = Field(
         None, gt=0, le=MAX_PERIOD_SECONDS, allow_inf_nan=False,
         description="A run that cannot start within this many seconds of its time is "

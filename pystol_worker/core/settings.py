@@ -11,10 +11,14 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PROTECTED = ("kube-system", "kube-public", "kube-node-lease")
+USERINFO = re.compile(r"//[^/@]*@")
+SECRET_FIELDS = frozenset({"signing_key", "metrics_token", "api_tokens", "token"})
+RETENTION_PATTERN = re.compile(r"(?P<amount>\d{1,9}(?:\.\d{1,6})?)(?P<unit>[smhd])?")
+RETENTION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 BIND_PATTERN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 
 
@@ -88,6 +92,30 @@ class Settings(BaseSettings):
                                    "trail keeps at most this many records in Redis.")
     audit_retention_seconds: float = Field(90 * 86400, ge=60, description="The audit trail "
                                            "drops records older than this.")
+    # -- hardening (issue 13) ------------------------------------------------------------------
+    redis_sentinel_master: str = Field("", description="Redis Sentinel: the monitored "
+                                       "master's name, when PYSTOL_REDIS_URL names Sentinels "
+                                       "(sentinel://host:26379[;sentinel://host2:26379]/DB).")
+    job_retention_seconds: float = Field(
+        30 * 86400, ge=60, validation_alias=AliasChoices(
+            "PYSTOL_JOB_RETENTION", "PYSTOL_JOB_RETENTION_SECONDS", "job_retention_seconds"),
+        description="PYSTOL_JOB_RETENTION: job records (and their timelines and index "
+                    "entries) expire this long after they end: seconds, or 90m, 12h, 30d.")
+    api_rate_limit: str = Field("50/second;1200/minute", description="Requests per identity "
+                                "(token, or client address when none is given) the API "
+                                "answers, in flask-limiter's notation; empty: no limit. "
+                                "/halt is exempt and has its own capacity.")
+    halt_rate_limit: str = Field("10/second", description="Requests per identity (token, or "
+                                 "client address when none is given) to the halt switch (its "
+                                 "own capacity, apart from api_rate_limit).")
+    metrics_token: SecretStr = Field(SecretStr(""), description="When set, GET /metrics "
+                                     "requires this bearer token and shows per-namespace "
+                                     "series; when empty, /metrics is public and names no "
+                                     "namespace.")
+    stream_max_clients: int = Field(32, ge=1, le=1024, description="Server-sent event streams "
+                                    "the API serves at once (per API process); more get 503.")
+    stream_max_seconds: float = Field(300.0, ge=1, le=86400, description="A server-sent event "
+                                      "stream ends after this long (the browser reconnects).")
     api_url: str = Field("http://127.0.0.1:8080", description="Where the CLI finds the API.")
     token: str = Field("", description="Bearer token the CLI sends.")
 
@@ -95,6 +123,17 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("job_retention_seconds", mode="before")
+    @classmethod
+    def _retention(cls, value: object) -> object:
+        """`30d`, `12h`, `90m`, `45s` or plain seconds."""
+        if isinstance(value, str):
+            match = RETENTION_PATTERN.fullmatch(value.strip())
+            if not match:
+                raise ValueError("expected seconds, or a number with s, m, h or d (e.g. 30d)")
+            return float(match["amount"]) * RETENTION_UNITS[match["unit"] or "s"]
+        return value
 
     @field_validator("api_bind")
     @classmethod
@@ -107,8 +146,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("expected a redis:// , rediss:// or unix:// URL")
+        if not value.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+            raise ValueError("expected a redis://, rediss://, unix:// or sentinel:// URL")
         return value
 
     @field_validator("api_url")
@@ -158,7 +197,13 @@ def load_settings(**overrides: object) -> Settings:
         for problem in error.errors():
             field = str(problem["loc"][0]) if problem["loc"] else "?"
             given = problem.get("input")
+            if field in SECRET_FIELDS:
+                given = None  # never echo a secret into logs
+            elif isinstance(given, str) and "://" in given:
+                given = USERINFO.sub("//***@", given)  # a URL's password
             shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) \
                 else ""
-            lines.append(f"PYSTOL_{field.upper()}: {problem['msg']}{shown}")
+            name = field.upper() if field.upper().startswith("PYSTOL_") \
+                else f"PYSTOL_{field.upper()}"
+            lines.append(f"{name}: {problem['msg']}{shown}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

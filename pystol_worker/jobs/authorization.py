@@ -14,7 +14,8 @@ Scope (`grant_for`):
 
 Policy (`policy_problems`): allowed actions per namespace, the target cap when the spec
 fixes a count, images and signals (the action's own `policy_problems`), the longest
-fault, and the chaos windows.
+fault, the chaos windows, and every URL the job would have a worker fetch (a URL
+action's `params.url`, each steady-state probe's `url`: `safety.outbound_http`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from pystol_worker.core.access import (
 )
 from pystol_worker.core.model import JobRecord, JobSpec, TargetKind, TargetMode
 from pystol_worker.core.policy import OutsideWindows, Policy
+from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.validation import FieldProblem
+from pystol_worker.safety.outbound_http import DestinationGuard
 
 
 class PolicyRefused(Exception):
@@ -83,13 +86,18 @@ def grant_for(spec: JobSpec, action: Action[Any], params: BaseModel,
 
 
 def policy_problems(spec: JobSpec, action: Action[Any], params: BaseModel, policy: Policy,
-                    now: datetime, *, windows: bool | None = None) -> list[FieldProblem]:
+                    now: datetime, *, windows: bool | None = None,
+                    settings: Settings | None = None) -> list[FieldProblem]:
     """Everything the admin policy refuses in this job. Windows: at submission only in
     refuse mode (in wait mode the job is deferred instead); the worker passes
     `windows=True`, because a job may only start inside a window whatever the mode (a
     deferred job is released when its window opens; one sent earlier by other means is
-    refused)."""
-    problems: list[FieldProblem] = []
+    refused).
+
+    `settings` name Pystol's own Redis and API, which probes may not reach: the
+    submission service passes its own. Without them those two are refused only when the
+    worker connects (it always knows its settings)."""
+    problems: list[FieldProblem] = url_problems(spec, action, params, policy, settings)
     cluster_level = is_cluster_level(spec, action, params)
     if cluster_level and not policy.action_allowed(action.name, None):
         problems.append(FieldProblem("action", f"the admin policy does not allow "
@@ -120,6 +128,29 @@ def policy_problems(spec: JobSpec, action: Action[Any], params: BaseModel, polic
             problems.append(FieldProblem("policy.windows", f"chaos is not allowed now: {closed}"
                                          + (f"; next window opens {opening.isoformat()}"
                                             if opening else "")))
+    return problems
+
+
+def url_problems(spec: JobSpec, action: Action[Any], params: BaseModel, policy: Policy,
+                 settings: Settings | None) -> list[FieldProblem]:
+    """The URLs this job would have a worker fetch that the policy's `probes` section
+    refuses (literal addresses, and names as they resolve now), and steady-state probe
+    timeouts above its cap. The worker judges each URL again when it connects."""
+    url = getattr(params, "url", None)
+    urls = [("params.url", url)] if action.target_kind == TargetKind.URL and \
+        isinstance(url, str) else []
+    urls += [(f"probes[{index}].url", probe.url) for index, probe in enumerate(spec.probes)]
+    if not urls:
+        return []
+    guard = DestinationGuard.for_settings(policy.probes, settings) if settings is not None \
+        else DestinationGuard(policy.probes)
+    problems = [FieldProblem(loc, problem) for loc, text in urls
+                if (problem := guard.problem(text)) is not None]
+    problems += [FieldProblem(f"probes[{index}].timeout", f"{probe.timeout:g}s; the admin "
+                              f"policy caps one call at {policy.probes.max_seconds:g}s "
+                              "(probes.max_seconds)")
+                 for index, probe in enumerate(spec.probes)
+                 if probe.timeout > policy.probes.max_seconds]
     return problems
 
 

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 
 from pystol_worker.core.model import JobRecord, JobStatus, utcnow
 from pystol_worker.kube.cluster import Cluster
-from pystol_worker.safety.revert_journal import MISSING_UNDO, RevertJournal, UndoRegistry
+from pystol_worker.safety.revert_journal import (
+    MISSING_UNDO,
+    JournalEntryRefused,
+    RevertJournal,
+    UndoRegistry,
+)
 from pystol_worker.store.job_store import JobStore, TransitionRefused
 
 log = logging.getLogger("pystol.reaper")
@@ -30,6 +35,33 @@ class ReapReport:
     reverted: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     aborted_jobs: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+REFUSED_EVENT_REASON = "PystolRevertRefused"
+_API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1",
+                 "NetworkPolicy": "networking.k8s.io/v1"}
+
+
+def report_refused(cluster: Cluster, refused: list[JournalEntryRefused]) -> None:
+    """A Warning Event on each object a refused journal entry named, so the people who own
+    it see (in `kubectl describe`, `kubectl get events`) that something tried to make
+    Pystol change it. The journal already logged and counted them; an Event that cannot be
+    posted (the object's namespace is gone, no permission) is only logged."""
+    for item in refused:
+        if item.entry is None:
+            continue  # unreadable: nothing names an object to warn on
+        entry = item.entry
+        try:
+            cluster.post_event(entry.target, _API_VERSIONS.get(entry.target.kind, "v1"),
+                               REFUSED_EVENT_REASON,
+                               f"Pystol refused a revert-journal entry that would run "
+                               f"{entry.undo!r} on this {entry.target.kind}: "
+                               f"{item.detail}. It was not applied. Something other than "
+                               "Pystol wrote to its Redis.", event_type="Warning")
+        except Exception as error:  # reporting must never stop the reaper
+            log.warning("could not post an Event for refused entry %s: %s", item.entry_id,
+                        error)
 
 
 def lost_job_reason(reverted: int, failed: int, missing: list[str] | None = None) -> str:
@@ -57,7 +89,10 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: Cluster,
     if token is None:
         return report
     try:
-        entries = journal.entries()
+        found = journal.read()
+        report_refused(cluster, found.refused)
+        report.refused += [item.detail for item in found.refused]
+        entries = found.entries
         suspects = {entry.job_id for entry in entries}
         suspects |= {record.id for record in _running_jobs(store)
                      if (utcnow() - (record.started_at or record.created_at)).total_seconds()

@@ -48,7 +48,8 @@ class JobRunner:
         self.store = store
         self.registry = registry
         self.cluster_factory = cluster_factory
-        self.journal = RevertJournal(store.redis, settings.heartbeat_seconds)
+        self.journal = RevertJournal(store.redis, settings.signing_key_bytes,
+                                     settings.heartbeat_seconds, settings.is_protected)
         self.locks = TargetLocks(store.redis)
         self._cluster: Cluster | None = None
         self.kube_requests = KubeRequestCounter(store.redis)
@@ -159,7 +160,7 @@ class JobRunner:
                         f"{len(selection.chosen)} {action.target_kind.value}; nothing changed",
                         None)
             for probe in spec.probes:
-                outcome = run_probe(probe, "before")
+                outcome = run_probe(probe, "before", ctx)
                 ctx.result.probes.append(outcome)
                 if not outcome.ok:
                     return (JobStatus.FAILED, f"steady state not met before injection: "
@@ -168,7 +169,7 @@ class JobRunner:
             action.execute(ctx, spec, params, selection)
             failed = []
             for probe in spec.probes:
-                outcome = run_probe(probe, "after")
+                outcome = run_probe(probe, "after", ctx)
                 ctx.result.probes.append(outcome)
                 if not outcome.ok:
                     failed.append(f"{probe.url} answered {outcome.status or outcome.error}")

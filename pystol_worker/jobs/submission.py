@@ -131,7 +131,8 @@ class SubmissionService:
         try:
             action, params = validate_job(spec, self.registry, self.settings)
             grant = grant_for(spec, action, params, identity)
-            problems = policy_problems(spec, action, params, self.policy, now)
+            problems = policy_problems(spec, action, params, self.policy, now,
+                                       settings=self.settings)
             if problems:
                 raise PolicyRefused(problems)
             self.refuse_if_halted()
@@ -172,7 +173,9 @@ class SubmissionService:
                       ) -> SubmissionService:
         """The service as every process builds it: the policy from PYSTOL_POLICY_FILE and
         the audit trail on the same Redis (raises PolicyError for a bad policy file)."""
-        return cls(store if store is not None else JobStore(redis_client), queue, registry,
+        if store is None:
+            store = JobStore(redis_client, retention_seconds=settings.job_retention_seconds)
+        return cls(store, queue, registry,
                    settings, HaltSwitch(redis_client), policy=load_policy(settings.policy_file),
                    audit=AuditLog(redis_client, max_records=settings.audit_max_records,
                                   retention_seconds=settings.audit_retention_seconds))

@@ -6,6 +6,8 @@ Producers (the API, the watcher, beat) build it to send tasks by name; only
 The settings are the ones a job that must not be lost, nor run twice by
 accident, needs: late acknowledgement, requeue when a worker dies mid-task, one
 task prefetched at a time, and a visibility timeout longer than the longest job.
+The broker's URL, Sentinel master and TLS checks come from `redis_connection`, like every
+other Redis connection of Pystol.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from __future__ import annotations
 from celery import Celery
 
 from pystol_worker.core.settings import Settings
+from pystol_worker.store.redis_connection import celery_broker_options
 
 RUN_JOB_TASK = "pystol.run_job"
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("pystol", broker=settings.redis_url, set_as_current=False)
+    broker = celery_broker_options(settings)
+    app = Celery("pystol", broker=broker.pop("broker_url"), set_as_current=False)
+    transport = broker.pop("broker_transport_options")
     app.conf.update(
+        **broker,  # broker_use_ssl, for rediss://
         task_default_queue=settings.queue,
         task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
         task_acks_late=True,
@@ -34,6 +40,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "visibility_timeout": settings.max_job_seconds * 2,
             "socket_keepalive": True,
+            **transport,  # master_name, for Sentinel
         },
         broker_pool_limit=10,
     )

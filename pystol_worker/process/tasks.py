@@ -12,7 +12,6 @@ import os
 import random
 from typing import Any
 
-import redis
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init
 
@@ -29,9 +28,16 @@ from pystol_worker.kube.cluster_access import (
     load_api_client,
 )
 from pystol_worker.process.celery_app import RUN_JOB_TASK, CeleryJobQueue
+from pystol_worker.process.time_limits import (
+    JobTimeLimits,
+    soft_limit_aborts_job,
+    soft_limit_of,
+    time_limited_request,
+)
 from pystol_worker.schedules.firing import ScheduleFirer
 from pystol_worker.schedules.store import FIRE_TASK, FIRED_AT_HEADER, ScheduleStore
 from pystol_worker.store.job_store import JobStore
+from pystol_worker.store.redis_connection import redis_client
 
 log = logging.getLogger("pystol.worker")
 REAPER_BUDGET_SECONDS = 5.0
@@ -45,7 +51,8 @@ class RunnerPerProcess:
 
     def get(self) -> JobRunner:
         if self._runner is None or self._pid != os.getpid():
-            store = JobStore(redis.Redis.from_url(self.settings.redis_url))
+            store = JobStore(redis_client(self.settings),
+                             retention_seconds=self.settings.job_retention_seconds)
             self._runner = JobRunner(self.settings, store, default_registry(),
                                      lambda: ClusterAccess.from_settings(self.settings),
                                      policy=load_policy(self.settings.policy_file))
@@ -99,6 +106,12 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
                 self.submissions.release_due()
             except Exception:
                 log.exception("could not queue deferred jobs; the next pass retries")
+            # Ended jobs past PYSTOL_JOB_RETENTION_SECONDS leave the indexes (their records
+            # expire on their own); one cheap range read when there is nothing to do.
+            try:
+                runner.store.prune_expired()
+            except Exception:
+                log.exception("could not forget expired jobs; the next pass retries")
 
     return ReaperStep
 
@@ -113,9 +126,14 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     app.steps["worker"].add(reaper_step(settings))
 
-    @app.task(name=RUN_JOB_TASK, bind=True)
+    # The job's own time limits, computed by this worker when it receives the task
+    # (process/time_limits.py); past the soft one the job is aborted and reverted.
+    limits = JobTimeLimits(settings, runners.get)
+
+    @app.task(name=RUN_JOB_TASK, bind=True, Request=time_limited_request(limits))
     def run_job(task: Any, job_id: str) -> str | None:
-        status = runners.get().run(job_id, worker=task.request.hostname or "worker")
+        with soft_limit_aborts_job(soft_limit_of(task.request), settings):
+            status = runners.get().run(job_id, worker=task.request.hostname or "worker")
         return status.value if status else None
 
     register_fire_task(app, settings)  # pystol.fire_schedule: what beat sends for a schedule
@@ -131,7 +149,7 @@ class FirerPerProcess:
 
     def get(self, app: Celery) -> ScheduleFirer:
         if self._firer is None or self._pid != os.getpid():
-            client = redis.Redis.from_url(self.settings.redis_url)
+            client = redis_client(self.settings)
             registry = default_registry()
             store = ScheduleStore(client, self.settings, registry=registry,
                                   rng=random.Random())

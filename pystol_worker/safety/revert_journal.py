@@ -13,8 +13,22 @@ Which function undoes an entry is looked up by the entry's `undo` name in an
 `UndoRegistry` the caller passes in (built from the action classes' `undo`
 declarations); the names are stored in Redis, so they never change.
 
+Redis is not trusted. Any pod that reaches it could write an entry whose undo
+"restores" an image of its choosing on a pod in another namespace, and the reaper
+would patch it in. So every entry is sealed with an HMAC under PYSTOL_SIGNING_KEY
+(which Redis never holds), and reading the journal verifies each one: an unsigned,
+altered or unreadable entry is never undone. It is moved out of the journal into
+`journal:refused`, logged as an error, counted (`pystol_revert_journal_refused_total`)
+and, by the reaper, reported with a Warning Event on the object it named. Two more
+checks hold for entries that are genuine: `undo()` refuses an entry whose namespace
+is protected, and every undo function changes an object only when it is the object
+the entry recorded (its uid) and still carries the mark Pystol's fault left on it
+(a label, an annotation or the state Pystol set), so replaying an old, genuine
+entry changes nothing.
+
 Layout (prefix `pystol:`):
-- `journal`                 hash: entry id -> entry JSON
+- `journal`                 hash: entry id -> entry JSON (sealed)
+- `journal:refused`         hash: entry id -> what was refused, and why (kept for people)
 - `journal:job:{job_id}`    set of the job's entry ids
 - `heartbeat:{job_id}`      expiring key, refreshed while the job runs
 - `reaper-lock`             one reaper at a time across all workers
@@ -22,20 +36,23 @@ Layout (prefix `pystol:`):
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from pystol_worker.core.access import is_sealed, seal
 from pystol_worker.core.model import TargetRef, utcnow
 from pystol_worker.kube.cluster import Cluster
 from pystol_worker.safety.target_locks import journal_key, target_lock_keys
-from pystol_worker.store.metrics import record_orphan_reverts
+from pystol_worker.store.metrics import record_journal_refused, record_orphan_reverts
 
 PREFIX = "pystol:"
 log = logging.getLogger("pystol.journal")
@@ -50,10 +67,47 @@ class JournalEntry(BaseModel):
     target: TargetRef
     data: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
+    signature: str = Field("", description="HMAC-SHA256 of the rest, under "
+                                           "PYSTOL_SIGNING_KEY (`payload()`).")
 
     def describe(self) -> str:
         where = f"{self.target.namespace}/" if self.target.namespace else ""
         return f"{self.undo} on {self.target.kind} {where}{self.target.name}"
+
+    def payload(self) -> bytes:
+        """The bytes the signature covers: every field but the signature, tagged so that a
+        signature made for something else (a job's grant, a token) never fits."""
+        fields = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps({"revert-journal-entry": fields}, sort_keys=True,
+                          separators=(",", ":")).encode()
+
+    def namespaces(self) -> set[str]:
+        """Every namespace the entry's undo would touch (the target's, and one in its data)."""
+        named = {self.target.namespace, self.data.get("namespace")}
+        return {value for value in named if isinstance(value, str) and value}
+
+
+class JournalEntryRefused(Exception):
+    """An entry Pystol will not undo: not written by Pystol, or aimed where it may not act.
+
+    Permanent: retrying cannot make a forged entry genuine, so the entry leaves the
+    journal (into `journal:refused`) instead of being retried on every reaper pass."""
+
+    def __init__(self, entry_id: str, reason: str, detail: str,
+                 entry: JournalEntry | None = None) -> None:
+        super().__init__(f"journal entry {entry_id}: {detail}")
+        self.entry_id = entry_id
+        self.reason = reason  # a short, bounded word: the metric's label
+        self.detail = detail
+        self.entry = entry
+
+
+@dataclass
+class JournalRead:
+    """What reading the journal found: genuine entries, newest first, and refused ones."""
+
+    entries: list[JournalEntry] = field(default_factory=list)
+    refused: list[JournalEntryRefused] = field(default_factory=list)
 
 
 UndoFunction = Callable[[Cluster, JournalEntry], None]
@@ -95,14 +149,24 @@ return 0
 
 
 class RevertJournal:
-    def __init__(self, client: redis.Redis, heartbeat_seconds: float = 15.0) -> None:
+    """The journal in Redis. `signing_key` seals entries (a setting Redis never holds);
+    `is_protected` says which namespaces no undo may touch (Settings.is_protected)."""
+
+    def __init__(self, client: redis.Redis, signing_key: bytes,
+                 heartbeat_seconds: float = 15.0,
+                 is_protected: Callable[[str], bool] | None = None) -> None:
+        if not signing_key:
+            raise ValueError("the revert journal needs a signing key (PYSTOL_SIGNING_KEY)")
         self.redis = client
         self.heartbeat_seconds = heartbeat_seconds
+        self._key = signing_key
+        self._is_protected = is_protected or (lambda namespace: False)
         self._unlock = client.register_script(_UNLOCK_IF_OURS)
 
     # -- entries --------------------------------------------------------------------------------
 
     def record(self, entry: JournalEntry) -> JournalEntry:
+        entry.signature = seal(self._key, entry.payload())
         with self.redis.pipeline() as pipe:
             pipe.hset(PREFIX + "journal", entry.id, entry.model_dump_json())
             pipe.sadd(f"{PREFIX}journal:job:{entry.job_id}", entry.id)
@@ -112,7 +176,9 @@ class RevertJournal:
         return entry
 
     def resolve(self, entry: JournalEntry) -> None:
-        with self.redis.pipeline() as pipe:
+        # Not a MULTI: a Redis at maxmemory refuses every command queued in a transaction,
+        # deletes included, and a reverted fault's entry must still leave the journal.
+        with self.redis.pipeline(transaction=False) as pipe:
             pipe.hdel(PREFIX + "journal", entry.id)
             pipe.srem(f"{PREFIX}journal:job:{entry.job_id}", entry.id)
             for key in target_lock_keys([entry.target]):
@@ -120,14 +186,66 @@ class RevertJournal:
             pipe.execute()
 
     def entries(self, job_id: str | None = None) -> list[JournalEntry]:
+        """The genuine entries (of one job, or all), newest first; see `read`."""
+        return self.read(job_id).entries
+
+    def read(self, job_id: str | None = None) -> JournalRead:
+        """Verify every entry; refused ones are moved to `journal:refused`, logged and
+        counted here, so that no caller can undo an entry without it being checked."""
         if job_id is None:
-            raw = self.redis.hvals(PREFIX + "journal")
+            raw: dict[Any, Any] = self.redis.hgetall(PREFIX + "journal")
         else:
-            ids = list(self.redis.smembers(f"{PREFIX}journal:job:{job_id}"))
-            raw = [item for item in self.redis.hmget(PREFIX + "journal", ids) if item] \
-                if ids else []
-        entries = [JournalEntry.model_validate_json(item) for item in raw]
-        return sorted(entries, key=lambda entry: entry.created_at, reverse=True)
+            ids = sorted(self.redis.smembers(f"{PREFIX}journal:job:{job_id}"))
+            values = self.redis.hmget(PREFIX + "journal", ids) if ids else []
+            raw = {entry_id: value for entry_id, value in zip(ids, values, strict=True)
+                   if value}
+        found = JournalRead()
+        for entry_id, value in raw.items():
+            try:
+                found.entries.append(self._verified(_text(entry_id), value))
+            except JournalEntryRefused as refused:
+                found.refused.append(refused)
+        if found.refused:
+            self._quarantine(found.refused, raw)
+        found.entries.sort(key=lambda entry: entry.created_at, reverse=True)
+        return found
+
+    def _verified(self, entry_id: str, value: Any) -> JournalEntry:
+        try:
+            entry = JournalEntry.model_validate_json(value)
+        except (ValidationError, ValueError) as error:
+            raise JournalEntryRefused(entry_id, "unreadable",
+                                      f"not a journal entry ({error.__class__.__name__})"
+                                      ) from None
+        if not entry.signature:
+            raise JournalEntryRefused(entry_id, "unsigned", "it carries no signature, so "
+                                      "Pystol did not write it", entry)
+        if entry.id != entry_id or not is_sealed(self._key, entry.payload(), entry.signature):
+            raise JournalEntryRefused(entry_id, "altered", "its signature does not match "
+                                      "its content: it was altered or forged", entry)
+        return entry
+
+    def _quarantine(self, refused: list[JournalEntryRefused], raw: dict[Any, Any]) -> None:
+        by_id = {_text(key): value for key, value in raw.items()}
+        with self.redis.pipeline() as pipe:
+            for item in refused:
+                what = item.entry.describe() if item.entry else "an unreadable entry"
+                log.error("revert journal: refused %s (%s): %s; it is NOT undone and was "
+                          "moved to %sjournal:refused. Something other than Pystol writes "
+                          "to Redis: check who can reach it", item.entry_id, what,
+                          item.detail, PREFIX)
+                pipe.hset(PREFIX + "journal:refused", item.entry_id, json.dumps(
+                    {"reason": item.reason, "detail": item.detail, "refused_at":
+                     utcnow().isoformat(), "entry": _text(by_id.get(item.entry_id, ""))}))
+                pipe.hdel(PREFIX + "journal", item.entry_id)
+                if item.entry is not None:
+                    # Out of the job's set and the target locks' too: a refused entry is no
+                    # fault Pystol holds, so it must not keep its target locked either.
+                    pipe.srem(f"{PREFIX}journal:job:{item.entry.job_id}", item.entry_id)
+                    for key in target_lock_keys([item.entry.target]):
+                        pipe.srem(journal_key(key), f"{item.entry.job_id}|{item.entry_id}")
+            pipe.execute()
+        record_journal_refused(self.redis, [item.reason for item in refused])
 
     def count(self) -> int:
         return int(self.redis.hlen(PREFIX + "journal"))
@@ -151,7 +269,16 @@ class RevertJournal:
 
     def undo(self, cluster: Cluster, entry: JournalEntry,
              registry: UndoRegistry) -> None:
-        """Undo one change and drop its entry; raises (keeping the entry) when the undo fails."""
+        """Undo one change and drop its entry; raises (keeping the entry) when the undo fails,
+        and JournalEntryRefused (the entry quarantined) when it names a protected namespace."""
+        protected = sorted(ns for ns in entry.namespaces() if self._is_protected(ns))
+        if protected:
+            refused = JournalEntryRefused(entry.id, "protected",
+                                          f"it would change namespace {protected[0]!r}, "
+                                          "which is protected", entry)
+            self._quarantine([refused], {entry.id: entry.model_dump_json()})
+            self.resolve(entry)
+            raise refused
         registry.get(entry.undo)(cluster, entry)
         self.resolve(entry)
 
@@ -175,6 +302,8 @@ class RevertJournal:
             try:
                 self.undo(cluster, entry, registry)
                 undone.append(entry)
+            except JournalEntryRefused as refused:
+                failed.append((entry, f"refused: {refused.detail}"))
             except Exception as error:
                 log.warning("undo of %s failed, will retry: %s", entry.describe(), error)
                 failed.append((entry, str(error)))
@@ -191,6 +320,22 @@ class RevertJournal:
     def unlock_reaper(self, token: str) -> None:
         """Release the reaper lock, only if it is still ours (it may have expired)."""
         self._unlock(keys=[PREFIX + "reaper-lock"], args=[token])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+FAULT_MARK = "chaos.pystol.org/fault-of"
+"""Annotation an injected fault leaves on the object it changed (value: the job id), where
+the change has no mark of its own; the undo acts only while it is there, and removes it."""
+
+
+def same_object(obj: Mapping[str, Any], entry: JournalEntry) -> bool:
+    """Whether `obj` is the object the entry recorded: same uid. An entry without a uid
+    matches nothing, so an undo never guesses by name."""
+    uid = (obj.get("metadata") or {}).get("uid")
+    return bool(entry.target.uid) and uid == entry.target.uid
 
 
 class Heartbeat:

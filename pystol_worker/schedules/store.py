@@ -76,6 +76,7 @@ from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.authorization import PolicyRefused, grant_for, policy_problems
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid, validate_job
 from pystol_worker.store.job_store import JobNotFound, JobStore
+from pystol_worker.store.redis_connection import redbeat_options
 
 PREFIX = "pystol:"
 REDBEAT_KEY_PREFIX = "pystol:redbeat:"
@@ -87,11 +88,11 @@ ID_RE = re.compile(ID_PATTERN)
 
 
 def configure_redbeat(app: Celery, settings: Settings) -> Celery:
-    """Point redbeat at Pystol's Redis and key prefix, and keep beat's sleeps short."""
+    """Point redbeat at Pystol's Redis (password, TLS, Sentinel: `redis_connection`) and
+    key prefix, and keep beat's sleeps short."""
     app.conf.update(
-        redbeat_redis_url=settings.redis_url,
+        **redbeat_options(settings, socket_keepalive=True, socket_connect_timeout=10),
         redbeat_key_prefix=REDBEAT_KEY_PREFIX,
-        redbeat_redis_options={"socket_keepalive": True, "socket_connect_timeout": 10},
         beat_max_loop_interval=BEAT_MAX_LOOP_INTERVAL,
         beat_scheduler="redbeat.RedBeatScheduler",
     )
@@ -220,7 +221,7 @@ class ScheduleStore:
         self._registry = registry
         self.clock = clock
         self.rng = rng or random.Random()
-        self.jobs = JobStore(redis_client)
+        self.jobs = JobStore(redis_client, retention_seconds=settings.job_retention_seconds)
 
     @property
     def registry(self) -> ActionRegistry:
@@ -313,7 +314,7 @@ class ScheduleStore:
             raise
         problems = [FieldProblem(f"template.{p.loc}", p.msg)
                     for p in policy_problems(spec.template, action, params, self.policy,
-                                             self.now())
+                                             self.now(), settings=self.settings)
                     if p.loc != "policy.windows"]
         shortest = self._shortest_gap(spec)
         if shortest is not None and shortest < self.policy.min_schedule_period:

@@ -9,13 +9,22 @@ same read that notices a cancelled job), so within one round trip of
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from datetime import datetime
 
 import redis
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pystol_worker.core.model import JobStatus, utcnow
 from pystol_worker.store.job_store import HALT_KEY, JobStore, TransitionRefused
+
+log = logging.getLogger("pystol.halt")
+
+_SET_EVEN_WHEN_FULL = """#!lua flags=allow-oom
+return redis.call('SET', KEYS[1], ARGV[1])
+"""
 
 
 class HaltState(BaseModel):
@@ -25,6 +34,8 @@ class HaltState(BaseModel):
     since: datetime | None = None
     cancelled_jobs: int = 0
     aborted_jobs: int = 0
+    stopping_jobs: int = Field(0, description="Queued jobs still being cancelled in the "
+                                              "background when the halt answered.")
 
 
 class ChaosHalted(Exception):
@@ -48,30 +59,72 @@ class HaltSwitch:
             return HaltState(halted=False)
         return HaltState(halted=True, **json.loads(raw))
 
-    def engage(self, store: JobStore, by: str, reason: str | None = None) -> HaltState:
-        """Halt: set the switch first (workers stop injecting), then stop every job."""
+    def engage(self, store: JobStore, by: str, reason: str | None = None,
+               budget_seconds: float = 0.3) -> HaltState:
+        """Halt: set the switch first (workers stop injecting), then stop every job.
+
+        The switch is what makes the halt work: every running job reads it before each
+        injecting call, and a queued job a worker picks up while it is set ends without
+        touching anything. Ending the records is bookkeeping, and with a long queue it
+        costs a few Redis round trips per job, so the kill switch must not wait for it:
+        running jobs are asked to abort first, queued ones are cancelled for at most
+        `budget_seconds`, and the rest are cancelled by a background thread
+        (`stopping_jobs` says how many)."""
         since = utcnow()
-        self.redis.set(HALT_KEY, json.dumps({"by": by, "reason": reason,
-                                             "since": since.isoformat()}))
-        cancelled = aborted = 0
-        for status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            cursor = None
-            while True:
-                page = store.list(status=status, cursor=cursor, limit=200)
-                for record in page.items:
-                    try:
-                        after = store.request_cancel(record.id, f"halt by {by}")
-                    except TransitionRefused:
-                        continue
-                    if after.status == JobStatus.CANCELLED:
-                        cancelled += 1
-                    else:
-                        aborted += 1
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
-        return HaltState(halted=True, by=by, reason=reason, since=since,
-                         cancelled_jobs=cancelled, aborted_jobs=aborted)
+        value = json.dumps({"by": by, "reason": reason, "since": since.isoformat()})
+        try:
+            self.redis.set(HALT_KEY, value)
+        except redis.exceptions.OutOfMemoryError:
+            # A Redis at maxmemory (noeviction) refuses a plain SET, and the kill switch
+            # must work exactly when everything else is failing: a script flagged
+            # allow-oom may still write (Redis 7).
+            self.redis.eval(_SET_EVEN_WHEN_FULL, 1, HALT_KEY, value)
+        deadline = time.monotonic() + budget_seconds
+        state = HaltState(halted=True, by=by, reason=reason, since=since)
+        for job_id in self._ids(store, JobStatus.RUNNING):
+            self._stop(store, job_id, by, state)
+        queued = self._ids(store, JobStatus.QUEUED)
+        while queued and time.monotonic() < deadline:
+            self._stop(store, queued.pop(0), by, state)
+        if queued:
+            state.stopping_jobs = len(queued)
+            threading.Thread(target=self._stop_all, args=(store, queued, by),
+                             name="halt-cancel-queue", daemon=True).start()
+        return state
+
+    @staticmethod
+    def _ids(store: JobStore, status: JobStatus) -> list[str]:
+        ids: list[str] = []
+        cursor = None
+        while True:
+            page = store.list(status=status, cursor=cursor, limit=200)
+            ids += [record.id for record in page.items]
+            if page.next_cursor is None:
+                return ids
+            cursor = page.next_cursor
+
+    @staticmethod
+    def _stop(store: JobStore, job_id: str, by: str, state: HaltState | None = None) -> None:
+        try:
+            after = store.request_cancel(job_id, f"halt by {by}")
+        except (TransitionRefused, KeyError):
+            return  # ended meanwhile
+        if state is None:
+            return
+        if after.status == JobStatus.CANCELLED:
+            state.cancelled_jobs += 1
+        else:
+            state.aborted_jobs += 1
+
+    def _stop_all(self, store: JobStore, job_ids: list[str], by: str) -> None:
+        for job_id in job_ids:
+            if self.redis.get(HALT_KEY) is None:
+                return  # lifted meanwhile: leave the rest queued
+            try:
+                self._stop(store, job_id, by)
+            except redis.RedisError as error:
+                log.warning("halt: could not cancel queued job %s: %s (a worker that picks "
+                            "it up while halted ends it without running it)", job_id, error)
 
     def refuse_if_halted(self) -> None:
         state = self.state()

@@ -9,17 +9,29 @@ Layout (prefix `pystol:`):
 - `jobs:status:{s}`, `jobs:action:{a}`, `jobs:ns:{n}`   the same, per filter value
 - `job-seq`             the sequence (so ties never happen and cursors stay stable)
 - `idem:{submitter}:{key}`   idempotency key -> job id, expiring after 24 h
+- `jobs:ended`          ended jobs scored by when they ended; each member names the job
+                        and the index keys it is in (see Retention)
 
 Listing is newest first by sequence number; a cursor is the last number seen, so
 jobs added while someone pages never shift or repeat what they see. Status
 changes are compare-and-set transactions (WATCH/MULTI), so a queued job that is
 cancelled and started at the same instant ends up in exactly one state.
+
+Retention: nothing a job leaves in Redis lives for ever. When a job reaches its terminal
+status its record and timeline get an expiry of `retention_seconds` (PYSTOL_JOB_RETENTION_
+SECONDS, 30 days by default) from when it ended, and it is entered in `jobs:ended`.
+`prune_expired` (every worker's reaper pass) takes the ended jobs past the retention from
+there and removes them from every index, so the indexes shrink with the records; an index
+left empty is gone (Redis drops empty sorted sets), which is what bounds the per-namespace
+and per-action keys too. Events are appended only to a timeline that exists (RPUSHX), so a
+late event for an expired job leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -49,6 +61,9 @@ LEGACY_SENT_PREFIX = "pystol:cr:sent:"  # the watcher's sent mark before 0.2
 IDEMPOTENCY_CLAIM_SECONDS = 2.0
 TIMELINE_CHANNEL = PREFIX + "timeline"
 HALT_KEY = PREFIX + "halt"
+ENDED_KEY = PREFIX + "jobs:ended"
+DEFAULT_RETENTION_SECONDS = 30 * 86400  # PYSTOL_JOB_RETENTION_SECONDS' default
+PRUNE_BATCH = 500  # ended jobs forgotten per prune_expired call, to keep each pass short
 
 
 class JobNotFound(KeyError):
@@ -77,8 +92,10 @@ def _spec_fingerprint(spec: JobSpec) -> str:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis,
+                 retention_seconds: float = DEFAULT_RETENTION_SECONDS) -> None:
         self.redis = client
+        self.retention_seconds = retention_seconds
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -292,7 +309,9 @@ class JobStore:
                         job_id, kind)
         payload = event.model_dump_json()
         with self.redis.pipeline() as pipe:
-            pipe.rpush(self._key(job_id) + ":timeline", payload)
+            # RPUSHX: `create` makes the timeline with the record, so it exists exactly while
+            # the job does; an event for a job whose record expired must not recreate it.
+            pipe.rpushx(self._key(job_id) + ":timeline", payload)
             pipe.publish(TIMELINE_CHANNEL + ":" + job_id, payload)
             pipe.execute()
         return event
@@ -311,7 +330,16 @@ class JobStore:
                     before = record.status
                     change(record)
                     pipe.multi()
-                    pipe.set(key, record.model_dump_json(exclude={"timeline"}))
+                    if record.status.terminal:
+                        # Every write of an ended job sets the expiry again (a plain SET
+                        # would drop it), counted from when it ended, not from this write.
+                        ttl = self._seconds_left(record)
+                        pipe.set(key, record.model_dump_json(exclude={"timeline"}), ex=ttl)
+                        pipe.expire(key + ":timeline", ttl)
+                        pipe.zadd(ENDED_KEY, {self._ended_member(record):
+                                              self._ended_at(record)})
+                    else:
+                        pipe.set(key, record.model_dump_json(exclude={"timeline"}))
                     if record.status != before:
                         seq = self.redis.zscore(f"{PREFIX}jobs", job_id) or 0
                         pipe.zrem(f"{PREFIX}jobs:status:{before.value}", job_id)
@@ -320,6 +348,57 @@ class JobStore:
                     return record
                 except redis.WatchError:
                     continue
+
+    # -- retention --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ended_at(record: JobRecord) -> float:
+        return (record.ended_at or utcnow()).timestamp()
+
+    def _seconds_left(self, record: JobRecord) -> int:
+        """Whole seconds until an ended job's retention is over (at least 1: Redis refuses
+        an expiry of 0, and a job past its retention goes at once)."""
+        return max(1, math.ceil(self._ended_at(record) + self.retention_seconds - time.time()))
+
+    @staticmethod
+    def _ended_member(record: JobRecord) -> str:
+        """The `jobs:ended` member of an ended job: its id and every index it is in, so
+        that pruning finds them after the record itself has expired."""
+        keys = [f"{PREFIX}jobs", f"{PREFIX}jobs:status:{record.status.value}",
+                *JobStore._index_keys(record)]
+        return json.dumps({"id": record.id, "keys": keys}, separators=(",", ":"))
+
+    def prune_expired(self, now: float | None = None) -> int:
+        """Forget up to PRUNE_BATCH jobs that ended more than `retention_seconds` ago: their
+        index entries, and their record and per-job keys should their expiry not have
+        removed them yet. Returns how many; a caller that gets PRUNE_BATCH may call again.
+
+        Cheap enough for every reaper pass: one range read of the oldest ended jobs (none
+        to do: that read is all) and one pipeline of removals."""
+        cutoff = (time.time() if now is None else now) - self.retention_seconds
+        members = cast(list[bytes], self.redis.zrangebyscore(ENDED_KEY, "-inf", cutoff,
+                                                             start=0, num=PRUNE_BATCH))
+        if not members:
+            return 0
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.zrem(ENDED_KEY, member)
+                try:
+                    entry = json.loads(member)
+                    job_id, keys = str(entry["id"]), list(entry["keys"])
+                except (ValueError, KeyError, TypeError):
+                    log.warning("dropping an unreadable %s member: %r", ENDED_KEY, member)
+                    continue
+                for index in keys:
+                    if isinstance(index, str) and index.startswith(f"{PREFIX}jobs"):
+                        pipe.zrem(index, job_id)
+                job_key = self._key(job_id)
+                pipe.delete(job_key, job_key + ":timeline", job_key + ":cancel",
+                            job_key + ":sent")
+            pipe.execute()
+        log.info("forgot %d job(s) that ended more than %gs ago", len(members),
+                 self.retention_seconds)
+        return len(members)
 
     def claim(self, job_id: str, worker: str) -> JobRecord:
         """queued -> running for this worker; TransitionRefused when it is not queued."""

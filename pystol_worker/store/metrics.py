@@ -11,6 +11,15 @@ Layout:
 - `pystol:metrics:hist`      field `["name", {labels}, part]` -> value, where part is a
   bucket's upper bound (non-cumulative count of observations in that bucket), `"sum"` or
   `"count"`.
+- `pystol:metrics:namespaces`  the namespaces that may appear as a label value.
+
+Counters are never reset, so every label value ever recorded is a field for ever: each
+label's values must come from a bounded set. Actions are the registered ones (a job
+naming another is refused before it is stored), statuses, verdicts, outcomes, verbs and
+codes are fixed sets. Namespaces are not: they come and go with the cluster (one per CI
+run, say), so the first MAX_NAMESPACE_LABELS distinct ones keep their name and any other
+is recorded as `_other` (no namespace can be called that). Job and schedule ids are
+never labels.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -32,6 +41,26 @@ log = logging.getLogger("pystol.metrics")
 PREFIX = "pystol:"
 COUNTERS_KEY = PREFIX + "metrics:counters"
 HISTOGRAMS_KEY = PREFIX + "metrics:hist"
+NAMESPACE_LABELS_KEY = PREFIX + "metrics:namespaces"
+MAX_NAMESPACE_LABELS = 100
+OTHER_NAMESPACE = "_other"
+# Admits namespaces as label values, atomically, while fewer than ARGV[1] are admitted;
+# returns 1 (admitted) or 0 (over the bound) per namespace in ARGV[2..].
+ADMIT_NAMESPACES = """
+local bound = tonumber(ARGV[1])
+local admitted = {}
+for i = 2, #ARGV do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 1 then
+    admitted[i - 1] = 1
+  elseif redis.call('SCARD', KEYS[1]) < bound then
+    redis.call('SADD', KEYS[1], ARGV[i])
+    admitted[i - 1] = 1
+  else
+    admitted[i - 1] = 0
+  end
+end
+return admitted
+"""
 
 SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
                    1800.0, 3600.0)
@@ -59,6 +88,10 @@ TARGETS_AFFECTED = MetricDef("pystol_targets_affected_total", "counter",
 REVERTS = MetricDef("pystol_reverts_total", "counter",
                     "Reverts of injected faults, by outcome (reverted, failed).",
                     ("action", "outcome"))
+JOURNAL_REFUSED = MetricDef("pystol_revert_journal_refused_total", "counter",
+                            "Revert-journal entries refused and never undone, by reason "
+                            "(unsigned, altered, unreadable, protected): something other "
+                            "than Pystol wrote to Redis.", ("reason",))
 KUBE_REQUESTS = MetricDef("pystol_kube_api_requests_total", "counter",
                           "Requests to the Kubernetes API by verb and HTTP status "
                           "(0: no answer).", ("verb", "code"))
@@ -79,7 +112,8 @@ JOURNAL_ENTRIES = MetricDef("pystol_revert_journal_entries", "gauge",
                             "Changes in the revert journal not reverted yet.")
 HALTED = MetricDef("pystol_halted", "gauge", "1 while the global chaos halt is engaged.")
 
-COUNTERS = (JOBS_SUBMITTED, JOBS_FINISHED, TARGETS_AFFECTED, REVERTS, KUBE_REQUESTS)
+COUNTERS = (JOBS_SUBMITTED, JOBS_FINISHED, TARGETS_AFFECTED, REVERTS, KUBE_REQUESTS,
+            JOURNAL_REFUSED)
 HISTOGRAMS = (JOB_DURATION, DISPATCH_LATENCY, RECOVERY)
 GAUGES = (JOBS_RUNNING, QUEUE_DEPTH, JOURNAL_ENTRIES, HALTED)
 
@@ -159,9 +193,33 @@ def record_submitted(client: redis.Redis, record: JobRecord) -> None:
                                     "source": record.source.value}).flush(client)
 
 
+def namespace_labels(client: redis.Redis, namespaces: set[str]) -> dict[str, str]:
+    """The label value of each namespace: itself, or OTHER_NAMESPACE once
+    MAX_NAMESPACE_LABELS others have been admitted (and when Redis cannot say: metrics
+    never fail a job). The empty namespace (a node) is left as it is."""
+    wanted = sorted(namespace for namespace in namespaces if namespace)
+    labels: dict[str, str] = {namespace: namespace for namespace in namespaces
+                              if not namespace}
+    if not wanted:
+        return labels
+    try:
+        admitted = cast(list[int], client.eval(ADMIT_NAMESPACES, 1, NAMESPACE_LABELS_KEY,
+                                               MAX_NAMESPACE_LABELS, *wanted))
+    except redis.RedisError as error:
+        log.warning("could not admit namespace labels: %s", error)
+        admitted = [0] * len(wanted)
+    for namespace, ok in zip(wanted, admitted, strict=True):
+        labels[namespace] = namespace if int(ok) else OTHER_NAMESPACE
+    return labels
+
+
 def record_finished(client: redis.Redis, record: JobRecord) -> None:
-    """Everything a terminal job contributes, in one pipeline."""
+    """Everything a terminal job contributes, in one pipeline (two when it changed
+    something in a namespace: the namespaces' label values are looked up first)."""
     action = record.spec.action
+    namespaces = namespace_labels(
+        client, {change.target.namespace or "" for change in record.result.changes}
+        | {recovery.workload.namespace for recovery in record.result.recovery})
     rec = Recorder()
     rec.inc(JOBS_FINISHED, {"action": action, "status": record.status.value,
                             "verdict": verdict_of(record)})
@@ -169,14 +227,15 @@ def record_finished(client: redis.Redis, record: JobRecord) -> None:
         rec.observe(JOB_DURATION, {"action": action}, record.duration_seconds)
     for change in record.result.changes:
         rec.inc(TARGETS_AFFECTED, {"action": action,
-                                   "namespace": change.target.namespace or ""})
+                                   "namespace": namespaces[change.target.namespace or ""]})
         if change.status == ChangeStatus.REVERTED:
             rec.inc(REVERTS, {"action": action, "outcome": "reverted"})
         elif change.status == ChangeStatus.FAILED:
             rec.inc(REVERTS, {"action": action, "outcome": "failed"})
     for recovery in record.result.recovery:
         if recovery.recovery_seconds is not None:
-            rec.observe(RECOVERY, {"action": action, "namespace": recovery.workload.namespace,
+            rec.observe(RECOVERY, {"action": action,
+                                   "namespace": namespaces[recovery.workload.namespace],
                                    "workload_kind": recovery.workload.kind},
                         recovery.recovery_seconds)
     rec.flush(client)
@@ -196,6 +255,14 @@ def record_orphan_reverts(client: redis.Redis, undone: list[Any], failed: list[A
     for outcome, entries in (("reverted", undone), ("failed", failed)):
         for entry in entries:
             rec.inc(REVERTS, {"action": entry.action, "outcome": outcome})
+    rec.flush(client)
+
+
+def record_journal_refused(client: redis.Redis, reasons: list[str]) -> None:
+    """Journal entries refused (see pystol_worker/safety/revert_journal.py), by reason."""
+    rec = Recorder()
+    for reason in reasons:
+        rec.inc(JOURNAL_REFUSED, {"reason": reason})
     rec.flush(client)
 
 

@@ -3,8 +3,10 @@ pystol-sim, upgrade and uninstall."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -22,7 +24,23 @@ K8S_VERSION = "1.35.0"
 NON_DEFAULT = {
     "namespaced RBAC": ["rbac.namespaced=true", "rbac.namespaces={shop,web}"],
     "external Redis": ["redis.enabled=false", "externalRedis.host=redis.example.org",
-                       "externalRedis.tls=true", "externalRedis.existingSecret=redis-auth"],
+                       "externalRedis.tls=true", "externalRedis.existingSecret=redis-auth",
+                       "externalRedis.tlsCaSecret=redis-ca",
+                       "networkPolicy.externalRedisTo[0].ipBlock.cidr=10.1.0.0/16"],
+    "external Redis through Sentinel": [
+        "redis.enabled=false", "externalRedis.sentinel.master=mymaster",
+        "externalRedis.sentinel.hosts={sentinel-0.redis:26379,sentinel-1.redis:26379}",
+        "externalRedis.existingSecret=redis-auth"],
+    "NetworkPolicies off, own Redis password": [
+        "networkPolicy.enabled=false", "redis.existingSecret=my-redis"],
+    "NetworkPolicies naming the API server and probe targets": [
+        "networkPolicy.kubeApiServer.cidrs={10.0.0.10/32}",
+        "networkPolicy.probeEgress[0].to[0].namespaceSelector.matchLabels.team=shop",
+        "networkPolicy.probeEgress[0].ports[0].port=8080"],
+    "Ingress with TLS": [
+        "ingress.enabled=true", "ingress.className=nginx", "ingress.hosts={pystol.example.com}",
+        "ingress.tls[0].secretName=pystol-tls", "ingress.tls[0].hosts={pystol.example.com}",
+        "ingress.annotations.cert-manager\\.io/cluster-issuer=letsencrypt"],
     "everything optional on": [
         "networkPolicy.enabled=true", "serviceMonitor.enabled=true",
         "worker.autoscaling.enabled=true", "apiTokens.tokens={token-one-abcdef,token-two-ab}",
@@ -83,10 +101,24 @@ def test_rendered_objects_match_kubernetes_schemas(case: str) -> None:
         assert "StatefulSet" not in kinds
 
 
+def test_the_ingress_serves_the_api_over_tls() -> None:
+    [ingress] = [doc for doc in render(NON_DEFAULT["Ingress with TLS"])
+                 if doc["kind"] == "Ingress"]
+    assert ingress["spec"]["tls"] == [{"secretName": "pystol-tls",
+                                       "hosts": ["pystol.example.com"]}]
+    [rule] = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert rule["host"] == "pystol.example.com" and backend == {
+        "name": "rel-pystol-api", "port": {"name": "http"}}
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+
+
 def test_defaults_leave_optional_objects_off() -> None:
     kinds = {doc["kind"] for doc in render([])}
-    assert not kinds & {"HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy", "Role"}
-    assert {"StatefulSet", "PodDisruptionBudget", "ClusterRole", "Secret"} <= kinds
+    assert not kinds & {"HorizontalPodAutoscaler", "ServiceMonitor", "Role", "Ingress"}
+    # NetworkPolicies are not optional any more: Redis is a trust boundary (issue 13).
+    assert {"StatefulSet", "PodDisruptionBudget", "ClusterRole", "Secret",
+            "NetworkPolicy"} <= kinds
 
 
 def test_pods_are_hardened_and_probed() -> None:
@@ -135,7 +167,18 @@ def test_config_values_become_pystol_environment() -> None:
     (["worker.autoscaling.enabled=yes"], "/worker/autoscaling/enabled"),
     (["rbac.namespaced=true"], "/rbac/namespaces"),
     (["redis.enabled=false"], "/externalRedis/host"),
+    (["redis.maxmemory=lots"], "/redis/maxmemory"),
+    (["redis.enabled=false", "externalRedis.sentinel.master=mymaster"],
+     "/externalRedis/sentinel/hosts"),
+    (["redis.enabled=false", "externalRedis.sentinel.master=m", "externalRedis.tls=true",
+      "externalRedis.sentinel.hosts={s:26379}"], "/externalRedis/tls"),
+    (["networkPolicy.kubeApiServer.ports={}"], "/networkPolicy/kubeApiServer/ports"),
     (["no.such.value=1"], "additional properties 'no' not allowed"),
+    # Bearer tokens never cross the network in clear by accident.
+    (["ingress.enabled=true", "ingress.hosts={pystol.example.com}"],
+     "would send bearer tokens over plain HTTP"),
+    (["ingress.enabled=true", "ingress.tls[0].secretName=t"], "ingress.enabled needs "
+                                                               "ingress.hosts"),
 ])
 def test_wrong_values_fail_before_install(sets: list[str], message: str) -> None:
     result = helm("template", "rel", str(CHART), *set_args(sets), check=False)
@@ -173,15 +216,23 @@ def test_helm_install_upgrade_uninstall(fresh_sim: SimProcess) -> None:
                                               "-n", "pystol", "-o", "json").stdout)["status"]
         assert status.get("readyReplicas") == replicas, (deployment, status)
 
-    def token() -> str:
-        return fresh_sim.kubectl("get", "secret", "rel-pystol-api-tokens", "-n", "pystol",
-                                 "-o", "jsonpath={.data.tokens}").stdout
-    generated = token()
+    assert {f"rel-pystol-{c}" for c in (*components, "redis")} == get(
+        fresh_sim, "networkpolicies", "pystol")
+
+    def secret(name: str, key: str) -> str:
+        return fresh_sim.kubectl("get", "secret", name, "-n", "pystol",
+                                 "-o", f"jsonpath={{.data.{key}}}").stdout
+    generated = secret("rel-pystol-api-tokens", "tokens")
     assert len(generated) > 40
+    redis_password = secret("rel-pystol-redis", "redis-password")
+    assert len(redis_password) > 40  # 32 characters, base64-encoded
     out = helm("upgrade", "rel", str(CHART), "-n", "pystol", "--set", "worker.replicas=3",
                "--wait", "--timeout", "90s", env=env).stdout
     assert "REVISION: 2" in out
-    assert token() == generated, "the generated API token must survive an upgrade"
+    assert secret("rel-pystol-api-tokens", "tokens") == generated, \
+        "the generated API token must survive an upgrade"
+    assert secret("rel-pystol-redis", "redis-password") == redis_password, \
+        "the generated Redis password must survive an upgrade"
 
     assert 'release "rel" uninstalled' in helm("uninstall", "rel", "-n", "pystol",
                                                env=env).stdout
@@ -194,12 +245,53 @@ def test_helm_install_upgrade_uninstall(fresh_sim: SimProcess) -> None:
     assert crds <= get(fresh_sim, "crds")
 
 
+def test_generated_secrets_are_kept_when_they_exist(fresh_sim: SimProcess,
+                                                    tmp_path: Path) -> None:
+    """The `lookup` in secret.yaml, against a cluster (pystol-sim) with `helm template
+    --dry-run=server`: an upgrade renders the Redis password and the signing key already in
+    the cluster (a new one would lock Pystol out of its own Redis, and make every sealed
+    grant invalid); a first install generates them."""
+    env = fresh_sim.env()
+    fresh_sim.kubectl("create", "namespace", "pystol")
+
+    def rendered() -> dict[str, dict[str, str]]:
+        out = helm("template", "rel", str(CHART), "-n", "pystol", "--dry-run=server",
+                   "--show-only", "templates/secret.yaml", env=env).stdout
+        return {doc["metadata"]["name"]: {k: base64.b64decode(v).decode()
+                                          for k, v in doc["data"].items()}
+                for doc in yaml.safe_load_all(out) if doc}
+
+    fresh = rendered()
+    assert len(fresh["rel-pystol-redis"]["redis-password"]) == 32
+    assert rendered()["rel-pystol-redis"] != fresh["rel-pystol-redis"]  # not yet stored
+
+    # What the first install left in the cluster (owned by the release, as helm leaves it).
+    installed = [{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                  "metadata": {"name": name, "namespace": "pystol",
+                               "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                               "annotations": {"meta.helm.sh/release-name": "rel",
+                                               "meta.helm.sh/release-namespace": "pystol"}},
+                  "data": {key: base64.b64encode(value.encode()).decode()
+                           for key, value in data.items()}}
+                 for name, data in (("rel-pystol-redis",
+                                     {"redis-password": "kept-from-the-first-install"}),
+                                    ("rel-pystol-signing-key",
+                                     {"key": "signing-key-of-the-first-install"}))]
+    manifest = tmp_path / "installed.yaml"
+    manifest.write_text(yaml.safe_dump_all(installed))
+    fresh_sim.kubectl("apply", "-f", str(manifest))
+    upgraded = rendered()
+    assert upgraded["rel-pystol-redis"] == {"redis-password": "kept-from-the-first-install"}
+    assert upgraded["rel-pystol-signing-key"] == {"key": "signing-key-of-the-first-install"}
+
+
 def test_every_setting_is_mirrored_in_values() -> None:
     from pystol_worker.core.settings import Settings
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
-    set_by_chart = {"redis_url", "kubeconfig", "api_bind", "api_tokens", "namespace",
-                    "health_dir", "signing_key", "policy_file"}
+    set_by_chart = {"redis_url", "redis_sentinel_master", "kubeconfig", "api_bind",
+                    "api_tokens", "namespace", "health_dir", "signing_key", "policy_file",
+                    "metrics_token"}
     cli_only = {"api_url", "token"}
     camel = {name: name.split("_")[0] + "".join(p.title() for p in name.split("_")[1:])
              for name in Settings.model_fields}
@@ -208,5 +300,5 @@ def test_every_setting_is_mirrored_in_values() -> None:
     assert missing == [], "settings without a chart value"
     config = next(d for d in render([]) if d["kind"] == "ConfigMap")["data"]
     for name in Settings.model_fields:
-        if name not in cli_only | {"redis_url", "api_tokens", "signing_key"}:
+        if name not in cli_only | {"redis_url", "api_tokens", "signing_key", "metrics_token"}:
             assert f"PYSTOL_{name.upper()}" in config, name

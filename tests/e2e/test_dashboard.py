@@ -7,6 +7,10 @@ wrong token; then other identities (issue 12): an operator token scoped to `shop
 viewer token, and a Kubernetes service-account token whose RBAC allows chaos in `shop`,
 each seeing only `shop` and offered only what it may do. Screenshots for
 docs/dashboard.md are written into docs/screenshots/.
+
+The whole session runs under the API's Content-Security-Policy (issue 13): any violation
+Chromium reports (inline script or style, a foreign source) fails it; the last test opens
+the Swagger UI and the documentation index the same way.
 """
 
 from __future__ import annotations
@@ -86,11 +90,29 @@ def page(stack: Stack) -> Iterator[Any]:
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
+        # Chromium reports each CSP violation as a console error naming the policy.
+        page.on("console", lambda message: errors.append(message.text)
+                if "Content Security Policy" in message.text else None)
         page.set_default_timeout(15_000)
         yield page
         context.close()
         browser.close()
         assert not errors, errors
+
+
+# Records CSP violations in the page itself (injected by the browser, so the policy does
+# not apply to it), for a test to read with `csp_violations(page)`.
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(`${event.violatedDirective}: ${event.blockedURI}`);
+});
+"""
+
+
+def csp_violations(page: Any) -> list[str]:
+    found: list[str] = page.evaluate("window.__cspViolations || ['recorder missing']")
+    return found
 
 
 def shot(page: Any, name: str) -> None:
@@ -545,3 +567,33 @@ def test_a_kubernetes_token_signs_in_and_rbac_decides(page: Any, stack: Stack) -
     page.get_by_role("button", name="Preview").click()
     expect(page.locator("#preview")).to_contain_text("1 would be hit now")
     page.get_by_role("button", name="Sign out").click()
+
+
+def test_the_dashboard_and_the_api_docs_work_under_the_csp(page: Any, stack: Stack) -> None:
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
+    answer = page.goto(stack.url + "/")
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    sign_in(page, stack)
+    expect(page.locator("section.node")).to_have_count(4)
+    page.get_by_role("link", name="Run").click()  # the form's buttons had an inline style
+    expect(page.get_by_role("button", name="Preview")).to_be_visible()
+    assert csp_violations(page) == []
+
+    # The Swagger UI, at both of its addresses: the whole document is rendered and usable.
+    for path in ("/api/v1/docs", "/api/v1/swagger"):
+        answer = page.goto(stack.url + path)
+        assert answer.headers["content-security-policy"] == policy
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Pystol API")
+        expect(page.locator(".opblock-summary-path", has_text="/api/v1/halt").first
+               ).to_be_visible()
+        assert page.locator(".opblock").count() > 20
+        assert csp_violations(page) == [], path
+    page.locator(".opblock-summary", has_text="/api/v1/whoami").first.click()
+    expect(page.get_by_role("button", name="Try it out")).to_be_visible()
+
+    page.goto(stack.url + "/api/v1/")
+    expect(page.get_by_role("link", name="Swagger")).to_be_visible()
+    assert csp_violations(page) == []
+    page.goto(stack.url + "/")  # leave the page as the session found it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,15 @@ from tests.support.sim_process import SimProcess
 TOKEN = "integration-token"
 
 
+def loopback_probes_policy(api_port: int | None = None) -> str:
+    """The admin policy of the integration stacks. The tests' own HTTP servers listen on
+    127.0.0.1, which probes may not reach by default: an admin of a machine like this one
+    allows it. `api_port` also opens Pystol's own API (some PystolActions in the tests
+    ping it), which only an entry naming its address and port does."""
+    allow = ["127.0.0.1/32"] + ([f"127.0.0.1:{api_port}"] if api_port is not None else [])
+    return json.dumps({"probes": {"allow": allow}})  # JSON is YAML
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with RedisServer.start(tmp_path_factory.mktemp("redis")) as server:
@@ -33,10 +43,14 @@ class Stack:
     api: Process
     url: str
     token: str
+    policy_file: Path | None = None
 
     def env(self) -> dict[str, str]:
-        return {"PYSTOL_REDIS_URL": self.redis.url, "PYSTOL_KUBECONFIG": str(self.sim.kubeconfig),
-                "PYSTOL_API_URL": self.url, "PYSTOL_TOKEN": self.token}
+        env = {"PYSTOL_REDIS_URL": self.redis.url, "PYSTOL_KUBECONFIG": str(self.sim.kubeconfig),
+               "PYSTOL_API_URL": self.url, "PYSTOL_TOKEN": self.token}
+        if self.policy_file is not None:
+            env["PYSTOL_POLICY_FILE"] = str(self.policy_file)
+        return env
 
     def kube_clients(self) -> tuple[client.CoreV1Api, client.AppsV1Api]:
         """The official client, reaching the simulated cluster as any user would."""
@@ -80,10 +94,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
           ) -> Iterator[Stack]:
     redis_server.client().flushdb()
     workdir: Path = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    policy = workdir / "policy.yaml"
+    policy.write_text(loopback_probes_policy(api_port=port))
     with SimProcess.start(workdir, speed=10.0) as sim:
-        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
-        port = free_port()
+        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
+               "PYSTOL_POLICY_FILE": str(policy)}
         with worker(env, concurrency=2) as worker_process, \
                 api(env, port, TOKEN) as api_process:
             yield Stack(sim, redis_server, worker_process, api_process,
-                        f"http://127.0.0.1:{port}", TOKEN)
+                        f"http://127.0.0.1:{port}", TOKEN, policy)

@@ -46,6 +46,7 @@ from kubernetes import client
 
 from pystol_worker.actions.registry import default_registry
 from pystol_worker.kube.cluster_access import ClusterError
+from tests.integration.conftest import loopback_probes_policy
 from tests.support.pystol_processes import Process, api, worker
 from tests.support.rbac_harness import (
     ChartRbac,
@@ -128,10 +129,12 @@ class Rig:
     watcher: Process
     url: str
     probe_target: ProbeTarget
+    policy_file: Path  # allows probing the probe target, on loopback
 
     def env(self, component: str) -> dict[str, str]:
         return {"PYSTOL_REDIS_URL": self.redis.url,
-                "PYSTOL_KUBECONFIG": str(self.rbac.kubeconfigs[component])}
+                "PYSTOL_KUBECONFIG": str(self.rbac.kubeconfigs[component]),
+                "PYSTOL_POLICY_FILE": str(self.policy_file)}
 
     # -- the cluster, as the admin -------------------------------------------------------------
 
@@ -280,19 +283,22 @@ def rig(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> 
     workdir: Path = tmp_path_factory.mktemp("least-privilege")
     target = ProbeTarget()
     threading.Thread(target=target.serve_forever, name="probe-target", daemon=True).start()
+    policy = workdir / "policy.yaml"
+    policy.write_text(loopback_probes_policy())
     with SimProcess.start(workdir, speed=10.0) as sim:
         rbac = install_chart_rbac(sim, workdir)
 
         def env(component: str) -> dict[str, str]:
             return {"PYSTOL_REDIS_URL": redis_server.url,
-                    "PYSTOL_KUBECONFIG": str(rbac.kubeconfigs[component])}
+                    "PYSTOL_KUBECONFIG": str(rbac.kubeconfigs[component]),
+                    "PYSTOL_POLICY_FILE": str(policy)}
         port = free_port()
         with worker(env("worker"), concurrency=2) as worker_process, \
                 api(env("api"), port, TOKEN) as api_process:
             watcher_process = start_watcher(env("watcher"))
             try:
                 yield Rig(sim, redis_server, rbac, worker_process, api_process,
-                          watcher_process, f"http://127.0.0.1:{port}", target)
+                          watcher_process, f"http://127.0.0.1:{port}", target, policy)
             finally:
                 watcher_process.stop()
                 target.shutdown()

@@ -31,6 +31,10 @@ from tests.support.sim_process import SimProcess
 PROMETHEUS = "/usr/bin/prometheus"
 
 
+#: PYSTOL_METRICS_TOKEN of this stack: /metrics then needs it, and shows namespaces.
+METRICS_TOKEN = "metrics-scraper-token-0123456789"
+
+
 @pytest.fixture(scope="module")
 def stack4(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
            ) -> Iterator[Stack]:
@@ -38,7 +42,8 @@ def stack4(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
     redis_server.client().flushdb()
     workdir: Path = tmp_path_factory.mktemp("stack4")
     with SimProcess.start(workdir, speed=10.0) as sim:
-        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
+        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
+               "PYSTOL_METRICS_TOKEN": METRICS_TOKEN}
         port = free_port()
         with worker(env, concurrency=2) as first, worker(env, concurrency=2), \
                 api(env, port, TOKEN) as api_process:
@@ -46,8 +51,10 @@ def stack4(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
                         TOKEN)
 
 
-def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = requests.get(stack.url + "/metrics", timeout=10)  # no token: like /healthz
+def scrape(stack: Stack, token: str | None = METRICS_TOKEN
+           ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = requests.get(stack.url + "/metrics", timeout=10, headers=headers)
     assert response.status_code == 200, response.text
     found = {}
     for family in text_string_to_metric_families(response.text):
@@ -112,6 +119,7 @@ def test_metrics_match_the_job_records_and_reach_prometheus(stack4: Stack,
     assert total(found, "pystol_queue_depth", queue="pystol.jobs") == 0
     assert total(found, "pystol_revert_journal_entries") == 0
     assert total(found, "pystol_halted") == 0
+    assert requests.get(stack4.url + "/metrics", timeout=10).status_code == 401
 
     if not Path(PROMETHEUS).exists() and shutil.which("prometheus") is None:
         pytest.skip("prometheus is not installed (scripts/dev.sh installs it)")
@@ -121,6 +129,7 @@ def test_metrics_match_the_job_records_and_reach_prometheus(stack4: Stack,
     config.write_text(json.dumps({  # JSON is YAML
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{"job_name": "pystol", "metrics_path": "/metrics",
+                            "authorization": {"credentials": METRICS_TOKEN},
                             "static_configs": [{"targets": [stack4.url.removeprefix(
                                 "http://")]}]}]}))
     log = (tmp_path / "prometheus.log").open("w")

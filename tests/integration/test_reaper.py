@@ -14,9 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 from kubernetes import client, config
 
 from pystol_worker.actions import builtin
+from pystol_worker.actions.pod_failure import UNDO_RESTORE_IMAGES
+from pystol_worker.core.access import seal
+from pystol_worker.core.model import TargetRef
+from pystol_worker.safety.revert_journal import JournalEntry
 from tests.integration.conftest import TOKEN, Stack
 from tests.support.pystol_processes import api, worker
 from tests.support.redis_server import RedisServer, free_port
@@ -150,3 +155,51 @@ def test_sigkilled_worker_leaves_no_fault_behind(
     assert record["reason"] == ("the worker running this job stopped (its heartbeat "
                                 f"lapsed); the reaper reverted {left} change(s)")
     assert redis_server.client().hlen("pystol:journal") == 0
+
+
+def test_the_reaper_refuses_journal_entries_written_by_anyone_but_pystol(
+        cluster: tuple[SimProcess, RedisServer, str, dict[str, str]]) -> None:
+    """The attack of issue 13, against real processes: a pod that reaches Redis writes
+    journal entries for a job with no heartbeat, whose undo "restores" a pod's image to the
+    attacker's: one unsigned, on a pod in `shop`, and one signed with a key it made up, on a
+    pod in `payments`. The worker's reaper refuses both: the images stay, the entries leave the
+    journal, the refusals are counted in /metrics and shown as Warning Events."""
+    sim, redis_server, url, env = cluster
+    kube = config.new_client_from_config(config_file=str(sim.kubeconfig))
+    core = client.CoreV1Api(kube)
+    victims = [core.list_namespaced_pod("shop", label_selector="app=cart").items[0],
+               core.list_namespaced_pod("payments").items[0]]
+    evil = "evil.example/backdoor:1"
+    r = redis_server.client()
+    for index, pod in enumerate(victims):
+        entry = JournalEntry(job_id="j-forged-1", action="pod-failure",
+                             undo=UNDO_RESTORE_IMAGES,
+                             target=TargetRef(kind="Pod", namespace=pod.metadata.namespace,
+                                              name=pod.metadata.name, uid=pod.metadata.uid),
+                             data={"images": {c.name: evil for c in pod.spec.containers}})
+        if index:
+            entry.signature = seal(b"a-key-the-attacker-made-up", entry.payload())
+        r.hset("pystol:journal", entry.id, entry.model_dump_json())
+        r.sadd("pystol:journal:job:j-forged-1", entry.id)
+
+    with worker(env, concurrency=1) as guard:
+        deadline = time.monotonic() + HEARTBEAT + 15
+        while r.hlen("pystol:journal:refused") < 2:
+            assert time.monotonic() < deadline, f"entries not refused:\n{guard.tail()}"
+            time.sleep(0.1)
+        assert "refused" in guard.tail()
+
+    for pod in victims:
+        now = core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+        assert [c.image for c in now.spec.containers] == [c.image for c in pod.spec.containers]
+    assert r.hlen("pystol:journal") == 0
+    warned = core.list_namespaced_event(
+        "shop", field_selector=f"involvedObject.name={victims[0].metadata.name}").items
+    assert any(event.reason == "PystolRevertRefused" and event.type == "Warning"
+               for event in warned)
+    text = requests.get(f"{url}/metrics", timeout=10,
+                        headers={"Authorization": f"Bearer {TOKEN}"}).text
+    counted = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+               if line.startswith("pystol_revert_journal_refused_total{")}
+    assert counted == {'pystol_revert_journal_refused_total{reason="unsigned"}': 1.0,
+                       'pystol_revert_journal_refused_total{reason="altered"}': 1.0}

@@ -23,7 +23,7 @@ import fakeredis
 from pystol_worker.actions import default_registry
 from pystol_worker.core.access import Identity
 from pystol_worker.core.model import JobRecord, JobSpec
-from pystol_worker.core.policy import Policy
+from pystol_worker.core.policy import Policy, ProbePolicy
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.reaper import ReapReport, reap_once
 from pystol_worker.jobs.runner import JobRunner
@@ -163,6 +163,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+#: The admin policy a worker needs to probe `http_server()`: probes may not reach loopback
+#: unless the policy allows it.
+LOOPBACK_PROBES = Policy(probes=ProbePolicy(allow=["127.0.0.1/32"]))
 
 
 @contextmanager

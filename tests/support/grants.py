@@ -25,6 +25,7 @@ from pystol_worker.core.model import JobRecord, JobSpec, Source
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.authorization import grant_for, sealed
 from pystol_worker.jobs.validation import JobInvalid, validate_job
+from pystol_worker.safety.revert_journal import RevertJournal
 from pystol_worker.store.job_store import JobStore
 
 #: One of PYSTOL_API_TOKENS: an admin everywhere (what the tests before roles acted as).
@@ -80,3 +81,9 @@ def store_job(store: JobStore, spec: JobSpec, *, identity: Identity = ADMIN,
                              actor=identity.actor,
                              grant=lambda job_id: sealed(grant, job_id, spec, key))
     return record
+
+
+def signed_journal(client: object, heartbeat_seconds: float = 15.0) -> RevertJournal:
+    """The revert journal as a worker builds it: sealed with the tests' PYSTOL_SIGNING_KEY."""
+    return RevertJournal(client, Settings().signing_key_bytes,  # type: ignore[arg-type]
+                         heartbeat_seconds)

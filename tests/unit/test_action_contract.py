@@ -34,10 +34,10 @@ from pystol_worker.core.settings import Settings
 from pystol_worker.faults.fault_holding import Fault, hold_faults
 from pystol_worker.jobs.reaper import reap_once
 from pystol_worker.jobs.runner import JobRunner
-from pystol_worker.safety.revert_journal import RevertJournal, UndoRegistry
+from pystol_worker.safety.revert_journal import UndoRegistry
 from pystol_worker.safety.target_locks import TargetLocks, lock_key
 from pystol_worker.store.job_store import JobStore
-from tests.support.grants import store_job
+from tests.support.grants import signed_journal, store_job
 
 # The undo names journal entries carry, by the action that declares them. They are stored
 # in Redis: an entry written by an older worker must find its function in a newer one.
@@ -92,7 +92,7 @@ def builtin_registry() -> ActionRegistry:
 def run_context(client: fakeredis.FakeRedis, cluster: Any, undo: UndoRegistry,
                 job_id: str = "j-test") -> RunContext:
     return RunContext(settings=Settings(), cluster=cluster, store=JobStore(client),
-                      job_id=job_id, journal=RevertJournal(client), locks=TargetLocks(client),
+                      job_id=job_id, journal=signed_journal(client), locks=TargetLocks(client),
                       undo_functions=undo)
 
 
@@ -210,7 +210,7 @@ def test_hold_faults_refuses_an_undo_no_action_declares_before_injecting() -> No
 
 def test_the_reaper_reverts_with_the_undo_table_it_is_given() -> None:
     client = fakeredis.FakeRedis()
-    journal = RevertJournal(client)
+    journal = signed_journal(client)
     entry = journal.record(JournalEntry(job_id="j-dead", action="plugin",
                                         undo="plugin/restore",
                                         target=TargetRef(kind="Pod", namespace="shop",
@@ -232,7 +232,7 @@ def test_an_entry_whose_undo_nobody_declares_is_kept_and_named_in_the_jobs_reaso
     record, _ = store.create(JobSpec.model_validate(
         {"action": "pod-kill", "target": {"namespaces": ["shop"]}}), Source.API, "test")
     store.claim(record.id, "a worker that then died")
-    journal = RevertJournal(client)
+    journal = signed_journal(client)
     journal.record(JournalEntry(job_id=record.id, action="gone", undo="gone/restore",
                                 target=TargetRef(kind="Pod", namespace="shop", name="web-1")))
     report = reap_once(store, journal, StubCluster({}), 0.0, UndoRegistry({}))

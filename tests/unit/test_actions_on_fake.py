@@ -17,7 +17,15 @@ from pystol_worker.core.model import JobStatus
 from pystol_worker.core.policy import Policy
 from pystol_worker.kube.cluster_access import ClusterError
 from pystol_worker.kube.fake_cluster import PASS, FakeCluster, Request
-from tests.support.fake_jobs import FakeJobs, app_deployment, http_server, later, pods_of, ready
+from tests.support.fake_jobs import (
+    LOOPBACK_PROBES,
+    FakeJobs,
+    app_deployment,
+    http_server,
+    later,
+    pods_of,
+    ready,
+)
 
 PAUSE = "registry.k8s.io/pause:3.9"
 CORDONED_BY = "chaos.pystol.org/cordoned-by"
@@ -541,7 +549,7 @@ def test_stress_reaches_control_plane_nodes_when_the_policy_includes_them() -> N
 # -- http-probe ----------------------------------------------------------------------------------
 
 def test_http_probe_reports_statuses_and_latency_and_touches_no_cluster() -> None:
-    jobs = FakeJobs()
+    jobs = FakeJobs(policy=LOOPBACK_PROBES)
     with http_server() as base:
         record = jobs.run({"action": "http-probe", "target": {},
                            "params": {"url": f"{base}/200", "count": 3, "interval": "10ms"}})
@@ -555,7 +563,7 @@ def test_http_probe_reports_statuses_and_latency_and_touches_no_cluster() -> Non
 
 
 def test_http_probe_fails_when_the_url_does_not_answer_as_expected() -> None:
-    jobs = FakeJobs()
+    jobs = FakeJobs(policy=LOOPBACK_PROBES)
     with http_server() as base:
         record = jobs.run({"action": "http-probe", "target": {},
                            "params": {"url": f"{base}/503", "count": 2, "interval": "10ms"}})

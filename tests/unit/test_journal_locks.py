@@ -8,15 +8,16 @@ import fakeredis
 import pytest
 
 from pystol_worker.core.model import JobSpec, Source, TargetRef, WorkloadRef
-from pystol_worker.safety.revert_journal import JournalEntry, RevertJournal
+from pystol_worker.safety.revert_journal import JournalEntry
 from pystol_worker.safety.target_locks import TargetLocks, lock_key
 from pystol_worker.store import job_store
 from pystol_worker.store.job_store import JobStore
+from tests.support.grants import signed_journal
 
 
 def test_a_dead_jobs_journaled_fault_keeps_its_workload_locked() -> None:
     client = fakeredis.FakeRedis()
-    journal, locks = RevertJournal(client), TargetLocks(client)
+    journal, locks = signed_journal(client), TargetLocks(client)
     web = WorkloadRef(kind="Deployment", namespace="shop", name="web")
     key = lock_key("Deployment", "shop", "web")
     entry = journal.record(JournalEntry(

@@ -27,9 +27,10 @@ from pystol_worker.core.model import (
     WorkloadRef,
 )
 from pystol_worker.core.settings import Settings
-from pystol_worker.safety.revert_journal import JournalEntry, RevertJournal, UndoRegistry
+from pystol_worker.safety.revert_journal import JournalEntry, UndoRegistry
 from pystol_worker.store import metrics
 from pystol_worker.store.job_store import HALT_KEY, JobStore
+from tests.support.grants import signed_journal
 
 QUEUE = "pystol.jobs"
 
@@ -179,7 +180,7 @@ def test_reaper_reverts_are_counted(client: fakeredis.FakeRedis) -> None:
 
     registry = UndoRegistry({"ok": _ok, "boom": _boom})
 
-    journal = RevertJournal(client)
+    journal = signed_journal(client)
     target = TargetRef(kind="Node", name="n1")
     entries = [journal.record(JournalEntry(job_id="j-1", action="node-cordon", undo=undo,
                                            target=target)) for undo in ("ok", "boom")]

@@ -9,7 +9,7 @@ from pystol_worker.jobs.runner import LOST_WORKER_REASON
 from pystol_worker.kube.cluster_access import ClusterError
 from pystol_worker.kube.fake_cluster import Request
 from pystol_worker.safety.revert_journal import JournalEntry
-from tests.support.fake_jobs import FakeJobs, app_deployment, http_server, pods_of
+from tests.support.fake_jobs import LOOPBACK_PROBES, FakeJobs, app_deployment, http_server, pods_of
 
 KILL_TWO = {"action": "pod-kill", "target": {"namespaces": ["shop"], "label_selector": "app=web",
                                               "mode": "fixed", "value": 2}}
@@ -66,7 +66,7 @@ def test_a_kubernetes_error_fails_the_job_with_the_apis_answer() -> None:
 
 
 def test_an_unhealthy_steady_state_stops_the_job_before_injection() -> None:
-    jobs = FakeJobs()
+    jobs = FakeJobs(policy=LOOPBACK_PROBES)
     app_deployment(jobs.fake, replicas=3)
     before = pods_of(jobs.fake)
     with http_server() as base:
@@ -81,7 +81,7 @@ def test_an_unhealthy_steady_state_stops_the_job_before_injection() -> None:
 
 
 def test_steady_state_probes_run_before_and_after_a_healthy_job() -> None:
-    jobs = FakeJobs()
+    jobs = FakeJobs(policy=LOOPBACK_PROBES)
     app_deployment(jobs.fake, replicas=3)
     with http_server() as base:
         record = jobs.run({**KILL_TWO, "probes": [{"url": f"{base}/200"}]})
@@ -100,7 +100,8 @@ def test_a_redelivered_job_of_a_lost_worker_is_reverted_and_aborted() -> None:
     jobs.store.claim(job_id, "worker-a")
     jobs.journal.record(JournalEntry(
         job_id=job_id, action="node-cordon", undo="uncordon-node",
-        target=TargetRef(kind="Node", name="n1", node="n1"),
+        target=TargetRef(kind="Node", name="n1", node="n1",
+                         uid=(jobs.fake.get("Node", None, "n1") or {})["metadata"]["uid"]),
         data={"node": "n1", "job_id": job_id, "original_unschedulable": None,
               "had_annotations": False}))
     jobs.fake.patch("Node", None, "n1", {"metadata": {"annotations": {

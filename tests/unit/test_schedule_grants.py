@@ -284,7 +284,8 @@ def test_pausing_a_schedule_whose_grant_was_forged_drops_the_grant() -> None:
 
 def test_a_schedule_of_a_revoked_token_stops_running() -> None:
     schedules = Schedules()
-    schedules.create(HOURLY, schedules.ci)
+    # Allow: its first job stays queued here, and the second fire must still reach the grant.
+    schedules.create({**HOURLY, "concurrency_policy": "Allow"}, schedules.ci)
     assert schedules.fire().outcome == "started"
     schedules.queue.sent.clear()
     jobs_before = schedules.store.jobs.list().items

@@ -155,24 +155,24 @@ def test_redbeat_scheduler_finds_the_entry_due_at_the_slot() -> None:
     client = fakeredis.FakeRedis()
     # The real clock: beat compares with it.
     store = ScheduleStore(client, Settings(), policy=SHORT_PERIODS)
-    spec = ScheduleSpec.model_validate({"interval": "0.8s", "template": TEMPLATE})
+    spec = ScheduleSpec.model_validate({"interval": "1s", "template": TEMPLATE})
     store.create(spec, Source.API, ADMIN, schedule_id="live")
     app = redbeat_app(client)
     scheduler = RedBeatScheduler(app=app, lazy=True)
     entries = scheduler.schedule
     assert list(entries) == ["schedule:live"]
     due, wait = entries["schedule:live"].is_due()
-    assert not due and 0.5 < wait <= 0.8
+    assert not due and 0.5 < wait <= 1.0
     time.sleep(wait + 0.05)
     due, _ = scheduler.schedule["schedule:live"].is_due()
     assert due
 
 
 def test_short_gaps_let_beat_wake_before_the_slot(env: Env) -> None:
-    env.add(interval="0.5s")
+    env.add(interval="1s")  # the shortest interval there is (MIN_PERIOD_SECONDS)
     entry = RedBeatSchedulerEntry.from_key(entry_key("s1"), app=redbeat_app(env.redis))
     # Beat sleeps run_every after a fire: half the gap, so it never oversleeps the slot.
-    assert entry.schedule.run_every == timedelta(seconds=0.25)
+    assert entry.schedule.run_every == timedelta(seconds=0.5)
     assert entry.last_run_at + entry.schedule.run_every == ms_to_datetime(env.aimed())
 
 
@@ -251,7 +251,7 @@ def test_validation_refuses_what_could_never_run(env: Env) -> None:
 
 
 def test_each_slot_makes_one_job_with_a_slot_idempotency_key(env: Env) -> None:
-    env.add(interval="2s")
+    env.add(interval="2s", concurrency_policy="Allow")  # its jobs stay queued here
     slot = env.aimed()
     result = env.fire()
     assert result.outcome == "started" and result.slot_ms == slot
@@ -276,7 +276,7 @@ def test_each_slot_makes_one_job_with_a_slot_idempotency_key(env: Env) -> None:
 
 
 def test_slots_without_a_fire_are_recorded_and_only_the_latest_runs(env: Env) -> None:
-    env.add(interval="2s")
+    env.add(interval="2s", concurrency_policy="Allow")  # its jobs stay queued here
     first = env.fire()
     # Beat is down from here; it restarts 7.5 s later and fires at once.
     result = env.fire(at=first.slot_ms / 1000 + 7.5)
@@ -369,7 +369,7 @@ def test_replace_aborts_the_previous_run_then_starts(env: Env) -> None:
 
 
 def test_allow_lets_runs_overlap(env: Env) -> None:
-    env.add(interval="2s")
+    env.add(interval="2s", concurrency_policy="Allow")
     first = env.fire()
     env.jobs.claim(first.job_id, "worker-1")
     assert env.fire().outcome == "started"
@@ -445,7 +445,7 @@ def test_mtbf_draws_fall_inside_the_windows() -> None:
 
 
 def test_mtbf_fires_at_the_drawn_times_and_redraws(env: Env) -> None:
-    env.add(mtbf="30s")
+    env.add(mtbf="30s", concurrency_policy="Allow")  # its jobs stay queued here
     slots = []
     for _ in range(20):
         aimed = env.aimed()

@@ -59,7 +59,7 @@ def berlin(*args: int) -> datetime:
     ({"cron": "0 9 * * *", "time_zone": "Mars/Olympus_Mons"}, "time_zone",
      "unknown time zone 'Mars/Olympus_Mons'"),
     ({"interval": "1m", "time_zone": "../etc/passwd"}, "time_zone", "unknown time zone"),
-    ({"interval": "0.01s"}, "interval", "between 0.1s and 366 days"),
+    ({"interval": "0.5s"}, "interval", "between 1s and 366 days"),
     ({"interval": "ten minutes"}, "interval", "invalid duration"),
     ({"mtbf": "400d"}, "mtbf", "invalid duration"),
     ({"interval": "1m", "windows": ["mon-fri 17:00-09:00"]}, "windows[0]",
@@ -222,7 +222,7 @@ def test_compact_window_strings() -> None:
 
 
 def test_interval_far_from_anchor_is_cheap() -> None:
-    every = spec(interval="0.5s", windows=["mon 09:00-09:01"])
+    every = spec(interval="1s", windows=["mon 09:00-09:01"])
     start = datetime_to_ms(datetime(2025, 6, 10, 12, 0, tzinfo=UTC))  # a Tuesday
     slot = next_allowed_slot(every, start, start)
     assert ms_to_datetime(slot) == datetime(2025, 6, 16, 9, 0, tzinfo=UTC)

@@ -141,3 +141,33 @@ def test_every_bad_variable_is_reported_at_once(monkeypatch: pytest.MonkeyPatch)
 def test_variable_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("pystol_kube_burst", "11")
     assert Settings().kube_burst == 11
+
+
+@pytest.mark.parametrize(("given", "seconds"), [("30d", 30 * 86400), ("12h", 43200),
+                                                ("90m", 5400), ("3600", 3600)])
+def test_job_retention_takes_a_duration(monkeypatch: pytest.MonkeyPatch, given: str,
+                                        seconds: float) -> None:
+    monkeypatch.setenv("PYSTOL_JOB_RETENTION", given)
+    assert load_settings().job_retention_seconds == seconds
+
+
+def test_a_bad_job_retention_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSTOL_JOB_RETENTION", "3x")
+    with pytest.raises(SettingsError, match=r"^invalid configuration:\n  PYSTOL_JOB_RETENTION:"):
+        load_settings()
+
+
+def test_a_bad_redis_url_is_reported_without_its_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSTOL_REDIS_URL", "http://:hunter2-secret@redis:6379/0")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "PYSTOL_REDIS_URL" in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+def test_a_bad_signing_key_is_reported_without_its_value(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSTOL_SIGNING_KEY", "short-secret")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "PYSTOL_SIGNING_KEY" in str(raised.value) and "short-secret" not in str(raised.value)

@@ -75,8 +75,36 @@ tokens
 {{- end -}}
 {{- end -}}
 
+{{- define "pystol.redisSecret" -}}
+{{- if .Values.redis.existingSecret -}}
+{{ .Values.redis.existingSecret }}
+{{- else -}}
+{{ include "pystol.fullname" . }}-redis
+{{- end -}}
+{{- end -}}
+
+{{- define "pystol.redisSecretKey" -}}
+{{- if .Values.redis.existingSecret -}}
+{{ .Values.redis.existingSecretPasswordKey }}
+{{- else -}}
+redis-password
+{{- end -}}
+{{- end -}}
+
+{{/* Where an external Redis's CA certificate is mounted (externalRedis.tlsCaSecret). */}}
+{{- define "pystol.redisCaDir" -}}
+/etc/pystol/redis-ca
+{{- end -}}
+
+{{- define "pystol.redisCaMounted" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.tls .Values.externalRedis.tlsCaSecret -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* The environment of every Pystol container: config map, Redis URL (with the password from
-its Secret, through Kubernetes' $(VAR) expansion), API tokens. */}}
+its Secret, through Kubernetes' $(VAR) expansion: the Deployment shows $(PYSTOL_REDIS_PASSWORD),
+never the password), signing key, API tokens. */}}
 {{- define "pystol.env" -}}
 {{- $component := .component }}
 {{- with .ctx }}
@@ -85,21 +113,37 @@ envFrom:
       name: {{ include "pystol.fullname" . }}-config
 env:
 {{- if .Values.redis.enabled }}
-  - name: PYSTOL_REDIS_URL
-    value: {{ printf "redis://%s-redis:6379/%d" (include "pystol.fullname" .) (int .Values.redis.db) | quote }}
-{{- else }}
-{{- $scheme := ternary "rediss" "redis" .Values.externalRedis.tls }}
-{{- if .Values.externalRedis.existingSecret }}
   - name: PYSTOL_REDIS_PASSWORD
     valueFrom:
       secretKeyRef:
-        name: {{ .Values.externalRedis.existingSecret }}
-        key: {{ .Values.externalRedis.existingSecretPasswordKey }}
+        name: {{ include "pystol.redisSecret" . }}
+        key: {{ include "pystol.redisSecretKey" . }}
   - name: PYSTOL_REDIS_URL
-    value: {{ printf "%s://:$(PYSTOL_REDIS_PASSWORD)@%s:%d/%d" $scheme .Values.externalRedis.host (int .Values.externalRedis.port) (int .Values.externalRedis.db) | quote }}
+    value: {{ printf "redis://:$(PYSTOL_REDIS_PASSWORD)@%s-redis:6379/%d" (include "pystol.fullname" .) (int .Values.redis.db) | quote }}
 {{- else }}
+{{- $r := .Values.externalRedis }}
+{{- $auth := ternary ":$(PYSTOL_REDIS_PASSWORD)@" "" (ne $r.existingSecret "") }}
+{{- if $r.existingSecret }}
+  - name: PYSTOL_REDIS_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ $r.existingSecret }}
+        key: {{ $r.existingSecretPasswordKey }}
+{{- end }}
+{{- if $r.sentinel.master }}
+{{- $sentinels := list }}
+{{- range $r.sentinel.hosts }}
+{{- $sentinels = append $sentinels (printf "sentinel://%s%s" $auth .) }}
+{{- end }}
   - name: PYSTOL_REDIS_URL
-    value: {{ printf "%s://%s:%d/%d" $scheme .Values.externalRedis.host (int .Values.externalRedis.port) (int .Values.externalRedis.db) | quote }}
+    value: {{ printf "%s/%d" (join ";" $sentinels) (int $r.db) | quote }}
+{{- else }}
+{{- $query := "" }}
+{{- if include "pystol.redisCaMounted" . }}
+{{- $query = printf "?ssl_ca_certs=%s/%s" (include "pystol.redisCaDir" .) $r.tlsCaSecretKey }}
+{{- end }}
+  - name: PYSTOL_REDIS_URL
+    value: {{ printf "%s://%s%s:%d/%d%s" (ternary "rediss" "redis" $r.tls) $auth $r.host (int $r.port) (int $r.db) $query | quote }}
 {{- end }}
 {{- end }}
   - name: PYSTOL_SIGNING_KEY
@@ -107,6 +151,13 @@ env:
       secretKeyRef:
         name: {{ include "pystol.signingKeySecret" . }}
         key: {{ ternary .Values.signingKey.existingSecretKey "key" (ne .Values.signingKey.existingSecret "") }}
+{{- if and (eq $component "api") .Values.metricsToken.existingSecret }}
+  - name: PYSTOL_METRICS_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.metricsToken.existingSecret }}
+        key: {{ .Values.metricsToken.existingSecretKey }}
+{{- end }}
 {{- if eq $component "api" }}
   - name: PYSTOL_API_TOKENS
     valueFrom:
@@ -159,6 +210,11 @@ volumes:
   - name: policy
     configMap:
       name: {{ include "pystol.fullname" .ctx }}-policy
+{{- if include "pystol.redisCaMounted" .ctx }}
+  - name: redis-ca
+    secret:
+      secretName: {{ .ctx.Values.externalRedis.tlsCaSecret }}
+{{- end }}
 {{- end -}}
 
 {{- define "pystol.containerCommon" -}}
@@ -174,5 +230,10 @@ volumeMounts:
   - name: policy
     mountPath: /etc/pystol/policy
     readOnly: true
+{{- if include "pystol.redisCaMounted" .ctx }}
+  - name: redis-ca
+    mountPath: {{ include "pystol.redisCaDir" .ctx }}
+    readOnly: true
+{{- end }}
 {{ include "pystol.env" . }}
 {{- end -}}

@@ -59,6 +59,12 @@ class AuditPage(BaseModel):
                                     "part of the trail.")
 
 
+def _is_first_id(cursor: str) -> bool:
+    """`0-0` (any number of zeros): the smallest id a Redis stream entry can have."""
+    ms, _, sequence = cursor.partition("-")
+    return int(ms) == 0 and int(sequence or 0) == 0
+
+
 def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("audit", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
                       abp_security=BEARER_SECURITY,
@@ -73,6 +79,10 @@ def blueprint(services: Services) -> APIBlueprint:
         PYSTOL_AUDIT_RETENTION_SECONDS, at most PYSTOL_AUDIT_MAX_RECORDS of them; every
         record also went to the log (logger `pystol.audit`)."""
         require(Permission.AUDIT_READ)
+        if query.cursor is not None and _is_first_id(query.cursor):
+            # Nothing is older than the stream's first possible id; Redis refuses the
+            # exclusive range "(0-0" the store would ask for (a 503 before this check).
+            return json_response(AuditPage(items=[], next_cursor=None))
         try:
             items, cursor = services.audit.read(
                 actor=query.actor, operation=query.operation, namespace=query.namespace,

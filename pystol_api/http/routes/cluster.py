@@ -8,6 +8,11 @@ flags the pods that a running job has chosen as targets (read from the job store
 The dashboard polls this about once a second, so one answer is shared by every request
 that arrives within `CACHE_SECONDS` of it: several open browser tabs cost the cluster no
 more than one.
+
+Reading a large or slow cluster takes a while, and every request arriving meanwhile
+waits for that one read, holding an API thread. So at most `MAX_CONCURRENT` requests per
+API process are in this view at once; one more is answered 503 (`Retry-After: 1`) at once
+instead of queueing a thread, and the dashboard simply draws the next poll.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from pystol_worker.kube.cluster_access import PAGE_SIZE, ClusterAccess, ClusterE
 TAG = Tag(name="cluster", description="The cluster as the dashboard draws it.")
 CACHE_SECONDS = 0.5
 MAX_RUNNING_JOBS = 200
+MAX_CONCURRENT = 4  # requests in the view at once, per API process
+BUSY_RETRY_SECONDS = 1
 
 
 class NodeInfo(BaseModel):
@@ -228,15 +235,29 @@ def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("cluster", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
                       abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
     lock = threading.Lock()
+    slots = threading.BoundedSemaphore(MAX_CONCURRENT)
     cached: dict[str, Any] = {"at": -1e9, "body": b"", "topology": None}
 
     @bp.get("/cluster", summary="The cluster's topology: nodes, pods, workloads",
             responses={200: ClusterTopology,
-                       502: problem_doc("The Kubernetes API failed or cannot be reached.")})
+                       502: problem_doc("The Kubernetes API failed or cannot be reached."),
+                       503: problem_doc("Too many requests for the topology at once; "
+                                        "retry after `Retry-After` seconds.")})
     def cluster_topology() -> Response:
         """Nodes (ready, cordoned), pods (namespace, node, phase, readiness, owning
         workload, and whether a running job has chosen them), and workloads with their
         desired and ready replicas. Read-only; answers are shared for half a second."""
+        if not slots.acquire(blocking=False):
+            raise ApiProblem(503, "cluster-view-busy", "Cluster view busy",
+                             f"{MAX_CONCURRENT} requests for the topology are being answered "
+                             f"by this API process already; retry in {BUSY_RETRY_SECONDS} s",
+                             headers={"Retry-After": str(BUSY_RETRY_SECONDS)})
+        try:
+            return topology_response()
+        finally:
+            slots.release()
+
+    def topology_response() -> Response:
         with lock:
             if time.monotonic() - cached["at"] > CACHE_SECONDS:
                 try:

@@ -11,24 +11,33 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from flask import Response
-from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
 
 from pystol_api.http.auth import current_authority, current_submitter, forbidden
-from pystol_api.http.problems import ApiProblem, problem_doc
+from pystol_api.http.problems import ApiProblem, problem_doc, pydantic_field_errors
 from pystol_worker.actions import ActionRegistry
 from pystol_worker.core.access import AccessDenied, Permission
 from pystol_worker.core.model import JobRecord, JobSpec
 from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.submission import JobQueue, SubmissionService
+from pystol_worker.jobs.validation import FieldProblem, JobInvalid
 from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
 from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.job_store import JobStore
 from pystol_worker.store.token_store import TokenStore
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 API_PREFIX = "/api/v1"
 BEARER_SCHEME = "bearer"
@@ -95,8 +104,20 @@ class JobSubmission(JobSpec):
         return spec
 
     def as_spec(self) -> JobSpec:
-        """The plain JobSpec, for the store and the actions."""
-        return JobSpec.model_validate(self.model_dump())
+        """The plain JobSpec, for the store and the actions. Validated a second time from
+        the first validation's output; should a validator of the model not accept its own
+        output (it once did not), that is the client's input to fix (422), not a crash."""
+        return revalidated(JobSpec, self.model_dump())
+
+
+def revalidated(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    """`model` validated from `data`, the dump of an already validated request model; a
+    ValidationError is answered as the 422 a request validation error is."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise JobInvalid([FieldProblem(loc=item.loc, msg=item.msg)
+                          for item in pydantic_field_errors(error)]) from None
 
 
 def first_non_finite(data: Any) -> str | None:
@@ -127,6 +148,13 @@ UNAUTHORIZED_DOC = problem_doc("No or an unknown bearer token.")
 FORBIDDEN_DOC = problem_doc("The caller may not do this (their role, namespaces or the admin "
                             "policy); `errors` names the field that asked for it.")
 INVALID_DOC = problem_doc("The request is invalid; `errors` lists the field paths.")
+#: What the application answers before a JSON body is validated (`app._require_json_bodies`
+#: and MAX_CONTENT_LENGTH), for every operation that takes one.
+JSON_BODY_RESPONSES: dict[Any, Any] = {
+    400: problem_doc("The body is not valid JSON."),
+    413: problem_doc("The body is larger than PYSTOL_MAX_REQUEST_BYTES."),
+    415: problem_doc("The body is not sent as application/json."),
+}
 
 
 # -- which jobs and schedules a caller may see and change ------------------------------------

@@ -12,7 +12,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pystol_api.http.auth import allows, current_actor, current_submitter, require
-from pystol_api.http.problems import validation_error_callback
+from pystol_api.http.problems import problem_doc, validation_error_callback
 from pystol_api.http.routes.common import (
     API_PREFIX,
     AUTH_RESPONSES,
@@ -33,6 +33,13 @@ class HaltRequest(BaseModel):
     reason: str | None = Field(None, max_length=500, examples=["incident INC-1234"])
 
 
+# The view reads the body itself (an empty POST must halt, whatever its content type), so
+# flask-openapi3 does not document it: the optional body is declared here, so that clients
+# and the API fuzzer know it.
+HALT_BODY_DOC = {"required": False, "content": {"application/json": {
+    "schema": HaltRequest.model_json_schema()}}}
+
+
 def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("halt", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
                       abp_security=BEARER_SECURITY, abp_responses=AUTH_RESPONSES)
@@ -43,7 +50,9 @@ def blueprint(services: Services) -> APIBlueprint:
         return json_response(switch.state())
 
     @bp.post("/halt", summary="Halt all chaos now",
-             responses={200: HaltState, 422: INVALID_DOC})
+             responses={200: HaltState, 422: INVALID_DOC,
+                        413: problem_doc("The body is larger than PYSTOL_MAX_REQUEST_BYTES.")},
+             openapi_extensions={"requestBody": HALT_BODY_DOC})
     def halt() -> Response:
         """Stop new injections at once, abort running jobs (they revert), cancel queued
         ones, and refuse new jobs with 409 until the halt is lifted. The body

@@ -27,7 +27,7 @@ from pystol_worker.core.access import NAMESPACED, Actor, ActorKind, Permission, 
 from pystol_worker.core.model import NamespaceName
 
 TAG = Tag(name="identity", description="Who the caller is and what they may do.")
-MAX_NAMESPACES = 200
+MAX_NAMESPACES = 100  # 100 names of 63 characters fit gunicorn's 8190-byte request line
 #: Each namespace asked for a Kubernetes identity is 7 SubjectAccessReviews on first ask:
 #: fewer namespaces per request, so that one request cannot send the cluster thousands.
 MAX_KUBERNETES_NAMESPACES = 30

@@ -26,6 +26,7 @@ from pystol_api.http.routes.common import (
     AUTH_RESPONSES,
     BEARER_SECURITY,
     INVALID_DOC,
+    JSON_BODY_RESPONSES,
     JobSubmission,
     Services,
     json_response,
@@ -40,9 +41,9 @@ from pystol_worker.store.job_store import TIMELINE_CHANNEL, JobNotFound, Transit
 TAG = Tag(name="jobs", description="Chaos jobs: submit, follow, cancel.")
 SOURCE_HEADER = "X-Pystol-Source"
 EVENT_STREAM = "text/event-stream"
-# Server-sent events: bounded so that a gunicorn sync worker (timeout 30 s by default) is
-# never killed mid-stream; the client reconnects with Last-Event-ID.
-SSE_MAX_SECONDS = 25.0
+# Server-sent events end after PYSTOL_STREAM_MAX_SECONDS (the client reconnects with
+# Last-Event-ID); how many run at once is bounded by PYSTOL_STREAM_MAX_CLIENTS
+# (pystol_api/http/stream_limits.py).
 SSE_KEEPALIVE_SECONDS = 10.0
 SSE_CHECK_SECONDS = 2.0   # re-read the job's status at least this often
 SSE_RETRY_MS = 1000
@@ -92,21 +93,23 @@ def _last_event_id() -> int:
 
 
 def event_stream_response(services: Services, job_id: str, start: int = 0) -> Response:
-    response = Response(stream_timeline(services, job_id, start), mimetype=EVENT_STREAM)
+    response = Response(stream_timeline(services, job_id, start,
+                                        max_seconds=services.settings.stream_max_seconds),
+                        mimetype=EVENT_STREAM)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
 
 
 def stream_timeline(services: Services, job_id: str, start: int = 0,
-                    max_seconds: float = SSE_MAX_SECONDS,
+                    max_seconds: float = 300.0,
                     keepalive_seconds: float = SSE_KEEPALIVE_SECONDS) -> Iterator[str]:
     """Server-sent events of a job's timeline from index `start` until the job is terminal.
 
     The Redis list is the source of truth and fixes the order: the pub/sub channel only
     says when to read it again, so an event published between reading the list and
-    subscribing is never lost nor sent twice. Bounded by `max_seconds` (a gunicorn sync
-    worker is busy while it streams, and its timeout must not kill it)."""
+    subscribing is never lost nor sent twice. Bounded by `max_seconds`: a stream holds a
+    server thread, so none holds it forever."""
     store = services.store
     pubsub = services.redis.pubsub(ignore_subscribe_messages=True)
     sent = start
@@ -162,7 +165,8 @@ def blueprint(services: Services) -> APIBlueprint:
                         409: problem_doc("The idempotency key was used for a different spec, "
                                          "or chaos is halted."),
                         422: INVALID_DOC,
-                        503: problem_doc("The job store or the queue is unavailable.")})
+                        503: problem_doc("The job store or the queue is unavailable."),
+                        **JSON_BODY_RESPONSES})
     def submit_job(body: JobSubmission, header: SubmitHeaders) -> Response:
         """Validate, store and queue a job. With an `idempotency_key` already used in the
         last 24 h for the same spec, answers 200 with that job and queues nothing."""
@@ -242,11 +246,14 @@ def blueprint(services: Services) -> APIBlueprint:
         return json_response(record, 200 if record.status == JobStatus.CANCELLED else 202)
 
     @bp.get("/jobs/<id>/events", summary="A job's timeline",
-            responses={200: Timeline, 404: problem_doc("No such job."), 422: INVALID_DOC})
+            responses={200: Timeline, 404: problem_doc("No such job."), 422: INVALID_DOC,
+                       503: problem_doc("As many event streams as this API process serves "
+                                        "are open (PYSTOL_STREAM_MAX_CLIENTS); retry after "
+                                        "Retry-After, or read the timeline as JSON.")})
     def job_events(path: JobPath) -> Response:
         """The timeline as JSON. With `Accept: text/event-stream`, server-sent events: the
         timeline so far, then each new event as it happens, until the job ends (or after
-        25 s; reconnect with `Last-Event-ID` to go on). Each event
+        PYSTOL_STREAM_MAX_SECONDS; reconnect with `Last-Event-ID` to go on). Each event
         is `event: <kind>`, `id: <index in the timeline>`, `data: <the event as JSON>`; the
         stream ends with an `end` event carrying the job's status."""
         if not store.exists(path.id):

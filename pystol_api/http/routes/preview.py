@@ -19,6 +19,7 @@ from pystol_api.http.routes.common import (
     AUTH_RESPONSES,
     BEARER_SECURITY,
     INVALID_DOC,
+    JSON_BODY_RESPONSES,
     JobSubmission,
     Services,
     json_response,
@@ -44,7 +45,8 @@ def blueprint(services: Services) -> APIBlueprint:
 
     @bp.post("/preview", summary="Which targets a job would hit now",
              responses={200: PreviewResult, 422: INVALID_DOC,
-                        502: problem_doc("The Kubernetes API failed or cannot be reached.")})
+                        502: problem_doc("The Kubernetes API failed or cannot be reached."),
+                        **JSON_BODY_RESPONSES})
     def preview(body: JobSubmission) -> Response:
         spec = body.as_spec()
         action, params = validate_job(spec, services.registry, services.settings)

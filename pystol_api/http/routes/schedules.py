@@ -33,10 +33,12 @@ from pystol_api.http.routes.common import (
     AUTH_RESPONSES,
     BEARER_SECURITY,
     INVALID_DOC,
+    JSON_BODY_RESPONSES,
     Services,
     first_non_finite,
     json_response,
     may_see,
+    revalidated,
 )
 from pystol_api.http.routes.jobs import SubmitHeaders
 from pystol_worker.core.access import AccessDenied, Permission
@@ -94,7 +96,8 @@ class ScheduleCreate(ScheduleSpec):
         return created
 
     def as_spec(self) -> ScheduleSpec:
-        return ScheduleSpec.model_validate(self.model_dump(exclude={"id"}))
+        """The plain ScheduleSpec (a 422, not a crash, should it not re-validate)."""
+        return revalidated(ScheduleSpec, self.model_dump(exclude={"id"}))
 
 
 class SchedulePatch(BaseModel):
@@ -192,7 +195,7 @@ def blueprint(services: Services) -> APIBlueprint:
                               "content": {"application/json": {"schema": {
                                   "$ref": "#/components/schemas/ScheduleRecord"}}}},
                         409: problem_doc("A schedule with this id exists."),
-                        422: INVALID_DOC})
+                        422: INVALID_DOC, **JSON_BODY_RESPONSES})
     def create_schedule(body: ScheduleCreate, header: SubmitHeaders) -> Response:
         """Validate (the template as a job, the cron expression, time zone and windows)
         and store; the first run is at the first slot after now (interval: one interval
@@ -220,7 +223,8 @@ def blueprint(services: Services) -> APIBlueprint:
         return json_response(visible_or_404(path.id))
 
     @bp.patch("/schedules/<id>", summary="Change, pause or resume a schedule",
-              responses={200: ScheduleRecord, 404: not_found_doc, 422: INVALID_DOC})
+              responses={200: ScheduleRecord, 404: not_found_doc, 422: INVALID_DOC,
+                         **JSON_BODY_RESPONSES})
     def patch_schedule(path: SchedulePath, body: SchedulePatch) -> Response:
         """A JSON merge patch of the spec (`{"paused": true}` pauses). A change of `cron`,
         `interval`, `mtbf` or `time_zone` re-anchors the slots at now."""

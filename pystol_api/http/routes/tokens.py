@@ -31,6 +31,7 @@ from pystol_api.http.routes.common import (
     API_PREFIX,
     BEARER_SECURITY,
     INVALID_DOC,
+    JSON_BODY_RESPONSES,
     UNAUTHORIZED_DOC,
     Services,
     json_response,
@@ -202,7 +203,7 @@ def blueprint(services: Services) -> APIBlueprint:
     @bp.post("/tokens", summary="Create a named token",
              responses={201: TokenCreated,
                         409: problem_doc("A token with this name exists."),
-                        422: INVALID_DOC})
+                        422: INVALID_DOC, **JSON_BODY_RESPONSES})
     def create_token(body: TokenCreate) -> Response:
         """A token with a role in some namespaces (an admin: in all), valid until it
         expires or is revoked. Store the secret now: only its SHA-256 is kept."""

@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 
 const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const MAX_NAMESPACES = 200;  // what /whoami answers for at most
+const MAX_NAMESPACES = 100;  // what /whoami answers for at most
 const MAX_KUBERNETES_NAMESPACES = 30;  // ... for a Kubernetes identity (RBAC is asked)
 
 let me = null;              // the last /whoami answer

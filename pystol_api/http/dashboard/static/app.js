@@ -360,7 +360,7 @@ async function runView() {
   const previewButton = el("button", { type: "button", class: "secondary", id: "preview-button" }, "Preview");
   const submit = el("button", { type: "submit", id: "run-button" }, "Run job");
   const formEl = el("form", { class: "card", novalidate: true, "aria-labelledby": "run-title" },
-    form.root, el("div", { class: "row", style: "margin-top:14px" }, previewButton, submit), result);
+    form.root, el("div", { class: "row actions" }, previewButton, submit), result);
   main.replaceChildren(el("h1", { id: "run-title" }, "Run a chaos job"), formEl,
     el("section", { class: "card", "aria-label": "Preview" }, el("h2", {}, "Preview"), preview));
   preview.append(el("p", { class: "hint" }, "Preview shows the pods or nodes the job would hit now, without changing anything."));
