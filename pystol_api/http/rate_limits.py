@@ -7,9 +7,9 @@ incident, to halt chaos, wait behind it. The rules:
 - **Who is counted**: a bearer token, by its SHA-256 (the raw token is never a Redis key:
   anyone who can read Redis would see it); a request without one, by its client address.
   The check runs *before* authentication, so a flood is refused before it costs a token
-  lookup or a TokenReview. (A client inventing a new token per request gets a fresh count
-  each time, but every such request is a 401 costing one hash; Kubernetes reviews of
-  unknown tokens have their own limit in `kube_identity`.)
+  lookup or a TokenReview. A client inventing a new token per request would get a fresh
+  count each time, so every request also counts against its client address
+  (`PYSTOL_API_ADDRESS_RATE_LIMIT`, higher: several identities may share an address).
 - **How much**: `PYSTOL_API_RATE_LIMIT` ("50/second;1200/minute"; empty: off), one budget
   per identity across the whole API, not per route.
 - **The halt switch apart**: every method of `/api/v1/halt` is exempt from that budget
@@ -62,10 +62,16 @@ def identity_key() -> str:
     return "address:" + (request.remote_addr or "unknown")
 
 
+def address_key() -> str:
+    """The client address (the proxy's, behind one): a budget no invented token escapes."""
+    return "address:" + (request.remote_addr or "unknown")
+
+
 def check_limits(settings: Settings) -> None:
     """SettingsError unless both limits are flask-limiter notation (or empty): a typo must
     stop the API at start-up, not switch rate limiting off at the first request."""
     for variable, value in (("PYSTOL_API_RATE_LIMIT", settings.api_rate_limit),
+                            ("PYSTOL_API_ADDRESS_RATE_LIMIT", settings.api_address_rate_limit),
                             ("PYSTOL_HALT_RATE_LIMIT", settings.halt_rate_limit)):
         if not value.strip():
             continue
@@ -99,6 +105,14 @@ def install(app: Flask, settings: Settings, client: redis.Redis) -> Limiter | No
             exempt_when=lambda: request.endpoint in halt or request.endpoint in unlimited,
             error_message="this identity sent more requests than PYSTOL_API_RATE_LIMIT "
                           f"({settings.api_rate_limit}) allows"))
+    if settings.api_address_rate_limit.strip():
+        limits.append(ApplicationLimit(
+            limit_provider=settings.api_address_rate_limit, scope="address",
+            key_function=address_key,
+            exempt_when=lambda: request.endpoint in halt or request.endpoint in unlimited,
+            error_message="this client address sent more requests than "
+                          f"PYSTOL_API_ADDRESS_RATE_LIMIT ({settings.api_address_rate_limit}) "
+                          "allows"))
     if settings.halt_rate_limit.strip():
         limits.append(ApplicationLimit(
             limit_provider=settings.halt_rate_limit, scope="halt", key_function=identity_key,

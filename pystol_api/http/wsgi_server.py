@@ -48,7 +48,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # Threads, so that open server-sent-event streams (`jobs show --follow`, the
         # dashboard) do not occupy every worker while plain requests wait: the streams'
         # own share (at most stream_max_clients, stream_limits) plus REQUEST_THREADS.
-        "worker_class": "gthread",
+        # gthread, with a deadline on reading from a client (gunicorn_worker: a client
+        # that sends one byte and stalls must not hold a thread for ever).
+        "worker_class": "pystol_api.http.gunicorn_worker.DeadlineThreadWorker",
         "threads": settings.stream_max_clients + REQUEST_THREADS,
         "preload_app": False,  # build the app (and its Redis connections) in each worker
         "accesslog": "-",      # access log to stdout

@@ -49,8 +49,9 @@ class HttpProbeParams(BaseModel):
                      examples=["http://web.shop.svc.cluster.local/healthz"],
                      description="The URL to call (GET).")
     count: int = Field(10, ge=1, le=10_000, description="How many calls to make.")
-    interval: Duration = Field(1.0, le=3600, description="Pause between two calls.")
-    timeout: Duration = Field(5.0, gt=0, le=300, description="Timeout of one call: "
+    interval: Duration = Field(1.0, ge=0.01, le=3600, description="Pause between two calls "
+                               "(at least 10 ms: a probe must not become a flood).")
+    timeout: Duration = Field(5.0, ge=0.1, le=300, description="Timeout of one call: "
                               "connecting, redirects and reading the answer included. At "
                               "most the admin policy's probes.max_seconds (default 30s).")
     expect_status: int = Field(200, ge=100, le=599,

@@ -20,6 +20,7 @@ action's `params.url`, each steady-state probe's `url`: `safety.outbound_http`).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +39,7 @@ from pystol_worker.core.model import JobRecord, JobSpec, TargetKind, TargetMode
 from pystol_worker.core.policy import OutsideWindows, Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.validation import FieldProblem
-from pystol_worker.safety.outbound_http import DestinationGuard
+from pystol_worker.safety.outbound_http import RESOLVE_SECONDS, DestinationGuard
 
 
 class PolicyRefused(Exception):
@@ -144,8 +145,13 @@ def url_problems(spec: JobSpec, action: Action[Any], params: BaseModel, policy: 
         return []
     guard = DestinationGuard.for_settings(policy.probes, settings) if settings is not None \
         else DestinationGuard(policy.probes)
+    # One budget for every name the job asks to resolve (up to 21 URLs): a submission holds
+    # an API thread while it waits, so a job full of names on a dead DNS server must not
+    # hold it for 21 timeouts. What does not resolve in time is judged by the worker.
+    deadline = time.monotonic() + RESOLVE_SECONDS
     problems = [FieldProblem(loc, problem) for loc, text in urls
-                if (problem := guard.problem(text)) is not None]
+                if (problem := guard.problem(
+                    text, seconds=max(deadline - time.monotonic(), 0.01))) is not None]
     problems += [FieldProblem(f"probes[{index}].timeout", f"{probe.timeout:g}s; the admin "
                               f"policy caps one call at {policy.probes.max_seconds:g}s "
                               "(probes.max_seconds)")

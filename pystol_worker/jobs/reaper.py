@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pystol_worker.core.model import JobRecord, JobStatus, utcnow
@@ -43,15 +44,33 @@ _API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1",
                  "NetworkPolicy": "networking.k8s.io/v1"}
 
 
-def report_refused(cluster: Cluster, refused: list[JournalEntryRefused]) -> None:
-    """A Warning Event on each object a refused journal entry named, so the people who own
-    it see (in `kubectl describe`, `kubectl get events`) that something tried to make
-    Pystol change it. The journal already logged and counted them; an Event that cannot be
-    posted (the object's namespace is gone, no permission) is only logged."""
+#: Events one reaper pass posts about refused entries; the rest are only logged and counted.
+#: A Redis writer can forge any number of entries, and each Event is a request to the API
+#: server made from the worker's main loop.
+MAX_REFUSED_EVENTS = 10
+
+
+def report_refused(cluster: Cluster, refused: list[JournalEntryRefused],
+                   is_protected: Callable[[str], bool] | None = None,
+                   limit: int = MAX_REFUSED_EVENTS) -> None:
+    """A Warning Event on each object a refused journal entry named (at most `limit` a
+    pass), so the people who own it see (in `kubectl describe`, `kubectl get events`) that
+    something tried to make Pystol change it. The journal already logged and counted them.
+    No Event goes into a protected namespace (Pystol writes nothing there), and an Event
+    that cannot be posted (the namespace is gone, no permission) is only logged."""
+    posted = 0
     for item in refused:
-        if item.entry is None:
-            continue  # unreadable: nothing names an object to warn on
         entry = item.entry
+        if entry is None:
+            continue  # unreadable: nothing names an object to warn on
+        if is_protected is not None and any(is_protected(ns) for ns in entry.namespaces()):
+            continue
+        if posted >= limit:
+            log.warning("reaper: %d more refused journal entries are not reported as Events "
+                        "this pass (see the log and pystol_revert_journal_refused_total)",
+                        len(refused) - posted)
+            return
+        posted += 1
         try:
             cluster.post_event(entry.target, _API_VERSIONS.get(entry.target.kind, "v1"),
                                REFUSED_EVENT_REASON,
@@ -90,7 +109,7 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: Cluster,
         return report
     try:
         found = journal.read()
-        report_refused(cluster, found.refused)
+        report_refused(cluster, found.refused, journal.is_protected)
         report.refused += [item.detail for item in found.refused]
         entries = found.entries
         suspects = {entry.job_id for entry in entries}

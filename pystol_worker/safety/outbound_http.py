@@ -66,6 +66,8 @@ BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 RESOLVE_SECONDS = 2.0  # at submission; in the worker the call's own deadline bounds it
+MAX_LOOKUPS = 16  # name lookups under way at once, per process
+_LOOKUPS = threading.BoundedSemaphore(MAX_LOOKUPS)
 STOP_POLL_SECONDS = 0.2
 READ_CHUNK = 64 * 1024
 USER_AGENT = "pystol-probe"
@@ -132,6 +134,11 @@ def resolve_host(name: str, port: int, seconds: float) -> list[Address]:
     a slow DNS server costs at most `seconds` (TimeoutError); OSError when it fails."""
     outcome: list[object] = []
     done = threading.Event()
+    if not _LOOKUPS.acquire(blocking=False):
+        # A lookup that times out cannot be cancelled: its thread lives on until the
+        # resolver gives up. Bounding how many run at once bounds those threads (and the
+        # queries a job can send the cluster's DNS).
+        raise TimeoutError(f"resolving {name}: {MAX_LOOKUPS} lookups are already under way")
 
     def lookup() -> None:
         try:
@@ -139,6 +146,7 @@ def resolve_host(name: str, port: int, seconds: float) -> list[Address]:
         except OSError as error:
             outcome.append(error)
         finally:
+            _LOOKUPS.release()
             done.set()
     threading.Thread(target=lookup, name=f"resolve-{name}", daemon=True).start()
     if not done.wait(seconds):
@@ -234,11 +242,11 @@ class DestinationGuard:
                      resolver: Resolver = resolve_host) -> DestinationGuard:
         return cls(probes, pystol_services(settings), resolver=resolver)
 
-    def problem(self, url: str) -> str | None:
+    def problem(self, url: str, seconds: float = RESOLVE_SECONDS) -> str | None:
         """Why the policy refuses `url`, for the submission service; None when it does not
-        (a name that does not resolve now is left to the worker's check)."""
+        (a name that does not resolve within `seconds` is left to the worker's check)."""
         try:
-            self.check(url, seconds=RESOLVE_SECONDS)
+            self.check(url, seconds=seconds)
         except DestinationRefused as refused:
             return refused.reason
         except DestinationUnresolved:
@@ -258,6 +266,11 @@ class DestinationGuard:
         if "@" in parts.netloc:
             raise DestinationRefused(url, "user info (user:password@) is not accepted in a "
                                           "probe URL")
+        if not (parts.path + parts.query + parts.fragment).isascii():
+            # http.client sends the request line as ASCII: anything else would fail the
+            # call with an error that is no answer (and a Location header may carry it).
+            raise DestinationRefused(url, "the path or query holds characters that are not "
+                                          "ASCII: percent-encode them")
         try:
             explicit_port = parts.port
             host = parse_host(parts.hostname or "")

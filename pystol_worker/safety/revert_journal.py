@@ -67,8 +67,9 @@ class JournalEntry(BaseModel):
     target: TargetRef
     data: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
-    signature: str = Field("", description="HMAC-SHA256 of the rest, under "
-                                           "PYSTOL_SIGNING_KEY (`payload()`).")
+    signature: str = Field("", pattern=r"^([0-9a-f]{64})?$",
+                           description="HMAC-SHA256 (hex) of the rest, under "
+                                       "PYSTOL_SIGNING_KEY (`payload()`).")
 
     def describe(self) -> str:
         where = f"{self.target.namespace}/" if self.target.namespace else ""
@@ -94,12 +95,13 @@ class JournalEntryRefused(Exception):
     journal (into `journal:refused`) instead of being retried on every reaper pass."""
 
     def __init__(self, entry_id: str, reason: str, detail: str,
-                 entry: JournalEntry | None = None) -> None:
+                 entry: JournalEntry | None = None, raw_key: Any = None) -> None:
         super().__init__(f"journal entry {entry_id}: {detail}")
         self.entry_id = entry_id
         self.reason = reason  # a short, bounded word: the metric's label
         self.detail = detail
         self.entry = entry
+        self.raw_key = raw_key if raw_key is not None else entry_id  # as Redis holds it
 
 
 @dataclass
@@ -163,6 +165,9 @@ class RevertJournal:
         self._is_protected = is_protected or (lambda namespace: False)
         self._unlock = client.register_script(_UNLOCK_IF_OURS)
 
+    def is_protected(self, namespace: str) -> bool:
+        return self._is_protected(namespace)
+
     # -- entries --------------------------------------------------------------------------------
 
     def record(self, entry: JournalEntry) -> JournalEntry:
@@ -200,11 +205,19 @@ class RevertJournal:
             raw = {entry_id: value for entry_id, value in zip(ids, values, strict=True)
                    if value}
         found = JournalRead()
-        for entry_id, value in raw.items():
+        for raw_key, value in raw.items():
+            # Whatever a Redis writer put there (bytes that are no UTF-8, a signature of
+            # any characters, JSON nested a thousand deep), one entry can only be refused:
+            # it must never stop the reaper from undoing the genuine ones.
             try:
-                found.entries.append(self._verified(_text(entry_id), value))
+                found.entries.append(self._verified(_text(raw_key), value))
             except JournalEntryRefused as refused:
+                refused.raw_key = raw_key
                 found.refused.append(refused)
+            except Exception as error:
+                found.refused.append(JournalEntryRefused(
+                    _text(raw_key), "unreadable",
+                    f"not a journal entry ({error.__class__.__name__})", raw_key=raw_key))
         if found.refused:
             self._quarantine(found.refused, raw)
         found.entries.sort(key=lambda entry: entry.created_at, reverse=True)
@@ -226,8 +239,20 @@ class RevertJournal:
         return entry
 
     def _quarantine(self, refused: list[JournalEntryRefused], raw: dict[Any, Any]) -> None:
-        by_id = {_text(key): value for key, value in raw.items()}
-        with self.redis.pipeline() as pipe:
+        """Move refused entries aside. Best effort: when Redis refuses (it is full, say),
+        they stay where they are, are refused again next pass, and the genuine entries
+        are undone all the same."""
+        try:
+            self._move_aside(refused, raw)
+            record_journal_refused(self.redis, [item.reason for item in refused])
+        except redis.RedisError as error:
+            log.warning("revert journal: could not move %d refused entr(y/ies) aside: %s",
+                        len(refused), error)
+
+    def _move_aside(self, refused: list[JournalEntryRefused], raw: dict[Any, Any]) -> None:
+        # Not a MULTI, and every command on its own: a full Redis refuses the copy into
+        # journal:refused, but the HDEL out of the journal still goes through.
+        with self.redis.pipeline(transaction=False) as pipe:
             for item in refused:
                 what = item.entry.describe() if item.entry else "an unreadable entry"
                 log.error("revert journal: refused %s (%s): %s; it is NOT undone and was "
@@ -236,16 +261,15 @@ class RevertJournal:
                           item.detail, PREFIX)
                 pipe.hset(PREFIX + "journal:refused", item.entry_id, json.dumps(
                     {"reason": item.reason, "detail": item.detail, "refused_at":
-                     utcnow().isoformat(), "entry": _text(by_id.get(item.entry_id, ""))}))
-                pipe.hdel(PREFIX + "journal", item.entry_id)
+                     utcnow().isoformat(), "entry": _text(raw.get(item.raw_key, ""))[:8192]}))
+                pipe.hdel(PREFIX + "journal", item.raw_key)
                 if item.entry is not None:
                     # Out of the job's set and the target locks' too: a refused entry is no
                     # fault Pystol holds, so it must not keep its target locked either.
                     pipe.srem(f"{PREFIX}journal:job:{item.entry.job_id}", item.entry_id)
                     for key in target_lock_keys([item.entry.target]):
                         pipe.srem(journal_key(key), f"{item.entry.job_id}|{item.entry_id}")
-            pipe.execute()
-        record_journal_refused(self.redis, [item.reason for item in refused])
+            pipe.execute(raise_on_error=False)
 
     def count(self) -> int:
         return int(self.redis.hlen(PREFIX + "journal"))
@@ -323,7 +347,7 @@ class RevertJournal:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 FAULT_MARK = "chaos.pystol.org/fault-of"

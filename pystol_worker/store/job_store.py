@@ -249,6 +249,12 @@ class JobStore:
         raw = self.redis.lrange(self._key(job_id) + ":timeline", start, -1)
         return [TimelineEvent.model_validate_json(item) for item in raw]
 
+    def ids_with_status(self, status: JobStatus) -> list[str]:
+        """The ids in a status's index, oldest first, in one round trip and without reading
+        a record (the index may lag a record that just moved on: callers re-check)."""
+        members = self.redis.zrange(f"{PREFIX}jobs:status:{status.value}", 0, -1)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
     def list(self, status: JobStatus | None = None, action: str | None = None,
              namespace: str | None = None, cursor: str | None = None, limit: int = 50) -> Page:
         """Newest first; `cursor` is the `next_cursor` of the previous page."""
@@ -274,6 +280,13 @@ class JobStore:
                 try:
                     record = self.get(job_id, with_timeline=False)
                 except JobNotFound:
+                    continue
+                except ValueError as error:
+                    # A record something other than Pystol wrote (Redis is not trusted):
+                    # one unreadable record must not fail every listing, the reaper's
+                    # search for lost jobs or the halt switch.
+                    log.warning("job %s: unreadable record skipped: %s", job_id,
+                                str(error)[:200])
                     continue
                 if status and record.status != status:
                     continue

@@ -28,6 +28,7 @@ Never log `RedisEndpoint.url`; `shown_url` is the same URL with every password m
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -115,7 +116,32 @@ def shown_url(url: str) -> str:
     return ";".join(_shown_part(part) for part in url.split(";"))
 
 
+def _user_part(part: str) -> str:
+    """Everything between `://` and the last `@`: the user part as a reader sees it, even
+    when a password holds an unencoded `/`, `?` or `#` that would end urlsplit's netloc."""
+    _, sep, rest = part.partition("://")
+    return rest.rpartition("@")[0] if sep and "@" in rest else ""
+
+
+def _safe_error(error: Exception, part: str) -> str:
+    """`error`'s text, unless it quotes any piece of the URL's user part (urlsplit's own
+    messages do, e.g. "Port could not be cast to integer value as 's3cr'")."""
+    text = str(error)
+    secret = _user_part(part)
+    pieces = [piece for piece in re.split(r"[:/?#@]", secret) if len(piece) >= 2]
+    if any(piece in text for piece in pieces):
+        return ("it could not be read (is the password percent-encoded? `/` is %2F, `?` "
+                "%3F, `#` %23, `@` %40)")
+    return text
+
+
 def _shown_part(part: str) -> str:
+    userinfo = _user_part(part)
+    if userinfo:
+        scheme = part.partition("://")[0]
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        part = f"{scheme}://{user + ':' if user or ':' in userinfo else ''}{MASK}@" \
+            + part.partition("://")[2][len(userinfo) + 1:]
     try:
         split = urlsplit(part)
     except ValueError:
@@ -156,7 +182,8 @@ def parse_redis_url(url: str, sentinel_master: str = "") -> RedisEndpoint:
                              username=username, password=password,
                              tls=_tls(query) if scheme == "rediss" else {})
     except ValueError as error:
-        raise RedisUrlError(f"PYSTOL_REDIS_URL: {error} in {shown_url(url)!r}") from None
+        raise RedisUrlError(f"PYSTOL_REDIS_URL: {_safe_error(error, url)} in "
+                            f"{shown_url(url)!r}") from None
 
 
 def redis_endpoint(settings: Settings) -> RedisEndpoint:
@@ -260,7 +287,8 @@ def _split(part: str) -> SplitResult:
         split = urlsplit(part)
         split.port  # noqa: B018  (raises ValueError for a port out of range)
     except ValueError as error:
-        raise RedisUrlError(f"PYSTOL_REDIS_URL: {error} in {shown_url(part)!r}") from None
+        raise RedisUrlError(f"PYSTOL_REDIS_URL: {_safe_error(error, part)} in "
+                            f"{shown_url(part)!r}") from None
     return split
 
 

@@ -285,6 +285,38 @@ def test_generated_secrets_are_kept_when_they_exist(fresh_sim: SimProcess,
     assert upgraded["rel-pystol-signing-key"] == {"key": "signing-key-of-the-first-install"}
 
 
+def test_the_api_server_rule_names_the_clusters_api_server(fresh_sim: SimProcess,
+                                                          tmp_path: Path) -> None:
+    """Without networkPolicy.kubeApiServer.cidrs, an install reads the `kubernetes`
+    Service's endpoints (`lookup`): Pystol's pods may then reach those addresses on the
+    API server's ports, not any address on 443 and 6443 (which probes could use)."""
+    env = fresh_sim.env()
+    fresh_sim.kubectl("create", "namespace", "pystol")
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default"},
+        "subsets": [{"addresses": [{"ip": "10.0.0.10"}, {"ip": "fd00::10"}],
+                     "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]}))
+    fresh_sim.kubectl("apply", "-f", str(endpoints))
+
+    def api_server_rule(*sets: str, server: bool = True) -> dict[str, Any]:
+        out = helm("template", "rel", str(CHART), "-n", "pystol",
+                   *(["--dry-run=server"] if server else []), *set_args(list(sets)),
+                   "--show-only", "templates/networkpolicy.yaml", env=env).stdout
+        [worker] = [doc for doc in yaml.safe_load_all(out)
+                    if doc and doc["metadata"]["name"] == "rel-pystol-worker"]
+        [rule] = [rule for rule in worker["spec"]["egress"]
+                  if {"port": 6443, "protocol": "TCP"} in rule.get("ports", [])]
+        return rule
+
+    assert api_server_rule()["to"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}},
+                                       {"ipBlock": {"cidr": "fd00::10/128"}}]
+    assert api_server_rule("networkPolicy.kubeApiServer.cidrs={192.0.2.1/32}")["to"] == [
+        {"ipBlock": {"cidr": "192.0.2.1/32"}}]
+    assert "to" not in api_server_rule(server=False)  # no cluster to ask: any address
+
+
 def test_every_setting_is_mirrored_in_values() -> None:
     from pystol_worker.core.settings import Settings
 

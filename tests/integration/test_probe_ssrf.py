@@ -14,15 +14,11 @@ they are off by default is shown in tests/unit/test_outbound_http.py.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -32,6 +28,7 @@ from pystol_worker.process.celery_app import CeleryJobQueue
 from pystol_worker.store.job_store import JobStore
 from tests.integration.conftest import TOKEN, Stack
 from tests.support.grants import store_job
+from tests.support.probe_server import Server, serving
 from tests.support.pystol_processes import api, worker
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sim_process import SimProcess
@@ -48,89 +45,11 @@ probes:
 """
 
 
-class Handler(BaseHTTPRequestHandler):
-    """/ok → 200; /redirect?to=URL → 302 to URL; /loop → 302 to itself; /trickle → 200 and
-    then one byte a second, for ever; /endless → a body that never ends, as fast as it
-    goes."""
-
-    server: ProbeServer
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        self.server.hits.append(url.path)
-        self.server.hosts.append(self.headers.get("Host", ""))
-        try:
-            if url.path == "/redirect":
-                self._answer(302, location=parse_qs(url.query)["to"][0])
-            elif url.path == "/loop":
-                self._answer(302, location="/loop")
-            elif url.path == "/trickle":
-                self.send_response(200)
-                self.send_header("Content-Length", "1000000")
-                self.end_headers()
-                while not self.server.closing.wait(1.0):
-                    self.wfile.write(b".")
-                    self.wfile.flush()
-            elif url.path == "/endless":  # no length: the body ends when the server hangs up
-                self.send_response(200)
-                self.send_header("Connection", "close")
-                self.end_headers()
-                while not self.server.closing.is_set():
-                    self.wfile.write(b"\0" * 65536)
-            else:
-                self._answer(200)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the prober went away: what a capped probe does
-
-    def _answer(self, status: int, location: str | None = None) -> None:
-        body = b"pong\n"
-        self.send_response(status)
-        if location is not None:
-            self.send_header("Location", location)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class ProbeServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, host: str) -> None:
-        super().__init__((host, 0), Handler)
-        self.hits: list[str] = []
-        self.hosts: list[str] = []
-        self.closing = threading.Event()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def url(self, path: str = "/ok") -> str:
-        return f"http://{self.server_address[0]!s}:{self.port}{path}"
-
-
-@contextmanager
-def serving(host: str) -> Iterator[ProbeServer]:
-    httpd = ProbeServer(host)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield httpd
-    finally:
-        httpd.closing.set()
-        httpd.shutdown()
-        httpd.server_close()
-
-
 @dataclass
 class Rig:
     stack: Stack
-    allowed: ProbeServer  # on 127.0.0.1, which the policy allows
-    victim: ProbeServer   # on 127.0.0.2, which it does not
+    allowed: Server  # on 127.0.0.1, which the policy allows
+    victim: Server   # on 127.0.0.2, which it does not
 
     def queue_directly(self, spec: dict[str, Any]) -> str:
         """Store a sealed job and queue it without the submission service's checks, as a

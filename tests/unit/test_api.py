@@ -696,14 +696,14 @@ def test_gunicorn_configuration(fake_redis: fakeredis.FakeRedis) -> None:
     assert server.cfg is not None
     assert server.cfg.bind == ["127.0.0.1:18080"]
     assert server.cfg.workers == 3
-    assert server.cfg.worker_class_str == "gthread"
+    assert server.cfg.worker_class_str == "pystol_api.http.gunicorn_worker.DeadlineThreadWorker"
     assert server.cfg.accesslog == "-"
     assert server.cfg.preload_app is False
     assert built == []  # nothing is built in the master: each worker loads its own app
     app = server.load()
     assert built == [settings]
     assert app.test_client().get("/healthz").status_code == 200
-    assert gunicorn_options(settings)["worker_class"] == "gthread"
+    assert gunicorn_options(settings)["worker_class"] == "pystol_api.http.gunicorn_worker.DeadlineThreadWorker"
 
 
 def test_services_are_the_injected_ones(app: Flask, fake_redis: fakeredis.FakeRedis,

@@ -469,7 +469,7 @@ def test_a_crowd_waiting_for_the_cluster_is_turned_away_at_once() -> None:
 def test_streams_can_never_take_the_threads_plain_requests_need() -> None:
     settings = Settings(api_tokens=[TOKEN], stream_max_clients=10)
     options = gunicorn_options(settings)
-    assert options["worker_class"] == "gthread"
+    assert options["worker_class"] == "pystol_api.http.gunicorn_worker.DeadlineThreadWorker"
     assert options["threads"] == 10 + REQUEST_THREADS
     assert REQUEST_THREADS >= 8
 
@@ -486,3 +486,13 @@ def test_plain_http_on_a_reachable_address_is_warned_about(bind: str, warned: bo
         assert "plain HTTP" in warning and "TLS" in warning and bind in warning
     assert is_loopback(bind.rsplit(":", 1)[0].strip("[]")) == (not warned)
 
+
+
+def test_inventing_a_new_token_per_request_earns_no_new_budget() -> None:
+    """The per-identity key is the token's hash, before the token is checked: without the
+    per-address limit, a random bearer token on every request was a fresh budget each."""
+    client = make_app(api_rate_limit="3/minute", api_address_rate_limit="5/minute"
+                      ).test_client()
+    codes = [client.get("/api/v1/jobs", headers={"Authorization": f"Bearer guess-{n}"}
+                        ).status_code for n in range(8)]
+    assert codes[:5] == [401] * 5 and codes[5:] == [429] * 3

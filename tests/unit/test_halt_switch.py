@@ -51,3 +51,19 @@ def test_lifting_the_halt_stops_the_background_cancelling() -> None:
     switch.release()
     time.sleep(0.3)
     assert any(store.get(job_id).status == JobStatus.QUEUED for job_id in ids)
+
+
+def test_a_corrupt_record_in_redis_fails_neither_the_halt_nor_the_listing() -> None:
+    """Any pod that reaches Redis can write a record no model reads: the halt switch (and
+    the reaper's search for lost jobs) list jobs, and must not fail on it."""
+    client = fakeredis.FakeRedis()
+    store = JobStore(client)
+    [good] = queue_jobs(store, 1)
+    client.set("pystol:job:j-bad", b"\xff{not json")
+    client.zadd("pystol:jobs:status:queued", {"j-bad": 9e12})
+    client.zadd("pystol:jobs", {"j-bad": 9e12})
+
+    state = HaltSwitch(client).engage(store, "sre", budget_seconds=5.0)
+
+    assert state.cancelled_jobs == 1 and store.get(good).status == JobStatus.CANCELLED
+    assert [record.id for record in store.list().items] == [good]

@@ -20,7 +20,7 @@ from pystol_worker.actions.network_partition import delete_policy, policy_name
 from pystol_worker.actions.pod_failure import UNDO_RESTORE_IMAGES
 from pystol_worker.core.model import TargetRef
 from pystol_worker.core.settings import Settings
-from pystol_worker.jobs.reaper import REFUSED_EVENT_REASON, reap_once
+from pystol_worker.jobs.reaper import MAX_REFUSED_EVENTS, REFUSED_EVENT_REASON, reap_once
 from pystol_worker.kube.fake_cluster import FakeCluster
 from pystol_worker.safety.revert_journal import FAULT_MARK, JournalEntry, RevertJournal
 from pystol_worker.store import metrics
@@ -62,10 +62,15 @@ def reap(client: fakeredis.FakeRedis, fake: FakeCluster,
     return reap_once(JobStore(client), journal, fake, 15.0, UNDO)
 
 
+def tenant_pod(fake: FakeCluster) -> dict[str, Any]:
+    return fake.add_pod("payments", "ledger-0", containers=[{"name": "kube-proxy",
+                                                             "image": "payments/ledger:3"}])
+
+
 @pytest.mark.parametrize("how", ["unsigned", "other key", "altered"])
 def test_a_journal_entry_pystol_did_not_write_is_never_undone(how: str) -> None:
     client, fake = fakeredis.FakeRedis(), FakeCluster()
-    pod = kube_proxy(fake)
+    pod = tenant_pod(fake)
     entry = restore_entry(pod, ATTACKER_IMAGE)
     if how == "other key":
         RevertJournal(client, b"the-attackers-own-key-0123").record(entry)
@@ -83,7 +88,7 @@ def test_a_journal_entry_pystol_did_not_write_is_never_undone(how: str) -> None:
 
     report = reap(client, fake)
 
-    assert image_of(fake, "kube-system", "kube-proxy-x1") != ATTACKER_IMAGE
+    assert image_of(fake, "payments", "ledger-0") != ATTACKER_IMAGE
     assert report.reverted == [] and len(report.refused) == 1
     # Out of the journal (not retried every pass), kept aside for people, and counted.
     assert client.hlen("pystol:journal") == 0
@@ -94,8 +99,55 @@ def test_a_journal_entry_pystol_did_not_write_is_never_undone(how: str) -> None:
     # The owners of the object it named see a Warning Event on it.
     [event] = fake.events(REFUSED_EVENT_REASON)
     assert event["type"] == "Warning"
-    assert event["involvedObject"]["name"] == "kube-proxy-x1"
-    assert event["metadata"]["namespace"] == "kube-system"
+    assert event["involvedObject"]["name"] == "ledger-0"
+    assert event["metadata"]["namespace"] == "payments"
+
+
+@pytest.mark.parametrize("key, value", [
+    # A signature that is no hex: hmac.compare_digest raised TypeError on it.
+    ("r-x", '{"id":"r-x","job_id":"j","action":"a","undo":"u","target":{"kind":"Pod",'
+            '"name":"p"},"signature":"\u00e9"}'),
+    (b"\xff\xfe", b"x"),                    # a field name that is no UTF-8
+    ("r-y", b"\xff{not utf-8"),               # a value that is no UTF-8
+    ("r-z", "[" * 5000 + "]" * 5000),         # JSON nested deeper than any parser likes
+])
+def test_no_crafted_entry_stops_the_reaper_from_undoing_the_genuine_ones(
+        key: Any, value: Any) -> None:
+    """One entry a Redis writer crafted used to raise out of the journal read, every pass:
+    the reaper never undid anything again."""
+    client, fake = fakeredis.FakeRedis(), FakeCluster()
+    fake.add_node("n1")
+    node = fake.patch("Node", None, "n1", {"metadata": {"annotations": {
+        "chaos.pystol.org/cordoned-by": "j-dead"}}, "spec": {"unschedulable": True}})
+    signed_journal(client).record(JournalEntry(
+        job_id="j-dead", action="node-cordon", undo="uncordon-node",
+        target=TargetRef(kind="Node", name="n1", node="n1", uid=node["metadata"]["uid"]),
+        data={"node": "n1", "original_unschedulable": None, "had_annotations": False}))
+    client.hset("pystol:journal", key, value)
+
+    report = reap(client, fake)
+
+    assert len(report.reverted) == 1 and len(report.refused) == 1
+    assert not (fake.get("Node", None, "n1") or {})["spec"].get("unschedulable")
+    assert client.hlen("pystol:journal") == 0
+
+
+def test_refused_entries_post_a_bounded_number_of_events_and_none_where_pystol_may_not_act(
+        ) -> None:
+    client, fake = fakeredis.FakeRedis(), FakeCluster()
+    pod, proxy = tenant_pod(fake), kube_proxy(fake)
+    for _ in range(50):
+        entry = restore_entry(pod, ATTACKER_IMAGE)
+        client.hset("pystol:journal", entry.id, entry.model_dump_json())
+    entry = restore_entry(proxy, ATTACKER_IMAGE)
+    client.hset("pystol:journal", entry.id, entry.model_dump_json())
+
+    report = reap(client, fake)
+
+    assert len(report.refused) == 51 and refused_count(client, "unsigned") == 51
+    events = fake.events(REFUSED_EVENT_REASON)
+    assert len(events) == MAX_REFUSED_EVENTS
+    assert {event["metadata"]["namespace"] for event in events} == {"payments"}
 
 
 def test_an_unreadable_entry_is_refused_and_the_genuine_ones_still_reverted() -> None:

@@ -10,6 +10,7 @@ here is what each library is told, read back through the library itself where it
 from __future__ import annotations
 
 import io
+import re
 import ssl
 from pathlib import Path
 from urllib.parse import quote
@@ -243,3 +244,18 @@ def test_pystol_up_never_prints_the_password(tmp_path: Path) -> None:
                     "", "")
     assert "Redis:    redis://:***@127.0.0.1:1/0" in printed.getvalue()
     assert ENCODED not in printed.getvalue() and PASSWORD not in printed.getvalue()
+
+
+@pytest.mark.parametrize("url", ["redis://:s3cr/3tq@redis:6379/0",
+                                 "redis://:q7?z9#x5v@redis:6379/0",
+                                 "redis://user:p4@s5@redis:6379/0"])
+def test_a_password_with_unencoded_characters_never_shows(url: str) -> None:
+    """urlsplit ends the netloc at the first `/`, `?` or `#`: the masking read the password's
+    tail as the host, and urlsplit's error quoted its head."""
+    secret = url.split("://", 1)[1].rsplit("@", 1)[0].split(":", 1)[1]
+    pieces = [piece for piece in re.split(r"[/?#@]", secret) if piece]
+    assert not any(piece in shown_url(url) for piece in pieces), shown_url(url)
+    try:
+        parse_redis_url(url)
+    except RedisUrlError as error:
+        assert not any(piece in str(error) for piece in pieces), str(error)
