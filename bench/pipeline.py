@@ -72,6 +72,7 @@ from typing import Any
 import redis
 import yaml
 
+from bench import UNREACHED_RATE_LIMITS
 from bench.results_file import Provenance, Row, default_output, render, report
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -394,7 +395,8 @@ def http_ready(port: int) -> Callable[[], bool]:
 def pystol_env(redis_url: str, sim: SimEndpoint, cfg: Config) -> dict[str, str]:
     return {"PYSTOL_REDIS_URL": redis_url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
             "PYSTOL_API_TOKENS": TOKEN, "PYSTOL_API_WORKERS": str(cfg.api_workers),
-            "PYSTOL_QUEUE": PYSTOL_QUEUE, "PYSTOL_WORKER_CONCURRENCY": str(cfg.concurrency)}
+            "PYSTOL_QUEUE": PYSTOL_QUEUE, "PYSTOL_WORKER_CONCURRENCY": str(cfg.concurrency),
+            **UNREACHED_RATE_LIMITS}
 
 
 @contextmanager

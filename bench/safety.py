@@ -102,6 +102,7 @@ from typing import Any
 import redis
 import yaml
 
+from bench import UNREACHED_RATE_LIMITS
 from bench.pipeline import (
     Proc,
     cpu_seconds,
@@ -498,7 +499,7 @@ def halt_stack(cfg: Config, workdir: Path) -> Iterator[tuple[SimClient, ApiClien
         sim.wait_healed(HALT_NS, VICTIMS, cfg.replicas)
         env = {"PYSTOL_REDIS_URL": redis_url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
                "PYSTOL_API_TOKENS": TOKEN, "PYSTOL_API_WORKERS": "2",
-               "PYSTOL_WORKER_CONCURRENCY": str(cfg.concurrency)}
+               "PYSTOL_WORKER_CONCURRENCY": str(cfg.concurrency), **UNREACHED_RATE_LIMITS}
         port = free_port()
         api = stack.enter_context(spawn("pystol-api", [sys.executable, "-m", "pystol_api.cli",
                                                        "api"], workdir,

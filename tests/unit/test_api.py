@@ -703,7 +703,8 @@ def test_gunicorn_configuration(fake_redis: fakeredis.FakeRedis) -> None:
     app = server.load()
     assert built == [settings]
     assert app.test_client().get("/healthz").status_code == 200
-    assert gunicorn_options(settings)["worker_class"] == "pystol_api.http.gunicorn_worker.DeadlineThreadWorker"
+    assert gunicorn_options(settings)["worker_class"] == \
+        "pystol_api.http.gunicorn_worker.DeadlineThreadWorker"
 
 
 def test_services_are_the_injected_ones(app: Flask, fake_redis: fakeredis.FakeRedis,
