@@ -55,6 +55,17 @@ def refused_count(client: fakeredis.FakeRedis, reason: str) -> int:
     return int(client.hget(metrics.COUNTERS_KEY, key) or 0)
 
 
+def genuine_cordon(client: fakeredis.FakeRedis, fake: FakeCluster) -> None:
+    """Node n1 cordoned by a job whose worker died, with the journal entry Pystol wrote."""
+    fake.add_node("n1")
+    node = fake.patch("Node", None, "n1", {"metadata": {"annotations": {
+        "chaos.pystol.org/cordoned-by": "j-dead"}}, "spec": {"unschedulable": True}})
+    signed_journal(client).record(JournalEntry(
+        job_id="j-dead", action="node-cordon", undo="uncordon-node",
+        target=TargetRef(kind="Node", name="n1", node="n1", uid=node["metadata"]["uid"]),
+        data={"node": "n1", "original_unschedulable": None, "had_annotations": False}))
+
+
 def reap(client: fakeredis.FakeRedis, fake: FakeCluster,
          journal: RevertJournal | None = None) -> Any:
     journal = journal or RevertJournal(client, Settings().signing_key_bytes, 15.0,
@@ -116,13 +127,7 @@ def test_no_crafted_entry_stops_the_reaper_from_undoing_the_genuine_ones(
     """One entry a Redis writer crafted used to raise out of the journal read, every pass:
     the reaper never undid anything again."""
     client, fake = fakeredis.FakeRedis(), FakeCluster()
-    fake.add_node("n1")
-    node = fake.patch("Node", None, "n1", {"metadata": {"annotations": {
-        "chaos.pystol.org/cordoned-by": "j-dead"}}, "spec": {"unschedulable": True}})
-    signed_journal(client).record(JournalEntry(
-        job_id="j-dead", action="node-cordon", undo="uncordon-node",
-        target=TargetRef(kind="Node", name="n1", node="n1", uid=node["metadata"]["uid"]),
-        data={"node": "n1", "original_unschedulable": None, "had_annotations": False}))
+    genuine_cordon(client, fake)
     client.hset("pystol:journal", key, value)
 
     report = reap(client, fake)
@@ -152,13 +157,7 @@ def test_refused_entries_post_a_bounded_number_of_events_and_none_where_pystol_m
 
 def test_an_unreadable_entry_is_refused_and_the_genuine_ones_still_reverted() -> None:
     client, fake = fakeredis.FakeRedis(), FakeCluster()
-    fake.add_node("n1")
-    node = fake.patch("Node", None, "n1", {"metadata": {"annotations": {
-        "chaos.pystol.org/cordoned-by": "j-dead"}}, "spec": {"unschedulable": True}})
-    signed_journal(client).record(JournalEntry(
-        job_id="j-dead", action="node-cordon", undo="uncordon-node",
-        target=TargetRef(kind="Node", name="n1", node="n1", uid=node["metadata"]["uid"]),
-        data={"node": "n1", "original_unschedulable": None, "had_annotations": False}))
+    genuine_cordon(client, fake)
     client.hset("pystol:journal", "r-junk", "{not json")
 
     report = reap(client, fake)
