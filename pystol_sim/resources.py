@@ -121,6 +121,11 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
                  subresources=("status",)),
     *(ResourceType(group, "v1", plural, kind, namespaced, verbs=("create",), stored=False)
       for group, plural, kind, namespaced in REVIEW_KINDS),
+    # metrics-server's API (`kubectl top`), computed from the simulation: metrics_api.py.
+    ResourceType("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False,
+                 verbs=("get", "list"), stored=False),
+    ResourceType("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True,
+                 verbs=("get", "list"), stored=False),
 )
 
 

@@ -23,7 +23,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from pystol_sim import openapi, patching, protobuf_codec, rbac, tables
+from pystol_sim import metrics_api, openapi, patching, protobuf_codec, rbac, tables
 from pystol_sim.authn import ADMIN, API_AUDIENCE, Authenticator, AuthError, UserInfo
 from pystol_sim.cluster import Cluster
 from pystol_sim.errors import ApiError, bad_request, invalid
@@ -425,6 +425,8 @@ class SimServer:
             from pystol_sim.pod_exec import serve_exec
             await self._apply_faults("create", "pods/exec")
             return await serve_exec(request, self.cluster, target.namespace, name or "")
+        if rtype.group == metrics_api.GROUP:
+            return self._metrics(request, target)
         if not rtype.stored:
             return await self._review(request, target)
         if method == "GET":
@@ -807,6 +809,43 @@ class SimServer:
             return int(query[name])
         except ValueError as error:
             raise bad_request(f"invalid {name} {query[name]!r}: must be an integer") from error
+
+    def _metrics(self, request: web.Request, target: Target) -> web.Response:
+        """metrics.k8s.io: node and pod usage, derived from the objects (metrics_api.py)."""
+        if request.method != "GET":
+            raise ApiError(405, f"method {request.method} is not allowed on "
+                           f"{target.rtype.plural}.{metrics_api.GROUP} (verbs: get, list)")
+        verb = "get" if target.name else "list"
+        self.request_counts[(verb, f"{target.rtype.plural}.{metrics_api.GROUP}")] += 1
+        labels, _ = self._selectors(request, target.rtype)
+        now = metrics_api.now()
+        pods_type = self.catalogue.get("", "v1", "pods")
+        nodes_type = self.catalogue.get("", "v1", "nodes")
+        assert pods_type is not None and nodes_type is not None
+        if target.rtype.plural == "pods":
+            if target.name:
+                pod = self.store.get(pods_type, target.namespace, target.name)
+                if not metrics_api.is_running(pod):
+                    raise ApiError(404, f'podmetrics.metrics.k8s.io "{target.name}" not found')
+                return json_response(metrics_api.pod_metrics(pod, now))
+            pods = [pod for pod in self.store.list_objects(pods_type, target.namespace or None,
+                                                           labels)
+                    if metrics_api.is_running(pod)]
+            return json_response(metrics_api.metrics_list(
+                "PodMetrics", [metrics_api.pod_metrics(pod, now) for pod in pods]))
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for pod in self.store.list_objects(pods_type):
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            if node_name and metrics_api.is_running(pod):
+                by_node.setdefault(node_name, []).append(pod)
+        if target.name:
+            node = self.store.get(nodes_type, "", target.name)
+            return json_response(metrics_api.node_metrics(
+                node, by_node.get(target.name, []), now))
+        nodes = self.store.list_objects(nodes_type, None, labels)
+        return json_response(metrics_api.metrics_list("NodeMetrics", [
+            metrics_api.node_metrics(node, by_node.get(node["metadata"]["name"], []), now)
+            for node in nodes]))
 
     def _selectors(self, request: web.Request, rtype: ResourceType
                    ) -> tuple[LabelSelector | None, FieldSelector | None]:

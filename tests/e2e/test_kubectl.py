@@ -190,3 +190,57 @@ def test_wrong_token_is_refused(cluster: SimProcess) -> None:
     out = cluster.kubectl("get", "pods", "--token", "not-the-token", check=False)
     assert out.returncode != 0
     assert "Unauthorized" in out.stderr or "provide credentials" in out.stderr
+
+
+STRESS_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: burner, namespace: load}
+spec:
+  nodeName: worker-c
+  containers:
+    - name: stress
+      image: ghcr.io/colinianking/stress-ng:latest
+      resources:
+        limits: {cpu: "2", memory: 2Gi}
+"""
+
+
+def top(sim: SimProcess, *args: str) -> dict[str, tuple[int, int]]:
+    """`kubectl top ...` as {name: (millicores, MiB)}."""
+    lines = sim.kubectl("top", *args, "--no-headers").stdout.splitlines()
+    usage = {}
+    for line in lines:
+        name, cpu, *rest = line.split()
+        memory = next(value for value in rest if value.endswith("Mi"))
+        usage[name] = (int(cpu.removesuffix("m")), int(memory.removesuffix("Mi")))
+    return usage
+
+
+def test_kubectl_top_shows_usage_and_a_stress_pod_raises_its_nodes(
+        cluster: SimProcess, tmp_path: Path) -> None:
+    """metrics.k8s.io as metrics-server serves it: `kubectl top` works against the sim, and
+    what Pystol's stress actions create (a stress-ng pod) shows on its node."""
+    nodes = top(cluster, "nodes")
+    assert set(nodes) == {"control-plane", "worker-a", "worker-b", "worker-c"}
+    assert all(cpu > 0 and memory > 0 for cpu, memory in nodes.values())
+    shop = top(cluster, "pods", "-n", "shop")
+    running = {pod["metadata"]["name"] for pod in pods(cluster, "-n", "shop")
+               if pod["status"].get("phase") == "Running"}
+    assert set(shop) == running and shop
+    web = top(cluster, "pods", "-n", "shop", "-l", "app=web")
+    assert web and set(web) < set(shop)
+
+    cluster.kubectl("create", "namespace", "load")
+    manifest = tmp_path / "burner.yaml"
+    manifest.write_text(STRESS_POD)
+    cluster.kubectl("apply", "-f", str(manifest))
+    try:
+        cluster.wait_for(lambda: pods(cluster, "-n", "load")[0]["status"].get("phase")
+                         == "Running", timeout=30)
+        after = top(cluster, "nodes")
+        assert after["worker-c"][0] - nodes["worker-c"][0] >= 1500  # the 2 cores it may use
+        assert after["worker-c"][1] - nodes["worker-c"][1] >= 1500  # and its 2 GiB
+        assert top(cluster, "pods", "-n", "load")["burner"] == (2000, 2048)
+    finally:
+        cluster.kubectl("delete", "namespace", "load", "--wait=false")
