@@ -332,8 +332,11 @@ def fill(client: redis.Redis, sizes: tuple[int, ...] = (65536, 4096, 256, 16),
     return refused
 
 
-def test_full_redis_refuses_new_jobs_with_503_and_keeps_the_journal(
-        sim: SimProcess, tmp_path: Path) -> None:
+@contextmanager
+def api_on_a_small_redis(sim: SimProcess, tmp_path: Path
+                         ) -> Iterator[tuple[str, redis.Redis]]:
+    """The API on a redis-server of 8 MB that refuses writes when full (noeviction), as the
+    chart runs it; (the API's URL, a client of that Redis)."""
     port = free_port()
     args = server_args(tmp_path, port, "--maxmemory", "8mb", "--maxmemory-policy", "noeviction")
     with redis_process(tmp_path, args, lambda: redis.Redis(port=port).ping()):
@@ -341,42 +344,38 @@ def test_full_redis_refuses_new_jobs_with_503_and_keeps_the_journal(
                "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
         api_port = free_port()
         with api(env, api_port, TOKEN):
-            url = f"http://127.0.0.1:{api_port}"
-            client = redis.Redis(port=port)
-            journal = RevertJournal(client, Settings().signing_key_bytes)
-            recorded = journal_entries(journal, 20)
-            assert fill(client), "Redis never refused a write"
+            yield f"http://127.0.0.1:{api_port}", redis.Redis(port=port)
 
-            refused = call(url, "POST", "/api/v1/jobs", json=POD_KILL)
-            assert refused.status_code == 503, refused.text
-            assert refused.headers["Content-Type"] == "application/problem+json"
-            problem = refused.json()
-            assert problem["type"].endswith("/store-full")
-            assert problem["detail"].startswith("Redis is full")
-            assert "maxmemory" in problem["detail"]
-            assert refused.headers["Retry-After"]
 
-            # Every journal entry is still there and genuine: the reaper can revert what
-            # they record.
-            kept = journal.entries()
-            assert sorted(entry.id for entry in kept) == sorted(recorded)
-            assert call(url, "GET", "/api/v1/halt").status_code == 200
+def test_full_redis_refuses_new_jobs_with_503_and_keeps_the_journal(
+        sim: SimProcess, tmp_path: Path) -> None:
+    with api_on_a_small_redis(sim, tmp_path) as (url, client):
+        journal = RevertJournal(client, Settings().signing_key_bytes)
+        recorded = journal_entries(journal, 20)
+        assert fill(client), "Redis never refused a write"
+
+        refused = call(url, "POST", "/api/v1/jobs", json=POD_KILL)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Content-Type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["type"].endswith("/store-full")
+        assert problem["detail"].startswith("Redis is full")
+        assert "maxmemory" in problem["detail"]
+        assert refused.headers["Retry-After"]
+
+        # Every journal entry is still there and genuine: the reaper can revert what
+        # they record.
+        kept = journal.entries()
+        assert sorted(entry.id for entry in kept) == sorted(recorded)
+        assert call(url, "GET", "/api/v1/halt").status_code == 200
 
 
 def test_the_halt_switch_engages_when_redis_is_full(sim: SimProcess, tmp_path: Path) -> None:
-    port = free_port()
-    args = server_args(tmp_path, port, "--maxmemory", "8mb", "--maxmemory-policy", "noeviction")
-    with redis_process(tmp_path, args, lambda: redis.Redis(port=port).ping()):
-        env = {"PYSTOL_REDIS_URL": f"redis://127.0.0.1:{port}/0",
-               "PYSTOL_KUBECONFIG": str(sim.kubeconfig)}
-        api_port = free_port()
-        with api(env, api_port, TOKEN):
-            client = redis.Redis(port=port)
-            assert fill(client), "Redis never refused a write"
-            halt = call(f"http://127.0.0.1:{api_port}", "POST", "/api/v1/halt",
-                        json={"reason": "Redis is full"})
-            assert client.exists("pystol:halt"), halt.text
-            assert halt.status_code == 200, halt.text
+    with api_on_a_small_redis(sim, tmp_path) as (url, client):
+        assert fill(client), "Redis never refused a write"
+        halt = call(url, "POST", "/api/v1/halt", json={"reason": "Redis is full"})
+        assert client.exists("pystol:halt"), halt.text
+        assert halt.status_code == 200, halt.text
 
 
 def test_an_evicting_redis_loses_the_journal(tmp_path: Path) -> None:
