@@ -1,49 +1,408 @@
-"""Decode Kubernetes protobuf request bodies into JSON-shaped dicts.
+"""Decode Kubernetes protobuf request bodies into the JSON the same client would have sent.
 
-helm v4 creates (and may update) its release Secrets with a protobuf request body
-(``Content-Type: application/vnd.kubernetes.protobuf``) and does not fall back to JSON, so the
-simulated API server must understand that encoding. This module is a small, dependency-free
-decoder for the protobuf wire format, limited to the kinds helm writes (core/v1 ``Secret`` and
-``ConfigMap``) and the ones kubectl's typed commands send: ``Namespace``, ``ServiceAccount``, the
-RBAC kinds (``kubectl create role|rolebinding|...``), ``TokenRequest`` (``kubectl create
-token``) and the authentication and authorization reviews (``kubectl auth can-i|whoami``).
+Every typed ``kubectl create …`` (deployment, service, job, quota, role, …) and helm's release
+Secrets arrive as ``Content-Type: application/vnd.kubernetes.protobuf``, and neither falls back
+to JSON, so the simulated API server must read protobuf for every built-in kind it serves. A
+body is the magic prefix ``b"k8s\\x00"`` followed by a ``runtime.Unknown`` envelope
+(``{TypeMeta typeMeta = 1; bytes raw = 2; string contentEncoding = 3; …}``) whose ``raw`` is
+the object's own message.
 
-A body is the magic prefix ``b"k8s\\x00"`` followed by a ``runtime.Unknown`` envelope
-(k8s.io/apimachinery/pkg/runtime/generated.proto)::
+The messages are not written here by hand: ``pystol_sim/protobuf/kubernetes.binpb`` is a
+descriptor set compiled from Kubernetes' published ``generated.proto`` files and
+``json_fields.json`` holds what only the Go struct tags know (JSON name, pointer, omitempty,
+omitzero, inline); ``scripts/regenerate_sim_protobuf.py`` rebuilds both. This module parses with
+the ``protobuf`` runtime and walks the message once, producing the dict Go's ``encoding/json``
+would print for the object the API server decoded:
 
-    message Unknown  { TypeMeta typeMeta = 1; bytes raw = 2;
-                       string contentEncoding = 3; string contentType = 4; }
-    message TypeMeta { string apiVersion = 1; string kind = 2; }
+- Go's protobuf marshallers always write non-pointer scalars (``name: ""``, ``paused: false``)
+  but JSON's ``omitempty`` drops them; a pointer field is written only when set, so a pointer
+  set to zero (``replicas: 0``, ``immutable: false``) stays. Non-pointer structs are always
+  printed (``"status": {}``) unless tagged ``omitzero`` (``creationTimestamp``).
+- ``Time`` → RFC 3339 in whole seconds (as the API server keeps it), ``MicroTime`` → six
+  fractional digits, a zero time → ``null``; ``Duration`` → Go's duration string (``"1h0m0s"``);
+  ``Quantity`` → its string; ``IntOrString`` → int or string; ``RawExtension``/``FieldsV1`` → the
+  JSON in ``raw``; ``bytes`` → standard base64; maps → objects; named slices (``ExtraValue``) →
+  lists; ``json:",inline"`` structs are merged into their parent.
 
-``raw`` holds the object message from k8s.io/api/core/v1/generated.proto. The result matches what
-the JSON API would carry: the Go marshaller always writes non-pointer scalars (``name: ""``,
-``generation: 0``, ``type: ""``) while the JSON tags are ``omitempty``, so empty strings, zero
-integers and empty maps/lists are dropped; ``bytes`` map values become padded standard base64.
-Like the real API server, timestamps keep whole seconds only (``nanos`` is ignored).
+A malformed, truncated, too large or too deeply nested body, a kind this server does not serve,
+or a known field sent with the wrong wire type raises :class:`ProtobufError` naming the kind and
+field; the server answers it with a 400 Status.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+import functools
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 PROTOBUF_CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
 
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
-_WIRE_NAMES = ("varint", "fixed64", "length-delimited", "group-start", "group-end", "fixed32")
+# The API server's own request limit (and the sim's: server.MAX_BODY).
+MAX_BODY_BYTES = 3 * 1024 * 1024
+# The protobuf runtime refuses messages nested deeper than 100 on the wire; the walk keeps the
+# same bound (only CRD schemas nest: a pod template inside a CronJob is about 12 levels).
+MAX_DEPTH = 100
 
-# field number -> list of (wire type, value); value is int for varints, bytes otherwise.
-_Fields = dict[int, list[tuple[int, int | bytes]]]
+_DATA_DIR = Path(__file__).resolve().parent / "protobuf"
+_META = "k8s.io.apimachinery.pkg.apis.meta.v1"
+_APIEXTENSIONS = "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1"
+_ENVELOPE = "k8s.io.apimachinery.pkg.runtime.Unknown"
+
+_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+_WIRE_NAMES = {0: "varint", 1: "fixed64", 2: "length-delimited", 3: "group-start",
+               4: "group-end", 5: "fixed32"}
 
 
 class ProtobufError(ValueError):
-    """The body is not a Kubernetes protobuf object this decoder understands."""
+    """The body is not a Kubernetes protobuf object this server can decode."""
 
 
-def _varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
+class _Omit:
+    """Marker: the field is left out of the JSON (``omitempty``/``omitzero``/unset pointer)."""
+
+
+_OMIT = _Omit()
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One proto field with the JSON facts of its Go struct field."""
+
+    descriptor: Any  # google.protobuf.descriptor.FieldDescriptor
+    json: str
+    pointer: bool
+    omitempty: bool
+    omitzero: bool
+    inline: bool
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+class _Catalogue:
+    """The descriptor pool and JSON side table, loaded once on the first protobuf body."""
+
+    def __init__(self) -> None:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        self._get_class = message_factory.GetMessageClass
+        file_set = descriptor_pb2.FileDescriptorSet.FromString(
+            (_DATA_DIR / "kubernetes.binpb").read_bytes())
+        self.pool = descriptor_pool.DescriptorPool()
+        for file in file_set.file:  # --include_imports lists dependencies first
+            self.pool.Add(file)
+        table = json.loads((_DATA_DIR / "json_fields.json").read_text())
+        self.sources: dict[str, str] = table["sources"]
+        self.groups: dict[str, str] = table["groups"]
+        self.kinds: frozenset[str] = frozenset(table["kinds"])
+        self.named_slices: frozenset[str] = frozenset(table["named_slices"])
+        self._tags: dict[str, list[list[Any]]] = table["messages"]
+        self._plans: dict[str, tuple[_Field, ...]] = {}
+
+    def message_class(self, full_name: str) -> Any:
+        return self._get_class(self.pool.FindMessageTypeByName(full_name))
+
+    def plan(self, descriptor: Any) -> tuple[_Field, ...]:
+        """The message's fields in Go struct order, with their JSON names and flags."""
+        plan = self._plans.get(descriptor.full_name)
+        if plan is not None:
+            return plan
+        fields: list[_Field] = []
+        seen: set[int] = set()
+        for number, name, flags in self._tags.get(descriptor.full_name, []):
+            field = descriptor.fields_by_number.get(number)
+            if field is None:
+                continue
+            seen.add(number)
+            fields.append(_Field(field, name, "p" in flags, "e" in flags, "z" in flags,
+                                 "i" in flags))
+        for field in descriptor.fields:  # not in the side table: proto name, omitempty
+            if field.number not in seen:
+                fields.append(_Field(field, field.name, False, True, False, False))
+        plan = self._plans[descriptor.full_name] = tuple(fields)
+        return plan
+
+    def message_for(self, api_version: str, kind: str) -> str:
+        package = self.groups.get(api_version)
+        if package is not None and f"{package}.{kind}" in self.kinds:
+            return f"{package}.{kind}"
+        # Option kinds (DeleteOptions, …) are meta.k8s.io/v1 types every group version accepts.
+        if f"{_META}.{kind}" in self.kinds and kind.endswith("Options"):
+            return f"{_META}.{kind}"
+        served = ", ".join(sorted(self.groups))
+        raise ProtobufError(
+            f"cannot decode protobuf for kind {kind!r} (apiVersion {api_version!r}): not a "
+            f"built-in kind of the group versions this server decodes ({served})")
+
+
+@functools.cache
+def _catalogue() -> _Catalogue:
+    return _Catalogue()
+
+
+def message_class(full_name: str) -> Any:
+    """The protobuf class of a Kubernetes message (``k8s.io.api.apps.v1.Deployment``), built
+    from the same descriptors the decoder uses, e.g. to encode test bodies."""
+    return _catalogue().message_class(full_name)
+
+
+def descriptor_sources() -> dict[str, str]:
+    """The kubernetes/api and kubernetes/apimachinery commits the descriptors come from."""
+    return dict(_catalogue().sources)
+
+
+# --------------------------------------------------------------------------- special types
+
+
+def _rfc3339(seconds: int, nanos: int, path: str, *, micro: bool) -> str:
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ProtobufError(f"{path}: seconds out of range: {seconds}") from exc
+    if micro:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{max(nanos, 0) // 1000:06d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(msg: Any, path: str) -> str | None:
+    """metav1.Time: an empty message is Go's zero time, which JSON prints as ``null``."""
+    if msg.ByteSize() == 0:
+        return None
+    return _rfc3339(msg.seconds, msg.nanos, path, micro=False)
+
+
+def _micro_time(msg: Any, path: str) -> str | None:
+    if msg.ByteSize() == 0:
+        return None
+    return _rfc3339(msg.seconds, msg.nanos, path, micro=True)
+
+
+def _fraction(value: int, precision: int) -> tuple[str, int]:
+    """Go's fmtFrac: the last ``precision`` digits as ".ddd" without trailing zeros."""
+    digits: list[str] = []
+    printed = False
+    for _ in range(precision):
+        digit = value % 10
+        printed = printed or digit != 0
+        if printed:
+            digits.append(str(digit))
+        value //= 10
+    return ("." + "".join(reversed(digits)) if printed else ""), value
+
+
+def go_duration(nanoseconds: int) -> str:
+    """Go's ``time.Duration.String()``: ``1h0m0s``, ``1.5s``, ``300ms``, ``0s``."""
+    if nanoseconds == 0:
+        return "0s"
+    value = abs(nanoseconds)
+    if value < 1_000_000_000:
+        unit, precision = (("ns", 0) if value < 1_000 else ("µs", 3) if value < 1_000_000
+                           else ("ms", 6))
+        fraction, value = _fraction(value, precision)
+        text = f"{value}{fraction}{unit}"
+    else:
+        fraction, value = _fraction(value, 9)
+        text = f"{value % 60}{fraction}s"
+        value //= 60
+        if value:
+            text = f"{value % 60}m{text}"
+            value //= 60
+            if value:
+                text = f"{value}h{text}"
+    return "-" + text if nanoseconds < 0 else text
+
+
+def _duration(msg: Any, path: str) -> str:
+    return go_duration(msg.duration)
+
+
+def _quantity(msg: Any, path: str) -> str:
+    return _text(msg.string) or "0"
+
+
+def _int_or_string(msg: Any, path: str) -> int | str:
+    if msg.type == 1:
+        return _text(msg.strVal)
+    if msg.type != 0:
+        raise ProtobufError(f"{path}: IntOrString type must be 0 (int) or 1 (string), "
+                            f"got {msg.type}")
+    return int(msg.intVal)
+
+
+def _raw_json(raw: bytes, path: str) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ProtobufError(f"{path}: raw is not JSON ({exc})") from exc
+
+
+def _raw_extension(msg: Any, path: str) -> Any:
+    return _raw_json(msg.raw, path)
+
+
+def _fields_v1(msg: Any, path: str) -> Any:
+    return _raw_json(msg.Raw, path)
+
+
+_SPECIAL = {
+    f"{_META}.Time": _time,
+    f"{_META}.MicroTime": _micro_time,
+    f"{_META}.Duration": _duration,
+    f"{_META}.FieldsV1": _fields_v1,
+    "k8s.io.apimachinery.pkg.api.resource.Quantity": _quantity,
+    "k8s.io.apimachinery.pkg.api.resource.QuantityValue": _quantity,
+    "k8s.io.apimachinery.pkg.util.intstr.IntOrString": _int_or_string,
+    "k8s.io.apimachinery.pkg.runtime.RawExtension": _raw_extension,
+    f"{_APIEXTENSIONS}.JSON": _raw_extension,
+}
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _short(path: str) -> str:
+    """A field path for an error message, its middle cut when a deep nesting made it long."""
+    return path if len(path) <= 200 else f"{path[:90]} … {path[-90:]}"
+
+
+def _text(value: str | bytes) -> str:
+    """A proto2 string. Go does not validate them and the runtime hands invalid UTF-8 over as
+    bytes; Go's encoding/json replaces it with U+FFFD, and so does this."""
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def _is_zero(msg: Any) -> bool:
+    """Go's IsZero for a struct decoded from ``msg``: nothing but zero values set."""
+    for field, value in msg.ListFields():
+        if field.message_type is not None and not _is_repeated(field):
+            if not _is_zero(value):
+                return False
+        elif value:
+            return False
+    return True
+
+
+def _is_repeated(field: Any) -> bool:
+    return bool(field.is_repeated)
+
+
+def _is_map(field: Any) -> bool:
+    message = field.message_type
+    return message is not None and message.GetOptions().map_entry
+
+
+class _Converter:
+    def __init__(self, catalogue: _Catalogue) -> None:
+        self.catalogue = catalogue
+
+    def message(self, msg: Any, path: str, depth: int) -> Any:
+        # A backstop: the runtime has already refused wire nesting beyond 100 (map entries count
+        # there, not here), so this only matters if its limit is ever raised.
+        if depth > MAX_DEPTH:
+            raise ProtobufError(f"{_short(path)}: nested deeper than {MAX_DEPTH} messages")
+        descriptor = msg.DESCRIPTOR
+        special = _SPECIAL.get(descriptor.full_name)
+        if special is not None:
+            return special(msg, path)
+        if descriptor.full_name.startswith(f"{_APIEXTENSIONS}.JSONSchemaPropsOr"):
+            return self._schema_or(msg, path, depth)
+        self._check_unknown(msg, path)
+        if descriptor.full_name in self.catalogue.named_slices:
+            return [self.value(field, item, f"{path}[{index}]", depth)
+                    for field in descriptor.fields
+                    for index, item in enumerate(getattr(msg, field.name))]
+        out: dict[str, Any] = {}
+        for field in self.catalogue.plan(descriptor):
+            value = self.field(msg, field, f"{path}.{field.json}", depth)
+            if value is _OMIT:
+                continue
+            if field.inline and isinstance(value, dict):
+                out.update(value)
+            else:
+                out[field.json] = value
+        return out
+
+    def field(self, msg: Any, field: _Field, path: str, depth: int) -> Any:
+        proto = field.descriptor
+        if _is_repeated(proto):
+            container = getattr(msg, proto.name)
+            if not container:
+                # Go's protobuf decoder leaves an empty list or map nil: omitted, else null.
+                return _OMIT if field.omitempty or field.omitzero else None
+            if _is_map(proto):
+                value_field = proto.message_type.fields_by_name["value"]
+                return {_text(key): self.value(value_field, container[key],
+                                               f"{path}[{_text(key)}]", depth)
+                        for key in container}
+            return [self.value(proto, item, f"{path}[{index}]", depth)
+                    for index, item in enumerate(container)]
+        present = msg.HasField(proto.name)
+        if field.pointer and not present:
+            return _OMIT
+        value = getattr(msg, proto.name)
+        if proto.message_type is not None:
+            if field.omitzero and _is_zero(value):
+                return _OMIT
+            return self.message(value, path, depth + 1)
+        if not field.pointer and (field.omitempty or field.omitzero) and not value:
+            return _OMIT
+        if proto.type == proto.TYPE_BYTES and not present:
+            return None  # a nil []byte without omitempty
+        return self.value(proto, value, path, depth)
+
+    def value(self, proto: Any, value: Any, path: str, depth: int) -> Any:
+        if proto.message_type is not None:
+            return self.message(value, path, depth + 1)
+        if proto.type == proto.TYPE_BYTES:
+            return base64.b64encode(value).decode("ascii")
+        if proto.type == proto.TYPE_STRING:
+            return _text(value)
+        return value
+
+    def _schema_or(self, msg: Any, path: str, depth: int) -> Any:
+        """The CRD schema unions, printed as their Go MarshalJSON does: a schema, or else the
+        alternative (a list of schemas, a boolean, a list of strings)."""
+        name = msg.DESCRIPTOR.name
+        if name == "JSONSchemaPropsOrArray":
+            if msg.jSONSchemas:
+                return [self.message(item, f"{path}[{index}]", depth + 1)
+                        for index, item in enumerate(msg.jSONSchemas)]
+            return self.message(msg.schema, path, depth + 1) if msg.HasField("schema") else None
+        if name == "JSONSchemaPropsOrBool":
+            if msg.HasField("schema"):
+                return self.message(msg.schema, path, depth + 1)
+            return bool(msg.allows)
+        if msg.property:  # JSONSchemaPropsOrStringArray
+            return [_text(item) for item in msg.property]
+        return self.message(msg.schema, path, depth + 1) if msg.HasField("schema") else None
+
+    def _check_unknown(self, msg: Any, path: str) -> None:
+        """A known field number with another wire type is kept as unknown by protobuf; Go
+        refuses it, and so does this server (it would otherwise vanish silently)."""
+        from google.protobuf import unknown_fields
+
+        fields = msg.DESCRIPTOR.fields_by_number
+        unknown = unknown_fields.UnknownFieldSet(msg)
+        for index in range(len(unknown)):
+            entry = unknown[index]
+            known = fields.get(entry.field_number)
+            if known is not None:
+                raise ProtobufError(
+                    f"bad wire type for field {entry.field_number} ({known.name}) in {path}: "
+                    f"got {_WIRE_NAMES.get(entry.wire_type, entry.wire_type)}")
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+
+def _varint(buf: memoryview, pos: int, what: str) -> tuple[int, int]:
     """Read an unsigned varint at ``pos``; return (value, new position)."""
     result = shift = 0
     while True:
@@ -56,410 +415,80 @@ def _varint(buf: bytes, pos: int, what: str) -> tuple[int, int]:
         result |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
-            return result & 0xFFFF_FFFF_FFFF_FFFF, pos
+            return result, pos
 
 
-def _parse(buf: bytes, what: str) -> _Fields:
-    """Split one message into its fields; unknown fields are kept and simply never read."""
-    fields: _Fields = {}
+def _diagnose(buf: memoryview, descriptor: Any, path: str, depth: int = 0) -> None:
+    """Find why the protobuf runtime refused ``buf`` and raise it with the field's path.
+
+    The runtime only says "Error parsing message"; this walks the wire format along the
+    descriptors, so the error names the field (``Deployment.spec.template``) and the fault.
+    Nested messages are views, not copies: a deep body costs no more memory than a flat one.
+    """
+    if depth > MAX_DEPTH:
+        raise ProtobufError(f"{_short(path)}: nested deeper than {MAX_DEPTH} messages")
     pos = 0
     while pos < len(buf):
-        key, pos = _varint(buf, pos, what)
+        key, pos = _varint(buf, pos, path)
         number, wire = key >> 3, key & 7
         if number == 0:
-            raise ProtobufError(f"invalid field number 0 in {what}")
-        value: int | bytes
+            raise ProtobufError(f"invalid field number 0 in {path}")
+        field = descriptor.fields_by_number.get(number) if descriptor is not None else None
+        where = f"field {number}{f' ({field.name})' if field else ''} of {path}"
         if wire == _VARINT:
-            value, pos = _varint(buf, pos, what)
+            _, pos = _varint(buf, pos, where)
         elif wire in (_FIXED64, _FIXED32, _LEN):
             if wire == _LEN:
-                size, pos = _varint(buf, pos, what)
+                size, pos = _varint(buf, pos, where)
             else:
                 size = 8 if wire == _FIXED64 else 4
             if pos + size > len(buf):
                 raise ProtobufError(
-                    f"truncated data: field {number} of {what} needs {size} bytes, "
-                    f"{len(buf) - pos} left"
-                )
-            value, pos = buf[pos : pos + size], pos + size
+                    f"truncated data: {where} needs {size} bytes, {len(buf) - pos} left")
+            if wire == _LEN and field is not None and field.message_type is not None:
+                _diagnose(buf[pos : pos + size], field.message_type,
+                          f"{path}.{field.name}", depth + 1)
+            pos += size
         else:
-            raise ProtobufError(f"bad wire type {wire} for field {number} in {what}")
-        fields.setdefault(number, []).append((wire, value))
-    return fields
+            raise ProtobufError(f"bad wire type {wire} ({_WIRE_NAMES.get(wire, 'invalid')}) "
+                                f"for {where}")
 
 
-def _values(fields: _Fields, number: int, wire: int, what: str) -> list[Any]:
-    out = []
-    for got, value in fields.get(number, []):
-        if got != wire:
-            raise ProtobufError(
-                f"bad wire type for field {number} in {what}: expected {_WIRE_NAMES[wire]}, "
-                f"got {_WIRE_NAMES[got]}"
-            )
-        out.append(value)
-    return out
+def _parse(catalogue: _Catalogue, full_name: str, raw: bytes, path: str) -> Any:
+    from google.protobuf.message import DecodeError
 
-
-def _text(raw: bytes) -> str:
-    # Go does not validate proto2 strings, and encoding/json replaces invalid UTF-8 with U+FFFD.
-    return raw.decode("utf-8", errors="replace")
-
-
-def _string(fields: _Fields, number: int, what: str) -> str:
-    """Last occurrence wins, as in protobuf; absent -> ""."""
-    values = _values(fields, number, _LEN, what)
-    return _text(values[-1]) if values else ""
-
-
-def _int64(fields: _Fields, number: int, what: str) -> int | None:
-    values = _values(fields, number, _VARINT, what)
-    if not values:
-        return None
-    return values[-1] - (1 << 64) if values[-1] >= 1 << 63 else values[-1]
-
-
-def _bool(fields: _Fields, number: int, what: str) -> bool | None:
-    values = _values(fields, number, _VARINT, what)
-    return bool(values[-1]) if values else None
-
-
-def _message(fields: _Fields, number: int, what: str) -> bytes | None:
-    """Embedded message; repeated occurrences merge, which is what concatenation means."""
-    values = _values(fields, number, _LEN, what)
-    return b"".join(values) if values else None
-
-
-def _map(fields: _Fields, number: int, what: str, *, binary: bool = False) -> dict[str, str]:
-    """map<string,string> or, with ``binary``, map<string,bytes> rendered as base64."""
-    out: dict[str, str] = {}
-    for entry in _values(fields, number, _LEN, what):
-        entry_fields = _parse(entry, f"{what} map entry")
-        key = _string(entry_fields, 1, f"{what} map entry")
-        raw = _values(entry_fields, 2, _LEN, f"{what} map entry")
-        value = raw[-1] if raw else b""
-        out[key] = base64.b64encode(value).decode("ascii") if binary else _text(value)
-    return out
-
-
-def _time(buf: bytes, what: str) -> str | None:
-    """metav1.Time {1 seconds, 2 nanos}; an empty message is the zero time (JSON: omitted)."""
-    if not buf:
-        return None
-    seconds = _int64(_parse(buf, what), 1, what) or 0
     try:
-        moment = datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError) as exc:
-        raise ProtobufError(f"{what} seconds out of range: {seconds}") from exc
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return catalogue.message_class(full_name).FromString(raw)
+    except DecodeError as exc:
+        _diagnose(memoryview(raw), catalogue.pool.FindMessageTypeByName(full_name), path)
+        raise ProtobufError(f"malformed protobuf in {path}: {exc}") from exc
 
 
-def _owner_reference(buf: bytes) -> dict[str, Any]:
-    what = "OwnerReference"
-    fields = _parse(buf, what)
-    ref: dict[str, Any] = {
-        "apiVersion": _string(fields, 5, what),
-        "kind": _string(fields, 1, what),
-        "name": _string(fields, 3, what),
-        "uid": _string(fields, 4, what),
-    }
-    for key, number in (("controller", 6), ("blockOwnerDeletion", 7)):
-        if (flag := _bool(fields, number, what)) is not None:
-            ref[key] = flag
-    return ref
+# --------------------------------------------------------------------------- entry point
 
 
-def _object_meta(buf: bytes) -> dict[str, Any]:
-    what = "ObjectMeta"
-    fields = _parse(buf, what)
-    meta: dict[str, Any] = {}
-    for key, number in (
-        ("name", 1),
-        ("generateName", 2),
-        ("namespace", 3),
-        ("selfLink", 4),
-        ("uid", 5),
-        ("resourceVersion", 6),
-    ):
-        if text := _string(fields, number, what):
-            meta[key] = text
-    if generation := _int64(fields, 7, what):
-        meta["generation"] = generation
-    for key, number in (("creationTimestamp", 8), ("deletionTimestamp", 9)):
-        raw = _message(fields, number, what)
-        if raw is not None and (stamp := _time(raw, f"{what}.{key}")) is not None:
-            meta[key] = stamp
-    if (grace := _int64(fields, 10, what)) is not None:
-        meta["deletionGracePeriodSeconds"] = grace
-    for key, number in (("labels", 11), ("annotations", 12)):
-        if mapping := _map(fields, number, f"{what}.{key}"):
-            meta[key] = mapping
-    if owners := _values(fields, 13, _LEN, what):
-        meta["ownerReferences"] = [_owner_reference(owner) for owner in owners]
-    if finalizers := _values(fields, 14, _LEN, what):
-        meta["finalizers"] = [_text(item) for item in finalizers]
-    # managedFields (17) is server-owned and deliberately not decoded.
-    return meta
-
-
-def _secret(fields: _Fields, obj: dict[str, Any]) -> None:
-    what = "Secret"
-    if data := _map(fields, 2, f"{what}.data", binary=True):
-        obj["data"] = data
-    if string_data := _map(fields, 4, f"{what}.stringData"):
-        obj["stringData"] = string_data
-    if secret_type := _string(fields, 3, what):
-        obj["type"] = secret_type
-    if (immutable := _bool(fields, 5, what)) is not None:
-        obj["immutable"] = immutable
-
-
-def _config_map(fields: _Fields, obj: dict[str, Any]) -> None:
-    what = "ConfigMap"
-    if data := _map(fields, 2, f"{what}.data"):
-        obj["data"] = data
-    if binary_data := _map(fields, 3, f"{what}.binaryData", binary=True):
-        obj["binaryData"] = binary_data
-    if (immutable := _bool(fields, 4, what)) is not None:
-        obj["immutable"] = immutable
-
-
-def _delete_options(fields: _Fields) -> dict[str, Any]:
-    """meta/v1 DeleteOptions, which helm sends in protobuf when it deletes its release Secret."""
-    what = "DeleteOptions"
-    options: dict[str, Any] = {}
-    if (grace := _int64(fields, 1, what)) is not None:
-        options["gracePeriodSeconds"] = grace
-    if (pre := _message(fields, 2, what)) is not None:
-        pre_fields = _parse(pre, "Preconditions")
-        options["preconditions"] = {
-            key: value for key, value in (("uid", _string(pre_fields, 1, "Preconditions")),
-                                          ("resourceVersion",
-                                           _string(pre_fields, 2, "Preconditions")))
-            if value}
-    if (orphan := _bool(fields, 3, what)) is not None:
-        options["orphanDependents"] = orphan
-    if policy := _string(fields, 4, what):
-        options["propagationPolicy"] = policy
-    if dry_run := _values(fields, 5, _LEN, what):
-        options["dryRun"] = [_text(item) for item in dry_run]
-    return options
-
-
-def _namespace(fields: _Fields, obj: dict[str, Any]) -> None:
-    """v1 Namespace (`kubectl create namespace` sends it in protobuf): spec.finalizers."""
-    spec = _message(fields, 2, "Namespace")
-    if spec is not None:
-        finalizers = _values(_parse(spec, "NamespaceSpec"), 1, _LEN, "NamespaceSpec")
-        if finalizers:
-            obj["spec"] = {"finalizers": [_text(item) for item in finalizers]}
-
-
-def _strings(fields: _Fields, number: int, what: str) -> list[str]:
-    return [_text(item) for item in _values(fields, number, _LEN, what)]
-
-
-def _record(buf: bytes, what: str, names: tuple[str, ...]) -> dict[str, Any]:
-    """A message of string fields numbered 1.. in the order of `names`; empties omitted."""
-    fields = _parse(buf, what)
-    return {key: text for number, key in enumerate(names, 1)
-            if (text := _string(fields, number, what))}
-
-
-def _service_account(fields: _Fields, obj: dict[str, Any]) -> None:
-    """v1 ServiceAccount (`kubectl create serviceaccount`)."""
-    what = "ServiceAccount"
-    if secrets := _values(fields, 2, _LEN, what):
-        obj["secrets"] = [_record(item, "ObjectReference", (
-            "kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath"))
-            for item in secrets]
-    if pulls := _values(fields, 3, _LEN, what):
-        obj["imagePullSecrets"] = [_record(item, "LocalObjectReference", ("name",))
-                                   for item in pulls]
-    if (automount := _bool(fields, 4, what)) is not None:
-        obj["automountServiceAccountToken"] = automount
-
-
-def _policy_rules(fields: _Fields, number: int, what: str) -> list[dict[str, Any]]:
-    rules = []
-    for item in _values(fields, number, _LEN, what):
-        rule_fields = _parse(item, "PolicyRule")
-        rule: dict[str, Any] = {}
-        for key, index in (("verbs", 1), ("apiGroups", 2), ("resources", 3),
-                           ("resourceNames", 4), ("nonResourceURLs", 5)):
-            values = _strings(rule_fields, index, "PolicyRule")
-            if values or (key == "apiGroups" and _values(rule_fields, 2, _LEN, "PolicyRule")):
-                rule[key] = values
-        rules.append(rule)
-    return rules
-
-
-def _label_selector(buf: bytes) -> dict[str, Any]:
-    what = "LabelSelector"
-    fields = _parse(buf, what)
-    selector: dict[str, Any] = {}
-    if labels := _map(fields, 1, f"{what}.matchLabels"):
-        selector["matchLabels"] = labels
-    expressions = []
-    for item in _values(fields, 2, _LEN, what):
-        expr = _parse(item, "LabelSelectorRequirement")
-        entry: dict[str, Any] = {"key": _string(expr, 1, "LabelSelectorRequirement"),
-                                 "operator": _string(expr, 2, "LabelSelectorRequirement")}
-        if values := _strings(expr, 3, "LabelSelectorRequirement"):
-            entry["values"] = values
-        expressions.append(entry)
-    if expressions:
-        selector["matchExpressions"] = expressions
-    return selector
-
-
-def _role(fields: _Fields, obj: dict[str, Any]) -> None:
-    """rbac/v1 Role and ClusterRole (`kubectl create role|clusterrole`)."""
-    what = obj["kind"]
-    obj["rules"] = _policy_rules(fields, 2, what)
-    aggregation = _message(fields, 3, what)
-    if aggregation is not None:
-        selectors = _values(_parse(aggregation, "AggregationRule"), 1, _LEN, "AggregationRule")
-        obj["aggregationRule"] = {"clusterRoleSelectors": [_label_selector(item)
-                                                           for item in selectors]}
-
-
-def _role_binding(fields: _Fields, obj: dict[str, Any]) -> None:
-    """rbac/v1 RoleBinding and ClusterRoleBinding (`kubectl create rolebinding|...`)."""
-    what = obj["kind"]
-    subjects = _values(fields, 2, _LEN, what)
-    if subjects:
-        obj["subjects"] = [_record(item, "Subject", ("kind", "apiGroup", "name", "namespace"))
-                           for item in subjects]
-    ref = _message(fields, 3, what)
-    obj["roleRef"] = _record(ref or b"", "RoleRef", ("apiGroup", "kind", "name"))
-
-
-def _resource_attributes(buf: bytes) -> dict[str, Any]:
-    return _record(buf, "ResourceAttributes", ("namespace", "verb", "group", "version",
-                                               "resource", "subresource", "name"))
-
-
-def _access_review(fields: _Fields, obj: dict[str, Any]) -> None:
-    """authorization/v1 (Self|Local)SubjectAccessReview: the spec (`kubectl auth can-i`)."""
-    what = f"{obj['kind']}Spec"
-    spec: dict[str, Any] = {}
-    raw = _message(fields, 2, obj["kind"])
-    spec_fields = _parse(raw or b"", what)
-    if (resource := _message(spec_fields, 1, what)) is not None:
-        spec["resourceAttributes"] = _resource_attributes(resource)
-    if (non_resource := _message(spec_fields, 2, what)) is not None:
-        spec["nonResourceAttributes"] = _record(non_resource, "NonResourceAttributes",
-                                                ("path", "verb"))
-    if obj["kind"] != "SelfSubjectAccessReview":
-        if user := _string(spec_fields, 3, what):
-            spec["user"] = user
-        if groups := _strings(spec_fields, 4, what):
-            spec["groups"] = groups
-        extra: dict[str, list[str]] = {}
-        for entry in _values(spec_fields, 5, _LEN, what):
-            entry_fields = _parse(entry, f"{what}.extra entry")
-            key = _string(entry_fields, 1, f"{what}.extra entry")
-            value = _message(entry_fields, 2, f"{what}.extra entry") or b""
-            extra[key] = _strings(_parse(value, "ExtraValue"), 1, "ExtraValue")
-        if extra:
-            spec["extra"] = extra
-        if uid := _string(spec_fields, 6, what):
-            spec["uid"] = uid
-    obj["spec"] = spec
-
-
-def _rules_review(fields: _Fields, obj: dict[str, Any]) -> None:
-    """authorization/v1 SelfSubjectRulesReview (`kubectl auth can-i --list`)."""
-    raw = _message(fields, 2, obj["kind"])
-    obj["spec"] = _record(raw or b"", "SelfSubjectRulesReviewSpec", ("namespace",))
-
-
-def _token_review(fields: _Fields, obj: dict[str, Any]) -> None:
-    """authentication/v1 TokenReview."""
-    spec_fields = _parse(_message(fields, 2, "TokenReview") or b"", "TokenReviewSpec")
-    spec: dict[str, Any] = {"token": _string(spec_fields, 1, "TokenReviewSpec")}
-    if audiences := _strings(spec_fields, 2, "TokenReviewSpec"):
-        spec["audiences"] = audiences
-    obj["spec"] = spec
-
-
-def _token_request(fields: _Fields, obj: dict[str, Any]) -> None:
-    """authentication/v1 TokenRequest (`kubectl create token`)."""
-    what = "TokenRequestSpec"
-    spec_fields = _parse(_message(fields, 2, "TokenRequest") or b"", what)
-    spec: dict[str, Any] = {}
-    if audiences := _strings(spec_fields, 1, what):
-        spec["audiences"] = audiences
-    if (seconds := _int64(spec_fields, 4, what)) is not None:
-        spec["expirationSeconds"] = seconds
-    if (bound := _message(spec_fields, 3, what)) is not None:
-        spec["boundObjectRef"] = _record(bound, "BoundObjectReference",
-                                         ("kind", "apiVersion", "name", "uid"))
-    obj["spec"] = spec
-
-
-def _nothing(fields: _Fields, obj: dict[str, Any]) -> None:
-    """authentication/v1 SelfSubjectReview (`kubectl auth whoami`): no spec."""
-
-
-_DECODERS: dict[tuple[str, str], Callable[[_Fields, dict[str, Any]], None]] = {
-    ("v1", "ServiceAccount"): _service_account,
-    ("rbac.authorization.k8s.io/v1", "Role"): _role,
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"): _role,
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): _role_binding,
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _role_binding,
-    ("authorization.k8s.io/v1", "SubjectAccessReview"): _access_review,
-    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): _access_review,
-    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): _access_review,
-    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): _rules_review,
-    ("authentication.k8s.io/v1", "TokenReview"): _token_review,
-    ("authentication.k8s.io/v1", "TokenRequest"): _token_request,
-    ("authentication.k8s.io/v1", "SelfSubjectReview"): _nothing,
-}
-
-
-def _decoder_for(api_version: str, kind: str) -> Callable[[_Fields, dict[str, Any]], None]:
-    if api_version == "v1" and kind == "Secret":
-        return _secret
-    if api_version == "v1" and kind == "ConfigMap":
-        return _config_map
-    if api_version == "v1" and kind == "Namespace":
-        return _namespace
-    decoder = _DECODERS.get((api_version, kind))
-    if decoder is not None:
-        return decoder
-    raise ProtobufError(
-        f"cannot decode protobuf for kind {kind!r} (apiVersion {api_version!r}); "
-        "only v1 Secret, ConfigMap, Namespace and ServiceAccount, the RBAC kinds, and "
-        "the authentication and authorization reviews are supported"
-    )
-
-
-def decode_object(body: bytes) -> dict[str, Any]:
-    """Decode a ``application/vnd.kubernetes.protobuf`` body into a JSON-shaped object dict."""
+def decode_object(body: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Decode an ``application/vnd.kubernetes.protobuf`` body into a JSON-shaped object dict."""
     data = bytes(body)  # also accepts bytearray / memoryview from the HTTP layer
     if not data.startswith(MAGIC):
         raise ProtobufError(
             f"not a Kubernetes protobuf body: missing magic prefix {MAGIC!r} "
             f"(starts with {data[:4]!r})"
         )
-    envelope = _parse(data[len(MAGIC) :], "runtime.Unknown")
-    type_meta = _parse(_message(envelope, 1, "runtime.Unknown") or b"", "TypeMeta")
-    api_version = _string(type_meta, 1, "TypeMeta")
-    kind = _string(type_meta, 2, "TypeMeta")
-    if kind == "DeleteOptions":
-        raw_options = _values(envelope, 2, _LEN, "runtime.Unknown")
-        options = _delete_options(_parse(raw_options[-1] if raw_options else b"", kind))
-        return {"apiVersion": api_version or "v1", "kind": kind, **options}
-    decode_kind = _decoder_for(api_version, kind)
-    if encoding := _string(envelope, 3, "runtime.Unknown"):
-        raise ProtobufError(f"unsupported contentEncoding {encoding!r} for {kind}")
-    raw = _values(envelope, 2, _LEN, "runtime.Unknown")
-    fields = _parse(raw[-1] if raw else b"", kind)
-    obj: dict[str, Any] = {
-        "apiVersion": api_version,
-        "kind": kind,
-        "metadata": _object_meta(_message(fields, 1, kind) or b""),
-    }
-    decode_kind(fields, obj)
-    return obj
+    if len(data) > MAX_BODY_BYTES:
+        raise ProtobufError(f"protobuf body of {len(data)} bytes exceeds {MAX_BODY_BYTES}")
+    catalogue = _catalogue()
+    envelope = _parse(catalogue, _ENVELOPE, data[len(MAGIC):], "runtime.Unknown")
+    api_version, kind = _text(envelope.typeMeta.apiVersion), _text(envelope.typeMeta.kind)
+    full_name = catalogue.message_for(api_version, kind)
+    if envelope.contentEncoding:
+        raise ProtobufError(f"unsupported contentEncoding {_text(envelope.contentEncoding)!r} "
+                            f"for {kind}")
+    message = _parse(catalogue, full_name, envelope.raw, kind)
+    converted = _Converter(catalogue).message(message, kind, 0)
+    if not isinstance(converted, dict):  # pragma: no cover - kinds are structs
+        raise ProtobufError(f"{kind} is not an object")
+    if full_name.startswith(_META):
+        api_version = api_version or "v1"
+    return {"apiVersion": api_version, "kind": kind, **converted}
+

@@ -590,6 +590,31 @@ class ServicePort(_Model):
     node_port: int | None = Field(default=None, ge=30000, le=32767)
 
 
+Milliseconds = Annotated[float, Field(ge=0, le=30_000, allow_inf_nan=False)]
+
+
+class Traffic(_Model):
+    """How the Service's simulated backends answer through the API server's proxy.
+
+    Written as the Service's `sim.pystol.org/*` annotations (service_traffic.py reads
+    them), so a Service created through the API can carry the same profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: Milliseconds | None = None  # base latency of an answer (default 5)
+    jitter_ms: Milliseconds | None = None  # plus uniform random 0..jitter (default 0)
+    error_rate: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    slowdown: Literal["proportional", "none"] | None = None  # latency x desired/ready
+    max_latency_ms: Milliseconds | None = None  # cap on one answer (default 5000)
+    dial_timeout_ms: Milliseconds | None = None  # unreachable backend fails after (1000)
+
+    def annotations(self) -> dict[str, str]:
+        values = self.model_dump(exclude_none=True)
+        return {f"{ANNOTATION_PREFIX}{key.replace('_', '-')}":
+                value if isinstance(value, str) else format(value, "g")
+                for key, value in values.items()}
+
+
 class Service(_Model):
     model_config = ConfigDict(extra="forbid")
 
@@ -599,6 +624,7 @@ class Service(_Model):
     ports: list[ServicePort] = Field(min_length=1)
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     headless: bool = False  # clusterIP: None, as a StatefulSet's governing service
+    traffic: Traffic | None = None  # answers through services/NAME/proxy
 
     @field_validator("name")
     @classmethod
@@ -644,8 +670,10 @@ class Service(_Model):
                                 "ports": ports}
         if self.headless:
             spec["clusterIP"] = "None"
-        return {"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.traffic is not None and self.traffic.annotations():
+            metadata["annotations"] = self.traffic.annotations()
+        return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
 
 class PodDisruptionBudget(_Model):

@@ -9,7 +9,6 @@ CRDs add resources while the server runs.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -23,9 +22,10 @@ import orjson
 import yaml
 from aiohttp import web
 
-from pystol_sim import metrics_api, openapi, patching, protobuf_codec, rbac, tables
-from pystol_sim.authn import ADMIN, API_AUDIENCE, Authenticator, AuthError, UserInfo
+from pystol_sim import metrics_api, openapi, paging, patching, protobuf_codec, rbac, tables
+from pystol_sim.authn import ADMIN, API_AUDIENCE, Authenticator, UserInfo
 from pystol_sim.cluster import Cluster
+from pystol_sim.control_api import ControlApi, FaultRule
 from pystol_sim.errors import ApiError, bad_request, invalid
 from pystol_sim.resources import Catalogue, ResourceType
 from pystol_sim.selectors import (
@@ -35,6 +35,7 @@ from pystol_sim.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from pystol_sim.service_traffic import PROXY_VERBS, ServiceTraffic
 from pystol_sim.store import SUPPORTED_FIELDS, Store, WatchFilter, now_rfc3339
 from pystol_sim.validation import validate_object
 
@@ -48,22 +49,6 @@ PATCH_TYPES = {
     "application/apply-patch+yaml": "apply",
     "application/apply-patch+cbor": "unsupported",
 }
-
-
-@dataclass
-class FaultRule:
-    """A `/_sim/faults` rule: answer a share of matching requests with an error or late."""
-
-    verb: str
-    resource: str
-    rate: float
-    code: int
-    delay_seconds: float
-    until: float
-
-    def applies(self, verb: str, resource: str) -> bool:
-        return (self.verb in ("*", verb) and self.resource in ("*", resource)
-                and time.monotonic() < self.until)
 
 
 @dataclass
@@ -144,6 +129,8 @@ class SimServer:
                     self._on_write(rtype, "ADDED", item.load(), None)
         self.store.add_listener(self._on_write)
         self.faults: list[FaultRule] = []
+        # services/NAME/proxy and pods/NAME/proxy, and their ground truth (/_sim/traffic)
+        self.traffic = ServiceTraffic(self.store, self.catalogue)
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # error answers `/_sim/faults` rules served, by verb, resource and status code
         self.faults_served: Counter[tuple[str, str, int]] = Counter()
@@ -154,7 +141,8 @@ class SimServer:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY)
-        app.router.add_route("*", "/_sim/{tail:.*}", self._control)
+        app.router.add_route("*", "/_sim/traffic", self.traffic.control)
+        app.router.add_route("*", "/_sim/{tail:.*}", ControlApi(self).handle)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         app.on_shutdown.append(self._on_shutdown)
         return app
@@ -219,71 +207,6 @@ class SimServer:
     def _user(self, request: web.Request) -> UserInfo:
         user = request.get("user")
         return user if isinstance(user, UserInfo) else ADMIN
-
-    # -- control plane of the simulation --------------------------------------------------------
-
-    async def _control(self, request: web.Request) -> web.Response:
-        tail = request.match_info["tail"]
-        if tail == "faults" and request.method == "POST":
-            body = await self._json_body(request)
-            try:
-                rule = FaultRule(
-                    verb=str(body.get("verb", "*")), resource=str(body.get("resource", "*")),
-                    rate=float(body.get("rate", 1.0)), code=int(body.get("code", 500)),
-                    delay_seconds=float(body.get("delay_seconds", 0.0)),
-                    until=time.monotonic() + float(body.get("duration_seconds", 60.0)))
-            except (TypeError, ValueError) as error:
-                raise bad_request(f"invalid fault rule: {error}") from error
-            if not 0.0 <= rule.rate <= 1.0 or rule.code not in (0, 429, 500, 503, 504):
-                raise bad_request("rate must be within 0..1 and code one of 0, 429, 500, "
-                                  "503, 504 (0: delay only)")
-            self.faults.append(rule)
-            return json_response({"faults": len(self.faults)}, 201)
-        if tail == "faults" and request.method == "DELETE":
-            self.faults.clear()
-            return json_response({"faults": 0})
-        if tail == "faults" and request.method == "GET":
-            return json_response({"faults": [rule.__dict__ for rule in self.faults
-                                             if time.monotonic() < rule.until]})
-        if tail == "truth" and request.method == "GET":
-            ns = request.query.get("namespace")
-            return json_response({"pods": [record.__dict__ for record in
-                                           self.cluster.truth.values()
-                                           if not ns or record.namespace == ns]})
-        if tail == "requests" and request.method == "GET":
-            return json_response({"requests": [
-                {"verb": verb, "resource": resource, "count": count}
-                for (verb, resource), count in sorted(self.request_counts.items())],
-                "faults_served": [
-                    {"verb": verb, "resource": resource, "code": code, "count": count}
-                    for (verb, resource, code), count in sorted(self.faults_served.items())]})
-        if tail == "requests" and request.method == "DELETE":
-            self.request_counts.clear()
-            self.faults_served.clear()
-            return json_response({"requests": [], "faults_served": []})
-        if tail == "compact" and request.method == "POST":
-            return json_response({"compactedRevision": self.store.compact()})
-        if tail == "users" and request.method == "POST":
-            body = await self._json_body(request)
-            try:
-                user = self.authn.add_user(body.get("name"), body.get("token"),
-                                           body.get("groups") or (), body.get("uid") or "")
-            except AuthError as error:
-                raise bad_request(f"invalid user: {error}") from error
-            return json_response(user.to_json(), 201)
-        if tail == "users" and request.method == "GET":
-            return json_response({"users": [user.to_json() for user in self.authn.users()]})
-        if tail.startswith("users/") and request.method == "DELETE":
-            name = tail.split("/", 1)[1]
-            removed = self.authn.remove_user(name)
-            if not removed:
-                raise ApiError(404, f"no user {name!r}")
-            return json_response({"removed": removed})
-        if tail == "nodes" and request.method == "POST":
-            body = await self._json_body(request)
-            self.cluster.set_node_ready(str(body.get("name", "")), bool(body.get("ready", True)))
-            return json_response({"ok": True})
-        raise ApiError(404, f"unknown simulation control path /_sim/{tail}")
 
     async def _apply_faults(self, verb: str, resource: str) -> None:
         for rule in self.faults:
@@ -365,6 +288,9 @@ class SimServer:
                     sub_entry.update(kind="PodExecOptions", verbs=["create", "get"])
                 elif sub == "log":
                     sub_entry.update(kind="Pod", verbs=["get"])
+                elif sub == "proxy":
+                    sub_entry.update(kind=f"{rtype.kind}ProxyOptions", verbs=[
+                        "create", "delete", "get", "patch", "update"])
                 elif sub == "token":
                     sub_entry.update(group="authentication.k8s.io", version="v1",
                                      kind="TokenRequest", verbs=["create"])
@@ -403,6 +329,9 @@ class SimServer:
             if candidate is not None and candidate.namespaced:
                 namespace, rest = rest[1], rest[2:]
         rtype = self.catalogue.get(group, version, rest[0])
+        if rtype is not None and len(rest) > 3 and rest[2] == "proxy" \
+                and "proxy" in rtype.subresources:
+            rest = rest[:3]  # the proxied path follows: service_traffic reads it from the URL
         if rtype is None or len(rest) > 3:
             raise ApiError(404, "the server could not find the requested resource "
                            f"({'/'.join(parts)})")
@@ -421,6 +350,11 @@ class SimServer:
         method = request.method
         rtype, name = target.rtype, target.name
         query = request.query
+        if target.subresource == "proxy":
+            proxy_verb = PROXY_VERBS.get(method, method.lower())
+            self.request_counts[(proxy_verb, f"{rtype.plural}/proxy")] += 1
+            await self._apply_faults(proxy_verb, f"{rtype.plural}/proxy")
+            return await self.traffic.serve(request, rtype, target.namespace, name or "")
         if target.subresource == "exec":
             from pystol_sim.pod_exec import serve_exec
             await self._apply_faults("create", "pods/exec")
@@ -889,31 +823,44 @@ class SimServer:
         limit = self._int_param(query, "limit") if query.get("limit") else 0
         if limit < 0:
             raise bad_request("limit must be non-negative")
-        after = None
+        # Paging is consistent: every page is served as of the first page's resourceVersion,
+        # which its continue token carries (paging.py; Store.select_at).
+        token = None
+        at: int | None = None  # the resourceVersion to serve; None: the latest state
         if query.get("continue"):
-            try:
-                token = orjson.loads(base64.urlsafe_b64decode(query["continue"]))
-                after = (str(token["ns"]), str(token["name"]))
-            except (ValueError, KeyError, TypeError) as error:
-                raise ApiError(400, "invalid continue token") from error
-        list_rv = str(self.store.rv)
+            paging.check_continue_options(query)
+            token = paging.decode_continue(query["continue"], namespace, rtype.namespaced,
+                                           self.store.rv)
+            if token.rv > 0:
+                at = token.rv
+        else:
+            at = paging.list_revision(query, self.store.rv)
+        list_rv = at if at is not None else self.store.rv
+        start = token.start if token is not None else None
+        ns = namespace or None
+        try:
+            items = self.store.select_at(rtype, at, ns, labels, fields, start=start)
+        except ApiError as error:
+            if error.code != 410:
+                raise
+            if token is not None:
+                raise paging.ExpiredContinue(token) from error
+            raise ApiError(410, paging.LIST_TOO_OLD, reason="Expired") from error
         raws: list[bytes] = []
-        next_key = None
-        items = self.store.select(rtype, namespace or None, labels, fields, after)
-        for key, item in items:
+        last_key = next_key = None
+        for key, raw in items:
             if limit and len(raws) == limit:
                 next_key = key
                 break
-            raws.append(item.raw)
-        meta: dict[str, Any] = {"resourceVersion": list_rv}
-        if next_key is not None and raws:
-            last = orjson.loads(raws[-1])["metadata"]
-            meta["continue"] = base64.urlsafe_b64encode(_dumps(
-                {"ns": last.get("namespace", ""), "name": last["name"]})).decode()
+            raws.append(raw)
+            last_key = key
+        meta: dict[str, Any] = {"resourceVersion": str(list_rv)}
+        if next_key is not None and last_key is not None:
+            meta["continue"] = paging.encode_continue(list_rv, last_key, namespace,
+                                                      rtype.namespaced)
             if labels is None and fields is None:
                 # Cheap only without selectors (as on a real apiserver, which then omits it).
-                meta["remainingItemCount"] = self.store.count_from(rtype, namespace or None,
-                                                                   next_key)
+                meta["remainingItemCount"] = self.store.count_at(rtype, at, ns, next_key)
         include = self._wants_table(request)
         if include is not None:
             objects = [orjson.loads(raw) for raw in raws]

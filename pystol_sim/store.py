@@ -10,6 +10,19 @@ watch cache) and is pushed, in order, to every matching watcher's unbounded
 queue: a slow watcher delays itself, never drops an event. History older than
 the retained window counts as compacted, and a watch from before it gets 410.
 
+Each history event also keeps the object's previous bytes, so the same window
+answers "what did this type look like at resourceVersion N": that is what makes
+a paged list consistent (every page is served as of the first page's
+resourceVersion, as kube-apiserver does from etcd's MVCC) and what
+`resourceVersionMatch=Exact` lists read. A revision older than the window gets
+410, as a compacted etcd revision does.
+
+A label index per type (label key -> value -> object keys) answers equality,
+`in` and `exists` requirements without scanning: a list of the 1,000 pods of one
+app among 100,000 touches about 1,000 objects, not 100,000. Identical label maps
+are shared between objects (a ReplicaSet's pods all carry the same one), which
+pays for the index's memory.
+
 The store runs on the server's event loop and is never touched from another
 thread, so it needs no locks.
 """
@@ -18,19 +31,30 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
 import random
+import sys
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from pystol_sim import quota
 from pystol_sim.errors import ApiError, already_exists, conflict, invalid, not_found
 from pystol_sim.resources import ResourceType
-from pystol_sim.selectors import FieldSelector, LabelSelector
+from pystol_sim.selectors import (
+    EQUALS,
+    EXISTS,
+    GREATER_THAN,
+    IN,
+    LESS_THAN,
+    FieldSelector,
+    LabelSelector,
+)
 
 ObjectKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 
@@ -77,13 +101,56 @@ def _dig(obj: dict[str, Any], dotted: str) -> str:
     return str(value)
 
 
+# Field values that repeat across objects (namespaces, node names, phases) are interned:
+# 100,000 pods then hold a few hundred distinct strings, not 100,000 copies of each.
+_UNIQUE_FIELDS = frozenset({"metadata.name", "status.podIP", "involvedObject.uid",
+                            "involvedObject.name", "involvedObject.resourceVersion"})
+
+
 def field_values(rtype_key: str, obj: dict[str, Any]) -> dict[str, str]:
     meta = obj.get("metadata", {})
     fields = {"metadata.name": meta.get("name", ""),
-              "metadata.namespace": meta.get("namespace", "")}
+              "metadata.namespace": _intern(meta.get("namespace", ""))}
     for path in SUPPORTED_FIELDS.get(rtype_key, ()):
-        fields[path] = _dig(obj, path)
+        value = _dig(obj, path)
+        fields[path] = value if path in _UNIQUE_FIELDS else _intern(value)
     return fields
+
+
+def _intern(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
+
+
+# Label maps shared between objects, by content. Bounded: when it is full it starts over
+# (objects keep the maps they have; only later writes stop sharing with earlier ones).
+SHARED_LABEL_MAPS = 20_000
+_NO_LABELS: dict[str, str] = {}
+
+
+class LabelMaps:
+    """One read-only dict per distinct label map: stored objects and watch events share them.
+
+    Pods of one ReplicaSet carry identical labels, so at 100,000 pods this keeps about a
+    hundred small dicts instead of 100,000, and equal maps are the same object, which lets
+    the label index skip re-indexing an update that did not touch labels."""
+
+    def __init__(self) -> None:
+        self._maps: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+
+    def canonical(self, labels: Any) -> dict[str, str]:
+        if not labels or not isinstance(labels, dict):
+            return _NO_LABELS
+        try:
+            signature = tuple(sorted(labels.items()))
+            shared = self._maps.get(signature)
+        except TypeError:  # not a map of strings (validation refuses these from clients):
+            return {k: v for k, v in labels.items() if type(k) is str and type(v) is str}
+        if shared is None:
+            if len(self._maps) >= SHARED_LABEL_MAPS:
+                self._maps.clear()
+            shared = {_intern(k): _intern(v) for k, v in signature}
+            self._maps[signature] = shared
+        return shared
 
 
 class StoredObject:
@@ -101,6 +168,9 @@ class StoredObject:
 
 @dataclass(slots=True)
 class WatchEvent:
+    """One write, as watchers see it; `old_*` is the object before it (None if created),
+    which is what a list at an earlier resourceVersion is rebuilt from."""
+
     rv: int
     type: str  # ADDED, MODIFIED, DELETED
     namespace: str
@@ -109,6 +179,8 @@ class WatchEvent:
     fields: dict[str, str]
     old_labels: dict[str, str] | None
     old_fields: dict[str, str] | None
+    name: str = ""
+    old_raw: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -156,7 +228,7 @@ class Watcher:
 
 
 class TypeTable:
-    """All objects of one resource type plus its watch history."""
+    """All objects of one resource type, their label index and the watch history."""
 
     def __init__(self, history_size: int) -> None:
         self.objects: dict[ObjectKey, StoredObject] = {}
@@ -165,6 +237,53 @@ class TypeTable:
         self.compacted_rv = 0
         self.watchers: set[Watcher] = set()
         self._sorted_keys: list[ObjectKey] | None = None
+        # label key -> label value -> keys of the objects carrying it
+        self.label_index: dict[str, dict[str, set[ObjectKey]]] = {}
+        # label key -> how many objects carry it (what an `exists` requirement selects)
+        self.label_key_counts: dict[str, int] = {}
+
+    def index_labels(self, key: ObjectKey, labels: dict[str, str]) -> None:
+        index, counts = self.label_index, self.label_key_counts
+        for label, value in labels.items():
+            values = index.get(label)
+            if values is None:
+                values = index[label] = {}
+            keys = values.get(value)
+            if keys is None:
+                values[value] = {key}
+            else:
+                keys.add(key)
+            counts[label] = counts.get(label, 0) + 1
+
+    def unindex_labels(self, key: ObjectKey, labels: dict[str, str]) -> None:
+        index, counts = self.label_index, self.label_key_counts
+        for label, value in labels.items():
+            values = index.get(label)
+            if values is None:
+                continue
+            keys = values.get(value)
+            if keys is None or key not in keys:
+                continue
+            keys.discard(key)
+            if not keys:
+                del values[value]
+                if not values:
+                    del index[label]
+            remaining = counts.get(label, 1) - 1
+            if remaining:
+                counts[label] = remaining
+            else:
+                counts.pop(label, None)
+
+    def changes_since(self, rv: int) -> dict[ObjectKey, WatchEvent]:
+        """For every object written after `rv`, its first event after `rv`: whose `old_*`
+        is the object as it was at `rv` (None: it did not exist then)."""
+        changed: dict[ObjectKey, WatchEvent] = {}
+        for event in reversed(self.history):
+            if event.rv <= rv:
+                break
+            changed[(event.namespace, event.name)] = event
+        return changed
 
     def sorted_keys(self) -> list[ObjectKey]:
         if self._sorted_keys is None:
@@ -191,6 +310,52 @@ class TypeTable:
 
 Listener = Callable[[ResourceType, str, dict[str, Any], dict[str, Any] | None], None]
 
+PODS = "/pods"
+QUOTAS = "/resourcequotas"
+QUOTA_WATCHED = frozenset({PODS, QUOTAS})
+# Use the label index only when it leaves fewer than this share of what a scan touches:
+# indexed candidates must be sorted, a scan walks keys already in order.
+INDEX_SHARE = 0.5
+
+
+def _first(pair: tuple[ObjectKey, bytes]) -> ObjectKey:
+    return pair[0]
+
+
+def _indexed_candidates(table: TypeTable, labels: LabelSelector,
+                        scanned: int) -> Iterable[ObjectKey] | None:
+    """Keys that may match `labels` (a superset, still to be matched), taken from the
+    requirement the index narrows most; None when a scan of `scanned` keys is cheaper or
+    no requirement can use the index (only `!=`, `notin`, `!key`)."""
+    index = table.label_index
+    best: list[set[ObjectKey]] | None = None
+    best_size = int(scanned * INDEX_SHARE)
+    for requirement in labels.requirements:
+        operator = requirement.operator
+        values = index.get(requirement.key)
+        if operator == EQUALS:
+            found = values.get(requirement.values[0]) if values else None
+            sets = [found] if found else []
+        elif operator == IN:
+            sets = [found for value in requirement.values
+                    if values and (found := values.get(value))]
+        elif operator in (EXISTS, GREATER_THAN, LESS_THAN):
+            if values and table.label_key_counts.get(requirement.key, 0) > best_size:
+                continue  # too many to be worth it; skip building the union
+            sets = list(values.values()) if values else []
+        else:
+            continue
+        size = sum(len(keys) for keys in sets)
+        if size == 0:
+            return ()
+        if size <= best_size and (best is None or size < best_size):
+            best, best_size = sets, size
+    if best is None:
+        return None
+    if len(best) == 1:
+        return best[0]
+    return set().union(*best)
+
 
 def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
@@ -205,6 +370,8 @@ class Store:
         self._listeners: list[Listener] = []
         # owner uid -> {(type key, namespace, name)} for garbage collection and controllers
         self.dependents: dict[str, set[tuple[str, str, str]]] = {}
+        self.label_maps = LabelMaps()
+        self._refreshing_quotas = False
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -238,20 +405,30 @@ class Store:
         meta["resourceVersion"] = str(rv)
         # orjson's buffer is over-allocated; an exact-size copy halves the memory per object.
         raw = memoryview(orjson.dumps(obj)).tobytes()
-        labels = dict(meta.get("labels") or {})
+        labels = self.label_maps.canonical(meta.get("labels"))
         fields = field_values(rtype.key, obj)
+        previous = table.objects.get(key)
         if event_type == "DELETED":
-            if table.objects.pop(key, None) is not None:
+            if previous is not None:
+                del table.objects[key]
                 table.forget_key(key)
+                table.unindex_labels(key, previous.labels)
         else:
-            if key not in table.objects:
+            if previous is None:
                 table.remember_key(key)
+                table.index_labels(key, labels)
+            elif previous.labels is not labels:
+                table.unindex_labels(key, previous.labels)
+                table.index_labels(key, labels)
             table.objects[key] = StoredObject(raw, labels, fields, rv)
         self._index_owners(rtype, key, old_obj, obj if event_type != "DELETED" else None)
         table.record(WatchEvent(rv, event_type, key[0], raw, labels, fields,
-                                old.labels if old else None, old.fields if old else None))
+                                old.labels if old else None, old.fields if old else None,
+                                key[1], old.raw if old else None))
         for listener in self._listeners:
             listener(rtype, event_type, obj, old_obj)
+        if rtype.key in QUOTA_WATCHED and key[0] and not self._refreshing_quotas:
+            self._refresh_quotas(key[0])
         return obj
 
     def _index_owners(self, rtype: ResourceType, key: ObjectKey,
@@ -290,17 +467,47 @@ class Store:
 
     def select(self, rtype: ResourceType, namespace: str | None = None,
                labels: LabelSelector | None = None, fields: FieldSelector | None = None,
-               after: ObjectKey | None = None) -> Iterable[tuple[ObjectKey, StoredObject]]:
-        """Matching objects in key order, starting after `after` (for paging)."""
+               after: ObjectKey | None = None, *, start: ObjectKey | None = None
+               ) -> Iterable[tuple[ObjectKey, StoredObject]]:
+        """Matching objects in key order, from after `after` or from `start` on (paging).
+
+        A label selector with an equality, `in`, `exists` (or `>`/`<`, which need the key)
+        requirement is answered from the label index when that narrows the candidates
+        below what a scan of the namespace would touch; other selectors scan."""
         table = self.table(rtype)
         keys = table.sorted_keys()
-        start = 0
+        first = 0
         if after is not None:
-            start = bisect.bisect_right(keys, after)
+            first = bisect.bisect_right(keys, after)
+        if start is not None:
+            first = max(first, bisect.bisect_left(keys, start))
         if namespace:
-            start = max(start, bisect.bisect_left(keys, (namespace, "")))
+            first = max(first, bisect.bisect_left(keys, (namespace, "")))
         objects = table.objects
-        for index in range(start, len(keys)):
+        if labels is not None:
+            if labels.matches_nothing:
+                return
+            scanned = (bisect.bisect_right(keys, (namespace, "\U0010ffff")) if namespace
+                       else len(keys)) - first
+            candidates = _indexed_candidates(table, labels, scanned)
+            if candidates is not None:
+                if first >= len(keys):
+                    return
+                lowest = keys[first]
+                chosen = sorted(key for key in candidates
+                                if key >= lowest and (not namespace or key[0] == namespace))
+                # One equality, `in` or `exists` requirement: the index answered it exactly.
+                exact = len(labels.requirements) == 1 and labels.requirements[0].operator in (
+                    EQUALS, IN, EXISTS)
+                for key in chosen:
+                    item = objects.get(key)
+                    if item is None or not (exact or labels.matches(item.labels)):
+                        continue
+                    if fields is not None and not fields.matches(item.fields):
+                        continue
+                    yield key, item
+                return
+        for index in range(first, len(keys)):
             key = keys[index]
             if namespace and key[0] != namespace:
                 break
@@ -313,6 +520,50 @@ class Store:
                 continue
             yield key, item
 
+    def select_at(self, rtype: ResourceType, rv: int | None, namespace: str | None = None,
+                  labels: LabelSelector | None = None, fields: FieldSelector | None = None,
+                  *, start: ObjectKey | None = None) -> Iterator[tuple[ObjectKey, bytes]]:
+        """Like `select`, but the objects' bytes as they were at resourceVersion `rv`
+        (None: now).
+
+        Objects written since `rv` are replaced by their state before that write, taken
+        from the watch history; raises 410 Expired when that history no longer reaches
+        back to `rv` (compacted, or aged out of the window)."""
+        if rv is None:
+            return ((key, item.raw) for key, item in self.select(rtype, namespace, labels,
+                                                                 fields, start=start))
+        table = self.table(rtype)
+        if rv < table.compacted_rv:  # checked now, not when the iterator is first pulled
+            raise ApiError(410, f"too old resource version: {rv} ({table.compacted_rv})",
+                           reason="Expired")
+        changed = table.changes_since(rv)
+        current = ((key, item.raw) for key, item in self.select(rtype, namespace, labels,
+                                                                 fields, start=start)
+                   if key not in changed)
+        if not changed:
+            return current
+        restored = sorted(
+            (key, event.old_raw) for key, event in changed.items()
+            if event.old_raw is not None and (start is None or key >= start)
+            and (not namespace or key[0] == namespace)
+            and (labels is None or labels.matches(event.old_labels))
+            and (fields is None or fields.matches(event.old_fields)))
+        return heapq.merge(current, restored, key=_first)
+
+    def count_at(self, rtype: ResourceType, rv: int | None, namespace: str | None,
+                 start: ObjectKey) -> int:
+        """How many objects (of `namespace`) sort at or after `start`, at resourceVersion
+        `rv` (None: now): the current count by bisection, corrected by the writes since."""
+        current = self.count_from(rtype, namespace, start)
+        if rv is None:
+            return current
+        table = self.table(rtype)
+        for key, event in table.changes_since(rv).items():
+            if key < start or (namespace and key[0] != namespace):
+                continue
+            current += (event.old_raw is not None) - (key in table.objects)
+        return current
+
     def list_objects(self, rtype: ResourceType, namespace: str | None = None,
                      labels: LabelSelector | None = None) -> list[dict[str, Any]]:
         return [item.load() for _, item in self.select(rtype, namespace, labels)]
@@ -321,6 +572,8 @@ class Store:
         """How many objects sort at or after `key` (within `namespace`), by bisection."""
         keys = self.table(rtype).sorted_keys()
         end = bisect.bisect_right(keys, (namespace, "\U0010ffff")) if namespace else len(keys)
+        if namespace:
+            key = max(key, (namespace, ""))
         return max(0, end - bisect.bisect_left(keys, key))
 
     def count(self, rtype: ResourceType) -> int:
@@ -353,6 +606,8 @@ class Store:
         key = (meta.get("namespace", ""), meta["name"])
         if key in self.table(rtype).objects:
             raise already_exists(rtype.plural, meta["name"], rtype.group)
+        if rtype.key == PODS:
+            self._admit_pod(obj, key[0])
         for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field, None)
         meta["uid"] = str(uuid.uuid4())
@@ -499,6 +754,51 @@ class Store:
         if item is not None:
             obj = item.load()
             self._write(rtype, "DELETED", obj, item, obj)
+
+    # -- ResourceQuota ------------------------------------------------------------------------
+
+    def _quotas(self, namespace: str) -> list[tuple[StoredObject, dict[str, Any]]]:
+        table = self._tables.get(QUOTAS)
+        if table is None or not table.objects:
+            return []
+        rtype = self._types[QUOTAS]
+        return [(item, item.load()) for _, item in self.select(rtype, namespace)]
+
+    def _counted_pods(self, namespace: str) -> list[StoredObject]:
+        """The namespace's pods a quota counts (phase neither Succeeded nor Failed)."""
+        table = self._tables.get(PODS)
+        if table is None:
+            return []
+        return [item for _, item in self.select(self._types[PODS], namespace)
+                if quota.counts_against_quota(item.fields.get("status.phase"))]
+
+    def _admit_pod(self, pod: dict[str, Any], namespace: str) -> None:
+        """The quota admission every pod create passes through (API and controllers)."""
+        quotas = self._quotas(namespace)
+        if quotas:
+            quota.check_pod_create(pod, [obj for _, obj in quotas],
+                                   len(self._counted_pods(namespace)))
+
+    def _refresh_quotas(self, namespace: str) -> None:
+        """Bring the namespace's quotas' `status` (hard, used) up to date after a write."""
+        quotas = self._quotas(namespace)
+        if not quotas:
+            return
+        counted = self._counted_pods(namespace)
+        loaded = [item.load() for item in counted] if any(
+            quota.needs_pod_objects(obj) for _, obj in quotas) else None
+        rtype = self._types[QUOTAS]
+        self._refreshing_quotas = True
+        try:
+            for item, obj in quotas:
+                status = quota.quota_status(obj, loaded, len(counted))
+                if obj.get("status") == status or obj["metadata"].get("deletionTimestamp"):
+                    continue
+                current = item.load()
+                obj["status"] = status
+                self._write(rtype, "MODIFIED", obj, item, current)
+        finally:
+            self._refreshing_quotas = False
 
     def watch(self, rtype: ResourceType, flt: WatchFilter) -> Watcher:
         watcher = Watcher(rtype.key, flt)

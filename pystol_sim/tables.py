@@ -656,6 +656,104 @@ def _print_name_age(obj: dict[str, Any], now: datetime) -> Row:
     return {"cells": [_meta(obj).get("name", ""), _age(obj, now)]}
 
 
+def _has_condition(obj: dict[str, Any], kind: str) -> bool:
+    """`hasJobCondition`: the condition is present with status True."""
+    return any(_dict(c).get("type") == kind and _dict(c).get("status") == "True"
+               for c in _list(_dig(obj, "status", "conditions")))
+
+
+def _print_job(obj: dict[str, Any], now: datetime) -> Row:
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
+    succeeded = _int(status.get("succeeded"))
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{_int(spec.get('completions'))}"
+    elif _int(spec.get("parallelism")) > 1:
+        completions = f"{succeeded}/1 of {_int(spec.get('parallelism'))}"
+    else:
+        completions = f"{succeeded}/1"
+    started = parse_timestamp(status.get("startTime"))
+    finished = parse_timestamp(status.get("completionTime"))
+    duration = "" if started is None else human_duration((finished or now) - started)
+    if _has_condition(obj, "Complete"):
+        state = "Complete"
+    elif _has_condition(obj, "Failed"):
+        state = "Failed"
+    elif _meta(obj).get("deletionTimestamp"):
+        state = "Terminating"
+    elif _has_condition(obj, "Suspended"):
+        state = "Suspended"
+    elif _has_condition(obj, "FailureTarget"):
+        state = "FailureTarget"
+    elif _has_condition(obj, "SuccessCriteriaMet"):
+        state = "SuccessCriteriaMet"
+    else:
+        state = "Running"
+    names, images = _containers_cells(_dig(spec, "template", "spec"))
+    return {"cells": [_meta(obj).get("name", ""), state, completions, duration, _age(obj, now),
+                      names, images, format_label_selector(spec.get("selector"))]}
+
+
+def _print_cronjob(obj: dict[str, Any], now: datetime) -> Row:
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
+    last = status.get("lastScheduleTime")
+    suspend = spec.get("suspend")
+    # `printBoolPtr`; the API server defaults suspend to false, so unset reads False.
+    suspended = "True" if suspend is True else "False"
+    job_spec = _dict(_dig(spec, "jobTemplate", "spec"))
+    names, images = _containers_cells(_dig(job_spec, "template", "spec"))
+    return {"cells": [
+        _meta(obj).get("name", ""), spec.get("schedule", ""), spec.get("timeZone") or "<none>",
+        suspended, len(_list(status.get("active"))),
+        _since(last, now) if last else "<none>", _age(obj, now),
+        names, images, format_label_selector(job_spec.get("selector")),
+    ]}
+
+
+def _print_resourcequota(obj: dict[str, Any], now: datetime) -> Row:
+    hard = _dict(_dig(obj, "spec", "hard"))
+    used = _dict(_dig(obj, "status", "used"))
+    hard_seen = _dict(_dig(obj, "status", "hard"))
+    requests: list[str] = []
+    limits: list[str] = []
+    for resource in sorted(hard):
+        column = limits if resource.split(".")[0] == "limits" and "." in resource else requests
+        column.append(f"{resource}: {used.get(resource, '0')}/{hard_seen.get(resource, '0')}")
+    return {"cells": [_meta(obj).get("name", ""), _age(obj, now), ", ".join(requests),
+                      ", ".join(limits)]}
+
+
+def _print_ingress(obj: dict[str, Any], now: datetime) -> Row:
+    spec = _dict(obj.get("spec"))
+    rules = [_dict(r) for r in _list(spec.get("rules"))]
+    hosts: list[str] = []
+    more = False
+    for rule in rules:  # `formatHosts`: at most three, then "+ N more..."
+        if len(hosts) == 3:
+            more = True
+        if not more and rule.get("host"):
+            hosts.append(str(rule["host"]))
+    host_cell = ",".join(hosts) if hosts else "*"
+    if more:
+        host_cell = f"{host_cell} + {len(rules) - 3} more..."
+    addresses: list[str] = []
+    for ingress in _list(_dig(obj, "status", "loadBalancer", "ingress")):
+        address = _dict(ingress).get("ip") or _dict(ingress).get("hostname")
+        if address and address not in addresses:
+            addresses.append(str(address))
+    return {"cells": [
+        _meta(obj).get("name", ""), spec.get("ingressClassName") or "<none>", host_cell,
+        ",".join(addresses), "80, 443" if _list(spec.get("tls")) else "80", _age(obj, now),
+    ]}
+
+
+def _print_priorityclass(obj: dict[str, Any], now: datetime) -> Row:
+    # preemptionPolicy as the API server's defaulting leaves it.
+    return {"cells": [
+        _meta(obj).get("name", ""), _int(obj.get("value")), obj.get("globalDefault") is True,
+        _age(obj, now), obj.get("preemptionPolicy") or "PreemptLowerPriority",
+    ]}
+
+
 _CONTAINERS = "Names of each container in the template."
 _IMAGES = "Images referenced by each container in the template."
 
@@ -833,6 +931,62 @@ _NETWORKPOLICY_COLUMNS = [
     _age_column(),
 ]
 
+_JOB_COLUMNS = [
+    _name_column(),
+    _column("Status", description="Status of the job."),
+    _column("Completions", description="The number of pods which reached phase Succeeded."),
+    _column("Duration", description="Time required to complete the job."),
+    _age_column(),
+    _column("Containers", priority=1, description=_CONTAINERS),
+    _column("Images", priority=1, description=_IMAGES),
+    _column("Selector", priority=1, description="A label query over pods that should match "
+            "the pod count."),
+]
+_CRONJOB_COLUMNS = [
+    _name_column(),
+    _column("Schedule", description="The schedule in Cron format."),
+    _column("Timezone", description="The time zone name for the given schedule."),
+    _column("Suspend", "boolean", "This flag tells the controller to suspend subsequent "
+            "executions."),
+    _column("Active", "integer", "A list of pointers to currently running jobs."),
+    _column("Last Schedule", description="Information when was the last time the job was "
+            "successfully scheduled."),
+    _age_column(),
+    _column("Containers", priority=1, description=_CONTAINERS),
+    _column("Images", priority=1, description=_IMAGES),
+    _column("Selector", priority=1, description="A label query over pods that should match "
+            "the pod count."),
+]
+_RESOURCEQUOTA_COLUMNS = [
+    _name_column(),
+    _age_column(),
+    _column("Request", description="Request represents a minimum amount of cpu/memory that a "
+            "container may consume."),
+    _column("Limit", description="Limits control the maximum amount of cpu/memory that a "
+            "container may use independent of contention on the node."),
+]
+_INGRESS_COLUMNS = [
+    _name_column(),
+    _column("Class", description="The name of the IngressClass resource that should be used "
+            "for additional configuration"),
+    _column("Hosts", description="Hosts that incoming requests are matched against before the "
+            "ingress rule"),
+    _column("Address", description="Address is a list containing ingress points for the "
+            "load-balancer"),
+    _column("Ports", description="Ports of TLS configurations that open"),
+    _age_column(),
+]
+_PRIORITYCLASS_COLUMNS = [
+    _name_column(),
+    _column("Value", "integer", "value represents the integer value of this priority class."),
+    _column("Global-Default", "boolean", "globalDefault specifies whether this PriorityClass "
+            "should be considered as the default priority for pods that do not have any "
+            "priority class."),
+    _age_column(),
+    _column("PreemptionPolicy", description="preemptionPolicy is the Policy for preempting "
+            "pods with lower priority."),
+]
+
 
 def _binding_columns(what: str) -> list[dict[str, Any]]:
     return [
@@ -868,6 +1022,11 @@ _PRINTERS: dict[tuple[str, str], tuple[list[dict[str, Any]], Printer]] = {
     ("apps", "statefulsets"): (_STATEFULSET_COLUMNS, _print_statefulset),
     ("apps", "daemonsets"): (_DAEMONSET_COLUMNS, _print_daemonset),
     ("policy", "poddisruptionbudgets"): (_PDB_COLUMNS, _print_pdb),
+    ("batch", "jobs"): (_JOB_COLUMNS, _print_job),
+    ("batch", "cronjobs"): (_CRONJOB_COLUMNS, _print_cronjob),
+    ("", "resourcequotas"): (_RESOURCEQUOTA_COLUMNS, _print_resourcequota),
+    ("networking.k8s.io", "ingresses"): (_INGRESS_COLUMNS, _print_ingress),
+    ("scheduling.k8s.io", "priorityclasses"): (_PRIORITYCLASS_COLUMNS, _print_priorityclass),
     ("coordination.k8s.io", "leases"): (_LEASE_COLUMNS, _print_lease),
     ("networking.k8s.io", "networkpolicies"): (_NETWORKPOLICY_COLUMNS, _print_networkpolicy),
     ("rbac.authorization.k8s.io", "rolebindings"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pystol_sim.cron_schedule import ScheduleError, parse_schedule
 from pystol_sim.errors import invalid
 from pystol_sim.resources import ResourceType
 
@@ -97,7 +98,63 @@ def _builtin_causes(rtype: ResourceType, obj: dict[str, Any]) -> list[tuple[str,
             causes.append(("metadata.name", f'Invalid value: "{name}": must be spec.names.plural'
                            f"+\".\"+spec.group ({expected})"))
         return causes
+    if rtype.key == "batch/jobs":
+        return _job_spec_causes(spec, "spec")
+    if rtype.key == "batch/cronjobs":
+        return _cronjob_causes(spec)
     return []
+
+
+def _counts(spec: dict[str, Any], path: str, fields: tuple[str, ...], minimum: int
+            ) -> list[tuple[str, str]]:
+    causes = []
+    for field in fields:
+        value = spec.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < minimum):
+            causes.append((f"{path}.{field}", f"Invalid value: {value!r}: must be greater than "
+                           f"or equal to {minimum}"))
+    return causes
+
+
+def _job_spec_causes(spec: Any, path: str) -> list[tuple[str, str]]:
+    """A Job's spec: pods that can finish (restartPolicy Never or OnFailure), sane counts."""
+    if not isinstance(spec, dict):
+        return [(path, "Required value")]
+    causes = _counts(spec, path, ("completions", "parallelism", "backoffLimit"), 0)
+    causes += _counts(spec, path, ("activeDeadlineSeconds",), 1)
+    template = spec.get("template")
+    pod_spec = template.get("spec") if isinstance(template, dict) else None
+    causes += _containers(pod_spec, f"{path}.template.spec")
+    if isinstance(pod_spec, dict):
+        policy = pod_spec.get("restartPolicy")
+        if policy not in ("OnFailure", "Never"):
+            causes.append((f"{path}.template.spec.restartPolicy",
+                           f'Unsupported value: "{policy}": supported values: "OnFailure", '
+                           '"Never"' if policy else
+                           'Required value: valid values: "OnFailure", "Never"'))
+    return causes
+
+
+def _cronjob_causes(spec: Any) -> list[tuple[str, str]]:
+    if not isinstance(spec, dict):
+        return [("spec", "Required value")]
+    causes: list[tuple[str, str]] = []
+    try:
+        parse_schedule(str(spec.get("schedule") or ""), spec.get("timeZone"))
+    except ScheduleError as error:
+        field = "spec.timeZone" if "time zone" in str(error) else "spec.schedule"
+        causes.append((field, str(error)))
+    policy = spec.get("concurrencyPolicy")
+    if policy is not None and policy not in ("Allow", "Forbid", "Replace"):
+        causes.append(("spec.concurrencyPolicy", f'Unsupported value: "{policy}": supported '
+                       'values: "Allow", "Forbid", "Replace"'))
+    causes += _counts(spec, "spec", ("startingDeadlineSeconds", "successfulJobsHistoryLimit",
+                                     "failedJobsHistoryLimit"), 0)
+    job_template = spec.get("jobTemplate")
+    causes += _job_spec_causes(job_template.get("spec") if isinstance(job_template, dict)
+                               else None, "spec.jobTemplate.spec")
+    return causes
 
 
 _TYPES: dict[str, tuple[type, ...]] = {

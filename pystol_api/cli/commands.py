@@ -353,6 +353,9 @@ def _import_or_explain(module: str, name: str, what: str) -> Callable[..., Any]:
 @click.option("--sim", is_flag=True, help="Start a simulated cluster (pystol-sim) and use it.")
 @click.option("--scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Scenario YAML for the simulated cluster (implies --sim).")
+@click.option("--snapshot", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A copy of a real cluster (`kubectl get … -A -o yaml`) for the simulated "
+                   "cluster, instead of a scenario (implies --sim).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="API port on 127.0.0.1; 0 picks a free one.")
 @click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True,
@@ -361,8 +364,8 @@ def _import_or_explain(module: str, name: str, what: str) -> Callable[..., Any]:
               default="auto", show_default=True,
               help="auto: PYSTOL_REDIS_URL if it answers, else redis-server, else fakeredis.")
 @click.pass_context
-def up(ctx: click.Context, sim: bool, scenario: Path | None, port: int, workers: int,
-       redis_choice: str) -> None:
+def up(ctx: click.Context, sim: bool, scenario: Path | None, snapshot: Path | None, port: int,
+       workers: int, redis_choice: str) -> None:
     """Run the whole stack on this machine: Redis, [cluster,] worker and API.
 
     Stops everything with Ctrl-C. Without --sim the worker uses PYSTOL_KUBECONFIG,
@@ -372,7 +375,10 @@ def up(ctx: click.Context, sim: bool, scenario: Path | None, port: int, workers:
     settings = runtime.settings()
     from pystol_api.cli import stack
 
-    options = stack.UpOptions(sim=sim or scenario is not None, scenario=scenario, port=port,
+    if scenario is not None and snapshot is not None:
+        raise click.UsageError("--scenario and --snapshot are alternatives: give one")
+    options = stack.UpOptions(sim=sim or scenario is not None or snapshot is not None,
+                              scenario=scenario, snapshot=snapshot, port=port,
                               workers=workers, redis=redis_choice)  # type: ignore[arg-type]
     ctx.exit(stack.run_up(options, settings, colour=runtime.colour(),
                           stdout=sys.stdout, stderr=sys.stderr))

@@ -85,6 +85,7 @@ class Interrupted(Exception):
 class UpOptions:
     sim: bool = False
     scenario: Path | None = None
+    snapshot: Path | None = None
     port: int = 8080
     workers: int = 1
     redis: RedisChoice = "auto"
@@ -192,11 +193,14 @@ def plan_redis(configured_url: str, *, choice: RedisChoice, answers: bool,
                      "pip install 'fakeredis[lua]', or point PYSTOL_REDIS_URL at a Redis.")
 
 
-def sim_command(kubeconfig: Path, scenario: Path | None = None) -> list[str]:
+def sim_command(kubeconfig: Path, scenario: Path | None = None,
+                snapshot: Path | None = None) -> list[str]:
     command = [sys.executable, "-m", "pystol_sim", "--port", "0",
                "--kubeconfig", str(kubeconfig)]
     if scenario is not None:
         command += ["--scenario", str(scenario)]
+    if snapshot is not None:
+        command += ["--snapshot", str(snapshot)]
     return command
 
 
@@ -577,7 +581,8 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
             if not served and (found := parse_sim_serving(line)):
                 served.append(found)
 
-        supervisor.start(Child("sim", sim_command(workdir / "sim.kubeconfig", options.scenario),
+        supervisor.start(Child("sim", sim_command(workdir / "sim.kubeconfig", options.scenario,
+                                                options.snapshot),
                                environ, out, on_line=sim_line))
         supervisor.wait_until(lambda: bool(served), SIM_READY_TIMEOUT, "pystol-sim")
         sim_url, kubeconfig_path = served[0]
@@ -621,7 +626,9 @@ def _announce(out: Output, options: UpOptions, plan: RedisPlan, api_url: str,
     cluster = (f"simulated, {sim_url} (kubeconfig {kubeconfig})" if options.sim
                else (f"kubeconfig {kubeconfig}" if kubeconfig
                      else "in-cluster config, else ~/.kube/config"))
-    example = scenario_example(options.scenario) if options.sim else None
+    # A snapshot's workloads are the user's own: no example selector is guessed for them.
+    example = (scenario_example(options.scenario)
+               if options.sim and options.snapshot is None else None)
     lines = [
         "",
         f"pystol up: ready at {api_url}",

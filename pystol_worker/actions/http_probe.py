@@ -12,6 +12,23 @@ not met: fewer than `min_success_percent` of the calls answered
 Nothing is injected, so there is no revert journal entry, no lock and nothing
 to revert. A cancel or a halt ends the probe at once, even in the middle of a call.
 
+Two forms of target, exactly one per job:
+
+- `params.url`: any URL, called directly by the worker (below);
+- `params.service: {namespace, name, port, path}`: a Service of the cluster, called
+  through the Kubernetes API server's service proxy
+  (`/api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH`) with the worker's own
+  Kubernetes client. It reaches what the cluster runs without a route from the worker to
+  the pod network, and shows what chaos does to the Service: 503 `no endpoints available`
+  while none of its pods is Ready, 503 `error trying to reach service` when a
+  NetworkPolicy cuts them off. The service's namespace is a namespace the job touches:
+  it must be the job's `target.namespaces` (exactly `[namespace]`), so it passes every
+  scope check a pod target does (protected namespaces refused; a token or a policy rule
+  for `shop` cannot probe `payments`), at submission and again in the worker. The SSRF
+  rules of the `probes` section do not apply (the destination is the configured
+  cluster's API server); its caps on time and body size do. The worker needs RBAC `get`
+  on `services/proxy` in that namespace (the Helm chart grants it).
+
 The calls go through `pystol_worker.safety.outbound_http`: the URL is checked against
 the admin policy's `probes` section (no loopback, link-local, cloud metadata or
 Pystol's own Redis and API unless allowed) at submission and again before every call,
@@ -22,16 +39,28 @@ the job and the policy say so (each hop checked), and one call is capped in time
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+import threading
+import time
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import unquote
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pystol_worker.actions.base import Action, ActionError, Selection
-from pystol_worker.core.model import Duration, EventKind, JobSpec, TargetKind, TargetRef
+from pystol_worker.core.model import (
+    Duration,
+    EventKind,
+    JobSpec,
+    NamespaceName,
+    TargetKind,
+    TargetRef,
+)
 from pystol_worker.core.policy import Policy
 from pystol_worker.safety.job_context import JobAborted, RunContext, SelectContext
 from pystol_worker.safety.outbound_http import (
+    STOP_POLL_SECONDS,
     DestinationGuard,
     DestinationRefused,
     ProbeAnswer,
@@ -42,12 +71,77 @@ from pystol_worker.safety.outbound_http import (
 PERCENTILES = (50, 90, 99)
 
 
+@runtime_checkable
+class ServiceProxy(Protocol):
+    """A cluster client that can GET through the API server's service proxy
+    (`ClusterAccess.service_proxy_get`)."""
+
+    def service_proxy_get(self, namespace: str, service: str, path: str, timeout: float,
+                          max_body: int) -> tuple[int, int, bool, bytes]: ...
+
+
+class ServiceTarget(BaseModel):
+    """A Service reached through the Kubernetes API server's proxy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: NamespaceName = Field(description="The Service's namespace; it must be the "
+                                                 "job's target.namespaces.")
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+                      examples=["web"], description="The Service's name.")
+    port: int | str | None = Field(
+        None, examples=[80, "http"],
+        description="The Service port, by number or name; none for a Service with a single "
+                    "unnamed port.")
+    path: str = Field("/", pattern=r"^/[^\s#]*$", max_length=2048, examples=["/healthz"],
+                      description="The path (and query) to GET on the Service.")
+
+    @model_validator(mode="after")
+    def _valid_port(self) -> ServiceTarget:
+        port = self.port
+        if isinstance(port, int) and not 1 <= port <= 65535:
+            raise ValueError(f"port {port}: must be within 1..65535")
+        if isinstance(port, str) and not (port and len(port) <= 15 and port.replace(
+                "-", "").isalnum() and port == port.lower() and port.isascii()):
+            raise ValueError(f"port {port!r}: a port name is 1-15 lower-case letters, "
+                             "digits and '-'")
+        return self
+
+    @model_validator(mode="after")
+    def _path_stays_under_the_service(self) -> ServiceTarget:
+        """The path is appended to `…/services/NAME:PORT/proxy`: a `..` segment (plain or
+        percent-encoded, or behind a backslash) would climb out of the proxy to another
+        API path — `/../../../secrets` — with the worker's credentials, so none passes."""
+        path = self.path.split("?", 1)[0]
+        decoded = path
+        for _ in range(3):  # %252e%252e decodes twice before it is a dot
+            decoded = unquote(decoded)
+        segments = decoded.replace("\\", "/").split("/")
+        if any(segment in (".", "..") for segment in segments):
+            raise ValueError(f"path {self.path!r}: '.' and '..' segments are not allowed "
+                             "(the path stays under the Service's proxy)")
+        return self
+
+    @property
+    def ident(self) -> str:
+        """`name[:port]`, as the proxy's path names a Service."""
+        return self.name if self.port is None else f"{self.name}:{self.port}"
+
+    def describe(self) -> str:
+        return f"service {self.namespace}/{self.ident}{self.path}"
+
+
 class HttpProbeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048,
-                     examples=["http://web.shop.svc.cluster.local/healthz"],
-                     description="The URL to call (GET).")
+    url: str | None = Field(None, pattern=r"^https?://[^\s]+$", max_length=2048,
+                            examples=["http://web.shop.svc.cluster.local/healthz"],
+                            description="The URL to call (GET). Exactly one of url and "
+                                        "service.")
+    service: ServiceTarget | None = Field(
+        None, description="A Service to call through the Kubernetes API server's proxy "
+                          "instead of a URL (its namespace must be the job's "
+                          "target.namespaces). Exactly one of url and service.")
     count: int = Field(10, ge=1, le=10_000, description="How many calls to make.")
     interval: Duration = Field(1.0, ge=0.01, le=3600, description="Pause between two calls "
                                "(at least 10 ms: a probe must not become a flood).")
@@ -69,6 +163,22 @@ class HttpProbeParams(BaseModel):
                                                       "follow_redirects), each hop checked "
                                                       "like the URL.")
 
+    @model_validator(mode="after")
+    def _one_target(self) -> HttpProbeParams:
+        if (self.url is None) == (self.service is None):
+            raise ValueError("give exactly one of params.url (called directly) and "
+                             "params.service (called through the Kubernetes API server)")
+        if self.service is not None and self.follow_redirects:
+            raise ValueError("params.follow_redirects applies to params.url only: the API "
+                             "server's proxy passes a Service's redirects through")
+        return self
+
+    @property
+    def target_text(self) -> str:
+        if self.service is not None:
+            return self.service.describe()
+        return self.url or ""
+
 
 def percentile(sorted_values: list[float], percent: float) -> float:
     """Nearest-rank percentile of an ascending list (never interpolated: a real sample)."""
@@ -85,6 +195,23 @@ def latency_summary(latencies: list[float]) -> dict[str, float] | None:
     summary["min"] = round(ordered[0], 6)
     summary["mean"] = round(sum(ordered) / len(ordered), 6)
     return summary
+
+
+def _api_server_refusal(status: int, head: bytes) -> str | None:
+    """The message of the API server's own 401, or its 403 for `services/proxy` (a
+    Service's backend answering 401 or 403 itself is a probe result, not a refusal)."""
+    if status not in (401, 403):
+        return None
+    try:
+        body = json.loads(head)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("kind") != "Status":
+        return None
+    message = str(body.get("message", ""))
+    if status == 401 or '"services/proxy"' in message:
+        return message or "Unauthorized"
+    return None
 
 
 def call_record(answer: ProbeAnswer) -> dict[str, Any]:
@@ -104,8 +231,8 @@ class HttpProbeAction(Action[HttpProbeParams]):
     Params = HttpProbeParams
 
     def uses_namespaces(self, spec: JobSpec, params: HttpProbeParams | None) -> bool:
-        """A URL lives in no namespace."""
-        return False
+        """A URL lives in no namespace; a Service does, and the job acts there."""
+        return params is not None and params.service is not None
 
     def check(self, spec: JobSpec, params: HttpProbeParams | None) -> list[tuple[str, str]]:
         problems = []
@@ -113,8 +240,14 @@ class HttpProbeAction(Action[HttpProbeParams]):
             problems.append(("duration", "http-probe holds nothing: its length is "
                              "params.count calls params.interval apart"))
         if spec.target.label_selector or spec.target.field_selector or spec.target.names:
-            problems.append(("target", "http-probe targets params.url; selectors and names "
-                             "select nothing here"))
+            problems.append(("target", "http-probe targets params.url or params.service; "
+                             "selectors and names select nothing here"))
+        service = params.service if params is not None else None
+        if service is not None and list(spec.target.namespaces) != [service.namespace]:
+            problems.append(("target.namespaces", f"a probe of {service.describe()} acts in "
+                             f"namespace {service.namespace!r}: set target.namespaces to "
+                             f"[{service.namespace!r}] (it is checked like any target's "
+                             "namespace)"))
         return problems
 
     def policy_problems(self, spec: JobSpec, params: HttpProbeParams, policy: Policy
@@ -133,6 +266,9 @@ class HttpProbeAction(Action[HttpProbeParams]):
 
     def select(self, ctx: SelectContext, spec: JobSpec, params: HttpProbeParams
                ) -> Selection:
+        if params.service is not None:
+            return Selection(matched=1, chosen=[TargetRef(
+                kind="Service", namespace=params.service.namespace, name=params.service.name)])
         return Selection(matched=1, chosen=[TargetRef(kind="URL", name=params.url)])
 
     def execute(self, ctx: RunContext, spec: JobSpec, params: HttpProbeParams,
@@ -144,20 +280,32 @@ class HttpProbeAction(Action[HttpProbeParams]):
                                  f"{params.interval:g}s apart, may take {longest:g}s: longer "
                                  "than a job may run (PYSTOL_MAX_JOB_SECONDS="
                                  f"{ctx.settings.max_job_seconds})")
-        ctx.event(EventKind.PROBING, f"calling {params.url} {params.count} time(s), "
-                  f"{params.interval:g}s apart", url=params.url)
+        target = params.target_text
+        ctx.event(EventKind.PROBING, f"calling {target} {params.count} time(s), "
+                  f"{params.interval:g}s apart"
+                  + (" through the Kubernetes API server" if params.service else ""),
+                  url=target)
         # One guard for the job: Pystol's own addresses are resolved once; the URL's host
         # is resolved (and judged) again before every call.
         client = ProbeClient(DestinationGuard.for_settings(ctx.policy.probes, ctx.settings),
                              should_stop=ctx.cancelled)
+        proxy = ctx.cluster if isinstance(ctx.cluster, ServiceProxy) else None
+        if params.service is not None and proxy is None:
+            raise ActionError("this worker's cluster client cannot call the Kubernetes API "
+                              "server's service proxy")
         calls: list[dict[str, Any]] = []
         for index in range(params.count):
             if index:
                 ctx.sleep(params.interval)
             ctx.check()
             try:
-                answer = client.get(params.url, timeout=params.timeout,
-                                    follow_redirects=params.follow_redirects)
+                if params.service is not None:
+                    assert proxy is not None
+                    answer = self._call_service(ctx, proxy, params.service, timeout)
+                else:
+                    assert params.url is not None
+                    answer = client.get(params.url, timeout=params.timeout,
+                                        follow_redirects=params.follow_redirects)
             except ProbeStopped:
                 ctx.check()  # raises JobAborted with the cancel's or the halt's reason
                 raise JobAborted("aborted while calling") from None
@@ -173,7 +321,43 @@ class HttpProbeAction(Action[HttpProbeParams]):
                   f"{params.expect_status}; latency {output['latency_seconds']}",
                   statuses=output["statuses"], latency_seconds=output["latency_seconds"])
         if problems:
-            raise ActionError(f"http-probe of {params.url}: " + "; ".join(problems))
+            raise ActionError(f"http-probe of {target}: " + "; ".join(problems))
+
+    @staticmethod
+    def _call_service(ctx: RunContext, proxy: ServiceProxy, service: ServiceTarget,
+                      timeout: float) -> ProbeAnswer:
+        """One GET through the API server's service proxy, in a thread of its own so that
+        a cancel or a halt ends the probe at once (ProbeStopped) even while the API server
+        holds the call; the thread itself ends by the call's own timeout."""
+        box: dict[str, Any] = {}
+        cap = ctx.policy.probes.max_body_bytes
+        started = time.monotonic()
+
+        def call() -> None:
+            try:
+                box["answer"] = proxy.service_proxy_get(service.namespace, service.ident,
+                                                        service.path, timeout, cap)
+            except Exception as error:  # the call's error, as for a URL that fails
+                box["error"] = error
+
+        thread = threading.Thread(target=call, name="http-probe-service", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(STOP_POLL_SECONDS)
+            if thread.is_alive() and ctx.cancelled():
+                raise ProbeStopped()
+        seconds = round(time.monotonic() - started, 6)
+        if "error" in box:
+            error = box["error"]
+            if "timed out" in str(error).lower() or "timeout" in str(error).lower():
+                return ProbeAnswer(None, seconds, error=f"timed out after {timeout:g}s")
+            return ProbeAnswer(None, seconds, error=f"{type(error).__name__}: {error}")
+        status, size, cut, head = box["answer"]
+        refusal = _api_server_refusal(status, head)
+        if refusal is not None:
+            raise ActionError(f"the Kubernetes API server refused the worker's call to "
+                              f"{service.describe()}: {refusal}")
+        return ProbeAnswer(status, seconds, body_bytes=size, body_cut=cut)
 
     @staticmethod
     def _report(ctx: RunContext, params: HttpProbeParams, calls: list[dict[str, Any]]
@@ -188,7 +372,7 @@ class HttpProbeAction(Action[HttpProbeParams]):
         summary = latency_summary(latencies)
         errors = [call["error"] for call in calls if call.get("error")]
         ctx.result.output.update({
-            "url": params.url, "count": len(calls), "planned": params.count,
+            "url": params.target_text, "count": len(calls), "planned": params.count,
             "expect_status": params.expect_status, "succeeded": succeeded,
             "success_percent": round(100 * succeeded / len(calls), 3) if calls else None,
             "statuses": statuses, "latency_seconds": summary,

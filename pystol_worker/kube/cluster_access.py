@@ -428,6 +428,43 @@ class ClusterAccess:
         return self._call("create", run, (), {}, retry_statuses=frozenset(),
                           retry_unreachable=False)
 
+    def service_proxy_get(self, namespace: str, service: str, path: str, timeout: float,
+                          max_body: int) -> tuple[int, int, bool, bytes]:
+        """GET `PATH` of a Service through the API server's proxy
+        (`/api/v1/namespaces/NS/services/SERVICE/proxy/PATH`, SERVICE as `name[:port]`):
+        (status, body bytes read, body cut at `max_body`, the body's first 4 KiB).
+
+        Rate-limited and counted like every call, never retried: a 503 (no endpoints, a
+        backend that cannot be reached) is the answer http-probe measures. Whatever the
+        status, it is returned, not raised; a connection failure is a ClusterError."""
+        from urllib.parse import quote
+
+        resource = (f"/api/v1/namespaces/{quote(namespace, safe='')}/services/"
+                    f"{quote(service, safe=':')}/proxy/"
+                    f"{quote(path.lstrip('/'), safe='/?=&%:@,;+~')}")
+
+        def get() -> tuple[int, int, bool, bytes]:
+            method, url, headers, _, _ = self.api_client.param_serialize(
+                method="GET", resource_path=resource, header_params={"Accept": "*/*"},
+                auth_settings=["BearerToken"])
+            raw = self.api_client.call_api(method, url, header_params=headers,
+                                           _request_timeout=timeout).response
+            try:
+                read, head = 0, b""
+                while read <= max_body:  # one byte past the cap tells a cut body
+                    chunk = raw.read(min(65536, max_body + 1 - read))
+                    if not chunk:
+                        break
+                    if len(head) < 4096:
+                        head += chunk[:4096 - len(head)]
+                    read += len(chunk)
+                return int(raw.status), min(read, max_body), read > max_body, head
+            finally:
+                raw.release_conn()
+
+        return self._call("get", get, (), {}, retry_statuses=frozenset(),
+                          retry_unreachable=False)
+
     def post_event(self, target: TargetRef, api_version: str, reason: str, message: str,
                    event_type: str = "Normal") -> None:
         """A Kubernetes Event on the affected object, so `kubectl describe` shows the chaos."""

@@ -19,7 +19,8 @@ what needs it fail with that verb's 403):
   deployments/statefulsets get/list (deployment-scale, recovery), their scale subresource
   patch (deployment-scale writes the replica count; it reads the workload itself, never the
   scale), replicasets and daemonsets get (recovery follows owners);
-  networkpolicies create/delete (network-partition); events create (post_event).
+  networkpolicies create/delete (network-partition); events create (post_event);
+  services/proxy get (http-probe's `params.service`: a GET through the API server's proxy).
 - watcher (pystol_api/watcher/operator.py, kopf): the Pystol CRs list/watch/patch (kopf handlers,
   finalizers, progress annotations); their status subresource patch (patch_status, kopf's
   status patches); the cluster-scoped PystolClusterActions and PystolClusterSchedules
@@ -105,6 +106,7 @@ PERMISSIONS: dict[str, list[Rule]] = {
         _rule("apps", "replicasets", "get"),
         _rule("apps", "daemonsets", "get"),
         _rule("networking.k8s.io", "networkpolicies", "create", "delete"),
+        _rule("", "services/proxy", "get"),
     ],
     "beat": [],
     "watcher": [

@@ -424,6 +424,20 @@ def _http_probe(rig: Rig) -> tuple[dict[str, Any], Callable[[dict[str, Any]], No
             check)
 
 
+def _http_probe_service(rig: Rig) -> tuple[dict[str, Any], Callable[[dict[str, Any]], None]]:
+    """http-probe's `params.service`: a GET through the API server's service proxy."""
+    namespace = rig.lab()
+    rig.core.create_namespaced_service(namespace, {
+        "metadata": {"name": "svc"},
+        "spec": {"selector": {"app": "svc"}, "ports": [{"port": 80}]}})
+
+    def check(record: dict[str, Any]) -> None:
+        assert record["result"]["output"]["statuses"] == {"200": 2}, record["result"]
+    return ({"action": "http-probe", "target": {"namespaces": [namespace]},
+             "params": {"service": {"namespace": namespace, "name": "svc", "port": 80},
+                        "count": 2, "interval": "10ms"}}, check)
+
+
 ACTION_CASES: dict[str, Callable[[Rig], tuple[dict[str, Any],
                                                Callable[[dict[str, Any]], None]]]] = {
     "pod-kill": _pod_kill,
@@ -437,11 +451,13 @@ ACTION_CASES: dict[str, Callable[[Rig], tuple[dict[str, Any],
     "cpu-stress": _cpu_stress,
     "memory-stress": _memory_stress,
     "http-probe": _http_probe,
+    "http-probe-service": _http_probe_service,
 }
 
 
 def test_the_cases_cover_every_builtin_action() -> None:
-    covered = {case.removesuffix("-daemonset") for case in ACTION_CASES}
+    covered = {case.removesuffix("-daemonset").removesuffix("-service")
+               for case in ACTION_CASES}
     assert covered == set(default_registry().names())
 
 
@@ -777,6 +793,14 @@ def _worker_owner(lacking: Lacking) -> None:
     app = "svc" if kind == "Deployment" else "ds"
     lacking.job_fails({"action": "pod-kill", "target": pods_in(
         namespace, label_selector=f"app={app}")})
+
+
+@probe(("worker", "", "services/proxy", "get"))
+def _worker_service_proxy(lacking: Lacking) -> None:
+    # http-probe's service form: the API server refuses the proxied GET; the job fails
+    # at once with the refusal (a 403 of the API server is not a probe result).
+    spec, _ = _http_probe_service(lacking.rig)
+    lacking.job_fails(spec)
 
 
 @probe(("worker", "networking.k8s.io", "networkpolicies", "create"),

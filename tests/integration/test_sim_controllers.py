@@ -525,3 +525,99 @@ def test_events_for_scheduling_and_kills(kube: Clients, ns: str) -> None:
     assert all(e.involved_object.name == "watched" for e in events())
     other = core.list_namespaced_event(ns, field_selector="involvedObject.name=nobody").items
     assert other == []
+
+
+# ------------------------------------------------------------- service accounts, revisions
+
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def test_every_namespace_gets_a_default_service_account(kube: Clients, ns: str) -> None:
+    core = kube.core
+    account = wait_for(lambda: core.list_namespaced_service_account(ns).items)
+    assert [a.metadata.name for a in account] == ["default"]
+    token = core.create_namespaced_service_account_token(
+        "default", ns, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[])))
+    assert token.status.token
+
+    # Deleted, it comes back, as kube-controller-manager's serviceaccounts controller does it.
+    uid = account[0].metadata.uid
+    core.delete_namespaced_service_account("default", ns)
+    again = wait_for(lambda: [a for a in core.list_namespaced_service_account(ns).items
+                              if a.metadata.uid != uid])
+    assert [a.metadata.name for a in again] == ["default"]
+
+
+def replica_sets(apps: client.AppsV1Api, ns: str) -> dict[str, tuple[str, int]]:
+    """image -> (revision, desired replicas) for every ReplicaSet in the namespace."""
+    return {rs.spec.template.spec.containers[0].image:
+            (rs.metadata.annotations.get(REVISION), rs.spec.replicas)
+            for rs in apps.list_namespaced_replica_set(ns).items}
+
+
+def set_image(apps: client.AppsV1Api, ns: str, name: str, image: str, cause: str | None = None
+              ) -> None:
+    patch: dict[str, Any] = {"spec": {"template": {"spec": {
+        "containers": [{"name": "main", "image": image}]}}}}
+    if cause:
+        patch["metadata"] = {"annotations": {"kubernetes.io/change-cause": cause}}
+    apps.patch_namespaced_deployment(name, ns, patch)
+
+
+def test_deployment_revisions_follow_template_changes_and_rollbacks(kube: Clients, ns: str
+                                                                    ) -> None:
+    apps = kube.apps
+    apps.create_namespaced_deployment(ns, deployment("rev", 1, image="app:1"))
+    wait_for(lambda: replica_sets(apps, ns) == {"app:1": ("1", 1)})
+
+    set_image(apps, ns, "rev", "app:2", cause="ship app 2")
+    wait_for(lambda: replica_sets(apps, ns) == {"app:1": ("1", 0), "app:2": ("2", 1)})
+    (new,) = [rs for rs in apps.list_namespaced_replica_set(ns).items
+              if rs.spec.template.spec.containers[0].image == "app:2"]
+    assert new.metadata.annotations["kubernetes.io/change-cause"] == "ship app 2"
+    assert apps.read_namespaced_deployment("rev", ns).metadata.annotations[REVISION] == "2"
+
+    # Back to the first template (what `kubectl rollout undo` does): its ReplicaSet is
+    # reused and becomes the newest revision; no third ReplicaSet appears.
+    set_image(apps, ns, "rev", "app:1")
+    wait_for(lambda: replica_sets(apps, ns) == {"app:1": ("3", 1), "app:2": ("2", 0)})
+    (old,) = [rs for rs in apps.list_namespaced_replica_set(ns).items
+              if rs.spec.template.spec.containers[0].image == "app:1"]
+    assert old.metadata.annotations["deployment.kubernetes.io/revision-history"] == "1"
+    wait_for(lambda: apps.read_namespaced_deployment("rev", ns).metadata.annotations[REVISION]
+             == "3")
+
+
+def test_revision_history_limit_prunes_the_oldest_replicasets(kube: Clients, ns: str) -> None:
+    apps = kube.apps
+    body = deployment("short", 1, image="app:1")
+    body.spec.revision_history_limit = 1
+    apps.create_namespaced_deployment(ns, body)
+    for image in ("app:2", "app:3"):
+        wait_for(lambda: all_ready(kube.core, ns, "short", 1))
+        set_image(apps, ns, "short", image)
+        wait_for(lambda image=image: replica_sets(apps, ns).get(image, ("", 0))[1] == 1)
+    # One old ReplicaSet is kept for rollbacks (revision 2), revision 1 is deleted.
+    wait_for(lambda: replica_sets(apps, ns) == {"app:2": ("2", 0), "app:3": ("3", 1)})
+
+
+def test_a_quota_refusal_is_reported_and_retried(kube: Clients, ns: str) -> None:
+    core, apps = kube.core, kube.apps
+    core.create_namespaced_resource_quota(ns, client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="two"), spec=client.V1ResourceQuotaSpec(
+            hard={"pods": "2"})))
+    apps.create_namespaced_deployment(ns, deployment("capped", 3))
+
+    def failed_creates() -> list[client.CoreV1Event]:
+        return [e for e in core.list_namespaced_event(ns).items
+                if e.reason == "FailedCreate" and e.involved_object.kind == "ReplicaSet"]
+
+    refused = wait_for(failed_creates)
+    assert refused[0].type == "Warning"
+    assert "exceeded quota" in refused[0].message
+    assert len(labelled(core, ns, "capped")) == 2
+
+    # Room in the quota: the ReplicaSet controller's retry creates the third pod.
+    core.patch_namespaced_resource_quota("two", ns, {"spec": {"hard": {"pods": "3"}}})
+    wait_for(lambda: all_ready(core, ns, "capped", 3))

@@ -100,3 +100,65 @@ def test_up_sim_then_run_pod_kill_wait(tmp_path: Path, redis_choice: str) -> Non
     assert code == 0, "\n".join(lines[-30:])
     for child in ("worker", "sim", "beat", "watcher", "api"):
         assert any(f"[{child}" in line for line in lines), child
+
+
+SNAPSHOT = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Node
+  metadata: {name: prod-node-1, labels: {kubernetes.io/hostname: prod-node-1}}
+  status:
+    capacity: {cpu: "8", memory: 32Gi, pods: "110"}
+    allocatable: {cpu: "8", memory: 32Gi, pods: "110"}
+    conditions: [{type: Ready, status: "True"}]
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: billing}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: invoices, namespace: billing}
+  spec:
+    replicas: 2
+    selector: {matchLabels: {app: invoices}}
+    template:
+      metadata: {labels: {app: invoices}}
+      spec: {containers: [{name: app, image: registry.example/invoices:7}]}
+"""
+
+
+def test_up_snapshot_runs_chaos_on_a_copy_of_a_cluster(tmp_path: Path) -> None:
+    """`pystol up --snapshot FILE`: the stack on a copy of someone's cluster, not the demo."""
+    snapshot = tmp_path / "cluster.yaml"
+    snapshot.write_text(SNAPSHOT)
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HOME=str(tmp_path),
+               PYSTOL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    env.pop("PYSTOL_API_TOKENS", None)
+    up = subprocess.Popen([sys.executable, "-m", "pystol_api.cli", "up", "--snapshot",
+                           str(snapshot), "--port", str(port), "--redis", "server"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert up.stdout is not None
+        for line in up.stdout:
+            lines.append(line.rstrip("\n"))
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        exports = read_until(up, lines, r"^export PYSTOL_API_URL=(\S+) PYSTOL_TOKEN=(\S+)$", 90)
+        token = shlex.split(exports.group(2))[0]
+        # The demo's `shop`/`app=web` is not in this cluster, so no such example is offered.
+        assert not any("--namespace shop" in line for line in lines)
+        run = subprocess.run(
+            [sys.executable, "-m", "pystol_api.cli", "run", "pod-kill", "--namespace", "billing",
+             "--selector", "app=invoices", "--wait"],
+            env=dict(env, PYSTOL_API_URL=exports.group(1), PYSTOL_TOKEN=token),
+            capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr + "\n".join(lines[-40:])
+        assert "succeeded" in run.stdout and "billing/invoices-" in run.stdout, run.stdout
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+    assert code == 0, "\n".join(lines[-30:])

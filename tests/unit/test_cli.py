@@ -610,6 +610,8 @@ def test_child_commands_and_environment(tmp_path: Path) -> None:
     assert stack.sim_command(tmp_path / "k", tmp_path / "s.yaml") == [
         sys.executable, "-m", "pystol_sim", "--port", "0", "--kubeconfig", str(tmp_path / "k"),
         "--scenario", str(tmp_path / "s.yaml")]
+    assert stack.sim_command(tmp_path / "k", snapshot=tmp_path / "c.yaml")[-2:] == [
+        "--snapshot", str(tmp_path / "c.yaml")]
     assert stack.worker_command() == [sys.executable, "-m", "pystol_api.cli", "worker",
                                       "--concurrency", "2"]
     assert stack.api_command() == [sys.executable, "-m", "pystol_api.cli", "api"]
@@ -742,3 +744,11 @@ def test_up_prints_no_path_line_when_pystol_is_on_path(tmp_path: Path) -> None:
     (tmp_path / "pystol").write_text("#!/bin/sh\n")
     (tmp_path / "pystol").chmod(0o755)
     assert stack.path_export(prefix="/usr", base_prefix="/usr", search_path=str(tmp_path)) is None
+
+
+def test_up_refuses_a_scenario_and_a_snapshot_together(tmp_path: Path) -> None:
+    for name in ("s.yaml", "c.yaml"):
+        (tmp_path / name).write_text("{}")
+    result = invoke(["up", "--scenario", str(tmp_path / "s.yaml"), "--snapshot",
+                     str(tmp_path / "c.yaml")], url=None)
+    assert result.exit_code == 2 and "--scenario and --snapshot" in result.output

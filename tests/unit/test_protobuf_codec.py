@@ -1,22 +1,31 @@
-"""Tests for pystol_sim.protobuf_codec, using a tiny protobuf encoder defined here.
+"""Tests for pystol_sim.protobuf_codec.
 
-The encoder mimics what Go's generated (gogo) marshallers emit for k8s objects: non-pointer
-strings/ints are always written (even when empty/zero), a zero metav1.Time is an empty message,
-and map entries are written in sorted key order.
+Two encoders make the bodies: a tiny wire-format encoder defined here, which mimics byte for
+byte what Go's generated marshallers emit for k8s objects (non-pointer strings/ints are always
+written, even when empty or zero; a zero metav1.Time is an empty message; map entries sorted),
+and the protobuf runtime with the descriptors the decoder itself loads, for whole kinds. The
+expected dicts are what kubectl sends for the same object as JSON.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
+from google.protobuf.message import Message
 
 from pystol_sim.protobuf_codec import (
+    MAGIC,
+    MAX_BODY_BYTES,
     PROTOBUF_CONTENT_TYPE,
     ProtobufError,
     decode_object,
+    go_duration,
+    message_class,
 )
+from pystol_sim.resources import BUILTIN_TYPES, REVIEW_KINDS
 
 # --------------------------------------------------------------------------- tiny encoder
 
@@ -291,7 +300,7 @@ def test_bad_wire_type(wire: int) -> None:
 
 
 def test_known_field_with_wrong_wire_type() -> None:
-    with pytest.raises(ProtobufError, match=r"wire type.*field 3 in Secret"):
+    with pytest.raises(ProtobufError, match=r"wire type for field 3 \(type\) in Secret"):
         decode_object(envelope("Secret", vfield(3, 1)))
 
 
@@ -301,9 +310,12 @@ def test_overlong_varint() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "api_version"), [("Deployment", "apps/v1"), ("Pod", "v1"), ("Secret", "v2")]
+    ("kind", "api_version"),
+    [("Widget", "example.com/v1"), ("PodSpec", "v1"), ("Secret", "v2"),
+     ("Deployment", "apps/v1beta1"), ("ObjectMeta", "meta.k8s.io/v1")],
 )
 def test_unsupported_kind(kind: str, api_version: str) -> None:
+    """Only top-level kinds of the served group versions, never an arbitrary message."""
     with pytest.raises(ProtobufError, match=f"kind '{kind}'"):
         decode_object(envelope(kind, b"", api_version))
 
@@ -317,3 +329,292 @@ def test_unsupported_content_encoding() -> None:
 
 def test_error_is_value_error() -> None:
     assert issubclass(ProtobufError, ValueError)
+
+
+# --------------------------------------------------------------------------- whole kinds
+
+APPS = "k8s.io.api.apps.v1"
+CORE = "k8s.io.api.core.v1"
+META = "k8s.io.apimachinery.pkg.apis.meta.v1"
+
+
+def encode(obj: Message, api_version: str, kind: str) -> bytes:
+    envelope_class = message_class("k8s.io.apimachinery.pkg.runtime.Unknown")
+    unknown = envelope_class(raw=obj.SerializeToString(), contentEncoding="", contentType="")
+    unknown.typeMeta.apiVersion = api_version
+    unknown.typeMeta.kind = kind
+    return MAGIC + unknown.SerializeToString()
+
+
+def go_container(name: str, image: str) -> Any:
+    """A container as Go writes it: every non-pointer string is on the wire, empty or not."""
+    container = message_class(f"{CORE}.Container")(name=name, image=image)
+    for field in ("workingDir", "terminationMessagePath", "imagePullPolicy",
+                  "terminationMessagePolicy"):
+        setattr(container, field, "")
+    container.stdin = container.tty = container.stdinOnce = False
+    container.resources.SetInParent()
+    return container
+
+
+def deployment(replicas: int | None) -> Any:
+    dep = message_class(f"{APPS}.Deployment")()
+    dep.metadata.name = "web"
+    dep.metadata.namespace = ""
+    dep.metadata.generation = 0
+    dep.metadata.creationTimestamp.SetInParent()  # zero Time: an empty message
+    dep.metadata.labels["app"] = "web"
+    if replicas is not None:
+        dep.spec.replicas = replicas
+    dep.spec.selector.matchLabels["app"] = "web"
+    dep.spec.template.metadata.labels["app"] = "web"
+    dep.spec.template.metadata.creationTimestamp.SetInParent()
+    dep.spec.template.spec.containers.append(go_container("nginx", "nginx"))
+    volume = dep.spec.template.spec.volumes.add(name="cache")
+    volume.volumeSource.emptyDir.medium = ""
+    dep.spec.minReadySeconds = 0
+    dep.spec.paused = False
+    dep.spec.strategy.type = ""
+    dep.status.replicas = 0
+    condition = dep.status.conditions.add(type="Available", status="True", reason="",
+                                          message="")
+    condition.lastUpdateTime.SetInParent()  # zero, non-pointer, no omitzero: JSON null
+    condition.lastTransitionTime.seconds = 1796565600
+    return dep
+
+
+def test_deployment_like_kubectl_json() -> None:
+    decoded = decode_object(encode(deployment(3), "apps/v1", "Deployment"))
+    assert decoded == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "volumes": [{"name": "cache", "emptyDir": {}}],  # VolumeSource inlined
+                    "containers": [{"name": "nginx", "image": "nginx", "resources": {}}],
+                },
+            },
+            "strategy": {},
+        },
+        "status": {
+            "conditions": [{
+                "type": "Available",
+                "status": "True",
+                "lastUpdateTime": None,
+                "lastTransitionTime": "2026-12-06T14:00:00Z",
+            }],
+        },
+    }
+
+
+def test_pointer_zero_stays_and_unset_pointer_is_omitted() -> None:
+    assert decode_object(encode(deployment(0), "apps/v1", "Deployment"))["spec"]["replicas"] == 0
+    assert "replicas" not in decode_object(encode(deployment(None), "apps/v1",
+                                                  "Deployment"))["spec"]
+
+
+def test_non_omitempty_fields_stay_even_when_empty() -> None:
+    """`json:"name"` (no omitempty) prints "" and a nil `rules` list prints null."""
+    role = message_class("k8s.io.api.rbac.v1.Role")()
+    role.metadata.name = "empty"
+    rule = role.rules.add()
+    rule.apiGroups.append("")
+    decoded = decode_object(encode(role, "rbac.authorization.k8s.io/v1", "Role"))
+    assert decoded["rules"] == [{"verbs": None, "apiGroups": [""]}]
+    container = go_container("", "")
+    pod = message_class(f"{CORE}.Pod")()
+    pod.spec.containers.append(container)
+    assert decode_object(encode(pod, "v1", "Pod"))["spec"]["containers"] == [
+        {"name": "", "resources": {}}]
+    bare = message_class("k8s.io.api.rbac.v1.ClusterRole")()
+    assert decode_object(encode(bare, "rbac.authorization.k8s.io/v1",
+                                "ClusterRole"))["rules"] is None
+
+
+def test_quantities_and_int_or_string() -> None:
+    quota = message_class(f"{CORE}.ResourceQuota")()
+    quota.metadata.name = "q"
+    quota.spec.hard["cpu"].string = "1500m"
+    quota.spec.hard["requests.storage"].string = "0"
+    quota.spec.hard["memory"].SetInParent()  # zero Quantity
+    decoded = decode_object(encode(quota, "v1", "ResourceQuota"))
+    assert decoded["spec"] == {"hard": {"cpu": "1500m", "requests.storage": "0", "memory": "0"}}
+
+    pdb = message_class("k8s.io.api.policy.v1.PodDisruptionBudget")()
+    pdb.spec.minAvailable.type = 1
+    pdb.spec.minAvailable.strVal = "50%"
+    pdb.spec.maxUnavailable.type = 0
+    pdb.spec.maxUnavailable.intVal = 0  # a pointer to the int 0 must stay
+    decoded = decode_object(encode(pdb, "policy/v1", "PodDisruptionBudget"))
+    assert decoded["spec"] == {"minAvailable": "50%", "maxUnavailable": 0}
+
+
+def test_micro_time_has_six_fractional_digits() -> None:
+    lease = message_class("k8s.io.api.coordination.v1.Lease")()
+    lease.metadata.name = "node-a"
+    lease.spec.holderIdentity = "node-a"
+    lease.spec.renewTime.seconds = 1796565600
+    lease.spec.renewTime.nanos = 123_456_789
+    lease.spec.acquireTime.SetInParent()  # a pointer to the zero time: null
+    decoded = decode_object(encode(lease, "coordination.k8s.io/v1", "Lease"))
+    assert decoded["spec"] == {"holderIdentity": "node-a", "acquireTime": None,
+                               "renewTime": "2026-12-06T14:00:00.123456Z"}
+
+
+def test_raw_extension_is_its_json_and_bad_json_names_the_field() -> None:
+    revision = message_class(f"{APPS}.ControllerRevision")(revision=2)
+    revision.data.raw = b'{"spec": {"template": {"x": 1}}}'
+    decoded = decode_object(encode(revision, "apps/v1", "ControllerRevision"))
+    assert decoded["data"] == {"spec": {"template": {"x": 1}}}
+    assert decoded["revision"] == 2
+    revision.data.raw = b"\x0a\x02not json"
+    with pytest.raises(ProtobufError, match=r"ControllerRevision\.data: raw is not JSON"):
+        decode_object(encode(revision, "apps/v1", "ControllerRevision"))
+
+
+def test_named_slice_map_values_are_lists() -> None:
+    review = message_class("k8s.io.api.authorization.v1.SubjectAccessReview")()
+    review.spec.user = "alice"
+    review.spec.extra["scopes"].items.extend(["a", "b"])
+    review.spec.resourceAttributes.verb = "get"
+    review.spec.resourceAttributes.resource = "pods"
+    decoded = decode_object(encode(review, "authorization.k8s.io/v1", "SubjectAccessReview"))
+    assert decoded["spec"] == {"resourceAttributes": {"verb": "get", "resource": "pods"},
+                               "user": "alice", "extra": {"scopes": ["a", "b"]}}
+
+
+def test_json_names_differ_from_proto_names_where_go_says_so() -> None:
+    """BoundObjectReference's proto field is `uID`; Go's JSON name is `uid`."""
+    request = message_class("k8s.io.api.authentication.v1.TokenRequest")()
+    request.spec.expirationSeconds = 7200
+    request.spec.boundObjectRef.uID = "u-1"
+    request.spec.boundObjectRef.kind = "Pod"
+    decoded = decode_object(encode(request, "authentication.k8s.io/v1", "TokenRequest"))
+    assert decoded["spec"] == {"audiences": None, "expirationSeconds": 7200,
+                               "boundObjectRef": {"kind": "Pod", "uid": "u-1"}}
+
+
+@pytest.mark.parametrize("api_version", ["meta.k8s.io/v1", "v1", "apps/v1", ""])
+def test_delete_options_in_any_group_version(api_version: str) -> None:
+    options = message_class(f"{META}.DeleteOptions")(propagationPolicy="Foreground",
+                                                      gracePeriodSeconds=0)
+    options.dryRun.append("All")
+    decoded = decode_object(encode(options, api_version, "DeleteOptions"))
+    assert decoded == {"apiVersion": api_version or "v1", "kind": "DeleteOptions",
+                       "gracePeriodSeconds": 0, "propagationPolicy": "Foreground",
+                       "dryRun": ["All"]}
+
+
+def test_every_kind_the_sim_serves_decodes() -> None:
+    """Each built-in kind a client can create in the sim has its message (metrics.k8s.io is
+    read-only)."""
+    kinds = [(t.api_version, t.kind) for t in BUILTIN_TYPES if "create" in t.verbs]
+    kinds += [(f"{group}/v1", kind) for group, _, kind, _ in REVIEW_KINDS]
+    for api_version, kind in kinds:
+        raw = lfield(1, lfield(1, "x"))  # metadata.name
+        decoded = decode_object(envelope(kind, raw, api_version))
+        assert decoded["apiVersion"] == api_version, kind
+        assert decoded["metadata"] == {"name": "x"}, kind
+
+
+@pytest.mark.parametrize(
+    ("nanoseconds", "text"),
+    [(0, "0s"), (1, "1ns"), (1_500, "1.5µs"), (300_000_000, "300ms"), (1_500_000_000, "1.5s"),
+     (3_600_000_000_000, "1h0m0s"), (5_415_000_000_000, "1h30m15s"), (-90_000_000_000, "-1m30s")],
+)
+def test_go_duration_strings(nanoseconds: int, text: str) -> None:
+    assert go_duration(nanoseconds) == text
+
+
+def test_garbage_inside_a_nested_message_names_its_path() -> None:
+    """Deployment.spec (3) -> template (3) -> spec (2) holding a field that claims 127 bytes
+    and has 5: the runtime only says "error parsing", the Status names the field."""
+    dep = deployment(1)
+    dep.ClearField("spec")
+    spec = lfield(3, lfield(2, b"\x0a\x7fshort"))
+    body = envelope("Deployment", dep.SerializeToString() + lfield(2, spec), "apps/v1")
+    with pytest.raises(ProtobufError, match=r"truncated data: field 1 \(volumes\) of "
+                                            r"Deployment\.spec\.template\.spec needs 127 bytes"):
+        decode_object(body)
+
+
+def test_invalid_utf8_strings_become_replacement_characters() -> None:
+    decoded = decode_object(envelope("ConfigMap", lfield(1, lfield(1, b"bad\xc3\x28"))))
+    assert decoded["metadata"]["name"] == "bad\ufffd("
+
+
+def test_deeply_nested_groups_are_refused_not_recursed() -> None:
+    nested = key(50, 3) * 200_000 + key(50, 4) * 200_000
+    with pytest.raises(ProtobufError, match="field 50"):
+        decode_object(envelope("ConfigMap", nested))
+
+
+def test_oversized_body_is_refused() -> None:
+    big = envelope("ConfigMap", lfield(2, b"x" * (MAX_BODY_BYTES + 1)))
+    with pytest.raises(ProtobufError, match="exceeds"):
+        decode_object(big)
+
+
+CRD = "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1"
+
+
+def crd(levels: int = 0) -> Any:
+    obj = message_class(f"{CRD}.CustomResourceDefinition")()
+    obj.metadata.name = "widgets.example.com"
+    obj.spec.group = "example.com"
+    obj.spec.scope = "Namespaced"
+    obj.spec.names.plural = "widgets"
+    obj.spec.names.kind = "Widget"
+    version = obj.spec.versions.add(name="v1", served=True, storage=True)
+    schema = version.schema.openAPIV3Schema
+    schema.type = "object"
+    for _ in range(levels):
+        schema = schema.properties["child"]
+        schema.type = "object"
+    return obj
+
+
+def test_crd_schema_unions_print_as_go_does() -> None:
+    obj = crd()
+    schema = obj.spec.versions[0].schema.openAPIV3Schema
+    size = schema.properties["size"]
+    size.type = "integer"
+    size.minimum = 1
+    size.default.raw = b"3"
+    tags = schema.properties["tags"]
+    tags.type = "array"
+    tags.items.schema.type = "string"
+    labels = schema.properties["labels"]
+    labels.type = "object"
+    labels.additionalProperties.allows = True
+    labels.additionalProperties.schema.type = "string"
+    schema.additionalProperties.allows = False
+    schema.xKubernetesPreserveUnknownFields = False  # pointer to false: stays
+    schema.required.append("size")
+    decoded = decode_object(encode(obj, "apiextensions.k8s.io/v1", "CustomResourceDefinition"))
+    assert decoded["spec"]["versions"][0]["schema"]["openAPIV3Schema"] == {
+        "type": "object",
+        "required": ["size"],
+        "properties": {
+            "size": {"type": "integer", "minimum": 1.0, "default": 3},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        "additionalProperties": False,
+        "x-kubernetes-preserve-unknown-fields": False,
+    }
+
+
+def test_crd_schema_nested_too_deep_is_refused_with_its_path() -> None:
+    body = encode(crd(levels=48), "apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    assert decode_object(body)["kind"] == "CustomResourceDefinition"
+    body = encode(crd(levels=300), "apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    with pytest.raises(ProtobufError, match=r"CustomResourceDefinition\.spec\.versions.* "
+                                            r"nested deeper than 100 messages") as raised:
+        decode_object(body)
+    assert len(str(raised.value)) < 300
