@@ -32,6 +32,7 @@ the API server's own address is `APISERVER_ADDRESS`, which an `ipBlock` may let 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +67,22 @@ def _selects(spec: Any, labels: Mapping[str, str] | None) -> bool:
         return False
 
 
+def _spec(policy: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = policy.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def port_number(value: Any) -> int | None:
+    """A port given as a number (an int, or a string of ASCII digits); None otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
 def _ingress_policy(policy: Mapping[str, Any]) -> bool:
-    spec = policy.get("spec") or {}
+    spec = _spec(policy)
     types = spec.get("policyTypes")
     if not types:  # absent: Ingress always, Egress only when egress rules are given
         return True
@@ -80,7 +95,7 @@ def selects_pod(policy: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
     pmeta = policy.get("metadata") or {}
     if pmeta.get("namespace") != meta.get("namespace"):
         return False
-    selector = (policy.get("spec") or {}).get("podSelector")
+    selector = _spec(policy).get("podSelector")
     return _selects(selector if selector is not None else {}, meta.get("labels"))
 
 
@@ -88,12 +103,15 @@ def _in_block(ip: str, block: Any) -> bool:
     if not isinstance(block, Mapping):
         return False
     try:
+        cidr, excepts = block.get("cidr"), block.get("except") or []
+        if not isinstance(cidr, str) or not isinstance(excepts, list) \
+                or not all(isinstance(c, str) for c in excepts):
+            return False  # a broken block matches nothing
         address = ipaddress.ip_address(ip)
-        if address not in ipaddress.ip_network(str(block.get("cidr", "")), strict=False):
+        if address not in ipaddress.ip_network(cidr, strict=False):
             return False
-        return not any(address in ipaddress.ip_network(str(cidr), strict=False)
-                       for cidr in block.get("except") or ())
-    except ValueError:
+        return not any(address in ipaddress.ip_network(c, strict=False) for c in excepts)
+    except (ValueError, TypeError):
         return False
 
 
@@ -118,31 +136,40 @@ def _peer_matches(peer: Any, source: Source, policy_namespace: str) -> bool:
 
 def _container_port_names(pod: Mapping[str, Any]) -> dict[str, int]:
     names: dict[str, int] = {}
-    for container in (pod.get("spec") or {}).get("containers") or ():
-        for port in container.get("ports") or ():
-            if port.get("name"):
-                names[str(port["name"])] = int(port.get("containerPort") or 0)
+    containers = (pod.get("spec") or {}).get("containers")
+    for container in containers if isinstance(containers, list) else ():
+        ports = container.get("ports") if isinstance(container, Mapping) else None
+        for port in ports if isinstance(ports, list) else ():
+            if isinstance(port, Mapping) and port.get("name"):
+                names[str(port["name"])] = port_number(port.get("containerPort")) or 0
     return names
 
 
 def _port_matches(rule_ports: Any, port: int | None, pod: Mapping[str, Any]) -> bool:
-    if not rule_ports:
+    """Does one of the rule's ports let `port` in? A broken entry matches nothing."""
+    if rule_ports is None or rule_ports == []:
         return True
+    if not isinstance(rule_ports, list):
+        return False
     for entry in rule_ports:
         if not isinstance(entry, Mapping):
             continue
         wanted = entry.get("port")
+        end = entry.get("endPort")
         if wanted is None:  # every port (of the protocol)
-            return True
-        if port is None:
-            continue
-        if isinstance(wanted, str) and not wanted.isdigit():
-            if _container_port_names(pod).get(wanted) == port:
+            if end is None:
                 return True
             continue
-        low = int(wanted)
-        high = int(entry.get("endPort") or low)
-        if low <= port <= high:
+        if port is None:
+            continue
+        low = port_number(wanted)
+        if low is None:
+            if isinstance(wanted, str) and end is None \
+                    and _container_port_names(pod).get(wanted) == port:
+                return True
+            continue
+        high = low if end is None else port_number(end)
+        if high is not None and low <= port <= high:
             return True
     return False
 
@@ -165,12 +192,129 @@ def ingress_verdict(pod: Mapping[str, Any], source: Source, port: int | None,
         if not _ingress_policy(policy) or not selects_pod(policy, pod):
             continue
         isolating.append(str((policy.get("metadata") or {}).get("name", "")))
-        for rule in (policy.get("spec") or {}).get("ingress") or ():
+        rules = _spec(policy).get("ingress")
+        for rule in rules if isinstance(rules, list) else ():
             if not isinstance(rule, Mapping):
                 continue
             peers = rule.get("from")
-            if peers and not any(_peer_matches(peer, source, namespace) for peer in peers):
+            if peers and not (isinstance(peers, list) and any(
+                    _peer_matches(peer, source, namespace) for peer in peers)):
                 continue
             if _port_matches(rule.get("ports"), port, pod):
                 return Verdict(True, tuple(isolating))
     return Verdict(not isolating, tuple(isolating))
+
+
+# ------------------------------------------------------------------------- admission
+
+PROTOCOLS = ("SCTP", "TCP", "UDP")
+_PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _port_causes(entry: Any, where: str) -> list[tuple[str, str]]:
+    if not isinstance(entry, Mapping):
+        return [(where, "Invalid value: must be an object")]
+    causes: list[tuple[str, str]] = []
+    protocol = entry.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        causes.append((f"{where}.protocol", f"Unsupported value: {protocol!r}: supported "
+                       'values: "SCTP", "TCP", "UDP"'))
+    port, end = entry.get("port"), entry.get("endPort")
+    number = port_number(port)
+    if port is not None:
+        if number is not None:
+            if not 1 <= number <= 65535:
+                causes.append((f"{where}.port", f"Invalid value: {port!r}: must be between 1 "
+                               "and 65535, inclusive"))
+        elif not isinstance(port, str) or len(port) > 15 or not _PORT_NAME.match(port) \
+                or not any("a" <= c <= "z" for c in port):
+            causes.append((f"{where}.port", f"Invalid value: {port!r}: must be a port number "
+                           "(1-65535) or a name of at most 15 characters (a-z, 0-9, '-', "
+                           "at least one letter)"))
+    if end is not None:
+        end_number = end if isinstance(end, int) and not isinstance(end, bool) else None
+        if end_number is None or not 1 <= end_number <= 65535:
+            causes.append((f"{where}.endPort", f"Invalid value: {end!r}: must be a port "
+                           "number between 1 and 65535, inclusive"))
+        elif number is None:
+            causes.append((f"{where}.endPort", f"Invalid value: {end!r}: may not be "
+                           "specified when `port` is not a port number"))
+        elif end_number < number:
+            causes.append((f"{where}.endPort", f"Invalid value: {end!r}: must be greater "
+                           "than or equal to `port`"))
+    return causes
+
+
+def _network(text: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if not isinstance(text, str) or "/" not in text:
+        return None
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def _peer_causes(peer: Any, where: str) -> list[tuple[str, str]]:
+    if not isinstance(peer, Mapping):
+        return [(where, "Invalid value: must be an object")]
+    if "ipBlock" not in peer:
+        return []
+    block = peer["ipBlock"]
+    where = f"{where}.ipBlock"
+    if not isinstance(block, Mapping):
+        return [(where, "Invalid value: must be an object")]
+    network = _network(block.get("cidr"))
+    if network is None:
+        return [(f"{where}.cidr", f"Invalid value: {block.get('cidr')!r}: must be a valid "
+                 "CIDR (for example 10.0.0.0/8)")]
+    excepts = block.get("except")
+    if excepts is None:
+        return []
+    if not isinstance(excepts, list):
+        return [(f"{where}.except", f"Invalid value: {excepts!r}: must be a list of CIDRs")]
+    causes: list[tuple[str, str]] = []
+    for index, text in enumerate(excepts):
+        inner = _network(text)
+        if inner is None or inner.version != network.version \
+                or not inner.subnet_of(network):  # type: ignore[arg-type]
+            causes.append((f"{where}.except[{index}]", f"Invalid value: {text!r}: must be a "
+                           f"valid CIDR within {block.get('cidr')}"))
+    return causes
+
+
+def policy_causes(spec: Any) -> list[tuple[str, str]]:
+    """What a real API server refuses in a NetworkPolicy's rules, as (field, message):
+    ports (`port`, `endPort`, `protocol`) and `ipBlock` (`cidr`, `except`), in both
+    directions, and rule lists that are not lists."""
+    if spec is None:
+        return []
+    if not isinstance(spec, Mapping):
+        return [("spec", "Invalid value: must be an object")]
+    causes: list[tuple[str, str]] = []
+    types = spec.get("policyTypes")
+    if types is not None and (not isinstance(types, list)
+                              or any(t not in ("Ingress", "Egress") for t in types)):
+        causes.append(("spec.policyTypes", f"Unsupported value: {types!r}: supported "
+                       'values: "Ingress", "Egress"'))
+    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+        rules = spec.get(direction)
+        if rules is None:
+            continue
+        if not isinstance(rules, list):
+            causes.append((f"spec.{direction}", "Invalid value: must be a list of rules"))
+            continue
+        for index, rule in enumerate(rules):
+            where = f"spec.{direction}[{index}]"
+            if not isinstance(rule, Mapping):
+                causes.append((where, "Invalid value: must be an object"))
+                continue
+            for key, check in ((peers_key, _peer_causes), ("ports", _port_causes)):
+                items = rule.get(key)
+                if items is None:
+                    continue
+                if not isinstance(items, list):
+                    causes.append((f"{where}.{key}", "Invalid value: must be a list"))
+                    continue
+                for position, item in enumerate(items):
+                    causes += check(item, f"{where}.{key}[{position}]")
+    return causes

@@ -24,20 +24,28 @@ would print for the object the API server decoded:
   JSON in ``raw``; ``bytes`` → standard base64; maps → objects; named slices (``ExtraValue``) →
   lists; ``json:",inline"`` structs are merged into their parent.
 
-A malformed, truncated, too large or too deeply nested body, a kind this server does not serve,
-or a known field sent with the wrong wire type raises :class:`ProtobufError` naming the kind and
-field; the server answers it with a 400 Status.
+A malformed, truncated, too large or too deeply nested body, a kind this server does not serve
+(or a ``…List``, never a request body), a body that would expand into more than
+:data:`MAX_VALUES` values, raw JSON nested deeper than :data:`MAX_JSON_DEPTH`, or a known field
+sent with the wrong wire type raises :class:`ProtobufError` naming the kind and field; the
+server answers it with a 400 Status. The server reads the envelope first (:func:`read_envelope`)
+and checks its kind against the resource before anything is converted (:func:`decode_envelope`).
+:func:`check_storable` is the server's check, for every body format, that what it decoded is
+JSON the store can write.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 PROTOBUF_CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
@@ -47,6 +55,17 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 # The protobuf runtime refuses messages nested deeper than 100 on the wire; the walk keeps the
 # same bound (only CRD schemas nest: a pod template inside a CronJob is about 12 levels).
 MAX_DEPTH = 100
+# Every empty nested message on the wire costs two bytes but becomes a dict, often with
+# always-printed sub-structs (``"resources": {}``): a hostile body of repeated empty items would
+# expand a thousandfold. The walk counts what it produces (messages, list items, map entries,
+# unknown fields) and stops at a budget that grows with the body up to a hard cap. Real objects
+# produce well under one value per byte (a Deployment: ~0.1; a ConfigMap entry: 8 bytes or more).
+MAX_VALUES = 100_000
+_VALUES_FLOOR = 10_000
+# Nesting of the JSON object a body decodes to (objects and lists). The store's serialiser
+# refuses more than 255 levels; a CRD schema 45 levels deep (the runtime's protobuf limit) is
+# about 100 JSON levels.
+MAX_JSON_DEPTH = 200
 
 _DATA_DIR = Path(__file__).resolve().parent / "protobuf"
 _META = "k8s.io.apimachinery.pkg.apis.meta.v1"
@@ -128,6 +147,10 @@ class _Catalogue:
         return plan
 
     def message_for(self, api_version: str, kind: str) -> str:
+        if kind.endswith("List"):
+            # Lists are answers, never request bodies: nothing creates or deletes one.
+            raise ProtobufError(f"cannot decode protobuf for kind {kind!r}: a list is not "
+                                "accepted as a request body")
         package = self.groups.get(api_version)
         if package is not None and f"{package}.{kind}" in self.kinds:
             return f"{package}.{kind}"
@@ -234,13 +257,66 @@ def _int_or_string(msg: Any, path: str) -> int | str:
     return int(msg.intVal)
 
 
+class UnstorableError(ValueError):
+    """A decoded body the store could not write out: nested too deeply, not JSON (YAML's
+    ``!!binary``, sets, non-string keys), or expanded by YAML aliases far beyond its text."""
+
+
+# orjson, which writes every stored object and every list and watch event around one, refuses
+# a 255th level of nesting.
+_ORJSON_MAX_DEPTH = 254
+
+
+def _check_expansion(value: Any, budget: int) -> None:
+    """Count nodes and string characters, stopping once past ``budget``: YAML aliases let a few
+    hundred bytes name one list a billion times ("billion laughs"), which a writer expands."""
+    stack = [value]
+    spent = 0
+    while stack:
+        item = stack.pop()
+        children = itertools.chain(item.keys(), item.values()) if isinstance(item, dict) else item
+        for child in children:
+            spent += len(child) + 1 if isinstance(child, str) else 1
+            if spent > budget:
+                raise UnstorableError(f"expands into more than {budget} values and characters "
+                                      "(YAML aliases?)")
+            if isinstance(child, (dict, list)):
+                stack.append(child)
+
+
+def check_storable(value: Any, limit: int = MAX_JSON_DEPTH, *, yaml_size: int | None = None
+                   ) -> None:
+    """Raise :class:`UnstorableError` unless ``value`` nests objects/lists at most ``limit``
+    deep (``{}`` is 1) and is JSON the store can write. ``yaml_size``: the value came from YAML
+    of that many bytes, so also refuse what its aliases expand past a few times that.
+
+    The store's own writer is the judge, at C speed (walking a million small lists in Python
+    takes over a second): wrapped in enough lists that it reaches orjson's limit exactly when
+    the value is deeper than ``limit``."""
+    if yaml_size is not None and isinstance(value, (dict, list)):
+        _check_expansion(value, 4 * yaml_size + 10_000)
+    probe = value
+    for _ in range(_ORJSON_MAX_DEPTH - limit):
+        probe = [probe]
+    try:
+        orjson.dumps(probe)
+    except orjson.JSONEncodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise UnstorableError(f"nested deeper than {limit} levels") from exc
+        raise UnstorableError(f"not JSON: {exc}") from exc
+
+
 def _raw_json(raw: bytes, path: str) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ProtobufError(f"{path}: raw is not JSON ({exc})") from exc
+        value = orjson.loads(raw)
+        check_storable(value)
+    except UnstorableError as exc:
+        raise ProtobufError(f"{_short(path)}: raw JSON is {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # orjson refuses over 1024 levels itself
+        raise ProtobufError(f"{_short(path)}: raw is not JSON ({exc})") from exc
+    return value
 
 
 def _raw_extension(msg: Any, path: str) -> Any:
@@ -299,14 +375,22 @@ def _is_map(field: Any) -> bool:
 
 
 class _Converter:
-    def __init__(self, catalogue: _Catalogue) -> None:
+    def __init__(self, catalogue: _Catalogue, budget: int = MAX_VALUES) -> None:
         self.catalogue = catalogue
+        self.budget = self.limit = budget
+
+    def spend(self, count: int, path: str) -> None:
+        self.budget -= count
+        if self.budget < 0:
+            raise ProtobufError(f"{_short(path)}: the body expands into more than {self.limit} "
+                                "values (messages, list items, map entries, unknown fields)")
 
     def message(self, msg: Any, path: str, depth: int) -> Any:
         # A backstop: the runtime has already refused wire nesting beyond 100 (map entries count
         # there, not here), so this only matters if its limit is ever raised.
         if depth > MAX_DEPTH:
             raise ProtobufError(f"{_short(path)}: nested deeper than {MAX_DEPTH} messages")
+        self.spend(1, path)
         descriptor = msg.DESCRIPTOR
         special = _SPECIAL.get(descriptor.full_name)
         if special is not None:
@@ -315,6 +399,7 @@ class _Converter:
             return self._schema_or(msg, path, depth)
         self._check_unknown(msg, path)
         if descriptor.full_name in self.catalogue.named_slices:
+            self.spend(sum(len(getattr(msg, field.name)) for field in descriptor.fields), path)
             return [self.value(field, item, f"{path}[{index}]", depth)
                     for field in descriptor.fields
                     for index, item in enumerate(getattr(msg, field.name))]
@@ -336,6 +421,7 @@ class _Converter:
             if not container:
                 # Go's protobuf decoder leaves an empty list or map nil: omitted, else null.
                 return _OMIT if field.omitempty or field.omitzero else None
+            self.spend(len(container), path)
             if _is_map(proto):
                 value_field = proto.message_type.fields_by_name["value"]
                 return {_text(key): self.value(value_field, container[key],
@@ -372,6 +458,7 @@ class _Converter:
         name = msg.DESCRIPTOR.name
         if name == "JSONSchemaPropsOrArray":
             if msg.jSONSchemas:
+                self.spend(len(msg.jSONSchemas), path)
                 return [self.message(item, f"{path}[{index}]", depth + 1)
                         for index, item in enumerate(msg.jSONSchemas)]
             return self.message(msg.schema, path, depth + 1) if msg.HasField("schema") else None
@@ -380,6 +467,7 @@ class _Converter:
                 return self.message(msg.schema, path, depth + 1)
             return bool(msg.allows)
         if msg.property:  # JSONSchemaPropsOrStringArray
+            self.spend(len(msg.property), path)
             return [_text(item) for item in msg.property]
         return self.message(msg.schema, path, depth + 1) if msg.HasField("schema") else None
 
@@ -390,6 +478,7 @@ class _Converter:
 
         fields = msg.DESCRIPTOR.fields_by_number
         unknown = unknown_fields.UnknownFieldSet(msg)
+        self.spend(len(unknown), path)
         for index in range(len(unknown)):
             entry = unknown[index]
             known = fields.get(entry.field_number)
@@ -467,8 +556,21 @@ def _parse(catalogue: _Catalogue, full_name: str, raw: bytes, path: str) -> Any:
 # --------------------------------------------------------------------------- entry point
 
 
-def decode_object(body: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """Decode an ``application/vnd.kubernetes.protobuf`` body into a JSON-shaped object dict."""
+@dataclass(frozen=True)
+class Envelope:
+    """The ``runtime.Unknown`` around a protobuf object: its type and its undecoded bytes."""
+
+    api_version: str
+    kind: str
+    raw: bytes
+    content_encoding: str
+
+
+def read_envelope(body: bytes | bytearray | memoryview) -> Envelope:
+    """Check the magic prefix and size, parse the envelope and refuse a kind this server does
+    not decode (or a list), not yet parsing the object in it: the caller checks the kind
+    against the resource before paying for the conversion. A missing apiVersion or kind is
+    left for the caller to fill in from the resource, as Go does."""
     data = bytes(body)  # also accepts bytearray / memoryview from the HTTP layer
     if not data.startswith(MAGIC):
         raise ProtobufError(
@@ -480,15 +582,29 @@ def decode_object(body: bytes | bytearray | memoryview) -> dict[str, Any]:
     catalogue = _catalogue()
     envelope = _parse(catalogue, _ENVELOPE, data[len(MAGIC):], "runtime.Unknown")
     api_version, kind = _text(envelope.typeMeta.apiVersion), _text(envelope.typeMeta.kind)
+    if api_version and kind:
+        catalogue.message_for(api_version, kind)  # a kind this server cannot decode, or a list
+    return Envelope(api_version, kind, envelope.raw, _text(envelope.contentEncoding))
+
+
+def decode_envelope(envelope: Envelope) -> dict[str, Any]:
+    """Decode the object inside ``envelope`` into a JSON-shaped object dict."""
+    catalogue = _catalogue()
+    api_version, kind = envelope.api_version, envelope.kind
     full_name = catalogue.message_for(api_version, kind)
-    if envelope.contentEncoding:
-        raise ProtobufError(f"unsupported contentEncoding {_text(envelope.contentEncoding)!r} "
+    if envelope.content_encoding:
+        raise ProtobufError(f"unsupported contentEncoding {envelope.content_encoding!r} "
                             f"for {kind}")
     message = _parse(catalogue, full_name, envelope.raw, kind)
-    converted = _Converter(catalogue).message(message, kind, 0)
+    budget = min(MAX_VALUES, _VALUES_FLOOR + len(envelope.raw))
+    converted = _Converter(catalogue, budget).message(message, kind, 0)
     if not isinstance(converted, dict):  # pragma: no cover - kinds are structs
         raise ProtobufError(f"{kind} is not an object")
     if full_name.startswith(_META):
         api_version = api_version or "v1"
     return {"apiVersion": api_version, "kind": kind, **converted}
 
+
+def decode_object(body: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Decode an ``application/vnd.kubernetes.protobuf`` body into a JSON-shaped object dict."""
+    return decode_envelope(read_envelope(body))

@@ -5,7 +5,9 @@ API request or controller, and words its refusal in one fixed way that tools and
 grep for (`exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2`). The
 sim's store calls `check_pod_create` from `Store.create`, so a ReplicaSet or Job
 controller creating a pod meets the same 403 as `kubectl run`, and `quota_status`
-after every pod or quota write, so `kubectl describe quota` shows current usage.
+after every pod write that changes usage and every quota write, so `kubectl describe
+quota` shows current usage. Usage is kept as running per-namespace sums of `pod_usage`,
+updated from each write's before and after, never by re-reading the namespace's pods.
 
 Pods are counted like the apiserver's pod evaluator counts them: every pod whose phase
 is neither Succeeded nor Failed. CPU and memory sums (`requests.cpu`, `limits.memory`,
@@ -15,6 +17,7 @@ enforced.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -81,37 +84,49 @@ def format_bytes(count: float) -> str:
     return str(whole)
 
 
-def quota_status(quota: dict[str, Any], pods: Iterable[dict[str, Any]] | None,
-                 pod_count: int) -> dict[str, Any]:
+def pod_usage(pod: dict[str, Any] | None) -> dict[str, int]:
+    """What one pod adds to its namespace's quota usage: `pods` 1 and its containers'
+    requests and limits (`requests.cpu` in millicores, memory in bytes); nothing for a
+    finished (or absent) pod. The store adds and subtracts these on every pod write, so
+    `status.used` never needs the namespace's pods read again."""
+    if not pod or not counts_against_quota((pod.get("status") or {}).get("phase")):
+        return {}
+    usage = {"pods": 1}
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    for container in containers if isinstance(containers, list) else ():
+        resources = container.get("resources") if isinstance(container, dict) else None
+        if not isinstance(resources, dict):
+            continue
+        for part in ("requests", "limits"):
+            values = resources.get(part)
+            if not isinstance(values, dict):
+                continue
+            for what in ("cpu", "memory"):
+                try:
+                    value = quantity(values.get(what))
+                except OverflowError:  # an integer too large for a float
+                    value = None
+                if value is None or not math.isfinite(value):
+                    continue
+                amount = round(value * 1000) if what == "cpu" else round(value)
+                usage[f"{part}.{what}"] = usage.get(f"{part}.{what}", 0) + amount
+    return usage
+
+
+def quota_status(quota: dict[str, Any], usage: dict[str, int]) -> dict[str, Any]:
     """The `status` a quota should have: `hard` copied from its spec, `used` for the pod
-    count and the CPU/memory sums it names. `pods` (loaded pod objects) is only needed,
-    and only read, when the quota names a summed resource."""
+    count and the CPU/memory sums it names, from the namespace's summed `pod_usage`."""
     hard = (quota.get("spec") or {}).get("hard") or {}
     if not isinstance(hard, dict):
         hard = {}
     used: dict[str, str] = {}
-    sums = {resource: 0.0 for resource in hard if resource in SUMMED_RESOURCES}
-    if sums and pods is not None:
-        for pod in pods:
-            if not counts_against_quota((pod.get("status") or {}).get("phase")):
-                continue
-            for container in (pod.get("spec") or {}).get("containers") or ():
-                resources = container.get("resources") or {}
-                for resource in sums:
-                    part, what = SUMMED_RESOURCES[resource]
-                    value = quantity((resources.get(part) or {}).get(what))
-                    if value is not None:
-                        sums[resource] += value
     for resource in hard:
         if resource in POD_COUNT_RESOURCES:
-            used[resource] = str(pod_count)
-        elif resource in sums:
-            what = SUMMED_RESOURCES[resource][1]
-            used[resource] = format_cpu(sums[resource]) if what == "cpu" else \
-                format_bytes(sums[resource])
+            used[resource] = str(usage.get("pods", 0))
+        elif resource in SUMMED_RESOURCES:
+            part, what = SUMMED_RESOURCES[resource]
+            amount = usage.get(f"{part}.{what}", 0)
+            used[resource] = format_cpu(amount / 1000) if what == "cpu" else \
+                format_bytes(amount)
     return {"hard": dict(hard), "used": used}
-
-
-def needs_pod_objects(quota: dict[str, Any]) -> bool:
-    hard = (quota.get("spec") or {}).get("hard") or {}
-    return isinstance(hard, dict) and any(resource in SUMMED_RESOURCES for resource in hard)

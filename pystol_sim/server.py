@@ -426,7 +426,8 @@ class SimServer:
         """`POST .../serviceaccounts/NAME/token` (TokenRequest): a token for the account."""
         name = target.name or ""
         account = self.store.get(target.rtype, target.namespace, name)
-        body = await self._object_body(request, target.rtype)
+        body = await self._object_body(request, target.rtype,
+                                       ("authentication.k8s.io/v1", "TokenRequest"))
         if body.get("kind") not in (None, "TokenRequest"):
             raise bad_request(f"the kind of the object ({body['kind']}) does not match the "
                               "resource (TokenRequest)")
@@ -555,7 +556,8 @@ class SimServer:
         self._check_object(rtype, obj, namespace, None)
         if not rtype.namespaced and namespace:
             raise ApiError(404, f"{rtype.plural} is not namespaced")
-        created = self.store.create(rtype, obj, namespace, dry_run=self._dry_run(request))
+        created = self.store.create(rtype, obj, namespace, dry_run=self._dry_run(request),
+                                    from_client=True)
         return json_response(created, 201)
 
     def _update(self, request: web.Request, target: Target, obj: dict[str, Any]
@@ -580,14 +582,16 @@ class SimServer:
         text = await self._read_body(request)
         try:
             patch = yaml.safe_load(text) if kind == "apply" else orjson.loads(text)
-        except (orjson.JSONDecodeError, yaml.YAMLError) as error:
+            protobuf_codec.check_storable(patch, yaml_size=len(text) if kind == "apply" else None)
+        except (orjson.JSONDecodeError, yaml.YAMLError, RecursionError,
+                protobuf_codec.UnstorableError) as error:
             raise bad_request(f"error decoding patch: {error}") from error
         current = self.store.find(rtype, target.namespace, target.name or "")
         if current is None:
             if kind == "apply" and isinstance(patch, dict):
                 self._check_object(rtype, patch, target.namespace, target.name)
                 created = self.store.create(rtype, patch, target.namespace,
-                                            dry_run=self._dry_run(request))
+                                            dry_run=self._dry_run(request), from_client=True)
                 return json_response(created, 201)
             self.store.get(rtype, target.namespace, target.name or "")
         assert current is not None
@@ -607,6 +611,10 @@ class SimServer:
             raise ApiError(422, f"the patch could not be applied: {error}") from error
         if not isinstance(result, dict):
             raise ApiError(422, "the patch turned the object into something else")
+        try:  # a JSON patch can add a deep value at a deep path
+            protobuf_codec.check_storable(result)
+        except protobuf_codec.UnstorableError as error:
+            raise ApiError(422, f"the patched object is {error}") from error
         result.setdefault("metadata", {})
         wanted_rv = patch.get("metadata", {}).get("resourceVersion") if isinstance(
             patch, dict) and isinstance(patch.get("metadata"), dict) else None
@@ -655,13 +663,19 @@ class SimServer:
             text = await self._read_body(request)
             if request.content_type == protobuf_codec.PROTOBUF_CONTENT_TYPE:
                 try:
-                    options = protobuf_codec.decode_object(text)
+                    envelope = protobuf_codec.read_envelope(text)
+                    if envelope.kind not in ("", "DeleteOptions"):  # before decoding anything
+                        raise bad_request(f"the kind of the object ({envelope.kind}) does not "
+                                          "match DeleteOptions")
+                    options = protobuf_codec.decode_envelope(
+                        dataclasses.replace(envelope, kind="DeleteOptions"))
                 except protobuf_codec.ProtobufError as error:
                     raise bad_request(f"cannot decode protobuf DeleteOptions: {error}") from error
             elif text.strip():
                 try:
                     options = orjson.loads(text)
-                except orjson.JSONDecodeError as error:
+                    protobuf_codec.check_storable(options)
+                except (orjson.JSONDecodeError, protobuf_codec.UnstorableError) as error:
                     raise bad_request(f"invalid DeleteOptions: {error}") from error
                 if not isinstance(options, dict):
                     raise bad_request("DeleteOptions must be a JSON object")
@@ -972,24 +986,44 @@ class SimServer:
         text = await self._read_body(request)
         try:
             body = orjson.loads(text) if text.strip() else {}
-        except orjson.JSONDecodeError as error:
+            protobuf_codec.check_storable(body)
+        except (orjson.JSONDecodeError, protobuf_codec.UnstorableError) as error:
             raise bad_request(f"invalid JSON body: {error}") from error
         if not isinstance(body, dict):
             raise bad_request("the body must be a JSON object")
         return body
 
-    async def _object_body(self, request: web.Request, rtype: ResourceType) -> dict[str, Any]:
+    async def _object_body(self, request: web.Request, rtype: ResourceType,
+                           kind: tuple[str, str] | None = None) -> dict[str, Any]:
+        """The request's object. ``kind`` is the (apiVersion, kind) it must be when that is not
+        the resource's own (a TokenRequest posted to serviceaccounts/NAME/token)."""
+        api_version, expected = kind or (rtype.api_version, rtype.kind)
         content_type = request.content_type
         text = await self._read_body(request)
         if content_type == protobuf_codec.PROTOBUF_CONTENT_TYPE:
             try:
-                return protobuf_codec.decode_object(text)
-            except protobuf_codec.ProtobufError as error:
+                envelope = protobuf_codec.read_envelope(text)
+                # Before any conversion: a body of another kind costs nothing but its envelope
+                # (which refuses lists and kinds it cannot decode). Go fills a missing kind and
+                # version from the resource's; so does this.
+                if envelope.kind and envelope.kind != expected:
+                    raise bad_request(f"the kind of the object ({envelope.kind}) does not match "
+                                      f"the resource ({expected})")
+                if envelope.api_version and envelope.api_version != api_version:
+                    raise bad_request(f"the apiVersion of the object ({envelope.api_version}) "
+                                      f"does not match the resource ({api_version})")
+                body = protobuf_codec.decode_envelope(dataclasses.replace(
+                    envelope, api_version=api_version, kind=expected))
+                protobuf_codec.check_storable(body)  # an object nesting raw JSON in turn
+            except (protobuf_codec.ProtobufError, protobuf_codec.UnstorableError) as error:
                 raise bad_request(f"cannot decode protobuf body: {error}") from error
+            return body
+        yaml_size = None
         if content_type in ("application/yaml", "application/x-yaml"):
+            yaml_size = len(text)
             try:
                 body = yaml.safe_load(text)
-            except yaml.YAMLError as error:
+            except (yaml.YAMLError, RecursionError) as error:
                 raise bad_request(f"invalid YAML body: {error}") from error
         elif content_type in (JSON, "", "application/octet-stream", "text/plain"):
             try:
@@ -1000,6 +1034,10 @@ class SimServer:
             raise ApiError(415, f"unsupported media type {content_type!r}: send "
                            f"application/json, application/yaml or "
                            f"{protobuf_codec.PROTOBUF_CONTENT_TYPE}")
+        try:
+            protobuf_codec.check_storable(body, yaml_size=yaml_size)
+        except protobuf_codec.UnstorableError as error:
+            raise bad_request(f"invalid body: {error}") from error
         if not isinstance(body, dict):
             raise bad_request(f"the body must be a {rtype.kind} object")
         return body

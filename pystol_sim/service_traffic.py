@@ -79,6 +79,13 @@ SLOWDOWN_RULES = ("proportional", "none")
 LATENCY_CEILING_MS = 30_000.0
 MAX_PROXY_BODY = 1024 * 1024
 MAX_PROXY_PATH = 4096
+# An Endpoints object is user-written: the proxy considers at most this many of its ready
+# addresses (after dropping repeats of one pod), so a request's work stays bounded
+# whatever the object holds.
+MAX_PROXY_ADDRESSES = 1000
+# Counts kept per Service and per pod: past this many, those of deleted objects are dropped.
+MAX_TRACKED = 10_000
+MAX_LIVE_PORTS = 32  # /_sim/traffic looks at this many of an Endpoints' port names
 # The methods kube-apiserver proxies, and the verb each counts as in /_sim/requests (RBAC
 # maps them in rbac.request_attributes, where OPTIONS is the empty verb, as on a real server).
 PROXY_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update",
@@ -192,6 +199,19 @@ def proxy_tail(path: str, plural: str, ident: str) -> str:
     return tail if tail.startswith("/") else "/" + tail
 
 
+def _number(value: Any) -> int:
+    """A port number from a user-written field (0 when it is not one)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return 0
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def pod_serves(pod: Mapping[str, Any]) -> bool:
     """Running, Ready and not terminating: the simulated container accepts connections."""
     status = pod.get("status") or {}
@@ -226,6 +246,40 @@ class Counts:
                 "mean_latency_seconds": round(self.latency_seconds / self.served, 6)
                 if self.served else None,
                 "served_by": dict(sorted(self.served_by.items()))}
+
+
+class Reachability:
+    """Does a pod accept the API server's connections under its NetworkPolicies? One
+    request's answers: each namespace's policies are listed once, each (pod, port)
+    evaluated once."""
+
+    def __init__(self, store: Store, rtype: ResourceType, pods: ResourceType) -> None:
+        self.store = store
+        self.rtype = rtype
+        self.pods = pods
+        self._policies: dict[str, list[dict[str, Any]]] = {}
+        self._verdicts: dict[tuple[str, str, int], bool] = {}
+        self._found: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def find_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod (looked up once per request), or None."""
+        key = (namespace, name)
+        if key not in self._found:
+            self._found[key] = self.store.find(self.pods, namespace, name)
+        return self._found[key]
+
+    def __call__(self, pod: Mapping[str, Any], port: int) -> bool:
+        meta = pod["metadata"]
+        key = (meta["namespace"], meta["name"], port)
+        known = self._verdicts.get(key)
+        if known is None:
+            policies = self._policies.get(key[0])
+            if policies is None:
+                policies = self._policies[key[0]] = self.store.list_objects(self.rtype, key[0])
+            known = not policies or ingress_verdict(pod, APISERVER, port or None,
+                                                    policies).allowed
+            self._verdicts[key] = known
+        return known
 
 
 @dataclass(frozen=True)
@@ -272,10 +326,17 @@ class ServiceTraffic:
         if request.content_length is not None and request.content_length > MAX_PROXY_BODY:
             raise ApiError(413, f"request body too large for {rtype.plural}/proxy: "
                            f"{request.content_length} bytes (limit {MAX_PROXY_BODY})")
-        body = await request.content.read(MAX_PROXY_BODY + 1)
-        if len(body) > MAX_PROXY_BODY:
-            raise ApiError(413, f"request body too large for {rtype.plural}/proxy "
-                           f"(limit {MAX_PROXY_BODY} bytes)")
+        # read() returns what is buffered: a chunked body is read until its end, and
+        # refused as soon as it passes the limit.
+        body = b""
+        while True:
+            chunk = await request.content.read(MAX_PROXY_BODY + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+            if len(body) > MAX_PROXY_BODY:
+                raise ApiError(413, f"request body too large for {rtype.plural}/proxy "
+                               f"(limit {MAX_PROXY_BODY} bytes)")
         if rtype.plural == "services":
             return await self._serve_service(request, namespace, ident, tail, len(body))
         return await self._serve_pod(request, namespace, ident, tail, len(body))
@@ -287,11 +348,13 @@ class ServiceTraffic:
             raise bad_request(f'invalid service request "{ident}"')
         _, name, port_text = split
         service = self.store.get(self._type("", "services"), namespace, name)
-        counts = self.services.setdefault((namespace, name), Counts())
+        counts = self._counts(self.services, "services", (namespace, name))
         counts.requests += 1
+        if len(self._next) > MAX_TRACKED:  # round-robin positions: losing them is harmless
+            self._next.clear()
         try:
             port_name = self._service_port_name(service, port_text)
-            backends, desired = self._backends(service, port_name)
+            backends, desired = self._backends(service, port_name, self._reachability())
             if not backends:
                 raise ApiError(503, f'no endpoints available for service "{name}"')
         except ApiError as error:
@@ -317,14 +380,14 @@ class ServiceTraffic:
             raise bad_request(f'invalid pod request "{ident}"')
         _, name, port_text = split
         pod = self.store.get(self._type("", "pods"), namespace, name)
-        counts = self.pods.setdefault((namespace, name), Counts())
+        counts = self._counts(self.pods, "pods", (namespace, name))
         counts.requests += 1
         ip = str((pod.get("status") or {}).get("podIP") or "")
         if not ip:
             counts.by_status[400] += 1
             raise bad_request("address not allowed")
         port = self._pod_port(pod, port_text)
-        backend = Backend(ip, port, pod, self._reachable(pod, port))
+        backend = Backend(ip, port, pod, self._reachability()(pod, port))
         profile, _ = profile_from_annotations(pod["metadata"].get("annotations"))
         return await self._answer(request, counts, backend, profile, 1, 1, tail, body_bytes)
 
@@ -336,7 +399,8 @@ class ServiceTraffic:
         pod = backend.pod
         pod_key = ((pod["metadata"]["namespace"], pod["metadata"]["name"]) if pod is not None
                    else None)
-        pod_counts = self.pods.setdefault(pod_key, Counts()) if pod_key and service else None
+        pod_counts = (self._counts(self.pods, "pods", pod_key) if pod_key and service
+                      else None)
         if pod_counts is not None:
             pod_counts.requests += 1
         every = [c for c in (counts, pod_counts) if c is not None]
@@ -393,49 +457,97 @@ class ServiceTraffic:
     @staticmethod
     def _service_port_name(service: Mapping[str, Any], port_text: str) -> str:
         """The Endpoints port name a request's PORT means (ResourceLocation's lookup)."""
-        if not port_text.isdigit():
+        if not (port_text.isascii() and port_text.isdigit()):
             return port_text
         number = int(port_text)
-        for port in (service.get("spec") or {}).get("ports") or ():
-            if int(port.get("port") or 0) == number:
+        spec = service.get("spec")
+        for port in _list(spec.get("ports") if isinstance(spec, Mapping) else None):
+            if isinstance(port, Mapping) and _number(port.get("port")) == number:
                 return str(port.get("name") or "")
         raise ApiError(503, f'no service port {number} found for service '
                        f'"{service["metadata"]["name"]}"')
 
-    def _backends(self, service: Mapping[str, Any], port_name: str
-                  ) -> tuple[list[Backend], int]:
+    def _reachability(self) -> Reachability:
+        return Reachability(self.store, self._type("networking.k8s.io", "networkpolicies"),
+                            self._type("", "pods"))
+
+    def _counts(self, table: dict[tuple[str, str], Counts], plural: str,
+                key: tuple[str, str]) -> Counts:
+        """The counts of one Service or pod; past MAX_TRACKED entries, those of objects
+        that no longer exist are dropped (then the oldest), so the table stays bounded."""
+        counts = table.get(key)
+        if counts is not None:
+            return counts
+        if len(table) >= MAX_TRACKED:
+            rtype = self._type("", plural)
+            for gone in [k for k in table if self.store.stored(rtype, *k) is None]:
+                del table[gone]
+            while len(table) >= MAX_TRACKED * 9 // 10:  # so that the next ones are cheap
+                del table[next(iter(table))]
+        counts = table[key] = Counts()
+        return counts
+
+    def _backends(self, service: Mapping[str, Any], port_name: str,
+                  reachable: Reachability) -> tuple[list[Backend], int]:
         """The ready addresses serving `port_name`, each with its pod and reachability;
-        and how many endpoints the Service is meant to have."""
+        and how many endpoints the Service is meant to have.
+
+        Endpoints are user-written, so an address counts only when its targetRef names a
+        pod of the Service's own namespace whose IP it is (none outside it is looked up),
+        a pod counts once per port, and at most MAX_PROXY_ADDRESSES addresses are
+        considered."""
         meta = service["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         endpoints = self.store.get(self._type("", "endpoints"), namespace, name)
-        pods_type = self._type("", "pods")
         backends: list[Backend] = []
         not_ready = 0
-        for subset in endpoints.get("subsets") or ():
-            not_ready += len(subset.get("notReadyAddresses") or ())
-            port = next((p for p in subset.get("ports") or ()
-                         if str(p.get("name") or "") == port_name), None)
-            if port is None:
+        considered = 0
+        subsets = endpoints.get("subsets")
+        for subset in subsets if isinstance(subsets, list) else ():
+            if not isinstance(subset, Mapping):
                 continue
-            number = int(port.get("port") or 0)
-            for address in subset.get("addresses") or ():
-                ref = address.get("targetRef") or {}
+            waiting = subset.get("notReadyAddresses")
+            not_ready += len(waiting) if isinstance(waiting, list) else 0
+            ports = subset.get("ports")
+            port = next((p for p in ports if isinstance(p, Mapping)
+                         and str(p.get("name") or "") == port_name), None) \
+                if isinstance(ports, list) else None
+            addresses = subset.get("addresses")
+            if port is None or not isinstance(addresses, list):
+                continue
+            number = _number(port.get("port"))
+            seen: set[tuple[str, str]] = set()
+            for address in addresses:
+                if considered >= MAX_PROXY_ADDRESSES:
+                    break
+                if not isinstance(address, Mapping):
+                    continue
+                ip = str(address.get("ip", ""))
+                ref = address.get("targetRef")
+                ref = ref if isinstance(ref, Mapping) else {}
                 pod = None
                 if ref.get("kind") == "Pod":
-                    pod = self.store.find(pods_type, ref.get("namespace") or namespace,
-                                          str(ref.get("name", "")))
-                    if pod is None:  # kube-apiserver's isValidAddress: the pod must exist
+                    ref_key = (str(ref.get("name", "")), ip)
+                    if ref.get("namespace") not in (None, "", namespace) or ref_key in seen:
                         continue
-                backends.append(Backend(str(address.get("ip", "")), number, pod,
-                                        pod is None or self._reachable(pod, number)))
+                    seen.add(ref_key)
+                    considered += 1
+                    pod = reachable.find_pod(namespace, ref_key[0])
+                    # kube-apiserver's isValidAddress: the pod exists and has this IP
+                    if pod is None or (pod.get("status") or {}).get("podIP") != ip:
+                        continue
+                else:
+                    considered += 1
+                backends.append(Backend(ip, number, pod,
+                                        pod is None or reachable(pod, number)))
         desired = self._desired(service) or (len(backends) + not_ready)
         return backends, desired
 
     def _desired(self, service: Mapping[str, Any]) -> int:
         """Replicas the Deployments and StatefulSets behind the Service want (0: none)."""
-        selector = (service.get("spec") or {}).get("selector")
-        if not selector:
+        spec = service.get("spec")
+        selector = spec.get("selector") if isinstance(spec, Mapping) else None
+        if not selector or not isinstance(selector, Mapping):
             return 0
         namespace = service["metadata"]["namespace"]
         total = 0
@@ -446,7 +558,8 @@ class ServiceTraffic:
             for workload in self.store.list_objects(rtype, namespace):
                 spec = workload.get("spec") or {}
                 labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-                if all(labels.get(k) == v for k, v in selector.items()):
+                if isinstance(labels, Mapping) and all(labels.get(k) == v
+                                                       for k, v in selector.items()):
                     total += int(spec.get("replicas", 1) or 0)
         return total
 
@@ -455,28 +568,18 @@ class ServiceTraffic:
         """The port a `pods/NAME[:PORT]/proxy` request dials (first container port when
         none is given, as kube-apiserver does; 0 when the pod declares none)."""
         containers = (pod.get("spec") or {}).get("containers") or ()
+        ports = [port for container in _list(containers) if isinstance(container, Mapping)
+                 for port in _list(container.get("ports")) if isinstance(port, Mapping)]
         if not port_text:
-            for container in containers:
-                for port in container.get("ports") or ():
-                    return int(port.get("containerPort") or 0)
-            return 0
-        if port_text.isdigit():
+            return _number(ports[0].get("containerPort")) if ports else 0
+        if port_text.isascii() and port_text.isdigit():
             return int(port_text)
-        for container in containers:
-            for port in container.get("ports") or ():
-                if port.get("name") == port_text:
-                    return int(port.get("containerPort") or 0)
+        for port in ports:
+            if port.get("name") == port_text:
+                return _number(port.get("containerPort"))
         raise ApiError(503, f"error trying to reach service: dial tcp "
                        f"{(pod.get('status') or {}).get('podIP')}:{port_text}: "
                        "unknown port")
-
-    def _reachable(self, pod: Mapping[str, Any], port: int) -> bool:
-        """Does the pod accept the API server's connections under its NetworkPolicies?"""
-        policies = self.store.list_objects(self._type("networking.k8s.io", "networkpolicies"),
-                                           pod["metadata"]["namespace"])
-        if not policies:
-            return True
-        return ingress_verdict(pod, APISERVER, port or None, policies).allowed
 
     # -- ground truth ----------------------------------------------------------------------
 
@@ -496,6 +599,7 @@ class ServiceTraffic:
 
     def report(self, namespace: str | None = None) -> dict[str, Any]:
         services = []
+        reachable = self._reachability()  # one look at each namespace's policies
         for service in self.store.list_objects(self._type("", "services"), namespace):
             meta = service["metadata"]
             key = (meta["namespace"], meta["name"])
@@ -503,7 +607,7 @@ class ServiceTraffic:
             entry: dict[str, Any] = {"namespace": key[0], "name": key[1],
                                      **self.services.get(key, Counts()).to_json(),
                                      "profile": profile.to_json()}
-            entry.update(self._live(service))
+            entry.update(self._live(service, reachable))
             if problems:
                 entry["profile_problems"] = problems
             services.append(entry)
@@ -512,7 +616,7 @@ class ServiceTraffic:
                 if namespace is None or ns == namespace]
         return {"apiserver_address": APISERVER_ADDRESS, "services": services, "pods": pods}
 
-    def _live(self, service: Mapping[str, Any]) -> dict[str, Any]:
+    def _live(self, service: Mapping[str, Any], reachable: Reachability) -> dict[str, Any]:
         """The Service's endpoints now: ready, reachable (not isolated), desired."""
         try:
             endpoints = self.store.get(self._type("", "endpoints"),
@@ -521,12 +625,16 @@ class ServiceTraffic:
         except ApiError:
             return {"ready_endpoints": 0, "reachable_endpoints": 0, "isolated_pods": [],
                     "desired_endpoints": self._desired(service)}
-        names = {str(a.get("targetRef", {}).get("name", a.get("ip", "")))
-                 for s in endpoints.get("subsets") or () for a in s.get("addresses") or ()}
+        subsets = [s for s in endpoints.get("subsets") or () if isinstance(s, Mapping)] \
+            if isinstance(endpoints.get("subsets"), list) else []
+        names = {str((a.get("targetRef") or {}).get("name", a.get("ip", "")))
+                 if isinstance(a.get("targetRef") or {}, Mapping) else str(a.get("ip", ""))
+                 for s in subsets for a in _list(s.get("addresses")) if isinstance(a, Mapping)}
         all_backends: dict[str, Backend] = {}
-        for port in [*{str(p.get("name") or "") for s in endpoints.get("subsets") or ()
-                       for p in s.get("ports") or ()}] or [""]:
-            backends, _ = self._backends(service, port)
+        ports = {str(p.get("name") or "") for s in subsets for p in _list(s.get("ports"))
+                 if isinstance(p, Mapping)}
+        for port in sorted(ports)[:MAX_LIVE_PORTS] or [""]:
+            backends, _ = self._backends(service, port, reachable)
             for backend in backends:
                 key = backend.pod["metadata"]["name"] if backend.pod else backend.ip
                 known = all_backends.get(key)

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import statistics
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -62,7 +63,8 @@ from pystol_sim.validation import validate_object
 
 MAX_BYTES = 200 * 1024 * 1024  # 10,000 pods of kubectl YAML is about 60 MB
 MAX_DEPTH = 100  # kubectl's deepest objects (pod specs with probes) nest about 15 levels
-MAX_VALUES = 50_000_000  # values after YAML aliases are expanded; 200 MB holds fewer
+MAX_VALUES = 5_000_000  # values after YAML aliases are expanded (each costs ~100 bytes
+# or more once copied); 10,000 kubectl pods hold about 2 million
 MAX_DELAY_SECONDS = 600.0  # longer start/ready delays are clamped to this
 MAX_LISTED_PROBLEMS = 20
 MAX_LISTED_WORKLOADS = 50
@@ -84,6 +86,18 @@ SECRET_KINDS = {("", "Secret"), ("", "ConfigMap")}
 # --------------------------------------------------------------------------- errors
 
 
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (line breaks, terminal escapes,
+    Unicode line separators) written as its Python escape (`\\n`, `\\x1b`, `\\u2028`).
+
+    Problems and the summary quote names from the file; printed raw, a name with a line
+    break in it could add lines of its own to the sim's output, which `pystol up` and
+    people read."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One bad part of a snapshot: where (`items[17] (Deployment shop/web): spec.replicas`)."""
@@ -102,12 +116,13 @@ class SnapshotError(Exception):
         super().__init__(file, problems)
 
     def lines(self) -> list[str]:
+        """One printable line per problem: names from the file are escaped."""
         out = [f"{self.file}: {p.where}: {p.message}" if p.where else f"{self.file}: {p.message}"
                for p in self.problems[:MAX_LISTED_PROBLEMS]]
         hidden = len(self.problems) - MAX_LISTED_PROBLEMS
         if hidden > 0:
             out.append(f"{self.file}: ... and {hidden} more problem{'s' if hidden > 1 else ''}")
-        return out
+        return [printable(line) for line in out]
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -349,7 +364,10 @@ class Snapshot:
         return [list(self.manifests)]
 
     def summary(self) -> list[str]:
-        """Lines for stderr: what was kept, dropped and inferred."""
+        """Lines for stderr: what was kept, dropped and inferred (names escaped)."""
+        return [printable(line) for line in self._summary()]
+
+    def _summary(self) -> list[str]:
         kept = ", ".join(f"{n} {kind}" for kind, n in self.kept.items() if n)
         out = [f"snapshot {self.file}: kept {kept or 'nothing'}"]
         if self.dropped:
@@ -458,12 +476,44 @@ def _check_shape(value: Any, file: str, where: str) -> None:
                                                        f"{name!r} is not a string")])
                 if isinstance(child, dict | list):
                     stack.append((child, depth + 1, (trail, name)))
+                elif type(child) not in _JSON_SCALARS:
+                    _check_scalar(child, file, where, (trail, name))
         else:
             for index, child in enumerate(node):
                 if isinstance(child, dict | list):
                     stack.append((child, depth + 1, (trail, index)))
+                elif type(child) not in _JSON_SCALARS:
+                    _check_scalar(child, file, where, (trail, index))
     if shared:
         _check_expansion(value, file, where)
+
+
+_JSON_SCALARS = frozenset({str, bool, type(None)})  # numbers are checked one by one
+
+
+def _check_scalar(value: Any, file: str, where: str, trail: Any) -> None:
+    """A value kubectl's JSON could hold (finite numbers; no YAML sets, binary data or
+    unquoted dates, which would break the sim later, far from the file's line)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -2**63 <= value < 2**63:
+            return
+        what = "a number outside the 64-bit range Kubernetes uses"
+    elif isinstance(value, float):
+        if math.isfinite(value):
+            return
+        what = "not a number" if math.isnan(value) else "an infinite number"
+    elif isinstance(value, str | bool):  # subclasses (YAML never makes them, JSON neither)
+        return
+    elif isinstance(value, date):  # datetime too
+        what = "a date (YAML reads an unquoted timestamp as one: quote it)"
+    elif isinstance(value, set):
+        what = "a set (!!set)"
+    elif isinstance(value, bytes):
+        what = "binary data (!!binary)"
+    else:
+        what = f"a {type(value).__name__}"
+    raise SnapshotError(file, [Problem(where, f"{_trail_path(trail)}: {what}, which JSON "
+                                       "(and so a Kubernetes object) cannot hold")])
 
 
 def _trail_path(trail: Any) -> str:

@@ -357,6 +357,20 @@ def _indexed_candidates(table: TypeTable, labels: LabelSelector,
     return set().union(*best)
 
 
+def _check_phase_transition(current: dict[str, Any], new: dict[str, Any]) -> None:
+    """A pod that has finished (Succeeded or Failed) stays finished, as kube-apiserver's
+    pod status validation insists: reviving it would also bring it back into its
+    namespace's quota without passing quota admission."""
+    old_phase = (current.get("status") or {}).get("phase")
+    new_status = new.get("status")
+    new_phase = new_status.get("phase") if isinstance(new_status, dict) else None
+    if old_phase in quota.TERMINAL_PHASES and new_phase not in quota.TERMINAL_PHASES:
+        meta = current["metadata"]
+        raise invalid("Pod", meta["name"], [(
+            "status.phase", f'Forbidden: may not transition from terminal phase "{old_phase}" '
+                            f'to "{new_phase or ""}"')])
+
+
 def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
@@ -372,6 +386,9 @@ class Store:
         self.dependents: dict[str, set[tuple[str, str, str]]] = {}
         self.label_maps = LabelMaps()
         self._refreshing_quotas = False
+        # namespace -> summed quota.pod_usage of its pods (pods that count, their requests
+        # and limits), kept from each pod write's before and after
+        self._quota_usage: dict[str, dict[str, int]] = {}
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -428,7 +445,12 @@ class Store:
         for listener in self._listeners:
             listener(rtype, event_type, obj, old_obj)
         if rtype.key in QUOTA_WATCHED and key[0] and not self._refreshing_quotas:
-            self._refresh_quotas(key[0])
+            changed = rtype.key == QUOTAS
+            if rtype.key == PODS:
+                changed = self._count_usage(key[0], old_obj,
+                                            obj if event_type != "DELETED" else None)
+            if changed:
+                self._refresh_quotas(key[0])
         return obj
 
     def _index_owners(self, rtype: ResourceType, key: ObjectKey,
@@ -582,7 +604,11 @@ class Store:
     # -- writes -------------------------------------------------------------------------------
 
     def create(self, rtype: ResourceType, obj: dict[str, Any], namespace: str = "",
-               dry_run: bool = False) -> dict[str, Any]:
+               dry_run: bool = False, *, from_client: bool = False) -> dict[str, Any]:
+        """Store a new object. `from_client` (an API request) gets what kube-apiserver does
+        to a created pod: whatever `status` it brought is replaced by `phase: Pending`, so
+        a pod cannot arrive already finished (and so uncounted by a quota). Controllers
+        and scenario loading, which build settled pods themselves, keep theirs."""
         obj = json_copy(obj)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
@@ -607,6 +633,8 @@ class Store:
         if key in self.table(rtype).objects:
             raise already_exists(rtype.plural, meta["name"], rtype.group)
         if rtype.key == PODS:
+            if from_client:
+                obj["status"] = {"phase": "Pending"}
             self._admit_pod(obj, key[0])
         for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field, None)
@@ -665,6 +693,8 @@ class Store:
                     new.pop("status", None)
             if _spec_part(new) != _spec_part(current):
                 new_meta["generation"] += 1
+        if rtype.key == PODS:
+            _check_phase_transition(current, new)
         if dry_run:
             return new
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") \
@@ -764,34 +794,42 @@ class Store:
         rtype = self._types[QUOTAS]
         return [(item, item.load()) for _, item in self.select(rtype, namespace)]
 
-    def _counted_pods(self, namespace: str) -> list[StoredObject]:
-        """The namespace's pods a quota counts (phase neither Succeeded nor Failed)."""
-        table = self._tables.get(PODS)
-        if table is None:
-            return []
-        return [item for _, item in self.select(self._types[PODS], namespace)
-                if quota.counts_against_quota(item.fields.get("status.phase"))]
+    def _count_usage(self, namespace: str, before: dict[str, Any] | None,
+                     after: dict[str, Any] | None) -> bool:
+        """Move one pod write's change into the namespace's usage; True if it changed."""
+        old, new = quota.pod_usage(before), quota.pod_usage(after)
+        if old == new:
+            return False
+        usage = self._quota_usage.setdefault(namespace, {})
+        for resource in old.keys() | new.keys():
+            total = usage.get(resource, 0) + new.get(resource, 0) - old.get(resource, 0)
+            if total:
+                usage[resource] = total
+            else:
+                usage.pop(resource, None)
+        if not usage:
+            del self._quota_usage[namespace]
+        return True
 
     def _admit_pod(self, pod: dict[str, Any], namespace: str) -> None:
         """The quota admission every pod create passes through (API and controllers)."""
         quotas = self._quotas(namespace)
         if quotas:
             quota.check_pod_create(pod, [obj for _, obj in quotas],
-                                   len(self._counted_pods(namespace)))
+                                   self._quota_usage.get(namespace, {}).get("pods", 0))
 
     def _refresh_quotas(self, namespace: str) -> None:
-        """Bring the namespace's quotas' `status` (hard, used) up to date after a write."""
+        """Bring the namespace's quotas' `status` (hard, used) up to date after a write that
+        changed usage or a quota; a quota whose status is already right is not written."""
         quotas = self._quotas(namespace)
         if not quotas:
             return
-        counted = self._counted_pods(namespace)
-        loaded = [item.load() for item in counted] if any(
-            quota.needs_pod_objects(obj) for _, obj in quotas) else None
+        usage = self._quota_usage.get(namespace, {})
         rtype = self._types[QUOTAS]
         self._refreshing_quotas = True
         try:
             for item, obj in quotas:
-                status = quota.quota_status(obj, loaded, len(counted))
+                status = quota.quota_status(obj, usage)
                 if obj.get("status") == status or obj["metadata"].get("deletionTimestamp"):
                     continue
                 current = item.load()

@@ -14,6 +14,7 @@ from typing import Any
 
 from pystol_sim.cron_schedule import ScheduleError, parse_schedule
 from pystol_sim.errors import invalid
+from pystol_sim.network_policy import policy_causes
 from pystol_sim.resources import ResourceType
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -63,12 +64,12 @@ def _builtin_causes(rtype: ResourceType, obj: dict[str, Any]) -> list[tuple[str,
     if rtype.key in WORKLOADS:
         if not isinstance(spec, dict):
             return [("spec", "Required value")]
-        causes: list[tuple[str, str]] = []
-        replicas = spec.get("replicas")
-        if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool)
-                                     or replicas < 0):
-            causes.append(("spec.replicas", f"Invalid value: {replicas!r}: must be greater "
-                           "than or equal to 0"))
+        # Integers the controllers read: a string or a negative number here would fail
+        # every reconcile of the object.
+        causes = _counts(spec, "spec", ("replicas", "minReadySeconds", "revisionHistoryLimit"),
+                         0)
+        if rtype.key == "apps/deployments":
+            causes += _counts(spec, "spec", ("progressDeadlineSeconds",), 1)
         selector = spec.get("selector")
         template = spec.get("template") or {}
         if not isinstance(selector, dict) or not (selector.get("matchLabels")
@@ -98,6 +99,8 @@ def _builtin_causes(rtype: ResourceType, obj: dict[str, Any]) -> list[tuple[str,
             causes.append(("metadata.name", f'Invalid value: "{name}": must be spec.names.plural'
                            f"+\".\"+spec.group ({expected})"))
         return causes
+    if rtype.key == "networking.k8s.io/networkpolicies":
+        return policy_causes(spec)
     if rtype.key == "batch/jobs":
         return _job_spec_causes(spec, "spec")
     if rtype.key == "batch/cronjobs":
@@ -105,8 +108,14 @@ def _builtin_causes(rtype: ResourceType, obj: dict[str, Any]) -> list[tuple[str,
     return []
 
 
-def _counts(spec: dict[str, Any], path: str, fields: tuple[str, ...], minimum: int
-            ) -> list[tuple[str, str]]:
+INT32_MAX = 2**31 - 1
+# The sim's bound on a Job's pods (Kubernetes allows int32, but caps an Indexed Job's
+# completions and parallelism at 10^5): more is a memory exhaustion, not a test.
+MAX_JOB_PODS = 100_000
+
+
+def _counts(spec: dict[str, Any], path: str, fields: tuple[str, ...], minimum: int,
+            maximum: int = INT32_MAX) -> list[tuple[str, str]]:
     causes = []
     for field in fields:
         value = spec.get(field)
@@ -114,6 +123,9 @@ def _counts(spec: dict[str, Any], path: str, fields: tuple[str, ...], minimum: i
                                   or value < minimum):
             causes.append((f"{path}.{field}", f"Invalid value: {value!r}: must be greater than "
                            f"or equal to {minimum}"))
+        elif value is not None and value > maximum:
+            causes.append((f"{path}.{field}", f"Invalid value: {value!r}: must be less than "
+                           f"or equal to {maximum}"))
     return causes
 
 
@@ -121,8 +133,10 @@ def _job_spec_causes(spec: Any, path: str) -> list[tuple[str, str]]:
     """A Job's spec: pods that can finish (restartPolicy Never or OnFailure), sane counts."""
     if not isinstance(spec, dict):
         return [(path, "Required value")]
-    causes = _counts(spec, path, ("completions", "parallelism", "backoffLimit"), 0)
-    causes += _counts(spec, path, ("activeDeadlineSeconds",), 1)
+    causes = _counts(spec, path, ("completions", "parallelism", "backoffLimit"), 0,
+                     MAX_JOB_PODS)
+    causes += _counts(spec, path, ("ttlSecondsAfterFinished",), 0)
+    causes += _counts(spec, path, ("activeDeadlineSeconds",), 1, 2**63 - 1)
     template = spec.get("template")
     pod_spec = template.get("spec") if isinstance(template, dict) else None
     causes += _containers(pod_spec, f"{path}.template.spec")
@@ -149,8 +163,9 @@ def _cronjob_causes(spec: Any) -> list[tuple[str, str]]:
     if policy is not None and policy not in ("Allow", "Forbid", "Replace"):
         causes.append(("spec.concurrencyPolicy", f'Unsupported value: "{policy}": supported '
                        'values: "Allow", "Forbid", "Replace"'))
-    causes += _counts(spec, "spec", ("startingDeadlineSeconds", "successfulJobsHistoryLimit",
-                                     "failedJobsHistoryLimit"), 0)
+    causes += _counts(spec, "spec", ("successfulJobsHistoryLimit", "failedJobsHistoryLimit"),
+                      0)
+    causes += _counts(spec, "spec", ("startingDeadlineSeconds",), 0, 2**63 - 1)
     job_template = spec.get("jobTemplate")
     causes += _job_spec_causes(job_template.get("spec") if isinstance(job_template, dict)
                                else None, "spec.jobTemplate.spec")

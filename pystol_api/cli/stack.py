@@ -369,7 +369,12 @@ class Output:
 
 
 class Child:
-    """One supervised child process whose output is prefixed and remembered."""
+    """One supervised child process whose output is prefixed and remembered.
+
+    A child with `on_line` (pystol-sim, whose serving line says where the cluster is)
+    has its stderr read apart from its stdout and `on_line` sees stdout lines only: what
+    it writes to stderr can echo its input (a snapshot's object names, say) and must
+    never be taken for something it announces."""
 
     def __init__(self, name: str, command: Sequence[str], env: Mapping[str, str], out: Output,
                  stop_timeout: float = STOP_TIMEOUT,
@@ -383,28 +388,37 @@ class Child:
         self.last_lines: deque[str] = deque(maxlen=LAST_LINES)
         self.process: subprocess.Popen[str] | None = None
         self.reader: threading.Thread | None = None
+        self.error_reader: threading.Thread | None = None
 
     def start(self) -> None:
+        separate = self.on_line is not None
         try:
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=self.env, text=True, errors="replace",
-                bufsize=1, start_new_session=True)
+                stderr=subprocess.PIPE if separate else subprocess.STDOUT, env=self.env,
+                text=True, errors="replace", bufsize=1, start_new_session=True)
         except OSError as error:
             raise StackError(f"cannot start {self.name} ({self.command[0]}): "
                              f"{error.strerror or error}") from None
-        self.reader = threading.Thread(target=self._pump, name=f"pystol-up-{self.name}",
-                                       daemon=True)
+        self.reader = threading.Thread(target=self._pump, args=(self.process.stdout,
+                                                                self.on_line),
+                                       name=f"pystol-up-{self.name}", daemon=True)
         self.reader.start()
+        if separate:
+            self.error_reader = threading.Thread(target=self._pump,
+                                                 args=(self.process.stderr, None),
+                                                 name=f"pystol-up-{self.name}-stderr",
+                                                 daemon=True)
+            self.error_reader.start()
 
-    def _pump(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for raw in self.process.stdout:
+    def _pump(self, stream: IO[str] | None, on_line: Callable[[str], None] | None) -> None:
+        assert stream is not None
+        for raw in stream:
             line = raw.rstrip("\r\n")
             self.last_lines.append(line)
             self.out.child_line(self.name, line)
-            if self.on_line is not None:
-                self.on_line(line)
+            if on_line is not None:
+                on_line(line)
 
     @property
     def exit_code(self) -> int | None:
@@ -412,8 +426,9 @@ class Child:
 
     def drain(self, timeout: float = 2.0) -> None:
         """Let the reader print what the child wrote before it ended."""
-        if self.reader is not None:
-            self.reader.join(timeout)
+        for reader in (self.reader, self.error_reader):
+            if reader is not None:
+                reader.join(timeout)
 
     def stop(self, hurry: threading.Event) -> None:
         """SIGTERM, wait up to stop_timeout (less if hurried), then SIGKILL its process group."""
@@ -432,8 +447,9 @@ class Child:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(5)
         self.drain()
-        if process.stdout is not None:
-            process.stdout.close()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 class Supervisor:
@@ -494,6 +510,34 @@ class Supervisor:
                        "its last lines:")
         for line in child.last_lines or ["(no output)"]:
             self.out.error(f"  {child.name}| {line}")
+
+
+def start_sim(supervisor: Supervisor, command: Sequence[str], environ: Mapping[str, str],
+              out: Output) -> tuple[str, Path]:
+    """Start pystol-sim and wait for its serving line: (cluster URL, kubeconfig path).
+
+    The serving line is the first line the sim prints on its stdout, and only that line
+    counts: its stderr (problems and summaries that quote the scenario's or snapshot's
+    own names) and its later output are shown, never parsed."""
+    first: list[str] = []
+
+    def sim_line(line: str) -> None:
+        if not first:
+            first.append(line)
+
+    def serving() -> bool:
+        if not first:
+            return False
+        if parse_sim_serving(first[0]) is None:
+            raise StackError("pystol-sim's first line of output was not its serving line "
+                             f"(pystol-sim: serving URL kubeconfig=PATH): {first[0]!r}")
+        return True
+
+    supervisor.start(Child("sim", command, environ, out, on_line=sim_line))
+    supervisor.wait_until(serving, SIM_READY_TIMEOUT, "pystol-sim")
+    found = parse_sim_serving(first[0])
+    assert found is not None
+    return found
 
 
 @contextlib.contextmanager
@@ -575,17 +619,9 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
     kubeconfig = settings.kubeconfig
     sim_url = ""
     if options.sim:
-        served: list[tuple[str, Path]] = []
-
-        def sim_line(line: str) -> None:
-            if not served and (found := parse_sim_serving(line)):
-                served.append(found)
-
-        supervisor.start(Child("sim", sim_command(workdir / "sim.kubeconfig", options.scenario,
-                                                options.snapshot),
-                               environ, out, on_line=sim_line))
-        supervisor.wait_until(lambda: bool(served), SIM_READY_TIMEOUT, "pystol-sim")
-        sim_url, kubeconfig_path = served[0]
+        sim_url, kubeconfig_path = start_sim(
+            supervisor, sim_command(workdir / "sim.kubeconfig", options.scenario,
+                                    options.snapshot), environ, out)
         kubeconfig = str(kubeconfig_path)
 
     # 3. Workers and 4. the API

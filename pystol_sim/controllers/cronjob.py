@@ -25,7 +25,7 @@ from typing import Any
 
 from pystol_sim.controllers.job import finished_condition, rfc3339_unix
 from pystol_sim.controllers.manager import Controller, ControllerManager
-from pystol_sim.controllers.objects import owner_ref
+from pystol_sim.controllers.objects import count_of, owner_ref
 from pystol_sim.cron_schedule import CronSchedule, ScheduleError, parse_schedule
 from pystol_sim.errors import ApiError
 from pystol_sim.store import json_copy
@@ -184,7 +184,7 @@ class CronJobController(Controller):
             done = [j for j in jobs if finished_condition(j) == outcome
                     and not j["metadata"].get("deletionTimestamp")]
             done.sort(key=lambda j: j["metadata"].get("creationTimestamp", ""))
-            limit = max(0, int(spec.get(key, default)))
+            limit = count_of(spec.get(key), default)
             for job in done[: max(0, len(done) - limit)]:
                 try:
                     self.store.delete(jobs_t, job["metadata"]["namespace"],

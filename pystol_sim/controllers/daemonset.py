@@ -1,11 +1,12 @@
 """DaemonSets: one pod on every ready node that matches the nodeSelector and whose
-taints the template tolerates; pods on nodes that no longer qualify are deleted."""
+taints the template tolerates; pods on nodes that no longer qualify are deleted. At
+most 500 pods are created in one reconcile (kube's MaxPodCreateDeletePerSync)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pystol_sim.controllers.manager import Controller
+from pystol_sim.controllers.manager import MAX_PODS_PER_SYNC, Controller
 from pystol_sim.controllers.node import NodeController
 from pystol_sim.controllers.objects import pod_is_active, pod_is_ready, tolerates
 from pystol_sim.controllers.pod_factory import new_pod
@@ -37,8 +38,13 @@ class DaemonSetController(Controller):
                     and all(tolerates(pod_spec, taint) for taint in n.no_schedule_taints)]
         pods = [p for p in self.manager.owned(pods_t, ds) if pod_is_active(p)]
         by_node = {p.get("spec", {}).get("nodeName"): p for p in pods}
+        created = 0
         for node in eligible:
             if node.name not in by_node and node.ready:
+                if created >= MAX_PODS_PER_SYNC:
+                    self.manager.mark(self.manager.type("apps", "v1", "daemonsets"), ns, name)
+                    break
+                created += 1
                 pod = new_pod(self.manager, ds, template, f"{name}-{random_suffix()}",
                               node_name=node.name, component="daemonset-controller")
                 if pod is not None:

@@ -19,7 +19,7 @@ import contextlib
 from typing import Any
 
 from pystol_sim.controllers.manager import Controller
-from pystol_sim.controllers.objects import owner_ref, template_hash
+from pystol_sim.controllers.objects import count_of, owner_ref, template_hash
 from pystol_sim.errors import ApiError
 from pystol_sim.store import json_copy, now_rfc3339
 
@@ -46,7 +46,7 @@ class DeploymentController(Controller):
         replicasets = self.manager.type("apps", "v1", "replicasets")
         ns, name = deploy["metadata"]["namespace"], deploy["metadata"]["name"]
         spec = deploy.get("spec", {})
-        desired = int(spec.get("replicas", 1))
+        desired = count_of(spec.get("replicas"), 1)
         template = spec.get("template") or {}
         digest = template_hash(template)
         owned = self.manager.owned(replicasets, deploy)
@@ -68,14 +68,14 @@ class DeploymentController(Controller):
                 fresh["metadata"].setdefault("annotations", {})[REVISION] = str(revision)
                 self.store.put(self.manager.type("apps", "v1", "deployments"), fresh)
                 deploy = fresh
-        new_ready = int((current.get("status") or {}).get("readyReplicas", 0))
+        new_ready = count_of((current.get("status") or {}).get("readyReplicas"))
         old_sets = [rs for rs in owned if rs["metadata"]["uid"] != current["metadata"]["uid"]]
         for old in old_sets:
-            replicas = int(old["spec"].get("replicas", 0))
+            replicas = count_of(old["spec"].get("replicas"))
             if replicas and (new_ready >= desired or self.manager.settling):
                 old["spec"]["replicas"] = 0
                 self.store.put(replicasets, old)
-        self._prune(old_sets, int(spec.get("revisionHistoryLimit", DEFAULT_HISTORY_LIMIT)))
+        self._prune(old_sets, count_of(spec.get("revisionHistoryLimit"), DEFAULT_HISTORY_LIMIT))
         self._write_status(deploy, current, old_sets, desired)
 
     def _new_replicaset(self, deploy: dict[str, Any], template: dict[str, Any], digest: str,
@@ -122,7 +122,7 @@ class DeploymentController(Controller):
         elif cause and annotations.get(CHANGE_CAUSE) != cause:
             annotations[CHANGE_CAUSE] = cause  # annotated after the template changed
             changed = True
-        before = int(current["spec"].get("replicas", 0))
+        before = count_of(current["spec"].get("replicas"))
         if before != desired:
             current["spec"]["replicas"] = desired
             changed = True
@@ -141,8 +141,8 @@ class DeploymentController(Controller):
 
     def _prune(self, old_sets: list[dict[str, Any]], limit: int) -> None:
         """Delete the oldest fully scaled-down sets beyond revisionHistoryLimit."""
-        idle = [rs for rs in old_sets if not int(rs["spec"].get("replicas", 0))
-                and not int((rs.get("status") or {}).get("replicas", 0))]
+        idle = [rs for rs in old_sets if not count_of(rs["spec"].get("replicas"))
+                and not count_of((rs.get("status") or {}).get("replicas"))]
         idle.sort(key=revision_of)
         replicasets = self.manager.type("apps", "v1", "replicasets")
         for rs in idle[: max(0, len(idle) - max(0, limit))]:
@@ -154,9 +154,9 @@ class DeploymentController(Controller):
     def _write_status(self, deploy: dict[str, Any], current: dict[str, Any],
                       old_sets: list[dict[str, Any]], desired: int) -> None:
         all_sets = [current, *old_sets]
-        replicas = sum(int((rs.get("status") or {}).get("replicas", 0)) for rs in all_sets)
-        ready = sum(int((rs.get("status") or {}).get("readyReplicas", 0)) for rs in all_sets)
-        updated = int((current.get("status") or {}).get("replicas", 0))
+        replicas = sum(count_of((rs.get("status") or {}).get("replicas")) for rs in all_sets)
+        ready = sum(count_of((rs.get("status") or {}).get("readyReplicas")) for rs in all_sets)
+        updated = count_of((current.get("status") or {}).get("replicas"))
         stamp = now_rfc3339()
         available = ready >= desired
         status = {

@@ -141,7 +141,10 @@ class Kubelet(Controller):
             self._terminate(pod)
             return
         if not spec.get("nodeName"):
-            self._schedule(pod)
+            # A finished pod is never scheduled (as kube-scheduler skips terminal pods):
+            # binding it would move it back to Pending, past quota admission.
+            if status.get("phase") not in ("Succeeded", "Failed"):
+                self._schedule(pod)
             return
         node = self.manager.get(NodeController).nodes.get(spec["nodeName"])
         ns, name = meta["namespace"], meta["name"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from pystol_sim.resources import Catalogue, ResourceType
 from pystol_sim.store import Store, now_rfc3339
 
 Key = tuple[str, str, str]  # (type key, namespace, name)
+MAX_FAILED_KEYS = 10_000  # failing keys remembered (to log each error once)
+# Pods one workload controller creates in one reconcile, as kube-controller-manager's
+# MaxPodCreateDeletePerSync (500); the object is requeued for the rest.
+MAX_PODS_PER_SYNC = 500
 
 
 @dataclass
@@ -82,6 +87,8 @@ class ControllerManager:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        self._failed: dict[Key, str] = {}  # key -> the last error logged for it
+        self.failures = 0  # reconciles that raised (tests and debugging read it)
         store.add_listener(self._on_write)
 
     def add(self, controller: C) -> C:
@@ -127,14 +134,14 @@ class ControllerManager:
                 await self._task
 
     async def _run(self) -> None:
+        # One batch of dirty keys per turn of the event loop: a reconcile that requeues its
+        # object (a Job creating its pods 500 at a time) must not keep the API server waiting.
         while True:
             await self._wake.wait()
             self._wake.clear()
-            try:
-                self.reconcile_all()
-            except Exception:
-                traceback.print_exc()
-                self._dirty.clear()
+            self.reconcile_batch()
+            if self._dirty:
+                self._wake.set()
             await asyncio.sleep(0)
 
     # -- the work queue -------------------------------------------------------------------------
@@ -158,11 +165,34 @@ class ControllerManager:
         self._timers.add(handle)
 
     def reconcile_all(self) -> None:
+        """Reconcile until nothing is dirty (a scenario settling; the loop goes batch by batch)."""
         while self._dirty:
-            batch = list(self._dirty)
-            self._dirty.clear()
-            for key in batch:
+            self.reconcile_batch()
+
+    def reconcile_batch(self) -> None:
+        """Reconcile every key dirty now; one that raises is logged and dropped, not the rest.
+
+        The failing key is not marked again here, so a bad object does not spin the loop:
+        its next write (or timer) brings it back. Its traceback is printed once per distinct
+        error, not on every retry.
+        """
+        batch = list(self._dirty)
+        self._dirty.clear()
+        for key in batch:
+            try:
                 self._reconcile(key)
+            except Exception as error:
+                self.failures += 1
+                summary = f"{type(error).__name__}: {error}"
+                if self._failed.get(key) != summary:
+                    self._failed[key] = summary
+                    print(f"pystol-sim: reconciling {key[0]} {key[1]}/{key[2]} failed",
+                          file=sys.stderr)
+                    traceback.print_exc()
+                    if len(self._failed) > MAX_FAILED_KEYS:
+                        self._failed.pop(next(iter(self._failed)))
+            else:
+                self._failed.pop(key, None)
 
     def _on_write(self, rtype: ResourceType, event: str, obj: dict[str, Any],
                   old: dict[str, Any] | None) -> None:

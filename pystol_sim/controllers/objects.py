@@ -22,6 +22,19 @@ def quantity_int(value: Any, default: int) -> int:
         return default
 
 
+def count_of(value: Any, default: int = 0) -> int:
+    """A non-negative count read from an object anyone may have written (a status counter
+    patched through a subresource, a spec field of a scenario object): a missing, null,
+    non-integer or negative value reads as `default`, so a reconcile never raises on it."""
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return number if number >= 0 else default
+
+
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for cond in obj.get("status", {}).get("conditions") or ():
         if cond.get("type") == kind:

@@ -1,12 +1,14 @@
 """StatefulSets: pods named `<set>-<ordinal>`, created in order (each waits for the one
-before it to be ready) unless podManagementPolicy is Parallel; scaled down from the top."""
+before it to be ready) unless podManagementPolicy is Parallel; scaled down from the top.
+At most 500 pods are created in one reconcile (kube's MaxPodCreateDeletePerSync); the
+set is requeued for the rest."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pystol_sim.controllers.manager import Controller
-from pystol_sim.controllers.objects import pod_is_active, pod_is_ready
+from pystol_sim.controllers.manager import MAX_PODS_PER_SYNC, Controller
+from pystol_sim.controllers.objects import count_of, pod_is_active, pod_is_ready
 from pystol_sim.controllers.pod_factory import new_pod
 
 COMPONENT = "statefulset-controller"
@@ -21,14 +23,19 @@ class StatefulSetController(Controller):
         pods_t = self.manager.type("", "v1", "pods")
         ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
         spec = sts.get("spec", {})
-        desired = int(spec.get("replicas", 1))
+        desired = count_of(spec.get("replicas"), 1)
         parallel = spec.get("podManagementPolicy") == "Parallel"
         template = spec.get("template") or {}
         pods = {p["metadata"]["name"]: p for p in self.manager.owned(pods_t, sts)}
+        created = 0
         for ordinal in range(desired):
             pod_name = f"{name}-{ordinal}"
             existing = pods.get(pod_name)
+            if existing is None and created >= MAX_PODS_PER_SYNC:
+                self.manager.mark(self.manager.type("apps", "v1", "statefulsets"), ns, name)
+                break
             if existing is None:
+                created += 1
                 pod = new_pod(self.manager, sts, template, pod_name,
                               {"statefulset.kubernetes.io/pod-name": pod_name,
                                "apps.kubernetes.io/pod-index": str(ordinal)},

@@ -43,6 +43,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote
 
@@ -71,13 +72,26 @@ from pystol_worker.safety.outbound_http import (
 PERCENTILES = (50, 90, 99)
 
 
+def _close_response(response: Any) -> None:
+    """Close an HTTP response another thread may be reading (shutdown() interrupts a
+    blocked read; close() where it is missing). Never raises."""
+    if response is None:
+        return
+    try:
+        closing = getattr(response, "shutdown", None) or response.close
+        closing()
+    except Exception:  # closing is best effort: the reader ends either way
+        pass
+
+
 @runtime_checkable
 class ServiceProxy(Protocol):
     """A cluster client that can GET through the API server's service proxy
     (`ClusterAccess.service_proxy_get`)."""
 
     def service_proxy_get(self, namespace: str, service: str, path: str, timeout: float,
-                          max_body: int) -> tuple[int, int, bool, bytes]: ...
+                          max_body: int, on_response: Callable[[Any], None] | None = None
+                          ) -> tuple[int, int, bool, bytes]: ...
 
 
 class ServiceTarget(BaseModel):
@@ -328,15 +342,18 @@ class HttpProbeAction(Action[HttpProbeParams]):
                       timeout: float) -> ProbeAnswer:
         """One GET through the API server's service proxy, in a thread of its own so that
         a cancel or a halt ends the probe at once (ProbeStopped) even while the API server
-        holds the call; the thread itself ends by the call's own timeout."""
+        holds the call. `timeout` is the whole call's: at the deadline (or on a cancel)
+        this side closes the response, which ends the thread's read; the thread itself
+        also stops reading at the deadline."""
         box: dict[str, Any] = {}
         cap = ctx.policy.probes.max_body_bytes
         started = time.monotonic()
 
         def call() -> None:
             try:
-                box["answer"] = proxy.service_proxy_get(service.namespace, service.ident,
-                                                        service.path, timeout, cap)
+                box["answer"] = proxy.service_proxy_get(
+                    service.namespace, service.ident, service.path, timeout, cap,
+                    on_response=lambda response: box.__setitem__("response", response))
             except Exception as error:  # the call's error, as for a URL that fails
                 box["error"] = error
 
@@ -344,8 +361,15 @@ class HttpProbeAction(Action[HttpProbeParams]):
         thread.start()
         while thread.is_alive():
             thread.join(STOP_POLL_SECONDS)
-            if thread.is_alive() and ctx.cancelled():
+            if not thread.is_alive():
+                break
+            if ctx.cancelled():
+                _close_response(box.get("response"))
                 raise ProbeStopped()
+            if time.monotonic() - started > timeout:
+                _close_response(box.get("response"))
+                return ProbeAnswer(None, round(time.monotonic() - started, 6),
+                                   error=f"timed out after {timeout:g}s")
         seconds = round(time.monotonic() - started, 6)
         if "error" in box:
             error = box["error"]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 PAGE_SIZE = 500
+PROXY_CONNECT_TIMEOUT = 10.0  # seconds to connect to the API server for a proxied GET
 
 
 def _loads_without_gc(data: bytes) -> Any:
@@ -429,14 +430,20 @@ class ClusterAccess:
                           retry_unreachable=False)
 
     def service_proxy_get(self, namespace: str, service: str, path: str, timeout: float,
-                          max_body: int) -> tuple[int, int, bool, bytes]:
+                          max_body: int, on_response: Callable[[Any], None] | None = None
+                          ) -> tuple[int, int, bool, bytes]:
         """GET `PATH` of a Service through the API server's proxy
         (`/api/v1/namespaces/NS/services/SERVICE/proxy/PATH`, SERVICE as `name[:port]`):
         (status, body bytes read, body cut at `max_body`, the body's first 4 KiB).
 
         Rate-limited and counted like every call, never retried: a 503 (no endpoints, a
         backend that cannot be reached) is the answer http-probe measures. Whatever the
-        status, it is returned, not raised; a connection failure is a ClusterError."""
+        status, it is returned, not raised; a connection failure is a ClusterError.
+
+        `timeout` bounds the whole call, not each socket operation: a backend that trickles
+        its body is cut off at the deadline (a ClusterError saying "timed out").
+        `on_response` gets the open HTTP response, so that a caller waiting in another
+        thread can close it (`shutdown()`) on a cancel or at its own deadline."""
         from urllib.parse import quote
 
         resource = (f"/api/v1/namespaces/{quote(namespace, safe='')}/services/"
@@ -444,22 +451,35 @@ class ClusterAccess:
                     f"{quote(path.lstrip('/'), safe='/?=&%:@,;+~')}")
 
         def get() -> tuple[int, int, bool, bytes]:
+            deadline = time.monotonic() + timeout
             method, url, headers, _, _ = self.api_client.param_serialize(
                 method="GET", resource_path=resource, header_params={"Accept": "*/*"},
                 auth_settings=["BearerToken"])
-            raw = self.api_client.call_api(method, url, header_params=headers,
-                                           _request_timeout=timeout).response
+            raw = self.api_client.call_api(
+                method, url, header_params=headers,
+                _request_timeout=(min(timeout, PROXY_CONNECT_TIMEOUT), timeout)).response
+            if on_response is not None:
+                on_response(raw)
+            # read1 returns what has arrived (read(n) would wait for all n bytes)
+            read_some = getattr(raw, "read1", None) or raw.read
+            complete = False
             try:
                 read, head = 0, b""
                 while read <= max_body:  # one byte past the cap tells a cut body
-                    chunk = raw.read(min(65536, max_body + 1 - read))
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"timed out after {timeout:g}s reading the answer "
+                                           f"({read} bytes arrived)")
+                    chunk = read_some(min(65536, max_body + 1 - read))
                     if not chunk:
+                        complete = True
                         break
                     if len(head) < 4096:
                         head += chunk[:4096 - len(head)]
                     read += len(chunk)
                 return int(raw.status), min(read, max_body), read > max_body, head
             finally:
+                if not complete:  # unread bytes: the connection cannot be reused
+                    raw.close()
                 raw.release_conn()
 
         return self._call("get", get, (), {}, retry_statuses=frozenset(),

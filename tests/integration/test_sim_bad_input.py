@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pystol_sim.protobuf_codec import MAGIC, message_class
 from tests.support.sim_process import SimProcess
 
 JSON = "application/json"
@@ -302,3 +303,142 @@ def test_deletecollection_of_namespaces_is_not_allowed(sim: SimProcess) -> None:
     finally:
         raw_request(sim, "DELETE", f"/api/v1/namespaces/{name}")
         assert_still_serving(sim)
+
+
+# --------------------------------------------------------------------------- hostile bodies
+
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
+
+
+def protobuf_body(api_version: str, kind: str, raw: bytes) -> bytes:
+    """A `k8s\\x00` runtime.Unknown envelope around ``raw``, as client-go writes it."""
+    unknown = message_class("k8s.io.apimachinery.pkg.runtime.Unknown")(raw=raw)
+    unknown.typeMeta.apiVersion = api_version
+    unknown.typeMeta.kind = kind
+    return MAGIC + unknown.SerializeToString()
+
+
+def nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _swarm(containers: int) -> bytes:
+    """A Deployment "swarm" whose pod template holds this many empty containers."""
+    meta = b"\x0a\x05swarm"  # metadata.name
+    pod_spec = b"\x12\x00" * containers  # PodSpec.containers (2), each empty
+    template = b"\x12" + _varint(len(pod_spec)) + pod_spec  # PodTemplateSpec.spec (2)
+    spec = b"\x1a" + _varint(len(template)) + template  # DeploymentSpec.template (3)
+    raw = b"\x0a" + _varint(len(meta)) + meta + b"\x12" + _varint(len(spec)) + spec
+    return protobuf_body("apps/v1", "Deployment", raw)
+
+
+def test_protobuf_list_body_is_refused_before_decoding(sim: SimProcess) -> None:
+    """50,000 empty DeploymentList items (100 KB) took seconds of the event loop to expand."""
+    body = protobuf_body("apps/v1", "DeploymentList", b"\x12\x00" * 50_000)
+    code, status = raw_request(sim, "POST", DEPLOYMENTS, body, PROTOBUF)
+    assert code == 400, status
+    assert "a list is not accepted as a request body" in assert_status(
+        status, 400, "BadRequest")["message"]
+    assert_still_serving(sim)
+
+
+def test_protobuf_body_expanding_into_too_many_values_gets_a_400(sim: SimProcess) -> None:
+    """A Deployment whose pod template holds 200,000 empty containers (400 KB)."""
+    code, status = raw_request(sim, "POST", DEPLOYMENTS, _swarm(200_000), PROTOBUF)
+    assert code == 400, status
+    message = assert_status(status, 400, "BadRequest")["message"]
+    assert "spec.template.spec.containers" in message
+    assert "expands into more than 100000 values" in message
+    assert_still_serving(sim)
+    assert raw_request(sim, "GET", f"{DEPLOYMENTS}/swarm")[0] == 404
+
+
+def test_protobuf_delete_body_of_another_kind_deletes_nothing(sim: SimProcess) -> None:
+    name = f"keep-{uuid.uuid4().hex[:8]}"
+    code, body = raw_request(sim, "POST", CONFIGMAPS, encode({"metadata": {"name": name}}))
+    assert code == 201, body
+    hostile = _swarm(200_000)  # refused as not DeleteOptions before it is decoded
+    code, status = raw_request(sim, "DELETE", f"{CONFIGMAPS}/{name}", hostile, PROTOBUF)
+    assert code == 400, status
+    assert "does not match DeleteOptions" in assert_status(status, 400, "BadRequest")["message"]
+    assert raw_request(sim, "GET", f"{CONFIGMAPS}/{name}")[0] == 200
+    assert raw_request(sim, "DELETE", f"{CONFIGMAPS}/{name}")[0] == 200
+    assert_still_serving(sim)
+
+
+def _managed_fields(name: str, depth: int) -> bytes:
+    """A ConfigMap whose metadata.managedFields[0].fieldsV1 (raw JSON) nests ``depth`` lists."""
+    config_map = message_class("k8s.io.api.core.v1.ConfigMap")()
+    config_map.metadata.name = name
+    entry = config_map.metadata.managedFields.add(manager="kubectl", operation="Apply")
+    entry.fieldsV1.Raw = b"[" * depth + b"]" * depth
+    return protobuf_body("v1", "ConfigMap", config_map.SerializeToString())
+
+
+def _yaml_laughs(name: str) -> bytes:
+    """YAML aliases: 350 bytes that decode to 100,000 references to one list."""
+    lines = [f"metadata: {{name: {name}}}", "l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]"
+              for level in range(1, 6)]
+    return "\n".join(lines).encode()
+
+
+DEEP_CASES = [
+    # (id, method, path, body, content type, the name that must not exist afterwards)
+    ("json-300-levels", "POST", CONFIGMAPS,
+     encode({"metadata": {"name": "deep-json"}, "extra": nested(300)}), JSON,
+     f"{CONFIGMAPS}/deep-json"),
+    ("yaml-aliases", "POST", CONFIGMAPS, _yaml_laughs("laughs"), "application/yaml",
+     f"{CONFIGMAPS}/laughs"),
+    ("yaml-5000-levels", "POST", CONFIGMAPS,
+     b"metadata: {name: deep-yaml}\nextra: " + b"[" * 5000 + b"]" * 5000, "application/yaml",
+     f"{CONFIGMAPS}/deep-yaml"),
+    ("yaml-binary", "POST", CONFIGMAPS, b"metadata: {name: binary}\nextra: !!binary aGk=\n",
+     "application/yaml", f"{CONFIGMAPS}/binary"),
+    ("protobuf-raw-5000-levels", "POST", CONFIGMAPS, _managed_fields("deep-5000", 5000),
+     PROTOBUF, f"{CONFIGMAPS}/deep-5000"),
+    ("protobuf-raw-300-levels", "POST", CONFIGMAPS, _managed_fields("deep-300", 300),
+     PROTOBUF, f"{CONFIGMAPS}/deep-300"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "data", "content_type", "created"),
+                         [case[1:] for case in DEEP_CASES], ids=[case[0] for case in DEEP_CASES])
+def test_unstorable_body_is_a_400_not_a_500(sim: SimProcess, method: str, path: str,
+                                               data: bytes, content_type: str,
+                                               created: str) -> None:
+    code, status = raw_request(sim, method, path, data, content_type)
+    assert code == 400, status
+    message = assert_status(status, 400, "BadRequest")["message"]
+    assert any(text in message for text in (
+        "nested deeper than 200 levels", "raw is not JSON", "expands into more than",
+        "not JSON", "invalid YAML body: maximum recursion depth")), message
+    assert_still_serving(sim)
+    assert raw_request(sim, "GET", created)[0] == 404
+
+
+def test_deeply_nested_merge_patch_is_a_400_not_a_500(sim: SimProcess) -> None:
+    name = f"patched-{uuid.uuid4().hex[:8]}"
+    code, body = raw_request(sim, "POST", CONFIGMAPS, encode({"metadata": {"name": name}}))
+    assert code == 201, body
+    code, status = raw_request(sim, "PATCH", f"{CONFIGMAPS}/{name}",
+                               encode({"extra": nested(300)}), "application/merge-patch+json")
+    assert code == 400, status
+    assert "nested deeper than 200 levels" in assert_status(status, 400, "BadRequest")["message"]
+    code, body = raw_request(sim, "GET", f"{CONFIGMAPS}/{name}")
+    assert code == 200 and "extra" not in body, body
+    raw_request(sim, "DELETE", f"{CONFIGMAPS}/{name}")
+    assert_still_serving(sim)

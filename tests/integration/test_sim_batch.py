@@ -276,3 +276,78 @@ def test_an_every_minute_schedule_fires_on_the_wall_clock(kube: Clients, ns: str
     assert scheduled.endswith(":00Z")  # a whole minute, as the schedule says
     status = kube.batch.read_namespaced_cron_job("minutely", ns).status
     assert status.last_schedule_time.strftime("%Y-%m-%dT%H:%M:%SZ") == scheduled
+
+
+# ------------------------------------------------------------ hostile specs (bounds)
+
+
+def test_a_job_asking_for_millions_of_pods_is_refused(kube: Clients, ns: str) -> None:
+    """parallelism and completions are capped at 100,000 (Kubernetes' bound for an Indexed
+    Job): ten million would only exhaust the sim's memory."""
+    with pytest.raises(ApiException) as caught:
+        create_job(kube, ns, "swarm", parallelism=10_000_000, completions=10_000_000)
+    assert caught.value.status == 422
+    assert "spec.parallelism" in caught.value.body and "spec.completions" in caught.value.body
+    assert gone(lambda: kube.batch.read_namespaced_job("swarm", ns))
+    assert not kube.core.list_namespaced_pod(ns).items
+
+
+def test_an_endless_backoff_limit_is_refused_on_jobs_and_cronjobs(kube: Clients, ns: str
+                                                                   ) -> None:
+    with pytest.raises(ApiException) as caught:
+        create_job(kube, ns, "retry", exit_code=1, run_seconds=0.1, backoff_limit=2147483647)
+    assert caught.value.status == 422 and "spec.backoffLimit" in caught.value.body
+    body = cronjob("retry")
+    body["spec"]["jobTemplate"]["spec"]["backoffLimit"] = 2147483647
+    with pytest.raises(ApiException) as caught:
+        kube.batch.create_namespaced_cron_job(ns, body)
+    assert caught.value.status == 422
+    assert "spec.jobTemplate.spec.backoffLimit" in caught.value.body
+
+
+def test_a_failed_pod_is_replaced_after_the_failure_back_off(kube: Clients, ns: str) -> None:
+    """A pod that fails at once is not replaced at once: the replacement is created at
+    least the 10 s back-off (simulated; 1 s at the tests' speed 10) after the failure."""
+    create_job(kube, ns, "flaky", exit_code=1, run_seconds=0.1, backoff_limit=1)
+    job = wait_for(lambda: finished(kube, ns, "flaky"), timeout=20)
+    assert conditions(job)["Failed"].reason == "BackoffLimitExceeded"
+    first, second = sorted(job_pods(kube, ns, "flaky"),
+                           key=lambda p: p.metadata.creation_timestamp)
+    failed_at = first.status.container_statuses[0].state.terminated.finished_at
+    assert (second.metadata.creation_timestamp - failed_at).total_seconds() >= 1
+
+
+def test_a_huge_cron_schedule_or_time_zone_is_refused(kube: Clients, ns: str) -> None:
+    """Kubernetes sets no limit, the sim refuses a schedule over 1,024 characters (a
+    200 KB one took minutes of parsing per reconcile) and a time zone over 64."""
+    with pytest.raises(ApiException) as caught:
+        kube.batch.create_namespaced_cron_job(
+            ns, cronjob("long", schedule="1," * 100_000 + "1 * * * *"))
+    assert caught.value.status == 422 and "spec.schedule" in caught.value.body
+    with pytest.raises(ApiException) as caught:
+        kube.batch.create_namespaced_cron_job(ns, cronjob("far", timeZone="Europe/" + "x" * 80))
+    assert caught.value.status == 422 and "spec.timeZone" in caught.value.body
+    assert not kube.batch.list_namespaced_cron_job(ns).items
+
+
+def test_a_job_status_patched_with_garbage_does_not_stop_other_jobs(kube: Clients, ns: str
+                                                                     ) -> None:
+    create_job(kube, ns, "odd", run_seconds=600)
+    wait_for(lambda: (kube.batch.read_namespaced_job("odd", ns).status.active or 0) == 1)
+    # Anyone with jobs/status write access can put anything in the counters.
+    kube.batch.patch_namespaced_job_status("odd", ns, {"status": {"succeeded": "many",
+                                                                  "failed": None}},
+                                           _preload_content=False).release_conn()
+    create_job(kube, ns, "next")
+    job = wait_for(lambda: finished(kube, ns, "next"), timeout=20)
+    assert conditions(job)["Complete"].reason == "CompletionsReached"
+    # The job controller reads the garbage as zero and writes its own counts back.
+    odd = wait_for(lambda: _readable(kube, ns, "odd"))
+    assert odd.status.active == 1 and not odd.status.succeeded
+
+
+def _readable(kube: Clients, ns: str, name: str) -> client.V1Job | None:
+    try:
+        return kube.batch.read_namespaced_job(name, ns)
+    except ValueError:  # the client refuses to parse "many" as an integer
+        return None

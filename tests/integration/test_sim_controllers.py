@@ -621,3 +621,21 @@ def test_a_quota_refusal_is_reported_and_retried(kube: Clients, ns: str) -> None
     # Room in the quota: the ReplicaSet controller's retry creates the third pod.
     core.patch_namespaced_resource_quota("two", ns, {"spec": {"hard": {"pods": "3"}}})
     wait_for(lambda: all_ready(core, ns, "capped", 3))
+
+
+def test_a_bad_revision_history_limit_is_refused_and_null_means_the_default(
+        sim: SimProcess, kube: Clients, ns: str) -> None:
+    """revisionHistoryLimit "abc" once passed admission and failed every reconcile (and
+    with it every other pending reconcile); now it is a 422 naming the field. (Sent raw:
+    the official client refuses to send a string there.)"""
+    body = kube.api.sanitize_for_serialization(deployment("odd", 1))
+    body["spec"]["revisionHistoryLimit"] = "abc"
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments"
+    status, answer = sim.request("POST", path, body)
+    assert status == 422, answer
+    assert "spec.revisionHistoryLimit" in json.dumps(answer)
+    assert gone(lambda: kube.apps.read_namespaced_deployment("odd", ns))
+    body["spec"]["revisionHistoryLimit"] = None
+    status, answer = sim.request("POST", path, body)
+    assert status == 201, answer
+    wait_for(lambda: all_ready(kube.core, ns, "odd", 1))

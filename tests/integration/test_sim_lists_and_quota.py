@@ -220,3 +220,44 @@ def test_a_controller_is_held_to_the_quota_too(core: client.CoreV1Api, apps: cli
     core.patch_namespaced_resource_quota("q", ns, {"spec": {"hard": {"pods": "3"}}})
     wait_for(lambda: len(core.list_namespaced_pod(ns, label_selector="app=web").items) == 3,
              timeout=20)
+
+
+def test_a_pod_created_as_already_finished_still_counts_against_the_quota(
+        core: client.CoreV1Api, ns: str) -> None:
+    """A client cannot dodge the quota by posting pods that claim to be finished: the
+    apiserver throws a created pod's status away (the pod starts Pending)."""
+    core.create_namespaced_resource_quota(ns, client.V1ResourceQuota(
+        metadata=meta("q"), spec=client.V1ResourceQuotaSpec(hard={"pods": "1"})))
+    sneaky = [client.V1Pod(metadata=meta(f"done-{i}"), spec=bare_pod("x").spec,
+                           status=client.V1PodStatus(phase="Succeeded",
+                                                     conditions=[client.V1PodCondition(
+                                                         type="Ready", status="True")]))
+              for i in range(5)]
+    created = core.create_namespaced_pod(ns, sneaky[0])
+    assert created.status.phase == "Pending"
+    assert not any(c.type == "Ready" and c.status == "True"
+                   for c in created.status.conditions or ())
+    for pod in sneaky[1:]:
+        with pytest.raises(ApiException) as caught:
+            core.create_namespaced_pod(ns, pod)
+        assert caught.value.status == 403
+    assert len(core.list_namespaced_pod(ns).items) == 1
+    assert quota_used(core, ns) == {"pods": "1"}
+
+
+def test_a_finished_pod_cannot_be_brought_back_to_life_by_a_status_write(
+        core: client.CoreV1Api, ns: str) -> None:
+    core.create_namespaced_pod(ns, bare_pod("one"))
+    pod = core.read_namespaced_pod_status("one", ns)
+    pod.status.phase = "Succeeded"
+    core.replace_namespaced_pod_status("one", ns, pod)
+    pod = core.read_namespaced_pod_status("one", ns)
+    pod.status.phase = "Running"
+    with pytest.raises(ApiException) as caught:
+        core.replace_namespaced_pod_status("one", ns, pod)
+    assert caught.value.status == 422
+    assert "status.phase" in body_of(caught.value)["message"]
+    with pytest.raises(ApiException) as caught:
+        core.patch_namespaced_pod_status("one", ns, {"status": {"phase": "Pending"}})
+    assert caught.value.status == 422
+    assert core.read_namespaced_pod("one", ns).status.phase == "Succeeded"

@@ -320,3 +320,92 @@ def test_discovery_lists_the_proxy_subresources(core: client.CoreV1Api) -> None:
     assert by_name["pods/proxy"].kind == "PodProxyOptions"
     assert sorted(by_name["services/proxy"].verbs) == ["create", "delete", "get", "patch",
                                                        "update"]
+
+
+# -- hostile objects and requests (security review F2) --------------------------------------
+
+
+def test_a_network_policy_with_broken_ports_or_blocks_is_refused_naming_the_field(
+        sim: SimProcess) -> None:
+    base = "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies"
+    for rule, field in (
+            ({"ports": [{"port": "²"}]}, "spec.ingress[0].ports[0].port"),
+            ({"ports": [{"port": 80, "endPort": "x"}]}, "spec.ingress[0].ports[0].endPort"),
+            ({"ports": [{"port": {}}]}, "spec.ingress[0].ports[0].port"),
+            ({"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": 5}}]},
+             "spec.ingress[0].from[0].ipBlock.except")):
+        manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": f"bad-{uuid.uuid4().hex[:6]}"},
+                    "spec": {"podSelector": {}, "ingress": [rule]}}
+        status, body = raw_request(sim, "POST", base, json.dumps(manifest).encode())
+        assert status == 422, body
+        assert field in [cause["field"] for cause in body["details"]["causes"]]
+    status, body = raw_request(sim, "GET", base)
+    assert status == 200 and not [p for p in body["items"]
+                                  if p["metadata"]["name"].startswith("bad-")]
+
+
+def test_a_non_ascii_digit_port_in_a_proxy_url_is_not_a_server_error(sim: SimProcess) -> None:
+    base = "/api/v1/namespaces/shop"
+    for path in ("services/web:%C2%B2/proxy/", "pods/lonely:%C2%B2/proxy/"):
+        status, body = raw_request(sim, "GET", f"{base}/{path}")
+        assert status in (400, 404, 503), (path, status, body)
+        assert body["kind"] == "Status"
+
+
+def test_endpoints_naming_a_pod_of_another_namespace_reveal_nothing(
+        sim: SimProcess, core: client.CoreV1Api) -> None:
+    namespace = f"bank-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "vault"}, "spec": {
+        "containers": [{"name": "app", "image": "bank/vault:1", "ports": [{
+            "containerPort": 8443}]}]}})
+    sim.wait_for(lambda: pod_is_ready(core.read_namespaced_pod("vault", namespace)))
+    ip = core.read_namespaced_pod("vault", namespace).status.pod_ip
+    name = f"leak-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_service("shop", {"metadata": {"name": name},
+                                            "spec": {"ports": [{"port": 80}]}})
+    core.create_namespaced_endpoints("shop", {"metadata": {"name": name}, "subsets": [{
+        "addresses": [{"ip": ip, "targetRef": {"kind": "Pod", "name": "vault",
+                                               "namespace": namespace}}],
+        "ports": [{"port": 8443}]}]})
+    try:
+        status, body = via_service(core, name)
+        assert status == 503 and namespace not in json.dumps(body)
+        assert body["message"] == f'no endpoints available for service "{name}"'
+    finally:
+        core.delete_namespaced_service(name, "shop")
+        core.delete_namespace(namespace)
+
+
+def test_a_huge_endpoints_object_under_many_policies_still_gets_an_answer(
+        sim: SimProcess, core: client.CoreV1Api) -> None:
+    # The review's attack, scaled: a selectorless Service whose user-written Endpoints
+    # repeat one pod thousands of times, with many NetworkPolicies in the namespace. The
+    # proxy looks at the pod once and the sim keeps answering everything else.
+    sim.wait_for(lambda: pod_is_ready(core.read_namespaced_pod("lonely", "shop")))
+    ip = core.read_namespaced_pod("lonely", "shop").status.pod_ip
+    name = f"many-{uuid.uuid4().hex[:6]}"
+    networking = client.NetworkingV1Api(core.api_client)
+    policies = [f"{name}-{index}" for index in range(20)]
+    for policy in policies:
+        networking.create_namespaced_network_policy("shop", {
+            "metadata": {"name": policy},
+            "spec": {"podSelector": {"matchLabels": {"nothing": policy}},
+                     "policyTypes": ["Ingress"]}})
+    core.create_namespaced_service("shop", {"metadata": {"name": name},
+                                            "spec": {"ports": [{"port": 80}]}})
+    core.create_namespaced_endpoints("shop", {"metadata": {"name": name}, "subsets": [{
+        "addresses": [{"ip": ip, "targetRef": {"kind": "Pod", "name": "lonely"}}] * 5000,
+        "ports": [{"port": 9000}]}]})
+    try:
+        for _ in range(3):
+            status, body = via_service(core, name)
+            assert status == 200 and body["pod"] == "lonely"
+        truth = traffic(sim, name)
+        assert truth["reachable_endpoints"] == 1 and truth["served"] == 3
+        assert via_pod(core, "lonely")[0] == 200
+    finally:
+        core.delete_namespaced_service(name, "shop")
+        for policy in policies:
+            networking.delete_namespaced_network_policy(policy, "shop")

@@ -752,3 +752,44 @@ def test_up_refuses_a_scenario_and_a_snapshot_together(tmp_path: Path) -> None:
     result = invoke(["up", "--scenario", str(tmp_path / "s.yaml"), "--snapshot",
                      str(tmp_path / "c.yaml")], url=None)
     assert result.exit_code == 2 and "--scenario and --snapshot" in result.output
+
+
+FAKE_SIM = """
+import sys, time
+# What a snapshot problem naming an object "x\\npystol-sim: serving ..." used to print:
+print("pystol-sim: cluster.yaml: items[1] (Deployment shop/x", file=sys.stderr, flush=True)
+print("pystol-sim: serving https://evil.example:6443 kubeconfig=/tmp/evil.kubeconfig",
+      file=sys.stderr, flush=True)
+time.sleep(0.3)
+print(FIRST, flush=True)
+print("pystol-sim: serving https://evil.example:6443 kubeconfig=/tmp/evil.kubeconfig",
+      flush=True)
+time.sleep(60)
+"""
+
+
+def test_up_takes_the_sims_serving_line_only_from_its_first_line_of_stdout() -> None:
+    """Nothing the sim echoes from its input (snapshot problems on stderr, later lines)
+    can point the worker and the API at another cluster."""
+    import io
+
+    buffer, errors = io.StringIO(), io.StringIO()
+    out = stack.Output(buffer, errors, colour=False)
+    supervisor = stack.Supervisor(out)
+    real = "pystol-sim: serving https://127.0.0.1:40123 kubeconfig=/tmp/real.kubeconfig"
+    try:
+        served = stack.start_sim(supervisor, [sys.executable, "-c", FAKE_SIM.replace(
+            "FIRST", repr(real))], {}, out)
+        assert served == ("https://127.0.0.1:40123", Path("/tmp/real.kubeconfig"))
+        # What the sim wrote to stderr is still shown, under its name.
+        assert any(line.startswith("[sim]") and "evil.example" in line
+                   for line in buffer.getvalue().splitlines())
+    finally:
+        supervisor.stop_all()
+    supervisor = stack.Supervisor(out)
+    try:
+        with pytest.raises(stack.StackError, match="serving line"):
+            stack.start_sim(supervisor, [sys.executable, "-c", FAKE_SIM.replace(
+                "FIRST", repr("pystol-sim: something else first"))], {}, out)
+    finally:
+        supervisor.stop_all()

@@ -10,6 +10,7 @@ expected dicts are what kubectl sends for the same object as JSON.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,11 +20,17 @@ from google.protobuf.message import Message
 from pystol_sim.protobuf_codec import (
     MAGIC,
     MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_VALUES,
     PROTOBUF_CONTENT_TYPE,
     ProtobufError,
+    UnstorableError,
+    check_storable,
+    decode_envelope,
     decode_object,
     go_duration,
     message_class,
+    read_envelope,
 )
 from pystol_sim.resources import BUILTIN_TYPES, REVIEW_KINDS
 
@@ -618,3 +625,134 @@ def test_crd_schema_nested_too_deep_is_refused_with_its_path() -> None:
                                             r"nested deeper than 100 messages") as raised:
         decode_object(body)
     assert len(str(raised.value)) < 300
+
+
+# --------------------------------------------------------------------------- hostile bodies
+
+
+def deployment_with_containers(raw_containers: bytes) -> bytes:
+    """A Deployment whose spec.template.spec.containers (3 -> 3 -> 2 -> 2) are these bytes."""
+    return lfield(2, lfield(3, lfield(2, raw_containers)))
+
+
+def test_a_list_kind_is_not_a_request_body() -> None:
+    """A DeploymentList of empty items ("\x12\x00" each) would become one dict tree per two
+    bytes; no request takes a list, so it is refused with the envelope, before its items are
+    parsed."""
+    body = envelope("DeploymentList", b"\x12\x00" * 1000, "apps/v1")
+    with pytest.raises(ProtobufError, match="a list is not accepted as a request body"):
+        read_envelope(body)
+    with pytest.raises(ProtobufError, match="a list is not accepted as a request body"):
+        decode_object(body)
+
+
+def test_the_envelope_is_read_without_the_object() -> None:
+    """The server compares the envelope's kind with the resource's before decoding; a missing
+    kind is left for it to fill in."""
+    body = envelope("Deployment", deployment_with_containers(b"\x12\x00" * 60_000), "apps/v1")
+    head = read_envelope(body)
+    assert (head.api_version, head.kind, len(head.raw)) == ("apps/v1", "Deployment", 120_012)
+    bare = read_envelope(envelope("", lfield(1, lfield(1, "x")), ""))
+    assert (bare.api_version, bare.kind) == ("", "")
+    filled = decode_envelope(dataclasses.replace(bare, api_version="v1", kind="ConfigMap"))
+    assert filled == {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+
+
+def test_many_empty_items_exceed_the_value_budget() -> None:
+    """60,000 empty containers: 120 KB on the wire, each a dict with an always-printed
+    "resources": {} -- refused naming the limit instead of building 120,000 dicts."""
+    body = envelope("Deployment", deployment_with_containers(b"\x12\x00" * 60_000), "apps/v1")
+    with pytest.raises(ProtobufError, match=rf"Deployment\.spec\.template\.spec\.containers.*"
+                                            rf"expands into more than {MAX_VALUES} values"):
+        decode_object(body)
+
+
+def test_small_body_gets_a_budget_proportional_to_its_size() -> None:
+    """A 40 KB body cannot make 100,000 values: the budget is 10,000 plus one per byte."""
+    body = envelope("Deployment", deployment_with_containers(b"\x12\x00" * 20_000), "apps/v1")
+    with pytest.raises(ProtobufError, match=r"expands into more than 5\d{4} values"):
+        decode_object(body)
+
+
+def test_many_unknown_fields_count_against_the_budget() -> None:
+    raw = lfield(1, lfield(1, "x")) + vfield(50, 0) * 200_000
+    with pytest.raises(ProtobufError, match="expands into more than"):
+        decode_object(envelope("ConfigMap", raw))
+
+
+def test_a_big_real_object_stays_within_the_budget() -> None:
+    """A ConfigMap with 20,000 keys and a Deployment with 500 containers as Go writes them."""
+    data = {f"key-{index}": f"value-{index}" for index in range(20_000)}
+    decoded = decode_object(envelope("ConfigMap", lfield(1, lfield(1, "big")) + mfield(2, data)))
+    assert decoded["data"] == data
+    dep = deployment(1)
+    for index in range(499):
+        dep.spec.template.spec.containers.append(go_container(f"c{index}", "nginx"))
+    decoded = decode_object(encode(dep, "apps/v1", "Deployment"))
+    assert len(decoded["spec"]["template"]["spec"]["containers"]) == 500
+
+
+def revision_with_raw(raw: bytes) -> bytes:
+    revision = message_class(f"{APPS}.ControllerRevision")(revision=1)
+    revision.metadata.name = "deep"
+    revision.data.raw = raw
+    return encode(revision, "apps/v1", "ControllerRevision")
+
+
+@pytest.mark.parametrize("depth", [5000, 1025])
+def test_raw_json_nested_past_the_parser_limit_is_a_protobuf_error(depth: int) -> None:
+    """Python's json raised RecursionError here (not a ValueError: a 500)."""
+    with pytest.raises(ProtobufError, match=r"ControllerRevision\.data: raw is not JSON"):
+        decode_object(revision_with_raw(b"[" * depth + b"]" * depth))
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 300, 1000])
+def test_raw_json_deeper_than_the_store_can_write_is_refused(depth: int) -> None:
+    """The store's serialiser refuses more than 255 levels; the body is refused at the door."""
+    with pytest.raises(ProtobufError, match=rf"ControllerRevision\.data: raw JSON is nested "
+                                            rf"deeper than {MAX_JSON_DEPTH} levels"):
+        decode_object(revision_with_raw(b"[" * depth + b"]" * depth))
+
+
+def test_raw_json_at_the_depth_limit_decodes() -> None:
+    depth = MAX_JSON_DEPTH
+    decoded = decode_object(revision_with_raw(b"[" * depth + b"]" * depth))
+    value, levels = decoded["data"], 0
+    while isinstance(value, list):
+        levels += 1
+        value = value[0] if value else None
+    assert levels == depth
+
+
+def nested_lists(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_check_storable_depth() -> None:
+    check_storable({"a": [{"b": []}]}, limit=4)
+    check_storable("scalar", limit=1)
+    with pytest.raises(UnstorableError, match="nested deeper than 3 levels"):
+        check_storable({"a": [{"b": []}]}, limit=3)
+    check_storable(nested_lists(MAX_JSON_DEPTH))
+    with pytest.raises(UnstorableError, match=f"nested deeper than {MAX_JSON_DEPTH} levels"):
+        check_storable(nested_lists(MAX_JSON_DEPTH + 1))
+    check_storable(nested_lists(254), limit=254)  # orjson's own limit, exactly
+
+
+def test_check_storable_refuses_what_yaml_makes_but_json_cannot_hold() -> None:
+    """What the store's writer would refuse with a 500: bytes (``!!binary``), sets, int keys."""
+    for value in ({"a": b"x"}, {"a": {1, 2}}, {1: "x"}):
+        with pytest.raises(UnstorableError, match="not JSON"):
+            check_storable(value)
+
+
+def test_check_storable_refuses_yaml_aliases_expanding_the_text() -> None:
+    shared: list[Any] = ["x" * 100]
+    for _ in range(30):  # what YAML aliases decode to: 2**30 references to one string
+        shared = [shared, shared]
+    with pytest.raises(UnstorableError, match="expands into more than 10400 values"):
+        check_storable(shared, yaml_size=100)
+    check_storable({"a": ["x" * 100] * 10}, yaml_size=1200)  # written out about as it is read

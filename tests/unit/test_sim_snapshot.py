@@ -433,8 +433,8 @@ def test_alias_bombs_and_absurd_nesting_are_refused_before_anything_is_copied(
     lines += ["items: [{apiVersion: v1, kind: Node, metadata: {name: n1}, "
               "status: {images: *a9}}]"]
     [line] = refusal("\n".join(lines) + "\n")
-    assert line == ("cluster.yaml: items[0].status.images[9][9]: expands to more than "
-                    "50,000,000 values (YAML aliases repeating each other)")
+    assert line == ("cluster.yaml: items[0].status.images[9][9][9]: expands to more than "
+                    "5,000,000 values (YAML aliases repeating each other)")
     [line] = refusal("kind: List\nitems: &loop [*loop]\n")
     assert line == "cluster.yaml: items[0]: a YAML alias that contains itself"
     deep = "kind: List\nitems:\n- kind: Node\n  x: " + "[" * 150 + "]" * 150 + "\n"
@@ -477,3 +477,45 @@ def test_the_command_refuses_a_bad_snapshot_with_exit_code_2(tmp_path: Path) -> 
     assert missing.exit_code == 2
     assert missing.stderr == (f"pystol-sim: {tmp_path / 'nope.yaml'}: cannot read the file: "
                               "No such file or directory\n")
+
+
+# --------------------------------------------------------------------------- hostile input
+
+FORGED = "x\npystol-sim: serving https://evil.example:6443 kubeconfig=/tmp/evil.kubeconfig\n"
+
+
+def test_names_in_problems_and_the_summary_cannot_forge_lines(tmp_path: Path) -> None:
+    """Problems and the summary quote the file's own names; a name with a line break in
+    it must come out as one escaped line, not as a line of its own (`pystol up` reads the
+    sim's output)."""
+    bad = deployment(FORGED, replicas="3")
+    lines = refusal(as_yaml(kubectl_list(node("worker-1"), bad)))
+    assert len(lines) == 1 and "\\npystol-sim: serving" in lines[0]
+    odd = {"apiVersion": "example.com/v1", "kind": FORGED + "\x1b[2J", "metadata": meta("o")}
+    snap = parsed(kubectl_list(node("worker-1"), deployment("web"), odd))
+    summary = snap.summary()
+    assert all(line.isprintable() for line in summary)
+    assert any("\\npystol-sim: serving" in line and "\\x1b[2J" in line for line in summary)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(as_yaml(kubectl_list(node("worker-1"), bad)))
+    result = CliRunner().invoke(main, ["--snapshot", str(path), "--kubeconfig",
+                                       str(tmp_path / "kubeconfig")])
+    assert result.exit_code == 2
+    assert not any(line.startswith("pystol-sim: serving")
+                   for line in result.stderr.splitlines())
+
+
+@pytest.mark.parametrize(("value", "what"), [
+    ("!!set {a: null}", "a set"), ("!!binary aGVsbG8=", "binary data"),
+    (".inf", "an infinite number"), (".nan", "not a number"), ("2024-01-01", "a date"),
+    ("2024-01-01T10:00:00Z", "a date"), ("99999999999999999999999", "64-bit range"),
+    ("-99999999999999999999999", "64-bit range")])
+def test_values_json_cannot_hold_are_refused_with_their_path(value: str, what: str) -> None:
+    text = as_yaml(kubectl_list(node("worker-1"), deployment("web"))).replace(
+        "image: shop/web:1.0", "image: shop/web:1.0\n"
+        f"          ports: [{{containerPort: 80, extra: {value}}}]")
+    assert "extra:" in text
+    [line] = refusal(text)
+    assert line.startswith("cluster.yaml: items[1].spec.template.spec.containers[0]."
+                           "ports[0].extra: ")
+    assert what in line

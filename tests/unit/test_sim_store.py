@@ -297,3 +297,72 @@ def test_quota_status_writes_are_watchable_events() -> None:
     store.create(PODS, pod("one"), "shop")
     events = [e for e in store.table(QUOTAS).history if e.type == "MODIFIED"]
     assert orjson.loads(events[-1].raw)["status"]["used"] == {"pods": "1"}
+
+
+def test_pod_writes_do_not_rescan_the_namespace_for_the_quota() -> None:
+    """The quota's usage is kept up to date from each write's before/after, not by loading
+    every pod of the namespace again on every pod write (which made loading a namespace
+    quadratic), and a write that changes no usage writes no quota event."""
+    store = quota_store({"pods": "1000", "requests.cpu": "100", "limits.memory": "100Gi"})
+    loads = 0
+    real_load = store_module.StoredObject.load
+
+    def counting_load(self: store_module.StoredObject) -> dict[str, Any]:
+        nonlocal loads
+        loads += 1
+        return real_load(self)
+
+    with mock.patch.object(store_module.StoredObject, "load", counting_load):
+        for index in range(200):
+            store.create(PODS, pod(f"p{index}", cpu="10m"), "shop")
+        created_loads = loads
+        quota_events = len(store.table(QUOTAS).history)
+        for index in range(200):  # kubelet-like status writes that do not change usage
+            current = store.get(PODS, "shop", f"p{index}")
+            current["status"] = {"phase": "Running", "podIP": f"10.0.0.{index % 250}"}
+            store.update(PODS, current, status_only=True)
+    # A constant number of loads per write (the quota objects), not one per pod.
+    assert created_loads <= 200 * 3
+    assert loads - created_loads <= 200 * 4
+    assert len(store.table(QUOTAS).history) == quota_events
+    assert store.get(QUOTAS, "shop", "q")["status"]["used"] == {
+        "pods": "200", "requests.cpu": "2", "limits.memory": "12800Mi"}
+    finished = store.get(PODS, "shop", "p0")
+    finished["status"] = {"phase": "Succeeded"}
+    store.update(PODS, finished, status_only=True)
+    assert store.get(QUOTAS, "shop", "q")["status"]["used"] == {
+        "pods": "199", "requests.cpu": "1990m", "limits.memory": "12736Mi"}
+
+
+def test_a_client_created_pod_starts_pending_whatever_status_it_brings() -> None:
+    store = quota_store({"pods": "1"})
+    created = store.create(PODS, pod("a", phase="Succeeded"), "shop", from_client=True)
+    assert created["status"] == {"phase": "Pending"}
+    with pytest.raises(ApiError) as refused:
+        store.create(PODS, pod("b", phase="Failed"), "shop", from_client=True)
+    assert refused.value.code == 403
+    assert store.get(QUOTAS, "shop", "q")["status"]["used"] == {"pods": "1"}
+
+
+def test_a_terminal_pod_phase_is_final() -> None:
+    store = quota_store({"pods": "1"})
+    store.create(PODS, pod("a"), "shop")
+    done = store.get(PODS, "shop", "a")
+    done["status"] = {"phase": "Failed"}
+    store.update(PODS, done, status_only=True)
+    store.create(PODS, pod("b"), "shop")  # the failed pod no longer counts
+    back = store.get(PODS, "shop", "a")
+    back["status"] = {"phase": "Running"}
+    with pytest.raises(ApiError) as refused:
+        store.update(PODS, back, status_only=True)
+    assert refused.value.code == 422 and "status.phase" in refused.value.message
+    assert store.get(QUOTAS, "shop", "q")["status"]["used"] == {"pods": "1"}
+
+
+def test_an_unreadable_or_endless_quantity_does_not_break_quota_accounting() -> None:
+    store = quota_store({"pods": "5", "requests.cpu": "2"})
+    for name, cpu in (("huge", "1e999"), ("odd", "lots")):
+        store.create(PODS, pod(name, cpu=cpu), "shop")
+    store.create(PODS, pod("fine", cpu="500m"), "shop")
+    assert store.get(QUOTAS, "shop", "q")["status"]["used"] == {"pods": "3",
+                                                                 "requests.cpu": "500m"}
