@@ -183,7 +183,11 @@ class CronJobController(Controller):
                                       ("Failed", "failedJobsHistoryLimit", 1)):
             done = [j for j in jobs if finished_condition(j) == outcome
                     and not j["metadata"].get("deletionTimestamp")]
-            done.sort(key=lambda j: j["metadata"].get("creationTimestamp", ""))
+            # Oldest scheduled time first: Jobs fired within one second share their
+            # creationTimestamp, and the order they come in is no order at all.
+            done.sort(key=lambda j: ((j["metadata"].get("annotations") or {}).get(
+                SCHEDULED_AT, ""), j["metadata"].get("creationTimestamp", ""),
+                j["metadata"]["name"]))
             limit = count_of(spec.get(key), default)
             for job in done[: max(0, len(done) - limit)]:
                 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,18 +90,26 @@ class Stack:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
-          ) -> Iterator[Stack]:
+@contextmanager
+def running_stack(workdir: Path, redis_server: RedisServer,
+                  sim_args: tuple[str, ...] = ()) -> Iterator[Stack]:
+    """A flushed Redis, a sim (demo cluster unless `sim_args` say otherwise), a worker and
+    the API with a policy that lets probes reach loopback."""
     redis_server.client().flushdb()
-    workdir: Path = tmp_path_factory.mktemp("stack")
     port = free_port()
     policy = workdir / "policy.yaml"
     policy.write_text(loopback_probes_policy(api_port=port))
-    with SimProcess.start(workdir, speed=10.0) as sim:
+    with SimProcess.start(workdir, speed=10.0, extra_args=sim_args) as sim:
         env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
                "PYSTOL_POLICY_FILE": str(policy)}
         with worker(env, concurrency=2) as worker_process, \
                 api(env, port, TOKEN) as api_process:
             yield Stack(sim, redis_server, worker_process, api_process,
                         f"http://127.0.0.1:{port}", TOKEN, policy)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+          ) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack"), redis_server) as running:
+        yield running

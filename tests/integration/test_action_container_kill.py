@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 import uuid
+from functools import partial
 from typing import Any
 
 from tests.integration.conftest import Stack
+from tests.support.kube_helpers import wait_for as poll_until
 from tests.support.recovery_truth import assert_matches_truth, whole_again_at
 
 READY_SECONDS = 2.0  # simulated; the sim runs 10x faster
-
-
 
 
 def make_workload(stack: Stack, replicas: int = 3) -> str:
@@ -54,14 +53,8 @@ def snapshot(stack: Stack, namespace: str) -> dict[str, Any]:
             for p in pods(stack, namespace)}
 
 
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+# Polls as the shared helper does, with this file's longer default patience.
+wait_for = partial(poll_until, timeout=20.0)
 
 
 def spec(namespace: str, **extra: Any) -> dict[str, Any]:

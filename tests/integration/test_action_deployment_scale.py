@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 from tests.integration.conftest import Stack
+from tests.support.kube_helpers import wait_for as poll_until
 from tests.support.recovery_truth import assert_matches_truth, unix, whole_again_at
 
 ANNOTATIONS = {"sim.pystol.org/start-seconds": "0.5", "sim.pystol.org/ready-seconds": "1",
                "sim.pystol.org/terminate-seconds": "0.5"}
-
-
 
 
 def template(app: str) -> dict[str, Any]:
@@ -62,14 +62,8 @@ def snapshot(stack: Stack, namespace: str) -> dict[str, Any]:
             "db": (db.metadata.uid, db.spec.replicas, db.status.ready_replicas)}
 
 
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+# Polls as the shared helper does, with this file's longer default patience.
+wait_for = partial(poll_until, timeout=20.0)
 
 
 def spec(namespace: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -79,8 +73,6 @@ def spec(namespace: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]
                             "params": params, "duration": "2s"}
     body.update(extra)
     return body
-
-
 
 
 def test_workloads_run_fewer_replicas_while_held_and_get_them_back(stack: Stack) -> None:

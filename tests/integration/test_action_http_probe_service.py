@@ -10,14 +10,15 @@ own Kubernetes client, with the sim's `/_sim/traffic` as the ground truth.
 from __future__ import annotations
 
 import json
-import time
 import uuid
+from functools import partial
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import Stack
+from tests.support.kube_helpers import wait_for as poll_until
 
 LABEL = "chaos.pystol.org/partition"
 
@@ -27,14 +28,8 @@ def apis(stack: Stack) -> tuple[client.CoreV1Api, client.AppsV1Api]:
     return client.CoreV1Api(api_client), client.AppsV1Api(api_client)
 
 
-def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+# Polls as the shared helper does, with this file's longer default patience.
+wait_for = partial(poll_until, timeout=30.0)
 
 
 def ready(pod: Any) -> bool:

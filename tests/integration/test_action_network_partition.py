@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import Stack
+from tests.support.kube_helpers import wait_for as poll_until
 
 LABEL = "chaos.pystol.org/partition"
 
@@ -29,14 +31,8 @@ def ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
 
 
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+# Polls as the shared helper does, with this file's longer default patience.
+wait_for = partial(poll_until, timeout=20.0)
 
 
 def make_workload(stack: Stack, replicas: int = 3) -> str:
@@ -71,8 +67,6 @@ def pod_state(stack: Stack, namespace: str) -> dict[str, Any]:
 def policies(stack: Stack, namespace: str) -> list[Any]:
     _, _, net = apis(stack)
     return net.list_namespaced_network_policy(namespace).items
-
-
 
 
 def partition(namespace: str, **extra: Any) -> dict[str, Any]:

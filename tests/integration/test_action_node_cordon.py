@@ -10,12 +10,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 from kubernetes import client, config
 
 from tests.integration.conftest import Stack
+from tests.support.kube_helpers import wait_for as poll_until
 
 CORDONED_BY = "chaos.pystol.org/cordoned-by"
 WORKERS = ["worker-a", "worker-b", "worker-c"]
@@ -37,14 +39,8 @@ def unschedulable(stack: Stack, name: str) -> bool:
     return bool(core_api(stack).read_node(name).spec.unschedulable)
 
 
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+# Polls as the shared helper does, with this file's longer default patience.
+wait_for = partial(poll_until, timeout=20.0)
 
 
 def node_reasons(stack: Stack, name: str) -> list[str]:

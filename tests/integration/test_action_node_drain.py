@@ -10,12 +10,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import pytest
 from kubernetes import client, config
 
 from tests.integration.conftest import Stack
+from tests.support.kube_helpers import wait_for as poll_until
 from tests.support.recovery_truth import assert_matches_truth, whole_again_at
 
 WORKERS = ["worker-a", "worker-b", "worker-c"]
@@ -54,14 +56,8 @@ def owner_kind(pod: Any) -> str | None:
                 None)
 
 
-def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
+# Polls as the shared helper does, with this file's longer default patience.
+wait_for = partial(poll_until, timeout=30.0)
 
 
 def workloads_whole(stack: Stack) -> bool:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 from tests.integration.conftest import Stack
+from tests.support.kube_helpers import wait_for as poll_until
 from tests.support.recovery_truth import assert_matches_truth, unix, whole_again_at
 
 PAUSE = "registry.k8s.io/pause:3.9"
 IMAGES = {"app": "shop/app:1.4.2", "sidecar": "envoyproxy/envoy:v1.29"}
-
-
 
 
 def make_workload(stack: Stack, replicas: int = 3) -> str:
@@ -71,16 +71,8 @@ def spec(namespace: str, **extra: Any) -> dict[str, Any]:
     return body
 
 
-def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
-
-
+# Polls as the shared helper does, with this file's longer default patience.
+wait_for = partial(poll_until, timeout=20.0)
 
 
 def test_pods_run_pause_images_while_held_and_get_theirs_back(stack: Stack) -> None:

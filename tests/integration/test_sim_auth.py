@@ -46,10 +46,7 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    workdir = tmp_path_factory.mktemp("sim-auth")
-    scenario = workdir / "scenario.yaml"
-    scenario.write_text(SCENARIO)
-    with SimProcess.start(workdir, scenario=scenario, speed=10.0) as process:
+    with SimProcess.start(tmp_path_factory.mktemp("sim-auth"), scenario_text=SCENARIO) as process:
         yield process
 
 

@@ -66,10 +66,7 @@ users:
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    workdir = tmp_path_factory.mktemp("sim-proxy")
-    scenario = workdir / "scenario.yaml"
-    scenario.write_text(SCENARIO)
-    with SimProcess.start(workdir, scenario=scenario, speed=10.0) as process:
+    with SimProcess.start(tmp_path_factory.mktemp("sim-proxy"), scenario_text=SCENARIO) as process:
         yield process
 
 
@@ -90,18 +87,16 @@ def as_token(sim: SimProcess, token: str) -> client.CoreV1Api:
 
 def via_service(core: client.CoreV1Api, name: str, path: str = "hello") -> tuple[int, Any]:
     """GET through services/NAME/proxy with the official client: (status, decoded body)."""
-    try:
-        response = core.connect_get_namespaced_service_proxy_with_path(
-            name, "shop", path, _preload_content=False, _request_timeout=20)
-        return response.status, json.loads(response.data)
-    except ApiException as error:
-        return error.status, json.loads(error.body)
+    return proxied(core.connect_get_namespaced_service_proxy_with_path, name, path)
 
 
 def via_pod(core: client.CoreV1Api, name: str, path: str = "hello") -> tuple[int, Any]:
+    return proxied(core.connect_get_namespaced_pod_proxy_with_path, name, path)
+
+
+def proxied(connect: Any, name: str, path: str) -> tuple[int, Any]:
     try:
-        response = core.connect_get_namespaced_pod_proxy_with_path(
-            name, "shop", path, _preload_content=False, _request_timeout=20)
+        response = connect(name, "shop", path, _preload_content=False, _request_timeout=20)
         return response.status, json.loads(response.data)
     except ApiException as error:
         return error.status, json.loads(error.body)

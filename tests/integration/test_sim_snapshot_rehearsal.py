@@ -19,11 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import TOKEN, Stack, loopback_probes_policy
-from tests.support.pystol_processes import api, worker
+from tests.integration.conftest import Stack, running_stack
 from tests.support.recovery_truth import TOLERANCE
-from tests.support.redis_server import RedisServer, free_port
-from tests.support.sim_process import SimProcess
+from tests.support.redis_server import RedisServer
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 # Start and ready seconds the workloads' pods showed. Both far from the sim's defaults
@@ -130,20 +128,11 @@ def hand_written_list() -> dict[str, Any]:
 def rehearsal(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
               ) -> Iterator[Stack]:
     """The `stack` fixture's processes, with the sim started from the hand-written List."""
-    redis_server.client().flushdb()
     workdir: Path = tmp_path_factory.mktemp("rehearsal")
     snapshot = workdir / "cluster.yaml"
     snapshot.write_text(yaml.safe_dump(hand_written_list(), sort_keys=False))
-    port = free_port()
-    policy = workdir / "policy.yaml"
-    policy.write_text(loopback_probes_policy(api_port=port))
-    with SimProcess.start(workdir, speed=10.0, extra_args=("--snapshot", str(snapshot))) as sim:
-        env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
-               "PYSTOL_POLICY_FILE": str(policy)}
-        with worker(env, concurrency=2) as worker_process, \
-                api(env, port, TOKEN) as api_process:
-            yield Stack(sim, redis_server, worker_process, api_process,
-                        f"http://127.0.0.1:{port}", TOKEN, policy)
+    with running_stack(workdir, redis_server, ("--snapshot", str(snapshot))) as running:
+        yield running
 
 
 def wait_ready(stack: Stack, namespace: str, name: str, replicas: int = REPLICAS) -> None:

@@ -31,6 +31,21 @@ def read_until(process: subprocess.Popen[str], lines: list[str], pattern: str,
     raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(lines))
 
 
+def start_up(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """`pystol up ARGS` with its output collected, line by line, into the list returned."""
+    process = subprocess.Popen([sys.executable, "-m", "pystol_api.cli", "up", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env)
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+    threading.Thread(target=pump, daemon=True).start()
+    return process, lines
+
+
 @pytest.mark.parametrize("redis_choice", ["server", "fake"])
 def test_up_sim_then_run_pod_kill_wait(tmp_path: Path, redis_choice: str) -> None:
     port = free_port()
@@ -38,16 +53,7 @@ def test_up_sim_then_run_pod_kill_wait(tmp_path: Path, redis_choice: str) -> Non
                # nothing answers there, so `up` starts its own Redis of the chosen kind
                PYSTOL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", HOME=str(tmp_path))
     env.pop("PYSTOL_API_TOKENS", None)
-    up = subprocess.Popen([sys.executable, "-m", "pystol_api.cli", "up", "--sim", "--port",
-                           str(port), "--redis", redis_choice],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
-
-    def pump() -> None:
-        assert up.stdout is not None
-        for line in up.stdout:
-            lines.append(line.rstrip("\n"))
-    threading.Thread(target=pump, daemon=True).start()
+    up, lines = start_up(["--sim", "--port", str(port), "--redis", redis_choice], env)
     try:
         exports = read_until(up, lines, r"^export PYSTOL_API_URL=(\S+) PYSTOL_TOKEN=(\S+)$", 90)
         api_url, token = exports.group(1), shlex.split(exports.group(2))[0]
@@ -136,16 +142,8 @@ def test_up_snapshot_runs_chaos_on_a_copy_of_a_cluster(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1", HOME=str(tmp_path),
                PYSTOL_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     env.pop("PYSTOL_API_TOKENS", None)
-    up = subprocess.Popen([sys.executable, "-m", "pystol_api.cli", "up", "--snapshot",
-                           str(snapshot), "--port", str(port), "--redis", "server"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
-
-    def pump() -> None:
-        assert up.stdout is not None
-        for line in up.stdout:
-            lines.append(line.rstrip("\n"))
-    threading.Thread(target=pump, daemon=True).start()
+    up, lines = start_up(["--snapshot", str(snapshot), "--port", str(port), "--redis",
+                          "server"], env)
     try:
         exports = read_until(up, lines, r"^export PYSTOL_API_URL=(\S+) PYSTOL_TOKEN=(\S+)$", 90)
         token = shlex.split(exports.group(2))[0]

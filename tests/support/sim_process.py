@@ -31,7 +31,13 @@ class SimProcess:
     @classmethod
     @contextmanager
     def start(cls, workdir: Path, scenario: Path | None = None, speed: float = 10.0,
-              extra_args: tuple[str, ...] = ()) -> Iterator[SimProcess]:
+              extra_args: tuple[str, ...] = (), scenario_text: str | None = None
+              ) -> Iterator[SimProcess]:
+        """A sim on the demo cluster, a scenario file, or `scenario_text` (written to
+        `workdir/scenario.yaml`)."""
+        if scenario_text is not None:
+            scenario = workdir / "scenario.yaml"
+            scenario.write_text(scenario_text)
         kubeconfig = workdir / "kubeconfig"
         args = [sys.executable, "-m", "pystol_sim", "--port", "0", "--kubeconfig",
                 str(kubeconfig), "--speed", str(speed), *extra_args]

@@ -344,3 +344,26 @@ def test_a_finished_pod_without_a_node_is_never_scheduled_back_to_pending() -> N
         assert not pod["spec"].get("nodeName")
 
     run(body)
+
+
+def test_history_pruning_keeps_the_newest_scheduled_jobs_whatever_order_they_come_in() -> None:
+    """Jobs fired within one second share a creationTimestamp: pruning must go by the
+    scheduled time, or the newest Job can be the one deleted."""
+    from pystol_sim.controllers.cronjob import SCHEDULED_AT, CronJobController
+
+    async def body(cluster: Cluster) -> None:
+        jobs_t = rtype(cluster, "batch", "v1", "jobs")
+        jobs = []
+        for minute in (3, 1, 2):  # the order the owner index happens to give
+            job = {"apiVersion": "batch/v1", "kind": "Job",
+                   "metadata": {"name": f"tidy-{minute}", "namespace": "t",
+                                "annotations": {SCHEDULED_AT: f"2026-12-06T16:2{minute}:00Z"}},
+                   "spec": {"template": pod_template()},
+                   "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+            cluster.store.create(jobs_t, job, "t")  # created 3, 1, 2: oldest is newest
+            jobs.append(cluster.store.get(jobs_t, "t", job["metadata"]["name"]))
+        cluster.manager.get(CronJobController)._prune(jobs, {"successfulJobsHistoryLimit": 2})
+        assert sorted(j["metadata"]["name"] for j in cluster.store.list_objects(jobs_t, "t")) \
+            == ["tidy-2", "tidy-3"]
+
+    run(body)
