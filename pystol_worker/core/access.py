@@ -53,6 +53,8 @@ class Permission(StrEnum):
     HALT_LIFT = "halt.lift"
     TOKENS_MANAGE = "tokens.manage"
     AUDIT_READ = "audit.read"
+    EXPERIMENTS_READ = "experiments.read"
+    EXPERIMENTS_WRITE = "experiments.write"  # create, replace, delete experiment documents
 
     @property
     def namespaced(self) -> bool:
@@ -61,10 +63,13 @@ class Permission(StrEnum):
 
 NAMESPACED = frozenset({Permission.JOBS_READ, Permission.JOBS_SUBMIT, Permission.JOBS_CANCEL,
                         Permission.SCHEDULES_READ, Permission.SCHEDULES_CREATE,
-                        Permission.SCHEDULES_UPDATE, Permission.SCHEDULES_DELETE})
+                        Permission.SCHEDULES_UPDATE, Permission.SCHEDULES_DELETE,
+                        Permission.EXPERIMENTS_READ, Permission.EXPERIMENTS_WRITE})
 
-_VIEWER = frozenset({Permission.JOBS_READ, Permission.SCHEDULES_READ})
+_VIEWER = frozenset({Permission.JOBS_READ, Permission.SCHEDULES_READ,
+                     Permission.EXPERIMENTS_READ})
 _OPERATOR = _VIEWER | {Permission.JOBS_SUBMIT, Permission.JOBS_CANCEL,
+                       Permission.EXPERIMENTS_WRITE,
                        Permission.SCHEDULES_CREATE, Permission.SCHEDULES_UPDATE,
                        Permission.SCHEDULES_DELETE, Permission.HALT_ENGAGE}
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -100,6 +105,8 @@ RBAC_MAPPING: dict[Permission, RbacAttributes] = {
     Permission.HALT_LIFT: RbacAttributes("delete", "halts"),
     Permission.TOKENS_MANAGE: RbacAttributes("create", "tokens"),
     Permission.AUDIT_READ: RbacAttributes("list", "auditrecords"),
+    Permission.EXPERIMENTS_READ: RbacAttributes("list", "pystolexperiments"),
+    Permission.EXPERIMENTS_WRITE: RbacAttributes("create", "pystolexperiments"),
 }
 
 
@@ -109,6 +116,7 @@ class ActorKind(StrEnum):
     KUBERNETES = "kubernetes"          # a bearer token the cluster's TokenReview accepted
     CUSTOM_RESOURCE = "custom-resource"
     SCHEDULE = "schedule"
+    EXPERIMENT = "experiment"  # a step of an experiment run, on behalf of who started it
 
 
 class Actor(BaseModel):

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationInfo,
     computed_field,
     field_validator,
@@ -32,9 +28,66 @@ from pydantic import (
 )
 
 from pystol_worker.core.access import Actor, Grant
-
-DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+from pystol_worker.core.durations import (
+    DURATION_PART as DURATION_PART,
+)
+from pystol_worker.core.durations import (
+    Duration as Duration,
+)
+from pystol_worker.core.durations import (
+    at_most as at_most,
+)
+from pystol_worker.core.durations import (
+    format_duration as format_duration,
+)
+from pystol_worker.core.durations import (
+    parse_duration as parse_duration,
+)
+from pystol_worker.core.names import (
+    DNS_LABEL as DNS_LABEL,
+)
+from pystol_worker.core.names import (
+    MAX_NAME_LENGTH as MAX_NAME_LENGTH,
+)
+from pystol_worker.core.names import (
+    NamespaceName as NamespaceName,
+)
+from pystol_worker.core.names import (
+    NodeName as NodeName,
+)
+from pystol_worker.core.probe_model import (
+    MAX_PROBE_TIMEOUT_SECONDS as MAX_PROBE_TIMEOUT_SECONDS,
+)
+from pystol_worker.core.probe_model import (
+    ErrorBudgetGuard as ErrorBudgetGuard,
+)
+from pystol_worker.core.probe_model import (
+    HttpProbe as HttpProbe,
+)
+from pystol_worker.core.probe_model import (
+    K8sProbe as K8sProbe,
+)
+from pystol_worker.core.probe_model import (
+    Probe as Probe,
+)
+from pystol_worker.core.probe_model import (
+    ProbeMode as ProbeMode,
+)
+from pystol_worker.core.probe_model import (
+    PrometheusProbe as PrometheusProbe,
+)
+from pystol_worker.core.probe_model import (
+    ServiceTarget as ServiceTarget,
+)
+from pystol_worker.core.probe_model import (
+    typed_probes as typed_probes,
+)
+from pystol_worker.core.probe_model import (
+    unique_probe_names as unique_probe_names,
+)
+from pystol_worker.core.probe_model import (
+    with_probe_type as with_probe_type,
+)
 
 # Limits on everything a job carries. They live here, in the model, so that the API, the
 # custom resources, schedules' templates and the worker (which validates the stored record
@@ -42,76 +95,14 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # and run many times, and none of that may cost more than a bounded amount.
 MAX_NAMESPACES = 100  # target.namespaces
 MAX_NODE_NAMES = 1000  # target.names
-MAX_NAME_LENGTH = 253  # a node name: a DNS subdomain
 MAX_SELECTOR_LENGTH = 1024  # label_selector, field_selector
 MAX_TARGET_COUNT = 1_000_000  # mode=fixed value, amount, a min_available count
 MAX_PROBES = 20
-MAX_PROBE_TIMEOUT_SECONDS = 60.0  # one steady-state probe call
 MAX_JOB_DURATION_SECONDS = 7 * 86400  # duration, recovery_timeout (PYSTOL_MAX_JOB_SECONDS
 #                                       bounds their sum again, per installation)
 MAX_PARAMS_BYTES = 16 * 1024  # params, as JSON
 MAX_PARAMS_DEPTH = 8  # params: objects and lists nested in each other
 MAX_SPEC_BYTES = 32 * 1024  # the whole spec, as JSON
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from `90`, `1.5`, `"60s"`, `"5m"`, `"1h30m"` or `"250ms"`."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 60s, 5m or 1h30m")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            raise ValueError(f"duration {value!r} is out of range") from None
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for match in DURATION_PART.finditer(text):
-                if match.start() != pos:
-                    break
-                amount, unit = float(match[1]), match[2]
-                seconds += amount * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-                pos = match.end()
-            if pos != len(text) or not text:
-                raise ValueError(f"invalid duration {value!r}: expected a number of seconds "
-                                 "or a Go-style duration such as 60s, 5m or 1h30m") from None
-    else:
-        raise ValueError("expected a duration such as 60s, 5m or 1h30m")
-    if not math.isfinite(seconds):
-        raise ValueError(f"invalid duration {value!r}: must be a finite number of seconds")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    if seconds == int(seconds):
-        whole = int(seconds)
-        if whole and whole % 3600 == 0:
-            return f"{whole // 3600}h"
-        if whole and whole % 60 == 0:
-            return f"{whole // 60}m"
-        return f"{whole}s"
-    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-    Field(json_schema_extra={"type": "string", "examples": ["60s", "5m", "1h30m"]}),
-]
-
-
-def at_most(seconds: float | None, limit: float) -> float | None:
-    """`seconds` when it is no longer than `limit`; a ValueError naming the limit if not
-    (the caller's field validator puts it at the field's path)."""
-    if seconds is not None and seconds > limit:
-        raise ValueError(f"at most {format_duration(limit)} ({limit:g}s)")
-    return seconds
 
 
 def json_depth(value: object, stop_at: int) -> int:
@@ -137,17 +128,6 @@ def json_depth(value: object, stop_at: int) -> int:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _namespace_name(namespace: str) -> str:
-    if len(namespace) > 63 or not DNS_LABEL.fullmatch(namespace):
-        raise ValueError(f"namespace {namespace!r} is not a valid namespace name "
-                         "(lower-case letters, digits and '-', at most 63)")
-    return namespace
-
-
-NamespaceName = Annotated[str, AfterValidator(_namespace_name)]
-NodeName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
 
 
 class TargetMode(StrEnum):
@@ -252,27 +232,16 @@ class Target(BaseModel):
         return value
 
 
-class HttpProbe(BaseModel):
-    """Steady-state check: a URL answers with the expected status before and after."""
+class ExperimentLink(BaseModel):
+    """Which experiment run and step a job runs for (set by the engine, not by users: the
+    submission service refuses it from anyone else)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["http"] = "http"
-    url: str = Field(pattern=r"^https?://", max_length=2048)
-    expect_status: int = Field(200, ge=100, le=599)
-    timeout: Duration = Field(5.0, description="How long one call may take; at most 60s.")
-
-    @field_validator("timeout")
-    @classmethod
-    def _bounded_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be longer than 0s")
-        at_most(value, MAX_PROBE_TIMEOUT_SECONDS)
-        return value
-
-
-# One probe type so far; becomes a discriminated union on `type` when a second one lands.
-Probe = HttpProbe
+    run_id: str = Field(min_length=1, max_length=100)
+    path: str = Field(min_length=1, max_length=500, examples=["method[1].steps[0]"])
+    hold_until_released: bool = Field(False, description="Hold the fault until the run "
+                                      "releases it (or `duration` ends).")
 
 
 class JobSpec(BaseModel):
@@ -288,7 +257,14 @@ class JobSpec(BaseModel):
                                                         "kills are spread) before revert.")
     recovery_timeout: Duration | None = Field(None, description="How long workloads get to "
                                                                 "recover; default from settings.")
-    probes: list[Probe] = Field(default_factory=list, max_length=MAX_PROBES)
+    probes: list[Probe] = Field(default_factory=list, max_length=MAX_PROBES,
+                                description="Steady-state probes: http (url or service), "
+                                            "k8s, prometheus; modes sot, eot, edge, "
+                                            "continuous, on-chaos.")
+    guard: ErrorBudgetGuard | None = Field(None, description="Error-budget guard: above its "
+                                           "threshold the job does not start (skipped).")
+    experiment: ExperimentLink | None = Field(None, description="Set by the experiment "
+                                              "engine on the jobs of an experiment's steps.")
     dry_run: bool = False
     on_conflict: Literal["wait", "reject"] = Field(
         "wait", description="When another running job holds a fault on the same workload or "
@@ -299,6 +275,16 @@ class JobSpec(BaseModel):
     @classmethod
     def _bounded_duration(cls, value: float | None) -> float | None:
         return at_most(value, MAX_JOB_DURATION_SECONDS)
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _typed_probes(cls, value: Any) -> Any:
+        return typed_probes(value)
+
+    @field_validator("probes")
+    @classmethod
+    def _unique_probe_names(cls, value: list[Any]) -> list[Any]:
+        return unique_probe_names(value)
 
     @field_validator("params")
     @classmethod
@@ -331,6 +317,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     ABORTED = "aborted"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # the guard or the before-probes said no; nothing changed
 
     @property
     def terminal(self) -> bool:
@@ -342,6 +329,24 @@ class Source(StrEnum):
     CLI = "cli"
     CR = "cr"
     SCHEDULE = "schedule"
+    EXPERIMENT = "experiment"
+
+
+class Verdict(StrEnum):
+    """What a job or an experiment says about the system (not about the job's own
+    plumbing, which `status` says)."""
+
+    PASSED = "passed"      # the fault ran, every probe passed
+    FAILED = "failed"      # the hypothesis was not met after the method (or recovery)
+    DEVIATED = "deviated"  # a probe failed while the fault was held
+    ABORTED = "aborted"    # cancelled, halted, lost, refused or broken: no judgement
+    SKIPPED = "skipped"    # nothing was changed: the guard or the before-probes said no
+
+    @property
+    def rank(self) -> int:
+        """Precedence when several are combined: aborted > deviated > failed > passed."""
+        return {Verdict.PASSED: 0, Verdict.SKIPPED: 0, Verdict.FAILED: 1,
+                Verdict.DEVIATED: 2, Verdict.ABORTED: 3}[self]
 
 
 class Run(BaseModel):
@@ -438,6 +443,17 @@ class EventKind(StrEnum):
     REVERT_FAILED = "revert-failed"
     OBSERVING = "observing"
     RECOVERED = "recovered"
+    # probes, the guard and experiments
+    GUARDED = "guarded"  # the error-budget guard was evaluated
+    PROBE_FAILED = "probe-failed"
+    PROBE_STOPPED = "probe-stopped"  # a stop-on-failure probe ended the fault
+    RELEASED = "released"  # the experiment released a held fault
+    STEP_STARTED = "step-started"
+    STEP_ENDED = "step-ended"
+    SUSPENDED = "suspended"
+    RESUMED = "resumed"
+    ROLLING_BACK = "rolling-back"
+    COMPLETED = "completed"
 
 
 class TimelineEvent(BaseModel):
@@ -538,14 +554,37 @@ class WorkloadRecovery(BaseModel):
 
 
 class ProbeOutcome(Run):
-    """One probe call: `ok` is its outcome, `status` the HTTP status it got."""
+    """One probe evaluation: `ok` is its outcome, `status` the HTTP status it got (http
+    probes), `value` what was compared (a count, a field, a query's value)."""
 
     probe: Probe
-    phase: Literal["before", "after"]
+    name: str | None = Field(None, description="The probe's name.")
+    mode: ProbeMode | None = None
+    phase: Literal["before", "during", "after"]
+    origin: Literal["job", "hypothesis", "step", "guard"] = "job"
+    iteration: int = Field(0, ge=0, description="A looping probe's run number.")
     ok: bool
     status: int | None = Field(None, description="The HTTP status of the answer.")
+    value: float | int | str | bool | None = Field(None, description="What was compared.")
     seconds: float | None = Field(None, description="How long the call took (monotonic "
                                                     "clock).")
+    output: str | None = Field(None, description="What it saw, in a sentence.")
+
+    @field_validator("probe", mode="before")
+    @classmethod
+    def _typed_probe(cls, value: Any) -> Any:
+        return with_probe_type(value)
+
+
+class ProbeSummary(BaseModel):
+    """A looping probe's runs, counted (its outcomes are kept up to a cap)."""
+
+    name: str
+    mode: ProbeMode
+    runs: int = 0
+    passed: int = 0
+    failed: int = 0
+    first_failure_at: datetime | None = None
 
 
 class Metrics(BaseModel):
@@ -560,6 +599,7 @@ class JobResult(BaseModel):
     changes: list[Change] = Field(default_factory=list)
     recovery: list[WorkloadRecovery] = Field(default_factory=list)
     probes: list[ProbeOutcome] = Field(default_factory=list)
+    probe_summary: list[ProbeSummary] = Field(default_factory=list)
     output: dict[str, Any] = Field(default_factory=dict, description="Action-specific output.")
 
 
@@ -581,6 +621,13 @@ class JobRecord(Run):
     error: str | None = Field(None, description="The exception that ended it, if any.")
     worker: str | None = None
     schedule_id: str | None = None
+    verdict: Verdict | None = Field(None, description="passed, failed, deviated, aborted or "
+                                                      "skipped; none until it ends.")
+    score: float | None = Field(None, description="Resilience score, 0-100 (LitmusChaos's "
+                                                  "form); none when no probe ran.")
+    experiment_run_id: str | None = Field(None, description="The experiment run this job is "
+                                                            "a step of.")
+    step: str | None = Field(None, description="Its step's path in that experiment.")
     actor: Actor | None = Field(None, description="Who submitted it: the token, Kubernetes "
                                                   "user, custom resource or schedule.")
     grant: Grant | None = Field(None, description="What the submission service allowed, "

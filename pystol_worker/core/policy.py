@@ -119,6 +119,42 @@ class ProbePolicy(BaseModel):
         return [parse_allow_entry(text) for text in self.allow]
 
 
+class PrometheusEndpoint(BaseModel):
+    """A Prometheus the admin names for prometheus probes and error-budget guards. Jobs
+    name it; they never give a URL. Its `namespaces` say whose jobs may query it (a query
+    reads whatever series it names: put a label-enforcing proxy, such as
+    prom-label-proxy, in front of a shared Prometheus for tenant isolation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048,
+                     examples=["http://prometheus.monitoring:9090"])
+    namespaces: list[str] = Field(default_factory=lambda: ["*"], min_length=1,
+                                  max_length=1000, description="Namespaces whose jobs may "
+                                  "query it (globs; `*`: everyone who may run chaos).")
+    token_file: str | None = Field(None, max_length=4096, description="A bearer token file "
+                                   "sent to it (a mounted Secret).")
+    max_seconds: Duration = Field(10.0, gt=0, le=60, description="The longest one query "
+                                  "may take.")
+
+    def allows(self, namespace: str | None) -> bool:
+        if namespace is None:
+            return "*" in self.namespaces
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+
+class PrometheusPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[PrometheusEndpoint] = Field(default_factory=list, max_length=50)
+    max_body_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024,
+                                description="The most of one answer a query reads.")
+
+    def endpoint(self, name: str) -> PrometheusEndpoint | None:
+        return next((item for item in self.endpoints if item.name == name), None)
+
+
 class Policy(BaseModel):
     """The admin policy; every field has a safe default."""
 
@@ -155,6 +191,10 @@ class Policy(BaseModel):
     probes: ProbePolicy = Field(default_factory=ProbePolicy, description="Where probes "
                                 "(http-probe, steady-state probes) may connect, and the "
                                 "caps on one call.")
+    prometheus: PrometheusPolicy = Field(default_factory=PrometheusPolicy, description="The "
+                                         "Prometheus servers prometheus probes and "
+                                         "error-budget guards may query, by name. Default: "
+                                         "none.")
 
 
     # -- questions the checks ask ----------------------------------------------------------

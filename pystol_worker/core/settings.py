@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     queue: str = Field("pystol.jobs", min_length=1, description="Celery queue for chaos jobs.")
     max_job_seconds: int = Field(3600, ge=60, description="Longest a job may run; the broker's "
                                                           "visibility timeout is twice this.")
+    max_experiment_seconds: int = Field(4 * 3600, ge=60, le=24 * 3600, description="Longest "
+                                        "an experiment run may take, all its steps, waits "
+                                        "and rollbacks included.")
     recovery_timeout_seconds: float = Field(300.0, gt=0, description="Default time a workload "
                                                                      "gets to recover.")
     heartbeat_seconds: float = Field(15.0, ge=0.5, le=600, description="A running job's "

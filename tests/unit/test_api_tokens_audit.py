@@ -343,19 +343,19 @@ def test_whoami_for_an_operator(app: Flask, client: FlaskClient) -> None:
     assert who["namespace_permissions"]["cart"] == []
     assert set(who["namespace_permissions"]["shop"]) == {
         "jobs.read", "jobs.submit", "jobs.cancel", "schedules.read", "schedules.create",
-        "schedules.update", "schedules.delete"}
+        "schedules.update", "schedules.delete", "experiments.read", "experiments.write"}
 
 
 def test_whoami_for_a_viewer_and_an_admin(app: Flask, client: FlaskClient) -> None:
     viewer = client.get("/api/v1/whoami", headers=named(app, "v", Role.VIEWER, ["shop"]))
     assert viewer.get_json()["namespace_permissions"] == {
-        "shop": ["jobs.read", "schedules.read"]}
+        "shop": ["jobs.read", "schedules.read", "experiments.read"]}
     assert not any(viewer.get_json()["cluster"].values())
     admin = client.get("/api/v1/whoami?namespace=anything", headers=ADMIN).get_json()
     assert admin["actor"]["kind"] == "settings-token" and admin["role"] == "admin"
     assert admin["namespaces"] is None
     assert all(admin["cluster"].values())
-    assert len(admin["namespace_permissions"]["anything"]) == 7
+    assert len(admin["namespace_permissions"]["anything"]) == 9
 
 
 def test_whoami_validates_namespaces(client: FlaskClient) -> None:
@@ -413,9 +413,9 @@ def test_whoami_for_a_kubernetes_identity_asks_rbac_about_30_namespaces_at_most(
         who = answer.get_json()
         assert who["actor"]["kind"] == "kubernetes"
         assert len(who["namespace_permissions"]) == 30
-        assert len(who["namespace_permissions"]["shop"]) == 7
+        assert len(who["namespace_permissions"]["shop"]) == 9
         assert who["namespace_permissions"]["team-0"] == []
-        assert len([n for n in cluster.asked if n is not None]) <= 30 * 7
+        assert len([n for n in cluster.asked if n is not None]) <= 30 * 9
         # Pystol's own tokens are not asked of the cluster: they keep the higher limit.
         many = "&".join(f"namespace=team-{i}" for i in range(100))
         assert client.get(f"/api/v1/whoami?{many}", headers=ADMIN).status_code == 200
