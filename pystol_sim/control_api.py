@@ -3,9 +3,11 @@
 These are what tests and benchmarks use to steer the simulation and read its
 ground truth: fault injection (`faults`), request counts (`requests`), pod
 ground truth (`truth`), watch-cache compaction (`compact`), static users
-(`users`), node readiness (`nodes`) and running a CronJob's schedule now
-(`cronjobs/fire`). Only the admin token reaches them (see the server's auth
-middleware). Keeping them here leaves `server.py` the Kubernetes API server only.
+(`users`), node readiness (`nodes`), running a CronJob's schedule now
+(`cronjobs/fire`) and the simulated clock's speed (`speed`, settable until the first pod
+is deleted: a rehearsal reads the workloads' delays, then picks it). Only the admin token
+reaches them (see the server's auth middleware). Keeping them here leaves `server.py`
+the Kubernetes API server only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import web
 
 from pystol_sim.authn import Authenticator, AuthError
 from pystol_sim.cluster import Cluster
+from pystol_sim.controllers.manager import MAX_SPEED, MIN_SPEED, SpeedLocked
 from pystol_sim.errors import ApiError, bad_request
 from pystol_sim.store import Store
 
@@ -102,6 +105,8 @@ class ControlApi:
             body = await _json_body(request)
             server.cluster.set_node_ready(str(body.get("name", "")), bool(body.get("ready", True)))
             return _answer({"ok": True})
+        if tail == "speed":
+            return await self._speed(request, method)
         if tail == "cronjobs/fire" and method == "POST":
             body = await _json_body(request)
             namespace, name = body.get("namespace"), body.get("name")
@@ -136,6 +141,26 @@ class ControlApi:
             return _answer({"faults": [rule.__dict__ for rule in faults
                                        if time.monotonic() < rule.until]})
         raise ApiError(404, "unknown simulation control path /_sim/faults")
+
+    async def _speed(self, request: web.Request, method: str) -> web.Response:
+        manager = self.server.cluster.manager
+        if method == "GET":
+            return _answer({"speed": manager.speed,
+                            "locked": manager.first_pod_deletion is not None})
+        if method != "PUT":
+            raise ApiError(405, f"/_sim/speed answers GET and PUT, not {method}")
+        body = await _json_body(request)
+        speed = body.get("speed")
+        # bool is an int in Python; `{"speed": true}` is not a speed.
+        if isinstance(speed, bool) or not isinstance(speed, int | float) or \
+                not MIN_SPEED <= speed <= MAX_SPEED:
+            raise ApiError(422, f"speed: Invalid value: {speed!r}: a number within "
+                                f"{MIN_SPEED:g}..{MAX_SPEED:g}", reason="Invalid")
+        try:
+            manager.change_speed(float(speed))
+        except SpeedLocked as error:
+            raise ApiError(409, f"speed: {error}") from error
+        return _answer({"speed": manager.speed, "locked": False})
 
     async def _users(self, request: web.Request, tail: str, method: str) -> web.Response:
         authn = self.server.authn

@@ -946,7 +946,11 @@ class SimServer:
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), min(remaining, 30.0))
                 except TimeoutError:
-                    if bookmarks:
+                    # A bookmark carries the store's newest version: announcing it while
+                    # an event is still queued for this watcher would make the client
+                    # resume past that event, and lose it for good. (Seen when the
+                    # deadline and a controller's write fall in the same loop pass.)
+                    if bookmarks and watcher.queue.empty():
                         await response.write(b'{"type":"BOOKMARK","object":' +
                                              self._bookmark(rtype, False) + b"}\n")
                     continue

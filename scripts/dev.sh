@@ -46,10 +46,30 @@ with zipfile.ZipFile(io.BytesIO(layer)) as zf:
 PY
 }
 
+# Chaos Toolkit itself, for tests/integration/test_experiments_chaostoolkit.py: the same
+# experiment file run by `chaos run` and by Pystol must give the same verdict. A separate
+# venv: chaostoolkit-kubernetes pulls its own kubernetes client, dateparser and logzero,
+# which stay out of Pystol's dependencies. Pinned to the versions the mapping follows
+# (docs/design/experiments.md §5); bumping them is a deliberate change that re-checks it.
+CTK_PACKAGES=(chaostoolkit==1.19.0 chaostoolkit-lib==1.44.0 chaostoolkit-kubernetes==0.39.0)
+install_chaostoolkit() {
+  local ctk="$TOOLS/ctk" installed pin missing=0
+  if [ -x "$ctk/bin/chaos" ]; then
+    installed=$("$ctk/bin/pip" freeze --disable-pip-version-check 2>/dev/null || true)
+    for pin in "${CTK_PACKAGES[@]}"; do
+      grep -qix "$pin" <<<"$installed" || missing=1
+    done
+    [ "$missing" = 0 ] && return
+  fi
+  [ -x "$ctk/bin/python" ] || python3 -m venv "$ctk"
+  "$ctk/bin/pip" install -q --disable-pip-version-check "${CTK_PACKAGES[@]}"
+}
+
 setup() {
   install_debian_packages
   install_python
   install_kube_tools
+  install_chaostoolkit
   export PATH="$TOOLS/bin:$VENV/bin:$PATH"
 }
 

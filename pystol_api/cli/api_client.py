@@ -324,6 +324,71 @@ class ApiClient:
     def delete_schedule(self, schedule_id: str) -> None:
         self.request("DELETE", f"{API_PREFIX}/schedules/{quote(schedule_id, safe='')}")
 
+    # -- experiments -------------------------------------------------------------------------
+
+    def list_experiments(self, *, namespace: str | None = None, tag: str | None = None
+                         ) -> list[dict[str, Any]]:
+        """Every page of the experiments the caller may read."""
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            params = {key: value for key, value in (("namespace", namespace), ("tag", tag),
+                                                    ("cursor", cursor)) if value is not None}
+            page = self.request("GET", f"{API_PREFIX}/experiments", params=params) or {}
+            items += page.get("items") or []
+            cursor = page.get("next_cursor")
+            if not cursor or cursor in seen:
+                return items
+            seen.add(cursor)
+
+    def get_experiment(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"{API_PREFIX}/experiments/{quote(name, safe='')}")
+
+    def put_experiment(self, name: str, document: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or replace (no If-Match: the file given is what the caller wants)."""
+        return self.request("PUT", f"{API_PREFIX}/experiments/{quote(name, safe='')}",
+                            json_body=dict(document))
+
+    def delete_experiment(self, name: str) -> None:
+        self.request("DELETE", f"{API_PREFIX}/experiments/{quote(name, safe='')}")
+
+    def run_experiment(self, name: str, *, dry_run: bool = False,
+                       idempotency_key: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"dry_run": dry_run}
+        if idempotency_key:
+            body["idempotency_key"] = idempotency_key
+        return self.request("POST", f"{API_PREFIX}/experiments/{quote(name, safe='')}/run",
+                            json_body=body)
+
+    def experiment_runs(self, name: str | None = None, limit: int | None = None
+                        ) -> list[dict[str, Any]]:
+        params = {"limit": limit} if limit else None
+        path = (f"{API_PREFIX}/experiments/{quote(name, safe='')}/runs" if name
+                else f"{API_PREFIX}/experiment-runs")
+        page = self.request("GET", path, params=params) or {}
+        return list(page.get("items") or [])
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self.request("GET", f"{API_PREFIX}/experiment-runs/{quote(run_id, safe='')}")
+
+    def cancel_run(self, run_id: str, reason: str | None = None) -> dict[str, Any]:
+        body = {"reason": reason} if reason else {}
+        return self.request("POST",
+                            f"{API_PREFIX}/experiment-runs/{quote(run_id, safe='')}/cancel",
+                            json_body=body)
+
+    def resume_run(self, run_id: str, step: str) -> dict[str, Any]:
+        return self.request("POST",
+                            f"{API_PREFIX}/experiment-runs/{quote(run_id, safe='')}/resume",
+                            json_body={"step": step})
+
+    def journal(self, run_or_job_id: str) -> dict[str, Any]:
+        """The Chaos Toolkit journal of an experiment run (`x-…`) or of a job."""
+        kind = "experiment-runs" if run_or_job_id.startswith("x-") else "jobs"
+        return self.request("GET",
+                            f"{API_PREFIX}/{kind}/{quote(run_or_job_id, safe='')}/journal")
+
     # -- the kill switch ---------------------------------------------------------------------
 
     def halt(self, reason: str | None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from pystol_api.cli.api_client import (
     read_cli_env,
 )
 from pystol_api.cli.audit import audit
+from pystol_api.cli.experiments import experiments, run_file, write_journal
 from pystol_api.cli.job_spec import build_job_spec, check_duration, parse_params
 from pystol_api.cli.output import (
     ACTION_HEADERS,
@@ -67,6 +68,7 @@ from pystol_api.cli.output import (
     problem_lines,
     styled_status,
 )
+from pystol_api.cli.rehearse import rehearse
 from pystol_api.cli.schedules import schedules
 from pystol_api.cli.tokens import tokens
 
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from pystol_worker.core.settings import Settings
 
 MODES = ("one", "all", "fixed", "fixed-percent", "random-max-percent")
-STATUSES = ("queued", "running", "succeeded", "failed", "aborted", "cancelled")
+STATUSES = ("queued", "running", "succeeded", "failed", "aborted", "cancelled", "skipped")
 POLL_INTERVAL = 0.5
 RETRY_SECONDS = 15.0
 EXIT_STOPPED_FOLLOWING = 130
@@ -388,7 +390,12 @@ def up(ctx: click.Context, sim: bool, scenario: Path | None, snapshot: Path | No
 
 
 @cli.command()
-@click.argument("action")
+@click.argument("action", required=False)
+@click.option("--file", "-f", "file_path", metavar="FILE",
+              help="Run a file instead: a Pystol experiment, a Chaos Toolkit experiment or a "
+                   "job spec (JSON or YAML, at most 128 KiB; - reads standard input).")
+@click.option("--format", "declared", type=click.Choice(["pystol", "chaostoolkit"]),
+              help="With -f: the file's format [default: detected].")
 @click.option("--namespace", "-n", "namespaces", multiple=True, metavar="NS",
               help="Namespace to select from (repeatable).")
 @click.option("--selector", "-l", metavar="SEL", help="Label selector, e.g. app=web.")
@@ -410,20 +417,44 @@ def up(ctx: click.Context, sim: bool, scenario: Path | None, snapshot: Path | No
 @click.option("--idempotency-key", metavar="KEY",
               help="Submitting the same key again returns the first job.")
 @click.option("--wait", "-w", is_flag=True,
-              help="Follow the job until it ends; exit 0 only if it succeeded.")
+              help="Follow the job (or experiment run) until it ends; exit 0 only if it "
+                   "succeeded (an experiment: 0 passed, 1 failed/deviated, 3 skipped, "
+                   "4 aborted).")
 @output_option
 @click.pass_obj
-def run(runtime: Runtime, action: str, namespaces: tuple[str, ...], selector: str | None,
+def run(runtime: Runtime, action: str | None, file_path: str | None, declared: str | None,
+        namespaces: tuple[str, ...], selector: str | None,
         field_selector: str | None, mode: str | None, value: float | None,
         nodes: tuple[str, ...], amount: int | None, params: tuple[str, ...],
         duration: str | None, recovery_timeout: str | None, dry_run: bool,
         idempotency_key: str | None, wait: bool, output: str) -> None:
-    """Submit a chaos job running ACTION (see `pystol actions`).
+    """Submit a chaos job running ACTION (see `pystol actions`), or run a file (-f).
 
     \b
     pystol run pod-kill -n shop -l app=web --mode fixed --value 2 --wait
     pystol run pod-kill -n shop -l app=web --dry-run -p grace_period_seconds=0
+    pystol run -f experiment.yaml --wait
+    pystol run -f chaostoolkit-experiment.json --wait -o json
     """
+    if file_path is not None:
+        flags = [name for name, given in (
+            ("ACTION", action), ("--namespace", namespaces), ("--selector", selector),
+            ("--field-selector", field_selector), ("--mode", mode),
+            ("--value", value is not None), ("--node", nodes), ("--amount", amount),
+            ("--param", params), ("--duration", duration),
+            ("--recovery-timeout", recovery_timeout)) if given]
+        if flags:
+            raise click.UsageError(f"-f runs the file as it is; {', '.join(flags)} cannot "
+                                   "be combined with it (put them in the file)")
+        code = run_file(runtime, file_path, declared=declared, wait=wait, dry_run=dry_run,
+                        idempotency_key=idempotency_key, output=output, follow_job=watch_job)
+        if code:
+            sys.exit(code)
+        return
+    if declared is not None:
+        raise click.UsageError("--format only applies to -f FILE")
+    if action is None:
+        raise click.UsageError("give an ACTION (see `pystol actions`) or -f FILE")
     spec = build_job_spec(action, namespaces=namespaces, selector=selector,
                           field_selector=field_selector, mode=mode, value=value, nodes=nodes,
                           amount=amount, params=parse_params(params), duration=duration,
@@ -657,10 +688,19 @@ def jobs_list(runtime: Runtime, status: str | None, action: str | None, namespac
 @click.option("--follow", "-f", is_flag=True,
               help="Print events as they happen until the job ends; exit 0 only if it "
                    "succeeded.")
+@click.option("--journal", metavar="PATH", is_flag=False, flag_value="-", default=None,
+              help="Write the Chaos Toolkit journal of the job, or of an experiment run "
+                   "(an x-… id), to PATH (- or no value: standard output).")
 @output_option
 @click.pass_obj
-def jobs_show(runtime: Runtime, job_id: str, follow: bool, output: str) -> None:
+def jobs_show(runtime: Runtime, job_id: str, follow: bool, journal: str | None,
+              output: str) -> None:
     """Show one job: its spec, targets, result and timeline."""
+    if journal is not None:
+        if follow:
+            raise click.UsageError("--journal and --follow exclude each other")
+        write_journal(runtime, job_id, journal)
+        return
     with runtime.client() as client:
         if not follow:
             record = client.get_job(job_id)
@@ -758,6 +798,8 @@ def actions(runtime: Runtime, output: str) -> None:
 cli.add_command(schedules)
 cli.add_command(tokens)
 cli.add_command(audit)
+cli.add_command(experiments)
+cli.add_command(rehearse)
 
 
 def main() -> None:

@@ -22,14 +22,36 @@ from typing import IO, Any
 
 import click
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "aborted", "cancelled"})
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "aborted", "cancelled", "skipped"})
+#: An experiment run's terminal statuses (`rolling-back` is not one: rollbacks still run).
+RUN_TERMINAL_STATUSES = frozenset({"completed", "aborted", "cancelled", "skipped"})
 STATUS_COLOURS: Mapping[str, str] = {
     "queued": "blue",
     "running": "cyan",
+    "rolling-back": "cyan",
+    "pending": "blue",
     "succeeded": "green",
+    "completed": "green",
     "failed": "red",
     "aborted": "yellow",
     "cancelled": "yellow",
+    "skipped": "magenta",
+}
+#: Verdicts (jobs and experiment runs), coloured as a person reads them.
+VERDICT_COLOURS: Mapping[str, str] = {
+    "passed": "green",
+    "failed": "red",
+    "deviated": "red",
+    "aborted": "yellow",
+    "skipped": "magenta",
+}
+#: `pystol run -f … --wait`'s exit code per verdict: 0 only when the hypothesis held.
+VERDICT_EXIT_CODES: Mapping[str, int] = {
+    "passed": 0,
+    "failed": 1,
+    "deviated": 1,
+    "skipped": 3,
+    "aborted": 4,
 }
 SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 COLUMN_GAP = "  "
@@ -59,6 +81,19 @@ def dump_json(data: object) -> str:
 
 def status_colour(status: str) -> str | None:
     return STATUS_COLOURS.get(status)
+
+
+def styled_verdict(verdict: str | None) -> str:
+    if not verdict:
+        return "-"
+    return click.style(verdict, fg=VERDICT_COLOURS.get(verdict), bold=True)
+
+
+def format_score(score: object) -> str:
+    """A resilience score with two decimals (already cut, as LitmusChaos does), or -."""
+    if isinstance(score, int | float) and not isinstance(score, bool):
+        return f"{score:.2f}"
+    return "-"
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]],
@@ -217,6 +252,11 @@ def format_summary(record: Mapping[str, Any]) -> list[str]:
     if spec.get("dry_run"):
         title += " (dry run: nothing was changed)"
     lines = [title]
+    if record.get("verdict"):
+        verdict = f"  verdict:   {styled_verdict(str(record['verdict']))}"
+        if record.get("score") is not None:
+            verdict += f", resilience score {format_score(record.get('score'))}"
+        lines.append(verdict)
     if record.get("reason"):
         lines.append(f"  reason:    {record['reason']}")
     if record.get("error"):

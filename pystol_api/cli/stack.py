@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import importlib.util
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -49,11 +48,13 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import click
 
+# The parser lives with the rehearsal, which starts the simulator too; re-exported here.
+from pystol_worker.rehearsal.sim_serving import parse_sim_serving as parse_sim_serving
+
 if TYPE_CHECKING:
     from pystol_worker.core.settings import Settings
 
 LOCALHOST = "127.0.0.1"
-SIM_SERVING = re.compile(r"^pystol-sim: serving (?P<url>https?://\S+) kubeconfig=(?P<path>.+)$")
 DEMO_EXAMPLE = ("shop", "app=web")
 STOP_TIMEOUT = 10.0
 WORKER_STOP_TIMEOUT = 30.0
@@ -238,12 +239,6 @@ def child_environment(base: Mapping[str, str], *, redis_url: str, kubeconfig: st
         "PYTHONUNBUFFERED": "1",
     })
     return env
-
-
-def parse_sim_serving(line: str) -> tuple[str, Path] | None:
-    """(url, kubeconfig) from `pystol-sim: serving URL kubeconfig=PATH`, else None."""
-    match = SIM_SERVING.match(line.strip())
-    return (match["url"], Path(match["path"])) if match else None
 
 
 def scenario_example(scenario: Path | None) -> tuple[str, str] | None:

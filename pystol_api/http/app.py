@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import threading
 from collections.abc import Callable, Iterable
 from importlib import metadata
 
@@ -61,12 +62,15 @@ from pystol_api.http.routes import (
     actions,
     audit,
     cluster,
+    experiment_runs,
+    experiments,
     halt,
     health,
     identity,
     jobs,
     policy,
     preview,
+    rehearsals,
     schedules,
     tokens,
 )
@@ -74,9 +78,10 @@ from pystol_api.http.routes.common import API_PREFIX, BEARER_SCHEME, LazyCluster
 from pystol_worker.actions import ActionRegistry, default_registry
 from pystol_worker.core.access import Identity
 from pystol_worker.core.settings import Settings
+from pystol_worker.experiments.service import ExperimentService
 from pystol_worker.jobs.submission import JobQueue, SubmissionService
 from pystol_worker.kube.cluster_access import ClusterAccess
-from pystol_worker.process.celery_app import CeleryJobQueue
+from pystol_worker.process.celery_app import CeleryAdvances, CeleryJobQueue, CeleryRehearsals
 from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.job_store import JobStore
 from pystol_worker.store.redis_connection import redis_client as connect_redis
@@ -128,10 +133,14 @@ class PystolOpenAPI(OpenAPI):
 
 def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
                queue: JobQueue | None = None, registry: ActionRegistry | None = None,
-               cluster_factory: Callable[[], ClusterAccess] | None = None) -> Flask:
+               cluster_factory: Callable[[], ClusterAccess] | None = None,
+               send_advance: Callable[[str], None] | None = None,
+               send_rehearsal: Callable[[str], None] | None = None) -> Flask:
     """The API application for `settings`; unset dependencies are built from the settings
     (Redis from `redis_url`, a Celery queue, the default action registry, and a cluster
-    client built on the first preview)."""
+    client built on the first preview). `send_advance(run_id)` moves an experiment run on
+    (the `pystol.advance_experiment` task, sent through the queue); `send_rehearsal(run_id)`
+    queues a server-side rehearsal (the `pystol.rehearse` task)."""
     app = PystolOpenAPI(
         __name__,
         info=Info(title="Pystol API", version=_version(),
@@ -187,12 +196,17 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
                                             max_records=settings.audit_max_records,
                                             retention_seconds=settings.audit_retention_seconds),
     )
+    experiment_service = _lazy_experiments(services, send_advance or _advance_sender(settings))
     health_bp = health.blueprint(services)
     for blueprint in (jobs.blueprint(services), actions.blueprint(services),
                       preview.blueprint(services), halt.blueprint(services),
                       schedules.blueprint(services), cluster.blueprint(services),
                       tokens.blueprint(services), audit.blueprint(services),
                       policy.blueprint(services), identity.blueprint(services),
+                      experiments.blueprint(services, experiment_service),
+                      experiment_runs.blueprint(services, experiment_service),
+                      rehearsals.blueprint(services, experiment_service,
+                                           send_rehearsal or _rehearsal_sender(settings)),
                       health_bp):
         app.register_api(blueprint)
     public.update(name for name in app.view_functions if name.startswith(health_bp.name + "."))
@@ -217,6 +231,39 @@ def create_app(settings: Settings, *, redis_client: redis.Redis | None = None,
     register_error_handlers(app)
     app.extensions[EXTENSION_KEY] = services
     return app
+
+
+def _advance_sender(settings: Settings) -> Callable[[str], None]:
+    """How the API sends `pystol.advance_experiment` to the workers: the engine's Celery
+    sender (it connects on the first send)."""
+    return CeleryAdvances(settings).send
+
+
+def _rehearsal_sender(settings: Settings) -> Callable[[str], None]:
+    """How the API sends `pystol.rehearse` to the workers (connects on the first send)."""
+    sender: list[CeleryRehearsals] = []
+
+    def send(run_id: str) -> None:
+        if not sender:
+            sender.append(CeleryRehearsals(settings))
+        sender[0].send(run_id)
+    return send
+
+
+def _lazy_experiments(services: Services, send_advance: Callable[[str], None]
+                      ) -> Callable[[], ExperimentService]:
+    """The experiment service, built on first use (one per application, like the rest)."""
+    built: list[ExperimentService] = []
+    lock = threading.Lock()
+
+    def get() -> ExperimentService:
+        with lock:
+            if not built:
+                built.append(ExperimentService(
+                    services.redis, services.settings, services.policy, services.submissions,
+                    send_advance, audit=services.audit))
+            return built[0]
+    return get
 
 
 def services_of(app: Flask) -> Services:

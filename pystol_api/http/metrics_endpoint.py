@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 
 from pystol_api.http.problems import ApiProblem
 from pystol_worker.core.model import JobRecord
+from pystol_worker.experiments.store import ENDED_KEY
 from pystol_worker.store import metrics as m
 from pystol_worker.store.job_store import HALT_KEY, PREFIX
 
@@ -48,7 +49,20 @@ METRICS_PATH = "/metrics"
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITIES = (3, 6, 9)
 #: Labels whose values are namespaces or object names, dropped without the metrics token.
-NAME_LABELS = frozenset({"namespace", "name", "pod", "node", "workload", "target"})
+NAME_LABELS = frozenset({"namespace", "name", "pod", "node", "workload", "target",
+                         "experiment"})
+#: Experiments the score gauge shows: the most recently ended ones that have a score, as
+#: many as namespaces get labels. By recency, not by name: a tenant who creates a hundred
+#: experiments named `0-a`, `0-b`, ... does not push everybody else's series out; their
+#: runs would have to keep ending more recently than everyone's.
+MAX_EXPERIMENT_LABELS = 100
+#: Ended runs looked at per scrape (newest first; one ZREVRANGE of small members, no run
+#: record is read). An experiment none of whose last SCORE_WINDOW ended runs is its own
+#: has no series until it runs again.
+SCORE_WINDOW = 5000
+EXPERIMENT_SCORE = ("pystol_experiment_resilience_score",
+                    "The resilience score (0-100) of each experiment's latest run that has "
+                    "one (LitmusChaos's weighted form).")
 REALM = "pystol-metrics"
 
 
@@ -154,6 +168,48 @@ class PystolCollector(Collector):
         yield GaugeMetricFamily(m.JOURNAL_ENTRIES.name, m.JOURNAL_ENTRIES.help,
                                 value=int(journal))
         yield GaugeMetricFamily(m.HALTED.name, m.HALTED.help, value=1 if halted else 0)
+        yield self._experiment_scores()
+
+    def _experiment_scores(self) -> Metric:
+        """The latest score of each of the MAX_EXPERIMENT_LABELS most recently ended,
+        scored experiments, read from the ended-runs index (whose members carry the
+        score): one bounded read, no SCAN, no run record. Without the metrics token no
+        experiment is named, and a score cannot be summed: none."""
+        family = GaugeMetricFamily(EXPERIMENT_SCORE[0], EXPERIMENT_SCORE[1],
+                                   labels=["experiment"])
+        if not self.named:
+            return family
+        members = cast(list[bytes | str],
+                       self.redis.zrevrange(ENDED_KEY, 0, SCORE_WINDOW - 1))
+        latest: dict[str, float] = {}
+        for member in members:
+            name, score = _ended_score(member)
+            if name is None or score is None or name in latest:
+                continue
+            latest[name] = score
+            if len(latest) >= MAX_EXPERIMENT_LABELS:
+                break
+        for name, score in sorted(latest.items()):
+            family.add_metric([name], score)
+        return family
+
+
+def _ended_score(member: bytes | str) -> tuple[str | None, float | None]:
+    """(experiment, score) of an `xruns:ended` member `[id, experiment, namespaces,
+    submitter, score]` (older members without a score: no score)."""
+    try:
+        fields = json.loads(member)
+    except (ValueError, TypeError):
+        return None, None
+    if not isinstance(fields, list) or len(fields) < 5 or not isinstance(fields[1], str):
+        return None, None
+    return fields[1], _finite(fields[4])
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def render(client: redis.Redis, queue: str, *, named: bool = True) -> bytes:

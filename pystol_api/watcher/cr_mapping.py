@@ -15,7 +15,13 @@ Ansible variables; those roles map onto today's actions:
 A `PystolSchedule`'s spec is the schedule model (`ScheduleSpec`) with Kubernetes
 CronJob's names where it has one: `schedule` (cron), `timeZone`, `suspend`,
 `concurrencyPolicy`, `startingDeadlineSeconds`, plus `historyLimit`, `interval`, `mtbf`,
-`windows`, `excludedDates`, and `template` (a PystolAction's camelCase job).
+`windows`, `excludedDates`, and `template` (a PystolAction's camelCase job) or
+`experimentRef` (the name of a stored experiment each run starts).
+
+Nested models map recursively, by the models themselves (`_model_from_camel`): a probe's
+`run` properties, a `guard`, an experiment's steps of steps with their `job`s (see
+`pystol_api.watcher.experiment_mapping`); the union members (probe kinds, step types) are
+told apart by their `type`, as the models do.
 
 The cluster-scoped `PystolClusterAction` and `PystolClusterSchedule` (node-level and
 cluster-wide chaos, for cluster admins) have the same specs and statuses, so they map the
@@ -31,15 +37,37 @@ from __future__ import annotations
 
 import json
 import re
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from pystol_worker.core.access import AccessDenied
+from pystol_worker.core.experiment_model import (
+    ActionStep,
+    ExperimentSpec,
+    Hypothesis,
+    ParallelStep,
+    ProbeStep,
+    ReleaseStep,
+    SerialStep,
+    SuspendStep,
+    WaitStep,
+)
 from pystol_worker.core.model import HttpProbe, JobRecord, JobSpec, JobStatus, Target
+from pystol_worker.core.probe_model import (
+    ErrorBudgetGuard,
+    FieldCheck,
+    K8sProbe,
+    ObjectCheck,
+    PodCount,
+    PrometheusProbe,
+    RunProperties,
+    ServiceTarget,
+)
 from pystol_worker.core.schedule_model import ScheduleSpec
 from pystol_worker.jobs.authorization import PolicyRefused
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid
@@ -54,8 +82,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 PHASES = {JobStatus.QUEUED: "Pending", JobStatus.RUNNING: "Running",
           JobStatus.SUCCEEDED: "Succeeded", JobStatus.FAILED: "Failed",
-          JobStatus.ABORTED: "Aborted", JobStatus.CANCELLED: "Cancelled"}
-TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Aborted", "Cancelled"})
+          JobStatus.ABORTED: "Aborted", JobStatus.CANCELLED: "Cancelled",
+          JobStatus.SKIPPED: "Skipped"}
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Aborted", "Cancelled", "Skipped"})
 MAX_CHANGES_SHOWN = 20
 
 # -- names --------------------------------------------------------------------------------------
@@ -81,11 +110,20 @@ def _field_table(model: type[BaseModel]) -> dict[str, str]:
 JOB_FIELDS = _field_table(JobSpec)
 TARGET_FIELDS = _field_table(Target)
 PROBE_FIELDS = _field_table(HttpProbe)
-_SNAKE_NAMES = sorted({name for table in (JOB_FIELDS, TARGET_FIELDS, PROBE_FIELDS)
-                       for name in table.values() if "_" in name}, key=len, reverse=True)
+#: Every model a custom resource's spec is made of, for camelCase field names in messages.
+_SPEC_MODELS: tuple[type[BaseModel], ...] = (
+    JobSpec, Target, HttpProbe, K8sProbe, PrometheusProbe, RunProperties, ErrorBudgetGuard,
+    ServiceTarget, ObjectCheck, PodCount, FieldCheck, ExperimentSpec, ActionStep, ProbeStep,
+    SerialStep, ParallelStep, WaitStep, SuspendStep, ReleaseStep, Hypothesis, ScheduleSpec)
+_SNAKE_NAMES = sorted({name for model in _SPEC_MODELS for name in model.model_fields
+                       if "_" in name}, key=len, reverse=True)
 _SNAKE_IN_TEXT = re.compile(r"\b(" + "|".join(map(re.escape, _SNAKE_NAMES)) + r")\b")
 # Segments pydantic adds to a location for union members and validators, not fields.
 _TYPE_TAGS = frozenset({"int", "str", "float", "bool", "none", "list", "dict"})
+# The `type` values of the probe and step unions, which pydantic puts in a location right
+# after the list index of the member it validated.
+_UNION_TAGS = frozenset({"http", "k8s", "prometheus", "action", "probe", "serial",
+                         "parallel", "wait", "suspend", "release"})
 
 
 def camel_message(message: str) -> str:
@@ -111,11 +149,15 @@ def camel_path(loc: str | Sequence[str | int], where: str = "spec") -> str:
     else:
         parts = list(loc)
     path = where
+    previous: str | int | None = None
     for part in parts:
+        after_index, previous = isinstance(previous, int), part
         if isinstance(part, int):
             path += f"[{part}]"
         elif "[" in part or "(" in part or part in _TYPE_TAGS:
             continue
+        elif after_index and part in _UNION_TAGS:
+            continue  # pydantic names the union member it tried (`probes.0.http.url`)
         else:
             path += ("." if path else "") + to_camel(part)
     return path
@@ -169,19 +211,82 @@ def _snake_params(params: Mapping[str, Any], where: str,
     return out
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field's annotation can hold (through Optional, unions,
+    Annotated and lists): what its camelCase value is renamed by."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _models_in(get_args(annotation)[0])
+    if origin in (Union, types.UnionType, list, tuple):
+        return [model for arg in get_args(annotation) for model in _models_in(arg)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def _type_tag(model: type[BaseModel]) -> str | None:
+    """A union member's `type` value (`http`, `k8s`, `serial`), from its Literal default."""
+    tag = model.model_fields.get("type")
+    return tag.default if tag is not None and isinstance(tag.default, str) else None
+
+
+def _pick_model(value: Mapping[str, Any], models: list[type[BaseModel]]
+                ) -> type[BaseModel] | None:
+    """The union member a camelCase object is: by its `type` (the first member when it
+    names none, as the models default: a probe without `type` is an http probe)."""
+    if len(models) == 1:
+        return models[0]
+    tag = value.get("type")
+    for model in models:
+        if tag is None or _type_tag(model) == tag:
+            return model
+    return None  # an unknown type: left as it is, the model says what is wrong
+
+
+def _from_camel(value: Any, models: list[type[BaseModel]], where: str,
+                problems: list[FieldProblem]) -> Any:
+    if isinstance(value, list):
+        return [_from_camel(item, models, f"{where}[{index}]", problems)
+                for index, item in enumerate(value)]
+    if not isinstance(value, Mapping) or not models:
+        return value
+    model = _pick_model(value, models)
+    if model is None:
+        return dict(value)
+    return _model_from_camel(value, model, where, problems)
+
+
+def _model_from_camel(data: Mapping[str, Any], model: type[BaseModel], where: str,
+                      problems: list[FieldProblem]) -> dict[str, Any]:
+    """A camelCase object as the snake_case data `model` reads, recursively: nested
+    models (a probe's `run`, a step's `job`, an experiment's steps of steps) by their own
+    fields, an action's `params` with snake_case keys, anything else as it is."""
+    out = _rename(data, _field_table(model), where, problems)
+    for name, value in list(out.items()):
+        path = f"{where}.{to_camel(name)}"
+        if model is JobSpec and name == "params" and isinstance(value, Mapping):
+            out[name] = _snake_params(value, where, problems)
+            continue
+        if name in UNMAPPED_FIELDS:
+            continue
+        out[name] = _from_camel(value, _models_in(model.model_fields[name].annotation), path,
+                                problems)
+    return out
+
+
+#: Fields whose keys are the user's own, not the model's (kept as written).
+UNMAPPED_FIELDS = frozenset({"source_document"})
+
+
 def _job_data(spec: Any, where: str, problems: list[FieldProblem]) -> Any:
     """A camelCase job as the snake_case data the job model reads (problems appended)."""
     if not isinstance(spec, Mapping):
         return spec
-    data = _rename(spec, JOB_FIELDS, where, problems)
-    if isinstance(data.get("target"), Mapping):
-        data["target"] = _rename(data["target"], TARGET_FIELDS, f"{where}.target", problems)
-    if isinstance(data.get("probes"), list):
-        data["probes"] = [_rename(probe, PROBE_FIELDS, f"{where}.probes[{index}]", problems)
-                          if isinstance(probe, Mapping) else probe
-                          for index, probe in enumerate(data["probes"])]
-    if isinstance(data.get("params"), Mapping):
-        data["params"] = _snake_params(data["params"], where, problems)
+    data = _model_from_camel(spec, JobSpec, where, problems)
+    if "experiment" in data:
+        problems.append(FieldProblem(f"{where}.experiment", "set by Pystol's experiment "
+                                     "engine, never by a custom resource"))
+        del data["experiment"]
     return data
 
 
@@ -218,12 +323,26 @@ def _job_data_to_cr(data: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in data.items():
         if name == "target":
             value = {to_camel(key): _whole(item) for key, item in value.items()}
-        elif name == "probes":
-            value = [{to_camel(key): item for key, item in probe.items()} for probe in value]
         elif name == "params":
             value = {to_camel(key) if isinstance(key, str) else key: item
                      for key, item in value.items()}
+        else:
+            value = camel_data(value)
         out[to_camel(name)] = value
+    return out
+
+
+def camel_data(value: Any) -> Any:
+    """Plain model data with every key in camelCase, recursively (a job's `params` keys
+    too; `source_document`, the user's own document, as it is)."""
+    if isinstance(value, list):
+        return [camel_data(item) for item in value]
+    if not isinstance(value, Mapping):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = to_camel(key) if isinstance(key, str) else key
+        out[name] = item if key in UNMAPPED_FIELDS else camel_data(item)
     return out
 
 
@@ -542,7 +661,8 @@ def compact_result(record: JobRecord) -> dict[str, Any]:
         result["changes"] = [_describe_change(c) for c in changes[:MAX_CHANGES_SHOWN]]
         result["changesTotal"] = len(changes)
     if record.result.probes:
-        result["probes"] = [f"{p.phase} {p.probe.url}: " + ("ok" if p.ok else "failed")
+        result["probes"] = [f"{p.phase} {p.name or p.probe.describe}: "
+                            + ("ok" if p.ok else "failed")
                             + (f" ({p.status})" if p.status is not None else "")
                             for p in record.result.probes]
     return result
@@ -687,7 +807,8 @@ SCHEDULE_FIELDS = {"schedule": "cron", "interval": "interval", "mtbf": "mtbf",
                    "concurrencyPolicy": "concurrency_policy",
                    "startingDeadlineSeconds": "starting_deadline_seconds",
                    "historyLimit": "history_limit", "windows": "windows",
-                   "excludedDates": "excluded_dates", "template": "template"}
+                   "excludedDates": "excluded_dates", "template": "template",
+                   "experimentRef": "experiment"}
 SCHEDULE_CR_NAMES = {snake: camel for camel, snake in SCHEDULE_FIELDS.items()}
 SCHEDULE_PHASES = ("Active", "Suspended", "Failed")
 MAX_RUNS_SHOWN = 10

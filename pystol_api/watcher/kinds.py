@@ -63,8 +63,12 @@ PYSTOL_ACTION = CrKind("PystolAction", ACTIONS, namespaced=True)
 PYSTOL_CLUSTER_ACTION = CrKind("PystolClusterAction", CLUSTER_ACTIONS, namespaced=False)
 PYSTOL_SCHEDULE = CrKind("PystolSchedule", SCHEDULES, namespaced=True)
 PYSTOL_CLUSTER_SCHEDULE = CrKind("PystolClusterSchedule", CLUSTER_SCHEDULES, namespaced=False)
+PYSTOL_EXPERIMENT = CrKind("PystolExperiment", "pystolexperiments", namespaced=True)
+PYSTOL_CLUSTER_EXPERIMENT = CrKind("PystolClusterExperiment", "pystolclusterexperiments",
+                                   namespaced=False)
 ACTION_KINDS = (PYSTOL_ACTION, PYSTOL_CLUSTER_ACTION)
 SCHEDULE_KINDS = (PYSTOL_SCHEDULE, PYSTOL_CLUSTER_SCHEDULE)
+EXPERIMENT_KINDS = (PYSTOL_EXPERIMENT, PYSTOL_CLUSTER_EXPERIMENT)
 
 
 def submitter_of(namespace: str | None, name: str | None) -> str:
@@ -112,6 +116,15 @@ def owns_job(kind: CrKind, meta: Mapping[str, Any], record: JobRecord) -> bool:
             and actor.resource_kind == kind.kind
     return kind.namespaced and record.source == Source.CR and \
         record.submitter == submitter_of(meta.get("namespace"), meta.get("name"))
+
+
+def owns_run(kind: CrKind, meta: Mapping[str, Any], actor: Actor | None) -> bool:
+    """Whether a run (by its `actor`) was started by this object: same uid and kind. A
+    `status.runId` naming any other run is someone else's and is not followed or
+    cancelled (whoever may write an object's status may write any id into it)."""
+    uid = meta.get("uid")
+    return actor is not None and bool(uid) and actor.kind == ActorKind.CUSTOM_RESOURCE \
+        and actor.uid == uid and actor.resource_kind == kind.kind
 
 
 def in_own_namespace(spec: JobSpec, namespace: str, registry: ActionRegistry) -> JobSpec:

@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from pystol_api.crds import crd_dir
+from pystol_api.watcher import experiment_handlers
 from pystol_api.watcher.cr_mapping import (
     GROUP,
     LEGACY_ROLES,
@@ -100,6 +101,7 @@ from pystol_api.watcher.cr_mapping import (
 )
 from pystol_api.watcher.kinds import (
     ACTION_KINDS,
+    EXPERIMENT_KINDS,
     PYSTOL_ACTION,
     PYSTOL_SCHEDULE,
     SCHEDULE_KINDS,
@@ -113,6 +115,7 @@ from pystol_worker.actions.registry import ActionRegistry, default_registry
 from pystol_worker.core.access import AccessDenied, Actor, Identity
 from pystol_worker.core.model import EventKind, JobRecord, JobStatus, Source
 from pystol_worker.core.settings import Settings
+from pystol_worker.experiments.service import ExperimentService
 from pystol_worker.jobs.submission import (
     ChaosHalted,
     IdempotencyConflict,
@@ -238,6 +241,7 @@ class WatcherContext:
     http_sessions: list[Any] = field(default_factory=list)
     _api_client: ApiClient | None = field(default=None, repr=False)
     _schedules: ScheduleStore | None = field(default=None, repr=False)
+    _experiments: ExperimentService | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -268,6 +272,15 @@ class WatcherContext:
                                                 registry=self.registry,
                                                 policy=self.submissions.policy)
             return self._schedules
+
+    def experiments(self) -> ExperimentService:
+        """The experiment service (PystolExperiments), built on first use."""
+        from pystol_api.watcher.experiment_handlers import build_service
+
+        with self._lock:
+            if self._experiments is None:
+                self._experiments = build_service(self)
+            return self._experiments
 
     # -- Kubernetes, for what kopf does not do for us ---------------------------------------------
 
@@ -740,7 +753,7 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str,
         refusal: tuple[str, str] | None = None
         try:
             spec = schedule_spec_from_cr(_plain(body.get("spec") or {}))
-            if namespace is not None:
+            if namespace is not None and spec.template is not None:
                 spec = spec.model_copy(update={"template": in_own_namespace(
                     spec.template, namespace, ctx.registry)})
             if cause == "timer":  # reconcile: the store may have drifted (API edits, deletes)
@@ -754,7 +767,7 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str,
             record = store.create(spec, Source.CR, identity, schedule_id=schedule_id)
             ctx.audit(identity.actor, "schedule.update" if existed else "schedule.create",
                       targets=[schedule_id], schedule_id=schedule_id,
-                      namespaces=spec.template.target.namespaces)
+                      namespaces=record.namespaces)
         except (CrInvalid, JobInvalid) as error:
             invalid = error if isinstance(error, CrInvalid) else schedule_invalid(error)
             refusal = ("InvalidSpec", problems_message(invalid))
@@ -869,11 +882,13 @@ def build_registry(ctx: WatcherContext, clusterwide: bool = True) -> kopf.Operat
     def jobs_queued(**_: Any) -> int:
         return ctx.queued
 
-    kinds = [kind for kind in (*ACTION_KINDS, *SCHEDULE_KINDS)
+    kinds = [kind for kind in (*ACTION_KINDS, *SCHEDULE_KINDS, *EXPERIMENT_KINDS)
              if clusterwide or kind.namespaced]
     for kind in kinds:
         if kind in ACTION_KINDS:
             _action_handlers(registry, ctx, kind)
+        elif kind in EXPERIMENT_KINDS:
+            experiment_handlers.register(registry, ctx, kind)
         else:
             _schedule_handlers(registry, ctx, kind)
     return registry

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ MAX_FAILED_KEYS = 10_000  # failing keys remembered (to log each error once)
 # Pods one workload controller creates in one reconcile, as kube-controller-manager's
 # MaxPodCreateDeletePerSync (500); the object is requeued for the rest.
 MAX_PODS_PER_SYNC = 500
+MIN_SPEED = 1.0  # what `PUT /_sim/speed` accepts (the command line allows slower)
+MAX_SPEED = 100.0
+
+
+class SpeedLocked(Exception):
+    """The speed can no longer change: a pod was already deleted at the old one."""
 
 
 @dataclass
@@ -89,6 +96,9 @@ class ControllerManager:
         self._timers: set[asyncio.TimerHandle] = set()
         self._failed: dict[Key, str] = {}  # key -> the last error logged for it
         self.failures = 0  # reconciles that raised (tests and debugging read it)
+        # When the first pod was deleted after the cluster settled (chaos, or a scale
+        # down): from then on the speed is fixed, see `change_speed`.
+        self.first_pod_deletion: float | None = None
         store.add_listener(self._on_write)
 
     def add(self, controller: C) -> C:
@@ -144,6 +154,32 @@ class ControllerManager:
                 self._wake.set()
             await asyncio.sleep(0)
 
+    # -- speed ----------------------------------------------------------------------------------
+
+    def change_speed(self, speed: float) -> None:
+        """Run the simulated clock `speed` times faster from now on.
+
+        A rehearsal loads a snapshot at speed 1, reads how long its workloads take to
+        start, then picks the speed. That is only sound before anything happened: once a
+        pod was deleted, a recovery is under way on the old clock and changing it would
+        make the measurement a mixture of two speeds, so the change is refused
+        (`SpeedLocked`). Objects are marked dirty again so that every controller
+        recomputes its timers at the new speed (a timer set at the old speed may still
+        fire; a reconcile it causes is harmless, the controllers are level-triggered)."""
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            raise ValueError(f"speed must be within {MIN_SPEED:g}..{MAX_SPEED:g}")
+        if self.first_pod_deletion is not None:
+            raise SpeedLocked("a pod was already deleted at speed "
+                              f"{self.speed:g}; the speed can only be set before any "
+                              "pod is deleted")
+        self.speed = speed
+        for type_key in self._by_resource:
+            rtype = self.type_by_key(type_key)
+            if rtype is None:
+                continue
+            for namespace, name in list(self.store.table(rtype).objects):
+                self.mark(rtype, namespace, name)
+
     # -- the work queue -------------------------------------------------------------------------
 
     def mark(self, rtype: ResourceType, namespace: str, name: str) -> None:
@@ -196,6 +232,11 @@ class ControllerManager:
 
     def _on_write(self, rtype: ResourceType, event: str, obj: dict[str, Any],
                   old: dict[str, Any] | None) -> None:
+        if rtype.key == "/pods" and self.first_pod_deletion is None and not self.settling \
+                and (event == "DELETED" or (obj["metadata"].get("deletionTimestamp")
+                                            and not (old or {}).get("metadata", {}).get(
+                                                "deletionTimestamp"))):
+            self.first_pod_deletion = time.time()
         for controller in self.controllers:
             controller.observe(rtype, event, obj, old)
         # Every controller watches what it owns: a written dependent wakes its owner.

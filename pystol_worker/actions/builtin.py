@@ -13,8 +13,9 @@ from pystol_worker.actions.node_cordon import NodeCordon
 from pystol_worker.actions.node_drain import NodeDrain
 from pystol_worker.actions.pod_failure import PodFailure
 from pystol_worker.actions.pod_kill import PodKill
+from pystol_worker.actions.steady_state import SteadyStateAction
 from pystol_worker.actions.stress import CpuStress, MemoryStress
 
 BUILTIN_ACTIONS: tuple[type[Action[Any]], ...] = (
     PodKill, NodeCordon, NodeDrain, NetworkPartition, PodFailure, DeploymentScale,
-    ContainerKill, CpuStress, MemoryStress, HttpProbeAction)
+    ContainerKill, CpuStress, MemoryStress, HttpProbeAction, SteadyStateAction)

@@ -6,7 +6,9 @@ rest of the system copes; afterwards, how long the workload takes to be whole
 again once its replica count is given back.
 
 How: the selected workloads (Deployments and/or StatefulSets in
-`target.namespaces`, by label selector, then Chaos Mesh's mode/value) are
+`target.namespaces`, by label selector and/or one name given as the field selector
+`metadata.name=<name>` — Chaos Toolkit's `scale_deployment` names its Deployment — then
+Chaos Mesh's mode/value) are
 scaled through their `scale` subresource to `replicas`, or to `percent` of
 their current count (rounded down). The revert journal entry, written before
 the change, records the replica count the workload had; the undo scales it
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from typing import Any, Literal
 
@@ -164,9 +167,10 @@ class DeploymentScale(Action[DeploymentScaleParams]):
         if not spec.duration:
             problems.append(("duration", "deployment-scale holds its fault for a duration: "
                              "give one, e.g. \"duration\": \"60s\""))
-        if spec.target.field_selector:
-            problems.append(("target.field_selector", "deployment-scale selects workloads by "
-                             "label_selector only"))
+        if spec.target.field_selector and workload_name(spec.target.field_selector) is None:
+            problems.append(("target.field_selector", "deployment-scale takes only "
+                             "metadata.name=<name> (one workload by name, as Chaos Toolkit's "
+                             "scale_deployment names it); select others by label_selector"))
         if params is not None:
             if params.replicas is not None and params.percent is not None:
                 problems.append(("params.percent", "give either replicas or percent, not both"))
@@ -182,12 +186,15 @@ class DeploymentScale(Action[DeploymentScaleParams]):
         candidates: list[dict[str, Any]] = []
         excluded: list[str] = []
         kinds = list(dict.fromkeys(params.kinds))
+        only = workload_name(target.field_selector) if target.field_selector else None
         for namespace in target.namespaces:
             if ctx.settings.is_protected(namespace):
                 excluded.append(f"namespace {namespace} is protected")
                 continue
             for kind in kinds:
                 for obj in ctx.cluster.list_workloads(kind, namespace, target.label_selector):
+                    if only is not None and obj["metadata"].get("name") != only:
+                        continue
                     obj["kind"] = kind
                     _, _, reason = _plan(obj, params, target)
                     if reason:
@@ -256,6 +263,24 @@ class DeploymentScale(Action[DeploymentScaleParams]):
         finally:
             for observer in observers:
                 observer.stop.set()
+
+
+def workload_name(field_selector: str) -> str | None:
+    """The name in `metadata.name=<name>` (or `==`), the one field selector deployment-scale
+    takes; None for anything else. The name filter is applied to the listed workloads here
+    rather than sent to the API server, so it means the same against every cluster (and
+    the fake one): exactly that name, nothing else."""
+    text = field_selector.strip()
+    for prefix in ("metadata.name==", "metadata.name="):
+        if text.startswith(prefix):
+            name = text[len(prefix):]
+            if _WORKLOAD_NAME.fullmatch(name):
+                return name
+            return None
+    return None
+
+
+_WORKLOAD_NAME = re.compile(r"[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?")
 
 
 def _sort_key(obj: dict[str, Any]) -> tuple[str, str, str]:

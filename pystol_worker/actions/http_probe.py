@@ -39,13 +39,8 @@ the job and the policy say so (each hop checked), and one call is capped in time
 
 from __future__ import annotations
 
-import json
 import math
-import threading
-import time
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
-from urllib.parse import unquote
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -54,14 +49,14 @@ from pystol_worker.core.model import (
     Duration,
     EventKind,
     JobSpec,
-    NamespaceName,
     TargetKind,
     TargetRef,
 )
 from pystol_worker.core.policy import Policy
+from pystol_worker.core.probe_model import ServiceTarget
+from pystol_worker.probes.http import ServiceProxy, call_service
 from pystol_worker.safety.job_context import JobAborted, RunContext, SelectContext
 from pystol_worker.safety.outbound_http import (
-    STOP_POLL_SECONDS,
     DestinationGuard,
     DestinationRefused,
     ProbeAnswer,
@@ -72,77 +67,13 @@ from pystol_worker.safety.outbound_http import (
 PERCENTILES = (50, 90, 99)
 
 
-def _close_response(response: Any) -> None:
-    """Close an HTTP response another thread may be reading (shutdown() interrupts a
-    blocked read; close() where it is missing). Never raises."""
-    if response is None:
-        return
-    try:
-        closing = getattr(response, "shutdown", None) or response.close
-        closing()
-    except Exception:  # closing is best effort: the reader ends either way
-        pass
+def service_text(service: ServiceTarget) -> str:
+    return f"service {service.ident}{service.path}"
 
 
-@runtime_checkable
-class ServiceProxy(Protocol):
-    """A cluster client that can GET through the API server's service proxy
-    (`ClusterAccess.service_proxy_get`)."""
-
-    def service_proxy_get(self, namespace: str, service: str, path: str, timeout: float,
-                          max_body: int, on_response: Callable[[Any], None] | None = None
-                          ) -> tuple[int, int, bool, bytes]: ...
-
-
-class ServiceTarget(BaseModel):
-    """A Service reached through the Kubernetes API server's proxy."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    namespace: NamespaceName = Field(description="The Service's namespace; it must be the "
-                                                 "job's target.namespaces.")
-    name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=63,
-                      examples=["web"], description="The Service's name.")
-    port: int | str | None = Field(
-        None, examples=[80, "http"],
-        description="The Service port, by number or name; none for a Service with a single "
-                    "unnamed port.")
-    path: str = Field("/", pattern=r"^/[^\s#]*$", max_length=2048, examples=["/healthz"],
-                      description="The path (and query) to GET on the Service.")
-
-    @model_validator(mode="after")
-    def _valid_port(self) -> ServiceTarget:
-        port = self.port
-        if isinstance(port, int) and not 1 <= port <= 65535:
-            raise ValueError(f"port {port}: must be within 1..65535")
-        if isinstance(port, str) and not (port and len(port) <= 15 and port.replace(
-                "-", "").isalnum() and port == port.lower() and port.isascii()):
-            raise ValueError(f"port {port!r}: a port name is 1-15 lower-case letters, "
-                             "digits and '-'")
-        return self
-
-    @model_validator(mode="after")
-    def _path_stays_under_the_service(self) -> ServiceTarget:
-        """The path is appended to `…/services/NAME:PORT/proxy`: a `..` segment (plain or
-        percent-encoded, or behind a backslash) would climb out of the proxy to another
-        API path — `/../../../secrets` — with the worker's credentials, so none passes."""
-        path = self.path.split("?", 1)[0]
-        decoded = path
-        for _ in range(3):  # %252e%252e decodes twice before it is a dot
-            decoded = unquote(decoded)
-        segments = decoded.replace("\\", "/").split("/")
-        if any(segment in (".", "..") for segment in segments):
-            raise ValueError(f"path {self.path!r}: '.' and '..' segments are not allowed "
-                             "(the path stays under the Service's proxy)")
-        return self
-
-    @property
-    def ident(self) -> str:
-        """`name[:port]`, as the proxy's path names a Service."""
-        return self.name if self.port is None else f"{self.name}:{self.port}"
-
-    def describe(self) -> str:
-        return f"service {self.namespace}/{self.ident}{self.path}"
+def service_name_port(service: ServiceTarget) -> str:
+    """`name[:port]`, as the proxy's path names a Service."""
+    return service.name if service.port is None else f"{service.name}:{service.port}"
 
 
 class HttpProbeParams(BaseModel):
@@ -190,7 +121,7 @@ class HttpProbeParams(BaseModel):
     @property
     def target_text(self) -> str:
         if self.service is not None:
-            return self.service.describe()
+            return service_text(self.service)
         return self.url or ""
 
 
@@ -209,23 +140,6 @@ def latency_summary(latencies: list[float]) -> dict[str, float] | None:
     summary["min"] = round(ordered[0], 6)
     summary["mean"] = round(sum(ordered) / len(ordered), 6)
     return summary
-
-
-def _api_server_refusal(status: int, head: bytes) -> str | None:
-    """The message of the API server's own 401, or its 403 for `services/proxy` (a
-    Service's backend answering 401 or 403 itself is a probe result, not a refusal)."""
-    if status not in (401, 403):
-        return None
-    try:
-        body = json.loads(head)
-    except ValueError:
-        return None
-    if not isinstance(body, dict) or body.get("kind") != "Status":
-        return None
-    message = str(body.get("message", ""))
-    if status == 401 or '"services/proxy"' in message:
-        return message or "Unauthorized"
-    return None
 
 
 def call_record(answer: ProbeAnswer) -> dict[str, Any]:
@@ -258,7 +172,7 @@ class HttpProbeAction(Action[HttpProbeParams]):
                              "selectors and names select nothing here"))
         service = params.service if params is not None else None
         if service is not None and list(spec.target.namespaces) != [service.namespace]:
-            problems.append(("target.namespaces", f"a probe of {service.describe()} acts in "
+            problems.append(("target.namespaces", f"a probe of {service_text(service)} acts in "
                              f"namespace {service.namespace!r}: set target.namespaces to "
                              f"[{service.namespace!r}] (it is checked like any target's "
                              "namespace)"))
@@ -340,48 +254,13 @@ class HttpProbeAction(Action[HttpProbeParams]):
     @staticmethod
     def _call_service(ctx: RunContext, proxy: ServiceProxy, service: ServiceTarget,
                       timeout: float) -> ProbeAnswer:
-        """One GET through the API server's service proxy, in a thread of its own so that
-        a cancel or a halt ends the probe at once (ProbeStopped) even while the API server
-        holds the call. `timeout` is the whole call's: at the deadline (or on a cancel)
-        this side closes the response, which ends the thread's read; the thread itself
-        also stops reading at the deadline."""
-        box: dict[str, Any] = {}
-        cap = ctx.policy.probes.max_body_bytes
-        started = time.monotonic()
-
-        def call() -> None:
-            try:
-                box["answer"] = proxy.service_proxy_get(
-                    service.namespace, service.ident, service.path, timeout, cap,
-                    on_response=lambda response: box.__setitem__("response", response))
-            except Exception as error:  # the call's error, as for a URL that fails
-                box["error"] = error
-
-        thread = threading.Thread(target=call, name="http-probe-service", daemon=True)
-        thread.start()
-        while thread.is_alive():
-            thread.join(STOP_POLL_SECONDS)
-            if not thread.is_alive():
-                break
-            if ctx.cancelled():
-                _close_response(box.get("response"))
-                raise ProbeStopped()
-            if time.monotonic() - started > timeout:
-                _close_response(box.get("response"))
-                return ProbeAnswer(None, round(time.monotonic() - started, 6),
-                                   error=f"timed out after {timeout:g}s")
-        seconds = round(time.monotonic() - started, 6)
-        if "error" in box:
-            error = box["error"]
-            if "timed out" in str(error).lower() or "timeout" in str(error).lower():
-                return ProbeAnswer(None, seconds, error=f"timed out after {timeout:g}s")
-            return ProbeAnswer(None, seconds, error=f"{type(error).__name__}: {error}")
-        status, size, cut, head = box["answer"]
-        refusal = _api_server_refusal(status, head)
-        if refusal is not None:
-            raise ActionError(f"the Kubernetes API server refused the worker's call to "
-                              f"{service.describe()}: {refusal}")
-        return ProbeAnswer(status, seconds, body_bytes=size, body_cut=cut)
+        """One GET through the API server's service proxy (`probes.http.call_service`, the
+        implementation steady-state probes share): ProbeStopped on a cancel or a halt,
+        an answer with an error at the deadline, ActionError when the API server refuses
+        the worker itself."""
+        return call_service(proxy, service.namespace, service_name_port(service),
+                            service.path, timeout, ctx.policy.probes.max_body_bytes,
+                            ctx.cancelled)
 
     @staticmethod
     def _report(ctx: RunContext, params: HttpProbeParams, calls: list[dict[str, Any]]

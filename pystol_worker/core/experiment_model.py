@@ -50,6 +50,9 @@ MAX_PROBES_PER_EXPERIMENT = 40  # hypothesis and every step, jobs' probes includ
 MAX_HYPOTHESIS_PROBES = 20
 MAX_EXPERIMENT_SECONDS = 24 * 3600  # a deadline; PYSTOL_MAX_EXPERIMENT_SECONDS bounds it
 MAX_TEXT = 4000
+#: Added once to a run's computed bound: queueing, dispatch and the reaper's sweep
+#: interval are not in any step's own bound, and a run must not hit its deadline for them.
+RUN_MARGIN_SECONDS = 120.0
 #: Raw JSON nesting a valid document can reach: 6 groups of (object + steps list) plus a
 #: job spec with nested params (and the experiment's own levels).
 MAX_RAW_DEPTH = 2 * MAX_GROUP_DEPTH + 8 + 8
@@ -104,11 +107,20 @@ def check_shape(raw: Any) -> None:
                                                       f"{MAX_PARALLEL} steps")
         pending.extend((child, (*loc, "steps", index), depth + 1)
                        for index, child in enumerate(children))
-    # Last: bounded depth and step count make the serialisation itself bounded.
-    size = len(json.dumps(raw, separators=(",", ":"), default=str).encode())
-    if size > MAX_EXPERIMENT_BYTES:
-        raise ExperimentInvalid((), f"the experiment is {size:,} bytes as JSON; at most "
-                                    f"{MAX_EXPERIMENT_BYTES:,}")
+    # Last, and streamed: a tree whose shared parts repeat (YAML aliases) can be tiny in
+    # memory and gigabytes as one string, so count chunk by chunk and stop at the cap.
+    size = 0
+    encoder = json.JSONEncoder(separators=(",", ":"), default=str)
+    try:
+        for chunk in encoder.iterencode(raw):
+            size += len(chunk.encode())
+            if size > MAX_EXPERIMENT_BYTES:
+                raise ExperimentInvalid((), f"the experiment is over {size:,} bytes as "
+                                            f"JSON; at most {MAX_EXPERIMENT_BYTES:,}")
+    except (ValueError, TypeError) as error:  # e.g. an integer over Python's digit limit
+        if isinstance(error, ExperimentInvalid):
+            raise
+        raise ExperimentInvalid((), f"not JSON data: {error}") from None
 
 
 class StepBase(BaseModel):
@@ -307,7 +319,8 @@ class ExperimentSpec(BaseModel):
 
     def bound_seconds(self, recovery_timeout: float) -> float:
         """The longest the run can take: serial steps add up, a parallel group takes its
-        longest; each job's hold and recovery, waits, suspends' deadlines."""
+        longest; each job's hold and recovery, waits, suspends' deadlines; plus one
+        RUN_MARGIN_SECONDS for the time between steps."""
         def bound(step: Any) -> float:
             if isinstance(step, ActionStep):
                 return (step.job.duration or 0) + (step.job.recovery_timeout
@@ -324,7 +337,7 @@ class ExperimentSpec(BaseModel):
                 return max(bound(child) for child in step.steps)
             return 60.0
         hypothesis = 2 * 60.0 if self.hypothesis and self.hypothesis.probes else 0.0
-        return (hypothesis + sum(bound(step) for step in self.method)
+        return (RUN_MARGIN_SECONDS + hypothesis + sum(bound(step) for step in self.method)
                 + sum(bound(step) for step in self.rollbacks))
 
     def namespaces(self) -> list[str]:

@@ -56,6 +56,9 @@ from pystol_worker.core.names import (
     NodeName as NodeName,
 )
 from pystol_worker.core.probe_model import (
+    MAX_COMPARED_TEXT,
+)
+from pystol_worker.core.probe_model import (
     MAX_PROBE_TIMEOUT_SECONDS as MAX_PROBE_TIMEOUT_SECONDS,
 )
 from pystol_worker.core.probe_model import (
@@ -301,8 +304,10 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _bounded_size(self) -> JobSpec:
         """Every field has its own limit; this one bounds their sum (say, 1,000 node names
-        of 253 characters), which is what every read, list and run of the job pays."""
-        size = len(self.model_dump_json().encode())
+        of 253 characters), which is what every read, list and run of the job pays.
+        Measured as written (defaults left out): a probe's defaults add a bounded few
+        hundred bytes each, and the limit a user reads is the size of what they send."""
+        size = len(self.model_dump_json(exclude_defaults=True).encode())
         if size > MAX_SPEC_BYTES:
             raise ValueError(f"the job spec is {size:,} bytes as JSON; at most "
                              f"{MAX_SPEC_BYTES:,} (fewer or shorter names, selectors, probes "
@@ -553,6 +558,9 @@ class WorkloadRecovery(BaseModel):
     ready_replicas: int = 0
 
 
+OUTCOME_VALUE_CHARS = MAX_COMPARED_TEXT  # no text a probe compares against is longer
+
+
 class ProbeOutcome(Run):
     """One probe evaluation: `ok` is its outcome, `status` the HTTP status it got (http
     probes), `value` what was compared (a count, a field, a query's value)."""
@@ -574,6 +582,18 @@ class ProbeOutcome(Run):
     @classmethod
     def _typed_probe(cls, value: Any) -> Any:
         return with_probe_type(value)
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _bounded_value(cls, value: Any) -> Any:
+        """What was compared, kept small: a probe reads fields the tenant writes (an
+        annotation of 250 KB), and every kept outcome lands in the job's record — a
+        string is cut to the longest text a probe may compare against, anything that is
+        not a scalar is kept as the start of its text."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        text = value if isinstance(value, str) else repr(value)
+        return text[:OUTCOME_VALUE_CHARS]
 
 
 class ProbeSummary(BaseModel):

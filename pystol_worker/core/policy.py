@@ -99,6 +99,12 @@ class ProbePolicy(BaseModel):
                     "Pystol's own Redis and API are opened only by an entry that names "
                     "exactly one address or name and its port (`127.0.0.1:6379`), never "
                     "by a network. Default: none.")
+    url_body_checks: bool = Field(False, description="Whether a steady-state http probe "
+                                  "given by `url` may test its answer's body "
+                                  "(`body_contains`). A URL can reach any in-cluster "
+                                  "Service of any tenant, and a substring test leaks its "
+                                  "content one guess at a time. Default: no; `service` "
+                                  "probes (their namespace is checked) always may.")
     follow_redirects: bool = Field(False, description="Whether a probe may follow "
                                    "redirects at all (http-probe still asks with "
                                    "`params.follow_redirects`). Each hop is checked like "
@@ -119,6 +125,11 @@ class ProbePolicy(BaseModel):
         return [parse_allow_entry(text) for text in self.allow]
 
 
+# Namespaces that no tenant-sized glob matches all of (first letters, a digit, lengths 1
+# to 63, dashes): used to tell a glob that opens an endpoint to everyone.
+_ANY_NAMESPACES = ("a", "z", "0", "9", "q-7", "kube-system", "m" * 63, "1x")
+
+
 class PrometheusEndpoint(BaseModel):
     """A Prometheus the admin names for prometheus probes and error-budget guards. Jobs
     name it; they never give a URL. Its `namespaces` say whose jobs may query it (a query
@@ -130,9 +141,12 @@ class PrometheusEndpoint(BaseModel):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048,
                      examples=["http://prometheus.monitoring:9090"])
-    namespaces: list[str] = Field(default_factory=lambda: ["*"], min_length=1,
-                                  max_length=1000, description="Namespaces whose jobs may "
-                                  "query it (globs; `*`: everyone who may run chaos).")
+    namespaces: list[str] = Field(default_factory=list, max_length=1000,
+                                  description="Namespaces whose jobs may query it (globs). "
+                                  "Default: none, until the admin opens it. `*` (or any "
+                                  "glob that matches every namespace) is cluster scope: "
+                                  "only for submitters with cluster.chaos, because a query "
+                                  "reads whatever series it names.")
     token_file: str | None = Field(None, max_length=4096, description="A bearer token file "
                                    "sent to it (a mounted Secret).")
     max_seconds: Duration = Field(10.0, gt=0, le=60, description="The longest one query "
@@ -140,8 +154,16 @@ class PrometheusEndpoint(BaseModel):
 
     def allows(self, namespace: str | None) -> bool:
         if namespace is None:
-            return "*" in self.namespaces
+            return self.cluster_wide
         return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+    @property
+    def cluster_wide(self) -> bool:
+        """Whether one of its globs opens it to every namespace (`*`, `?*`, `[a-z0-9]*`…):
+        then a query from any tenant reads any tenant's series, so only cluster scope
+        (cluster.chaos) may use it. Judged by matching namespaces that share no letter,
+        digit or length: globs that match them all match (nearly) everything."""
+        return all(self.allows(sample) for sample in _ANY_NAMESPACES)
 
 
 class PrometheusPolicy(BaseModel):

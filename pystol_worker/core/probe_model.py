@@ -119,6 +119,14 @@ class RunProperties(BaseModel):
             raise ValueError(f"interval {self.interval:g}s is shorter than timeout "
                              f"{self.timeout:g}s: a call would still run when the next "
                              "is due")
+        tick = self.attempts * self.timeout + (self.attempts - 1) * self.retry_interval
+        if self.interval is not None and tick > self.interval:
+            # one tick (every attempt at its timeout, and the pauses between them) must
+            # end before the next is due: a longer tick starves the loop's other probes,
+            # breaks "abort within one interval", and outlives the job's end
+            raise ValueError(f"interval {self.interval:g}s is shorter than one run of the "
+                             f"probe: attempts x timeout + (attempts - 1) x retry_interval "
+                             f"= {tick:g}s; give a longer interval, or fewer attempts")
         return self
 
 
@@ -309,15 +317,20 @@ FieldPath = Annotated[str, AfterValidator(_field_path)]
 
 
 class FieldCheck(BaseModel):
+    """A field of the object compared with a constant (`value`) or with another field of
+    the same object (`value_from`: "status.availableReplicas eq spec.replicas"). A missing
+    field is null, which equals only null and is never ordered."""
+
     model_config = ConfigDict(extra="forbid")
 
     path: FieldPath = Field(examples=["status.availableReplicas"])
     op: CompareOp = "eq"
-    value: Comparable
+    value: Comparable | None = None
+    value_from: FieldPath | None = Field(None, examples=["spec.replicas"])
 
     @field_validator("value")
     @classmethod
-    def _bounded(cls, value: Comparable) -> Comparable:
+    def _bounded(cls, value: Comparable | None) -> Comparable | None:
         if isinstance(value, str) and len(value) > MAX_COMPARED_TEXT:
             raise ValueError(f"at most {MAX_COMPARED_TEXT} characters")
         if isinstance(value, float) and not math.isfinite(value):
@@ -325,7 +338,9 @@ class FieldCheck(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _ordered_needs_number(self) -> FieldCheck:
+    def _one_right_side(self) -> FieldCheck:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError("give exactly one of value or value_from")
         if self.op in ("lt", "le", "gt", "ge") and isinstance(self.value, bool | str):
             raise ValueError(f"op {self.op} compares numbers; value is a "
                              f"{type(self.value).__name__}")
@@ -420,9 +435,11 @@ class PodCount(BaseModel):
         return compare(self.op, count, wanted)
 
 
-def compare(op: str, left: Comparable, right: Comparable) -> bool:
+def compare(op: str, left: Comparable | None, right: Comparable | None) -> bool:
     """`left op right`, with types that the model already made comparable; a bool is only
-    equal to a bool (never to 1), a string only to a string."""
+    equal to a bool (never to 1), a string only to a string, None only to None."""
+    if left is None or right is None:
+        return (left is right) == (op == "eq") if op in ("eq", "ne") else False
     if isinstance(left, bool) != isinstance(right, bool) or \
             isinstance(left, str) != isinstance(right, str):
         return op == "ne"

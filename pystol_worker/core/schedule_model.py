@@ -1,6 +1,7 @@
 """Schedules: what a schedule is (the model) and when it runs (pure time arithmetic).
 
-A schedule runs a job template at times given by exactly one of:
+A schedule runs a job template, or a stored experiment (by name), at times given by
+exactly one of:
 
 - `cron`: a five-field cron expression (Vixie cron syntax: lists, ranges, steps, month and
   weekday names, `@daily`-style macros) read in the schedule's `time_zone`;
@@ -426,7 +427,12 @@ class ScheduleSpec(BaseModel):
                     "skipped; none: late runs still start (only the latest missed one).")
     history_limit: int = Field(20, ge=1, le=1000, description="Runs (and skips) kept.")
     paused: bool = Field(False, description="A paused schedule fires nothing.")
-    template: JobSpec = Field(description="The job each run submits.")
+    template: JobSpec | None = Field(None, description="The job each run submits (give "
+                                                        "this or `experiment`).")
+    experiment: str | None = Field(None, min_length=1, max_length=63,
+                                   pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                                   description="A stored experiment's name: each run starts "
+                                               "a run of it (give this or `template`).")
 
     @field_validator("cron")
     @classmethod
@@ -476,6 +482,18 @@ class ScheduleSpec(BaseModel):
             raise ValueError(f"give exactly one of cron, interval or mtbf (got {found}; to "
                              "switch with PATCH, set the old one to null)")
         return self
+
+    @model_validator(mode="after")
+    def _one_thing_to_run(self) -> ScheduleSpec:
+        if (self.template is None) == (self.experiment is None):
+            raise ValueError("give exactly one of template (a job) or experiment (a stored "
+                             "experiment's name)")
+        return self
+
+    def namespaces(self) -> list[str]:
+        """Where a template's runs act (an experiment's come from its document and are in
+        the schedule's grant: `ScheduleRecord.namespaces`)."""
+        return list(self.template.target.namespaces) if self.template is not None else []
 
     @property
     def kind(self) -> Literal["cron", "interval", "mtbf"]:
@@ -531,7 +549,8 @@ class ScheduleRun(Run):
     outcome: RunOutcome
     skipped: SkipReason | None = Field(None, description="Why the run was skipped.")
     reason: str = ""
-    job_id: str | None = None
+    job_id: str | None = Field(None, description="The job it submitted, or the experiment "
+                                                 "run it started (`x-...`).")
     job_status: JobStatus | None = Field(None, description="The job's status when read.")
     replaced: list[str] = Field(default_factory=list, description="Jobs aborted by Replace.")
     count: int = Field(1, description="Slots this entry stands for (coalesced skips).")
@@ -584,6 +603,10 @@ class ScheduleRecord(BaseModel):
                                                            "to start (inside the windows); "
                                                            "none while paused.")
     last_runs: list[ScheduleRun] = Field(default_factory=list, description="Newest first.")
+    namespaces: list[str] = Field(default_factory=list, description="Where its runs act: the "
+                                  "template's namespaces, or every namespace of the "
+                                  "experiment (as granted when the schedule was last "
+                                  "changed).")
 
 
 # -- time arithmetic ---------------------------------------------------------------------

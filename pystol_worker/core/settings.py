@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_experiment_seconds: int = Field(4 * 3600, ge=60, le=24 * 3600, description="Longest "
                                         "an experiment run may take, all its steps, waits "
                                         "and rollbacks included.")
+    max_rehearsals: int = Field(1, ge=1, le=16, description="How many server-side rehearsals "
+                                "(each a private simulated cluster) run at once across the "
+                                "workers; the others wait for a slot.")
     recovery_timeout_seconds: float = Field(300.0, gt=0, description="Default time a workload "
                                                                      "gets to recover.")
     heartbeat_seconds: float = Field(15.0, ge=0.5, le=600, description="A running job's "

@@ -7,7 +7,9 @@ affected workloads and nodes with `lock_targets`), which:
 1. for each fault: checks cancel/halt, writes the journal entry, injects, posts
    a `PystolChaos` Event on the object and a timeline event,
 2. runs `after_inject`, if given (node-drain evicts there),
-3. holds for the duration (waking at once on cancel or halt),
+3. holds for the duration (`ctx.hold`: waking at once on cancel, halt, a run stop or a
+   stop-on-failure probe; ending early, without an error, when an experiment releases
+   the fault),
 4. always reverts, newest first, in a `finally`: undo, drop the journal entry,
    post `PystolRevert`; an undo that fails keeps its entry for the reaper and
    fails the job, saying so.
@@ -117,7 +119,7 @@ def hold_faults(ctx: RunContext, spec: JobSpec, action: str, faults: list[Fault]
             after_inject()
         if hold_seconds:
             ctx.event(EventKind.HOLDING, f"holding {len(applied)} fault(s) for {hold_seconds:g}s")
-            ctx.sleep(hold_seconds)
+            ctx.hold(hold_seconds)
     finally:
         revert_all(ctx, applied)
 

@@ -10,36 +10,61 @@ Scope (`grant_for`):
 - node-level and cluster-wide actions (nodes, stress pinned to nodes) need
   `cluster.chaos`: admins and cluster-scoped custom resources;
 - a URL action (http-probe) touches no namespace: it needs `jobs.submit` in the
-  namespaces the job names in `target.namespaces`, or at cluster scope when it names none.
+  namespaces the job names in `target.namespaces`, or at cluster scope when it names none;
+- the job's steady-state probes read too: a Service probe or a k8s probe needs
+  `jobs.submit` in its namespace (a probe is no way to look into another tenant's
+  namespace), a k8s probe of a Node needs `cluster.chaos`. The grant's namespaces are the
+  union, sealed with the spec, so the worker refuses a record whose probes were edited.
 
 Policy (`policy_problems`): allowed actions per namespace, the target cap when the spec
 fixes a count, images and signals (the action's own `policy_problems`), the longest
-fault, the chaos windows, and every URL the job would have a worker fetch (a URL
-action's `params.url`, each steady-state probe's `url`: `safety.outbound_http`).
+fault, the chaos windows, every URL the job would have a worker fetch (a URL
+action's `params.url`, each steady-state probe's `url`: `safety.outbound_http`), and the
+Prometheus endpoint of each prometheus probe and of the guard (named in the policy's
+`prometheus.endpoints`, open to every namespace of the job).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import redis
 from pydantic import BaseModel
 
 from pystol_worker.actions.base import Action, ActionError
 from pystol_worker.core.access import (
     AccessDenied,
+    Actor,
+    ActorKind,
     Grant,
     Identity,
     Permission,
     is_sealed,
     seal,
 )
-from pystol_worker.core.model import JobRecord, JobSpec, TargetKind, TargetMode
+from pystol_worker.core.destinations import Address
+from pystol_worker.core.model import (
+    HttpProbe,
+    JobRecord,
+    JobSpec,
+    K8sProbe,
+    PrometheusProbe,
+    TargetKind,
+    TargetMode,
+)
 from pystol_worker.core.policy import OutsideWindows, Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.validation import FieldProblem
-from pystol_worker.safety.outbound_http import RESOLVE_SECONDS, DestinationGuard
+from pystol_worker.safety.outbound_http import (
+    RESOLVE_SECONDS,
+    DestinationGuard,
+    Resolver,
+    resolve_host,
+)
+from pystol_worker.store.token_store import TokenStore
 
 
 class PolicyRefused(Exception):
@@ -59,10 +84,70 @@ def is_cluster_level(spec: JobSpec, action: Action[Any], params: BaseModel) -> b
     return not action.uses_namespaces(spec, params) and action.target_kind != TargetKind.URL
 
 
+def probe_namespaces(spec: JobSpec) -> list[tuple[str, str]]:
+    """(field path, namespace) of every namespace the job's probes read."""
+    found = []
+    for index, probe in enumerate(spec.probes):
+        if isinstance(probe, HttpProbe) and probe.service is not None:
+            found.append((f"probes[{index}].service.namespace", probe.service.namespace))
+        elif isinstance(probe, K8sProbe) and probe.namespace is not None:
+            found.append((f"probes[{index}].namespace", probe.namespace))
+    return found
+
+
+def node_probes(spec: JobSpec) -> list[str]:
+    """Field paths of the k8s probes that read a Node (cluster scope)."""
+    return [f"probes[{index}].object.kind" for index, probe in enumerate(spec.probes)
+            if isinstance(probe, K8sProbe) and probe.cluster_scoped]
+
+
+def job_namespaces(spec: JobSpec) -> list[str]:
+    """Every namespace the job acts or reads in: its targets' and its probes'."""
+    seen = list(spec.target.namespaces)
+    for _, namespace in probe_namespaces(spec):
+        if namespace not in seen:
+            seen.append(namespace)
+    return seen
+
+
 def grant_for(spec: JobSpec, action: Action[Any], params: BaseModel,
-              identity: Identity) -> Grant:
+              identity: Identity, policy: Policy | None = None) -> Grant:
     """What `identity` may do with this job, as an unsealed Grant; AccessDenied (403)
-    naming the namespace or the action otherwise."""
+    naming the namespace, the probe or the action otherwise. With the admin `policy`, a
+    Prometheus endpoint open to every namespace counts as cluster scope (a query reads
+    any tenant's series): only `cluster.chaos` may use one, and the grant says so
+    (`cluster`), so the worker can check it again. Without the policy such a job is
+    refused by the worker."""
+    grant = _target_grant(spec, action, params, identity)
+    who = identity.actor.submitter
+    authority = identity.authority
+    for loc, namespace in probe_namespaces(spec):
+        if not authority.allows(Permission.JOBS_SUBMIT, namespace):
+            raise AccessDenied(f"{who} may not probe namespace {namespace!r} (a probe needs "
+                               "jobs.submit where it reads)", loc=loc,
+                               permission=Permission.JOBS_SUBMIT, namespace=namespace)
+    cluster = grant.cluster
+    for loc in node_probes(spec):
+        if not authority.allows(Permission.CLUSTER_CHAOS, None):
+            raise AccessDenied(f"{who} may not probe Nodes: reading nodes is cluster-wide "
+                               "(cluster.chaos)", loc=loc,
+                               permission=Permission.CLUSTER_CHAOS)
+        cluster = True
+    for loc, name in prometheus_uses(spec) if policy is not None else []:
+        endpoint = policy.prometheus.endpoint(name) if policy is not None else None
+        if endpoint is None or not endpoint.cluster_wide:
+            continue  # an unknown or namespaced endpoint: policy_problems judges it
+        if not authority.allows(Permission.CLUSTER_CHAOS, None):
+            raise AccessDenied(f"{who} may not query Prometheus endpoint {name!r}: it is "
+                               "open to every namespace, so a query reads any tenant's "
+                               "series (cluster scope, cluster.chaos)", loc=loc,
+                               permission=Permission.CLUSTER_CHAOS)
+        cluster = True
+    return grant.model_copy(update={"namespaces": job_namespaces(spec), "cluster": cluster})
+
+
+def _target_grant(spec: JobSpec, action: Action[Any], params: BaseModel,
+                  identity: Identity) -> Grant:
     who = identity.actor.submitter
     authority = identity.authority
     if is_cluster_level(spec, action, params):
@@ -86,9 +171,46 @@ def grant_for(spec: JobSpec, action: Action[Any], params: BaseModel,
     return Grant(submitter=who, namespaces=list(spec.target.namespaces), cluster=False)
 
 
+def prometheus_uses(spec: JobSpec) -> list[tuple[str, str]]:
+    """(field path, endpoint name) of each prometheus probe and of the guard."""
+    uses = [(f"probes[{index}].endpoint", probe.endpoint)
+            for index, probe in enumerate(spec.probes) if isinstance(probe, PrometheusProbe)]
+    if spec.guard is not None:
+        uses.append(("guard.endpoint", spec.guard.endpoint))
+    return uses
+
+
+def prometheus_problems(spec: JobSpec, policy: Policy, *,
+                        cluster: bool | None = None) -> list[FieldProblem]:
+    """Each prometheus probe's and the guard's endpoint must be one the policy names and
+    open to every namespace of the job (or, for a job in no namespace, to `*`). The
+    worker passes its sealed grant's `cluster`: an endpoint open to every namespace is
+    for cluster scope only (the policy may have been widened since submission)."""
+    namespaces: list[str | None] = list(job_namespaces(spec)) or [None]
+    problems = []
+    for loc, name in prometheus_uses(spec):
+        endpoint = policy.prometheus.endpoint(name)
+        if endpoint is None:
+            problems.append(FieldProblem(loc, f"endpoint {name!r} is not one of the admin "
+                                         "policy's prometheus.endpoints"))
+            continue
+        closed = [namespace or "(cluster scope)" for namespace in namespaces
+                  if not endpoint.allows(namespace)]
+        if cluster is False and endpoint.cluster_wide:
+            problems.append(FieldProblem(loc, f"endpoint {name!r} is open to every "
+                                         "namespace: only a submitter with cluster.chaos "
+                                         "may query it"))
+        elif closed:
+            problems.append(FieldProblem(loc, f"the admin policy does not open endpoint "
+                                         f"{name!r} to {', '.join(closed)}"))
+    return problems
+
+
 def policy_problems(spec: JobSpec, action: Action[Any], params: BaseModel, policy: Policy,
                     now: datetime, *, windows: bool | None = None,
-                    settings: Settings | None = None) -> list[FieldProblem]:
+                    settings: Settings | None = None,
+                    cluster: bool | None = None,
+                    resolve: ResolveBudget | None = None) -> list[FieldProblem]:
     """Everything the admin policy refuses in this job. Windows: at submission only in
     refuse mode (in wait mode the job is deferred instead); the worker passes
     `windows=True`, because a job may only start inside a window whatever the mode (a
@@ -97,8 +219,12 @@ def policy_problems(spec: JobSpec, action: Action[Any], params: BaseModel, polic
 
     `settings` name Pystol's own Redis and API, which probes may not reach: the
     submission service passes its own. Without them those two are refused only when the
-    worker connects (it always knows its settings)."""
-    problems: list[FieldProblem] = url_problems(spec, action, params, policy, settings)
+    worker connects (it always knows its settings). The worker passes its sealed grant's
+    `cluster` (see `prometheus_problems`)."""
+    problems: list[FieldProblem] = url_problems(spec, action, params, policy, settings,
+                                                resolve=resolve)
+    problems += prometheus_problems(spec, policy, cluster=cluster)
+    problems += body_check_problems(spec, policy)
     cluster_level = is_cluster_level(spec, action, params)
     if cluster_level and not policy.action_allowed(action.name, None):
         problems.append(FieldProblem("action", f"the admin policy does not allow "
@@ -132,32 +258,90 @@ def policy_problems(spec: JobSpec, action: Action[Any], params: BaseModel, polic
     return problems
 
 
+class ResolveBudget:
+    """One deadline for every name one request asks to resolve, however many jobs it
+    checks (an experiment: up to 100 steps), and each name resolved once.
+
+    A submission holds an API thread while it waits for DNS; a budget per job would let
+    one document of 100 URL steps on a name server that never answers hold it for 100
+    timeouts. Past the deadline nothing more is resolved at submission: a name not judged
+    here is judged by the worker when it connects (it always resolves and checks the
+    address it connects to). `resolver` is the seam tests use for a dead DNS server."""
+
+    def __init__(self, seconds: float = RESOLVE_SECONDS, *,
+                 resolver: Resolver = resolve_host,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.deadline = clock() + seconds
+        self.inner = resolver
+        self.known: dict[tuple[str, int], Sequence[Address] | OSError] = {}
+
+    def left(self) -> float:
+        return self.deadline - self.clock()
+
+    def __call__(self, name: str, port: int, seconds: float) -> Sequence[Address]:
+        known = self.known.get((name, port))
+        if known is None:
+            left = self.left()
+            if left <= 0:
+                raise OSError("not resolved at submission (the request's time for name "
+                              "lookups is used up); the worker checks it when it connects")
+            try:
+                known = self.inner(name, port, min(seconds, left))
+            except OSError as error:
+                known = error
+            self.known[(name, port)] = known
+        if isinstance(known, OSError):
+            raise known
+        return known
+
+
 def url_problems(spec: JobSpec, action: Action[Any], params: BaseModel, policy: Policy,
-                 settings: Settings | None) -> list[FieldProblem]:
+                 settings: Settings | None, *,
+                 resolve: ResolveBudget | None = None) -> list[FieldProblem]:
     """The URLs this job would have a worker fetch that the policy's `probes` section
     refuses (literal addresses, and names as they resolve now), and steady-state probe
     timeouts above its cap. The worker judges each URL again when it connects."""
     url = getattr(params, "url", None)
     urls = [("params.url", url)] if action.target_kind == TargetKind.URL and \
         isinstance(url, str) else []
-    urls += [(f"probes[{index}].url", probe.url) for index, probe in enumerate(spec.probes)]
+    urls += [(f"probes[{index}].url", probe.url) for index, probe in enumerate(spec.probes)
+             if isinstance(probe, HttpProbe) and probe.url is not None]
+    timeouts = [FieldProblem(f"probes[{index}].run.timeout", f"{probe.run.timeout:g}s; the "
+                             f"admin policy caps one call at "
+                             f"{policy.probes.max_seconds:g}s (probes.max_seconds)")
+                for index, probe in enumerate(spec.probes)
+                if isinstance(probe, HttpProbe) and
+                probe.run.timeout > policy.probes.max_seconds]
     if not urls:
-        return []
-    guard = DestinationGuard.for_settings(policy.probes, settings) if settings is not None \
-        else DestinationGuard(policy.probes)
-    # One budget for every name the job asks to resolve (up to 21 URLs): a submission holds
-    # an API thread while it waits, so a job full of names on a dead DNS server must not
-    # hold it for 21 timeouts. What does not resolve in time is judged by the worker.
-    deadline = time.monotonic() + RESOLVE_SECONDS
+        return timeouts
+    # One budget for every name the job asks to resolve (up to 21 URLs), or the caller's
+    # for the whole request (`ResolveBudget`): a submission holds an API thread while it
+    # waits, so names on a dead DNS server must not hold it for a timeout each. What does
+    # not resolve in time is judged by the worker.
+    budget = resolve if resolve is not None else ResolveBudget()
+    guard = DestinationGuard.for_settings(policy.probes, settings, resolver=budget) \
+        if settings is not None else DestinationGuard(policy.probes, resolver=budget)
     problems = [FieldProblem(loc, problem) for loc, text in urls
                 if (problem := guard.problem(
-                    text, seconds=max(deadline - time.monotonic(), 0.01))) is not None]
-    problems += [FieldProblem(f"probes[{index}].timeout", f"{probe.timeout:g}s; the admin "
-                              f"policy caps one call at {policy.probes.max_seconds:g}s "
-                              "(probes.max_seconds)")
-                 for index, probe in enumerate(spec.probes)
-                 if probe.timeout > policy.probes.max_seconds]
-    return problems
+                    text, seconds=max(budget.left(), 0.01))) is not None]
+    return problems + timeouts
+
+
+def body_check_problems(spec: JobSpec, policy: Policy) -> list[FieldProblem]:
+    """`body_contains` reads content, not just a status: on a `service` probe the
+    Service is in a namespace of the grant, but a URL reaches any in-cluster Service of
+    any tenant, and one substring test per probe leaks a secret a character at a time.
+    So a URL probe may test its body only where the admin opts in
+    (`probes.url_body_checks`)."""
+    if policy.probes.url_body_checks:
+        return []
+    return [FieldProblem(f"probes[{index}].body_contains", "body_contains on a URL "
+                         "probe needs the admin policy's probes.url_body_checks (a URL can "
+                         "reach other tenants' Services); use a service probe instead")
+            for index, probe in enumerate(spec.probes)
+            if isinstance(probe, HttpProbe) and probe.url is not None
+            and probe.body_contains is not None]
 
 
 def sealed(grant: Grant, job_id: str, spec: JobSpec, key: bytes) -> Grant:
@@ -179,8 +363,31 @@ def check_grant(record: JobRecord, action: Action[Any], params: BaseModel,
         raise GrantInvalid("refused: the job's grant does not match its record (the record "
                            "was changed after it was submitted, or PYSTOL_SIGNING_KEY "
                            "differs between the API and the worker)")
-    outside = sorted(set(record.spec.target.namespaces) - set(grant.namespaces))
+    outside = sorted(set(job_namespaces(record.spec)) - set(grant.namespaces))
     if outside:
         raise GrantInvalid(f"refused: namespaces {', '.join(outside)} are outside the grant")
     if is_cluster_level(record.spec, action, params) and not grant.cluster:
         raise GrantInvalid("refused: the grant does not allow cluster-level chaos")
+    if node_probes(record.spec) and not grant.cluster:
+        raise GrantInvalid("refused: the grant does not allow probing Nodes")
+
+
+def owner_lapsed(owner: Actor | None, grant: Grant | None, client: redis.Redis,
+                 key: bytes) -> str | None:
+    """Why the named token `owner` no longer covers `grant` (revoked, expired, or its role
+    or namespaces narrowed), or None: what acts later on someone's behalf (a schedule, an
+    experiment run's steps) must not outlive their rights. Settings tokens and Kubernetes
+    users are not re-checked (the worker knows neither PYSTOL_API_TOKENS nor the cluster's
+    RBAC); custom resources go with their resource."""
+    if owner is None or grant is None or owner.kind != ActorKind.TOKEN:
+        return None
+    token = TokenStore(client, key).active(owner.name)
+    if token is None:
+        return f"token {owner.name} was revoked or has expired"
+    authority = token.authority()
+    if grant.cluster and not authority.allows(Permission.CLUSTER_CHAOS, None):
+        return f"token {owner.name} may no longer run cluster-level chaos"
+    for namespace in grant.namespaces:
+        if not authority.allows(Permission.JOBS_SUBMIT, namespace):
+            return f"token {owner.name} may no longer run chaos in namespace {namespace!r}"
+    return None

@@ -1,45 +1,68 @@
-"""Steady-state probes run before the fault and after recovery (Chaos Toolkit's hypothesis).
+"""The job's steady-state checks at its edges: before the fault (sot, edge) and after
+recovery (eot, edge). The probes themselves are `pystol_worker.probes`; the looping ones
+run in `probes.loop.ProbeLoop` while the fault is held.
 
-A probe that fails before injection stops the job before anything is changed:
-chaos on a system that is already unhealthy teaches nothing and hurts.
-
-A probe's URL is the job's choice, so it is fetched like http-probe's, through
-`pystol_worker.safety.outbound_http`: checked against the admin policy's `probes`
-section (at submission too, by `jobs.authorization.policy_problems`), connected to the
-address that was checked, capped in time and body, and ended at once by a cancel or a
-halt. Redirects are followed only when the policy enables them, each hop checked.
+A probe that fails before injection stops the job before anything is changed (it ends
+`skipped`): chaos on a system that is already unhealthy teaches nothing and hurts.
 """
 
 from __future__ import annotations
 
-from pystol_worker.core.model import HttpProbe, Probe, ProbeOutcome
+from collections.abc import Sequence
+
+from pystol_worker.core.model import EventKind, Probe, ProbeOutcome
+from pystol_worker.probes.evaluation import Phase, ProbeEnv, describe_failure, evaluate
 from pystol_worker.safety.job_context import JobAborted, RunContext
-from pystol_worker.safety.outbound_http import (
-    DestinationGuard,
-    DestinationRefused,
-    ProbeClient,
-    ProbeStopped,
-)
+from pystol_worker.safety.outbound_http import ProbeStopped
 
 
-def run_probe(probe: Probe, phase: str, ctx: RunContext) -> ProbeOutcome:
-    """Call the probe's URL once; the outcome (a refused URL is a failed outcome that
-    says why). JobAborted when the job is cancelled or halted during the call."""
-    assert isinstance(probe, HttpProbe)
-    client = ProbeClient(DestinationGuard.for_settings(ctx.policy.probes, ctx.settings),
-                         should_stop=ctx.cancelled)
-    try:
-        answer = client.get(probe.url, timeout=probe.timeout,
-                            follow_redirects=ctx.policy.probes.follow_redirects)
-    except ProbeStopped:
-        ctx.check()  # raises JobAborted with the cancel's or the halt's reason
-        raise JobAborted("aborted while probing") from None
-    except DestinationRefused as refused:
-        return ProbeOutcome(probe=probe, phase=phase, ok=False,  # type: ignore[arg-type]
-                            error=f"refused by the admin policy: {refused}")
-    if answer.status is None:
-        return ProbeOutcome(probe=probe, phase=phase, ok=False,  # type: ignore[arg-type]
-                            seconds=answer.seconds, error=answer.error)
-    return ProbeOutcome(probe=probe, phase=phase,  # type: ignore[arg-type]
-                        ok=answer.status == probe.expect_status, status=answer.status,
-                        seconds=answer.seconds)
+def edge_probes(probes: Sequence[Probe], phase: Phase) -> list[Probe]:
+    """The probes that run at `phase` ("before": sot and edge; "after": eot and edge)."""
+    return [probe for probe in probes
+            if (probe.mode.before if phase == "before" else probe.mode.after)]
+
+
+def run_edge_probes(probes: Sequence[Probe], phase: Phase, ctx: RunContext
+                    ) -> list[ProbeOutcome]:
+    """Evaluate the probes of `phase` in order, each once (with its attempts); every
+    outcome, recorded in the job's result. JobAborted when the job is stopped meanwhile.
+    """
+    outcomes: list[ProbeOutcome] = []
+    env = ProbeEnv.of(ctx)
+    due = edge_probes(probes, phase)
+    if not due:
+        return outcomes
+    when = "before the fault" if phase == "before" else "after recovery"
+    ctx.event(EventKind.PROBING, f"checking {len(due)} probe(s) {when}", phase=phase)
+    for probe in due:
+        try:
+            outcome = evaluate(probe, env, phase)
+        except ProbeStopped:
+            ctx.check()  # raises JobAborted with the cancel's or the halt's reason
+            raise JobAborted("aborted while probing") from None
+        ctx.result.probes.append(outcome)
+        outcomes.append(outcome)
+    failed = failures(outcomes)
+    ctx.event(EventKind.PROBED, f"{len(outcomes) - len(failed)}/{len(outcomes)} probe(s) "
+              f"passed {when}" + (": " + "; ".join(failed) if failed else ""), phase=phase,
+              failed=len(failed))
+    return outcomes
+
+
+def failures(outcomes: Sequence[ProbeOutcome]) -> list[str]:
+    return [describe_failure(outcome) for outcome in outcomes if not outcome.ok]
+
+
+def probe_seconds(probes: Sequence[Probe], guard_seconds: float = 0.0) -> float:
+    """The longest the job's edge probes (and its guard's query) may take: each sot or eot
+    probe once, an edge probe twice, every attempt at its timeout plus the pauses. Looping
+    probes run while the fault is held and add nothing to the job's length."""
+    total = guard_seconds
+    for probe in probes:
+        if probe.mode.looping:
+            continue
+        run = probe.run
+        once = run.initial_delay + run.attempts * run.timeout + \
+            (run.attempts - 1) * run.retry_interval
+        total += once * (2 if probe.mode.before and probe.mode.after else 1)
+    return total

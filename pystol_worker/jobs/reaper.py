@@ -101,8 +101,13 @@ def lost_job_reason(reverted: int, failed: int, missing: list[str] | None = None
 
 def reap_once(store: JobStore, journal: RevertJournal, cluster: Cluster,
               heartbeat_seconds: float, undo_functions: UndoRegistry,
-              budget_seconds: float | None = None) -> ReapReport:
-    """One pass: undo the entries of every dead job, end those jobs aborted."""
+              budget_seconds: float | None = None,
+              on_aborted: Callable[[JobRecord], None] | None = None) -> ReapReport:
+    """One pass: undo the entries of every dead job, end those jobs aborted.
+
+    `on_aborted(record)` is told of each job this pass ended (the experiment engine
+    advances the job's run from there, so a run whose step was lost ends promptly); its
+    exceptions are logged, never raised."""
     report = ReapReport()
     token = journal.lock_reaper()
     if token is None:
@@ -136,11 +141,16 @@ def reap_once(store: JobStore, journal: RevertJournal, cluster: Cluster,
             try:
                 missing = [entry.undo for entry, error in failed
                            if error.startswith(MISSING_UNDO)]
-                store.finish(job_id, JobStatus.ABORTED,
-                             lost_job_reason(len(undone), len(failed), missing))
+                ended = store.finish(job_id, JobStatus.ABORTED,
+                                     lost_job_reason(len(undone), len(failed), missing))
                 report.aborted_jobs.append(job_id)
             except TransitionRefused:
-                pass
+                continue
+            if on_aborted is not None:
+                try:
+                    on_aborted(ended)
+                except Exception:
+                    log.exception("reaper: the hook for aborted job %s failed", job_id)
     finally:
         journal.unlock_reaper(token)
     if report.reverted or report.failed or report.aborted_jobs:

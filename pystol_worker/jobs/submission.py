@@ -51,7 +51,7 @@ from pystol_worker.jobs.authorization import (
     policy_problems,
     sealed,
 )
-from pystol_worker.jobs.validation import JobInvalid, validate_job
+from pystol_worker.jobs.validation import FieldProblem, JobInvalid, validate_job
 from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.halt import ChaosHalted, HaltSwitch
 from pystol_worker.store.job_store import (
@@ -129,8 +129,12 @@ class SubmissionService:
         failed and the key released). Redis errors propagate as they are."""
         now = self.clock()
         try:
+            if spec.experiment is not None and source != Source.EXPERIMENT:
+                raise JobInvalid([FieldProblem("experiment", "set by the experiment engine "
+                                               "on the jobs of an experiment's steps; run "
+                                               "the experiment instead")])
             action, params = validate_job(spec, self.registry, self.settings)
-            grant = grant_for(spec, action, params, identity)
+            grant = grant_for(spec, action, params, identity, self.policy)
             problems = policy_problems(spec, action, params, self.policy, now,
                                        settings=self.settings)
             if problems:

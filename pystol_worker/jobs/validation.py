@@ -31,6 +31,14 @@ class JobInvalid(Exception):
         self.problems = problems
 
 
+def _probe_namespace_fields(index: int, probe: Any) -> list[tuple[str, str]]:
+    service = getattr(probe, "service", None)
+    if service is not None:
+        return [(f"probes[{index}].service.namespace", service.namespace)]
+    namespace = getattr(probe, "namespace", None)
+    return [(f"probes[{index}].namespace", namespace)] if isinstance(namespace, str) else []
+
+
 def validate_job(spec: JobSpec, registry: ActionRegistry, settings: Settings
                  ) -> tuple[Action[Any], BaseModel]:
     """The action and its validated params; JobInvalid lists every problem found.
@@ -68,6 +76,16 @@ def validate_job(spec: JobSpec, registry: ActionRegistry, settings: Settings
                                          f"namespace {namespace!r} is protected "
                                          "(PYSTOL_PROTECTED_NAMESPACES); Pystol never "
                                          "targets it"))
+    for index, probe in enumerate(spec.probes):
+        for loc, namespace in _probe_namespace_fields(index, probe):
+            if settings.is_protected(namespace):
+                problems.append(FieldProblem(loc, f"namespace {namespace!r} is protected "
+                                             "(PYSTOL_PROTECTED_NAMESPACES); Pystol never "
+                                             "probes it"))
+        pods = getattr(probe, "pods", None)
+        if pods is not None and pods.label_selector and \
+                (problem := label_selector_problem(pods.label_selector)):
+            problems.append(FieldProblem(f"probes[{index}].pods.label_selector", problem))
     if target.label_selector and (problem := label_selector_problem(target.label_selector)):
         problems.append(FieldProblem("target.label_selector", problem))
     if target.field_selector and (problem := field_selector_problem(target.field_selector)):

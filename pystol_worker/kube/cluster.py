@@ -84,7 +84,18 @@ class Cluster(Protocol):
         """Change a Deployment's or StatefulSet's replicas through its scale subresource."""
         ...
 
+    def list_pdbs(self, namespace: str) -> list[Obj]:
+        """The PodDisruptionBudgets of a namespace (rehearsal's blast radius)."""
+        ...
+
     # -- any kind ----------------------------------------------------------------------------
+
+    def get_object(self, kind: str, namespace: str | None, name: str) -> Obj | None:
+        """One object of a kind a k8s probe may read (`probe_model.K8S_PROBE_KINDS`:
+        Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Service, Endpoints,
+        PodDisruptionBudget, Node — namespace None for a Node); None when it does not
+        exist. Read-only: probes never change anything."""
+        ...
 
     def patch(self, kind: str, namespace: str | None, name: str, body: Any) -> Obj:
         """Strategic-merge patch of a Pod, Node, Deployment or StatefulSet (None deletes a

@@ -274,6 +274,39 @@ class ClusterAccess:
             raise ClusterError(f"unsupported workload kind {kind}")
         return self.get_raw(readers[kind], name, namespace)
 
+    def get_object(self, kind: str, namespace: str | None, name: str
+                   ) -> dict[str, Any] | None:
+        """One object of a kind a k8s probe reads; None when it does not exist."""
+        from kubernetes import client
+
+        policy = client.PolicyV1Api(self.api_client)
+        readers: dict[str, Callable[..., Any]] = {
+            "Pod": self.core.read_namespaced_pod,
+            "Service": self.core.read_namespaced_service,
+            "Endpoints": self.core.read_namespaced_endpoints,
+            "Deployment": self.apps.read_namespaced_deployment,
+            "ReplicaSet": self.apps.read_namespaced_replica_set,
+            "StatefulSet": self.apps.read_namespaced_stateful_set,
+            "DaemonSet": self.apps.read_namespaced_daemon_set,
+            "PodDisruptionBudget": policy.read_namespaced_pod_disruption_budget}
+        try:
+            if kind == "Node":
+                return self.get_raw(self.core.read_node, name)
+            if kind not in readers or namespace is None:
+                raise ClusterError(f"unsupported kind {kind} (or no namespace)")
+            return self.get_raw(readers[kind], name, namespace)
+        except NotFound:
+            return None
+
+    def list_pdbs(self, namespace: str) -> list[dict[str, Any]]:
+        from kubernetes import client
+
+        policy = client.PolicyV1Api(self.api_client)
+        response = self.call_raw("list", policy.list_namespaced_pod_disruption_budget,
+                                 namespace)
+        items: list[dict[str, Any]] = json.loads(response.data).get("items") or []
+        return items
+
     # -- writes --------------------------------------------------------------------------------
 
     def delete_pod(self, namespace: str, name: str, uid: str | None,
@@ -430,11 +463,12 @@ class ClusterAccess:
                           retry_unreachable=False)
 
     def service_proxy_get(self, namespace: str, service: str, path: str, timeout: float,
-                          max_body: int, on_response: Callable[[Any], None] | None = None
-                          ) -> tuple[int, int, bool, bytes]:
+                          max_body: int, on_response: Callable[[Any], None] | None = None,
+                          head_bytes: int = 4096) -> tuple[int, int, bool, bytes]:
         """GET `PATH` of a Service through the API server's proxy
         (`/api/v1/namespaces/NS/services/SERVICE/proxy/PATH`, SERVICE as `name[:port]`):
-        (status, body bytes read, body cut at `max_body`, the body's first 4 KiB).
+        (status, body bytes read, body cut at `max_body`, the body's first `head_bytes`
+        (4 KiB; a probe with `body_contains` keeps up to the cap)).
 
         Rate-limited and counted like every call, never retried: a 503 (no endpoints, a
         backend that cannot be reached) is the answer http-probe measures. Whatever the
@@ -473,8 +507,8 @@ class ClusterAccess:
                     if not chunk:
                         complete = True
                         break
-                    if len(head) < 4096:
-                        head += chunk[:4096 - len(head)]
+                    if len(head) < head_bytes:
+                        head += chunk[:head_bytes - len(head)]
                     read += len(chunk)
                 return int(raw.status), min(read, max_body), read > max_body, head
             finally:

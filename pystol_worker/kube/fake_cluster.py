@@ -47,12 +47,18 @@ Obj = dict[str, Any]
 
 RESOURCES = {"Pod": "pods", "Node": "nodes", "Deployment": "deployments",
              "ReplicaSet": "replicasets", "StatefulSet": "statefulsets",
-             "DaemonSet": "daemonsets", "NetworkPolicy": "networkpolicies", "Event": "events"}
+             "DaemonSet": "daemonsets", "NetworkPolicy": "networkpolicies", "Event": "events",
+             "Service": "services", "Endpoints": "endpoints",
+             "PodDisruptionBudget": "poddisruptionbudgets"}
 KINDS = {resource: kind for kind, resource in RESOURCES.items()}
 API_VERSIONS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "StatefulSet": "apps/v1",
-                "DaemonSet": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1"}
+                "DaemonSet": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1",
+                "PodDisruptionBudget": "policy/v1"}
 CLUSTER_SCOPED = {"nodes"}
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet")
+#: What `get_object` reads (k8s probes): core_model.K8S_PROBE_KINDS.
+OBJECT_KINDS = ("Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Service",
+                "Endpoints", "PodDisruptionBudget", "Node")
 
 
 class _Pass:
@@ -621,6 +627,17 @@ class FakeCluster:
                        ) -> list[Obj]:
         return self._objects(Request("list", RESOURCES[kind], namespace,
                                      options={"label_selector": label_selector}))
+
+    def get_object(self, kind: str, namespace: str | None, name: str) -> Obj | None:
+        if kind not in OBJECT_KINDS:
+            raise ClusterError(f"unsupported kind {kind}")
+        try:
+            return self._object(Request("get", RESOURCES[kind], namespace, name))
+        except NotFound:
+            return None
+
+    def list_pdbs(self, namespace: str) -> list[Obj]:
+        return self._objects(Request("list", "poddisruptionbudgets", namespace))
 
     def set_scale(self, kind: str, namespace: str, name: str, replicas: int) -> None:
         self._handle(Request("patch", RESOURCES[kind] + "/scale", namespace, name,

@@ -20,7 +20,13 @@ what needs it fail with that verb's 403):
   patch (deployment-scale writes the replica count; it reads the workload itself, never the
   scale), replicasets and daemonsets get (recovery follows owners);
   networkpolicies create/delete (network-partition); events create (post_event);
-  services/proxy get (http-probe's `params.service`: a GET through the API server's proxy).
+  services/proxy get (http-probe's `params.service`: a GET through the API server's proxy);
+  services, endpoints and poddisruptionbudgets get (k8s probes' `object` checks, with pods,
+  nodes and the workloads above);
+  the snapshot of a server-side rehearsal (pystol_worker/rehearsal/cluster_snapshot.py,
+  read-only): nodes, pods, services, endpoints, deployments, statefulsets, daemonsets,
+  replicasets and poddisruptionbudgets list, and namespaces get (a Role in a namespace
+  lets it read that namespace's own object). Never secrets nor configmaps.
 - watcher (pystol_api/watcher/operator.py, kopf): the Pystol CRs list/watch/patch (kopf handlers,
   finalizers, progress annotations); their status subresource patch (patch_status, kopf's
   status patches); the cluster-scoped PystolClusterActions and PystolClusterSchedules
@@ -70,6 +76,8 @@ CLUSTER_SCOPED = frozenset({
     ("pystol.org", "pystolclusteractions/status"),
     ("pystol.org", "pystolclusterschedules"),
     ("pystol.org", "pystolclusterschedules/status"),
+    ("pystol.org", "pystolclusterexperiments"),
+    ("pystol.org", "pystolclusterexperiments/status"),
 })
 
 #: What the watcher needs only cluster-wide: the cluster-scoped kinds are not served by a
@@ -80,6 +88,8 @@ CLUSTER_WIDE_ONLY = frozenset({
     ("pystol.org", "pystolclusteractions/status"),
     ("pystol.org", "pystolclusterschedules"),
     ("pystol.org", "pystolclusterschedules/status"),
+    ("pystol.org", "pystolclusterexperiments"),
+    ("pystol.org", "pystolclusterexperiments/status"),
 })
 
 PERMISSIONS: dict[str, list[Rule]] = {
@@ -103,10 +113,14 @@ PERMISSIONS: dict[str, list[Rule]] = {
         _rule("apps", "statefulsets", "get", "list"),
         _rule("apps", "deployments/scale", "patch"),
         _rule("apps", "statefulsets/scale", "patch"),
-        _rule("apps", "replicasets", "get"),
-        _rule("apps", "daemonsets", "get"),
+        _rule("apps", "replicasets", "get", "list"),
+        _rule("apps", "daemonsets", "get", "list"),
         _rule("networking.k8s.io", "networkpolicies", "create", "delete"),
         _rule("", "services/proxy", "get"),
+        _rule("", "services", "get", "list"),
+        _rule("", "endpoints", "get", "list"),
+        _rule("policy", "poddisruptionbudgets", "get", "list"),
+        _rule("", "namespaces", "get"),
     ],
     "beat": [],
     "watcher": [
@@ -118,6 +132,10 @@ PERMISSIONS: dict[str, list[Rule]] = {
         _rule("pystol.org", "pystolclusteractions/status", "patch"),
         _rule("pystol.org", "pystolclusterschedules", "list", "watch", "patch"),
         _rule("pystol.org", "pystolclusterschedules/status", "patch"),
+        _rule("pystol.org", "pystolexperiments", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolexperiments/status", "patch"),
+        _rule("pystol.org", "pystolclusterexperiments", "list", "watch", "patch"),
+        _rule("pystol.org", "pystolclusterexperiments/status", "patch"),
         _rule("", "events", "create"),
         _rule("kopf.dev", "clusterkopfpeerings", "list", "watch", "patch", "create"),
         _rule("kopf.dev", "kopfpeerings", "list", "watch", "patch", "create"),

@@ -18,6 +18,16 @@ from pystol_worker.core.settings import Settings
 from pystol_worker.store.redis_connection import celery_broker_options
 
 RUN_JOB_TASK = "pystol.run_job"
+#: Moves an experiment run on (`experiments/engine.py`). Routed to the jobs queue on
+#: purpose: every worker already consumes it, so no deployment needs a new `-Q`, and an
+#: advance is a few Redis round trips and submissions, never a held fault, so it takes a
+#: slot for milliseconds. (A queue of its own would still share the same prefork slots.)
+ADVANCE_EXPERIMENT_TASK = "pystol.advance_experiment"
+#: Runs a server-side rehearsal (`rehearsal/service.py`): snapshot the namespaces the
+#: experiment touches, rehearse on a private simulator, store the report. Jobs queue too
+#: (no new `-Q` anywhere); the service's Redis slots bound how many run at once, so a
+#: burst of rehearsals waits for a slot instead of starting a simulator per worker slot.
+REHEARSE_TASK = "pystol.rehearse"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -27,7 +37,9 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         **broker,  # broker_use_ssl, for rediss://
         task_default_queue=settings.queue,
-        task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
+        task_routes={RUN_JOB_TASK: {"queue": settings.queue},
+                     ADVANCE_EXPERIMENT_TASK: {"queue": settings.queue},
+                     REHEARSE_TASK: {"queue": settings.queue}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
@@ -65,3 +77,34 @@ class CeleryJobQueue:
 
     def send(self, job_id: str) -> None:
         send_job(self._celery, self._settings, job_id)
+
+
+class CeleryAdvances:
+    """How an experiment run's next advance reaches a worker: `send(run_id)` now,
+    `send_later(run_id, seconds)` after a delay (a wait step, a hold to look at again).
+    The experiment service's `send_advance` and `send_advance_later`."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self._settings = settings
+        self._celery = app if app is not None else make_celery(settings)
+
+    def send(self, run_id: str) -> None:
+        self._celery.send_task(ADVANCE_EXPERIMENT_TASK, args=[run_id],
+                               queue=self._settings.queue)
+
+    def send_later(self, run_id: str, seconds: float) -> None:
+        self._celery.send_task(ADVANCE_EXPERIMENT_TASK, args=[run_id],
+                               queue=self._settings.queue, countdown=max(seconds, 0.0))
+
+
+class CeleryRehearsals:
+    """How a rehearsal asked of the API reaches a worker: `send(run_id)` queues
+    `pystol.rehearse` (the rehearsal service's `send`)."""
+
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self._settings = settings
+        self._celery = app if app is not None else make_celery(settings)
+
+    def send(self, run_id: str, countdown: float = 0.0) -> None:
+        self._celery.send_task(REHEARSE_TASK, args=[run_id], queue=self._settings.queue,
+                               countdown=max(countdown, 0.0) or None)

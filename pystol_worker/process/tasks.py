@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init
 
 from pystol_worker.actions.registry import default_registry
+from pystol_worker.core.model import JobRecord
 from pystol_worker.core.policy import load_policy
 from pystol_worker.core.settings import Settings
+from pystol_worker.experiments.service import ExperimentService
 from pystol_worker.jobs.reaper import reap_once
 from pystol_worker.jobs.runner import JobRunner
 from pystol_worker.jobs.submission import SubmissionService
@@ -27,13 +30,20 @@ from pystol_worker.kube.cluster_access import (
     TokenBucket,
     load_api_client,
 )
-from pystol_worker.process.celery_app import RUN_JOB_TASK, CeleryJobQueue
+from pystol_worker.process.celery_app import (
+    ADVANCE_EXPERIMENT_TASK,
+    REHEARSE_TASK,
+    RUN_JOB_TASK,
+    CeleryAdvances,
+    CeleryJobQueue,
+)
 from pystol_worker.process.time_limits import (
     JobTimeLimits,
     soft_limit_aborts_job,
     soft_limit_of,
     time_limited_request,
 )
+from pystol_worker.rehearsal.service import RehearsalService, RehearsalStatus
 from pystol_worker.schedules.firing import ScheduleFirer
 from pystol_worker.schedules.store import FIRE_TASK, FIRED_AT_HEADER, ScheduleStore
 from pystol_worker.store.job_store import JobStore
@@ -43,9 +53,22 @@ log = logging.getLogger("pystol.worker")
 REAPER_BUDGET_SECONDS = 5.0
 
 
+def advance_hook(advances: CeleryAdvances) -> Callable[[JobRecord], None]:
+    """What the runner and the reaper call when a job ends: a step of an experiment run
+    sends the run's next advance (jobs cannot import experiments; this is where the two
+    meet)."""
+    def job_ended(record: JobRecord) -> None:
+        run_id = record.experiment_run_id or (record.spec.experiment.run_id
+                                              if record.spec.experiment else None)
+        if run_id:
+            advances.send(run_id)
+    return job_ended
+
+
 class RunnerPerProcess:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
         self.settings = settings
+        self.app = app
         self._pid: int | None = None
         self._runner: JobRunner | None = None
 
@@ -53,11 +76,37 @@ class RunnerPerProcess:
         if self._runner is None or self._pid != os.getpid():
             store = JobStore(redis_client(self.settings),
                              retention_seconds=self.settings.job_retention_seconds)
+            hook = advance_hook(CeleryAdvances(self.settings, self.app)) \
+                if self.app is not None else None
             self._runner = JobRunner(self.settings, store, default_registry(),
                                      lambda: ClusterAccess.from_settings(self.settings),
-                                     policy=load_policy(self.settings.policy_file))
+                                     policy=load_policy(self.settings.policy_file),
+                                     on_finished=hook)
             self._pid = os.getpid()
         return self._runner
+
+
+class ExperimentsPerProcess:
+    """One experiment service per worker process, built after the fork (own Redis
+    connection), sending jobs and advances with the worker's own Celery app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+        self._service: ExperimentService | None = None
+
+    def get(self, app: Celery, store: JobStore | None = None) -> ExperimentService:
+        if self._service is None or self._pid != os.getpid():
+            client = store.redis if store is not None else redis_client(self.settings)
+            submissions = SubmissionService.from_settings(
+                self.settings, client, CeleryJobQueue(self.settings, app), default_registry(),
+                store=store)
+            advances = CeleryAdvances(self.settings, app)
+            self._service = ExperimentService(
+                client, self.settings, submissions.policy, submissions, advances.send,
+                audit=submissions.audit, send_advance_later=advances.send_later)
+            self._pid = os.getpid()
+        return self._service
 
 
 def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
@@ -68,7 +117,8 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
 
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             super().__init__(worker, **kwargs)
-            self.runner = RunnerPerProcess(settings)
+            self.runner = RunnerPerProcess(settings, worker.app)
+            self.experiments = ExperimentsPerProcess(settings)
             self.cluster: ClusterAccess | None = None
             self.tref: Any = None
             self.app = worker.app
@@ -94,9 +144,18 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
                     RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0))
             try:
                 reap_once(runner.store, runner.journal, self.cluster, settings.heartbeat_seconds,
-                          runner.registry.undo_registry(), budget_seconds=REAPER_BUDGET_SECONDS)
+                          runner.registry.undo_registry(), budget_seconds=REAPER_BUDGET_SECONDS,
+                          on_aborted=advance_hook(CeleryAdvances(settings, self.app)))
             except Exception:
                 log.exception("reaper pass failed; the next one retries")
+            # Experiment runs a lost message left behind: due timers, steps that ended
+            # unnoticed, runs past their deadline (bounded per pass).
+            try:
+                experiments = self.experiments.get(self.app, runner.store)
+                experiments.sweep()
+                experiments.store.prune_expired()
+            except Exception:
+                log.exception("experiment sweep failed; the next pass retries")
             # Jobs deferred to the admin policy's next chaos window are queued here.
             try:
                 if self.submissions is None:
@@ -117,7 +176,7 @@ def reaper_step(settings: Settings) -> type[bootsteps.StartStopStep]:
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
-    runners = RunnerPerProcess(settings)
+    runners = RunnerPerProcess(settings, app)
 
     @worker_process_init.connect(weak=False)
     def _warm_up(**_: Any) -> None:
@@ -137,6 +196,52 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         return status.value if status else None
 
     register_fire_task(app, settings)  # pystol.fire_schedule: what beat sends for a schedule
+    register_advance_task(app, settings)  # pystol.advance_experiment
+    register_rehearse_task(app, settings)  # pystol.rehearse
+
+
+def register_advance_task(app: Celery, settings: Settings) -> None:
+    """`pystol.advance_experiment(run_id)`: move an experiment run on (short: a few Redis
+    round trips and step submissions; the run's lock makes duplicates harmless)."""
+    experiments = ExperimentsPerProcess(settings)
+
+    @app.task(name=ADVANCE_EXPERIMENT_TASK, bind=True)
+    def advance_experiment(task: Any, run_id: str) -> None:
+        experiments.get(task.app).advance(str(run_id)[:100])
+
+
+#: A rehearsal that found every slot busy is sent again after this long, this many times
+#: at most (about an hour of waiting; its record keeps saying it is waiting, and why).
+REHEARSAL_RETRY_SECONDS = 30
+REHEARSAL_MAX_RETRIES = 120
+
+
+def rehearsal_slots(settings: Settings) -> int:
+    """PYSTOL_MAX_REHEARSALS: how many rehearsals (each a private simulator) may run at
+    once across the workers of this cluster (default 1, so rehearsals never crowd out
+    chaos)."""
+    return settings.max_rehearsals
+
+
+def register_rehearse_task(app: Celery, settings: Settings) -> None:
+    """`pystol.rehearse(run_id)`: the body of a rehearsal asked of the API (`POST
+    /api/v1/experiments/{name}/rehearse`). The service checks the stored seal, takes a slot
+    (or leaves the run queued), snapshots read-only, rehearses, stores the report."""
+    experiments = ExperimentsPerProcess(settings)
+
+    @app.task(name=REHEARSE_TASK, bind=True, soft_time_limit=settings.max_experiment_seconds)
+    def rehearse(task: Any, run_id: str) -> str:
+        rehearsals = RehearsalService(
+            redis_client(settings), settings, check=experiments.get(task.app).check_steps,
+            send=lambda rid: task.app.send_task(REHEARSE_TASK, args=[rid],
+                                                queue=settings.queue),
+            slots=rehearsal_slots(settings))
+        run = rehearsals.execute(str(run_id)[:100], ClusterAccess.from_settings(settings),
+                                 load_policy(settings.policy_file))
+        if run.status == RehearsalStatus.QUEUED:  # every slot busy: try again later
+            raise task.retry(countdown=REHEARSAL_RETRY_SECONDS,
+                             max_retries=REHEARSAL_MAX_RETRIES)
+        return run.status.value
 
 
 class FirerPerProcess:
@@ -158,7 +263,11 @@ class FirerPerProcess:
             submissions = SubmissionService.from_settings(
                 self.settings, client, CeleryJobQueue(self.settings, app), registry,
                 store=store.jobs)
-            self._firer = ScheduleFirer(store, submissions)
+            advances = CeleryAdvances(self.settings, app)
+            experiments = ExperimentService(
+                client, self.settings, submissions.policy, submissions, advances.send,
+                audit=submissions.audit, send_advance_later=advances.send_later)
+            self._firer = ScheduleFirer(store, submissions, experiments)
             self._pid = os.getpid()
         return self._firer
 

@@ -43,6 +43,7 @@ from pystol_worker.actions.node_drain import NodeDrainParams
 from pystol_worker.core.model import JobSpec, TargetMode
 from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.probes import probe_seconds
 from pystol_worker.jobs.runner import JobRunner
 from pystol_worker.safety.job_context import JobAborted
 
@@ -94,12 +95,20 @@ def action_seconds(params: BaseModel) -> float:
     return 0.0
 
 
+def guard_seconds(spec: JobSpec, policy: Policy) -> float:
+    """The longest the job's error-budget guard query may take (its endpoint's cap)."""
+    if spec.guard is None:
+        return 0.0
+    endpoint = policy.prometheus.endpoint(spec.guard.endpoint)
+    return endpoint.max_seconds if endpoint is not None else 0.0
+
+
 def job_time_limits(spec: JobSpec, params: BaseModel, settings: Settings,
                     policy: Policy) -> TimeLimits:
     """The soft and hard limits of one job (see the module docstring)."""
     budget = ((spec.duration or 0.0)
               + (spec.recovery_timeout or settings.recovery_timeout_seconds)
-              + 2 * sum(probe.timeout for probe in spec.probes)
+              + probe_seconds(spec.probes, guard_seconds=guard_seconds(spec, policy))
               + action_seconds(params))
     margin = MARGIN_SECONDS + REQUESTS_PER_TARGET * target_bound(spec, policy) / settings.kube_qps
     soft = min(budget + margin, float(settings.max_job_seconds))

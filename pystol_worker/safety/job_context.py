@@ -12,7 +12,14 @@ locks and the undo functions of every registered action. In a worker only the ru
 builds one, for a job it has claimed. Its `check()` reads Redis every time it is called
 (one MGET: the job's cancel flag and the global halt), and actions call it right before
 every injecting call: that read is what makes a halt stop injections within one round
-trip.
+trip. The same read carries, for a step of an experiment run, the run's stop key (a
+sibling's probe, a cancel of the run) and the job's release key.
+
+Two ways to wait: `sleep(s)` (a pause that only a stop ends) and `hold(s)` (a fault's
+hold, which the experiment may also end early by releasing it: the fault is then reverted
+as at the end of its duration). Both wake at once when `stop` is set — by a check that saw
+a cancel, a halt or a run stop, or by the job's probe loop when a stop-on-failure probe
+fails — so a fault never outlives the reason to end it by more than one poll.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pystol_worker.core.model import JobResult, Metrics
+from pystol_worker.core.model import EventKind, JobResult, Metrics
 from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.kube.cluster import Cluster
@@ -63,20 +70,37 @@ class RunContext(SelectContext):
     abort_reason: str | None = None
     locked: list[str] = field(default_factory=list)
     on_event: Callable[[str, str, dict[str, Any]], None] | None = None
+    run_id: str | None = None  # the experiment run the job is a step of
+    injected: threading.Event = field(default_factory=threading.Event)
+    stopped_by_probe: bool = False  # a probe (its own, or a sibling's via the run) stopped it
+    released: bool = False
 
     def event(self, kind: str, message: str, **data: Any) -> None:
-        """Append to the job's timeline (and tell `on_event`, for tests and local runs)."""
+        """Append to the job's timeline (and tell `on_event`, for tests and local runs).
+        The first injection or eviction starts the job's on-chaos probes."""
         self.store.append_event(self.job_id, kind, message, data)
+        if kind in (EventKind.INJECTED, EventKind.EVICTED):
+            self.injected.set()
         if self.on_event is not None:
             self.on_event(kind, message, data)
 
+    def stop_for_probe(self, reason: str) -> None:
+        """A stop-on-failure probe failed: end the job now (its faults are reverted)."""
+        if not self.stop.is_set():
+            self.abort_reason = reason
+            self.stopped_by_probe = True
+            self.stop.set()
+
     def cancelled(self) -> bool:
-        """True once an abort was asked for: the job was cancelled or chaos was halted."""
+        """True once an abort was asked for: the job was cancelled, chaos was halted, its
+        experiment run was stopped, or one of its probes stopped it."""
         if self.stop.is_set():
             return True
-        reason = self.store.stop_reason(self.job_id)
-        if reason is not None:
-            self.abort_reason = reason
+        signals = self.store.stop_signals(self.job_id, self.run_id)
+        self.released = self.released or signals.released
+        if signals.reason is not None:
+            self.abort_reason = signals.reason
+            self.stopped_by_probe = self.stopped_by_probe or signals.cause == "probe"
             self.stop.set()
             return True
         return False
@@ -93,4 +117,18 @@ class RunContext(SelectContext):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            self.stop.wait(min(remaining, CANCEL_POLL_SECONDS))
+
+    def hold(self, seconds: float) -> bool:
+        """Hold a fault for `seconds`, like `sleep`, but return early (no exception) once
+        the experiment releases the job's fault; True when it was released."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.check()
+            if self.released:
+                self.event(EventKind.RELEASED, "the experiment released the fault")
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
             self.stop.wait(min(remaining, CANCEL_POLL_SECONDS))

@@ -45,7 +45,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit
@@ -377,6 +377,7 @@ class ProbeAnswer:
     body_cut: bool = False
     redirects: int = 0
     error: str | None = None
+    body: bytes = b""  # what was read (at most the cap), only when the caller kept it
 
 
 class _Watchdog:
@@ -470,10 +471,18 @@ class ProbeClient:
         connections, broken answers). Raises DestinationRefused when the URL, or a
         redirect it is following, leads where probes may not go, and ProbeStopped when
         the job is cancelled or halted meanwhile."""
+        return self.request("GET", url, timeout=timeout, follow_redirects=follow_redirects)
+
+    def request(self, method: str, url: str, *, timeout: float,
+                follow_redirects: bool = False, headers: Mapping[str, str] | None = None,
+                body: bytes | None = None, keep_body: bool = False) -> ProbeAnswer:
+        """As `get`, with a method, extra headers and a body (a Prometheus query is a
+        POSTed form); `keep_body` keeps what was read (at most the cap) in the answer. A
+        redirect is followed only for GET: anything else answers with the 3xx."""
         seconds = min(timeout, self.limits.max_seconds)
         started = time.monotonic()
         deadline = started + seconds
-        follow = follow_redirects and self.limits.follow_redirects
+        follow = follow_redirects and self.limits.follow_redirects and method == "GET"
         hops = 0
         current = url
 
@@ -492,7 +501,8 @@ class ProbeClient:
                         raise DestinationRefused(url, f"redirect {hops} to {current} "
                                                       f"refused: {refused.reason}") from None
                     raise
-                status, location, size, cut = self._request(destination, deadline)
+                status, location, size, cut, content = self._request(
+                    destination, deadline, method, headers, body, keep_body)
                 if follow and status in REDIRECT_STATUSES and location:
                     if hops == self.limits.max_redirects:
                         return failed(f"more than {hops} redirects")
@@ -500,7 +510,8 @@ class ProbeClient:
                     current = urljoin(current, location)
                     continue
                 return ProbeAnswer(status, round(time.monotonic() - started, 6),
-                                   body_bytes=size, body_cut=cut, redirects=hops)
+                                   body_bytes=size, body_cut=cut, redirects=hops,
+                                   body=content)
         except (_TimedOut, TimeoutError):
             # A socket timeout is the deadline too: each operation's timeout is what
             # was left of the call when it connected.
@@ -510,33 +521,42 @@ class ProbeClient:
         except (OSError, http.client.HTTPException) as error:
             return failed(f"{type(error).__name__}: {error}")
 
-    def _request(self, destination: Destination, deadline: float
-                 ) -> tuple[int, str | None, int, bool]:
-        """One GET to the judged address: (status, Location, body bytes read, cut)."""
+    def _request(self, destination: Destination, deadline: float, method: str = "GET",
+                 headers: Mapping[str, str] | None = None, body: bytes | None = None,
+                 keep_body: bool = False) -> tuple[int, str | None, int, bool, bytes]:
+        """One request to the judged address: (status, Location, body bytes read, cut,
+        the body when kept)."""
         with _Watchdog(deadline, self.should_stop, self.poll_seconds) as watchdog:
             sock = self._connect(destination, deadline, watchdog)
             connection = http.client.HTTPConnection(destination.server_name,
                                                     destination.port)
             connection.sock = sock  # already connected: http.client never resolves
             try:
-                connection.putrequest("GET", destination.target, skip_host=True,
+                connection.putrequest(method, destination.target, skip_host=True,
                                       skip_accept_encoding=True)
                 connection.putheader("Host", destination.host_header)
                 connection.putheader("User-Agent", USER_AGENT)
                 connection.putheader("Accept-Encoding", "identity")
                 connection.putheader("Connection", "close")
-                connection.endheaders()
+                for name, value in (headers or {}).items():
+                    connection.putheader(name, value)
+                if body is not None:
+                    connection.putheader("Content-Length", str(len(body)))
+                connection.endheaders(body)
                 response = connection.getresponse()
                 cap = self.limits.max_body_bytes
                 read = 0
+                chunks: list[bytes] = []
                 while read <= cap:  # one byte past the cap tells a cut body from a whole one
                     chunk = response.read1(min(READ_CHUNK, cap + 1 - read))
                     if not chunk:
                         break
                     read += len(chunk)
+                    if keep_body:
+                        chunks.append(chunk)
                 watchdog.raise_if_fired()  # a shut socket reads as the end of the body
-                return response.status, response.getheader("Location"), min(read, cap), \
-                    read > cap
+                return (response.status, response.getheader("Location"), min(read, cap),
+                        read > cap, b"".join(chunks)[:cap])
             except (OSError, http.client.HTTPException):
                 watchdog.raise_if_fired()
                 raise

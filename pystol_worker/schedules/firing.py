@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from pystol_worker.core.access import Actor, ActorKind, Permission
+from pystol_worker.core.access import Actor, ActorKind, Identity, Permission
+from pystol_worker.core.experiment_model import is_run_id
 from pystol_worker.core.model import Source
 from pystol_worker.core.schedule_model import (
     ConcurrencyPolicy,
@@ -45,6 +47,11 @@ from pystol_worker.core.schedule_model import (
     next_allowed_slot,
     next_slot_after,
     window_problem,
+)
+from pystol_worker.experiments.service import (
+    ExperimentChanged,
+    ExperimentNotFound,
+    ExperimentService,
 )
 from pystol_worker.jobs.submission import (
     AccessDenied,
@@ -61,6 +68,7 @@ from pystol_worker.schedules.store import (
     StoredSchedule,
 )
 from pystol_worker.store.job_store import JobNotFound, TransitionRefused
+from pystol_worker.store.run_signals import stop_run
 from pystol_worker.store.token_store import TokenStore
 
 log = logging.getLogger("pystol.schedules")
@@ -117,10 +125,12 @@ class ScheduleFirer:
     """Handles fires. Jobs are submitted through `submissions` (built by the worker process
     on the same Redis, with the worker's Celery app as its queue; tests inject theirs)."""
 
-    def __init__(self, schedules: ScheduleStore, submissions: SubmissionService) -> None:
+    def __init__(self, schedules: ScheduleStore, submissions: SubmissionService,
+                 experiments: ExperimentService | None = None) -> None:
         self.schedules = schedules
         self.jobs = schedules.jobs
         self.submissions = submissions
+        self.experiments = experiments  # starts the runs of schedules of an experiment
 
     @property
     def redis(self) -> redis.Redis:
@@ -281,6 +291,10 @@ class ScheduleFirer:
                 return skip(SkipReason.FORBID, f"concurrency policy Forbid: previous run "
                                                 f"{listed}")
             for job_id in sorted(earlier):
+                if is_run_id(job_id):
+                    if self._replace_run(stored, job_id):
+                        replaced.append(job_id)
+                    continue
                 try:
                     if self.jobs.get(job_id, with_timeline=False).cancel_requested:
                         continue  # already asked to abort (by an earlier Replace or a user)
@@ -296,6 +310,18 @@ class ScheduleFirer:
                 except (TransitionRefused, JobNotFound):
                     continue
         return self.start(claim, fired, replaced)
+
+    def _replace_run(self, stored: StoredSchedule, run_id: str) -> bool:
+        """Concurrency policy Replace for an experiment run: stop it (its step jobs abort
+        and revert, its rollbacks run); True when this call stopped it."""
+        if not stop_run(self.redis, run_id, "cancel",
+                        f"replaced by the next run of schedule {stored.id}",
+                        by=f"schedule:{stored.id}"):
+            return False  # already stopping
+        if self.experiments is not None:
+            with contextlib.suppress(Exception):  # the sweep advances it otherwise
+                self.experiments.send_advance(run_id)
+        return True
 
     def _owner_lapsed(self, stored: StoredSchedule) -> str | None:
         """Why the named token that last changed the schedule no longer covers its grant
@@ -330,8 +356,6 @@ class ScheduleFirer:
                                ended_at=self.schedules.now(), outcome=outcome,
                                skipped=skipped, job_id=job_id, reason=reason)
 
-        spec = stored.spec.template.model_copy(
-            update={"idempotency_key": idempotency_key(stored.id, slot_ms)})
         identity = stored.identity(self.submissions.settings.signing_key_bytes)
         if identity is None:
             log.warning("schedule %s: its grant does not verify; not running it", stored.id)
@@ -343,6 +367,10 @@ class ScheduleFirer:
             log.warning("schedule %s: %s; not running it", stored.id, lapsed)
             return run(RunOutcome.FAILED, f"refused: {lapsed}; whoever may run it now can "
                        "change or resume the schedule to grant it again")
+        if stored.spec.template is None:
+            return self._start_experiment(stored, identity, slot_ms, run)
+        spec = stored.spec.template.model_copy(
+            update={"idempotency_key": idempotency_key(stored.id, slot_ms)})
         try:
             record, created = self.submissions.submit(spec, Source.SCHEDULE, identity,
                                                       schedule_id=stored.id)
@@ -365,3 +393,31 @@ class ScheduleFirer:
             return run(RunOutcome.STARTED, "already started for this slot", record.id)
         return run(RunOutcome.STARTED, f"replaced {', '.join(replaced)}" if replaced else "",
                    record.id)
+
+    def _start_experiment(self, stored: StoredSchedule, identity: Identity, slot_ms: int,
+                          run: Callable[..., ScheduleRun]) -> ScheduleRun:
+        """A run of the schedule's experiment, on behalf of whoever last changed the
+        schedule, with the schedule's sealed grant (the experiment service checks every
+        step against it: a document changed since to touch more namespaces is refused)."""
+        if self.experiments is None:
+            return run(RunOutcome.FAILED, "this process cannot start experiments")
+        name = stored.spec.experiment or ""
+        try:
+            xrun = self.experiments.start(name, Source.SCHEDULE, identity,
+                                          idempotency_key=idempotency_key(stored.id, slot_ms),
+                                          granted_digest=stored.experiment_digest)
+        except ExperimentChanged as changed:
+            return run(RunOutcome.FAILED, f"refused: {changed}")
+        except ExperimentNotFound:
+            return run(RunOutcome.FAILED, f"there is no experiment named {name!r} any more")
+        except JobInvalid as invalid:
+            return run(RunOutcome.FAILED, f"the experiment is no longer valid: {invalid}")
+        except (AccessDenied, PolicyRefused) as refused:
+            return run(RunOutcome.FAILED, f"refused: {refused}")
+        except ChaosHalted as halted:
+            return run(RunOutcome.SKIPPED, str(halted), skipped=SkipReason.HALTED)
+        except IdempotencyConflict as conflict:
+            return run(RunOutcome.STARTED, "already started for this slot",
+                       conflict.job_id or None)
+        self.schedules.add_active(stored.id, xrun.id, slot_ms)
+        return run(RunOutcome.STARTED, f"experiment {name}", xrun.id)

@@ -56,6 +56,7 @@ from pystol_worker.core.access import (
     is_sealed,
     seal,
 )
+from pystol_worker.core.experiment_model import ExperimentStatus, is_run_id
 from pystol_worker.core.model import JobStatus, Source, utcnow
 from pystol_worker.core.policy import Policy, load_policy
 from pystol_worker.core.schedule_model import (
@@ -73,6 +74,12 @@ from pystol_worker.core.schedule_model import (
     next_slot_after,
 )
 from pystol_worker.core.settings import Settings
+from pystol_worker.experiments.service import (
+    StoredExperiment,
+    document_digest,
+    experiment_grant,
+)
+from pystol_worker.experiments.store import ExperimentStore, StoredRunNotFound
 from pystol_worker.jobs.authorization import PolicyRefused, grant_for, policy_problems
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid, validate_job
 from pystol_worker.store.job_store import JobNotFound, JobStore
@@ -124,11 +131,12 @@ def validate_schedule(spec: ScheduleSpec, registry: ActionRegistry, settings: Se
     """JobInvalid with every problem: the template as `validate_job` sees it (paths under
     `template.`), and a schedule that could never run inside its windows."""
     problems: list[FieldProblem] = []
-    try:
-        validate_job(spec.template, registry, settings)
-    except JobInvalid as invalid:
-        problems += [FieldProblem(f"template.{p.loc}", p.msg) for p in invalid.problems]
-    if spec.template.idempotency_key is not None:
+    if spec.template is not None:
+        try:
+            validate_job(spec.template, registry, settings)
+        except JobInvalid as invalid:
+            problems += [FieldProblem(f"template.{p.loc}", p.msg) for p in invalid.problems]
+    if spec.template is not None and spec.template.idempotency_key is not None:
         problems.append(FieldProblem("template.idempotency_key", "each run gets its own "
                                      "idempotency key (schedule id + slot); remove this one"))
     moment = now or utcnow()
@@ -157,14 +165,21 @@ class StoredSchedule(BaseModel):
     anchor_ms: int
     changed_by: Actor | None = None  # whoever last created, changed, paused or resumed it
     grant: Grant | None = None       # what changed_by allowed its runs, sealed
+    #: A schedule of an experiment: the digest of the document as its grant was made
+    #: (`document_digest`); a fire finding another document is refused.
+    experiment_digest: str | None = None
 
     def sealed_payload(self, grant: Grant) -> bytes:
         """What a schedule's seal covers: its id, its whole spec (template, timing, windows,
-        paused, concurrency policy) and who last changed it, so that nothing of it can be
-        changed in Redis, not even how often it runs."""
-        return grant.payload(self.id, {"schedule": self.spec.model_dump(mode="json"),
-                                       "changed_by": self.changed_by.submitter
-                                       if self.changed_by else None})
+        paused, concurrency policy), who last changed it and, for an experiment, the
+        document it was granted for, so that nothing of it can be changed in Redis, not
+        even how often it runs."""
+        covered: dict[str, Any] = {"schedule": self.spec.model_dump(mode="json"),
+                                   "changed_by": self.changed_by.submitter
+                                   if self.changed_by else None}
+        if self.experiment_digest is not None:
+            covered["experiment_digest"] = self.experiment_digest
+        return grant.payload(self.id, covered)
 
     def sealed(self, key: bytes) -> StoredSchedule:
         """This schedule with its grant sealed (no grant: unchanged)."""
@@ -262,7 +277,7 @@ class ScheduleStore:
                                                  "':' or '-', starting with a letter or digit")])
         validate_schedule(spec, self.registry, self.settings, ms_to_datetime(self._now_ms()))
         schedule_id = schedule_id or new_schedule_id()
-        grant = self._grant(spec, identity, Permission.SCHEDULES_CREATE)
+        grant, digest = self._grant(spec, identity, Permission.SCHEDULES_CREATE)
         submitter = identity.actor.submitter
         key = self.settings.signing_key_bytes
 
@@ -273,27 +288,38 @@ class ScheduleStore:
                 return StoredSchedule(id=schedule_id, spec=spec, source=source,
                                       submitter=submitter, created_at=now, updated_at=now,
                                       anchor_ms=datetime_to_ms(now),
-                                      changed_by=identity.actor, grant=grant).sealed(key)
-            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE)
+                                      changed_by=identity.actor, grant=grant,
+                                      experiment_digest=digest).sealed(key)
+            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE, existing)
             anchor = existing.anchor_ms if existing.spec.timing() == spec.timing() \
                 else datetime_to_ms(now)
             return existing.model_copy(update={"spec": spec, "source": source,
                                                "submitter": submitter, "updated_at": now,
                                                "anchor_ms": anchor, "changed_by": identity.actor,
-                                               "grant": grant}).sealed(key)
+                                               "grant": grant,
+                                               "experiment_digest": digest}).sealed(key)
         return self._write(schedule_id, build, creating=True)
 
     # -- who may ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _require(spec: ScheduleSpec, identity: Identity, permission: Permission) -> None:
-        """AccessDenied unless `identity` has `permission` where the template acts (each of
-        its namespaces; cluster scope when it names none)."""
+    def _require(self, spec: ScheduleSpec, identity: Identity, permission: Permission,
+                 stored: StoredSchedule | None = None) -> None:
+        """AccessDenied unless `identity` has `permission` where the schedule acts: each of
+        the template's namespaces (cluster scope when it names none), or each namespace of
+        the experiment (its document now, or as granted to a stored schedule)."""
         who = identity.actor.submitter
-        namespaces = spec.template.target.namespaces
-        checks: list[tuple[str | None, str]] = [
-            (namespace, f"template.target.namespaces[{index}]")
-            for index, namespace in enumerate(namespaces)] or [(None, "template.action")]
+        checks: list[tuple[str | None, str]]
+        if spec.template is not None:
+            checks = [(namespace, f"template.target.namespaces[{index}]")
+                      for index, namespace in enumerate(spec.template.target.namespaces)] \
+                or [(None, "template.action")]
+        else:
+            if stored is not None and stored.spec == spec and stored.grant is not None:
+                namespaces = list(stored.grant.namespaces)
+            else:
+                namespaces = self._experiment(spec).namespaces
+            checks = [(namespace, "experiment") for namespace in namespaces] \
+                or [(None, "experiment")]
         for namespace, loc in checks:
             if not identity.authority.allows(permission, namespace):
                 where = f"in namespace {namespace!r}" if namespace else "at cluster scope"
@@ -301,14 +327,23 @@ class ScheduleStore:
                                    permission=permission, namespace=namespace)
 
     def _grant(self, spec: ScheduleSpec, identity: Identity, permission: Permission
-               ) -> Grant:
+               ) -> tuple[Grant, str | None]:
         """The template's grant for `identity` (sealed with the schedule when it is
         stored); AccessDenied or PolicyRefused (field paths under `template.`; windows are
         checked at each run)."""
+        if spec.template is not None and spec.template.experiment is not None:
+            # Engine-only (it links a step job to its experiment run): the submission
+            # refuses it from a schedule at every fire, so refuse it here, once, by name.
+            raise JobInvalid([FieldProblem("template.experiment", "set only by the "
+                                           "experiment engine for its step jobs; a "
+                                           "schedule of an experiment names it in "
+                                           "`experiment` instead")])
         self._require(spec, identity, permission)
+        if spec.template is None:
+            return self._experiment_grant(spec, identity)
         action, params = validate_job(spec.template, self.registry, self.settings)
         try:
-            grant = grant_for(spec.template, action, params, identity)
+            grant = grant_for(spec.template, action, params, identity, self.policy)
         except AccessDenied as denied:
             denied.loc = f"template.{denied.loc}" if denied.loc else None
             raise
@@ -323,7 +358,35 @@ class ScheduleStore:
                                          f"than every {self.policy.min_schedule_period:g}s"))
         if problems:
             raise PolicyRefused(problems)
-        return grant
+        return grant, None
+
+    def _experiment(self, spec: ScheduleSpec) -> StoredExperiment:
+        """The stored experiment a schedule names; JobInvalid at `experiment` if none."""
+        raw = ExperimentStore(self.redis).get_document(spec.experiment or "")
+        try:
+            if raw is not None:
+                return StoredExperiment.model_validate_json(raw)
+        except ValueError:
+            pass
+        raise JobInvalid([FieldProblem("experiment", f"there is no experiment named "
+                                                     f"{spec.experiment!r}")])
+
+    def _experiment_grant(self, spec: ScheduleSpec, identity: Identity
+                          ) -> tuple[Grant, str | None]:
+        """What the experiment's runs may do, checked as a start would check it now (every
+        step's job, every namespace its steps and probes touch, the admin policy), plus
+        the admin policy's shortest schedule period; and the digest of the document so
+        checked, which the schedule seals (its fires run exactly that document)."""
+        stored = self._experiment(spec)
+        grant = experiment_grant(stored.spec, identity, registry=self.registry,
+                                 settings=self.settings, policy=self.policy, now=self.now())
+        shortest = self._shortest_gap(spec)
+        if shortest is not None and shortest < self.policy.min_schedule_period:
+            raise PolicyRefused([FieldProblem(spec.kind, f"runs as often as every "
+                                              f"{shortest:g}s; the admin policy allows "
+                                              "schedules no more often than every "
+                                              f"{self.policy.min_schedule_period:g}s")])
+        return grant, document_digest(stored.spec)
 
     def _shortest_gap(self, spec: ScheduleSpec) -> float | None:
         """The shortest time between two runs: the interval, the mtbf's mean, or for cron
@@ -368,19 +431,20 @@ class ScheduleStore:
         schedules.update where the schedule acts now and where it will act; its runs are
         then submitted on the new changer's behalf."""
         validate_schedule(spec, self.registry, self.settings, ms_to_datetime(self._now_ms()))
-        grant = self._grant(spec, identity, Permission.SCHEDULES_UPDATE)
+        grant, digest = self._grant(spec, identity, Permission.SCHEDULES_UPDATE)
         key = self.settings.signing_key_bytes
 
         def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
             if existing is None:
                 raise ScheduleNotFound(schedule_id)
-            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE)
+            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE, existing)
             anchor = existing.anchor_ms if existing.spec.timing() == spec.timing() \
                 else datetime_to_ms(now)
             return existing.model_copy(update={"spec": spec, "updated_at": now,
                                                "anchor_ms": anchor,
                                                "changed_by": identity.actor,
-                                               "grant": grant}).sealed(key)
+                                               "grant": grant,
+                                               "experiment_digest": digest}).sealed(key)
         return self._write(schedule_id, build)
 
     def set_paused(self, schedule_id: str, paused: bool, identity: Identity) -> ScheduleRecord:
@@ -392,11 +456,12 @@ class ScheduleStore:
         def build(existing: StoredSchedule | None, now: datetime) -> StoredSchedule:
             if existing is None:
                 raise ScheduleNotFound(schedule_id)
-            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE)
+            self._require(existing.spec, identity, Permission.SCHEDULES_UPDATE, existing)
             spec = existing.spec.model_copy(update={"paused": paused})
             update: dict[str, Any] = {"spec": spec, "updated_at": now}
             if not paused:
-                update["grant"] = self._grant(spec, identity, Permission.SCHEDULES_UPDATE)
+                update["grant"], update["experiment_digest"] = self._grant(
+                    spec, identity, Permission.SCHEDULES_UPDATE)
                 update["changed_by"] = identity.actor
             elif existing.identity(key) is None:
                 update["grant"] = None
@@ -408,7 +473,8 @@ class ScheduleStore:
         delete schedules where this one acts (None: the caller already checked, e.g. the
         watcher deleting the schedule of a custom resource that is gone)."""
         if identity is not None:
-            self._require(self._load(schedule_id).spec, identity, Permission.SCHEDULES_DELETE)
+            loaded = self._load(schedule_id)
+            self._require(loaded.spec, identity, Permission.SCHEDULES_DELETE, loaded)
         if not self.exists(schedule_id):
             raise ScheduleNotFound(schedule_id)
         with self.redis.pipeline() as pipe:
@@ -472,7 +538,9 @@ class ScheduleStore:
                               created_at=stored.created_at,
                               updated_at=stored.updated_at,
                               next_run_at=None if next_ms is None else ms_to_datetime(next_ms),
-                              last_runs=self.runs(stored.id))
+                              last_runs=self.runs(stored.id),
+                              namespaces=stored.spec.namespaces() if stored.spec.template
+                              else list(stored.grant.namespaces if stored.grant else []))
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -619,8 +687,9 @@ class ScheduleStore:
         for raw_id, raw_slot in self.redis.hgetall(key).items():
             job_id = _text(raw_id) or ""
             try:
-                status = self.jobs.get(job_id, with_timeline=False).status
-            except JobNotFound:
+                status = self._run_status(job_id) if is_run_id(job_id) else \
+                    self.jobs.get(job_id, with_timeline=False).status
+            except (JobNotFound, StoredRunNotFound):
                 ended.append(job_id)
                 continue
             if status.terminal:
@@ -630,6 +699,15 @@ class ScheduleStore:
         if ended:
             self.redis.hdel(key, *ended)
         return found
+
+    def _run_status(self, run_id: str) -> JobStatus:
+        """An experiment run's state in the terms of `active_jobs`: queued, running, or
+        ended (any terminal state)."""
+        run = ExperimentStore(self.redis).get_run(run_id)
+        if run.status.terminal:
+            return JobStatus.SUCCEEDED
+        return JobStatus.QUEUED if run.status == ExperimentStatus.QUEUED \
+            else JobStatus.RUNNING
 
     def remove_stale_entry(self, schedule_id: str) -> None:
         """A fire for a schedule that no longer exists: make sure beat forgets it."""

@@ -19,6 +19,11 @@ from pydantic import BaseModel, Field
 
 from pystol_worker.core.model import JobStatus, utcnow
 from pystol_worker.store.job_store import HALT_KEY, JobStore, TransitionRefused
+from pystol_worker.store.run_signals import stop_run
+
+#: The experiment runs that have not ended (kept by `experiments/store.py`): a halt
+#: stops each of them, so their rollbacks run and no further step is started.
+RUNNING_RUNS_KEY = "pystol:xruns:running"
 
 log = logging.getLogger("pystol.halt")
 
@@ -81,6 +86,7 @@ class HaltSwitch:
             self.redis.eval(_SET_EVEN_WHEN_FULL, 1, HALT_KEY, value)
         deadline = time.monotonic() + budget_seconds
         state = HaltState(halted=True, by=by, reason=reason, since=since)
+        self.stop_runs(by, reason)
         for job_id in store.ids_with_status(JobStatus.RUNNING):
             self._stop(store, job_id, by, state)
         queued = store.ids_with_status(JobStatus.QUEUED)
@@ -91,6 +97,21 @@ class HaltSwitch:
             threading.Thread(target=self._stop_all, args=(store, queued, by),
                              name="halt-cancel-queue", daemon=True).start()
         return state
+
+    def stop_runs(self, by: str, reason: str | None) -> int:
+        """Set the stop signal of every running experiment run (the first stop wins, so a
+        run already stopping keeps its own reason). Their step jobs already stop on the
+        halt key; the stop key is what tells each run, when it next advances, to start no
+        further step and go to its rollbacks. How many runs this call stopped."""
+        text = f"halted by {by}" + (f": {reason}" if reason else "")
+        stopped = 0
+        for member in self.redis.smembers(RUNNING_RUNS_KEY):
+            run_id = member.decode() if isinstance(member, bytes) else str(member)
+            try:
+                stopped += stop_run(self.redis, run_id, "halt", text, by=by)
+            except redis.RedisError as error:
+                log.warning("halt: could not stop experiment run %s: %s", run_id, error)
+        return stopped
 
     @staticmethod
     def _stop(store: JobStore, job_id: str, by: str, state: HaltState | None = None) -> None:

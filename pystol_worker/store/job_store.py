@@ -4,6 +4,9 @@ Layout (prefix `pystol:`):
 - `job:{id}`            the record as JSON, without its timeline
 - `job:{id}:timeline`   a list of timeline events, appended without rewriting the record
 - `job:{id}:cancel`     set when someone asked to cancel a running job
+- `job:{id}:release`    an experiment released the job's held fault (`run_signals`); read,
+                        with the cancel flag, the halt and its run's `xrun:{run}:stop`, in
+                        the one MGET of `stop_signals`
 - `job:{id}:sent`       set once a job with an idempotency key was handed to the queue
 - `jobs`                sorted set of every job id, scored by a submission sequence number
 - `jobs:status:{s}`, `jobs:action:{a}`, `jobs:ns:{n}`   the same, per filter value
@@ -35,6 +38,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -51,7 +55,7 @@ from pystol_worker.core.model import (
     TimelineEvent,
     utcnow,
 )
-from pystol_worker.store import metrics
+from pystol_worker.store import metrics, run_signals
 
 log = logging.getLogger("pystol.store")
 
@@ -477,13 +481,38 @@ class JobStore:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    def stop_reason(self, job_id: str) -> str | None:
-        """Why a running job must stop now (cancelled, or the global halt), in one round trip."""
-        cancel, halt = self.redis.mget([self._key(job_id) + ":cancel", HALT_KEY])
+    def stop_signals(self, job_id: str, run_id: str | None = None) -> StopSignals:
+        """What a running job must know now, in one round trip: whether it must stop
+        (cancelled, the global halt, or — for a step of an experiment run — the run's stop
+        key) and why, and whether its held fault was released (`run_signals`)."""
+        keys = [self._key(job_id) + ":cancel", HALT_KEY, run_signals.release_key(job_id)]
+        if run_id is not None:
+            keys.append(run_signals.run_stop_key(run_id))
+        cancel, halt, release, *rest = self.redis.mget(keys)
+        released = release is not None
         if halt is not None:
             by = json.loads(halt).get("by") or "someone"
-            return f"aborted: chaos halted by {by}"
+            return StopSignals(f"aborted: chaos halted by {by}", "halt", released)
         if cancel is not None:
             by = cancel.decode() if isinstance(cancel, bytes) else str(cancel)
-            return f"aborted: cancelled by {by}"
-        return None
+            return StopSignals(f"aborted: cancelled by {by}", "cancel", released)
+        run_stop = run_signals.RunStop.parse(rest[0]) if rest else None
+        if run_stop is not None:
+            return StopSignals(f"aborted: experiment run {run_id} stopped: {run_stop.reason}",
+                               run_stop.cause, released)
+        return StopSignals(None, None, released)
+
+    def stop_reason(self, job_id: str, run_id: str | None = None) -> str | None:
+        """Why a running job must stop now (cancelled, the global halt, its run stopped)."""
+        return self.stop_signals(job_id, run_id).reason
+
+
+@dataclass(frozen=True)
+class StopSignals:
+    """`reason`: why the job must stop (None: it need not); `cause`: halt, cancel, or the
+    run stop's cause (`probe` when a probe of the run stopped it); `released`: the run
+    released the job's held fault (not a stop)."""
+
+    reason: str | None
+    cause: str | None
+    released: bool

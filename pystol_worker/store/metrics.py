@@ -112,8 +112,13 @@ JOURNAL_ENTRIES = MetricDef("pystol_revert_journal_entries", "gauge",
                             "Changes in the revert journal not reverted yet.")
 HALTED = MetricDef("pystol_halted", "gauge", "1 while the global chaos halt is engaged.")
 
+EXPERIMENT_RUNS = MetricDef("pystol_experiment_runs_total", "counter",
+                            "Experiment runs that ended, by experiment and verdict.",
+                            ("experiment", "verdict"))
+EXPERIMENT_LABELS_KEY = PREFIX + "metrics:experiments"
+
 COUNTERS = (JOBS_SUBMITTED, JOBS_FINISHED, TARGETS_AFFECTED, REVERTS, KUBE_REQUESTS,
-            JOURNAL_REFUSED)
+            JOURNAL_REFUSED, EXPERIMENT_RUNS)
 HISTOGRAMS = (JOB_DURATION, DISPATCH_LATENCY, RECOVERY)
 GAUGES = (JOBS_RUNNING, QUEUE_DEPTH, JOURNAL_ENTRIES, HALTED)
 
@@ -177,15 +182,18 @@ def _incr(pipe: Any, key: str, field: str, amount: float) -> None:
 
 
 def verdict_of(record: JobRecord) -> str:
-    """passed: the job did what it was asked and the steady state held; failed: the steady
-    state did not hold; error: the job could not run; aborted: cancelled, halted or lost."""
+    """The record's verdict (`passed`, `failed`, `deviated`, `aborted`, `skipped`: the
+    runner stores it). A record finished before verdicts were stored (or by a path that
+    sets none) is judged by its status: an error that is not a probe's is `aborted`."""
+    if record.verdict is not None:
+        return record.verdict.value
     if record.status == JobStatus.SUCCEEDED:
         return "passed"
-    if record.status in (JobStatus.ABORTED, JobStatus.CANCELLED):
-        return "aborted"
-    if (record.reason or "").startswith("steady state"):
+    if record.status == JobStatus.SKIPPED:
+        return "skipped"
+    if record.status == JobStatus.FAILED and (record.reason or "").startswith("steady state"):
         return "failed"
-    return "error"
+    return "aborted"
 
 
 def record_submitted(client: redis.Redis, record: JobRecord) -> None:
@@ -289,3 +297,18 @@ class KubeRequestCounter:
             pending, self._pending = self._pending, Recorder()
             self._last = time.monotonic()
         pending.flush(self.client)
+
+
+def record_experiment_finished(client: redis.Redis, experiment: str, verdict: str) -> None:
+    """One ended experiment run. The `experiment` label is bounded like `namespace`: the
+    first MAX_NAMESPACE_LABELS names are admitted, the rest are counted as `_other`, so
+    nobody can grow the scrape without bound by naming experiments. The engine calls this
+    once, in the write that makes a run terminal. Metrics never fail a run."""
+    try:
+        admitted = cast(list[int], client.eval(ADMIT_NAMESPACES, 1, EXPERIMENT_LABELS_KEY,
+                                               MAX_NAMESPACE_LABELS, experiment))
+        label = experiment if int(admitted[0]) else OTHER_NAMESPACE
+        Recorder().inc(EXPERIMENT_RUNS, {"experiment": label, "verdict": verdict}
+                       ).flush(client)
+    except redis.RedisError as error:
+        log.warning("could not count the experiment run: %s", error)

@@ -302,6 +302,34 @@ def test_create_and_pause_a_schedule(page: Any, stack: Stack) -> None:
     expect(row).to_have_count(0)
 
 
+def test_run_an_experiment_and_read_its_run_page(page: Any, stack: Stack) -> None:
+    # Issue 15: an experiment stored over the API, run from the dashboard, followed to its
+    # verdict on the run page (step graph, downloads).
+    stored = stack.call("POST", "/api/v1/experiments", json={
+        "name": "web-survives", "title": "web survives losing a pod", "method": [
+            {"type": "action", "name": "kill-one", "job": {
+                "action": "pod-kill", "dry_run": True,
+                "target": {"namespaces": ["shop"], "label_selector": "app=web"}}},
+            {"type": "wait", "name": "settle", "duration": "1s"}]})
+    assert stored.status_code == 201, stored.text
+    page.get_by_role("link", name="Experiments").click()
+    row = page.locator('#experiments-table tr[data-name="web-survives"]')
+    expect(row).to_contain_text("never run")
+    row.get_by_role("button", name="Run").click()
+    page.locator("#confirm-ok").click()
+    expect(page).to_have_url(re.compile(r"#/experiment-run/x-"))
+    expect(page.locator("#run-header .verdict")).to_have_text(
+        re.compile(r"^(passed|failed|deviated|aborted|skipped)$"), timeout=60_000)
+    expect(page.locator('#step-graph g.step[data-path="method[0]"]')).to_have_class(
+        re.compile(r"\bsucceeded\b"))
+    with page.expect_download() as download:
+        page.locator("#download-journal").click()
+    assert download.value.suggested_filename.startswith("journal-x-")
+    shot(page, "experiment-run.png")
+    page.get_by_role("link", name="Experiments").click()
+    expect(row.locator(".verdict")).to_be_visible()
+
+
 def test_halt_with_confirmation_and_resume(page: Any, stack: Stack) -> None:
     halt = page.locator("#halt-button")
     halt.click()

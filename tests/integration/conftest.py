@@ -92,20 +92,24 @@ class Stack:
 
 @contextmanager
 def running_stack(workdir: Path, redis_server: RedisServer,
-                  sim_args: tuple[str, ...] = ()) -> Iterator[Stack]:
-    """A flushed Redis, a sim (demo cluster unless `sim_args` say otherwise), a worker and
-    the API with a policy that lets probes reach loopback."""
+                  sim_args: tuple[str, ...] = (), policy: dict[str, Any] | None = None,
+                  concurrency: int = 2) -> Iterator[Stack]:
+    """A flushed Redis, a sim (demo cluster unless `sim_args` say otherwise), a worker
+    running `concurrency` jobs at once and the API, with a policy that lets probes reach
+    loopback (and `policy`'s fields on top of it)."""
     redis_server.client().flushdb()
     port = free_port()
-    policy = workdir / "policy.yaml"
-    policy.write_text(loopback_probes_policy(api_port=port))
+    document = json.loads(loopback_probes_policy(api_port=port))
+    document.update(policy or {})
+    policy_file = workdir / "policy.yaml"
+    policy_file.write_text(json.dumps(document))
     with SimProcess.start(workdir, speed=10.0, extra_args=sim_args) as sim:
         env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
-               "PYSTOL_POLICY_FILE": str(policy)}
-        with worker(env, concurrency=2) as worker_process, \
+               "PYSTOL_POLICY_FILE": str(policy_file)}
+        with worker(env, concurrency=concurrency) as worker_process, \
                 api(env, port, TOKEN) as api_process:
             yield Stack(sim, redis_server, worker_process, api_process,
-                        f"http://127.0.0.1:{port}", TOKEN, policy)
+                        f"http://127.0.0.1:{port}", TOKEN, policy_file)
 
 
 @pytest.fixture(scope="module")

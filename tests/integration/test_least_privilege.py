@@ -63,7 +63,7 @@ from tests.support.sim_process import SimProcess
 
 TOKEN = "least-privilege-admin"
 GROUP, VERSION = "pystol.org", "v1alpha1"
-TERMINAL = ("succeeded", "failed", "aborted", "cancelled")
+TERMINAL = ("succeeded", "failed", "aborted", "cancelled", "skipped")
 ANNOTATIONS = {"sim.pystol.org/start-seconds": "0.3", "sim.pystol.org/ready-seconds": "0.5",
                "sim.pystol.org/terminate-seconds": "0.3"}
 
@@ -228,7 +228,9 @@ class Rig:
                   namespace: str | None = None) -> None:
         kind = {"pystolactions": "PystolAction", "pystolschedules": "PystolSchedule",
                 "pystolclusteractions": "PystolClusterAction",
-                "pystolclusterschedules": "PystolClusterSchedule"}[plural]
+                "pystolclusterschedules": "PystolClusterSchedule",
+                "pystolexperiments": "PystolExperiment",
+                "pystolclusterexperiments": "PystolClusterExperiment"}[plural]
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
                 "metadata": {"name": name}, "spec": spec}
         if namespace:
@@ -438,6 +440,43 @@ def _http_probe_service(rig: Rig) -> tuple[dict[str, Any], Callable[[dict[str, A
                         "count": 2, "interval": "10ms"}}, check)
 
 
+def _steady_state(rig: Rig) -> tuple[dict[str, Any], Callable[[dict[str, Any]], None]]:
+    """steady-state: only probes, each kind a k8s probe reads (object get and pods list)."""
+    namespace = rig.lab()
+    rig.core.create_namespaced_service(namespace, {
+        "metadata": {"name": "svc"},
+        "spec": {"selector": {"app": "svc"}, "ports": [{"port": 80}]}})
+    client.PolicyV1Api(rig.rbac.admin).create_namespaced_pod_disruption_budget(namespace, {
+        "metadata": {"name": "svc"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "svc"}}}})
+
+    def check(record: dict[str, Any]) -> None:
+        outcomes = record["result"]["probes"]
+        assert len(outcomes) == 2 * len(K8S_PROBE_OBJECTS), outcomes  # edge: before, after
+        assert all(o["ok"] for o in outcomes), outcomes
+    return ({"action": "steady-state", "target": {"namespaces": [namespace]},
+             "probes": k8s_probes(namespace)}, check)
+
+
+#: (kind, name) of the objects the steady-state case reads; each kind's rule.
+K8S_PROBE_OBJECTS = {"Service": "svc", "Endpoints": "svc", "PodDisruptionBudget": "svc",
+                     "Deployment": "svc", "Pod": None}
+
+
+def k8s_probes(namespace: str, only: str | None = None) -> list[dict[str, Any]]:
+    probes: list[dict[str, Any]] = []
+    for kind, name in K8S_PROBE_OBJECTS.items():
+        if only is not None and kind != only:
+            continue
+        if name is None:  # a count of pods: a pods list
+            probes.append({"type": "k8s", "name": "pods", "namespace": namespace,
+                           "pods": {"label_selector": "app=svc", "op": "ge", "value": 1}})
+        else:
+            probes.append({"type": "k8s", "name": kind.lower(), "namespace": namespace,
+                           "object": {"kind": kind, "name": name}})
+    return probes
+
+
 ACTION_CASES: dict[str, Callable[[Rig], tuple[dict[str, Any],
                                                Callable[[dict[str, Any]], None]]]] = {
     "pod-kill": _pod_kill,
@@ -452,6 +491,7 @@ ACTION_CASES: dict[str, Callable[[Rig], tuple[dict[str, Any],
     "memory-stress": _memory_stress,
     "http-probe": _http_probe,
     "http-probe-service": _http_probe_service,
+    "steady-state": _steady_state,
 }
 
 
@@ -803,6 +843,61 @@ def _worker_service_proxy(lacking: Lacking) -> None:
     lacking.job_fails(spec)
 
 
+@probe(("worker", "", "services", "get"), ("worker", "", "endpoints", "get"),
+       ("worker", "policy", "poddisruptionbudgets", "get"))
+def _worker_k8s_probe(lacking: Lacking) -> None:
+    # A k8s probe's read refused by the API server fails the job with the refusal (it is
+    # the installation's RBAC, never a probe result that would skip the job).
+    namespace = lacking.rig.lab()
+    kind = {"services": "Service", "endpoints": "Endpoints",
+            "poddisruptionbudgets": "PodDisruptionBudget"}[lacking.resource]
+    lacking.job_fails({"action": "steady-state", "target": {"namespaces": [namespace]},
+                       "probes": [{"type": "k8s", "name": "read", "namespace": namespace,
+                                   "object": {"kind": kind, "name": "svc",
+                                              "check": "absent"}}]})
+
+
+@in_process("worker", "", "services", "list", why="a rehearsal asked of the API is run by "
+            "the worker's `pystol.rehearse` task; its snapshot is the same `execute` call")
+@in_process("worker", "", "endpoints", "list", why="as services list")
+@in_process("worker", "apps", "replicasets", "list", why="as services list")
+@in_process("worker", "apps", "daemonsets", "list", why="as services list")
+@in_process("worker", "policy", "poddisruptionbudgets", "list", why="as services list")
+@in_process("worker", "", "namespaces", "get", why="as services list")
+@probe(("worker", "", "services", "list"), ("worker", "", "endpoints", "list"),
+       ("worker", "apps", "replicasets", "list"), ("worker", "apps", "daemonsets", "list"),
+       ("worker", "policy", "poddisruptionbudgets", "list"), ("worker", "", "namespaces", "get"))
+def _worker_rehearsal_snapshot(lacking: Lacking) -> None:
+    # A server-side rehearsal copies the experiment's namespaces with read-only lists
+    # (RehearsalService.execute, the body of the worker's task) before any simulator
+    # starts: without one of them the rehearsal ends `failed`, its error the API's 403.
+    import fakeredis
+
+    from pystol_worker.core.access import Grant
+    from pystol_worker.core.experiment_model import ExperimentSpec
+    from pystol_worker.core.policy import Policy
+    from pystol_worker.core.settings import Settings
+    from pystol_worker.rehearsal.service import RehearsalService, RehearsalStatus
+    from tests.unit.test_rehearsal_service import SHOP_OPERATOR
+
+    namespace = lacking.rig.lab("Deployment", "DaemonSet")
+    spec = ExperimentSpec.model_validate({"name": "copy-me", "method": [
+        {"type": "action", "name": "kill", "job": {
+            "action": "pod-kill", "target": {"namespaces": [namespace],
+                                             "label_selector": "app=svc"}}}]})
+    rehearsals = RehearsalService(
+        fakeredis.FakeRedis(), Settings(signing_key="k" * 32),
+        check=lambda spec, identity: Grant(submitter=identity.actor.submitter,
+                                           namespaces=spec.namespaces()),
+        send=lambda run_id: None)
+    started = rehearsals.start(spec, SHOP_OPERATOR)
+    with lacking.removed():
+        run = rehearsals.execute(started.id, lacking.rig.rbac.cluster_access("worker"),
+                                 Policy())
+    assert run.status == RehearsalStatus.FAILED, (run.status, run.error)
+    lacking.says(run.error or "", f"rehearsal {run.id}")
+
+
 @probe(("worker", "networking.k8s.io", "networkpolicies", "create"),
        ("worker", "networking.k8s.io", "networkpolicies", "delete"))
 def _worker_partition(lacking: Lacking) -> None:
@@ -900,9 +995,13 @@ def _api_kubernetes_identity(lacking: Lacking) -> None:
 
 
 CLUSTER_KINDS = ("pystolclusteractions", "pystolclusterschedules")
+EXPERIMENT_KINDS = ("pystolexperiments", "pystolclusterexperiments")
 
 
 def _cr_spec(plural: str, namespace: str | None) -> dict[str, Any]:
+    if plural in EXPERIMENT_KINDS:
+        return {"title": "least privilege", "method": [
+            {"type": "wait", "name": "pause", "duration": "1s"}]}
     if plural == "pystolactions":
         return {"action": "pod-kill", "dryRun": True,
                 "target": {"namespaces": [namespace], "labelSelector": "app=web"}}
@@ -919,7 +1018,7 @@ def _watcher_live(lacking: Lacking, plural: str, spec: dict[str, Any] | None = N
     """The running watcher meets an object created while the rule is missing: its log
     carries the refusal; with the rule back, kopf's retry gets through."""
     rig = lacking.rig
-    namespace = None if plural in CLUSTER_KINDS else "shop"
+    namespace = None if plural in (*CLUSTER_KINDS, "pystolclusterexperiments") else "shop"
     name = f"lp-{uid()}"
     mark = len(rig.watcher.output)
     try:
@@ -929,14 +1028,15 @@ def _watcher_live(lacking: Lacking, plural: str, spec: dict[str, Any] | None = N
                                  timeout=15, start=mark, what=f"refusal of [{lacking}]")
         lacking.says(line, "the watcher's log")
         if settled is None:
-            settled = ("Succeeded",) if plural.endswith("actions") else ("Active",)
+            settled = ("Succeeded",) if plural.endswith("actions") else \
+                ("Completed",) if plural in EXPERIMENT_KINDS else ("Active",)
         rig.wait_for_phase(plural, name, settled, namespace)
     finally:
         rig.delete_cr(plural, name, namespace)
 
 
 @probe(*[("watcher", GROUP, f"{plural}{sub}", "patch")
-         for plural in ("pystolactions", "pystolschedules", *CLUSTER_KINDS)
+         for plural in ("pystolactions", "pystolschedules", *CLUSTER_KINDS, *EXPERIMENT_KINDS)
          for sub in ("", "/status")])
 def _watcher_patch(lacking: Lacking) -> None:
     # The object itself: kopf's finalizer and progress annotations; /status: the status.
@@ -969,7 +1069,8 @@ def _probe_watcher(lacking: Lacking, *args: str) -> Iterator[Process]:
 
 
 @probe(*[("watcher", GROUP, plural, verb)
-         for plural in ("pystolactions", "pystolschedules", *CLUSTER_KINDS)
+         for plural in ("pystolactions", "pystolschedules", *CLUSTER_KINDS,
+                        *EXPERIMENT_KINDS)
          for verb in ("list", "watch")],
        ("watcher", "apiextensions.k8s.io", "customresourcedefinitions", "list"),
        ("watcher", "apiextensions.k8s.io", "customresourcedefinitions", "watch"))

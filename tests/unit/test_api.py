@@ -529,7 +529,7 @@ INVALID_JOBS = [
     pytest.param(with_target(mode="fixed", value="inf"), [r"target\.value|body"],
                  id="infinite-value"),
     pytest.param({**JOB, "probes": [{"type": "http", "url": "http://x", "timeout": "nan"}]},
-                 [r"probes\[0\](\.http)?\.timeout|body"], id="nan-probe-timeout"),
+                 [r"probes\[0\](\.http)?(\.run)?\.timeout|body"], id="nan-probe-timeout"),
     pytest.param(with_target(amount=10**400), [r"target(\.amount)?|body"], id="huge-amount"),
     pytest.param({**JOB, "duration": 10**400}, ["duration|body"], id="huge-duration"),
     pytest.param({**JOB, "probes": [{"type": "http", "url": "ftp://x"}]},

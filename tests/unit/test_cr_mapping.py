@@ -16,7 +16,6 @@ from pystol_api.watcher.cr_mapping import (
     GROUP,
     JOB_FIELDS,
     LEGACY_FIELDS,
-    PROBE_FIELDS,
     SCHEDULE_FIELDS,
     SCHEDULES,
     TARGET_FIELDS,
@@ -48,6 +47,12 @@ from pystol_worker.core.model import (
     TargetMode,
     TargetRef,
 )
+from pystol_worker.core.probe_model import (
+    ErrorBudgetGuard,
+    K8sProbe,
+    PrometheusProbe,
+    RunProperties,
+)
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.validation import JobInvalid, validate_job
 
@@ -62,7 +67,11 @@ FULL_SPEC = JobSpec(
                   min_available="50%", mode=TargetMode.FIXED_PERCENT, value=12.5),
     params={"grace_period_seconds": 0, "distribution": "poisson", "seed": 7},
     duration=90, recovery_timeout="5m",
-    probes=[HttpProbe(url="http://web.shop/healthz", expect_status=204, timeout="2.5s")],
+    probes=[HttpProbe(name="web-ok", mode="sot", url="http://web.shop/healthz",
+                      expect_status=204, max_latency="1s", body_contains="ok",
+                      status_range=(200, 299), weight=3,
+                      run={"timeout": "2.5s", "attempts": 2})],
+    guard={"endpoint": "main", "query": "slo:burn_rate5m", "max": 1.0, "on_error": "run"},
     dry_run=True, on_conflict="reject", idempotency_key="key-1")
 
 
@@ -102,9 +111,14 @@ def test_names_convert_both_ways(snake: str, camel: str) -> None:
 
 def test_every_job_spec_field_round_trips_in_camel_case() -> None:
     cr = job_spec_to_cr(FULL_SPEC)
-    assert set(cr) == {to_camel(name) for name in JobSpec.model_fields}
+    # `experiment` is the engine's link from a step job to its run: never in a CR.
+    assert set(cr) == {to_camel(name) for name in JobSpec.model_fields} - {"experiment"}
     assert set(cr["target"]) == {to_camel(n) for n in Target.model_fields} - {"amount"}
-    assert set(cr["probes"][0]) == {to_camel(n) for n in HttpProbe.model_fields} - {"type"}
+    assert set(cr["probes"][0]) == {to_camel(n) for n in HttpProbe.model_fields} \
+        - {"type", "service"}
+    assert cr["probes"][0]["run"] == {"timeout": "2.5s", "attempts": 2}
+    assert cr["probes"][0]["expectStatus"] == 204 and cr["probes"][0]["maxLatency"] == "1s"
+    assert cr["guard"]["onError"] == "run"
     assert cr["target"]["labelSelector"] == "app=web,tier!=db"
     assert cr["target"]["minAvailable"] == "50%"
     assert cr["params"] == {"gracePeriodSeconds": 0, "distribution": "poisson", "seed": 7}
@@ -213,10 +227,16 @@ def test_unknown_action_and_params_are_reported_at_their_fields() -> None:
 
 def test_crd_spec_schema_mirrors_the_job_model() -> None:
     schema = spec_schema()
-    assert set(schema["properties"]) == set(JOB_FIELDS) | LEGACY_FIELDS
+    assert set(schema["properties"]) == (set(JOB_FIELDS) - {"experiment"}) | LEGACY_FIELDS
     assert set(schema["properties"]["target"]["properties"]) == set(TARGET_FIELDS)
     probe = schema["properties"]["probes"]["items"]["properties"]
-    assert set(probe) == set(PROBE_FIELDS)
+    # One schema for the three probe kinds: every field of each (the model checks which
+    # fields go with which `type`).
+    assert set(probe) == {to_camel(name) for model in (HttpProbe, K8sProbe, PrometheusProbe)
+                          for name in model.model_fields}
+    assert set(probe["run"]["properties"]) == {to_camel(n) for n in RunProperties.model_fields}
+    assert set(schema["properties"]["guard"]["properties"]) == {
+        to_camel(name) for name in ErrorBudgetGuard.model_fields}
     target = schema["properties"]["target"]["properties"]
     assert target["mode"]["enum"] == [mode.value for mode in TargetMode]
     assert schema["properties"]["onConflict"]["enum"] == ["wait", "reject"]
@@ -238,7 +258,7 @@ def test_crds_have_status_printer_columns_and_short_names() -> None:
     assert "pa" in action["spec"]["names"]["shortNames"]
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed",
-                                       "Aborted", "Cancelled"]
+                                       "Aborted", "Cancelled", "Skipped"]
     peering = list(yaml.safe_load_all((crd_dir() / "kopfpeerings.kopf.dev.yaml").read_text()))
     assert {d["metadata"]["name"] for d in peering} == {"clusterkopfpeerings.kopf.dev",
                                                          "kopfpeerings.kopf.dev"}
@@ -523,7 +543,7 @@ def test_every_schedule_field_round_trips() -> None:
                         history_limit=5, paused=True,
                         template=FULL_SPEC.model_copy(update={"idempotency_key": None}))
     cr = schedule_spec_to_cr(spec)
-    assert set(cr) == set(SCHEDULE_FIELDS) - {"interval", "mtbf"}
+    assert set(cr) == set(SCHEDULE_FIELDS) - {"interval", "mtbf", "experimentRef"}
     assert cr["schedule"] == "*/5 9-17 * * mon-fri" and cr["suspend"] is True
     assert cr["concurrencyPolicy"] == "Replace" and cr["startingDeadlineSeconds"] == 60
     assert cr["template"]["target"]["labelSelector"] == "app=web,tier!=db"
@@ -532,6 +552,13 @@ def test_every_schedule_field_round_trips() -> None:
         other = schedule_spec_from_cr({**timing, "template": {
             "action": "pod-kill", "target": {"namespaces": ["shop"]}}})
         assert schedule_spec_from_cr(schedule_spec_to_cr(other)) == other
+    # A schedule of a stored experiment: experimentRef instead of a template.
+    experiment = schedule_spec_from_cr({"interval": "1h", "experimentRef": "web-survives"})
+    assert experiment.experiment == "web-survives" and experiment.template is None
+    assert schedule_spec_to_cr(experiment) == {"interval": "1h", "experimentRef": "web-survives"}
+    with pytest.raises(CrInvalid):
+        schedule_spec_from_cr({"interval": "1h", "experimentRef": "web-survives", "template": {
+            "action": "pod-kill", "target": {"namespaces": ["shop"]}}})
 
 
 def test_schedule_problems_name_the_cr_fields() -> None:

@@ -21,6 +21,7 @@ PACKAGES = ("pystol_worker", "pystol_api")
 PASS_THROUGH = {
     ("pystol_worker/safety/job_context.py", "kind"),  # forwards ctx.event's kind
     ("pystol_worker/store/job_store.py", "kind"),  # append_event: a plug-in's kind is kept
+    ("pystol_worker/experiments/store.py", "kind"),  # a run's append_event: callers pass members
 }
 
 

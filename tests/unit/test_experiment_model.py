@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from pystol_worker.core.experiment_model import (
     MAX_PARALLEL,
+    RUN_MARGIN_SECONDS,
     ActionStep,
     ExperimentInvalid,
     ExperimentSpec,
@@ -152,7 +153,7 @@ def test_the_bound_adds_serial_steps_and_takes_the_longest_parallel_one() -> Non
             {"type": "wait", "name": "x", "duration": "50s"},
             {"type": "wait", "name": "y", "duration": "70s"}]},
     ]))
-    assert spec.bound_seconds(recovery_timeout=300) == 170
+    assert spec.bound_seconds(recovery_timeout=300) == 170 + RUN_MARGIN_SECONDS
 
 
 # -- probes --------------------------------------------------------------------------------
@@ -196,10 +197,25 @@ def test_a_query_longer_than_2048_is_refused() -> None:
     ({"interval": "1s", "timeout": "2s"}, "shorter than timeout"),
     ({"attempts": 1_000_000}, "less than or equal to 10"),
     ({"timeout": "61s", "interval": "2m"}, "at most 1m"),
+    # review M1: one tick (attempts at their timeout, and the pauses) must fit the interval
+    ({"interval": "1s", "timeout": "1s", "attempts": 10, "retry_interval": "1h"},
+     "probes.0.http.run: Value error, interval 1s is shorter than one run of the probe"),
+    ({"interval": "5s", "timeout": "2s", "attempts": 3, "retry_interval": "1s"},
+     "attempts x timeout + (attempts - 1) x retry_interval = 8s"),
 ])
 def test_looping_probe_timing_abuse_is_refused(run: dict[str, Any], expected: str) -> None:
     message = probe_error({"url": "http://web/", "mode": "continuous", "run": run})
     assert expected in message
+
+
+def test_a_hypothesis_probe_whose_run_outlasts_its_interval_is_refused() -> None:
+    """The hypothesis's looping probes ride along every action step: a tick longer than
+    the interval would outlive each step and stop the next one."""
+    message = refused(document(hypothesis={"probes": [
+        {"name": "web", "url": "http://web/", "mode": "continuous",
+         "run": {"interval": "1s", "timeout": "1s", "attempts": 3, "retry_interval": "2s",
+                 "stop_on_failure": True}}]}))
+    assert "hypothesis.probes.0" in message and "shorter than one run" in message
 
 
 def test_looping_probes_need_an_interval_and_others_refuse_one() -> None:

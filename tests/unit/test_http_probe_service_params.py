@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pystol_worker.actions.http_probe import HttpProbeParams
+from pystol_worker.actions.http_probe import HttpProbeParams, service_name_port
 
 
 def params(**service: object) -> HttpProbeParams:
@@ -15,7 +15,7 @@ def params(**service: object) -> HttpProbeParams:
 
 def test_a_service_with_a_port_and_path_is_accepted() -> None:
     probe = params(port="http", path="/healthz?deep=1")
-    assert probe.service is not None and probe.service.ident == "web:http"
+    assert probe.service is not None and service_name_port(probe.service) == "web:http"
     assert probe.target_text == "service shop/web:http/healthz?deep=1"
 
 

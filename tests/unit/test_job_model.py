@@ -136,10 +136,11 @@ def test_format_duration_picks_the_largest_whole_unit() -> None:
 
 
 def test_http_probe_timeout_is_a_duration() -> None:
-    probe = HttpProbe(url="http://web.shop/healthz", timeout="250ms")
-    assert probe.timeout == pytest.approx(0.25)
-    assert json.loads(probe.model_dump_json())["timeout"] == "0.25s"
-    assert HttpProbe(url="https://x").timeout == 5.0
+    # a top-level `timeout` (records stored before `run` existed) is read as run.timeout
+    probe = HttpProbe.model_validate({"url": "http://web.shop/healthz", "timeout": "250ms"})
+    assert probe.run.timeout == pytest.approx(0.25)
+    assert json.loads(probe.model_dump_json())["run"]["timeout"] == "0.25s"
+    assert HttpProbe(url="https://x").run.timeout == 5.0
     with pytest.raises(ValidationError) as caught:
         HttpProbe(url="ftp://web.shop/")
     assert locs(caught.value) == [("url",)]
@@ -280,7 +281,7 @@ def test_namespace_with_a_trailing_newline_is_refused() -> None:
         ({"colour": "red"}, ("colour",)),
         ({"target": {"namespaces": ["shop"], "selector": "app=web"}}, ("target", "selector")),
         ({"probes": [{"type": "http", "url": "http://web/", "expect": 200}]},
-         ("probes", 0, "expect")),
+         ("probes", 0, "http", "expect")),
     ],
 )
 def test_unknown_fields_are_refused_with_their_path(data: dict[str, Any],
@@ -320,4 +321,4 @@ def test_job_status_terminal(status: JobStatus, terminal: bool) -> None:
 
 def test_job_statuses_are_the_designed_ones() -> None:
     assert {s.value for s in JobStatus} == {"queued", "running", "succeeded", "failed",
-                                            "aborted", "cancelled"}
+                                            "aborted", "cancelled", "skipped"}

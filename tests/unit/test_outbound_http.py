@@ -331,7 +331,8 @@ def test_submission_names_each_refused_url_and_each_param_above_the_caps() -> No
     steady = {"action": "pod-kill", "target": {"namespaces": ["shop"]},
               "probes": [{"url": "http://10.0.0.1/"},
                          {"url": "http://169.254.169.254/", "timeout": "45s"}]}
-    assert refusals(steady, Policy()).keys() == {"probes[1].url", "probes[1].timeout"}
+    # a legacy top-level `timeout` is read as run.timeout, and refused there
+    assert refusals(steady, Policy()).keys() == {"probes[1].url", "probes[1].run.timeout"}
     asks = {**probe, "params": {"url": "http://10.0.0.1/", "follow_redirects": True,
                                 "timeout": "40s"}}
     assert refusals(asks, Policy()).keys() == {"params.follow_redirects", "params.timeout"}

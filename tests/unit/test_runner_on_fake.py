@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pystol_worker.core.model import JobStatus, TargetRef
+from pystol_worker.core.model import JobStatus, TargetRef, Verdict
 from pystol_worker.jobs.runner import LOST_WORKER_REASON
 from pystol_worker.kube.cluster_access import ClusterError
 from pystol_worker.kube.fake_cluster import Request
@@ -72,8 +72,11 @@ def test_an_unhealthy_steady_state_stops_the_job_before_injection() -> None:
     with http_server() as base:
         record = jobs.run({**KILL_TWO, "probes": [{"url": f"{base}/503"}]})
 
-    assert record.status == JobStatus.FAILED
+    # Nothing was changed: the job is skipped (it used to end failed), and says why.
+    assert record.status == JobStatus.SKIPPED
+    assert record.verdict == Verdict.SKIPPED and record.score is None
     assert (record.reason or "").startswith("steady state not met before injection")
+    assert "answered 503" in (record.reason or "")
     [probe] = record.result.probes
     assert (probe.phase, probe.ok, probe.status) == ("before", False, 503)
     assert pods_of(jobs.fake).keys() == before.keys()
@@ -89,6 +92,7 @@ def test_steady_state_probes_run_before_and_after_a_healthy_job() -> None:
     assert record.status == JobStatus.SUCCEEDED, record.reason
     assert [(p.phase, p.ok) for p in record.result.probes] == [("before", True),
                                                                 ("after", True)]
+    assert record.verdict == Verdict.PASSED and record.score == 100.0
 
 
 def test_a_redelivered_job_of_a_lost_worker_is_reverted_and_aborted() -> None:

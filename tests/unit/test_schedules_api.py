@@ -116,6 +116,9 @@ def test_an_existing_id_is_a_conflict(client: FlaskClient) -> None:
     ({"interval": "1h", "template": {**TEMPLATE, "params": {"bogus": 1}}},
      "template.params.bogus", "Extra inputs"),
     ({"cron": "0 3 * * *", "windows": ["10:00-11:00"]}, "windows", "would never run"),
+    ({"interval": "1h", "template": {**TEMPLATE, "experiment": {
+        "run_id": "x-20261206T120000-abcdef", "path": "method[0]",
+        "hold_until_released": True}}}, "template.experiment", "experiment engine"),
 ])
 def test_invalid_schedules_are_422_with_field_paths(client: FlaskClient, body: dict[str, Any],
                                                     loc: str, fragment: str) -> None:

@@ -315,8 +315,10 @@ def served(clusterwide: bool) -> set[str]:
 def test_cluster_scoped_kinds_are_served_cluster_wide_only() -> None:
     # A watcher confined to a namespace has neither their RBAC nor their peering.
     assert served(clusterwide=True) == {"pystolactions", "pystolclusteractions",
-                                        "pystolschedules", "pystolclusterschedules"}
-    assert served(clusterwide=False) == {"pystolactions", "pystolschedules"}
+                                        "pystolschedules", "pystolclusterschedules",
+                                        "pystolexperiments", "pystolclusterexperiments"}
+    assert served(clusterwide=False) == {"pystolactions", "pystolschedules",
+                                         "pystolexperiments"}
 
 
 def test_last_manager_is_the_latest_change_that_is_not_the_watchers() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
-from flask import Response
+from flask import Response, request
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -155,6 +155,27 @@ JSON_BODY_RESPONSES: dict[Any, Any] = {
     413: problem_doc("The body is larger than PYSTOL_MAX_REQUEST_BYTES."),
     415: problem_doc("The body is not sent as application/json."),
 }
+
+
+# -- bodies larger than the API's default cap ------------------------------------------------
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The request body, with this route's own size cap instead of the application's
+    PYSTOL_MAX_REQUEST_BYTES (an experiment document may be 128 KiB, a job 64 KiB).
+    The cap is checked on Content-Length before anything is read, and again on what a
+    chunked body turns out to hold; over it, 413 naming the cap."""
+    request.max_content_length = max_bytes  # werkzeug: refuses longer bodies (413)
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise ApiProblem(413, "request-too-large", "Request body too large",
+                         f"the body is {length:,} bytes; this route accepts at most "
+                         f"{max_bytes:,}")
+    data = request.get_data(cache=True)
+    if len(data) > max_bytes:
+        raise ApiProblem(413, "request-too-large", "Request body too large",
+                         f"the body is over the {max_bytes:,} bytes this route accepts")
+    return data
 
 
 # -- which jobs and schedules a caller may see and change ------------------------------------

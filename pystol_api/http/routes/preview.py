@@ -52,7 +52,7 @@ def blueprint(services: Services) -> APIBlueprint:
         action, params = validate_job(spec, services.registry, services.settings)
         # A preview reads other tenants' pods as a run would: the same scope and policy
         # checks as a submission (AccessDenied and PolicyRefused answer 403).
-        grant_for(spec, action, params, current_identity())
+        grant_for(spec, action, params, current_identity(), services.policy)
         problems = policy_problems(spec, action, params, services.policy, utcnow())
         if problems:
             raise PolicyRefused(problems)

@@ -163,7 +163,7 @@ def blueprint(services: Services) -> APIBlueprint:
                           f"there is no schedule {schedule_id}")
 
     def visible(record: ScheduleRecord) -> bool:
-        return may_see(record.spec.template.target.namespaces, record.submitter,
+        return may_see(record.namespaces, record.submitter,
                        Permission.SCHEDULES_READ)
 
     def visible_or_404(schedule_id: str) -> ScheduleRecord:
@@ -202,7 +202,7 @@ def blueprint(services: Services) -> APIBlueprint:
         from now)."""
         spec = body.as_spec()
         try:
-            with audited("schedule.create", body.id, spec.template.target.namespaces):
+            with audited("schedule.create", body.id, spec.namespaces()):
                 record = store.create(spec, Source(header.source), current_identity(),
                                       schedule_id=body.id, replace=False)
         except ScheduleExists:
@@ -235,8 +235,7 @@ def blueprint(services: Services) -> APIBlueprint:
             spec = ScheduleSpec.model_validate(merged)
         except ValidationError as error:
             return validation_error_callback(error)
-        namespaces = sorted(set(current.spec.template.target.namespaces)
-                            | set(spec.template.target.namespaces))
+        namespaces = sorted(set(current.namespaces) | set(spec.namespaces()))
         try:
             if set(patch) == {"paused"} and isinstance(patch["paused"], bool):
                 operation = "schedule.pause" if patch["paused"] else "schedule.resume"
@@ -255,7 +254,7 @@ def blueprint(services: Services) -> APIBlueprint:
         """Stops firing at once; jobs already started run to their end."""
         current = visible_or_404(path.id)
         try:
-            with audited("schedule.delete", path.id, current.spec.template.target.namespaces):
+            with audited("schedule.delete", path.id, current.namespaces):
                 store.delete(path.id, current_identity())
         except ScheduleNotFound:
             raise not_found(path.id) from None

@@ -4,6 +4,7 @@
 import * as access from "./access.js";
 import { api, ApiError, streamEvents, token } from "./api.js";
 import { el, esc, status, when } from "./dom.js";
+import * as experiments from "./experiments.js";
 import { JobForm } from "./jobform.js";
 
 const main = document.getElementById("main");
@@ -595,9 +596,21 @@ async function jobView(id) {
 // May the identity change schedule `s` with `permission`? As the schedule store checks:
 // the permission in each of its template's namespaces, or cluster chaos.
 function mayChangeSchedule(s, permission) {
-  const namespaces = s.spec.template.target.namespaces;
+  const namespaces = scheduleNamespaces(s);
   return access.may("cluster.chaos") ||
     (namespaces.length > 0 && namespaces.every((n) => access.may(permission, n)));
+}
+
+// A schedule's namespaces: its template's, or (a schedule of a stored experiment) the
+// experiment's as the record tells them.
+function scheduleNamespaces(s) {
+  return s.spec.template ? s.spec.template.target.namespaces : (s.namespaces || []);
+}
+
+function scheduleWhat(s) {
+  if (!s.spec.template) return `experiment ${s.spec.experiment}`;
+  const t = s.spec.template;
+  return `${t.action} ${t.target.namespaces.join(",")} ${t.target.label_selector || ""}`;
 }
 
 async function schedulesView() {
@@ -635,12 +648,12 @@ async function schedulesView() {
   const check = mayCreate ? guardForm(form, [formEl.querySelector("#sched-create")], "schedules.create", "create schedules") : null;
   const load = async () => {
     const answer = await api("GET", "/schedules");
-    await access.ensure(answer.items.flatMap((s) => s.spec.template.target.namespaces)).catch(() => {});
+    await access.ensure(answer.items.flatMap(scheduleNamespaces)).catch(() => {});
     error.textContent = "";
     body.replaceChildren(...answer.items.map((s) => el("tr", { "data-schedule": s.id },
       el("td", {}, s.id),
       el("td", {}, s.spec.cron ? `cron ${s.spec.cron} (${s.spec.time_zone})` : s.spec.interval != null ? `every ${dur(s.spec.interval)}` : `mtbf ${dur(s.spec.mtbf)}`),
-      el("td", {}, `${s.spec.template.action} ${s.spec.template.target.namespaces.join(",")} ${s.spec.template.target.label_selector || ""}`),
+      el("td", {}, scheduleWhat(s)),
       el("td", { class: "sched-state" }, s.spec.paused ? "paused" : "active"),
       el("td", {}, s.spec.paused ? "—" : when(s.next_run_at)),
       el("td", { class: "hide-narrow" }, s.last_runs.length ? el("ul", {}, ...s.last_runs.slice(0, 3).map((r) =>
@@ -706,6 +719,10 @@ async function route() {
     else if (view === "jobs" && arg) await jobView(decodeURIComponent(arg));
     else if (view === "jobs") await jobsView(query);
     else if (view === "schedules") await schedulesView();
+    else if (experiments.isExperimentsRoute(view)) {
+      await experiments.route(main, view, arg && decodeURIComponent(arg),
+        { confirm: confirmDialog, failed, notify, every });
+    }
     else clusterView();
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 401)) main.replaceChildren(el("p", { class: "error" }, err.message));
