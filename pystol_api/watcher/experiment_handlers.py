@@ -268,6 +268,20 @@ async def follow_experiment(ctx: WatcherContext, body: Any, stopped: Any,
         return
     last: dict[str, Any] = {}
     while not stopped:
+        live = body.get("status") or {}  # kopf keeps a daemon's body up to date
+        if live.get("runId") and str(live["runId"]) != run.id:
+            # A new generation started its own run (and cancelled this one): follow that
+            # one, or this run's last status would be written over the new one's.
+            try:
+                newer = await asyncio.to_thread(_own_run, ctx, kind, body)
+            except redis.RedisError as error:
+                log.warning("%s: cannot read its run: %s", where, error)
+                await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                continue
+            if newer is None:
+                return
+            run, status, last = newer, live, {}
+            generation = live.get("observedGeneration")
         try:
             run = await asyncio.to_thread(ctx.experiments().run, run.id)
         except RunNotFound:

@@ -373,17 +373,18 @@ def check_grant(record: JobRecord, action: Action[Any], params: BaseModel,
 
 
 def owner_lapsed(owner: Actor | None, grant: Grant | None, client: redis.Redis,
-                 key: bytes) -> str | None:
+                 key: bytes, role: str = "") -> str | None:
     """Why the named token `owner` no longer covers `grant` (revoked, expired, or its role
     or namespaces narrowed), or None: what acts later on someone's behalf (a schedule, an
     experiment run's steps) must not outlive their rights. Settings tokens and Kubernetes
     users are not re-checked (the worker knows neither PYSTOL_API_TOKENS nor the cluster's
-    RBAC); custom resources go with their resource."""
+    RBAC); custom resources go with their resource. `role` says how the owner relates to
+    what acts (", which last changed it,")."""
     if owner is None or grant is None or owner.kind != ActorKind.TOKEN:
         return None
     token = TokenStore(client, key).active(owner.name)
     if token is None:
-        return f"token {owner.name} was revoked or has expired"
+        return f"token {owner.name}{role} was revoked or has expired"
     authority = token.authority()
     if grant.cluster and not authority.allows(Permission.CLUSTER_CHAOS, None):
         return f"token {owner.name} may no longer run cluster-level chaos"

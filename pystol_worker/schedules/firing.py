@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from pystol_worker.core.access import Actor, ActorKind, Identity, Permission
+from pystol_worker.core.access import Actor, ActorKind, Identity
 from pystol_worker.core.experiment_model import is_run_id
 from pystol_worker.core.model import Source
 from pystol_worker.core.schedule_model import (
@@ -53,6 +53,7 @@ from pystol_worker.experiments.service import (
     ExperimentNotFound,
     ExperimentService,
 )
+from pystol_worker.jobs.authorization import owner_lapsed
 from pystol_worker.jobs.submission import (
     AccessDenied,
     ChaosHalted,
@@ -69,7 +70,6 @@ from pystol_worker.schedules.store import (
 )
 from pystol_worker.store.job_store import JobNotFound, TransitionRefused
 from pystol_worker.store.run_signals import stop_run
-from pystol_worker.store.token_store import TokenStore
 
 log = logging.getLogger("pystol.schedules")
 COUNT_CAP = 1000  # cron slots counted one by one (skipped or missed) at most
@@ -324,25 +324,11 @@ class ScheduleFirer:
         return True
 
     def _owner_lapsed(self, stored: StoredSchedule) -> str | None:
-        """Why the named token that last changed the schedule no longer covers its grant
-        (revoked, expired, or its role or namespaces narrowed), or None. A schedule must
-        not outlive its owner's rights. (Settings tokens and Kubernetes users are not
-        re-checked here: the worker knows neither PYSTOL_API_TOKENS nor the cluster's
-        RBAC; custom resources' schedules go with their resource.)"""
-        owner, grant = stored.changed_by, stored.grant
-        if owner is None or grant is None or owner.kind != ActorKind.TOKEN:
-            return None
-        token = TokenStore(self.schedules.redis,
-                           self.submissions.settings.signing_key_bytes).active(owner.name)
-        if token is None:
-            return f"token {owner.name}, which last changed it, was revoked or has expired"
-        authority = token.authority()
-        if grant.cluster and not authority.allows(Permission.CLUSTER_CHAOS, None):
-            return f"token {owner.name} may no longer run cluster-level chaos"
-        for namespace in grant.namespaces:
-            if not authority.allows(Permission.JOBS_SUBMIT, namespace):
-                return f"token {owner.name} may no longer run chaos in namespace {namespace!r}"
-        return None
+        """Why the named token that last changed the schedule no longer covers its grant,
+        or None: a schedule must not outlive its owner's rights (`owner_lapsed`)."""
+        return owner_lapsed(stored.changed_by, stored.grant, self.schedules.redis,
+                            self.submissions.settings.signing_key_bytes,
+                            role=", which last changed it,")
 
     def start(self, claim: Claim, fired: Any, replaced: list[str]) -> ScheduleRun:
         """Submit the slot's job and say how that went (the submission service's errors

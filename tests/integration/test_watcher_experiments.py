@@ -170,3 +170,40 @@ def test_deleting_a_running_experiment_cancels_its_run_before_it_goes(
         run = store.get_run(run_id)
         assert run.status.terminal, run
         assert run.status.value in ("cancelled", "aborted"), run.status
+
+
+def test_an_edit_cancels_the_earlier_run_and_a_refused_edit_too(
+        stack: Stack, kube: client.ApiClient) -> None:  # noqa: F811
+    """Security review M2: after an edit two runs of one object went on side by side, and
+    after a refused edit `status.runId` was cleared, so the delete cancelled nothing."""
+    stack.sim.kubectl("apply", "-f", str(_crd_dir()))
+    manifest = experiment("edited", "shop", "shop")
+    manifest["spec"]["method"].append({"type": "wait", "name": "settle", "duration": "5m"})
+    store = ExperimentStore(stack.redis.client())
+
+    def ended(run_id: str) -> bool:
+        return store.get_run(run_id).status.terminal
+
+    def wait(condition: Any, what: str, handle: Process) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}\n{handle.tail(60)}"
+            time.sleep(0.2)
+
+    with watcher(stack) as handle:
+        apply(stack, manifest)
+        first = wait_for(stack, kube, "edited", "shop", handle,
+                         phases=("Running",))["status"]["runId"]
+        manifest["spec"]["title"] = "web survives, edited"
+        apply(stack, manifest)
+        wait(lambda: ((get(kube, "edited", "shop") or {}).get("status") or {})
+             .get("runId") not in (None, first), "no run of generation 2", handle)
+        second = (get(kube, "edited", "shop") or {})["status"]["runId"]
+        wait(lambda: ended(first), "generation 1's run still going", handle)
+        assert store.get_run(first).status.value in ("cancelled", "aborted")
+
+        manifest["spec"]["method"][0]["job"]["target"]["namespaces"] = ["payments"]
+        apply(stack, manifest)
+        status = wait_for(stack, kube, "edited", "shop", handle, phases=("Failed",))["status"]
+        assert {c["reason"] for c in status["conditions"]} == {"Forbidden"}
+        wait(lambda: ended(second), "generation 2's run outlived a refused edit", handle)

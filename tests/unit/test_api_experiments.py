@@ -640,5 +640,5 @@ def test_listing_documents_reads_only_the_documents_the_caller_may_see(
     page = world.call("viewer", "GET", "/api/v1/experiments")
     assert [item["name"] for item in page.json["items"]] == ["zz-shop"]
     assert redis_client.records_read == 1
-    page = world.call("admin", "GET", "/api/v1/experiments?limit=200")
+    page = world.call("admin", "GET", "/api/v1/experiments?limit=100")
     assert len(page.json["items"]) == 100 and page.json["next_cursor"] == "pay-099"

@@ -285,3 +285,30 @@ def test_delete_cancels_the_runs_of_every_generation(
     with pytest.raises(kopf.TemporaryError):  # still reverting: the object waits
         asyncio.run(abort_experiment(ctx, gone, kopf.Patch(), PYSTOL_EXPERIMENT))
     assert stop_requested(ctx, first["runId"])
+
+
+def test_the_follow_daemon_moves_on_to_the_new_generations_run(
+        ctx: ExperimentContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon that followed generation 1's (now cancelled) run must not write that
+    run's status over generation 2's."""
+    first = reconcile(ctx, experiment("exp", cr_spec()))
+    obj = experiment("exp", cr_spec(), status=first)
+    second = reconcile(ctx, experiment("exp", cr_spec(), generation=2, status=first))
+    monkeypatch.setattr(experiment_handlers, "FOLLOW_POLL_SECONDS", 0.0)
+
+    class StopAfterOneRound:
+        """Not stopped for one round; at its start kopf has updated the live body."""
+
+        def __init__(self) -> None:
+            self.rounds = 0
+
+        def __bool__(self) -> bool:
+            self.rounds += 1
+            if self.rounds == 1:
+                obj["status"] = {**first, **second}
+            return self.rounds > 1
+
+    asyncio.run(experiment_handlers.follow_experiment(ctx, obj, StopAfterOneRound(),
+                                                      PYSTOL_EXPERIMENT))
+    assert ctx.patches, "the daemon wrote no status"
+    assert {patch[3]["runId"] for patch in ctx.patches} == {second["runId"]}

@@ -113,14 +113,14 @@ class ListQuery(BaseModel):
     tag: str | None = Field(None, min_length=1, max_length=63)
     cursor: str | None = Field(None, pattern=r"^[A-Za-z0-9:._-]{1,200}$",
                                description="`next_cursor` of the previous page.")
-    limit: int = Field(50, ge=1, le=200)
+    limit: int = Field(50, ge=1, le=100)
 
 
 class RunsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cursor: str | None = Field(None, pattern=r"^[A-Za-z0-9:._-]{1,200}$")
-    limit: int = Field(50, ge=1, le=200)
+    limit: int = Field(50, ge=1, le=100)
 
 
 class IfMatchHeader(BaseModel):

@@ -273,9 +273,17 @@ export async function experimentsView(main, ui) {
       el("thead", {}, el("tr", {}, ...["Experiment", "Namespaces", "Last verdict", "Score", "Trend", ""]
         .map((text) => el("th", {}, text)))), body)));
   const load = async () => {
-    const page = await api("GET", "/experiments?limit=200");
+    // Pages of at most 100 (the API's cap), following next_cursor; at most 5 pages.
+    const items = [];
+    let cursor = null;
+    for (let pages = 0; pages < 5; pages += 1) {
+      const page = await api("GET", `/experiments?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+      items.push(...page.items);
+      cursor = page.next_cursor;
+      if (!cursor) break;
+    }
     const rows = [];
-    for (const item of page.items) {
+    for (const item of items) {
       const runs = (await api("GET", `/experiments/${encodeURIComponent(item.name)}/runs?limit=20`)).items;
       const last = runs[0];
       const controls = await mayRun(item) ? runButtons(item, ui) : [];
