@@ -93,7 +93,7 @@ CASES: dict[str, Case] = {
 
 # Actions that hold nothing a reaper could revert: a deleted pod or a killed container is
 # healed by its controller or kubelet, a probe changes nothing. They declare no undo.
-HOLD_NOTHING = {"pod-kill", "container-kill", "http-probe"}
+HOLD_NOTHING = {"pod-kill", "container-kill", "http-probe", "steady-state"}
 
 
 def test_every_holding_action_has_a_case() -> None:
