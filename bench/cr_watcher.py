@@ -74,6 +74,20 @@ class Sim:
         return client.CustomObjectsApi(config.new_client_from_config(
             config_file=str(self.kubeconfig)))
 
+    def requests(self) -> dict[str, int]:
+        """The sim's own count of API requests so far (`/_sim/requests`), `verb resource`."""
+        from kubernetes import config
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        headers = {setting["key"]: setting["value"]
+                   for setting in api.configuration.auth_settings().values()
+                   if setting.get("in") == "header" and setting.get("value")}
+        response = api.call_api("GET", f"{api.configuration.host}/_sim/requests",
+                                header_params=headers)
+        answer = json.loads(response.read())
+        return {f"{entry['verb']} {entry['resource']}": int(entry["count"])
+                for entry in answer["requests"]}
+
     def kubectl(self, *args: str, input_text: str | None = None) -> None:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig),
                    PATH=f"{TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -253,6 +267,7 @@ def burst(count: int, workdir: Path, with_watcher: bool, profile: Path | None = 
         cpu_before = {name: cpu_seconds(proc.pid) for name, proc in
                       (("sim", sim.proc), ("redis", redis_proc),
                        *((("watcher", watcher),) if watcher else ()))}
+        requests_before = sim.requests()
         started = time.time()
         sim.kubectl("create", "-f", "-", input_text=text)
         kubectl_done = time.time()
@@ -278,6 +293,12 @@ def burst(count: int, workdir: Path, with_watcher: bool, profile: Path | None = 
             result["created_to_status_s"] = summary(
                 [observer.job_seen[name] - observer.added[name] for name in observer.job_seen])
             result["statuses_seen"] = len(observer.job_seen)
+            time.sleep(1.0)  # the last status patches land
+            requests_after = sim.requests()
+            result["api_requests"] = {
+                key: count - requests_before.get(key, 0)
+                for key, count in requests_after.items()
+                if count != requests_before.get(key, 0)}
             result["watcher_tracebacks"] = watcher.text().count("Traceback")
             result["queued_log_lines"] = sum("queued job" in line
                                              for line in watcher.text().splitlines())
@@ -330,7 +351,19 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
         Row("watcher CPU per CR", "ms", w["cpu_seconds"]["watcher"] / n * ms, None),
         Row("redis CPU per CR", "ms", w["cpu_seconds"]["redis"] / n * ms,
             a["cpu_seconds"]["redis"] / n * ms),
+        Row("watcher PATCHes per CR (object + status)", "count",
+            requests_per_cr(w, n, "patch pystolactions", "patch pystolactions/status"), None),
+        Row("watcher Event POSTs per CR", "count", requests_per_cr(w, n, "create events"),
+            None),
     ]
+
+
+def requests_per_cr(side: dict[str, Any], count: int, *keys: str) -> float | None:
+    """API requests of these kinds during the burst, per CR (None: not counted then)."""
+    counted = side.get("api_requests")
+    if counted is None:
+        return None
+    return sum(counted.get(key, 0) for key in keys) / count
 
 
 def checks(results: dict[str, Any]) -> list[tuple[str, bool]]:

@@ -14,6 +14,11 @@ same run, so the ratio says how much Pystol itself adds:
     (`pystol_api.http.wsgi_server.ApiServer` with the same options). No worker runs during
     (a), so it measures submission only; the queue is emptied afterwards. Reported:
     requests/s, p50/p99 latency, and the CPU the server and Redis spend per request.
+    A second baseline, (b) in issue 16's words, is a plain Flask route that only calls
+    `send_task` on `make_celery`'s app (same Redis), under the same gunicorn: what a
+    minimal Flask + Celery service pays per request. Then "latency at half peak": an
+    open-loop client (`open_loop`) POSTs at a constant half of Pystol's best rate, to
+    Pystol and to the fixed 202, timing each request from its scheduled send.
 (b) Dispatch latency: accepted -> running, i.e. the job record's `created_at` ->
     `started_at`, over jobs submitted one at a time to an idle `pystol worker`. The
     baseline is a bare Celery app (defined here) on the same Redis with the broker
@@ -36,8 +41,8 @@ Everything runs as real processes started the way a user starts them
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.pipeline            # full run (~2.5 min)
-    .venv/bin/python -m bench.pipeline --smoke    # CI (~30 s)
+    .venv/bin/python -m bench.pipeline            # full run (~3.5 min)
+    .venv/bin/python -m bench.pipeline --smoke    # CI (~1 min)
 
 Results are printed as a table and written as JSON to `bench/results/` (see
 `bench/results_file.py`); `--render FILE` prints an earlier results file again.
@@ -46,6 +51,7 @@ Results are printed as a table and written as JSON to `bench/results/` (see
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import datetime
 import http.client
@@ -95,7 +101,12 @@ IDLE_GAP_SECONDS = 0.1  # after a job ends, before the next one: the worker is i
 JOB_TIMEOUT_SECONDS = 60.0
 WARMUP_JOBS = 3
 SERVER_CHILD = "_baseline-http"
+SEND_SERVER_CHILD = "_baseline-send-task"
 WORKER_CHILD = "_baseline-worker"
+SEND_QUEUE = "bench.send_task"  # what the Flask + send_task route queues; flushed after (a)
+SEND_TASK = "bench.submitted"  # never consumed: only the publish is measured
+# (a) sides: Pystol, the fixed 202 and the Flask route that only calls send_task
+SUBMIT_SIDES = ("pystol", "baseline", "send_task")
 
 SUBMIT_SPEC: dict[str, Any] = {
     "action": "pod-kill",
@@ -162,6 +173,8 @@ class Config:
     pool: str
     concurrency: int
     baseline_events: bool
+    open_loop_seconds: float
+    open_loop_fraction: float
 
 
 def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None]:
@@ -189,6 +202,12 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None]:
     parser.add_argument("--baseline-events", action="store_true",
                         help="diagnosis: give the baseline Celery app Pystol's event settings "
                         "(task_send_sent_event, worker_send_task_events) in (b)")
+    parser.add_argument("--open-loop-seconds", type=float,
+                        help="length of each constant-rate run of (a) (default 10; 3 with "
+                        "--smoke)")
+    parser.add_argument("--open-loop-fraction", type=float, default=0.5,
+                        help="the constant rate as a fraction of Pystol's peak req/s "
+                        "(default 0.5)")
     parser.add_argument("--output", type=Path, help="JSON results file (default "
                         "bench/results/pipeline.json, pipeline_smoke.json with --smoke)")
     parser.add_argument("--render", type=Path, metavar="FILE",
@@ -207,9 +226,12 @@ def parse_args(argv: list[str] | None) -> tuple[Config, Path, Path | None]:
         pool=args.pool,
         concurrency=args.concurrency,
         baseline_events=bool(args.baseline_events),
+        open_loop_seconds=args.open_loop_seconds or (3.0 if smoke else 10.0),
+        open_loop_fraction=args.open_loop_fraction,
     )
     if min(cfg.rounds, cfg.connections, cfg.wrk_threads, cfg.api_workers, cfg.dispatch_jobs,
-           cfg.injection_jobs, cfg.concurrency) < 1 or cfg.load_seconds <= 0:
+           cfg.injection_jobs, cfg.concurrency) < 1 or cfg.load_seconds <= 0 \
+            or cfg.open_loop_seconds <= 0 or not 0 < cfg.open_loop_fraction <= 1:
         parser.error("counts and durations must be positive")
     output = args.output or default_output("pipeline", smoke)
     return cfg, output, args.render
@@ -417,6 +439,18 @@ def start_baseline_http(cfg: Config, workdir: Path) -> Iterator[tuple[Proc, int]
         yield proc, port
 
 
+@contextmanager
+def start_send_task_http(cfg: Config, redis_url: str, workdir: Path
+                         ) -> Iterator[tuple[Proc, int]]:
+    """Baseline (b) of (a): the Flask route that only calls `send_task`."""
+    port = free_port()
+    with spawn("send-task-http", [sys.executable, "-m", "bench.pipeline", SEND_SERVER_CHILD,
+                                  f"127.0.0.1:{port}", str(cfg.api_workers), redis_url],
+               workdir) as proc:
+        proc.wait_for(http_ready(port), 60, "first answer")
+        yield proc, port
+
+
 def worker_ready(proc: Proc) -> Callable[[], bool]:
     return lambda: " ready." in proc.text()
 
@@ -512,6 +546,38 @@ def serve_baseline_http(bind: str, workers: int) -> None:
 
     settings = Settings(api_bind=bind, api_workers=workers, api_tokens=[TOKEN])
     ApiServer(settings, app_factory=lambda _: accept_app).run()  # type: ignore[arg-type,return-value]
+
+
+def send_task_app(settings: Any) -> Any:
+    """Baseline (b) of (a): a plain Flask route that parses the JSON body, calls Celery's
+    `send_task` and answers the same fixed 202 as `accept_app`. The Celery app is
+    `make_celery`'s own (same broker, same Redis, same settings), so the route pays for
+    exactly what a minimal Flask + Celery service pays: Flask's request handling and one
+    publish. Nothing consumes SEND_QUEUE; it is counted and flushed after (a)."""
+    from flask import Flask, Response, request
+
+    from pystol_worker.process.celery_app import make_celery
+
+    celery = make_celery(settings)
+    app = Flask("bench-send-task")
+
+    @app.post("/api/v1/jobs")
+    def submit() -> Response:
+        request.get_json(force=True)
+        celery.send_task(SEND_TASK, args=[uuid.uuid4().hex], queue=SEND_QUEUE)
+        return Response(ACCEPTED_BODY, status=202, content_type="application/json")
+
+    return app
+
+
+def serve_send_task_http(bind: str, workers: int, redis_url: str) -> None:
+    """gunicorn exactly as `pystol api` runs it (same options), serving `send_task_app`."""
+    from pystol_api.http.wsgi_server import ApiServer
+    from pystol_worker.core.settings import Settings
+
+    settings = Settings(api_bind=bind, api_workers=workers, api_tokens=[TOKEN],
+                        redis_url=redis_url, queue=SEND_QUEUE)
+    ApiServer(settings, app_factory=send_task_app).run()
 
 
 def make_baseline_celery(redis_url: str, events: bool = False) -> Any:
@@ -656,6 +722,98 @@ def run_python_load(port: int, path: str, cfg: Config, seconds: float) -> dict[s
             "p99_s": percentile(flat, 99), "max_s": max(flat)}
 
 
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response with a Content-Length body; its status code.
+    EOF before the status line (the server closed an idle keep-alive connection) raises
+    ConnectionResetError, so the caller reconnects and sends again."""
+    line = await reader.readline()
+    if not line:
+        raise ConnectionResetError("connection closed before the response")
+    status = int(line.split()[1])
+    length = 0
+    while True:
+        header = await reader.readline()
+        if header in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def open_loop(port: int, path: str, rate: float, seconds: float, connections: int
+                    ) -> dict[str, Any]:
+    """POST at a constant rate whatever the answers' speed (an open loop, unlike wrk).
+
+    Send times are fixed in advance (start + i/rate); each request's latency is measured
+    from its *scheduled* time to the end of its response, so a request that waited for a
+    free connection or for the client itself counts that wait (no coordinated omission).
+    `connections` keep-alive connections take the scheduled requests in order. `lag` is
+    how late the client actually wrote each request (its own overload, reported apart)."""
+    body = json.dumps(SUBMIT_SPEC).encode()
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               f"Content-Type: application/json\r\nAuthorization: Bearer {TOKEN}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    total = max(1, int(rate * seconds))
+    queue: asyncio.Queue[float | None] = asyncio.Queue()
+    latencies: list[float] = []
+    lags: list[float] = []
+    errors = [0]
+
+    async def connection() -> None:
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        while (scheduled := await queue.get()) is not None:
+            status = None
+            for _attempt in range(2):  # once more on a fresh connection if it was closed
+                try:
+                    if writer is None or reader is None:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    lags.append(time.perf_counter() - scheduled)
+                    writer.write(request)
+                    status = await read_response(reader)
+                    break
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                    if writer is not None:
+                        writer.close()
+                    reader = writer = None
+            if status is None or status >= 300:
+                errors[0] += 1
+            latencies.append(time.perf_counter() - scheduled)
+        if writer is not None:
+            writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    start = time.perf_counter() + 0.05
+    for index in range(total):
+        at = start + index / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(at)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - start
+    return {"client": "python open loop", "rate": rate, "requests": len(latencies),
+            "seconds": elapsed, "achieved_rps": len(latencies) / elapsed,
+            "errors": errors[0], "connections": connections,
+            "latency_s": summary(latencies), "client_lag_s": summary(lags)}
+
+
+def constant_rate_run(port: int, path: str, rate: float, seconds: float, connections: int,
+                      server_pid: int) -> dict[str, Any]:
+    """`open_loop` with the server's CPU and the machine's other load around it."""
+    pids = tree_pids(server_pid)
+    cpu0 = tree_cpu(pids)
+    before = CpuSnapshot.take()
+    result = asyncio.run(open_loop(port, path, rate, seconds, connections))
+    result.update(server_cpu_s=tree_cpu(pids) - cpu0, **before.until(CpuSnapshot.take()))
+    return result
+
+
 def load_run(port: int, path: str, cfg: Config, seconds: float, workdir: Path,
              server_pid: int, redis_pid: int) -> dict[str, Any]:
     pids = tree_pids(server_pid)
@@ -677,38 +835,63 @@ def load_run(port: int, path: str, cfg: Config, seconds: float, workdir: Path,
 
 def bench_submission(cfg: Config, env: dict[str, str], redis_url: str, redis_pid: int,
                      workdir: Path) -> dict[str, Any]:
-    """(a): wrk against `pystol api` and against the fixed-202 app, alternating."""
-    runs: dict[str, list[dict[str, Any]]] = {"pystol": [], "baseline": []}
+    """(a): wrk against `pystol api`, the fixed-202 app and the Flask + send_task route,
+    in turns; then the same POST at a constant rate of half Pystol's peak (open loop),
+    against Pystol and against the fixed 202."""
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SUBMIT_SIDES}
+    answered = dict.fromkeys(SUBMIT_SIDES, 0)  # 2xx answers, warm-up and open loop included
     with ExitStack() as stack:
         api, api_port = stack.enter_context(start_pystol_api(env, workdir))
         base, base_port = stack.enter_context(start_baseline_http(cfg, workdir))
+        send, send_port = stack.enter_context(start_send_task_http(cfg, redis_url, workdir))
+        procs = {"pystol": api, "baseline": base, "send_task": send}
         targets = {"pystol": (api_port, "/api/v1/jobs", api.pid),
-                   "baseline": (base_port, "/api/v1/jobs", base.pid)}
+                   "baseline": (base_port, "/api/v1/jobs", base.pid),
+                   "send_task": (send_port, "/api/v1/jobs", send.pid)}
         for side, (port, path, pid) in targets.items():  # warm-up: connections, imports
             warm = load_run(port, path, cfg, 1.0, workdir, pid, redis_pid)
+            answered[side] += warm["requests"] - warm["errors"]
             if warm["errors"]:
                 raise RuntimeError(f"(a) {side}: {warm['errors']} errors during warm-up; "
-                                   f"log:\n{(api if side == 'pystol' else base).tail()}")
+                                   f"log:\n{procs[side].tail()}")
         for round_no in range(cfg.rounds):
-            order = ["pystol", "baseline"] if round_no % 2 == 0 else ["baseline", "pystol"]
+            shift = round_no % len(SUBMIT_SIDES)  # each side takes each place in turn
+            order = [*SUBMIT_SIDES[shift:], *SUBMIT_SIDES[:shift]]
             for side in order:
                 port, path, pid = targets[side]
                 run = load_run(port, path, cfg, cfg.load_seconds, workdir, pid, redis_pid)
                 runs[side].append(run)
-                print(f"  (a) {side:8s} round {round_no + 1}: {run['rps']:,.0f} req/s, "
+                answered[side] += run["requests"] - run["errors"]
+                print(f"  (a) {side:9s} round {round_no + 1}: {run['rps']:,.0f} req/s, "
                       f"p50 {run['p50_s'] * 1e3:.2f} ms, p99 {run['p99_s'] * 1e3:.2f} ms, "
                       f"{run['errors']} errors; other programs used "
                       f"{run['other_cores']:.2f} cores", flush=True)
+        best = {side: max(items, key=lambda r: r["rps"]) for side, items in runs.items()}
+        rate = cfg.open_loop_fraction * best["pystol"]["rps"]
+        half: dict[str, Any] = {"rate": rate, "fraction": cfg.open_loop_fraction}
+        for side in ("pystol", "baseline"):
+            port, path, pid = targets[side]
+            steady = constant_rate_run(port, path, rate, cfg.open_loop_seconds,
+                                       cfg.connections, pid)
+            half[side] = steady
+            answered[side] += steady["requests"] - steady["errors"]
+            latency = steady["latency_s"]
+            print(f"  (a) {side:9s} at {rate:,.0f} req/s (open loop, "
+                  f"{cfg.open_loop_seconds:g} s): p50 {latency['p50'] * 1e3:.2f} ms, "
+                  f"p99 {latency['p99'] * 1e3:.2f} ms, {steady['errors']} errors; client lag "
+                  f"p99 {steady['client_lag_s']['p99'] * 1e3:.2f} ms", flush=True)
     client = redis.Redis.from_url(redis_url)
-    queued = sum(int(client.llen(key)) for key in client.scan_iter(f"{PYSTOL_QUEUE}*")
-                 if client.type(key) == b"list")
+    flushed = {}
+    for prefix in (PYSTOL_QUEUE, SEND_QUEUE):  # nobody consumed them: count, then flush
+        lists = [key for key in client.scan_iter(f"{prefix}*") if client.type(key) == b"list"]
+        flushed[prefix] = sum(int(client.llen(key)) for key in lists)
+        if lists:
+            client.delete(*lists)
     jobs = int(client.zcard("pystol:jobs"))
-    for key in client.scan_iter(f"{PYSTOL_QUEUE}*"):  # nobody consumed them: flush
-        if client.type(key) == b"list":
-            client.delete(key)
     client.close()
-    best = {side: max(items, key=lambda r: r["rps"]) for side, items in runs.items()}
-    return {"runs": runs, "best": best, "jobs_stored": jobs, "messages_flushed": queued,
+    return {"runs": runs, "best": best, "half_peak": half, "jobs_stored": jobs,
+            "messages_flushed": flushed[PYSTOL_QUEUE],
+            "send_task_messages_flushed": flushed[SEND_QUEUE], "answered": answered,
             "client": best["pystol"]["client"]}
 
 
@@ -832,13 +1015,14 @@ def bench_injection(cfg: Config, pystol: PystolClient, sim: SimEndpoint) -> dict
     def one_baseline(keep: bool) -> None:
         start = time.time()
         pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"app={DEPLOYMENT}").items
-        live = [pod for pod in pods if pod.metadata.deletion_timestamp is None]
+        live = [pod.metadata for pod in pods
+                if pod.metadata is not None and pod.metadata.deletion_timestamp is None]
         listed = time.time()
         victim = rng.choice(live)
         before_delete = time.time()
-        core.delete_namespaced_pod(victim.metadata.name, NAMESPACE)
+        core.delete_namespaced_pod(str(victim.name), NAMESPACE)
         if keep:
-            pending["baseline"].append((victim.metadata.uid, {
+            pending["baseline"].append((str(victim.uid), {
                 "start": start, "selected": listed, "before_delete": before_delete}))
 
     for index in range(-WARMUP_JOBS, cfg.injection_jobs):
@@ -877,6 +1061,9 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     ms = 1000.0
     sub, dis, inj = results["submission"], results["dispatch"], results["injection"]
     p, b = sub["best"]["pystol"], sub["best"]["baseline"]
+    send = sub["best"]["send_task"]
+    half = sub["half_peak"]
+    hp, hb = half["pystol"]["latency_s"], half["baseline"]["latency_s"]
 
     def q(side: dict[str, Any], key: str) -> float | None:
         return side[key] * ms if key in side else None
@@ -884,7 +1071,20 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     return [
         Row("(a) submissions", "req/s", p["rps"], b["rps"], rate=True,
             note="best of the alternating runs; baseline: fixed 202, same gunicorn "
-            f"(gthread workers); load from {sub['client']}"),
+            f"(gthread workers); load from {sub['client']}; target: Pystol >= 0.5x the "
+            "fixed 202's rate (ratio <= 2)"),
+        Row("(a) submissions vs Flask + send_task", "req/s", p["rps"], send["rps"], rate=True,
+            note="baseline (b): a plain Flask route that only calls send_task of "
+            "make_celery's app (same Redis), same gunicorn; target: Pystol >= 1.4x its rate "
+            "(ratio <= 0.71)"),
+        Row("(a) server CPU per request vs Flask + send_task", "ms",
+            p["server_cpu_per_request_s"] * ms, send["server_cpu_per_request_s"] * ms),
+        Row("(a) latency p50 at half peak", "ms", hp["p50"] * ms, hb["p50"] * ms,
+            note=f"open loop, {half['rate']:,.0f} req/s (half Pystol's peak) for "
+            f"{half['pystol']['seconds']:.0f} s, timed from each request's scheduled send; "
+            "baseline: the fixed 202 at the same rate"),
+        Row("(a) latency p99 at half peak", "ms", hp["p99"] * ms, hb["p99"] * ms,
+            note="target: Pystol p99 <= 20 ms"),
         Row("(a) submit latency p50", "ms", p["p50_s"] * ms, b["p50_s"] * ms),
         Row("(a) submit latency p99", "ms", p["p99_s"] * ms, b["p99_s"] * ms),
         Row("(a) server CPU per request", "ms", p["server_cpu_per_request_s"] * ms,
@@ -911,8 +1111,16 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
 def checks(cfg: Config, results: dict[str, Any]) -> list[tuple[str, bool]]:
     sub, dis, inj = results["submission"], results["dispatch"], results["injection"]
     errors = sum(run["errors"] for runs in sub["runs"].values() for run in runs)
+    errors += sum(sub["half_peak"][side]["errors"] for side in ("pystol", "baseline"))
+    answered = sub["answered"]
     return [
         (f"(a) {errors} failed requests (non-2xx, socket errors, timeouts)", errors == 0),
+        (f"(a) {sub['jobs_stored']} jobs stored, {sub['messages_flushed']} queued, "
+         f"{answered['pystol']} accepted: every accepted job stored and queued once",
+         sub["jobs_stored"] == sub["messages_flushed"] >= answered["pystol"]),
+        (f"(a) Flask + send_task: {sub['send_task_messages_flushed']} messages queued for "
+         f"{answered['send_task']} answers", sub["send_task_messages_flushed"]
+         >= answered["send_task"]),
         (f"(b) {dis['pystol']['n']} + {dis['baseline']['n']} of {cfg.dispatch_jobs} + "
          f"{cfg.dispatch_jobs} dispatches timed; {len(dis['failures'])} failures",
          dis["pystol"]["n"] == dis["baseline"]["n"] == cfg.dispatch_jobs
@@ -963,6 +1171,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == SERVER_CHILD:
         serve_baseline_http(argv[1], int(argv[2]))
+        return 0
+    if argv and argv[0] == SEND_SERVER_CHILD:
+        serve_send_task_http(argv[1], int(argv[2]), argv[3])
         return 0
     if argv and argv[0] == WORKER_CHILD:
         run_baseline_worker(argv[1], argv[2], int(argv[3]), argv[4] == "events")

@@ -31,7 +31,8 @@ from bench.results_file import (
     fmt_ratio,
 )
 
-BENCHMARKS = ("sim_scale", "pipeline", "safety", "schedules", "cr_watcher")
+BENCHMARKS = ("sim_scale", "pipeline", "throughput", "launch", "safety", "dashboard", "schedules",
+              "cr_watcher")
 START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
 README = REPO_ROOT / "README.md"

@@ -123,7 +123,7 @@ case "${1:-}" in
     # every benchmark runs even when one misses a target (its results are still written);
     # the exit status says whether all of them passed their checks
     failed=()
-    for bench in sim_scale pipeline safety schedules cr_watcher; do
+    for bench in sim_scale pipeline throughput launch safety dashboard schedules cr_watcher; do
       python -m "bench.$bench" "$@" || failed+=("$bench")
     done
     # a full run rewrites the README's tables from the results files it just wrote

@@ -110,6 +110,43 @@ class ConfigFileError(Exception):
     """The client configuration file cannot be used; the message names file and line."""
 
 
+#: The API a client talks to when nothing says otherwise; the same default as the
+#: server settings' `api_url` (a unit test keeps the two equal).
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+USERINFO = re.compile(r"//[^/@]*@")
+
+
+@dataclass(frozen=True)
+class ClientEnvironment:
+    """What a client command takes from the environment: PYSTOL_API_URL and PYSTOL_TOKEN.
+
+    Read here, not through the server `Settings`: building those imports pydantic and
+    pydantic-settings (about 0.3 s, a third of a `pystol run`'s start) and validates every
+    server variable, none of which a client uses. The two variables are read the way
+    `Settings` reads them (names in any case, the URL must be http(s) and loses a trailing
+    slash, with the same error text), so the CLI behaves as it did."""
+
+    api_url: str | None  # None: PYSTOL_API_URL is not set
+    token: str
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str]) -> ClientEnvironment:
+        values: dict[str, str] = {}
+        for key, value in environ.items():
+            upper = key.upper()
+            if upper in CONFIG_KEYS and (upper not in values or key == upper):
+                values[upper] = value
+        url = values.get("PYSTOL_API_URL")
+        if url is not None:
+            if not url.startswith(("http://", "https://")):
+                shown = USERINFO.sub("//***@", url) if "://" in url else url
+                raise ConfigFileError("invalid configuration:\n  PYSTOL_API_URL: Value error, "
+                                      "expected an http:// or https:// URL "
+                                      f"(got {shown!r})")
+            url = url.rstrip("/")
+        return cls(api_url=url, token=values.get("PYSTOL_TOKEN", ""))
+
+
 def read_cli_env(path: Path) -> dict[str, str]:
     """`KEY=VALUE` lines for PYSTOL_API_URL and PYSTOL_TOKEN.
 

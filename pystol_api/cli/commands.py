@@ -36,16 +36,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pystol_api.cli.api_client import (
+    DEFAULT_API_URL,
     DEFAULT_CONFIG_PATH,
     ApiClient,
     ApiError,
     ApiUnreachable,
+    ClientEnvironment,
     ConfigFileError,
     EventStreamUnavailable,
     read_cli_env,
 )
-from pystol_api.cli.audit import audit
-from pystol_api.cli.experiments import experiments, run_file, write_journal
 from pystol_api.cli.job_spec import build_job_spec, check_duration, parse_params
 from pystol_api.cli.output import (
     ACTION_HEADERS,
@@ -68,9 +68,6 @@ from pystol_api.cli.output import (
     problem_lines,
     styled_status,
 )
-from pystol_api.cli.rehearse import rehearse
-from pystol_api.cli.schedules import schedules
-from pystol_api.cli.tokens import tokens
 
 if TYPE_CHECKING:
     from pystol_worker.core.settings import Settings
@@ -131,16 +128,20 @@ class Runtime:
             raise CliError(str(error)) from None
 
     def client(self) -> ApiClient:
-        """A client for the API: options, then PYSTOL_* variables, then the config file."""
-        settings = self.settings()
+        """A client for the API: options, then PYSTOL_* variables, then the config file.
+
+        The variables are read by `ClientEnvironment`, not the server `Settings`: a client
+        needs two of them, and the settings model costs a third of the command's start."""
+        try:
+            environment = ClientEnvironment.read(os.environ)
+        except ConfigFileError as error:
+            raise CliError(str(error)) from None
         explicit_config = self.config_path is not None
-        url = self.api_url
-        if url is None and "api_url" in settings.model_fields_set:
-            url = settings.api_url
-        token = self.token or settings.token or None
+        url = self.api_url or environment.api_url
+        token = self.token or environment.token or None
         if url is None or token is None or explicit_config:
             values = self.config_values(explicit_config)
-            url = url or values.get("PYSTOL_API_URL") or settings.api_url
+            url = url or values.get("PYSTOL_API_URL") or DEFAULT_API_URL
             token = token or values.get("PYSTOL_TOKEN") or None
         if not url.startswith(("http://", "https://")):
             raise CliError(f"the API URL must start with http:// or https://, got {url!r}")
@@ -152,8 +153,28 @@ class Runtime:
         return ApiClient(url, token)
 
 
+#: Command groups in modules of their own, imported only when named (or listed by
+#: `pystol --help`): `pystol run` is timed against one-shot tools and pays for no module
+#: it does not use.
+LAZY_COMMANDS = {"schedules": "pystol_api.cli.schedules", "tokens": "pystol_api.cli.tokens",
+                 "audit": "pystol_api.cli.audit", "experiments": "pystol_api.cli.experiments",
+                 "rehearse": "pystol_api.cli.rehearse"}
+
+
 class PystolGroup(click.Group):
-    """Turns the API client's and the configuration's failures into `error:` lines."""
+    """Turns the API client's and the configuration's failures into `error:` lines, and
+    loads the LAZY_COMMANDS when they are asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            import importlib
+
+            module = importlib.import_module(LAZY_COMMANDS[cmd_name])
+            self.add_command(getattr(module, cmd_name))
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -446,6 +467,8 @@ def run(runtime: Runtime, action: str | None, file_path: str | None, declared: s
         if flags:
             raise click.UsageError(f"-f runs the file as it is; {', '.join(flags)} cannot "
                                    "be combined with it (put them in the file)")
+        from pystol_api.cli.experiments import run_file
+
         code = run_file(runtime, file_path, declared=declared, wait=wait, dry_run=dry_run,
                         idempotency_key=idempotency_key, output=output, follow_job=watch_job)
         if code:
@@ -699,6 +722,8 @@ def jobs_show(runtime: Runtime, job_id: str, follow: bool, journal: str | None,
     if journal is not None:
         if follow:
             raise click.UsageError("--journal and --follow exclude each other")
+        from pystol_api.cli.experiments import write_journal
+
         write_journal(runtime, job_id, journal)
         return
     with runtime.client() as client:
@@ -793,13 +818,6 @@ def actions(runtime: Runtime, output: str) -> None:
     for line in format_table(ACTION_HEADERS, action_rows(catalogue),
                              (lambda column, text: None) if colour else None):
         click.echo(line, color=colour)
-
-
-cli.add_command(schedules)
-cli.add_command(tokens)
-cli.add_command(audit)
-cli.add_command(experiments)
-cli.add_command(rehearse)
 
 
 def main() -> None:

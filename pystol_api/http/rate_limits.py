@@ -1,4 +1,4 @@
-"""Per-identity rate limits on the API, counted in Pystol's Redis with flask-limiter.
+"""Per-identity rate limits on the API, counted in Pystol's Redis in one round trip.
 
 Without them one client (a runaway script, a stolen token, an unauthenticated flood) can
 spend every API thread and the Redis behind it, and the people who need the API during an
@@ -19,37 +19,59 @@ incident, to halt chaos, wait behind it. The rules:
   refusing them would restart or unlist a healthy API.
 - **Failing open**: the limiter shares the application's Redis client (its connection
   pool: same server, TLS, password or Sentinel master). When Redis cannot be reached the
-  counts move to this process's memory until it answers again (flask-limiter's in-memory
-  fallback) and any other limiter error lets the request through (`swallow_errors`): a
-  Redis outage must not turn every request into a 500; the routes that need Redis answer
-  their own 503.
+  counts move to this process's memory (Redis is tried again after
+  `RETRY_REDIS_SECONDS`), and any other limiter error lets the request through: a Redis
+  outage must not turn every request into a 500; the routes that need Redis answer their
+  own 503.
+- **One round trip**: every window of every budget a request counts against (the
+  identity's and the address's, each possibly "N/second;M/minute") is incremented by one
+  Lua script (`COUNT_LUA`), where flask-limiter made one EVALSHA per window. Windows
+  are fixed: a counter starts at a request's first hit and expires after the window,
+  like flask-limiter's "fixed-window" strategy (and `limits`' key notation). Every
+  window is counted, also when another one refuses the request.
 
 A refused request is a 429 problem document with `Retry-After` (seconds until the window
-that refused it ends).
+that refused it ends; one more round trip, on refusals only).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import cast
 
 import redis
 from flask import Flask, Response, request
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 
 from pystol_api.http.problems import problem_response
 from pystol_api.http.routes.common import API_PREFIX
 from pystol_worker.core.settings import Settings, SettingsError
 
+log = logging.getLogger("pystol.api")
+
 HALT_PATH = API_PREFIX + "/halt"
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
 STORAGE_KEY_PREFIX = "pystol:ratelimit"
-# The storage is the injected client's connection pool; the scheme only picks limits'
-# Redis storage class (TLS and Sentinel live in the pool's connection class).
-STORAGE_URI = "redis://"
+#: After Redis failed to answer, count in memory for this long before trying it again
+#: (so that an outage costs one connect timeout per interval, not one per request).
+RETRY_REDIS_SECONDS = 5.0
+
+# KEYS: one counter per window; ARGV: each window's length in seconds. Returns the counts.
+COUNT_LUA = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCRBY', key, 1)
+  if n == 1 then redis.call('EXPIRE', key, ARGV[i]) end
+  counts[i] = n
+end
+return counts
+"""
 
 
 def identity_key() -> str:
@@ -88,69 +110,131 @@ def _endpoints_at(app: Flask, paths: Iterable[str]) -> frozenset[str]:
     return frozenset(rule.endpoint for rule in app.url_map.iter_rules() if rule.rule in wanted)
 
 
-def install(app: Flask, settings: Settings, client: redis.Redis) -> Limiter | None:
+@dataclass(frozen=True)
+class Budget:
+    """One setting's windows: whom they count (`key`), on which requests (`applies`, by
+    endpoint), and what a refusal says."""
+
+    scope: str
+    windows: list[RateLimitItem]
+    key: Callable[[], str]
+    applies: Callable[[str], bool]
+    message: str
+
+
+class RateLimits:
+    """Counts each request against every budget that applies to it, in one round trip."""
+
+    def __init__(self, budgets: list[Budget], client: redis.Redis,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.budgets = budgets
+        self.redis = client
+        self._count = client.register_script(COUNT_LUA)
+        self._clock = clock
+        self._memory: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
+        self._lock = threading.Lock()
+        self._redis_down_until = 0.0
+
+    def check(self) -> Response | None:
+        """The before-request hook: None to go on, or the 429 answer."""
+        endpoint = request.endpoint
+        if not endpoint or endpoint.rsplit(".", 1)[-1] == "static":
+            return None
+        counted: list[tuple[str, RateLimitItem, Budget]] = []
+        for budget in self.budgets:
+            if not budget.applies(endpoint):
+                continue
+            who = budget.key()
+            for window in budget.windows:
+                counted.append((f"{STORAGE_KEY_PREFIX}:{window.key_for(budget.scope, who)}",
+                                window, budget))
+        if not counted:
+            return None
+        try:
+            counts, in_redis = self._hit([key for key, _, _ in counted],
+                                         [window.get_expiry() for _, window, _ in counted])
+        except Exception:  # a limiter failure must never fail the request
+            log.exception("rate limiting failed; the request goes through")
+            return None
+        for (key, window, budget), count in zip(counted, counts, strict=True):
+            if count > window.amount:
+                retry_after = self._retry_after(key, window, in_redis)
+                return problem_response(429, "rate-limited", "Too many requests",
+                                        f"{budget.message}; retry in {retry_after} s",
+                                        headers={"Retry-After": str(retry_after)})
+        return None
+
+    def _hit(self, keys: list[str], expiries: list[int]) -> tuple[list[int], bool]:
+        """The counts after this hit, and whether Redis kept them (else this process)."""
+        if self._clock() >= self._redis_down_until:
+            try:
+                return [int(n) for n in cast(list[int], self._count(keys=keys,
+                                                                    args=expiries))], True
+            except redis.RedisError as error:  # unreachable, full (OOM), read-only…
+                log.warning("rate limits counted in memory for %gs: Redis did not answer "
+                            "(%s)", RETRY_REDIS_SECONDS, error)
+                self._redis_down_until = self._clock() + RETRY_REDIS_SECONDS
+        now = self._clock()
+        counts = []
+        with self._lock:
+            for key, expiry in zip(keys, expiries, strict=True):
+                count, ends = self._memory.get(key, (0, 0.0))
+                if ends <= now:
+                    count, ends = 0, now + expiry
+                self._memory[key] = (count + 1, ends)
+                counts.append(count + 1)
+            if len(self._memory) > 100_000:  # forget ended windows now and then
+                self._memory = {k: v for k, v in self._memory.items() if v[1] > now}
+        return counts, False
+
+    def _retry_after(self, key: str, window: RateLimitItem, in_redis: bool) -> int:
+        """Whole seconds until the refusing window ends (at least 1)."""
+        try:
+            if in_redis:
+                seconds = float(self.redis.pttl(key)) / 1000
+            else:
+                with self._lock:
+                    seconds = self._memory.get(key, (0, 0.0))[1] - self._clock()
+        except Exception:  # the storage failed between the check and now
+            return 1
+        if seconds <= 0:  # no expiry (should not happen): the window's length
+            seconds = float(window.get_expiry())
+        return max(1, math.ceil(seconds))
+
+
+def install(app: Flask, settings: Settings, client: redis.Redis) -> RateLimits | None:
     """Rate-limit every request of `app` (call after the routes are registered and before
-    authentication is installed, so that the check runs first). None when both limits
-    are empty."""
+    authentication is installed, so that the check runs first). None when every limit
+    is empty."""
     check_limits(settings)
     halt = _endpoints_at(app, [HALT_PATH])
     unlimited = _endpoints_at(app, UNLIMITED_PATHS)
     if not halt:
         raise RuntimeError(f"no route at {HALT_PATH}: install the rate limits after the routes")
 
-    limits: list[str | Callable[[], str] | ApplicationLimit] = []
+    def general(endpoint: str) -> bool:
+        return endpoint not in halt and endpoint not in unlimited
+
+    budgets: list[Budget] = []
     if settings.api_rate_limit.strip():
-        limits.append(ApplicationLimit(
-            limit_provider=settings.api_rate_limit, scope="api", key_function=identity_key,
-            exempt_when=lambda: request.endpoint in halt or request.endpoint in unlimited,
-            error_message="this identity sent more requests than PYSTOL_API_RATE_LIMIT "
-                          f"({settings.api_rate_limit}) allows"))
+        budgets.append(Budget(
+            "api", list(parse_many(settings.api_rate_limit)), identity_key, general,
+            "this identity sent more requests than PYSTOL_API_RATE_LIMIT "
+            f"({settings.api_rate_limit}) allows"))
     if settings.api_address_rate_limit.strip():
-        limits.append(ApplicationLimit(
-            limit_provider=settings.api_address_rate_limit, scope="address",
-            key_function=address_key,
-            exempt_when=lambda: request.endpoint in halt or request.endpoint in unlimited,
-            error_message="this client address sent more requests than "
-                          f"PYSTOL_API_ADDRESS_RATE_LIMIT ({settings.api_address_rate_limit}) "
-                          "allows"))
+        budgets.append(Budget(
+            "address", list(parse_many(settings.api_address_rate_limit)), address_key,
+            general,
+            "this client address sent more requests than PYSTOL_API_ADDRESS_RATE_LIMIT "
+            f"({settings.api_address_rate_limit}) allows"))
     if settings.halt_rate_limit.strip():
-        limits.append(ApplicationLimit(
-            limit_provider=settings.halt_rate_limit, scope="halt", key_function=identity_key,
-            exempt_when=lambda: request.endpoint not in halt,
-            error_message="this identity sent more requests to the halt switch than "
-                          f"PYSTOL_HALT_RATE_LIMIT ({settings.halt_rate_limit}) allows"))
-    if not limits:
+        budgets.append(Budget(
+            "halt", list(parse_many(settings.halt_rate_limit)), identity_key,
+            lambda endpoint: endpoint in halt,
+            "this identity sent more requests to the halt switch than "
+            f"PYSTOL_HALT_RATE_LIMIT ({settings.halt_rate_limit}) allows"))
+    if not budgets:
         return None
-
-    limiter = Limiter(
-        identity_key,
-        application_limits=limits,
-        storage_uri=STORAGE_URI,
-        storage_options={"connection_pool": client.connection_pool,  # type: ignore[dict-item]
-                         "key_prefix": STORAGE_KEY_PREFIX},
-        strategy="fixed-window",      # one round trip per limit and request
-        headers_enabled=False,        # X-RateLimit-* would cost another round trip each
-        swallow_errors=True,
-        in_memory_fallback_enabled=True,
-    )
-    limiter.init_app(app)
-
-    @app.errorhandler(RateLimitExceeded)
-    def _too_many_requests(error: RateLimitExceeded) -> Response:
-        retry_after = _retry_after(limiter)
-        return problem_response(429, "rate-limited", "Too many requests",
-                                f"{error.description}; retry in {retry_after} s",
-                                headers={"Retry-After": str(retry_after)})
-
-    return limiter
-
-
-def _retry_after(limiter: Limiter) -> int:
-    """Whole seconds until the refusing window ends (at least 1)."""
-    breached = limiter.current_limit
-    if breached is None:
-        return 1
-    try:
-        return max(1, math.ceil(breached.window.reset_time - time.time()))
-    except Exception:  # the storage failed between the check and now
-        return 1
+    limits = RateLimits(budgets, client)
+    app.before_request(limits.check)
+    return limits

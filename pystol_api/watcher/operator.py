@@ -26,12 +26,18 @@ authorize, halt check, store, queue; source `cr`, submitter `<namespace>/<name>`
   in `status` and a Warning event; it is not retried until its spec changes (a new
   generation). Redis or the queue being down is a `kopf.TemporaryError`: retried with
   backoff.
-- **follow** (a kopf daemon per object whose job has not ended): one Redis
-  subscription to the job timeline channel wakes the daemon of the job that changed,
-  which patches `status` (phase, times, message, compact result, conditions) and posts
-  an Event when the job ends. A slow poll covers missed messages. The status copies the
-  job's phase, times, Pystol's own `reason` and counts, never an `error` text or
-  anything an action read.
+- **follow** (`StatusMirror`, one for the whole watcher, not a kopf daemon per object):
+  one Redis pattern subscription to the job timeline channels marks the job that
+  changed, and the mirror re-reads that job and patches the `status` of the object that
+  queued it (phase, times, message, compact result, conditions), posting an Event when
+  the job ends. A reconnection re-reads every followed job and a slow poll covers the
+  rest. The status copies the job's phase, times, Pystol's own `reason` and counts,
+  never an `error` text or anything an action read.
+
+Events are posted for what a user must notice (a refusal, a foreign job id, a job that
+ended, an abort), not for every job queued: the `Accepted` condition (reason
+`JobQueued`) and `status.jobId` already say that, and a POST per object was a fifth of
+the watcher's CPU in a burst.
 - **delete** (kopf `on.delete`, behind the finalizer `pystol.org/abort-job`): abort the
   job (`request_cancel`: a queued job is cancelled, a running one reverts), wait until
   it is terminal, and only then let kopf remove the finalizer, so the fault is gone
@@ -68,9 +74,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -142,7 +151,8 @@ log = logging.getLogger("pystol.watcher")
 
 FINALIZER = "pystol.org/abort-job"
 ANNOTATIONS_PREFIX = "pystol.org"
-FOLLOW_POLL_SECONDS = 10.0      # a daemon re-reads its job this often without any message
+FOLLOW_POLL_SECONDS = 30.0      # the mirror re-reads every followed job this often
+RECENT_SECONDS = 60.0           # how long a change to a job not (yet) followed is remembered
 DELETE_WAIT_SECONDS = 30.0      # one attempt of the delete handler waits this long
 SCHEDULE_STATUS_SECONDS = 10.0  # PystolSchedule status refresh and drift repair
 PEERING_KINDS = {True: ("clusterkopfpeerings", "ClusterKopfPeering"),
@@ -159,13 +169,16 @@ def idempotency_key(uid: str, generation: int | None, kind: CrKind = PYSTOL_ACTI
 class JobFollower:
     """One Redis pattern subscription to every job timeline, waking whoever waits for a job.
 
-    Daemons register an asyncio.Event per job; a message on `pystol:timeline:<id>` sets
-    the events of that job. On a lost connection every waiter is woken (they re-read).
+    Handlers register an asyncio.Event per job; a message on `pystol:timeline:<id>` sets
+    the events of that job and is passed to every listener (the `StatusMirror`) as
+    (job id, payload). On a lost connection every waiter is woken and every listener
+    told (job id None): they re-read.
     """
 
     def __init__(self, redis_url: str, sentinel_master: str = "") -> None:
         self.redis_url = redis_url
         self.sentinel_master = sentinel_master
+        self.listeners: list[Callable[[str | None, Any], None]] = []
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -181,11 +194,13 @@ class JobFollower:
             if not waiting:
                 del self._waiters[job_id]
 
-    def _wake(self, job_id: str | None = None) -> None:
+    def _wake(self, job_id: str | None = None, payload: Any = None) -> None:
         groups = [self._waiters.get(job_id, set())] if job_id else list(self._waiters.values())
         for group in groups:
             for event in group:
                 event.set()
+        for listener in self.listeners:
+            listener(job_id, payload)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._pump(), name="pystol job follower")
@@ -212,7 +227,7 @@ class JobFollower:
                     channel = message["channel"]
                     if isinstance(channel, bytes):
                         channel = channel.decode()
-                    self._wake(channel.rsplit(":", 1)[-1])
+                    self._wake(channel.rsplit(":", 1)[-1], message.get("data"))
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # redis down: waiters fall back to polling
@@ -224,6 +239,219 @@ class JobFollower:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                     await client.aclose()
+
+
+# Timeline events that change nothing a PystolAction's status shows: the job being stored
+# queued (the handler writes that status itself) and the watcher's own note on it.
+QUIET_KINDS = frozenset({EventKind.QUEUED.value, EventKind.CUSTOM_RESOURCE.value})
+
+
+def _quiet(payload: Any) -> bool:
+    """Whether a timeline message cannot change a followed status (unreadable: it can)."""
+    if payload is None:
+        return False
+    try:
+        kind = json.loads(payload).get("kind")
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return kind in QUIET_KINDS
+
+
+@dataclass
+class _Followed:
+    """A PystolAction (or PystolClusterAction) whose job has not ended, as the mirror
+    knows it: where to patch, the status it last wrote, and the context of the handler
+    that queued the job (kopf's event queue lives in a context variable there)."""
+
+    kind: CrKind
+    namespace: str | None
+    name: str
+    reference: dict[str, Any]
+    status: dict[str, Any]
+    context: contextvars.Context
+
+
+class StatusMirror:
+    """One job-status follower for the whole watcher, instead of a kopf daemon per object.
+
+    A daemon per object cost a kopf task, a Redis read and a subscription waiter for every
+    PystolAction (~2 ms of watcher CPU each in a burst). Here the handler that queued a job
+    registers (job id -> object) with `follow`; the `JobFollower`'s single pattern
+    subscription tells the mirror which job changed (`changed`), and one task re-reads
+    only those jobs and patches the status of their objects, at most `concurrency` at a
+    time. Messages that change nothing a status shows (`QUIET_KINDS`) cost no read.
+
+    Nothing is missed between queueing and `follow`: a change to a job not followed yet
+    is remembered for `RECENT_SECONDS` and marks it at once when it is followed. A lost
+    subscription marks every followed job (the follower says so on reconnecting), and
+    every `poll_seconds` all are re-read anyway.
+
+    The mirror never reads `status.jobId`: it follows the job ids the handlers found to
+    be the object's own (queued by it, or `owns_job`), and writes that job's id back.
+
+    With peering, a watcher that pauses keeps mirroring the jobs it queued (it writes
+    only what their records say, as the active one would); the active watcher follows
+    the others from its own `on.resume` of each object.
+    """
+
+    def __init__(self, poll_seconds: float = FOLLOW_POLL_SECONDS, concurrency: int = 8
+                 ) -> None:
+        self.poll_seconds = poll_seconds
+        self.concurrency = concurrency
+        self._followed: dict[str, _Followed] = {}
+        self._dirty: set[str] = set()
+        self._recent: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- registration (handler threads) and messages (the event loop) --------------------------
+
+    def follow(self, kind: CrKind, body: Any, job_id: str, status: Mapping[str, Any],
+               check: bool = False) -> None:
+        """Keep the object's status in line with `job_id` until the job ends. `status` is
+        what the object shows now; check: re-read the job at once (it may have moved while
+        nobody followed it, e.g. across a watcher restart)."""
+        meta = body.get("metadata") or {}
+        namespace, name = _names(kind, body)
+        reference = {"apiVersion": body.get("apiVersion") or f"{GROUP}/{VERSION}",
+                     "kind": kind.kind,
+                     "metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid")}}
+        entry = _Followed(kind, namespace, str(name), reference, _plain(status),
+                          contextvars.copy_context())
+        with self._lock:
+            self._followed[job_id] = entry
+            changed_meanwhile = self._recent.pop(job_id, None) is not None
+            if check or changed_meanwhile:
+                self._dirty.add(job_id)
+        if check or changed_meanwhile:
+            self._poke()
+
+    def unfollow(self, job_id: str) -> None:
+        with self._lock:
+            self._followed.pop(job_id, None)
+            self._dirty.discard(job_id)
+
+    def following(self) -> set[str]:
+        with self._lock:
+            return set(self._followed)
+
+    def changed(self, job_id: str | None, payload: Any = None) -> None:
+        """A timeline message for `job_id` (None: the subscription was re-established and
+        anything may have changed)."""
+        if job_id is not None and _quiet(payload):
+            return
+        now = time.monotonic()
+        with self._lock:
+            if job_id is None:
+                self._dirty.update(self._followed)
+            elif job_id in self._followed:
+                self._dirty.add(job_id)
+            else:
+                if len(self._recent) > 1000:
+                    self._recent = {job: at for job, at in self._recent.items()
+                                    if now - at < RECENT_SECONDS}
+                self._recent[job_id] = now
+                return
+        self._poke()
+
+    def _poke(self) -> None:
+        loop, wakeup = self._loop, self._wakeup
+        if loop is None or wakeup is None:
+            return  # not running (tests drive `refresh_dirty`)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            wakeup.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: watcher exiting
+                loop.call_soon_threadsafe(wakeup.set)
+
+    def take_dirty(self) -> list[str]:
+        with self._lock:
+            dirty, self._dirty = list(self._dirty), set()
+        return dirty
+
+    # -- refreshing --------------------------------------------------------------------------------
+
+    def refresh(self, ctx: WatcherContext, job_id: str) -> None:
+        """Bring one followed object's status in line with its job (in a worker thread);
+        stop following when the job has ended or the object is gone."""
+        with self._lock:
+            entry = self._followed.get(job_id)
+        if entry is None:
+            return
+        where = entry.kind.where(entry.namespace, entry.name)
+        try:
+            try:
+                record = ctx.store.get(job_id, with_timeline=False)
+            except JobNotFound:
+                message = f"job {job_id} is not in the job store any more"
+                if ctx.patch_status(entry.kind.plural, entry.namespace, entry.name,
+                                    {"phase": "Failed", "message": message}):
+                    entry.context.run(_event, entry.reference, "JobLost", message, True)
+                self.unfollow(job_id)
+                return
+            new = action_status(record, entry.status.get("observedGeneration"),
+                                entry.status.get("conditions"))
+            if _status_changed(entry.status, new):
+                if not ctx.patch_status(entry.kind.plural, entry.namespace, entry.name, new):
+                    self.unfollow(job_id)  # the object is gone
+                    return
+                entry.status = new
+        except Exception as error:  # Redis or the API server: the next message or poll retries
+            log.warning("%s: cannot mirror job %s into its status: %s", where, job_id, error)
+            return
+        if record.status.terminal:
+            log.info("job %s of %s ended %s", job_id, where, record.status.value)
+            entry.context.run(_event, entry.reference, f"Job{new['phase']}", new["message"],
+                              record.status in (JobStatus.FAILED, JobStatus.ABORTED))
+            self.unfollow(job_id)
+
+    def refresh_dirty(self, ctx: WatcherContext) -> None:
+        """Refresh every marked job, one after the other (what the task does, for tests)."""
+        for job_id in self.take_dirty():
+            self.refresh(ctx, job_id)
+
+    async def start(self, ctx: WatcherContext) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.create_task(self._run(ctx), name="pystol status mirror")
+        self._wakeup.set()  # whatever was followed before the loop ran
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._loop = self._wakeup = None
+
+    async def _run(self, ctx: WatcherContext) -> None:
+        assert self._loop is not None and self._wakeup is not None
+        loop, wakeup = self._loop, self._wakeup
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(job_id: str) -> None:
+            async with limit:
+                await asyncio.to_thread(self.refresh, ctx, job_id)
+
+        next_poll = loop.time() + self.poll_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), max(0.0, next_poll - loop.time()))
+            wakeup.clear()
+            if loop.time() >= next_poll:
+                next_poll = loop.time() + self.poll_seconds
+                with self._lock:
+                    self._dirty.update(self._followed)
+            batch = self.take_dirty()
+            for outcome in await asyncio.gather(*(one(job_id) for job_id in batch),
+                                                return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    log.warning("status mirror: %s", outcome)
 
 
 @dataclass
@@ -238,11 +466,15 @@ class WatcherContext:
     follower: JobFollower
     api_client_factory: Callable[[], ApiClient]
     queued: int = 0
+    mirror: StatusMirror = field(default_factory=StatusMirror)
     http_sessions: list[Any] = field(default_factory=list)
     _api_client: ApiClient | None = field(default=None, repr=False)
     _schedules: ScheduleStore | None = field(default=None, repr=False)
     _experiments: ExperimentService | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.follower.listeners.append(self.mirror.changed)
 
     @classmethod
     def create(cls, settings: Settings) -> WatcherContext:
@@ -448,17 +680,41 @@ def reconcile_action(ctx: WatcherContext, body: Any, patch: Any, cause: str,
             log.info("%s: %s", where, message)
             _event(body, "SpecChangeIgnored", message, warning=True)
             patch.status["observedGeneration"] = generation
+        if status.get("phase") not in TERMINAL_PHASES:  # e.g. resumed: follow it again
+            ctx.mirror.follow(kind, body, job_id, {**_plain(status), **_plain(patch.status)},
+                              check=True)
         return
     if foreign is not None:
         status = {}  # written by someone else: nothing in it is the watcher's
     elif status.get("observedGeneration") == generation and status.get("phase"):
-        return  # this generation was handled: queued (the daemon follows it) or refused
+        return  # this generation was handled: queued (the mirror follows it) or refused
     identity = cr_identity(kind, meta)
     key = idempotency_key(str(uid), generation, kind)
+    outcome = _StatusDraft()
     try:
-        _queue(ctx, kind, body, patch, status, generation, identity, key)
-    finally:
-        _with_condition(patch.status, foreign)
+        _queue(ctx, kind, body, outcome, status, generation, identity, key)
+    except BaseException:
+        _with_condition(outcome.status, foreign)
+        patch.status.update(outcome.status)
+        raise
+    _with_condition(outcome.status, foreign)
+    job_id = outcome.status.get("jobId")
+    if not job_id or outcome.status.get("phase") in TERMINAL_PHASES:
+        patch.status.update(outcome.status)  # refused, or ended already: kopf writes it
+        return
+    # A job to follow: its first status is written here, before the mirror may write its
+    # next one, not by kopf's PATCH after this handler returns, which could land after
+    # the mirror's (a fast job's Succeeded) and put Pending back for good.
+    if ctx.patch_status(kind.plural, namespace, str(name), outcome.status):
+        ctx.mirror.follow(kind, body, str(job_id), outcome.status)
+
+
+@dataclass
+class _StatusDraft:
+    """Where `_queue` puts the status it decided on (it writes `.status` like a kopf
+    Patch), so that `reconcile_action` chooses who writes it."""
+
+    status: dict[str, Any] = field(default_factory=dict)
 
 
 def _queue(ctx: WatcherContext, kind: CrKind, body: Any, patch: Any,
@@ -494,9 +750,9 @@ def _queue(ctx: WatcherContext, kind: CrKind, body: Any, patch: Any,
                                   delay=5) from error
     if sent:
         ctx.queued += 1
+        # No Event: status (jobId, the Accepted condition) says it; see the module docstring.
         log.info("queued job %s for %s (%s%s)", record.id, where, record.spec.action,
                  "" if created else ", found stored by an earlier watcher")
-        _event(body, "JobQueued", f"queued job {record.id} ({record.spec.action})")
     else:
         log.info("%s: job %s already queued (%s)", where, record.id, record.status.value)
     patch.status.update(action_status(record, generation, status.get("conditions")))
@@ -573,83 +829,6 @@ async def _wait_for_change(ctx: WatcherContext, job_id: str, timeout: float) -> 
 def _status_changed(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return any(current.get(key) != new.get(key)
                for key in ("phase", "message", "startedAt", "finishedAt", "result", "jobId"))
-
-
-async def _pause(event: asyncio.Event, stopped: Any, timeout: float) -> None:
-    """Until the job changes, the daemon is asked to stop (kopf's `stopped`), or timeout."""
-    waits = {asyncio.ensure_future(event.wait())}
-    if stopped is not None:
-        waits.add(asyncio.ensure_future(stopped.wait(timeout)))
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waits:
-            task.cancel()
-
-
-async def follow_action(ctx: WatcherContext, body: Any, stopped: Any = None,
-                        kind: CrKind = PYSTOL_ACTION) -> None:
-    """Mirror the object's job into its status until the job ends (a kopf daemon); return
-    at once when kopf stops the daemon (object deleted, watcher pausing or exiting).
-
-    A `status.jobId` naming another's job is not followed: the object's own job (by its
-    idempotency keys) is, and its status is put back; with none, the id is dropped."""
-    import kopf
-
-    meta = body.get("metadata") or {}
-    namespace, name = _names(kind, body)
-    where = kind.where(namespace, name)
-    try:
-        job_id, foreign = await asyncio.to_thread(_status_job, ctx, kind, body,
-                                                  "not following it")
-        if foreign is not None:
-            own = await asyncio.to_thread(_own_jobs, ctx, kind, body)
-            job_id = own[-1] if own else None
-    except redis.RedisError as error:
-        raise kopf.TemporaryError(f"the job store is unavailable: {error}", delay=5) from error
-    if foreign is not None and job_id is None:
-        current = body.get("status") or {}
-        dropped: dict[str, Any] = {"jobId": None, "message": foreign["message"],
-                                   "conditions": list(current.get("conditions") or ())}
-        _with_condition(dropped, foreign)
-        await asyncio.to_thread(ctx.patch_status, kind.plural, namespace, str(name), dropped)
-        return
-    if not job_id:
-        return
-    while not stopped:
-        event = ctx.follower.waiter(job_id)  # before reading: no change slips in between
-        try:
-            try:
-                record = await asyncio.to_thread(ctx.store.get, job_id, False)
-            except JobNotFound:
-                message = f"job {job_id} is not in the job store any more"
-                await asyncio.to_thread(ctx.patch_status, kind.plural, namespace, str(name),
-                                        {"phase": "Failed", "message": message})
-                _event(body, "JobLost", message, warning=True)
-                return
-            except redis.RedisError as error:
-                log.warning("%s: cannot read job %s: %s", where, job_id, error)
-                await _pause(event, stopped, 2.0)
-                continue
-            # After a foreign id the status is someone else's: rebuilt, not compared.
-            current = {} if foreign is not None else (body.get("status") or {})
-            generation = current.get("observedGeneration") if foreign is None \
-                else meta.get("generation")
-            new = action_status(record, generation, current.get("conditions"))
-            _with_condition(new, foreign)
-            if (foreign is not None or _status_changed(current, new)) and \
-                    not await asyncio.to_thread(ctx.patch_status, kind.plural, namespace,
-                                                str(name), new):
-                return  # the object is gone
-            foreign = None
-            if record.status.terminal:
-                log.info("job %s of %s ended %s", job_id, where, record.status.value)
-                _event(body, f"Job{new['phase']}", new["message"],
-                       warning=record.status in (JobStatus.FAILED, JobStatus.ABORTED))
-                return
-            await _pause(event, stopped, FOLLOW_POLL_SECONDS)
-        finally:
-            ctx.follower.release(job_id, event)
 
 
 def _jobs_of(ctx: WatcherContext, kind: CrKind, body: Any
@@ -871,9 +1050,11 @@ def build_registry(ctx: WatcherContext, clusterwide: bool = True) -> kopf.Operat
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
         await ctx.follower.start()
+        await ctx.mirror.start(ctx)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        await ctx.mirror.stop()
         await ctx.follower.stop()
         for session in ctx.http_sessions:
             await session.close()
@@ -914,14 +1095,7 @@ def _action_handlers(registry: kopf.OperatorRegistry, ctx: WatcherContext,
     def updated(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         reconcile_action(ctx, body, patch, "update", kind)
 
-    def following(status: kopf.Status, **_: Any) -> bool:
-        return bool(status.get("jobId")) and status.get("phase") not in TERMINAL_PHASES
-
-    # Stopping: kopf sets `stopped` and the daemon returns by itself; cancelled only if not.
-    @kopf.daemon(GROUP, VERSION, plural, registry=registry, id="follow", when=following,
-                 backoff=2, cancellation_backoff=5, cancellation_timeout=5)
-    async def follow(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        await follow_action(ctx, body, stopped, kind)
+    # No daemon per object: the handlers hand the job to the shared `StatusMirror`.
 
     @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="abort", backoff=1)
     async def deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
@@ -988,6 +1162,34 @@ async def http_session(ctx: WatcherContext, info: kopf.ConnectionInfo) -> kopf.A
 
 
 def operator_settings() -> kopf.OperatorSettings:
+    """kopf's settings, each chosen for what it costs per object in a burst.
+
+    What one new PystolAction costs with these (kopf 1.45): 3 watch events (ADDED, the
+    finalizer, the status) and 3 PATCHes: the finalizer (kopf adds it and runs no
+    handler in that cycle, so it is on the object before any job is queued: deletion
+    must cancel the job), the handler's status (written by the handler itself, see
+    `reconcile_action`), and kopf's diff-base annotation after the handler.
+
+    - persistence: annotations, not status. A handler that succeeds at once leaves no
+      progress record (kopf stores and purges it in the same patch), so progress costs
+      nothing; the diff-base (the spec as last handled, for `on.update`) needs one
+      metadata PATCH. Keeping both in `status.kopf` would drop that PATCH but needs
+      `kopf` declared in every CRD's status schema (an API server prunes unknown status
+      fields, and kopf would then see every object as new), and would let whoever may
+      write the status subresource rewrite kopf's bookkeeping.
+    - posting.level WARNING: only our Events (refusals, foreign job ids, a job's end) and
+      kopf's warnings, not one "Handler succeeded" POST per object.
+    - queueing: kopf 1.45 removed the time-based batching (`batch_window`), so an event is
+      handled as soon as it arrives; one worker task per object, ended after
+      `idle_timeout` (5 s) without events. No `worker_limit`: the API server is protected
+      by the HTTP session's connection limit (`http_session`) and Redis by max_workers.
+    - execution.max_workers 8: the sync handlers' threads. They wait on Redis round trips
+      more than they compute; more threads only add GIL contention on a small machine.
+    - persistence.consistency_timeout (default 5 s) only delays a handler when the
+      object's own PATCH does not come back through the watch; it always does.
+    - watching: long server-side watches (300 s) so that a quiet cluster costs no
+      re-listing; nothing here is per event.
+    """
     import kopf
 
     settings = kopf.OperatorSettings()
@@ -996,8 +1198,6 @@ def operator_settings() -> kopf.OperatorSettings:
         prefix=ANNOTATIONS_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration")
-    # Events: only ours (JobQueued, InvalidSpec, JobSucceeded, ...) and kopf's warnings, not
-    # one "Handler succeeded" per object.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "pystol-watcher"
     settings.watching.server_timeout = 300

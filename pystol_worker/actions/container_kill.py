@@ -48,7 +48,7 @@ from pystol_worker.core.model import (
 )
 from pystol_worker.core.policy import Policy, Signal
 from pystol_worker.faults.fault_holding import lock_targets
-from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.pod_selection import select_pods, slim_pod_with_containers
 from pystol_worker.faults.recovery import RecoveryObserver
 from pystol_worker.kube.cluster_access import ClusterError, NotFound
 from pystol_worker.kube.objects import Workload, is_terminating, resolve_workload, utc
@@ -235,7 +235,8 @@ class ContainerKill(Action[ContainerKillParams]):
 
     def select(self, ctx: SelectContext, spec: JobSpec, params: ContainerKillParams
                ) -> Selection:
-        selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
+        selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed,
+                                project=slim_pod_with_containers)
         return selection.without(lambda pod: _why_not(pod, params))
 
     def execute(self, ctx: RunContext, spec: JobSpec, params: ContainerKillParams,

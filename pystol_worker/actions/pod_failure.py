@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.core.model import EventKind, JobSpec, TargetKind, TargetRef
 from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
-from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.pod_selection import select_pods, slim_pod_with_containers
 from pystol_worker.faults.recovery import HoldObserver, hold_observer, wait_for_recovery
 from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import NotFound
@@ -135,7 +135,8 @@ class PodFailure(Action[PodFailureParams]):
 
     def select(self, ctx: SelectContext, spec: JobSpec, params: PodFailureParams
                ) -> Selection:
-        selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
+        selection = select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed,
+                                project=slim_pod_with_containers)
         return selection.without(lambda pod: _images_to_swap(pod, params)[1])
 
     def execute(self, ctx: RunContext, spec: JobSpec, params: PodFailureParams,

@@ -5,11 +5,15 @@ The original Pystol's headline action. Kills are spread with a `distribution`:
 Poisson process would, given that many arrivals in that window (independent
 uniform times, sorted) — random, but with a known mean rate.
 
-How a run goes: one `RecoveryObserver` per workload of the chosen pods starts
-watching before the first kill; the kill loop checks for cancel/halt right before
-each DELETE (that check is what bounds the halt latency); a pod that is already
-gone is skipped, not counted; then each workload is waited for, up to the recovery
-timeout, and one that does not come back fails the job.
+How a run goes: before the first DELETE only the selection's list is read (and, once
+per ReplicaSet per process, its owner: `kube.objects.workload_ref`), and the no-overlap
+locks are taken on the workloads' refs. The kill loop checks for cancel/halt right
+before each DELETE (that check is what bounds the halt latency); a pod that is already
+gone is skipped, not counted. After a workload's first DELETE its `RecoveryObserver`
+reads the workload (desired replicas, selector) and watches in its own thread, from the
+selection's list when that list is exactly the workload's pods (the watch replays the
+kill). Then each workload is waited for, up to the recovery timeout, and one that does
+not come back fails the job.
 
 Nothing is journaled: a deleted pod is not something to revert, its controller
 replaces it. The job still takes the no-overlap locks on the workloads, and when it
@@ -30,9 +34,9 @@ from pystol_worker.core.model import Change, EventKind, JobSpec, TargetKind, Tar
 from pystol_worker.faults.fault_holding import lock_targets
 from pystol_worker.faults.pod_selection import select_pods
 from pystol_worker.faults.recovery import RecoveryObserver
-from pystol_worker.faults.selection import record_selection
+from pystol_worker.faults.selection import PodListing, record_selection
 from pystol_worker.kube.cluster_access import ClusterError, NotFound
-from pystol_worker.kube.objects import Workload, resolve_workload, utc
+from pystol_worker.kube.objects import OWNERS, OwnerCache, Workload, utc, workload_ref
 from pystol_worker.safety.job_context import RunContext, SelectContext
 
 KillPlan = list[tuple[TargetRef, RecoveryObserver | None]]
@@ -101,9 +105,8 @@ class PodKill(Action[PodKillParams]):
                 raise ActionError("no targets left after waiting for the other job")
         timeout = spec.recovery_timeout or ctx.settings.recovery_timeout_seconds
         try:
-            for observer in observers.values():
-                observer.start()
-            kill_all(ctx, spec, plan, params.grace_period_seconds, params.distribution, rng)
+            kill_all(ctx, spec, plan, params.grace_period_seconds, params.distribution, rng,
+                     selection.listings)
             for observer in observers.values():
                 observer.kills_finished()
             if observers and ctx.metrics.targets_affected:
@@ -120,30 +123,39 @@ class PodKill(Action[PodKillParams]):
         report_recovery(ctx, list(observers.values()), timeout)
 
 
-def plan_kills(ctx: SelectContext, selection: Selection
+def plan_kills(ctx: SelectContext, selection: Selection, owners: OwnerCache = OWNERS
                ) -> tuple[KillPlan, dict[str, RecoveryObserver]]:
     """Each chosen pod with the observer of its workload (None for a bare pod); the pods'
-    refs get their workload, which is what the no-overlap locks are taken on."""
-    cache: dict[tuple[str, str, str], Workload | None] = {}
+    refs get their workload, which is what the no-overlap locks are taken on.
+
+    Only the workload's ref is known here (no read, once `owners` knows the pod's
+    ReplicaSet): its size and selector matter for recovery only, and its observer reads
+    them after the first DELETE (`RecoveryObserver.start_after_kill`)."""
     observers: dict[str, RecoveryObserver] = {}
     plan: KillPlan = []
     for ref, pod in zip(selection.chosen, selection.objects, strict=True):
-        workload = resolve_workload(ctx.cluster, pod, cache)
+        found = workload_ref(ctx.cluster, pod, owners)
         observer = None
-        if workload is not None:
-            ref.workload = workload.ref
-            key = str(workload.ref)
+        if found is not None:
+            ref.workload = found
+            key = str(found)
             observer = observers.get(key)
             if observer is None:
-                observer = observers[key] = RecoveryObserver(ctx.cluster, workload, 0)
+                observer = observers[key] = RecoveryObserver(
+                    ctx.cluster, Workload(found, 0, ""), 0, resolved=False)
             observer.planned_kills += 1
         plan.append((ref, observer))
     return plan, observers
 
 
 def kill_all(ctx: RunContext, spec: JobSpec, plan: KillPlan, grace_period: int | None,
-             distribution: str | None, rng: random.Random) -> None:
-    """Delete each planned pod at its offset, checking for cancel/halt right before each."""
+             distribution: str | None, rng: random.Random,
+             listings: dict[str, PodListing] | None = None) -> None:
+    """Delete each planned pod at its offset, checking for cancel/halt right before each.
+
+    After a workload's first DELETE (sent or skipped) its observer starts, from the
+    selection's list of that namespace (`listings`) when it fits."""
+    listings = listings or {}
     offsets = kill_offsets(len(plan), spec.duration, distribution, rng)
     start = time.monotonic()
     for (ref, observer), offset in zip(plan, offsets, strict=True):
@@ -158,10 +170,12 @@ def kill_all(ctx: RunContext, spec: JobSpec, plan: KillPlan, grace_period: int |
                           "kill", pod=ref.name)
                 if observer is not None:
                     observer.record_skipped_kill()
+                    observer.start_after_kill(listings.get(ref.namespace or ""))
                 continue
             raise
         if observer is not None:
             observer.record_kill(ref.uid or "", at)
+            observer.start_after_kill(listings.get(ref.namespace or ""))
         ctx.result.changes.append(Change(target=ref, action="deleted", started_at=utc(at)))
         ctx.metrics.targets_affected += 1
         if ctx.metrics.injected_at is None:
@@ -175,6 +189,8 @@ def report_recovery(ctx: RunContext, observers: list[RecoveryObserver], timeout:
     """Record each workload's recovery; fail the job for one that did not recover."""
     problems = []
     for observer in observers:
+        if observer.gone:  # its workload was gone when read: a bare pod, as before
+            continue
         outcome = observer.result()
         ctx.result.recovery.append(outcome)
         if observer.error:

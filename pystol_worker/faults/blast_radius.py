@@ -28,7 +28,7 @@ def cap_targets(selection: Selection, max_targets: int | None) -> Selection:
     note = f"max_targets={max_targets}: kept {max_targets} of {len(selection.chosen)} chosen"
     return Selection(matched=selection.matched, chosen=selection.chosen[:max_targets],
                      excluded=[*selection.excluded, note],
-                     objects=selection.objects[:max_targets])
+                     objects=selection.objects[:max_targets], listings=selection.listings)
 
 
 def keep_min_available(ctx: SelectContext, selection: Selection, min_available: int | str
@@ -61,4 +61,5 @@ def keep_min_available(ctx: SelectContext, selection: Selection, min_available: 
     keep = [i for i in range(len(selection.chosen)) if i not in dropped]
     return Selection(matched=selection.matched, chosen=[selection.chosen[i] for i in keep],
                      excluded=[*selection.excluded, *notes],
-                     objects=[selection.objects[i] for i in keep])
+                     objects=[selection.objects[i] for i in keep],
+                     listings=selection.listings)

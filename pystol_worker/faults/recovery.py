@@ -1,7 +1,10 @@
 """Watching workloads recover: one observer per workload, following its pods by watch.
 
-Recovery is measured by watching, not polling: before the first injection, an observer
-lists the workload's pods and then follows a watch from that list's resourceVersion.
+Recovery is measured by watching, not polling: an observer starts from a list of the
+workload's pods and follows a watch from that list's resourceVersion. The list is made
+before the first injection: by the observer itself (`start`), or for pod-kill it is the
+selection's own list, and the observer reads the workload and starts watching only after
+the first DELETE (`start_after_kill`), since a watch replays every event after a list.
 A workload has recovered when, after the last of its planned kills, it again has its
 desired number of ready pods (`kube.objects.is_ready`) that are neither terminating nor
 among the killed ones. `recovery_seconds` runs from the workload's first kill to the
@@ -22,9 +25,10 @@ from typing import Any
 
 from pystol_worker.core.errors import ActionError
 from pystol_worker.core.model import EventKind, JobSpec, WorkloadRecovery
+from pystol_worker.faults.selection import PodListing
 from pystol_worker.kube.cluster import Cluster
 from pystol_worker.kube.cluster_access import ClusterError
-from pystol_worker.kube.objects import Workload, is_ready, is_terminating, utc
+from pystol_worker.kube.objects import Workload, is_ready, is_terminating, read_workload, utc
 from pystol_worker.safety.job_context import RunContext
 
 WATCH_SLICE_SECONDS = 5
@@ -45,6 +49,9 @@ class RecoveryObserver:
     error: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    # False until `start_after_kill` read the workload: only its ref is known before.
+    resolved: bool = True
+    gone: bool = False  # the workload was not found (404) when read after the kill
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -55,6 +62,48 @@ class RecoveryObserver:
         self._thread = threading.Thread(target=self._follow, args=(resource_version,),
                                         name=f"recovery-{self.workload.ref.name}", daemon=True)
         self._thread.start()
+
+    def start_after_kill(self, listing: PodListing | None) -> None:
+        """Start following once the first kill of this workload was sent (pod-kill).
+
+        Nothing here delays a DELETE: in the observer's own thread it reads the workload
+        (its desired replicas and selector, which the kill did not need: the lock is taken
+        on the ref alone), then starts from `listing`, the selection's own list, when that
+        list holds exactly this workload's pods. Its watch from that list's
+        resourceVersion replays every event since, the kill included, so nothing is
+        missed; a version too old by then (410) lists again. Otherwise it lists itself."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._resolve_and_follow, args=(listing,),
+                                        name=f"recovery-{self.workload.ref.name}", daemon=True)
+        self._thread.start()
+
+    def _resolve_and_follow(self, listing: PodListing | None) -> None:
+        ref = self.workload.ref
+        try:
+            workload = read_workload(self.cluster, ref)
+            if workload is None:  # gone: as for a pod no workload owns, nothing to observe
+                with self.changed:
+                    self.gone = True
+                    self.changed.notify_all()
+                return
+            if listing is not None and listing.covers(ref.namespace, workload.selector):
+                pods, resource_version = listing.pods, listing.resource_version
+            else:
+                pods, resource_version = self.cluster.list_pods(ref.namespace,
+                                                                workload.selector)
+            with self.changed:
+                self.workload = workload
+                self.resolved = True
+                for pod in pods:
+                    self._note(pod)
+                self._evaluate(time.time())
+        except Exception as error:
+            with self.changed:
+                self.error = f"watching {ref}: {error}"
+                self.changed.notify_all()
+            return
+        self._follow(resource_version)
 
     def ready_count(self) -> int:
         return sum(1 for uid, (ready, terminating) in self.pods.items()
@@ -68,7 +117,8 @@ class RecoveryObserver:
             self.pods[uid] = (is_ready(pod), is_terminating(pod))
 
     def _evaluate(self, now: float) -> None:
-        if self.recovered_at is None and self.kills_done >= self.planned_kills \
+        if self.resolved and self.recovered_at is None \
+                and self.kills_done >= self.planned_kills \
                 and self.ready_count() >= self.workload.desired:
             self.recovered_at = now
             self.changed.notify_all()
@@ -85,6 +135,18 @@ class RecoveryObserver:
             self.planned_kills -= 1
             self._evaluate(time.time())
 
+    def _relist(self) -> str:
+        """List again after the server said our resourceVersion is gone (410): the pods
+        as they are now replace what we knew. Returns the new list's version."""
+        pods, resource_version = self.cluster.list_pods(self.workload.ref.namespace,
+                                                        self.workload.selector)
+        with self.changed:
+            self.pods.clear()
+            for pod in pods:
+                self._note(pod)
+            self._evaluate(time.time())
+        return resource_version
+
     def _follow(self, resource_version: str) -> None:
         while not self.stop.is_set() and self.recovered_at is None:
             try:
@@ -94,13 +156,7 @@ class RecoveryObserver:
                     now = time.time()
                     if kind == "ERROR":
                         if obj.get("code") == 410:
-                            pods, resource_version = self.cluster.list_pods(
-                                self.workload.ref.namespace, self.workload.selector)
-                            with self.changed:
-                                self.pods.clear()
-                                for pod in pods:
-                                    self._note(pod)
-                                self._evaluate(now)
+                            resource_version = self._relist()
                             break
                         raise ClusterError(str(obj.get("message", obj)))
                     resource_version = (obj.get("metadata") or {}).get("resourceVersion",
@@ -112,6 +168,17 @@ class RecoveryObserver:
                         self._evaluate(now)
                     if self.stop.is_set() or self.recovered_at is not None:
                         return
+            except ClusterError as error:
+                if error.status == 410:  # the watch refused to open from that version
+                    try:
+                        resource_version = self._relist()
+                        continue
+                    except Exception as relist_error:
+                        error = ClusterError(str(relist_error))
+                with self.changed:
+                    self.error = f"watching {self.workload.ref}: {error}"
+                    self.changed.notify_all()
+                return
             except Exception as error:
                 with self.changed:
                     self.error = f"watching {self.workload.ref}: {error}"
@@ -125,7 +192,7 @@ class RecoveryObserver:
     def wait(self, deadline: float, ctx: RunContext) -> None:
         while True:
             with self.changed:
-                if self.recovered_at is not None or self.error:
+                if self.recovered_at is not None or self.error or self.gone:
                     return
                 self.changed.wait(0.2)
             ctx.check()

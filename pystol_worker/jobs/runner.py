@@ -111,7 +111,10 @@ class JobRunner:
 
     def _run(self, job_id: str, worker: str) -> JobStatus | None:
         try:
-            record = self.store.claim(job_id, worker)
+            # The heartbeat is set in the claim's own write: no instant in which the job is
+            # running without one (the reaper would take it for lost).
+            claimed = self.store.claim_stored(job_id, worker,
+                                              also=[self.journal.beat_command(job_id)])
         except JobNotFound:
             log.warning("job %s is not in the store; dropping the task", job_id)
             return None
@@ -123,18 +126,20 @@ class JobRunner:
                 # lapsed heartbeat tells them apart.
                 return self._abort_if_lost(job_id)
             return current.status
+        record = claimed.record
         link = record.spec.experiment
         ctx = RunContext(settings=self.settings, cluster=self.cluster, store=self.store,
                          job_id=job_id, journal=self.journal, locks=self.locks,
                          undo_functions=self.registry.undo_registry(), policy=self.policy,
-                         run_id=link.run_id if link is not None else None)
+                         run_id=link.run_id if link is not None else None,
+                         stored=claimed.raw)
 
         def refresh_locks() -> None:
             self.locks.refresh(job_id, ctx.locked, self.settings.heartbeat_seconds)
 
         finished: JobRecord | None = None
         try:
-            with self.journal.heartbeat(job_id, on_beat=refresh_locks):
+            with self.journal.heartbeat(job_id, on_beat=refresh_locks, beating=True) as beat:
                 ending = self._execute(record, ctx)
                 verdict = verdicts.job_verdict(ending.status, ctx.result.probes,
                                                ctx.stopped_by_probe)
@@ -148,13 +153,19 @@ class JobRunner:
                     if link is not None:
                         stored.experiment_run_id = link.run_id
                         stored.step = link.path
-                # Finish while the heartbeat still beats, so that the reaper can never take
-                # a job that just ended for a lost one.
+                # Finish while the heartbeat key is alive (stopping its refresh leaves it for
+                # a whole period), removing it in the same write as the terminal status, so
+                # that the reaper can never take a job that just ended for a lost one.
+                beat.stop()
                 with contextlib.suppress(TransitionRefused):
-                    finished = self.store.finish(job_id, ending.status, ending.reason,
-                                                 ending.error, change=keep_results)
+                    finished = self.store.finish(
+                        job_id, ending.status, ending.reason, ending.error,
+                        change=keep_results, held=ctx.stored,
+                        also=[self.journal.stop_beating_command(job_id)])
+                    beat.ended()
         finally:
-            if not self.journal.entries(job_id):
+            # Nothing locked (a dry run, a job that ended before injecting): nothing to read.
+            if ctx.locked and not self.journal.entries(job_id):
                 self.locks.release(job_id, ctx.locked)
             # else: a revert failed; the targets stay locked (until the heartbeat-length
             # expiry) and the journal keeps them locked until the reaper has reverted them.

@@ -7,8 +7,10 @@ The steps, in order, each written here once:
 2. **authorize**: the identity's scope (`grant_for`: `AccessDenied`, 403 naming the
    namespace or the action) and the admin policy (`policy_problems`: `PolicyRefused`),
    before anything is stored;
-3. **halt**: refuse while the global kill switch is engaged (`ChaosHalted`);
-4. **store** the queued record with `JobStore.create`, carrying the actor and the grant
+3. **halt**: refuse while the global kill switch is engaged (`ChaosHalted`), checked by
+   the script that stores the job (step 4), so no halt set before it is missed;
+4. **store** the queued record with `JobStore.create` (one Redis round trip with the
+   halt check, the submitted counter and the `ok` audit record), carrying the actor and the grant
    sealed with PYSTOL_SIGNING_KEY (the worker checks it before touching anything); an
    idempotency key already used by this submitter for the same spec returns the earlier
    job and queues nothing (created False), for a different spec raises
@@ -19,7 +21,9 @@ The steps, in order, each written here once:
    (`QueueUnavailable`). Outside the policy's chaos windows in `wait` mode the job is
    deferred instead, and `release_due` (the worker's reaper pass) queues it when the
    next window opens;
-6. **audit**: one record per submission, accepted or refused, with who and what.
+6. **audit**: one record per submission, accepted or refused, with who and what; an
+   accepted job's `ok` record is written with the job (step 4), and a job the queue
+   refused gets a second one, `failed`.
 
 Each producer turns these errors into its own answer (HTTP problem documents, a
 PystolAction's status, a schedule run's outcome); none repeats a step.
@@ -52,7 +56,7 @@ from pystol_worker.jobs.authorization import (
     sealed,
 )
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid, validate_job
-from pystol_worker.store.audit_log import AuditLog
+from pystol_worker.store.audit_log import AuditLog, AuditRecord, Outcome, StreamEntry
 from pystol_worker.store.halt import ChaosHalted, HaltSwitch
 from pystol_worker.store.job_store import (
     IdempotencyConflict,
@@ -60,6 +64,7 @@ from pystol_worker.store.job_store import (
     JobStore,
     TransitionRefused,
 )
+from pystol_worker.store.submit_script import HaltedAtSubmit
 
 __all__ = [
     "AccessDenied",
@@ -139,11 +144,10 @@ class SubmissionService:
                                        settings=self.settings)
             if problems:
                 raise PolicyRefused(problems)
-            self.refuse_if_halted()
         except JobInvalid as error:
             self._audit(identity, spec, "invalid", str(error), schedule_id=schedule_id)
             raise
-        except (AccessDenied, PolicyRefused, ChaosHalted) as error:
+        except (AccessDenied, PolicyRefused) as error:
             self._audit(identity, spec, "refused", str(error), schedule_id=schedule_id)
             raise
         key = self.settings.signing_key_bytes
@@ -151,10 +155,22 @@ class SubmissionService:
         if self.policy.outside_windows == OutsideWindows.WAIT and \
                 self.policy.window_problem(now) is not None:
             not_before = self.policy.next_opening(now)
-        record, created = self.store.create(
-            spec, source, identity.actor.submitter, schedule_id=schedule_id,
-            actor=identity.actor, grant=lambda job_id: sealed(grant, job_id, spec, key),
-            not_before=not_before)
+        audit_ok = (_OkRecord(self, identity, spec, schedule_id)
+                    if self.audit is not None else None)
+        try:
+            # The halt check is the store's script's first step (one round trip; a halt
+            # set before it can never be followed by a stored job).
+            record, created = self.store.create(
+                spec, source, identity.actor.submitter, schedule_id=schedule_id,
+                actor=identity.actor, grant=lambda job_id: sealed(grant, job_id, spec, key),
+                not_before=not_before, refuse_when_halted=True,
+                audit=audit_ok)
+        except HaltedAtSubmit as halted_at:
+            halted = ChaosHalted(HaltSwitch.state_of(halted_at.raw))
+            self._audit(identity, spec, "refused", str(halted), schedule_id=schedule_id)
+            raise halted from None
+        if created and audit_ok is not None and audit_ok.record is not None:
+            AuditLog.log(audit_ok.record)
         if created:
             if not_before is not None:
                 self.store.defer(record.id, not_before)
@@ -165,10 +181,12 @@ class SubmissionService:
                 try:
                     self._send(record)
                 except QueueUnavailable as error:
+                    # One record per submission: `failed` replaces the stored `ok`.
+                    if self.audit is not None and audit_ok is not None:
+                        self.audit.withdraw(audit_ok.entry_id)
                     self._audit(identity, spec, "failed", str(error), job_id=record.id,
                                 schedule_id=schedule_id)
                     raise
-            self._audit(identity, spec, "ok", None, job_id=record.id, schedule_id=schedule_id)
         return record, created
 
     @classmethod
@@ -206,16 +224,32 @@ class SubmissionService:
                 self.store.defer(job_id, now + timedelta(seconds=RELEASE_RETRY_SECONDS))
         return released
 
-    def _audit(self, identity: Identity, spec: JobSpec, outcome: str, detail: str | None, *,
-               job_id: str | None = None, schedule_id: str | None = None) -> None:
+    def _audit(self, identity: Identity, spec: JobSpec, outcome: Outcome,
+               detail: str | None, *, job_id: str | None = None,
+               schedule_id: str | None = None) -> None:
         if self.audit is None:
             return
-        targets = list(spec.target.namespaces) or list(spec.target.names) or \
-            ([spec.target.label_selector] if spec.target.label_selector else [])
-        self.audit.record(identity.actor, "job.submit", outcome=outcome,  # type: ignore[arg-type]
-                          targets=targets, namespaces=list(spec.target.namespaces),
+        self.audit.record(identity.actor, "job.submit", outcome=outcome,
+                          targets=self._audit_targets(spec),
+                          namespaces=list(spec.target.namespaces),
                           detail=f"{spec.action}: {detail}" if detail else spec.action,
                           job_id=job_id, schedule_id=schedule_id)
+
+    def _audit_record(self, identity: Identity, spec: JobSpec, outcome: Outcome,
+                      detail: str | None, *, job_id: str | None = None,
+                      schedule_id: str | None = None) -> AuditRecord:
+        """The record `_audit` would store, built now and stored by someone else."""
+        assert self.audit is not None
+        return self.audit.build(identity.actor, "job.submit", self.audit.now(),
+                                outcome=outcome, targets=self._audit_targets(spec),
+                                namespaces=list(spec.target.namespaces),
+                                detail=f"{spec.action}: {detail}" if detail else spec.action,
+                                job_id=job_id, schedule_id=schedule_id)
+
+    @staticmethod
+    def _audit_targets(spec: JobSpec) -> list[str]:
+        return list(spec.target.namespaces) or list(spec.target.names) or \
+            ([spec.target.label_selector] if spec.target.label_selector else [])
 
     def refuse_if_halted(self) -> None:
         """ChaosHalted while the kill switch is engaged. `submit` checks it itself; it is
@@ -251,3 +285,28 @@ class SubmissionService:
         if record.spec.idempotency_key:
             # Only a job with a key can be found again (and adopted); others skip the write.
             self.store.mark_sent(record.id)
+
+
+class _OkRecord:
+    """The `ok` audit record of one submission, for the store's submit script
+    (`SubmitAudit`): built when the job id is drawn, appended with the job, its stream id
+    kept so that a queue refusal can replace it with `failed`."""
+
+    def __init__(self, service: SubmissionService, identity: Identity, spec: JobSpec,
+                 schedule_id: str | None) -> None:
+        self._service = service
+        self._identity = identity
+        self._spec = spec
+        self._schedule_id = schedule_id
+        self.record: AuditRecord | None = None
+        self.entry_id = ""
+
+    def entry(self, job_id: str) -> StreamEntry:
+        assert self._service.audit is not None
+        self.record = self._service._audit_record(self._identity, self._spec, "ok", None,
+                                                  job_id=job_id,
+                                                  schedule_id=self._schedule_id)
+        return self._service.audit.entry(self.record)
+
+    def stored(self, entry_id: str) -> None:
+        self.entry_id = entry_id

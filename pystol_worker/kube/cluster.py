@@ -17,7 +17,7 @@ Failures are `ClusterError` (with the HTTP `status`) or its subclass `NotFound`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from pystol_worker.core.model import TargetRef
@@ -30,8 +30,12 @@ class Cluster(Protocol):
     # -- pods --------------------------------------------------------------------------------
 
     def list_pods(self, namespace: str, label_selector: str | None = None,
-                  field_selector: str | None = None) -> tuple[list[Obj], str]:
-        """Every matching pod of a namespace, and the list's resourceVersion (to watch from)."""
+                  field_selector: str | None = None, *,
+                  project: Callable[[Obj], Obj] | None = None) -> tuple[list[Obj], str]:
+        """Every matching pod of a namespace, and the list's resourceVersion (to watch from).
+
+        `project`, when given, is applied to each pod as its page is read, and the page is
+        dropped before the next: a large list never holds every whole pod at once."""
         ...
 
     def list_all_pods(self, field_selector: str) -> list[Obj]:

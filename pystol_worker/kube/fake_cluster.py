@@ -571,14 +571,16 @@ class FakeCluster:
     # -- the Cluster protocol --------------------------------------------------------------------
 
     def list_pods(self, namespace: str, label_selector: str | None = None,
-                  field_selector: str | None = None) -> tuple[list[Obj], str]:
+                  field_selector: str | None = None, *,
+                  project: Callable[[Obj], Obj] | None = None) -> tuple[list[Obj], str]:
         # Under the tracker's lock, so that the resourceVersion is exactly this list's and a
         # watch from it misses no write (reactors run under it too: they must not wait for
         # another thread that writes).
         with self.tracker.lock:
-            return self._objects(Request("list", "pods", namespace, options={
-                "label_selector": label_selector, "field_selector": field_selector})), \
-                str(self.tracker.rv)
+            pods = self._objects(Request("list", "pods", namespace, options={
+                "label_selector": label_selector, "field_selector": field_selector}))
+            version = str(self.tracker.rv)
+        return (pods if project is None else [project(pod) for pod in pods]), version
 
     def list_all_pods(self, field_selector: str) -> list[Obj]:
         return self._objects(Request("list", "pods", None,

@@ -22,6 +22,8 @@ guard also refused a pod that was being deleted, and took any `Ready` condition 
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 from pystol_worker.core.model import WorkloadRef
 from pystol_worker.core.selector_syntax import split_requirements
 from pystol_worker.kube.cluster import Cluster
-from pystol_worker.kube.cluster_access import NotFound
+from pystol_worker.kube.cluster_access import ClusterError, NotFound
 
 _SET = re.compile(r"^(?P<key>\S+)\s+(?P<op>in|notin)\s+\((?P<values>.*)\)$")
 _EQUALITY = re.compile(r"^(?P<key>[^=!\s]+)\s*(?P<op>==|=|!=)\s*(?P<value>.*)$")
@@ -87,6 +89,112 @@ class Workload:
     selector: str
 
 
+WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet")
+
+
+def workload_of(obj: dict[str, Any], kind: str, namespace: str) -> Workload:
+    """A workload object (as read) as a `Workload`: its ref, desired pods and selector."""
+    kind = obj.get("kind") or kind
+    spec = obj.get("spec") or {}
+    if kind == "DaemonSet":
+        desired = int((obj.get("status") or {}).get("desiredNumberScheduled", 0))
+    else:
+        desired = int(spec.get("replicas", 1))
+    return Workload(WorkloadRef(kind=kind, namespace=namespace, name=obj["metadata"]["name"]),
+                    desired, selector_string(spec.get("selector") or {}))
+
+
+def read_workload(cluster: Cluster, ref: WorkloadRef) -> Workload | None:
+    """The workload `ref` names, read now (one GET); None when it is gone (404)."""
+    try:
+        return workload_of(cluster.get_workload(ref.kind, ref.namespace, ref.name), ref.kind,
+                           ref.namespace)
+    except NotFound:
+        return None
+
+
+_MISSING: Any = object()
+
+
+class OwnerCache:
+    """ReplicaSet uid -> the (kind, name) of the workload that owns it, or None; LRU.
+
+    A pod's controller is usually a ReplicaSet, and what the no-overlap locks are taken on
+    is the ReplicaSet's own controller, the Deployment: one GET of the ReplicaSet. A uid
+    names one object for its whole life, and its controller reference is set when the
+    ReplicaSet is created, so the answer is kept per process, keyed by uid: a pod-kill of
+    a workload already seen costs no read before its DELETE. (Kubernetes can orphan a
+    ReplicaSet and let another Deployment adopt it; the rare stale answer then names the
+    old Deployment, whose lock is taken and whose read after the kill finds it gone.)
+    Bounded, so that a long-lived worker that sees many rollouts keeps `size` entries."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, tuple[str, str] | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, uid: str) -> Any:
+        """The cached owner, None for "no Deployment owns it / it is gone", or _MISSING."""
+        with self._lock:
+            if uid not in self._entries:
+                return _MISSING
+            self._entries.move_to_end(uid)
+            return self._entries[uid]
+
+    def put(self, uid: str, owner: tuple[str, str] | None) -> None:
+        with self._lock:
+            self._entries[uid] = owner
+            self._entries.move_to_end(uid)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+OWNERS = OwnerCache()
+"""This process's ReplicaSet -> owner answers (see `OwnerCache`)."""
+
+
+def workload_ref(cluster: Cluster, pod: dict[str, Any], owners: OwnerCache = OWNERS
+                 ) -> WorkloadRef | None:
+    """The top workload a pod belongs to, as a ref only: what the no-overlap lock needs.
+
+    Unlike `resolve_workload` it reads neither the workload's size nor its selector (a
+    recovery observer reads them after the kill), and the ReplicaSet -> Deployment hop is
+    read once per ReplicaSet uid per process (`owners`). None for a pod no controller
+    owns, or whose ReplicaSet is gone (404). A controller of another kind (a Job, a
+    Node for a static pod) raises ClusterError, as `resolve_workload` does."""
+    owner = controller_ref(pod)
+    if owner is None:
+        return None
+    namespace = pod["metadata"].get("namespace", "")
+    if owner["kind"] not in WORKLOAD_KINDS:
+        raise ClusterError(f"unsupported workload kind {owner['kind']}")
+    if owner["kind"] != "ReplicaSet":
+        return WorkloadRef(kind=owner["kind"], namespace=namespace, name=owner["name"])
+    uid = owner.get("uid") or ""
+    found = owners.get(uid) if uid else _MISSING
+    if found is _MISSING:
+        found, same = None, True  # None: no ReplicaSet by that name (404)
+        try:
+            replica_set = cluster.get_workload("ReplicaSet", namespace, owner["name"])
+        except NotFound:
+            pass
+        else:
+            parent = controller_ref(replica_set)
+            found = (("Deployment", parent["name"])
+                     if parent is not None and parent.get("kind") == "Deployment"
+                     else ("ReplicaSet", owner["name"]))
+            # Another ReplicaSet by the same name: answered as before, but not kept.
+            same = (replica_set.get("metadata") or {}).get("uid", uid) == uid
+        if uid and same:
+            owners.put(uid, found)
+    if found is None:
+        return None
+    return WorkloadRef(kind=found[0], namespace=namespace, name=found[1])
+
+
 def resolve_workload(cluster: Cluster, pod: dict[str, Any],
                      cache: dict[tuple[str, str, str], Workload | None]) -> Workload | None:
     """The top workload a pod belongs to (ReplicaSet -> Deployment), through ownerReferences.
@@ -111,15 +219,7 @@ def resolve_workload(cluster: Cluster, pod: dict[str, Any],
             parent = controller_ref(obj)
             if parent is not None and parent.get("kind") == "Deployment":
                 obj = cluster.get_workload("Deployment", namespace, parent["name"])
-        kind = obj.get("kind") or owner["kind"]
-        spec = obj.get("spec") or {}
-        if kind == "DaemonSet":
-            desired = int((obj.get("status") or {}).get("desiredNumberScheduled", 0))
-        else:
-            desired = int(spec.get("replicas", 1))
-        workload = Workload(WorkloadRef(kind=kind, namespace=namespace,
-                                        name=obj["metadata"]["name"]),
-                            desired, selector_string(spec.get("selector") or {}))
+        workload = workload_of(obj, owner["kind"], namespace)
     except NotFound:
         workload = None
     cache[key] = workload

@@ -12,7 +12,12 @@ other Redis connection of Pystol.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+
 from celery import Celery
+from kombu import Producer
 
 from pystol_worker.core.settings import Settings
 from pystol_worker.store.redis_connection import celery_broker_options
@@ -55,13 +60,20 @@ def make_celery(settings: Settings) -> Celery:
             **transport,  # master_name, for Sentinel
         },
         broker_pool_limit=10,
+        # No `task-sent` event per publish (a PUBLISH on every submission): monitoring
+        # reads the job store, not Celery events.
+        task_send_sent_event=False,
+        worker_send_task_events=False,
     )
     return app
 
 
-def send_job(app: Celery, settings: Settings, job_id: str) -> None:
-    """Queue a stored job for a worker, by task name (producers never import task code)."""
-    app.send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue)
+def send_job(app: Celery, settings: Settings, job_id: str,
+             producer: Producer | None = None) -> None:
+    """Queue a stored job for a worker, by task name (producers never import task code).
+    `producer`: one the caller keeps (`CeleryJobQueue`); None takes one from the app's
+    pool for this call."""
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue, producer=producer)
 
 
 class CeleryJobQueue:
@@ -69,14 +81,37 @@ class CeleryJobQueue:
 
     `app`: the Celery app to send with; a worker passes its own (fire_schedule runs in
     one), the API and the watcher let it build a producer app, which connects on the
-    first send. Sending by task name keeps every producer free of task code."""
+    first send. Sending by task name keeps every producer free of task code.
+
+    Each thread keeps one producer from the app's pool for as long as it lives, instead
+    of taking one from the pool and giving it back on every send: the submission path is
+    the API's busiest. Per thread because a kombu producer and its channel are not
+    thread-safe; per process (the pid is checked) because a connection must never be
+    shared across a fork (gunicorn, prefork workers). A producer whose send failed is
+    given back and dropped, so the next send starts from a fresh one."""
 
     def __init__(self, settings: Settings, app: Celery | None = None) -> None:
         self._settings = settings
         self._celery = app if app is not None else make_celery(settings)
+        self._local = threading.local()
 
     def send(self, job_id: str) -> None:
-        send_job(self._celery, self._settings, job_id)
+        producer = self._producer()
+        try:
+            send_job(self._celery, self._settings, job_id, producer)
+        except Exception:
+            self._local.producer = None
+            with contextlib.suppress(Exception):
+                producer.release()
+            raise
+
+    def _producer(self) -> Producer:
+        held: tuple[int, Producer] | None = getattr(self._local, "producer", None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        producer: Producer = self._celery.producer_pool.acquire(block=True)
+        self._local.producer = (os.getpid(), producer)
+        return producer
 
 
 class CeleryAdvances:

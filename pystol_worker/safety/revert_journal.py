@@ -280,14 +280,26 @@ class RevertJournal:
         self.redis.set(f"{PREFIX}heartbeat:{job_id}", "1",
                        px=int(self.heartbeat_seconds * 1000))
 
+    def beat_command(self, job_id: str) -> tuple[str, str, str, str, int]:
+        """`beat` as a command, for the job store's claim to write with the status: a job
+        is never RUNNING without a heartbeat, not even for the round trip after its claim."""
+        return ("SET", f"{PREFIX}heartbeat:{job_id}", "1", "PX",
+                int(self.heartbeat_seconds * 1000))
+
+    def stop_beating_command(self, job_id: str) -> tuple[str, str]:
+        """`stop_beating` as a command, for the job store's finish to write with the end."""
+        return ("DEL", f"{PREFIX}heartbeat:{job_id}")
+
     def stop_beating(self, job_id: str) -> None:
         self.redis.delete(f"{PREFIX}heartbeat:{job_id}")
 
     def alive(self, job_id: str) -> bool:
         return bool(self.redis.exists(f"{PREFIX}heartbeat:{job_id}"))
 
-    def heartbeat(self, job_id: str, on_beat: Callable[[], None] | None = None) -> Heartbeat:
-        return Heartbeat(self, job_id, on_beat)
+    def heartbeat(self, job_id: str, on_beat: Callable[[], None] | None = None,
+                  beating: bool = False) -> Heartbeat:
+        """`beating`: the key is already set (`beat_command` went with the claim)."""
+        return Heartbeat(self, job_id, on_beat, beating)
 
     # -- undo -------------------------------------------------------------------------------------
 
@@ -363,27 +375,46 @@ def same_object(obj: Mapping[str, Any], entry: JournalEntry) -> bool:
 
 
 class Heartbeat:
-    """Keeps a job's heartbeat key alive from a daemon thread while the job runs."""
+    """Keeps a job's heartbeat key alive from a daemon thread while the job runs.
+
+    `beating`: the key was set with the job's claim, so entering sets it no second time.
+    The runner ends a job with `stop()` then the store's finish carrying
+    `stop_beating_command` and `ended()`: the key (alive for a whole heartbeat period after
+    the last beat) goes in the same write as the terminal status, so the reaper can never
+    see a running job without one, and leaving costs no round trip of its own."""
 
     def __init__(self, journal: RevertJournal, job_id: str,
-                 on_beat: Callable[[], None] | None = None) -> None:
+                 on_beat: Callable[[], None] | None = None, beating: bool = False) -> None:
         self.journal = journal
         self.job_id = job_id
         self.on_beat = on_beat
+        self._beating = beating
+        self._removed = False
         self.every = max(0.2, journal.heartbeat_seconds / 5)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}",
                                         daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        self.journal.beat(self.job_id)
+        if not self._beating:
+            self.journal.beat(self.job_id)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop refreshing the key (it stays until its expiry or its removal)."""
         self._stop.set()
-        self._thread.join(5)
-        self.journal.stop_beating(self.job_id)
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def ended(self) -> None:
+        """The key was removed with the job's end (`stop_beating_command`)."""
+        self._removed = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if not self._removed:
+            self.journal.stop_beating(self.job_id)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):

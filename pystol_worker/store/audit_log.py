@@ -28,6 +28,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -55,6 +56,20 @@ MAX_NAMESPACES = 1000
 MAX_DETAIL = 2000
 CURSOR_PATTERN = r"^[0-9]{1,19}-[0-9]{1,19}$"
 MAX_SEQUENCE = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """One audit record ready for the stream: `XADD key MAXLEN <trim> max_records first_id
+    r document` (`*` as the id when `first_id` is refused), then `XTRIM key MINID <trim>
+    minid`."""
+
+    key: str
+    document: str
+    first_id: str
+    max_records: int
+    minid: str
+    trim: str
 
 
 class AuditRecord(BaseModel):
@@ -115,22 +130,64 @@ class AuditLog:
                schedule_id: str | None = None) -> AuditRecord:
         """Log and store one record; returns it with its stream id ("" if Redis failed)."""
         now = self._clock()
-        record = AuditRecord(
-            at=datetime.fromtimestamp(now, UTC), actor=actor, operation=operation,
-            outcome=outcome, targets=_bounded(targets, MAX_TARGETS),
-            namespaces=sorted(set(_bounded(namespaces, MAX_NAMESPACES))),
-            detail=detail[:MAX_DETAIL] if detail is not None else None,
-            job_id=job_id, schedule_id=schedule_id)
-        document = record.model_dump(mode="json", exclude={"id"})
-        log.info("%s %s by %s%s%s", operation, outcome, actor.submitter,
-                 f" on {', '.join(record.targets)}" if record.targets else "",
-                 f" (job {job_id})" if job_id else "", extra={"audit": document})
+        record = self.build(actor, operation, now, outcome=outcome, targets=targets,
+                            namespaces=namespaces, detail=detail, job_id=job_id,
+                            schedule_id=schedule_id)
+        self.log(record)
         try:
             record.id = self._append(record.model_dump_json(exclude={"id"}), now)
         except redis.RedisError as error:
             store_log.warning("the audit record %s by %s was logged but not stored in "
                               "Redis: %s", operation, actor.submitter, error)
         return record
+
+    @staticmethod
+    def build(actor: Actor, operation: str, now: float, *, outcome: Outcome = "ok",
+              targets: Iterable[str] = (), namespaces: Iterable[str] = (),
+              detail: str | None = None, job_id: str | None = None,
+              schedule_id: str | None = None) -> AuditRecord:
+        """The record `record` stores, bounded, without writing it anywhere."""
+        return AuditRecord(
+            at=datetime.fromtimestamp(now, UTC), actor=actor, operation=operation,
+            outcome=outcome, targets=_bounded(targets, MAX_TARGETS),
+            namespaces=sorted(set(_bounded(namespaces, MAX_NAMESPACES))),
+            detail=detail[:MAX_DETAIL] if detail is not None else None,
+            job_id=job_id, schedule_id=schedule_id)
+
+    @staticmethod
+    def log(record: AuditRecord) -> None:
+        """The record's line on logger `pystol.audit`."""
+        log.info("%s %s by %s%s%s", record.operation, record.outcome,
+                 record.actor.submitter,
+                 f" on {', '.join(record.targets)}" if record.targets else "",
+                 f" (job {record.job_id})" if record.job_id else "",
+                 extra={"audit": record.model_dump(mode="json", exclude={"id"})})
+
+    def withdraw(self, entry_id: str) -> None:
+        """Remove one entry from the stream: the submit script's `ok` record of a job the
+        queue then refused, which `failed` replaces (one record per submission). A Redis
+        failure is logged, like a record that could not be stored."""
+        if not entry_id:
+            return
+        try:
+            self.redis.xdel(STREAM_KEY, entry_id)
+        except redis.RedisError as error:
+            store_log.warning("could not withdraw audit record %s: %s", entry_id, error)
+
+    def now(self) -> float:
+        """The audit trail's clock (injected in tests)."""
+        return self._clock()
+
+    def entry(self, record: AuditRecord) -> StreamEntry:
+        """What a Lua script needs to append `record` to the stream itself, with the same
+        id, cap and trimming as `_append` (the submit script stores a job and its `ok`
+        record in one round trip: `pystol_worker/store/submit_script.py`)."""
+        now = record.at.timestamp()
+        return StreamEntry(
+            key=STREAM_KEY, document=record.model_dump_json(exclude={"id"}),
+            first_id=f"{max(0, math.floor(now * 1000))}-*", max_records=self.max_records,
+            minid=f"{max(0, math.floor((now - self.retention_seconds) * 1000))}-0",
+            trim="~" if self._approximate else "=")
 
     def _append(self, document: str, now: float) -> str:
         fields = {"r": document}

@@ -59,7 +59,12 @@ class HaltSwitch:
         self.redis = client
 
     def state(self) -> HaltState:
-        raw = self.redis.get(HALT_KEY)
+        return self.state_of(self.redis.get(HALT_KEY))
+
+    @staticmethod
+    def state_of(raw: bytes | str | None) -> HaltState:
+        """The state the halt key's value `raw` describes (None: not halted). Also how the
+        submit script's refusal, which read the key itself, becomes a ChaosHalted."""
         if raw is None:
             return HaltState(halted=False)
         return HaltState(halted=True, **json.loads(raw))

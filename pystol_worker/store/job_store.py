@@ -37,7 +37,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -56,6 +56,7 @@ from pystol_worker.core.model import (
     utcnow,
 )
 from pystol_worker.store import metrics, run_signals
+from pystol_worker.store.submit_script import Stored, SubmitAudit, SubmitKeys, SubmitScript
 
 log = logging.getLogger("pystol.store")
 
@@ -68,6 +69,48 @@ HALT_KEY = PREFIX + "halt"
 ENDED_KEY = PREFIX + "jobs:ended"
 DEFAULT_RETENTION_SECONDS = 30 * 86400  # PYSTOL_JOB_RETENTION_SECONDS' default
 PRUNE_BATCH = 500  # ended jobs forgotten per prune_expired call, to keep each pass short
+
+
+Command = tuple[str | bytes | int | float, ...]
+"""A Redis command (name, then its arguments) written together with a record change."""
+Commands = list[Command]  # (inside JobStore, `list` is its listing method)
+
+# The compare-and-set every record change goes through, in one round trip: the record is
+# replaced only while it is still exactly what the caller read (ARGV[1]); otherwise the
+# reply carries the current record, so the caller retries without reading it again.
+# KEYS[1]: the record. ARGV[2]: the new record; ARGV[3]: its expiry in seconds ('' none);
+# then commands written with it, each as its argument count followed by its arguments.
+# `ZMOVE all from to member` moves a job between status indexes with its score in `all`.
+# The other commands run with pcall: a metric that cannot be counted never undoes a
+# status change (their failures are counted in the reply).
+_WRITE_IF_UNCHANGED = """
+local current = redis.call('GET', KEYS[1])
+if not current then return {-1} end
+if current ~= ARGV[1] then return {0, current} end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+local unpack = unpack or table.unpack
+local failed = 0
+local i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local args = {}
+  for j = 1, n do args[j] = ARGV[i + j] end
+  if args[1] == 'ZMOVE' then
+    local seq = redis.call('ZSCORE', args[2], args[5]) or 0
+    redis.call('ZREM', args[3], args[5])
+    redis.call('ZADD', args[4], seq, args[5])
+  else
+    local reply = redis.pcall(unpack(args))
+    if type(reply) == 'table' and reply.err then failed = failed + 1 end
+  end
+  i = i + n + 1
+end
+return {1, failed}
+"""
 
 
 class JobNotFound(KeyError):
@@ -86,6 +129,15 @@ class TransitionRefused(Exception):
     """The job is not in a state that allows the change; the message says why."""
 
 
+@dataclass(frozen=True)
+class Written:
+    """A record as written, and its JSON exactly as stored: what the next compare-and-set
+    of the same writer expects (`JobStore.write(held=...)`), so it need not read it again."""
+
+    record: JobRecord
+    raw: str | bytes
+
+
 def new_job_id() -> str:
     return "j-" + utcnow().strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(4)
 
@@ -100,6 +152,8 @@ class JobStore:
                  retention_seconds: float = DEFAULT_RETENTION_SECONDS) -> None:
         self.redis = client
         self.retention_seconds = retention_seconds
+        self._write_if_unchanged = client.register_script(_WRITE_IF_UNCHANGED)
+        self._submit = SubmitScript(client)
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -122,54 +176,70 @@ class JobStore:
     def create(self, spec: JobSpec, source: Source, submitter: str,
                schedule_id: str | None = None, *, actor: Actor | None = None,
                grant: Callable[[str], Grant] | None = None,
-               not_before: datetime | None = None) -> tuple[JobRecord, bool]:
+               not_before: datetime | None = None, refuse_when_halted: bool = False,
+               audit: SubmitAudit | None = None) -> tuple[JobRecord, bool]:
         """Store a new queued job; returns (record, created). With an idempotency key already
         used in the last 24 h by this submitter, returns the earlier job and False.
 
         `grant(job_id)` gives the sealed grant the record carries (it covers the id, so it
-        is made once the id is drawn); `not_before` marks a job that waits for a window."""
+        is made once the id is drawn); `not_before` marks a job that waits for a window.
+        With `refuse_when_halted`, raises HaltedAtSubmit (and stores nothing) while the
+        global halt is engaged, checked in the same script that stores the job;
+        `audit.entry(job_id)` is an audit record that script appends once the job is stored
+        (`audit.stored(entry_id)` is told its id).
+        One round trip (`store/submit_script.py`), more only when the idempotency key is
+        already taken."""
         job_id = new_job_id()
-        idem_key = None
+        idem_key = idem_value = None
         if spec.idempotency_key:
             idem_key = self._idempotency_key(submitter, spec.idempotency_key)
-            value = json.dumps({"id": job_id, "spec": _spec_fingerprint(spec)})
-            if not self.redis.set(idem_key, value, nx=True, ex=IDEMPOTENCY_SECONDS):
-                earlier_raw = self.redis.get(idem_key) or b"{}"
-                earlier = json.loads(earlier_raw)
-                if earlier.get("spec") != _spec_fingerprint(spec):
-                    raise IdempotencyConflict(earlier.get("id", ""))
-                # The first submission may be between taking the key and storing its
-                # record: give it a moment before deciding it died.
-                deadline = time.monotonic() + IDEMPOTENCY_CLAIM_SECONDS
-                while True:
-                    try:
-                        return self.get(earlier["id"]), False
-                    except JobNotFound:
-                        if time.monotonic() > deadline:
-                            break
-                        time.sleep(0.05)
-                if not self._replace_if_unchanged(idem_key, earlier_raw, value):
-                    return self.create(spec, source, submitter, schedule_id, actor=actor,
-                                       grant=grant, not_before=not_before)
-        now = utcnow()
-        record = JobRecord(id=job_id, spec=spec, source=source, submitter=submitter,
-                           created_at=now, schedule_id=schedule_id, actor=actor,
-                           grant=grant(job_id) if grant is not None else None,
-                           not_before=not_before)
-        seq = int(self.redis.incr(f"{PREFIX}job-seq"))
-        event = TimelineEvent(at=now, kind=EventKind.QUEUED,
-                              message=f"submitted by {submitter} via {source.value}")
-        with self.redis.pipeline() as pipe:
-            pipe.set(self._key(job_id), record.model_dump_json(exclude={"timeline"}))
-            pipe.rpush(self._key(job_id) + ":timeline", event.model_dump_json())
-            pipe.zadd(f"{PREFIX}jobs", {job_id: seq})
-            pipe.zadd(f"{PREFIX}jobs:status:{record.status.value}", {job_id: seq})
-            for key in self._index_keys(record):
-                pipe.zadd(key, {job_id: seq})
-            pipe.execute()
-        record.timeline = [event]
-        metrics.record_submitted(self.redis, record)
-        return record, True
+            idem_value = json.dumps({"id": job_id, "spec": _spec_fingerprint(spec)})
+        while True:
+            now = utcnow()
+            record = JobRecord(id=job_id, spec=spec, source=source, submitter=submitter,
+                               created_at=now, schedule_id=schedule_id, actor=actor,
+                               grant=grant(job_id) if grant is not None else None,
+                               not_before=not_before)
+            event = TimelineEvent(at=now, kind=EventKind.QUEUED,
+                                  message=f"submitted by {submitter} via {source.value}")
+            key = self._key(job_id)
+            outcome = self._submit.run(
+                SubmitKeys(halt=HALT_KEY, seq=f"{PREFIX}job-seq", record=key,
+                           timeline=key + ":timeline", jobs=f"{PREFIX}jobs",
+                           status_index=f"{PREFIX}jobs:status:{record.status.value}",
+                           counters=metrics.COUNTERS_KEY, idempotency=idem_key,
+                           indexes=self._index_keys(record)),
+                record=record.model_dump_json(exclude={"timeline"}),
+                event=event.model_dump_json(), job_id=job_id,
+                counter_field=metrics.submitted_field(record),
+                idempotency_value=idem_value, idempotency_seconds=IDEMPOTENCY_SECONDS,
+                audit=audit.entry(job_id) if audit is not None else None,
+                refuse_when_halted=refuse_when_halted)
+            if isinstance(outcome, Stored):
+                record.timeline = [event]
+                if audit is not None:
+                    audit.stored(outcome.audit_id)
+                return record, True
+            assert idem_key is not None and idem_value is not None
+            earlier_raw = outcome.value
+            earlier = json.loads(earlier_raw)
+            if earlier.get("spec") != _spec_fingerprint(spec):
+                raise IdempotencyConflict(earlier.get("id", ""))
+            # The first submission may be between taking the key and storing its
+            # record: give it a moment before deciding it died.
+            deadline = time.monotonic() + IDEMPOTENCY_CLAIM_SECONDS
+            while True:
+                try:
+                    return self.get(earlier["id"]), False
+                except JobNotFound:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+            if not self._replace_if_unchanged(idem_key, earlier_raw, idem_value):
+                return self.create(spec, source, submitter, schedule_id, actor=actor,
+                                   grant=grant, not_before=not_before,
+                                   refuse_when_halted=refuse_when_halted, audit=audit)
+            idem_value = None  # the key is this job's now: store it without taking it again
 
     DEFERRED = PREFIX + "jobs:deferred"
 
@@ -333,38 +403,68 @@ class JobStore:
             pipe.execute()
         return event
 
+    @staticmethod
+    def _event_commands(job_id: str, event: TimelineEvent) -> Commands:
+        """`append_event` as commands, for a write that adds its event in the same round
+        trip. RPUSHX as there: a timeline is never recreated for an expired job."""
+        payload = event.model_dump_json()
+        return [("RPUSHX", JobStore._key(job_id) + ":timeline", payload),
+                ("PUBLISH", TIMELINE_CHANNEL + ":" + job_id, payload)]
+
     def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
         """Apply `change` to the stored record atomically (retrying on concurrent writes)."""
+        return self.write(job_id, change).record
+
+    def write(self, job_id: str, change: Callable[[JobRecord], None], *,
+              held: str | bytes | None = None, event: TimelineEvent | None = None,
+              also: Callable[[JobRecord], Sequence[Command]] | None = None) -> Written:
+        """Apply `change` to the record and store it with `event` and the commands
+        `also(changed record)` gives, all or none, as a compare-and-set: the write happens
+        only while the record is still what `change` saw, and is retried on the current
+        record otherwise, so that no concurrent change (a cancel request) is ever lost.
+
+        `held`: the record as this caller last stored it (`Written.raw`); the write then
+        costs one round trip, not two (a stale one only costs a retry). `change` may run
+        more than once and may raise to refuse (TransitionRefused): nothing is written."""
         key = self._key(job_id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise JobNotFound(job_id)
-                    record = JobRecord.model_validate_json(raw)
-                    before = record.status
-                    change(record)
-                    pipe.multi()
-                    if record.status.terminal:
-                        # Every write of an ended job sets the expiry again (a plain SET
-                        # would drop it), counted from when it ended, not from this write.
-                        ttl = self._seconds_left(record)
-                        pipe.set(key, record.model_dump_json(exclude={"timeline"}), ex=ttl)
-                        pipe.expire(key + ":timeline", ttl)
-                        pipe.zadd(ENDED_KEY, {self._ended_member(record):
-                                              self._ended_at(record)})
-                    else:
-                        pipe.set(key, record.model_dump_json(exclude={"timeline"}))
-                    if record.status != before:
-                        seq = self.redis.zscore(f"{PREFIX}jobs", job_id) or 0
-                        pipe.zrem(f"{PREFIX}jobs:status:{before.value}", job_id)
-                        pipe.zadd(f"{PREFIX}jobs:status:{record.status.value}", {job_id: seq})
-                    pipe.execute()
-                    return record
-                except redis.WatchError:
-                    continue
+        raw = held if held is not None else self.redis.get(key)
+        while True:
+            if raw is None:
+                raise JobNotFound(job_id)
+            record = JobRecord.model_validate_json(raw)
+            before = record.status
+            change(record)
+            new = record.model_dump_json(exclude={"timeline"})
+            ttl: int | str = ""
+            commands: Commands = []
+            if record.status.terminal:
+                # Every write of an ended job sets the expiry again (a plain SET would
+                # drop it), counted from when it ended, not from this write.
+                ttl = self._seconds_left(record)
+                commands.append(("EXPIRE", key + ":timeline", ttl))
+                commands.append(("ZADD", ENDED_KEY, repr(self._ended_at(record)),
+                                 self._ended_member(record)))
+            if record.status != before:
+                commands.append(("ZMOVE", f"{PREFIX}jobs", f"{PREFIX}jobs:status:{before.value}",
+                                 f"{PREFIX}jobs:status:{record.status.value}", job_id))
+            if event is not None:
+                commands += self._event_commands(job_id, event)
+            if also is not None:
+                commands += also(record)
+            args: list[Any] = [raw, new, ttl]
+            for command in commands:
+                args.append(len(command))
+                args.extend(command)
+            reply = self._write_if_unchanged(keys=[key], args=args)
+            outcome = int(reply[0])
+            if outcome == 1:
+                if int(reply[1]):
+                    log.warning("job %s: %s command(s) written with the record failed",
+                                job_id, int(reply[1]))
+                return Written(record, new)
+            if outcome == -1:
+                raise JobNotFound(job_id)
+            raw = reply[1]
 
     # -- retention --------------------------------------------------------------------------------
 
@@ -417,24 +517,40 @@ class JobStore:
                  self.retention_seconds)
         return len(members)
 
-    def claim(self, job_id: str, worker: str) -> JobRecord:
+    def claim(self, job_id: str, worker: str, *, also: Sequence[Command] = ()) -> JobRecord:
         """queued -> running for this worker; TransitionRefused when it is not queued."""
+        return self.claim_stored(job_id, worker, also=also).record
+
+    def claim_stored(self, job_id: str, worker: str, *,
+                     also: Sequence[Command] = ()) -> Written:
+        """`claim`, keeping the record as stored (for the runner's later writes). The
+        status change, its indexes, the `started` event, the dispatch metric and `also`
+        (the runner's heartbeat: a running job is never without one) are one
+        compare-and-set of two round trips; a redelivered task gets TransitionRefused."""
+        now = utcnow()
+
         def change(record: JobRecord) -> None:
             if record.status != JobStatus.QUEUED:
                 raise TransitionRefused(f"job is {record.status.value}, not queued")
             record.status = JobStatus.RUNNING
-            record.started_at = utcnow()
+            record.started_at = now
             record.worker = worker
-        record = self.update(job_id, change)
-        self.append_event(job_id, EventKind.STARTED, f"running on {worker}")
-        metrics.record_started(self.redis, record)
-        return record
+        event = TimelineEvent(at=now, kind=EventKind.STARTED, message=f"running on {worker}")
+        return self.write(job_id, change, event=event,
+                          also=lambda record: [*metrics.started_commands(record), *also])
 
     def finish(self, job_id: str, status: JobStatus, reason: str, error: str | None = None,
-               change: Callable[[JobRecord], None] | None = None) -> JobRecord:
-        """Move a job to its one terminal state; a job already terminal stays as it is."""
+               change: Callable[[JobRecord], None] | None = None, *,
+               held: str | bytes | None = None, also: Sequence[Command] = ()) -> JobRecord:
+        """Move a job to its one terminal state; a job already terminal stays as it is.
+
+        The record, its indexes and expiry, the terminal event, the cancel flag's removal,
+        the job's metrics and `also` (the runner's heartbeat removal) are one
+        compare-and-set: one round trip with `held` (the record as the runner last stored
+        it), two without (plus one to admit metric namespaces when it changed something)."""
         if not status.terminal:
             raise ValueError(f"{status} is not terminal")
+        now = utcnow()
 
         def apply(record: JobRecord) -> None:
             if record.status.terminal:
@@ -444,12 +560,13 @@ class JobStore:
             record.status = status
             record.reason = reason
             record.error = error
-            record.ended_at = utcnow()
-        record = self.update(job_id, apply)
-        self.append_event(job_id, EventKind(status.value), reason)
-        self.redis.delete(self._key(job_id) + ":cancel")
-        metrics.record_finished(self.redis, record)
-        return record
+            record.ended_at = now
+
+        def commands(record: JobRecord) -> Commands:
+            return [("DEL", self._key(job_id) + ":cancel"),
+                    *metrics.finished_commands(self.redis, record), *also]
+        event = TimelineEvent(at=now, kind=EventKind(status.value), message=reason)
+        return self.write(job_id, apply, held=held, event=event, also=commands).record
 
     def request_cancel(self, job_id: str, by: str) -> JobRecord:
         """Cancel a queued job at once; ask a running one to abort (it reverts first)."""

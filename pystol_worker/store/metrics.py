@@ -155,6 +155,19 @@ class Recorder:
             self.hist[key] = self.hist.get(key, 0) + amount
         return self
 
+    def commands(self) -> list[tuple[str, str, str, str]]:
+        """The increments as Redis commands (HINCRBY or HINCRBYFLOAT), for a caller that
+        writes them inside its own transaction (the job store's claim and finish), so that
+        a job's metrics cost no round trip of their own."""
+        found = []
+        for hash_key, items in ((COUNTERS_KEY, self.counters), (HISTOGRAMS_KEY, self.hist)):
+            for key, amount in items.items():
+                if float(amount).is_integer():
+                    found.append(("HINCRBY", hash_key, key, str(int(amount))))
+                else:
+                    found.append(("HINCRBYFLOAT", hash_key, key, repr(float(amount))))
+        return found
+
     def flush(self, client: redis.Redis) -> None:
         if not self.counters and not self.hist:
             return
@@ -201,6 +214,13 @@ def record_submitted(client: redis.Redis, record: JobRecord) -> None:
                                     "source": record.source.value}).flush(client)
 
 
+def submitted_field(record: JobRecord) -> str:
+    """The COUNTERS_KEY field `record_submitted` increments; the submit script
+    (`store/submit_script.py`) increments it in the same round trip that stores the job."""
+    return field_key(JOBS_SUBMITTED, {"action": record.spec.action,
+                                      "source": record.source.value})
+
+
 def namespace_labels(client: redis.Redis, namespaces: set[str]) -> dict[str, str]:
     """The label value of each namespace: itself, or OTHER_NAMESPACE once
     MAX_NAMESPACE_LABELS others have been admitted (and when Redis cannot say: metrics
@@ -224,6 +244,16 @@ def namespace_labels(client: redis.Redis, namespaces: set[str]) -> dict[str, str
 def record_finished(client: redis.Redis, record: JobRecord) -> None:
     """Everything a terminal job contributes, in one pipeline (two when it changed
     something in a namespace: the namespaces' label values are looked up first)."""
+    finished_recorder(client, record).flush(client)
+
+
+def finished_commands(client: redis.Redis, record: JobRecord) -> list[tuple[str, str, str, str]]:
+    """`record_finished` as commands, for the job store's finish to write with the record
+    (the namespaces' label values are still looked up first when it changed something)."""
+    return finished_recorder(client, record).commands()
+
+
+def finished_recorder(client: redis.Redis, record: JobRecord) -> Recorder:
     action = record.spec.action
     namespaces = namespace_labels(
         client, {change.target.namespace or "" for change in record.result.changes}
@@ -246,14 +276,23 @@ def record_finished(client: redis.Redis, record: JobRecord) -> None:
                                    "namespace": namespaces[recovery.workload.namespace],
                                    "workload_kind": recovery.workload.kind},
                         recovery.recovery_seconds)
-    rec.flush(client)
+    return rec
 
 
 def record_started(client: redis.Redis, record: JobRecord) -> None:
-    if record.started_at is None:
-        return
-    Recorder().observe(DISPATCH_LATENCY, {},
-                       (record.started_at - record.created_at).total_seconds()).flush(client)
+    started_recorder(record).flush(client)
+
+
+def started_commands(record: JobRecord) -> list[tuple[str, str, str, str]]:
+    """`record_started` as commands, for the job store's claim to write with the record."""
+    return [] if record.started_at is None else started_recorder(record).commands()
+
+
+def started_recorder(record: JobRecord) -> Recorder:
+    rec = Recorder()
+    if record.started_at is not None:
+        rec.observe(DISPATCH_LATENCY, {}, (record.started_at - record.created_at).total_seconds())
+    return rec
 
 
 def record_orphan_reverts(client: redis.Redis, undone: list[Any], failed: list[Any]) -> None:

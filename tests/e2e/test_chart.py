@@ -43,7 +43,8 @@ NON_DEFAULT = {
         "ingress.annotations.cert-manager\\.io/cluster-issuer=letsencrypt"],
     "everything optional on": [
         "networkPolicy.enabled=true", "serviceMonitor.enabled=true",
-        "worker.autoscaling.enabled=true", "apiTokens.tokens={token-one-abcdef,token-two-ab}",
+        "worker.autoscaling.enabled=true", "worker.autoscaling.queueDepthPerWorker=10",
+        "apiTokens.tokens={token-one-abcdef,token-two-ab}",
         "rbac.namespaced=true", "rbac.namespaces={shop}", "redis.enabled=false",
         "externalRedis.host=redis.example.org", "grafanaDashboard.enabled=true"],
 }
@@ -113,6 +114,22 @@ def test_the_ingress_serves_the_api_over_tls() -> None:
     assert ingress["spec"]["ingressClassName"] == "nginx"
 
 
+def test_workers_can_scale_on_queue_depth_as_well_as_cpu() -> None:
+    # A worker waiting on its Kubernetes QPS budget is busy at low CPU (README "Scaling past
+    # one machine"), so the HPA can also follow the jobs waiting per worker pod.
+    def hpa(sets: list[str]) -> dict[str, Any]:
+        [doc] = [d for d in render(["worker.autoscaling.enabled=true", *sets])
+                 if d["kind"] == "HorizontalPodAutoscaler"]
+        return doc
+    assert [m["type"] for m in hpa([])["spec"]["metrics"]] == ["Resource"]
+    metrics = hpa(["worker.autoscaling.queueDepthPerWorker=5", "config.queue=chaos"]
+                  )["spec"]["metrics"]
+    assert metrics[1] == {"type": "External", "external": {
+        "metric": {"name": "pystol_queue_depth",
+                   "selector": {"matchLabels": {"queue": "chaos"}}},
+        "target": {"type": "AverageValue", "averageValue": "5"}}}
+
+
 def test_defaults_leave_optional_objects_off() -> None:
     kinds = {doc["kind"] for doc in render([])}
     assert not kinds & {"HorizontalPodAutoscaler", "ServiceMonitor", "Role", "Ingress"}
@@ -165,6 +182,7 @@ def test_config_values_become_pystol_environment() -> None:
     (["api.replicas=two"], "/api/replicas"),
     (["config.kubeQps=0"], "/config/kubeQps"),
     (["worker.autoscaling.enabled=yes"], "/worker/autoscaling/enabled"),
+    (["worker.autoscaling.queueDepthPerWorker=0"], "/worker/autoscaling/queueDepthPerWorker"),
     (["rbac.namespaced=true"], "/rbac/namespaces"),
     (["redis.enabled=false"], "/externalRedis/host"),
     (["redis.maxmemory=lots"], "/redis/maxmemory"),

@@ -916,7 +916,7 @@ def _worker_partition(lacking: Lacking) -> None:
 def _api_problem(lacking: Lacking, request: Callable[[], requests.Response], where: str
                  ) -> None:
     """With the rule missing, the route answers 502 and its problem carries the refusal
-    (the cluster view is cached for half a second: asked until the cache has expired)."""
+    (the cluster view's shared read lives 0.8 s: asked until it has expired)."""
     answers: list[requests.Response] = []
 
     def refused() -> bool:

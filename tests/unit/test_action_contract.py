@@ -60,7 +60,8 @@ class StubCluster:
         self.lock = threading.Lock()
 
     def list_pods(self, namespace: str, label_selector: str | None = None,
-                  field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+                  field_selector: str | None = None, *,
+                  project: Any = None) -> tuple[list[dict[str, Any]], str]:
         with self.lock:
             return [dict(pod) for pod in self.pods.get(namespace, [])], "1"
 

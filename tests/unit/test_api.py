@@ -69,7 +69,8 @@ class UnreachableCluster(ClusterAccess):
         self.reviews = 0
 
     def list_pods(self, namespace: str, label_selector: str | None = None,
-                  field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+                  field_selector: str | None = None, *,
+                  project: Any = None) -> tuple[list[dict[str, Any]], str]:
         raise ClusterError("cannot reach the Kubernetes API: connection refused")
 
     def review_token(self, token: str) -> dict[str, Any]:
@@ -85,7 +86,8 @@ class BuggyCluster(UnreachableCluster):
     """A cluster layer with a bug: the error must not leak to the client."""
 
     def list_pods(self, namespace: str, label_selector: str | None = None,
-                  field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+                  field_selector: str | None = None, *,
+                  project: Any = None) -> tuple[list[dict[str, Any]], str]:
         raise RuntimeError("internal detail /etc/secret-path")
 
 

@@ -15,7 +15,8 @@ import pytest
 from bench import readme_table
 from bench.results_file import Provenance, Row, report
 
-BENCHMARKS = ("sim_scale", "pipeline", "safety", "schedules", "cr_watcher")
+BENCHMARKS = ("sim_scale", "pipeline", "throughput", "launch", "safety", "dashboard", "schedules",
+              "cr_watcher")
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 

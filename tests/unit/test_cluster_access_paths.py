@@ -130,7 +130,7 @@ class FakeWatchResponse:
 
 def test_opening_a_watch_is_retried_like_any_get(layer: Layer,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(layer.access.core, "list_namespaced_pod",
+    monkeypatch.setattr(layer.access.watch_core, "list_namespaced_pod",
                         failing(429, 502, then=FakeWatchResponse()))
     events = list(layer.access.watch_pods("shop", "app=web", "42", 5))
     assert events == [("ADDED", {"metadata": {"name": "a"}}),

@@ -3,7 +3,8 @@
 `TimelineEvent.kind` is an `EventKind`, so an event of a kind missing from the enum would
 fail when the job appends it. This test reads the source (the AST, not a grep) for every
 call that emits an event: `.event(kind, ...)` (the run context), `.append_event(job_id,
-kind, ...)` (the job store) and `TimelineEvent(kind=...)`.
+kind, ...)` (the job store), `.update_record(change, kind, ...)` (the run context, a record
+change with its event) and `TimelineEvent(kind=...)`.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def kind_argument(call: ast.Call) -> ast.expr | None:
         if isinstance(func.value, ast.Name) and func.value.id == "kopf":
             return None  # kopf.event posts a Kubernetes Event, not a timeline event
         position = 0
-    elif isinstance(func, ast.Attribute) and func.attr == "append_event":
-        position = 1
+    elif isinstance(func, ast.Attribute) and func.attr in ("append_event", "update_record"):
+        position = 1  # append_event(job_id, kind, ...), update_record(change, kind, ...)
     elif isinstance(func, ast.Name) and func.id == "TimelineEvent":
         position = -1
     else:

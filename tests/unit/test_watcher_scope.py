@@ -9,6 +9,7 @@ and reported, and a status copies nothing but Pystol's own words.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +36,6 @@ from pystol_api.watcher.operator import (
     abort_action,
     build_registry,
     delete_schedule,
-    follow_action,
     reconcile_action,
     schedule_id_of,
     sync_schedule,
@@ -156,9 +156,12 @@ def body(name: str, spec: dict[str, Any], namespace: str | None = "team-a",
 
 def reconcile(ctx: Context, obj: dict[str, Any], kind: CrKind = PYSTOL_ACTION,
               cause: str = "create") -> dict[str, Any]:
-    patch = kopf.Patch()
+    """The status the handler wrote: through kopf's patch, or (a job to follow) itself."""
+    patch, before = kopf.Patch(), len(ctx.patches)
     reconcile_action(ctx, obj, patch, cause, kind)
-    return dict(patch.status)
+    written = [status for _, _, _, status in ctx.patches[before:]]
+    del ctx.patches[before:]
+    return {**(written[0] if written else {}), **dict(patch.status)}
 
 
 def reasons(status: dict[str, Any]) -> set[str]:
@@ -372,32 +375,132 @@ def test_a_foreign_job_id_is_neither_followed_nor_copied(ctx: Context,
                         "params": {"url": PROBE_URL, "count": 1}})
     own = reconcile(ctx, obj)["jobId"]
     finish(ctx, own, JobStatus.SUCCEEDED, "1 of 1 calls answered")
+    ctx.mirror.refresh_dirty(ctx)
     obj["status"] = {"jobId": victim.id, "phase": "Running", "observedGeneration": 1}
+    events.clear()
 
-    asyncio.run(follow_action(ctx, obj, None, PYSTOL_ACTION))
-    [(plural, namespace, name, status)] = ctx.patches
-    assert (plural, namespace, name) == ("pystolactions", "team-a", "mine")
+    status = reconcile(ctx, obj, cause="resume")  # a watcher (re)starting finds it
     assert status["jobId"] == own  # its own job again, not the victim's
+    assert status["phase"] == "Succeeded"
     assert "victim's private reason" not in str(status)
     assert "Traceback" not in str(status)
     trusted = {c["type"]: c for c in status["conditions"]}["JobIdTrusted"]
     assert trusted["status"] == "False" and trusted["reason"] == "ForeignJobId"
     assert victim.id in trusted["message"]
     assert ("ForeignJobId", True) in [(reason, warning) for reason, _, warning in events]
+    assert victim.id not in ctx.mirror.following()
     assert not ctx.store.get(victim.id, False).cancel_requested
 
 
-def test_a_foreign_job_id_without_a_job_of_its_own_is_dropped(ctx: Context,
-                                                              events: list[Any]) -> None:
+def test_a_foreign_job_id_without_a_job_of_its_own_is_not_followed(
+        ctx: Context, events: list[Any]) -> None:
     victim = victim_job(ctx)
-    finish(ctx, victim.id, JobStatus.FAILED, "victim's private reason")
     obj = body("forged", {"action": "pod-kill", "target": {"namespaces": ["team-a"]}},
                status={"jobId": victim.id, "phase": "Running", "observedGeneration": 1})
-    asyncio.run(follow_action(ctx, obj, None, PYSTOL_ACTION))
-    [(_, _, _, status)] = ctx.patches
-    assert status["jobId"] is None and "victim's private reason" not in str(status)
-    assert "phase" not in status or status["phase"] != "Failed"
-    assert "ForeignJobId" in reasons(status)
+    status = reconcile(ctx, obj, cause="resume")
+    assert status["jobId"] != victim.id and "ForeignJobId" in reasons(status)
+    assert ctx.mirror.following() == {status["jobId"]}
+    # The victim's job changing writes nothing into this object.
+    finish(ctx, victim.id, JobStatus.FAILED, "victim's private reason")
+    ctx.mirror.changed(victim.id, json.dumps({"kind": "failed"}))
+    ctx.mirror.refresh_dirty(ctx)
+    assert ctx.patches == []
+
+
+# -- one status mirror for the whole watcher (no daemon per object) --------------------------
+
+
+def said(kind: str) -> str:
+    """A timeline message as the job store publishes it (only its kind matters here)."""
+    return json.dumps({"at": "2026-01-02T03:04:05Z", "kind": kind, "message": "",
+                       "data": {}})
+
+
+def test_the_mirror_follows_a_queued_job_into_its_status_and_posts_only_the_end(
+        ctx: Context, events: list[Any]) -> None:
+    obj = body("mine", {"action": "pod-kill", "target": {"namespaces": ["team-a"]},
+                        "dryRun": True})
+    status = reconcile(ctx, obj)
+    job_id = status["jobId"]
+    assert status["phase"] == "Pending" and "JobQueued" in reasons(status)
+    assert events == []  # queued: the status says so, no Event per object
+    assert ctx.mirror.following() == {job_id}
+    # Messages that change nothing the status shows cost no read.
+    ctx.mirror.changed(job_id, said("queued"))
+    ctx.mirror.changed(job_id, said("custom-resource"))
+    assert ctx.mirror.take_dirty() == []
+
+    ctx.store.claim(job_id, "worker-1")
+    ctx.mirror.changed(job_id, said("started"))
+    ctx.mirror.refresh_dirty(ctx)
+    [(plural, namespace, name, running)] = ctx.patches
+    assert (plural, namespace, name) == ("pystolactions", "team-a", "mine")
+    assert running["phase"] == "Running" and running["jobId"] == job_id
+    assert running["observedGeneration"] == 1 and "startedAt" in running
+    ctx.mirror.changed(job_id, said("selected"))  # nothing the status shows changed
+    ctx.mirror.refresh_dirty(ctx)
+    assert len(ctx.patches) == 1
+
+    ctx.store.finish(job_id, JobStatus.SUCCEEDED, "done")
+    ctx.mirror.changed(job_id, said("succeeded"))
+    ctx.mirror.refresh_dirty(ctx)
+    assert ctx.patches[-1][3]["phase"] == "Succeeded"
+    assert [(reason, warning) for reason, _, warning in events] == [("JobSucceeded", False)]
+    assert ctx.mirror.following() == set()
+
+
+def test_a_followed_jobs_first_status_is_written_before_the_mirror_may_write(
+        ctx: Context, events: list[Any]) -> None:
+    """kopf PATCHes after the handler returns, perhaps after the mirror wrote a fast job's
+    Succeeded: the handler must not leave the Pending status to kopf's PATCH."""
+    obj = body("mine", {"action": "pod-kill", "target": {"namespaces": ["team-a"]},
+                        "dryRun": True})
+    patch = kopf.Patch()
+    reconcile_action(ctx, obj, patch, "create", PYSTOL_ACTION)
+    assert not patch.status
+    [(_, _, _, first)] = ctx.patches
+    assert first["phase"] == "Pending" and ctx.mirror.following() == {first["jobId"]}
+
+
+def test_a_change_before_the_job_is_followed_is_not_lost(ctx: Context,
+                                                         events: list[Any]) -> None:
+    obj = body("mine", {"action": "pod-kill", "target": {"namespaces": ["team-a"]},
+                        "dryRun": True})
+    status = reconcile(ctx, obj)
+    job_id = status["jobId"]
+    ctx.mirror.unfollow(job_id)  # as if the worker started it before `follow` ran
+    ctx.store.claim(job_id, "worker-1")
+    ctx.mirror.changed(job_id, said("started"))
+    assert ctx.mirror.take_dirty() == []
+    ctx.mirror.follow(PYSTOL_ACTION, obj, job_id, status)
+    ctx.mirror.refresh_dirty(ctx)
+    [(_, _, _, running)] = ctx.patches
+    assert running["phase"] == "Running"
+
+
+def test_resume_follows_a_job_that_ended_while_no_watcher_ran(ctx: Context,
+                                                              events: list[Any]) -> None:
+    obj = body("mine", {"action": "pod-kill", "target": {"namespaces": ["team-a"]},
+                        "dryRun": True})
+    obj["status"] = reconcile(ctx, obj)
+    job_id = obj["status"]["jobId"]
+    ctx.mirror.unfollow(job_id)  # the watcher went away
+    finish(ctx, job_id, JobStatus.SUCCEEDED, "done")
+    assert reconcile(ctx, obj, cause="resume") == {}
+    assert ctx.mirror.following() == {job_id}
+    ctx.mirror.refresh_dirty(ctx)
+    assert ctx.patches[-1][3]["phase"] == "Succeeded"
+    assert ("JobSucceeded", False) in [(reason, warning) for reason, _, warning in events]
+    assert ctx.mirror.following() == set()
+
+
+def test_a_reconnected_subscription_rereads_every_followed_job(ctx: Context,
+                                                                events: list[Any]) -> None:
+    jobs = [reconcile(ctx, body(f"cr-{index}", {
+        "action": "pod-kill", "target": {"namespaces": ["team-a"]}, "dryRun": True}))["jobId"]
+        for index in range(3)]
+    ctx.mirror.changed(None)
+    assert sorted(ctx.mirror.take_dirty()) == sorted(jobs)
 
 
 def test_deleting_an_object_with_a_foreign_job_id_does_not_cancel_that_job(

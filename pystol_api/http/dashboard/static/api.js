@@ -20,16 +20,27 @@ export function headers(extra = {}) {
 }
 
 // One API call; JSON in and out; an ApiError (with the problem document) on any 4xx/5xx.
+// `options.etag` (a poll's last ETag, or null for none yet) makes it a conditional GET:
+// the answer is `{ notModified: true }` on 304, else `{ data, text, etag }`.
 export async function api(method, path, body, options = {}) {
   const init = { method, headers: headers(options.headers || {}), signal: options.signal };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
+  const conditional = options.etag !== undefined;
+  if (conditional) {
+    // The tag is sent by hand and the browser's cache kept out ("no-store"): a 304 then
+    // reaches this code as a 304 (with "no-cache" the browser would revalidate with its
+    // own copy and hand back a 200 with the old body, to be parsed again every second).
+    init.cache = "no-store";
+    if (options.etag) init.headers["If-None-Match"] = options.etag;
+  }
   const response = await fetch("/api/v1" + path, init);
   if (response.status === 401 && !options.noSignOut) {
     window.dispatchEvent(new CustomEvent("pystol:unauthorized"));
   }
+  if (response.status === 304 && conditional) return { notModified: true };
   if (response.status === 204) return null;
   const text = await response.text();
   let data = null;
@@ -42,6 +53,7 @@ export async function api(method, path, body, options = {}) {
     }
     throw error;
   }
+  if (conditional) return { data, text, etag: response.headers.get("ETag") };
   return options.raw ? { data, text } : data;
 }
 

@@ -225,6 +225,7 @@ function clusterView() {
       el("thead", {}, el("tr", {}, el("th", {}, "Namespace"), el("th", {}, "Workload"), el("th", {}, "Ready / desired"))),
       workloadsBody)));
   let last = "";
+  let etag = null;
   let data = null;
   let shownNamespaces = null;
   const draw = () => {
@@ -281,10 +282,14 @@ function clusterView() {
   wlSelect.addEventListener("change", draw);
   every(1000, async () => {
     try {
-      const { data: fresh, text } = await api("GET", "/cluster", undefined, { raw: true });
+      // A conditional GET: an unchanged topology is a 304 without a body (the ETag is
+      // this caller's, so no other identity's answer can ever be taken for ours).
+      const answer = await api("GET", "/cluster", undefined, { etag });
       error.textContent = "";
-      if (text === last) return;  // nothing changed: no redraw
-      last = text; data = fresh; draw();
+      if (answer.notModified) return;  // nothing changed: no parse, no redraw
+      etag = answer.etag;
+      if (answer.text === last) return;  // same body (a server without tags): no redraw
+      last = answer.text; data = answer.data; draw();
       // The namespaces shown changed: ask again what the identity may do in them.
       const key = data.namespaces.join(",");
       if (key !== shownNamespaces) {
