@@ -41,6 +41,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
@@ -58,6 +59,7 @@ log = logging.getLogger("pystol.api")
 HALT_PATH = API_PREFIX + "/halt"
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
 STORAGE_KEY_PREFIX = "pystol:ratelimit"
+MAX_MEMORY_KEYS = 100_000  # windows counted in memory while Redis is down, per process
 #: After Redis failed to answer, count in memory for this long before trying it again
 #: (so that an outage costs one connect timeout per interval, not one per request).
 RETRY_REDIS_SECONDS = 5.0
@@ -126,13 +128,17 @@ class RateLimits:
     """Counts each request against every budget that applies to it, in one round trip."""
 
     def __init__(self, budgets: list[Budget], client: redis.Redis,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_memory_keys: int = MAX_MEMORY_KEYS) -> None:
         self.budgets = budgets
         self.redis = client
         self._count = client.register_script(COUNT_LUA)
         self._clock = clock
-        self._memory: dict[str, tuple[int, float]] = {}  # key -> (count, window end)
+        # key -> (count, window end), least recently hit first: bounded, because while Redis
+        # is down a client inventing a token per request adds keys at its own pace.
+        self._memory: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
+        self._max_memory_keys = max_memory_keys
         self._redis_down_until = 0.0
 
     def check(self) -> Response | None:
@@ -156,13 +162,18 @@ class RateLimits:
         except Exception:  # a limiter failure must never fail the request
             log.exception("rate limiting failed; the request goes through")
             return None
-        for (key, window, budget), count in zip(counted, counts, strict=True):
-            if count > window.amount:
-                retry_after = self._retry_after(key, window, in_redis)
-                return problem_response(429, "rate-limited", "Too many requests",
-                                        f"{budget.message}; retry in {retry_after} s",
-                                        headers={"Retry-After": str(retry_after)})
-        return None
+        refused = [(key, window, budget)
+                   for (key, window, budget), count in zip(counted, counts, strict=True)
+                   if count > window.amount]
+        if not refused:
+            return None
+        # Every refusing window must have ended before a retry can pass: the longest wait.
+        waits = [(self._retry_after(key, window, in_redis), budget)
+                 for key, window, budget in refused]
+        retry_after, budget = max(waits, key=lambda wait: wait[0])
+        return problem_response(429, "rate-limited", "Too many requests",
+                                f"{budget.message}; retry in {retry_after} s",
+                                headers={"Retry-After": str(retry_after)})
 
     def _hit(self, keys: list[str], expiries: list[int]) -> tuple[list[int], bool]:
         """The counts after this hit, and whether Redis kept them (else this process)."""
@@ -182,9 +193,12 @@ class RateLimits:
                 if ends <= now:
                     count, ends = 0, now + expiry
                 self._memory[key] = (count + 1, ends)
+                self._memory.move_to_end(key)
                 counts.append(count + 1)
-            if len(self._memory) > 100_000:  # forget ended windows now and then
-                self._memory = {k: v for k, v in self._memory.items() if v[1] > now}
+            # O(1) per request whatever the flood: the least recently hit keys go first (a
+            # flood's own address key is hit on every request, so it stays and keeps counting).
+            while len(self._memory) > self._max_memory_keys:
+                self._memory.popitem(last=False)
         return counts, False
 
     def _retry_after(self, key: str, window: RateLimitItem, in_redis: bool) -> int:

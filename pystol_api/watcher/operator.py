@@ -80,6 +80,7 @@ import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,7 @@ log = logging.getLogger("pystol.watcher")
 FINALIZER = "pystol.org/abort-job"
 ANNOTATIONS_PREFIX = "pystol.org"
 FOLLOW_POLL_SECONDS = 30.0      # the mirror re-reads every followed job this often
+MAX_RECENT = 10_000            # jobs remembered as changed before being followed, at most
 RECENT_SECONDS = 60.0           # how long a change to a job not (yet) followed is remembered
 DELETE_WAIT_SECONDS = 30.0      # one attempt of the delete handler waits this long
 SCHEDULE_STATUS_SECONDS = 10.0  # PystolSchedule status refresh and drift repair
@@ -300,7 +302,9 @@ class StatusMirror:
         self.concurrency = concurrency
         self._followed: dict[str, _Followed] = {}
         self._dirty: set[str] = set()
-        self._recent: dict[str, float] = {}
+        # Jobs changed while nobody followed them, oldest first; bounded (a pod that can
+        # PUBLISH on the timeline channels can invent job ids at any rate).
+        self._recent: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -349,10 +353,12 @@ class StatusMirror:
             elif job_id in self._followed:
                 self._dirty.add(job_id)
             else:
-                if len(self._recent) > 1000:
-                    self._recent = {job: at for job, at in self._recent.items()
-                                    if now - at < RECENT_SECONDS}
                 self._recent[job_id] = now
+                self._recent.move_to_end(job_id)
+                while self._recent and (len(self._recent) > MAX_RECENT
+                                        or now - next(iter(self._recent.values()))
+                                        >= RECENT_SECONDS):
+                    self._recent.popitem(last=False)
                 return
         self._poke()
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -126,25 +128,35 @@ class OwnerCache:
     a workload already seen costs no read before its DELETE. (Kubernetes can orphan a
     ReplicaSet and let another Deployment adopt it; the rare stale answer then names the
     old Deployment, whose lock is taken and whose read after the kill finds it gone.)
-    Bounded, so that a long-lived worker that sees many rollouts keeps `size` entries."""
+    Bounded, so that a long-lived worker that sees many rollouts keeps `size` entries, and
+    each answer is kept `max_age` seconds, so an adoption is seen within that time (two
+    workers disagreeing about a ReplicaSet's owner would lock different workloads).
+    Keyed by namespace, name and uid together: a pod's ownerReference is written by whoever
+    created the pod, and one naming another namespace's ReplicaSet uid must not be given
+    that ReplicaSet's owner."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 4096, max_age: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.size = size
-        self._entries: OrderedDict[str, tuple[str, str] | None] = OrderedDict()
+        self.max_age = max_age
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[tuple[str, str] | None, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, uid: str) -> Any:
+    def get(self, key: str) -> Any:
         """The cached owner, None for "no Deployment owns it / it is gone", or _MISSING."""
         with self._lock:
-            if uid not in self._entries:
+            entry = self._entries.get(key)
+            if entry is None or self._clock() - entry[1] > self.max_age:
+                self._entries.pop(key, None)
                 return _MISSING
-            self._entries.move_to_end(uid)
-            return self._entries[uid]
+            self._entries.move_to_end(key)
+            return entry[0]
 
-    def put(self, uid: str, owner: tuple[str, str] | None) -> None:
+    def put(self, key: str, owner: tuple[str, str] | None) -> None:
         with self._lock:
-            self._entries[uid] = owner
-            self._entries.move_to_end(uid)
+            self._entries[key] = (owner, self._clock())
+            self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
 
@@ -174,7 +186,8 @@ def workload_ref(cluster: Cluster, pod: dict[str, Any], owners: OwnerCache = OWN
     if owner["kind"] != "ReplicaSet":
         return WorkloadRef(kind=owner["kind"], namespace=namespace, name=owner["name"])
     uid = owner.get("uid") or ""
-    found = owners.get(uid) if uid else _MISSING
+    cache_key = f"{namespace}/{owner['name']}/{uid}"
+    found = owners.get(cache_key) if uid else _MISSING
     if found is _MISSING:
         found, same = None, True  # None: no ReplicaSet by that name (404)
         try:
@@ -189,7 +202,7 @@ def workload_ref(cluster: Cluster, pod: dict[str, Any], owners: OwnerCache = OWN
             # Another ReplicaSet by the same name: answered as before, but not kept.
             same = (replica_set.get("metadata") or {}).get("uid", uid) == uid
         if uid and same:
-            owners.put(uid, found)
+            owners.put(cache_key, found)
     if found is None:
         return None
     return WorkloadRef(kind=found[0], namespace=namespace, name=found[1])

@@ -12,12 +12,7 @@ other Redis connection of Pystol.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-
 from celery import Celery
-from kombu import Producer
 
 from pystol_worker.core.settings import Settings
 from pystol_worker.store.redis_connection import celery_broker_options
@@ -68,12 +63,9 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_job(app: Celery, settings: Settings, job_id: str,
-             producer: Producer | None = None) -> None:
-    """Queue a stored job for a worker, by task name (producers never import task code).
-    `producer`: one the caller keeps (`CeleryJobQueue`); None takes one from the app's
-    pool for this call."""
-    app.send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue, producer=producer)
+def send_job(app: Celery, settings: Settings, job_id: str) -> None:
+    """Queue a stored job for a worker, by task name (producers never import task code)."""
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue)
 
 
 class CeleryJobQueue:
@@ -83,35 +75,17 @@ class CeleryJobQueue:
     one), the API and the watcher let it build a producer app, which connects on the
     first send. Sending by task name keeps every producer free of task code.
 
-    Each thread keeps one producer from the app's pool for as long as it lives, instead
-    of taking one from the pool and giving it back on every send: the submission path is
-    the API's busiest. Per thread because a kombu producer and its channel are not
-    thread-safe; per process (the pid is checked) because a connection must never be
-    shared across a fork (gunicorn, prefork workers). A producer whose send failed is
-    given back and dropped, so the next send starts from a fresh one."""
+    Each send takes a producer from the app's pool and gives it back. Keeping one per
+    thread was measured (issue 16) at ~5 % of a send, and it is unsafe: the pool holds
+    `broker_pool_limit` producers while the API runs more threads than that, so the next
+    thread would wait for a producer forever, with its job already stored."""
 
     def __init__(self, settings: Settings, app: Celery | None = None) -> None:
         self._settings = settings
         self._celery = app if app is not None else make_celery(settings)
-        self._local = threading.local()
 
     def send(self, job_id: str) -> None:
-        producer = self._producer()
-        try:
-            send_job(self._celery, self._settings, job_id, producer)
-        except Exception:
-            self._local.producer = None
-            with contextlib.suppress(Exception):
-                producer.release()
-            raise
-
-    def _producer(self) -> Producer:
-        held: tuple[int, Producer] | None = getattr(self._local, "producer", None)
-        if held is not None and held[0] == os.getpid():
-            return held[1]
-        producer: Producer = self._celery.producer_pool.acquire(block=True)
-        self._local.producer = (os.getpid(), producer)
-        return producer
+        send_job(self._celery, self._settings, job_id)
 
 
 class CeleryAdvances:

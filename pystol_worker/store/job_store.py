@@ -59,6 +59,7 @@ from pystol_worker.store import metrics, run_signals
 from pystol_worker.store.submit_script import Stored, SubmitAudit, SubmitKeys, SubmitScript
 
 log = logging.getLogger("pystol.store")
+MAX_WRITE_ATTEMPTS = 100  # compare-and-set retries of one record change
 
 PREFIX = "pystol:"
 IDEMPOTENCY_SECONDS = 24 * 3600
@@ -123,6 +124,10 @@ class IdempotencyConflict(Exception):
     def __init__(self, job_id: str) -> None:
         super().__init__(job_id)
         self.job_id = job_id
+
+
+class JobStoreBusy(RuntimeError):
+    """A compare-and-set write lost `MAX_WRITE_ATTEMPTS` times in a row."""
 
 
 class TransitionRefused(Exception):
@@ -218,6 +223,9 @@ class JobStore:
             if isinstance(outcome, Stored):
                 record.timeline = [event]
                 if audit is not None:
+                    if not outcome.audit_id:  # the stream refused it; the job is stored
+                        log.error("audit record of job %s not stored: the audit stream "
+                                  "refused it", job_id)
                     audit.stored(outcome.audit_id)
                 return record, True
             assert idem_key is not None and idem_value is not None
@@ -428,7 +436,7 @@ class JobStore:
         more than once and may raise to refuse (TransitionRefused): nothing is written."""
         key = self._key(job_id)
         raw = held if held is not None else self.redis.get(key)
-        while True:
+        for _ in range(MAX_WRITE_ATTEMPTS):
             if raw is None:
                 raise JobNotFound(job_id)
             record = JobRecord.model_validate_json(raw)
@@ -465,6 +473,10 @@ class JobStore:
             if outcome == -1:
                 raise JobNotFound(job_id)
             raw = reply[1]
+        # Only a writer changing the record without pause gets here (a hand-written loop
+        # on Redis): the thread must not spin with it forever.
+        raise JobStoreBusy(f"job {job_id}: the record changed under {MAX_WRITE_ATTEMPTS} "
+                           "writes in a row")
 
     # -- retention --------------------------------------------------------------------------------
 

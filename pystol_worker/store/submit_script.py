@@ -45,15 +45,20 @@ redis.call('RPUSH', KEYS[4], ARGV[2])
 redis.call('ZADD', KEYS[5], seq, ARGV[3])
 redis.call('ZADD', KEYS[6], seq, ARGV[3])
 for i = 10, #KEYS do redis.call('ZADD', KEYS[i], seq, ARGV[3]) end
-redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
+-- From here on the job is stored: a counter or audit write that fails (a key of the
+-- wrong type, written by hand) must not abort the script half-way, leaving a stored job
+-- that is never queued. It is reported (audit id '') and the submission goes on.
+redis.pcall('HINCRBY', KEYS[7], ARGV[4], 1)
 local audit_id = ''
 if ARGV[7] ~= '' then
   local added = redis.pcall('XADD', KEYS[9], 'MAXLEN', ARGV[11], ARGV[9], ARGV[8], 'r', ARGV[7])
   if type(added) == 'table' and added.err then
-    added = redis.call('XADD', KEYS[9], 'MAXLEN', ARGV[11], ARGV[9], '*', 'r', ARGV[7])
+    added = redis.pcall('XADD', KEYS[9], 'MAXLEN', ARGV[11], ARGV[9], '*', 'r', ARGV[7])
   end
-  redis.call('XTRIM', KEYS[9], 'MINID', ARGV[11], ARGV[10])
-  audit_id = added
+  if type(added) == 'string' then
+    redis.pcall('XTRIM', KEYS[9], 'MINID', ARGV[11], ARGV[10])
+    audit_id = added
+  end
 end
 return {'stored', seq, audit_id}
 """

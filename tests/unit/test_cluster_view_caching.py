@@ -347,3 +347,33 @@ def test_without_redis_a_process_reads_for_itself() -> None:
     read = CountingRead()
     snapshot = SharedTopology(broken, read, ttl=60).get()
     assert read.calls == 1 and snapshot.topology.namespaces == ["shop"]
+
+
+# -- a hand-written Redis entry is never shown --------------------------------------------------
+
+@pytest.mark.parametrize("forge", [
+    lambda real: real.replace(b'"node-1"', b'"planted-node"'),  # a valid topology, unsealed
+    lambda real: b"not json at all",
+    lambda real: b"[" * 100_000,
+])
+def test_a_topology_planted_in_redis_is_not_shown(cluster: StubCluster,
+                                                  forge: Callable[[bytes], bytes]) -> None:
+    """Redis is a trust boundary: a pod that can write it names a body of its own as the
+    current topology. Viewers get the cluster's, never a 500 and never the planted one."""
+    client = fakeredis.FakeRedis()
+    app = create_app(Settings(api_tokens=[ADMIN_TOKEN], kubernetes_auth=False,
+                              signing_key="a-signing-key-of-at-least-16"),
+                     redis_client=client, queue=None, registry=default_registry(),
+                     cluster_factory=lambda: cluster)
+    viewer = app.test_client()
+    assert viewer.get("/api/v1/cluster", headers=auth(ADMIN_TOKEN)).status_code == 200
+    real = client.get(view.KEY_BODY + client.get(view.KEY_CURRENT).decode())
+    planted = forge(real)
+    name = view._digest(planted)  # what an attacker without the key can compute
+    client.set(view.KEY_BODY + name, planted)
+    client.set(view.KEY_CURRENT, name)
+    answer = viewer.get("/api/v1/cluster", headers=auth(ADMIN_TOKEN))
+    assert answer.status_code == 200
+    assert [node["name"] for node in answer.get_json()["nodes"]] == ["node-1"]
+    assert cluster.requests == 2 * LISTS_PER_READ  # the planted entry made it read again
+    assert client.get(view.KEY_CURRENT) != name.encode()  # and the real read replaced it

@@ -93,6 +93,34 @@ def test_owner_cache_reads_a_replica_set_once_and_stays_bounded() -> None:
     assert len(fake.called("get", "replicasets")) == 2
 
 
+def test_owner_answers_age_out_so_an_adoption_is_seen() -> None:
+    fake = FakeCluster()
+    app_deployment(fake, replicas=1)
+    now = [0.0]
+    owners = OwnerCache(max_age=60, clock=lambda: now[0])
+    [pod] = fake.objects("Pod", "shop")
+    workload_ref(fake, pod, owners)
+    workload_ref(fake, pod, owners)
+    assert len(fake.called("get", "replicasets")) == 1
+    now[0] = 61
+    workload_ref(fake, pod, owners)
+    assert len(fake.called("get", "replicasets")) == 2
+
+
+def test_an_owner_reference_into_another_namespace_gets_no_cached_owner() -> None:
+    """A pod's ownerReference is written by whoever created the pod: naming the uid of a
+    ReplicaSet in another namespace must not borrow that ReplicaSet's owner."""
+    fake = FakeCluster()
+    app_deployment(fake, replicas=1)
+    owners = OwnerCache()
+    [pod] = fake.objects("Pod", "shop")
+    assert str(workload_ref(fake, pod, owners)) == "Deployment/shop/web"
+    forged = {"metadata": {"namespace": "team-a", "name": "mine",
+                           "ownerReferences": pod["metadata"]["ownerReferences"]}}
+    assert workload_ref(fake, forged, owners) is None  # read: no such ReplicaSet in team-a
+    assert len(fake.called("get", "replicasets")) == 2
+
+
 def test_selection_keeps_slim_pods_and_the_list_it_came_from() -> None:
     from pystol_worker.core.model import Target
     from pystol_worker.core.settings import Settings

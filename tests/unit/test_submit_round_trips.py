@@ -8,11 +8,13 @@ Round trips are counted where redis-py sends them (`send_packed_command`), on fa
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
 import pytest
+from celery import Celery
 from redis.connection import AbstractConnection
 
 from pystol_api.http.app import create_app
@@ -149,49 +151,31 @@ def test_celery_sends_no_task_sent_events() -> None:
     assert conf.worker_send_task_events is False
 
 
-class FakeProducer:
-    def __init__(self) -> None:
-        self.released = False
-
-    def release(self) -> None:
-        self.released = True
-
-
-class FakePool:
-    def __init__(self) -> None:
-        self.given: list[FakeProducer] = []
-
-    def acquire(self, block: bool = True) -> FakeProducer:
-        self.given.append(FakeProducer())
-        return self.given[-1]
+def test_more_submitting_threads_than_pooled_producers_never_wait_forever() -> None:
+    """The API runs more threads than the broker pool holds producers: a thread that kept
+    one would leave the next waiting forever, its job stored and never queued."""
+    app = Celery("pool-test", broker="memory://")
+    app.conf.broker_pool_limit = 2
+    queue = CeleryJobQueue(Settings(), app=app)
+    threads = [threading.Thread(target=queue.send, args=(f"j-{n}",), daemon=True)
+               for n in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not [thread for thread in threads if thread.is_alive()]
 
 
-class FakeCelery:
-    """What CeleryJobQueue uses of a Celery app: its producer pool and send_task."""
-
-    def __init__(self) -> None:
-        self.producer_pool = FakePool()
-        self.sent: list[tuple[str, Any]] = []
-        self.fail_next = False
-
-    def send_task(self, name: str, args: list[str], queue: str, producer: Any) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise ConnectionError("broker down")
-        self.sent.append((args[0], producer))
-
-
-def test_the_job_queue_keeps_one_producer_and_drops_a_failed_one() -> None:
-    app = FakeCelery()
-    queue = CeleryJobQueue(Settings(), app=app)  # type: ignore[arg-type]
-    queue.send("j-1")
-    queue.send("j-2")
-    assert len(app.producer_pool.given) == 1
-    assert [producer for _, producer in app.sent] == [app.producer_pool.given[0]] * 2
-    app.fail_next = True
-    with pytest.raises(ConnectionError):
-        queue.send("j-3")
-    assert app.producer_pool.given[0].released
-    queue.send("j-4")
-    assert len(app.producer_pool.given) == 2 and app.sent[-1] == ("j-4",
-                                                                   app.producer_pool.given[1])
+def test_an_audit_stream_that_refuses_never_strands_a_stored_job() -> None:
+    """A key of the wrong type where the audit stream lives (written by hand): the job is
+    still stored and queued; before, the script stopped half-way with the job stored, its
+    idempotency key taken and nothing queued."""
+    client = fakeredis.FakeRedis()
+    client.set("pystol:audit", "not a stream")
+    queue = RecordingQueue()
+    settings = Settings(api_tokens=[TOKEN], redis_url="redis://127.0.0.1:1/0")
+    app = create_app(settings, redis_client=client, queue=queue, registry=default_registry())
+    response = app.test_client().post("/api/v1/jobs", json=JOB,
+                                      headers={**AUTH, "Idempotency-Key": "k-1"})
+    assert response.status_code == 202, response.get_json()
+    assert queue.sent == [response.get_json()["id"]]

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -71,6 +72,8 @@ TAG = Tag(name="cluster", description="The cluster as the dashboard draws it.")
 SHARED_SECONDS = 0.8
 LOCK_SECONDS = 10.0  # the single-flight lock's expiry: how long a dead holder blocks others
 STALE_SECONDS = 3.0  # while another request reads, an answer current this recently will do
+MAX_SHARED_BODY_BYTES = 64 * 1024 * 1024  # ~300,000 pods; a larger entry was not ours
+MAX_FAILURE_CHARS = 500  # a shared read's failure, as its waiters show it
 BODY_SECONDS = 30.0  # a published body outlives its pointer, so a reader always finds it
 WAIT_STEP_SECONDS = 0.02  # how often a waiter looks for the holder's answer
 KEY_CURRENT = "pystol:cluster-view:current"  # the digest of the current body
@@ -291,8 +294,12 @@ class Snapshot:
     body: bytes
 
 
-def _digest(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+def _digest(body: bytes, key: bytes = b"") -> str:
+    """The body's name in Redis. Keyed (BLAKE2b as a MAC) with the signing key when there is
+    one: Redis is a trust boundary (README "Security"), and a pod that can write Redis must
+    not be able to plant a topology every viewer is shown; a body whose MAC is not its
+    name is never used."""
+    return hashlib.blake2b(body, digest_size=16, key=key[:64]).hexdigest()
 
 
 class SharedTopology:
@@ -310,11 +317,13 @@ class SharedTopology:
     """
 
     def __init__(self, client: redis.Redis, read: Callable[[], ClusterTopology], *,
+                 key: bytes = b"",
                  ttl: float = SHARED_SECONDS, lock_seconds: float = LOCK_SECONDS,
                  stale_seconds: float = STALE_SECONDS,
                  wait_step: float = WAIT_STEP_SECONDS) -> None:
         self._redis = client
         self._read = read
+        self._key = key
         self._ttl = ttl
         self._ttl_ms = max(1, int(ttl * 1000))
         self._lock_seconds = lock_seconds
@@ -342,10 +351,11 @@ class SharedTopology:
             if found is not None:
                 return found
             for waited in holders:
-                failure = self._redis.get(KEY_FAILED.encode() + waited)
-                if failure is not None:
-                    raise ClusterError(failure.decode() if isinstance(failure, bytes)
-                                       else str(failure))
+                failure = self._redis.getrange(KEY_FAILED.encode() + waited, 0,
+                                               MAX_FAILURE_CHARS - 1)
+                if failure:
+                    raise ClusterError(failure.decode(errors="replace")
+                                       if isinstance(failure, bytes) else str(failure))
             token = secrets.token_hex(16)
             if self._redis.set(KEY_LOCK, token, nx=True, px=int(self._lock_seconds * 1000)):
                 try:
@@ -374,22 +384,43 @@ class SharedTopology:
         with self._parse:
             last = self._last
             if last is None or last.digest != text:
-                body = self._redis.get(KEY_BODY + text)
-                if body is None:
+                found = self._fetch(text)
+                if found is None:
                     return None
-                if isinstance(body, str):
-                    body = body.encode()
-                last = Snapshot(text, ClusterTopology.model_validate_json(body), body)
-                self._last = last
+                last = self._last = found
             self._current_at = time.monotonic()
             return last
+
+    def _fetch(self, name: str) -> Snapshot | None:
+        """The published body called `name`, or None (then this request reads the cluster
+        and publishes over it): missing, larger than any real topology, not named by its
+        MAC, or not a topology. Those last three only come from a hand-written Redis entry."""
+        key = KEY_BODY + name
+        if self._redis.strlen(key) > MAX_SHARED_BODY_BYTES:
+            log.warning("cluster view: the shared body %s is too large; ignored", name[:32])
+            return None
+        body = self._redis.get(key)
+        if body is None:
+            return None
+        if isinstance(body, str):
+            body = body.encode()
+        if not hmac.compare_digest(_digest(body, self._key), name):
+            log.warning("cluster view: the shared body %s is not named by its MAC; ignored",
+                        name[:32])
+            return None
+        try:
+            return Snapshot(name, ClusterTopology.model_validate_json(body), body)
+        except ValueError:
+            log.warning("cluster view: the shared body %s is not a topology; ignored", name[:32])
+            return None
 
     def _read_and_publish(self, token: str) -> Snapshot:
         try:
             topology = self._read()
         except ClusterError as error:
             # Those waiting for this read answer 502 with it rather than each asking again.
-            self._redis.set(KEY_FAILED + token, str(error), px=self._ttl_ms)
+            self._redis.set(KEY_FAILED + token, str(error)[:MAX_FAILURE_CHARS],
+                            px=self._ttl_ms)
             raise
         snapshot = self._snapshot(topology)
         with self._redis.pipeline(transaction=True) as pipe:
@@ -400,7 +431,7 @@ class SharedTopology:
 
     def _snapshot(self, topology: ClusterTopology) -> Snapshot:
         body = topology.model_dump_json().encode()
-        snapshot = Snapshot(_digest(body), topology, body)
+        snapshot = Snapshot(_digest(body, self._key), topology, body)
         with self._parse:
             self._last = snapshot
             self._current_at = time.monotonic()
@@ -408,6 +439,13 @@ class SharedTopology:
 
 
 # -- one caller's answer ------------------------------------------------------------------------
+
+
+def _signing_key(settings: Any) -> bytes:
+    """The MAC key of shared bodies: the signing key every API process has. Without one (a
+    test app) bodies are named by a plain hash, as nothing else is sealed either."""
+    key = settings.signing_key.get_secret_value()
+    return key.encode() if key else b""
 
 
 @dataclass
@@ -483,7 +521,8 @@ def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("cluster", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
                       abp_security=BEARER_SECURITY, abp_responses={401: UNAUTHORIZED_DOC})
     slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-    shared = SharedTopology(services.redis, lambda: read_topology(services))
+    shared = SharedTopology(services.redis, lambda: read_topology(services),
+                            key=_signing_key(services.settings))
     views = Views()
 
     @bp.get("/cluster", summary="The cluster's topology: nodes, pods, workloads",
