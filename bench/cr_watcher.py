@@ -181,7 +181,7 @@ class Observer:
         obj = event.get("object") or {}
         meta = obj.get("metadata") or {}
         self._rv = meta.get("resourceVersion", self._rv)
-        name = meta.get("name")
+        name = str(meta.get("name") or "")
         if event.get("type") == "ADDED" and name not in self.added:
             self.added[name] = now
             if len(self.added) >= self.expected:

@@ -54,14 +54,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench import UNREACHED_RATE_LIMITS
 from bench.pipeline import (
     Proc,
     SimEndpoint,
     free_port,
     http_ready,
+    serve_scenario,
     spawn,
     start_redis,
     summary,
@@ -173,14 +172,7 @@ def ready_pods(sim: SimEndpoint) -> int:
 
 @contextmanager
 def start_sim(cfg: Config, workdir: Path) -> Iterator[SimEndpoint]:
-    scenario = workdir / "scenario.yaml"
-    scenario.write_text(yaml.safe_dump(scenario_document(cfg), sort_keys=False))
-    kubeconfig = workdir / "kubeconfig"
-    with spawn("sim", [sys.executable, "-m", "pystol_sim", "--scenario", str(scenario),
-                       "--port", "0", "--kubeconfig", str(kubeconfig),
-                       "--speed", str(SIM_SPEED)], workdir) as proc:
-        proc.wait_for(lambda: "pystol-sim: serving " in proc.text(), 120, "serving line")
-        sim = SimEndpoint.from_kubeconfig(kubeconfig)
+    with serve_scenario(scenario_document(cfg), workdir, SIM_SPEED, 120) as (_, sim):
         expected = scenario_document(cfg)
         want = sum(d["replicas"] for d in expected["deployments"])
         deadline = time.monotonic() + 120

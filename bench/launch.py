@@ -58,8 +58,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench import UNREACHED_RATE_LIMITS
 from bench.pipeline import (
     REPO_ROOT,
@@ -67,6 +65,7 @@ from bench.pipeline import (
     SimEndpoint,
     free_port,
     http_ready,
+    serve_scenario,
     spawn,
     start_redis,
     summary,
@@ -131,14 +130,7 @@ def wait_healed(sim: SimEndpoint, pods: int, timeout: float = 60.0) -> None:
 
 @contextmanager
 def start_sim(workdir: Path, pods: int) -> Iterator[SimEndpoint]:
-    scenario = workdir / "scenario.yaml"
-    scenario.write_text(yaml.safe_dump(scenario_document(pods), sort_keys=False))
-    kubeconfig = workdir / "kubeconfig"
-    with spawn("sim", [sys.executable, "-m", "pystol_sim", "--scenario", str(scenario),
-                       "--port", "0", "--kubeconfig", str(kubeconfig),
-                       "--speed", str(SIM_SPEED)], workdir) as proc:
-        proc.wait_for(lambda: "pystol-sim: serving " in proc.text(), 60, "serving line")
-        sim = SimEndpoint.from_kubeconfig(kubeconfig)
+    with serve_scenario(scenario_document(pods), workdir, SIM_SPEED) as (_, sim):
         wait_healed(sim, pods)
         yield sim
 

@@ -388,15 +388,22 @@ def scenario_document() -> dict[str, Any]:
 
 
 @contextmanager
-def start_sim(workdir: Path) -> Iterator[tuple[Proc, SimEndpoint]]:
+def serve_scenario(document: dict[str, Any], workdir: Path, speed: float = SIM_SPEED,
+                   timeout: float = 60) -> Iterator[tuple[Proc, SimEndpoint]]:
+    """A `pystol-sim` child serving `document` (a scenario), once it says it serves."""
     scenario = workdir / "scenario.yaml"
-    scenario.write_text(yaml.safe_dump(scenario_document(), sort_keys=False))
+    scenario.write_text(yaml.safe_dump(document, sort_keys=False))
     kubeconfig = workdir / "kubeconfig"
     with spawn("sim", [sys.executable, "-m", "pystol_sim", "--scenario", str(scenario),
                        "--port", "0", "--kubeconfig", str(kubeconfig),
-                       "--speed", str(SIM_SPEED)], workdir) as proc:
-        proc.wait_for(lambda: "pystol-sim: serving " in proc.text(), 60, "serving line")
-        endpoint = SimEndpoint.from_kubeconfig(kubeconfig)
+                       "--speed", str(speed)], workdir) as proc:
+        proc.wait_for(lambda: "pystol-sim: serving " in proc.text(), timeout, "serving line")
+        yield proc, SimEndpoint.from_kubeconfig(kubeconfig)
+
+
+@contextmanager
+def start_sim(workdir: Path) -> Iterator[tuple[Proc, SimEndpoint]]:
+    with serve_scenario(scenario_document(), workdir) as (proc, endpoint):
         endpoint.wait_healed()
         yield proc, endpoint
 
@@ -580,6 +587,18 @@ def serve_send_task_http(bind: str, workers: int, redis_url: str) -> None:
     ApiServer(settings, app_factory=send_task_app).run()
 
 
+def per_process_redis(redis_url: str) -> Callable[[], redis.Redis]:
+    """A Redis client per process (a prefork pool child must not share its parent's)."""
+    clients: dict[int, redis.Redis] = {}
+
+    def client() -> redis.Redis:
+        pid = os.getpid()
+        if pid not in clients:
+            clients[pid] = redis.Redis.from_url(redis_url)
+        return clients[pid]
+    return client
+
+
 def make_baseline_celery(redis_url: str, events: bool = False) -> Any:
     """A bare Celery app with the broker settings of `make_celery` that shape dispatch.
 
@@ -611,13 +630,7 @@ def run_baseline_worker(redis_url: str, pool: str, concurrency: int, events: boo
     from celery.signals import worker_process_init
 
     app = make_baseline_celery(redis_url, events)
-    clients: dict[int, redis.Redis] = {}
-
-    def client() -> redis.Redis:
-        pid = os.getpid()
-        if pid not in clients:
-            clients[pid] = redis.Redis.from_url(redis_url)
-        return clients[pid]
+    client = per_process_redis(redis_url)
 
     @worker_process_init.connect(weak=False)
     def _warm_up(**_: Any) -> None:  # connect before the first task, as pystol worker does

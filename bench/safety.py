@@ -44,7 +44,7 @@ Issue 4 asks for two figures, each measured here next to a baseline in the same 
    - Pystol: a `python -c` child that imports Pystol (and
      `preload_client_modules()`, as a worker does before forking), then times
      `ClusterAccess.from_settings` with the sim's kubeconfig and
-     `select_pods(..., Target(mode="all"), ...)`;
+     `select_pods(..., Target(mode="all"), ..., project=slim_pod)`, as pod-kill selects;
    - the bare client: a `python -c` child that imports the kubernetes client's
      same modules, then times `new_client_from_config` and `list_namespaced_pod`
      with the same label selector and page size, `_preload_content=False` and
@@ -158,7 +158,7 @@ started = time.perf_counter()
 import pystol_worker.kube.cluster_access as kube_access
 from pystol_worker.kube.cluster_access import ClusterAccess, preload_client_modules
 from pystol_worker.core.model import Target
-from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.pod_selection import select_pods, slim_pod
 from pystol_worker.core.settings import Settings
 preload_client_modules()  # what a worker does before forking: not part of a selection
 
@@ -204,7 +204,7 @@ def timed_acquire():
 cluster.limiter.acquire = timed_acquire
 t1 = time.perf_counter()
 selection = select_pods(cluster, Target(namespaces=[namespace], label_selector=selector,
-                                        mode="all"), settings)
+                                        mode="all"), settings, project=slim_pod)
 t2 = time.perf_counter()
 cpu2 = cpu()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

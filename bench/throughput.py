@@ -64,6 +64,7 @@ from bench.pipeline import (
     CpuSnapshot,
     Proc,
     make_baseline_celery,
+    per_process_redis,
     spawn,
     start_pystol_api,
     start_redis,
@@ -306,13 +307,7 @@ def run_bare_worker(redis_url: str, concurrency: int) -> None:
     from celery.signals import worker_process_init
 
     app = make_baseline_celery(redis_url)
-    clients: dict[int, redis.Redis] = {}
-
-    def client() -> redis.Redis:
-        pid = os.getpid()
-        if pid not in clients:
-            clients[pid] = redis.Redis.from_url(redis_url)
-        return clients[pid]
+    client = per_process_redis(redis_url)
 
     @worker_process_init.connect(weak=False)
     def _warm_up(**_: Any) -> None:  # connect before the first task, as pystol worker does

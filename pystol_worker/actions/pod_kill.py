@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pystol_worker.actions.base import Action, ActionError, Selection
 from pystol_worker.core.model import Change, EventKind, JobSpec, TargetKind, TargetRef
 from pystol_worker.faults.fault_holding import lock_targets
-from pystol_worker.faults.pod_selection import select_pods
+from pystol_worker.faults.pod_selection import select_pods, slim_pod
 from pystol_worker.faults.recovery import RecoveryObserver
 from pystol_worker.faults.selection import PodListing, record_selection
 from pystol_worker.kube.cluster_access import ClusterError, NotFound
@@ -88,7 +88,8 @@ class PodKill(Action[PodKillParams]):
         return []
 
     def select(self, ctx: SelectContext, spec: JobSpec, params: PodKillParams) -> Selection:
-        return select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed)
+        return select_pods(ctx.cluster, spec.target, ctx.settings, seed=params.seed,
+                           project=slim_pod)
 
     def execute(self, ctx: RunContext, spec: JobSpec, params: PodKillParams,
                 selection: Selection) -> None:

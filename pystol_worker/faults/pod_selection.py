@@ -110,10 +110,12 @@ def slim_pod_with_containers(pod: Pod) -> Pod:
 
 def select_pods(cluster: Cluster, target: Target, settings: Settings,
                 seed: int | None = None,
-                project: Callable[[Pod], Pod] | None = slim_pod) -> Selection:
-    """Choose pods. `project` cuts each listed pod as it is read (None: whole pods);
-    `Selection.listings` keeps each namespace's list (its pods as projected) for the
-    recovery observers."""
+                project: Callable[[Pod], Pod] | None = None) -> Selection:
+    """Choose pods. `project` cuts each listed pod as it is read (`slim_pod`: what
+    selection, locks and recovery need, as pod-kill asks); None, the default, keeps whole
+    pods, because an action plug-in may read anything of the pods it chose (annotations,
+    labels, containers). `Selection.listings` keeps each namespace's list (its pods as
+    projected) for the recovery observers."""
     rng = random.Random(seed)
     candidates: list[dict[str, Any]] = []
     excluded: list[str] = []

@@ -128,7 +128,7 @@ def test_selection_keeps_slim_pods_and_the_list_it_came_from() -> None:
     fake = FakeCluster()
     app_deployment(fake, replicas=3)
     selection = select_pods(fake, Target(namespaces=["shop"], label_selector="app=web",
-                                         mode="all"), Settings())
+                                         mode="all"), Settings(), project=slim_pod)
     pod = selection.objects[0]
     assert set(pod) <= {"metadata", "spec", "status"}
     assert set(pod["metadata"]) <= {"name", "namespace", "uid", "deletionTimestamp",
@@ -137,3 +137,19 @@ def test_selection_keeps_slim_pods_and_the_list_it_came_from() -> None:
     listing = selection.listings["shop"]
     assert len(listing.pods) == 3 and listing.resource_version
     assert listing.covers("shop", "app = web") and not listing.covers("shop", "app=web,x=y")
+
+
+def test_plugins_get_whole_pods_unless_they_ask_for_slim_ones() -> None:
+    """An action plug-in may read anything of the pods it chose (the example plug-in keeps
+    a value in an annotation): the default selection keeps whole pods."""
+    from pystol_worker.core.model import Target
+    from pystol_worker.core.settings import Settings
+
+    fake = FakeCluster()
+    app_deployment(fake, replicas=1)
+    [pod] = fake.objects("Pod", "shop")
+    fake.patch("Pod", "shop", pod["metadata"]["name"],
+               {"metadata": {"annotations": {"team": "blue"}}})
+    selection = select_pods(fake, Target(namespaces=["shop"], label_selector="app=web",
+                                         mode="all"), Settings())
+    assert selection.objects[0]["metadata"]["annotations"] == {"team": "blue"}
