@@ -617,10 +617,11 @@ def test_the_watcher_runs_custom_resources_under_the_charts_rbac(rig: Rig) -> No
         assert obj["status"].get("jobId"), obj["status"]  # mapped: a node address was found
         job = rig.call("GET", f"/api/v1/jobs/{obj['status']['jobId']}").json()
         assert job["spec"]["params"]["url"].startswith("http://10.0."), job["spec"]
-        # Events (kopf's and the watcher's own) were posted on the objects.
+        # The watcher's own Event was posted on the object: its job's end (a queued job
+        # posts none since issue 16; refusals and endings do).
         reasons = {e.reason for e in rig.core.list_namespaced_event(
             namespace, field_selector=f"involvedObject.name={name}").items}
-        assert {"JobQueued", "JobSucceeded"} <= reasons, reasons
+        assert "JobSucceeded" in reasons, reasons
     finally:
         for plural, obj_name, where in created:
             rig.delete_cr(plural, obj_name, where)
