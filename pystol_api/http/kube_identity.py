@@ -10,7 +10,12 @@ lets them run chaos in `shop` through the API, the CLI and the dashboard too.
   (never the token itself), so a dashboard polling every second costs one review per
   half minute, and a revoked token stops working within that time.
 - What: a SubjectAccessReview per (permission, namespace), asked on first use and cached
-  for `access_ttl` seconds per user and groups.
+  for `access_ttl` seconds per user, groups and extra. The SAR carries everything the
+  TokenReview said about the user, `extra` included: authorizers that narrow a user by
+  it (OpenShift's scoped tokens, `scopes.authorization.openshift.io`; webhooks keyed on
+  `authentication.kubernetes.io/credential-id`) would otherwise judge a wider user than
+  the one who signed in. `extra` stays out of the public Actor (job records, the audit
+  trail): it can hold credential ids.
 - A cluster that cannot be reached, or a Pystol without permission to ask, answers no:
   the token is refused (401) or the operation forbidden (403), never allowed.
 - Reviews of tokens not seen before are rate-limited on their own (`reviews_per_second`,
@@ -27,7 +32,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pystol_worker.core.access import (
@@ -72,6 +78,29 @@ class _TtlCache:
                 self._items.popitem(last=False)
 
 
+#: TokenReview's `user.extra`, frozen so that it can be part of a cache key: (key, values)
+#: pairs sorted by key, each with its values in the order the cluster gave them.
+Extra = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def frozen_extra(raw: Any) -> Extra:
+    """`user.extra` as the TokenReview gave it (a map of string lists), frozen; anything
+    of another shape is dropped (the cluster never sends it)."""
+    if not isinstance(raw, Mapping):
+        return ()
+    return tuple(sorted((str(key), tuple(str(value) for value in values))
+                        for key, values in raw.items() if isinstance(values, list)))
+
+
+@dataclass(frozen=True)
+class ReviewedUser:
+    """Who a TokenReview said a token is: the public Actor and the `extra` every
+    SubjectAccessReview for this user must carry."""
+
+    actor: Actor
+    extra: Extra = ()
+
+
 class KubernetesIdentities:
     """TokenReview and SubjectAccessReview, cached; `cluster` is built on first use."""
 
@@ -101,40 +130,48 @@ class KubernetesIdentities:
     def identify(self, token: str) -> Identity | None:
         """The identity the cluster says `token` is, or None."""
         digest = hashlib.sha256(token.encode()).hexdigest()
-        found, actor = self._reviews.get(digest)
+        found, user = self._reviews.get(digest)
         if not found:
             if not self._may_review():
                 log.warning("too many new bearer tokens to review; refusing one (401)")
                 return None
             try:
-                actor = self._review(token)
+                user = self._review(token)
             except ClusterError as error:  # refused now, asked again next time
                 log.warning("could not check a bearer token with the cluster (TokenReview): "
                             "%s", error)
                 return None
-            self._reviews.put(digest, actor)
-        if actor is None:
+            self._reviews.put(digest, user)
+        if user is None:
             return None
-        return Identity(actor, KubernetesAuthority(self, actor))
+        return Identity(user.actor, KubernetesAuthority(self, user))
 
-    def _review(self, token: str) -> Actor | None:
+    def _review(self, token: str) -> ReviewedUser | None:
         status = self._cluster().review_token(token)
         user = status.get("user") or {}
         if not status.get("authenticated") or not user.get("username"):
             return None
-        return Actor(kind=ActorKind.KUBERNETES, name=str(user["username"]),
-                     groups=[str(group) for group in user.get("groups") or []],
-                     uid=str(user["uid"]) if user.get("uid") else None)
+        actor = Actor(kind=ActorKind.KUBERNETES, name=str(user["username"]),
+                      groups=[str(group) for group in user.get("groups") or []],
+                      uid=str(user["uid"]) if user.get("uid") else None)
+        return ReviewedUser(actor, frozen_extra(user.get("extra")))
 
-    def allows(self, actor: Actor, permission: Permission, namespace: str | None) -> bool:
-        key = (actor.name, tuple(actor.groups), permission, namespace)
+    def allows(self, user: ReviewedUser, permission: Permission,
+               namespace: str | None) -> bool:
+        actor = user.actor
+        # The uid and extra are in the key: two tokens of one user name that the cluster
+        # tells apart (another credential, another scope) never share an answer.
+        key = (actor.name, tuple(actor.groups), actor.uid, user.extra, permission, namespace)
         found, allowed = self._access.get(key)
         if found:
             return bool(allowed)
         verb, resource = RBAC_MAPPING[permission]
+        # Only when there is some: a review without `extra` is the same question, and
+        # callers' test doubles that predate `extra` keep working.
+        extra = {"extra": {k: list(v) for k, v in user.extra}} if user.extra else {}
         try:
             allowed = self._cluster().review_access(actor.name, actor.groups, actor.uid, verb,
-                                                    API_GROUP, resource, namespace)
+                                                    API_GROUP, resource, namespace, **extra)
         except ClusterError as error:
             log.warning("could not ask the cluster whether %s may %s %s.%s in %s: %s",
                         actor.name, verb, resource, API_GROUP, namespace or "the cluster",
@@ -147,9 +184,9 @@ class KubernetesIdentities:
 class KubernetesAuthority:
     """A Kubernetes user's authority: RBAC, through SubjectAccessReviews."""
 
-    def __init__(self, identities: KubernetesIdentities, actor: Actor) -> None:
+    def __init__(self, identities: KubernetesIdentities, user: ReviewedUser) -> None:
         self._identities = identities
-        self._actor = actor
+        self._user = user
 
     def allows(self, permission: Permission, namespace: str | None) -> bool:
-        return self._identities.allows(self._actor, permission, namespace)
+        return self._identities.allows(self._user, permission, namespace)

@@ -936,6 +936,9 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str,
     store = ctx.schedule_store()
     try:
         refusal: tuple[str, str] | None = None
+        # Read before anything can fail: a refused change of an existing schedule is an
+        # update in the audit trail, not a create.
+        existed = store.exists(schedule_id)
         try:
             spec = schedule_spec_from_cr(_plain(body.get("spec") or {}))
             if namespace is not None and spec.template is not None:
@@ -948,7 +951,6 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str,
                     if stored.spec == spec and changer is not None \
                             and changer.uid == identity.actor.uid:
                         return
-            existed = store.exists(schedule_id)
             record = store.create(spec, Source.CR, identity, schedule_id=schedule_id)
             ctx.audit(identity.actor, "schedule.update" if existed else "schedule.create",
                       targets=[schedule_id], schedule_id=schedule_id,
@@ -962,12 +964,16 @@ def sync_schedule(ctx: WatcherContext, body: Any, patch: Any, cause: str,
         except PolicyRefused as refused:
             refusal = ("PolicyRefused", policy_message(refused, schedule_cr_path))
         if refusal is not None:
-            ctx.audit(identity.actor, "schedule.create", outcome="refused"
-                      if refusal[0] != "InvalidSpec" else "invalid", targets=[schedule_id],
-                      schedule_id=schedule_id, detail=refusal[1])
+            ctx.audit(identity.actor, "schedule.update" if existed else "schedule.create",
+                      outcome="refused" if refusal[0] != "InvalidSpec" else "invalid",
+                      targets=[schedule_id], schedule_id=schedule_id, detail=refusal[1])
             # Stop firing the previous spec: the object now asks for something it may not.
+            # That removal is a change of its own, audited as one.
             with contextlib.suppress(ScheduleNotFound, AccessDenied):
                 store.delete(schedule_id, identity)
+                ctx.audit(identity.actor, "schedule.delete", targets=[schedule_id],
+                          schedule_id=schedule_id, detail=f"its new spec was refused: "
+                          f"{refusal[1]}")
             _schedule_refused(kind, body, patch, *refusal)
             return
     except redis.RedisError as error:
@@ -1261,8 +1267,15 @@ def run_watcher(settings: Settings, namespace: str | None = None,
     log.info("pystol watch: %s, %s, liveness %s", f"namespace {namespace}" if namespace
              else "all namespaces", f"peering {peering!r} priority {priority}" if peering
              else "standalone", liveness or "off")
+    kopf_settings = operator_settings()
+    if namespace:
+        # One exact namespace: kopf need not (and under the namespaced chart's RBAC may
+        # not) list and watch Namespaces cluster-wide to find it. With scanning on it
+        # retries that 403 for about a minute before it falls back to the name it was
+        # given, and serves nothing meanwhile.
+        kopf_settings.scanning.disabled = True
     kopf.run(registry=build_registry(ctx, clusterwide=namespace is None),
-             settings=operator_settings(),
+             settings=kopf_settings,
              standalone=peering is None, peering_name=peering or None,
              priority=priority if peering else None, liveness_endpoint=liveness or None,
              clusterwide=namespace is None, namespaces=[namespace] if namespace else ())

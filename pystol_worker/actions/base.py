@@ -35,7 +35,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from pystol_worker.core.errors import ActionError, PermanentError
 from pystol_worker.core.model import JobSpec, TargetKind
@@ -53,6 +54,30 @@ class NoParams(BaseModel):
     """The params model of an action that takes none: `Action[NoParams]`."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def moved_to_policy(value: Any, name: str, policy_field: str) -> Any:
+    """Refuse a per-job switch that is the admin's now, saying where it went."""
+    if value is not None:
+        raise ValueError(f"`{name}` is not a job parameter: it is the admin policy's "
+                         f"`{policy_field}` (see GET /api/v1/policy)")
+    return value
+
+
+class NodeChoosingParams(BaseModel):
+    """The params every action that chooses nodes shares. Whether control-plane nodes may
+    be chosen used to be a per-job switch; it is the admin policy's now, so a job still
+    sending it is told so at `params.include_control_plane` rather than with a bare
+    "extra inputs are not permitted"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_control_plane: SkipJsonSchema[Any] = Field(None, exclude=True)
+
+    @field_validator("include_control_plane")
+    @classmethod
+    def _control_plane_is_policy(cls, value: Any) -> Any:
+        return moved_to_policy(value, "include_control_plane", "include_control_plane")
 
 
 P = TypeVar("P", bound=BaseModel)

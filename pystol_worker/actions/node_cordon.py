@@ -29,9 +29,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from pystol_worker.actions.base import Action, ActionError, Selection
+from pystol_worker.actions.base import Action, ActionError, NodeChoosingParams, Selection
 from pystol_worker.core.model import JobSpec, Target, TargetKind, TargetRef
 from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import choose
@@ -45,8 +45,7 @@ CORDONED_BY = "chaos.pystol.org/cordoned-by"
 UNCORDON = "uncordon-node"
 
 
-class NodeCordonParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NodeCordonParams(NodeChoosingParams):
 
     seed: int | None = Field(None, description="Random seed for choosing among the matching "
                                                "nodes, to repeat an experiment exactly.")

@@ -35,9 +35,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from pystol_worker.actions.base import Action, ActionError, Selection
+from pystol_worker.actions.base import (
+    Action,
+    ActionError,
+    NodeChoosingParams,
+    Selection,
+    moved_to_policy,
+)
 from pystol_worker.actions.node_cordon import (
     UNCORDON,
     cordon_fault,
@@ -66,8 +73,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 FIRST_BACKOFF, MAX_BACKOFF = 0.25, 2.0
 
 
-class NodeDrainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NodeDrainParams(NodeChoosingParams):
 
     eviction_timeout: Duration = Field(
         60.0, le=3600, description="How long evictions refused by a PodDisruptionBudget (429) "
@@ -80,6 +86,13 @@ class NodeDrainParams(BaseModel):
                                          "pod's own.")
     seed: int | None = Field(None, description="Random seed for choosing among the matching "
                                                "nodes, to repeat an experiment exactly.")
+
+    force: SkipJsonSchema[Any] = Field(None, exclude=True)
+
+    @field_validator("force")
+    @classmethod
+    def _force_is_policy(cls, value: Any) -> Any:
+        return moved_to_policy(value, "force", "drain_force")
 
 
 @dataclass

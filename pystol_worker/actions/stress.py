@@ -38,9 +38,9 @@ from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from pystol_worker.actions.base import Action, ActionError, Selection
+from pystol_worker.actions.base import Action, ActionError, NodeChoosingParams, Selection
 from pystol_worker.core.model import JobSpec, NamespaceName, Target, TargetKind, TargetRef
 from pystol_worker.faults.fault_holding import Fault, hold_faults, lock_targets
 from pystol_worker.faults.pod_selection import select_pods
@@ -121,8 +121,7 @@ def memory_quantity(size: int) -> str:
     return str(size)
 
 
-class StressParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StressParams(NodeChoosingParams):
 
     image: str = Field(DEFAULT_IMAGE, min_length=1, max_length=512,
                        pattern=r"^[^\s]+$",

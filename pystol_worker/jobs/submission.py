@@ -21,9 +21,12 @@ The steps, in order, each written here once:
    (`QueueUnavailable`). Outside the policy's chaos windows in `wait` mode the job is
    deferred instead, and `release_due` (the worker's reaper pass) queues it when the
    next window opens;
-6. **audit**: one record per submission, accepted or refused, with who and what; an
-   accepted job's `ok` record is written with the job (step 4), and a job the queue
-   refused gets a second one, `failed`.
+6. **audit**: one record per submission, accepted or refused, with who, what and every
+   namespace the job acts or reads in (`job_namespaces`: targets and probes, so that
+   the trail's namespace filter finds a job that only probes a namespace). An accepted
+   job's `ok` record is stored with the job (step 4) but logged only once the job is
+   queued or deferred; a job the queue refused has its `ok` withdrawn and gets one
+   `failed` record instead, in the stream and in the log.
 
 Each producer turns these errors into its own answer (HTTP problem documents, a
 PystolAction's status, a schedule run's outcome); none repeats a step.
@@ -52,6 +55,7 @@ from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.authorization import (
     PolicyRefused,
     grant_for,
+    job_namespaces,
     policy_problems,
     sealed,
 )
@@ -169,8 +173,6 @@ class SubmissionService:
             halted = ChaosHalted(HaltSwitch.state_of(halted_at.raw))
             self._audit(identity, spec, "refused", str(halted), schedule_id=schedule_id)
             raise halted from None
-        if created and audit_ok is not None and audit_ok.record is not None:
-            AuditLog.log(audit_ok.record)
         if created:
             if not_before is not None:
                 self.store.defer(record.id, not_before)
@@ -181,12 +183,16 @@ class SubmissionService:
                 try:
                     self._send(record)
                 except QueueUnavailable as error:
-                    # One record per submission: `failed` replaces the stored `ok`.
+                    # One record per submission: `failed` replaces the stored `ok`, and
+                    # only `failed` reaches the log (the `ok` line is written below, once
+                    # the job is on its way), so the log and the stream tell one story.
                     if self.audit is not None and audit_ok is not None:
                         self.audit.withdraw(audit_ok.entry_id)
                     self._audit(identity, spec, "failed", str(error), job_id=record.id,
                                 schedule_id=schedule_id)
                     raise
+            if audit_ok is not None and audit_ok.record is not None:
+                AuditLog.log(audit_ok.record)
         return record, created
 
     @classmethod
@@ -231,7 +237,7 @@ class SubmissionService:
             return
         self.audit.record(identity.actor, "job.submit", outcome=outcome,
                           targets=self._audit_targets(spec),
-                          namespaces=list(spec.target.namespaces),
+                          namespaces=job_namespaces(spec),
                           detail=f"{spec.action}: {detail}" if detail else spec.action,
                           job_id=job_id, schedule_id=schedule_id)
 
@@ -242,7 +248,7 @@ class SubmissionService:
         assert self.audit is not None
         return self.audit.build(identity.actor, "job.submit", self.audit.now(),
                                 outcome=outcome, targets=self._audit_targets(spec),
-                                namespaces=list(spec.target.namespaces),
+                                namespaces=job_namespaces(spec),
                                 detail=f"{spec.action}: {detail}" if detail else spec.action,
                                 job_id=job_id, schedule_id=schedule_id)
 

@@ -19,7 +19,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -403,9 +403,12 @@ class ClusterAccess:
         return status
 
     def review_access(self, user: str, groups: list[str], uid: str | None, verb: str,
-                      group: str, resource: str, namespace: str | None) -> bool:
+                      group: str, resource: str, namespace: str | None, *,
+                      extra: Mapping[str, list[str]] | None = None) -> bool:
         """Whether the cluster's authorizer lets `user` do `verb` on `group/resource` in
-        `namespace` (None: at cluster scope), by a SubjectAccessReview."""
+        `namespace` (None: at cluster scope), by a SubjectAccessReview. `extra` is the
+        TokenReview's `user.extra`, sent as `spec.extra`: an authorizer that narrows a
+        user by it (scoped tokens) must see the user who signed in, not a wider one."""
         from kubernetes import client
 
         attributes: dict[str, Any] = {"verb": verb, "group": group, "resource": resource}
@@ -415,6 +418,8 @@ class ClusterAccess:
                                 "resourceAttributes": attributes}
         if uid:
             spec["uid"] = uid
+        if extra:
+            spec["extra"] = {key: list(values) for key, values in extra.items()}
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
                 "spec": spec}
         response = self.call_raw("create", client.AuthorizationV1Api(self.api_client)

@@ -159,3 +159,25 @@ def required(component: str, namespaced: bool = False) -> dict[tuple[str, str], 
         if key not in skip:
             rules[key] = rules.get(key, frozenset()) | rule.verbs
     return rules
+
+
+#: The order verbs are written in (the README's table and error messages).
+VERB_ORDER = ("get", "list", "watch", "create", "patch", "delete")
+
+
+def markdown_table() -> str:
+    """The README's permissions table, generated from PERMISSIONS so the two cannot drift
+    (tests/unit/test_readme_permissions.py checks the README holds exactly this)."""
+    rows = ["| component | API group | resource | verbs |", "| --- | --- | --- | --- |"]
+    for component in COMPONENTS:
+        if not PERMISSIONS[component]:
+            rows.append(f"| {component} | — | nothing (no token is mounted) | — |")
+        for rule in PERMISSIONS[component]:
+            verbs = ", ".join(verb for verb in VERB_ORDER if verb in rule.verbs)
+            only = " (cluster-wide only)" if (component == "watcher" and (
+                rule.api_group, rule.resource) in CLUSTER_WIDE_ONLY) else ""
+            namespaced = " (namespaced only)" if (
+                rule.api_group, rule.resource) == ("kopf.dev", "kopfpeerings") else ""
+            rows.append(f"| {component} | {rule.api_group or 'core'} | {rule.resource}"
+                        f"{only}{namespaced} | {verbs} |")
+    return "\n".join(rows) + "\n"

@@ -353,6 +353,11 @@ class ScheduleFirer:
             log.warning("schedule %s: %s; not running it", stored.id, lapsed)
             return run(RunOutcome.FAILED, f"refused: {lapsed}; whoever may run it now can "
                        "change or resume the schedule to grant it again")
+        too_often = self.schedules.period_problem(stored.spec)
+        if too_often is not None:
+            log.warning("schedule %s: %s; not running it", stored.id, too_often.msg)
+            return run(RunOutcome.FAILED, f"refused by the admin policy: {too_often.loc} "
+                       f"{too_often.msg}; change the schedule to run less often")
         if stored.spec.template is None:
             return self._start_experiment(stored, identity, slot_ms, run)
         spec = stored.spec.template.model_copy(

@@ -2,7 +2,8 @@
 
 - A Kubernetes service-account token (made as `kubectl create token` makes one) signs in
   to the API; the sim's TokenReview says who it is and its RBAC (SubjectAccessReviews)
-  decides what it may do, namespace by namespace.
+  decides what it may do, namespace by namespace; the audit trail records each of its
+  submissions once, as the cluster named it (user, groups) and from where.
 - A named Pystol token (made with `pystol tokens create`) holds its role and namespaces
   through the CLI as through the API.
 - A job record edited in Redis after submission (a wider namespace, another image) is
@@ -63,6 +64,9 @@ def _grant_operator(rbac: client.RbacAuthorizationV1Api, namespace: str, account
         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]})
 
 
+ROBOT = "system:serviceaccount:shop:chaos-robot"
+
+
 def test_a_service_account_token_signs_in_and_rbac_decides(stack: Stack) -> None:
     core, rbac = _rbac(stack)
     token = _service_account_token(core, "shop", "chaos-robot")
@@ -71,7 +75,7 @@ def test_a_service_account_token_signs_in_and_rbac_decides(stack: Stack) -> None
     who = stack.call("GET", "/api/v1/whoami", token=token, params={"namespace": "shop"})
     assert who.status_code == 200, who.text
     assert who.json()["actor"]["kind"] == "kubernetes"
-    assert who.json()["actor"]["name"] == "system:serviceaccount:shop:chaos-robot"
+    assert who.json()["actor"]["name"] == ROBOT
     refused = stack.call("POST", "/api/v1/jobs", token=token, json=_pod_kill("shop"))
     assert refused.status_code == 403, refused.text
     assert "shop" in refused.json()["detail"]
@@ -82,7 +86,7 @@ def test_a_service_account_token_signs_in_and_rbac_decides(stack: Stack) -> None
     assert accepted.status_code == 202, accepted.text
     record = stack.wait_for_job(accepted.json()["id"])
     assert record["status"] == "succeeded", record
-    assert record["actor"]["name"] == "system:serviceaccount:shop:chaos-robot"
+    assert record["actor"]["name"] == ROBOT
 
     # The Role is in `shop` only: `payments` stays closed, and so does node-level chaos.
     other = stack.call("POST", "/api/v1/jobs", token=token, json=_pod_kill("payments"))
@@ -97,6 +101,25 @@ def test_a_service_account_token_signs_in_and_rbac_decides(stack: Stack) -> None
               stack.call("GET", "/api/v1/jobs", token=token).json()["items"]]
     assert accepted.json()["id"] in listed and admin_job["id"] not in listed
     assert stack.call("GET", f"/api/v1/jobs/{admin_job['id']}", token=token).status_code == 404
+
+    # The audit trail, read by an admin, has each of its submissions once, under the
+    # identity the cluster's TokenReview gave: user, groups, and where the call came from.
+    trail = stack.call("GET", "/api/v1/audit", params={"actor": ROBOT,
+                                                       "operation": "job.submit"})
+    assert trail.status_code == 200, trail.text
+    oldest_first = list(reversed(trail.json()["items"]))
+    assert [(item["outcome"], item["job_id"], item["namespaces"])
+            for item in oldest_first] == [
+        ("refused", None, ["shop"]),  # before the RoleBinding
+        ("ok", accepted.json()["id"], ["shop"]),
+        ("refused", None, ["payments"]),
+        ("refused", None, []),  # node-drain: a node, no namespace
+    ]
+    for item in oldest_first:
+        actor = item["actor"]
+        assert (actor["kind"], actor["name"]) == ("kubernetes", ROBOT), actor
+        assert "system:serviceaccounts:shop" in actor["groups"], actor
+        assert actor["address"], actor
 
 
 def test_a_token_the_cluster_does_not_know_is_refused(stack: Stack) -> None:

@@ -24,11 +24,18 @@ ServiceAccount's token; Redis is real.
   swallows the refusal on purpose (resolving a pod's owner is best effort; a failed exec
   reports only the error's type, never its text; the peering bootstrap logs the status),
   the test shows what the component then loses, and makes the same call in process with
-  the component's own kubeconfig to show the refusal (`IN_PROCESS` lists them).
+  the component's own kubeconfig to show the refusal (`IN_PROCESS` lists them, and each
+  test checks that its proof was made that way exactly when the list says so).
+- **Every rule**: the rules are read off `PERMISSIONS` itself, in both RBAC modes of the
+  chart. What only a namespaced install needs (`rbac.namespaced=true`: the watcher's
+  KopfPeering, kept by `pystol watch --namespace`) is proved in a second sim holding the
+  chart rendered in that mode, by taking the verb out of the watcher's Role. A rule added
+  to permissions.py without a proof fails `test_every_rule_has_a_probe_and_every_probe_a_rule`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -45,18 +52,20 @@ import requests
 from kubernetes import client
 
 from pystol_worker.actions.registry import default_registry
-from pystol_worker.kube.cluster_access import ClusterError
+from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
+from pystol_worker.kube.permissions import COMPONENTS, PERMISSIONS, required
 from tests.integration.conftest import loopback_probes_policy
+from tests.support.chart_render import NAMESPACE
 from tests.support.pystol_processes import Process, api, worker
 from tests.support.rbac_harness import (
     ChartRbac,
     forbidden_text,
     install_chart_rbac,
-    rule_ids,
     sa_name,
     start_watcher,
     unescaped,
     wait_for_line,
+    without_verb,
 )
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sim_process import SimProcess
@@ -647,6 +656,10 @@ class Lacking:
     group: str
     resource: str
     verb: str
+    #: Set when the probe made the component's call in this process (with its kubeconfig)
+    #: rather than seeing the refusal come out of the running component: the test checks
+    #: this against IN_PROCESS, so that list stays exactly the rules proved the weaker way.
+    in_process_used: bool = False
 
     @property
     def expected(self) -> str:
@@ -679,8 +692,15 @@ class Lacking:
         self.says("\n".join(strings(record)), f"job {record['id']} ({spec['action']})")
         return record
 
+    def own_access(self) -> ClusterAccess:
+        """The component's ClusterAccess, in this process: a proof that uses it is an
+        in-process proof (see IN_PROCESS)."""
+        self.in_process_used = True
+        return self.rig.rbac.cluster_access(self.component)
+
     def refused_in_process(self, call: Callable[[], Any], where: str) -> None:
         """The same call the component makes, in this process with its kubeconfig."""
+        self.in_process_used = True
         with self.removed():
             try:
                 call()
@@ -893,8 +913,7 @@ def _worker_rehearsal_snapshot(lacking: Lacking) -> None:
         send=lambda run_id: None)
     started = rehearsals.start(spec, SHOP_OPERATOR)
     with lacking.removed():
-        run = rehearsals.execute(started.id, lacking.rig.rbac.cluster_access("worker"),
-                                 Policy())
+        run = rehearsals.execute(started.id, lacking.own_access(), Policy())
     assert run.status == RehearsalStatus.FAILED, (run.status, run.error)
     lacking.says(run.error or "", f"rehearsal {run.id}")
 
@@ -1115,29 +1134,255 @@ def _watcher_peering(lacking: Lacking) -> None:
                 raise
 
 
+# -- the watcher confined to a namespace (chart: rbac.namespaced=true) ------------------------
+#
+# Confined with `--namespace`, the watcher keeps its peering in a KopfPeering of that
+# namespace instead of a ClusterKopfPeering: rules the cluster-wide chart never grants,
+# so they are proved in a second sim holding the chart rendered in namespaced mode, where
+# the watcher's namespaced rules are a Role in the release namespace.
+
+# rbac.namespaces: the release namespace itself (install_chart_rbac applies the documents
+# with `-n pystol`); the watcher's Role lives there whatever the targets are.
+NAMESPACED_SETS = ("rbac.namespaced=true", f"rbac.namespaces={{{NAMESPACE}}}")
+
+
+@dataclass
+class NamespacedRig:
+    """A sim with the chart's namespaced-mode RBAC; the watcher runs in `NAMESPACE`."""
+
+    sim: SimProcess
+    rbac: ChartRbac
+    redis: RedisServer
+    namespace: str
+
+    def env(self) -> dict[str, str]:
+        return {"PYSTOL_REDIS_URL": self.redis.url,
+                "PYSTOL_KUBECONFIG": str(self.rbac.kubeconfigs["watcher"])}
+
+    def role_rules(self) -> list[dict[str, Any]]:
+        """The watcher's Role in the release namespace, as the chart renders it."""
+        [doc] = [d for d in self.rbac.docs if d["kind"] == "Role"
+                 and d["metadata"]["name"] == sa_name("watcher")
+                 and d["metadata"]["namespace"] == self.namespace]
+        return copy.deepcopy(doc["rules"])
+
+    def set_role_rules(self, rules: list[dict[str, Any]]) -> None:
+        api = client.RbacAuthorizationV1Api(self.rbac.admin)
+        body = api.read_namespaced_role(sa_name("watcher"), self.namespace)
+        body.rules = rules
+        api.replace_namespaced_role(sa_name("watcher"), self.namespace, body)
+
+    def live_role_rules(self) -> list[dict[str, Any]]:
+        current = client.RbacAuthorizationV1Api(self.rbac.admin).read_namespaced_role(
+            sa_name("watcher"), self.namespace)
+        return [{"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}
+                for r in current.rules]
+
+    def peering(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = client.CustomObjectsApi(self.rbac.admin) \
+                .get_namespaced_custom_object("kopf.dev", "v1", self.namespace,
+                                              "kopfpeerings", name)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+
+@pytest.fixture(scope="module")
+def namespaced_rig(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+                   ) -> Iterator[NamespacedRig]:
+    workdir: Path = tmp_path_factory.mktemp("least-privilege-namespaced")
+    with SimProcess.start(workdir, speed=10.0) as sim:
+        rbac = install_chart_rbac(sim, workdir, *NAMESPACED_SETS)
+        assert not [d for d in rbac.docs if d["kind"] == "ClusterRole"
+                    and d["metadata"]["name"] == sa_name("watcher")], \
+            "namespaced mode should give the watcher a Role, not its cluster-wide ClusterRole"
+        yield NamespacedRig(sim, rbac, redis_server, NAMESPACE)
+
+
+@dataclass(repr=False)
+class LackingInNamespace:
+    """One verb taken out of the namespaced watcher's Role."""
+
+    rig: NamespacedRig
+    component: str
+    group: str
+    resource: str
+    verb: str
+    in_process_used: bool = False
+
+    @property
+    def expected(self) -> str:
+        return forbidden_text(self.verb, self.resource, self.group)
+
+    def __str__(self) -> str:
+        return f"{self.component} (namespaced): {self.verb} {self.group or 'core'}/" \
+            f"{self.resource}"
+
+    __repr__ = __str__
+
+    @contextmanager
+    def removed(self) -> Iterator[None]:
+        rendered = self.rig.role_rules()
+        self.rig.set_role_rules(without_verb(rendered, self.group, self.resource, self.verb))
+        try:
+            yield
+        finally:
+            self.rig.set_role_rules(rendered)
+
+    def says(self, text: str, where: str) -> None:
+        assert self.expected in unescaped(text), (
+            f"without [{self}], {where} should say the sim's 403 "
+            f"'{self.expected}', but says:\n{text[:1500]}")
+
+
+NAMESPACED_PROBES: dict[tuple[str, str, str, str], Callable[[LackingInNamespace], None]] = {}
+NAMESPACED_IN_PROCESS: dict[tuple[str, str, str, str], str] = {}
+
+
+def _namespaced_peering(lacking: LackingInNamespace) -> None:
+    # kopf lists and watches the KopfPeering objects of its namespace, and patches its own
+    # keep-alive into one; ensure_peering creates it first. Without create the watcher
+    # only logs the status (it assumes the object exists, and stays paused): the same
+    # create, made in process with the watcher's token, shows the refusal.
+    rig = lacking.rig
+    peering = f"probe-{uid()}"
+    try:
+        with lacking.removed():
+            handle = start_watcher(rig.env(), "--namespace", rig.namespace, "--peering",
+                                   peering, name=f"ns-probe-{lacking.verb}")
+            try:
+                if lacking.verb == "create":
+                    wait_for_line(handle, lambda text: f"cannot create KopfPeering "
+                                  f"'{peering}' (403 Forbidden)" in text, timeout=15,
+                                  what="the refused peering create")
+                    lacking.in_process_used = True
+                    try:
+                        client.CustomObjectsApi(rig.rbac.kube("watcher")) \
+                            .create_namespaced_custom_object(
+                                "kopf.dev", "v1", rig.namespace, "kopfpeerings",
+                                {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                                 "metadata": {"name": peering}})
+                    except client.ApiException as error:
+                        assert error.status == 403, error
+                        lacking.says(str(error.body), "create_namespaced_custom_object "
+                                                      "(ensure_peering)")
+                        return
+                    raise AssertionError(f"without [{lacking}] the create was not refused")
+                line = wait_for_line(handle, lambda text: lacking.expected in text,
+                                     timeout=15, what=f"refusal of [{lacking}]")
+            finally:
+                handle.kill_group()
+        lacking.says(line, "the namespaced watcher's log")
+    finally:
+        try:
+            client.CustomObjectsApi(rig.rbac.admin).delete_namespaced_custom_object(
+                "kopf.dev", "v1", rig.namespace, "kopfpeerings", peering)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+
+
+for _verb in ("list", "watch", "patch", "create"):
+    NAMESPACED_PROBES[("watcher", "kopf.dev", "kopfpeerings", _verb)] = _namespaced_peering
+NAMESPACED_IN_PROCESS[("watcher", "kopf.dev", "kopfpeerings", "create")] = \
+    "the watcher logs only the status of a refused peering create"
+
+
+def test_a_namespaced_watcher_keeps_its_peering_under_the_charts_namespaced_rbac(
+        namespaced_rig: NamespacedRig) -> None:
+    """Enough: confined to its namespace with exactly the namespaced chart's rules, the
+    watcher creates its KopfPeering and keeps its keep-alive in it, refused nothing."""
+    peering = f"ok-{uid()}"
+    handle = start_watcher(namespaced_rig.env(), "--namespace", namespaced_rig.namespace,
+                           "--peering", peering, name="ns-watch")
+    try:
+        try:
+            wait_for(lambda: (namespaced_rig.peering(peering) or {}).get("status"), 30,
+                     f"the watcher's keep-alive in KopfPeering {peering}", interval=0.1)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{namespaced_rig.peering(peering)}\n"
+                                 f"{handle.tail(30)}") from None
+    finally:
+        handle.kill_group()
+    refused = [text for text in map(unescaped, handle.output)
+               if "is forbidden: User" in text or "403" in text]
+    assert not refused, "the namespaced watcher was refused:\n" + "\n".join(refused[:5])
+
+
 # -- one test per rule -------------------------------------------------------------------------
 
 
-RULES = [rule for component in ("api", "worker", "watcher") for rule in rule_ids(component)]
+def _rules_of(component: str, namespaced: bool) -> set[tuple[str, str, str, str]]:
+    return {(component, group, resource, verb)
+            for (group, resource), verbs in required(component, namespaced).items()
+            for verb in verbs}
+
+
+#: Every (component, apiGroup, resource, verb) of permissions.py, read off PERMISSIONS
+#: itself: a rule added there without a proof fails the coverage test below.
+EVERY_RULE = {(component, rule.api_group, rule.resource, verb)
+              for component in COMPONENTS for rule in PERMISSIONS[component]
+              for verb in rule.verbs}
+#: What the chart's default, cluster-wide mode grants: proved in `rig`.
+CLUSTER_WIDE_RULES = set().union(*(_rules_of(c, False) for c in COMPONENTS))
+#: What only a namespaced install needs (the watcher's KopfPeering): proved in
+#: `namespaced_rig`. The rules both modes need are proved once, cluster-wide.
+NAMESPACED_ONLY_RULES = set().union(*(_rules_of(c, True) for c in COMPONENTS)) \
+    - CLUSTER_WIDE_RULES
+RULES = sorted(CLUSTER_WIDE_RULES)
+NAMESPACED_RULES = sorted(NAMESPACED_ONLY_RULES)
 
 
 def test_every_rule_has_a_probe_and_every_probe_a_rule() -> None:
-    assert set(PROBES) == set(RULES), (
-        f"rules without a probe: {sorted(set(RULES) - set(PROBES))}; "
-        f"probes of rules the chart does not grant: {sorted(set(PROBES) - set(RULES))}")
-    assert set(IN_PROCESS) <= set(RULES)
+    assert CLUSTER_WIDE_RULES | NAMESPACED_ONLY_RULES == EVERY_RULE, (
+        f"rules of permissions.py that no mode requires, so none is proved: "
+        f"{sorted(EVERY_RULE - CLUSTER_WIDE_RULES - NAMESPACED_ONLY_RULES)}")
+    assert set(PROBES) == CLUSTER_WIDE_RULES, (
+        f"rules without a probe: {sorted(CLUSTER_WIDE_RULES - set(PROBES))}; "
+        f"probes of rules the chart does not grant: "
+        f"{sorted(set(PROBES) - CLUSTER_WIDE_RULES)}")
+    assert set(NAMESPACED_PROBES) == NAMESPACED_ONLY_RULES, (
+        f"namespaced-mode rules without a probe: "
+        f"{sorted(NAMESPACED_ONLY_RULES - set(NAMESPACED_PROBES))}; probes of rules "
+        f"namespaced mode alone does not need: "
+        f"{sorted(set(NAMESPACED_PROBES) - NAMESPACED_ONLY_RULES)}")
+    assert set(IN_PROCESS) <= CLUSTER_WIDE_RULES
+    assert set(NAMESPACED_IN_PROCESS) <= NAMESPACED_ONLY_RULES
 
 
-@pytest.mark.parametrize("rule", RULES, ids=["{}:{}/{}:{}".format(c, g or "core", r, v)
-                                             for c, g, r, v in RULES])
+def _rule_id(rule: tuple[str, str, str, str]) -> str:
+    component, group, resource, verb = rule
+    return f"{component}:{group or 'core'}/{resource}:{verb}"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[_rule_id(rule) for rule in RULES])
 def test_without_the_rule_it_fails_with_its_403(rig: Rig, rule: tuple[str, str, str, str]
                                                 ) -> None:
     component, group, resource, verb = rule
     probe_of_rule = PROBES.get(rule)
     assert probe_of_rule is not None, f"no operation is known that needs {rule}"
-    probe_of_rule(Lacking(rig, component, group, resource, verb))
+    lacking = Lacking(rig, component, group, resource, verb)
+    probe_of_rule(lacking)
+    # IN_PROCESS lists exactly the rules whose refusal was seen in this process.
+    assert lacking.in_process_used == (rule in IN_PROCESS), (
+        f"[{lacking}] was proved {'in process' if lacking.in_process_used else 'by use'}, "
+        f"but IN_PROCESS {'does not list' if rule not in IN_PROCESS else 'lists'} it")
     # Put back as rendered.
     current = client.RbacAuthorizationV1Api(rig.rbac.admin).read_cluster_role(
         sa_name(component))
     assert [{"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}
             for r in current.rules] == rig.rbac.role(component)["rules"]
+
+
+@pytest.mark.parametrize("rule", NAMESPACED_RULES,
+                         ids=[_rule_id(rule) for rule in NAMESPACED_RULES])
+def test_without_the_namespaced_rule_it_fails_with_its_403(
+        namespaced_rig: NamespacedRig, rule: tuple[str, str, str, str]) -> None:
+    component, group, resource, verb = rule
+    lacking = LackingInNamespace(namespaced_rig, component, group, resource, verb)
+    NAMESPACED_PROBES[rule](lacking)
+    assert lacking.in_process_used == (rule in NAMESPACED_IN_PROCESS), lacking
+    assert namespaced_rig.live_role_rules() == namespaced_rig.role_rules()

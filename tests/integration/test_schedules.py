@@ -2,9 +2,9 @@
 
 Schedules are created over HTTP; beat (celery-redbeat) fires them from Redis; the worker's
 `pystol.fire_schedule` task decides each slot and queues a normal job. What the tests read
-back is what a user sees: job records (`source: schedule`, `schedule_id`) and the
-schedule's `last_runs`. Each job's idempotency key is `schedule:{id}:{slot ms}`, which
-says which nominal slot it ran for.
+back is what a user sees: job records (`source: schedule`, `schedule_id`), the
+schedule's `last_runs` and the audit trail. Each job's idempotency key is
+`schedule:{id}:{slot ms}`, which says which nominal slot it ran for.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 import requests
 from kubernetes import client, config
 
+from pystol_api.http.auth import submitter_name
 from tests.support.pystol_processes import Process, api, beat, start_beat, worker
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sim_process import SimProcess
@@ -40,9 +41,18 @@ class Stack:
     url: str
     env: dict[str, str]
 
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def call(self, method: str, path: str, token: str = TOKEN, **kwargs: Any
+             ) -> requests.Response:
         return requests.request(method, self.url + path, timeout=30,
-                                headers={"Authorization": f"Bearer {TOKEN}"}, **kwargs)
+                                headers={"Authorization": f"Bearer {token}"}, **kwargs)
+
+    def named_token(self, name: str, role: str, namespace: str) -> str:
+        """A named token made by the admin, as `pystol tokens create` makes one; its secret."""
+        made = self.call("POST", "/api/v1/tokens", json={"name": name, "role": role,
+                                                          "namespaces": [namespace]})
+        assert made.status_code == 201, made.text
+        secret: str = made.json()["token"]
+        return secret
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         answer = self.call("POST", "/api/v1/schedules", json=body)
@@ -275,3 +285,41 @@ def test_history_and_next_run_are_shown(stack: Stack) -> None:
     assert timedelta(seconds=0) <= datetime.fromisoformat(
         runs[0]["fired_at"].replace("Z", "+00:00")) - datetime.fromisoformat(
         runs[0]["slot_at"].replace("Z", "+00:00")) < timedelta(seconds=1)
+
+
+def test_a_fired_job_is_audited_as_the_schedule_on_behalf_of_its_last_editor(
+        stack: Stack) -> None:
+    """Token A creates the schedule, token B changes it: the trail must name the schedule
+    and B (who decided what it now runs), not its first creator, once per fired job."""
+    creator = stack.named_token("sched-creator", "operator", "shop")
+    editor = stack.named_token("sched-editor", "operator", "shop")
+    made = stack.call("POST", "/api/v1/schedules", token=creator, json={
+        "id": "edited", "interval": "1s", "paused": True, "template": dry_run_template()})
+    assert made.status_code == 201, made.text
+    # One change that is not a bare pause/resume: an update, then firing.
+    changed = stack.call("PATCH", "/api/v1/schedules/edited", token=editor,
+                         json={"paused": False, "history_limit": 5})
+    assert changed.status_code == 200, changed.text
+    deadline = time.monotonic() + 30
+    while not stack.jobs("edited"):
+        assert time.monotonic() < deadline, "the schedule never fired"
+        time.sleep(0.1)
+    stack.delete("edited")
+    fired = {job["id"] for job in stack.wait_ended(stack.jobs("edited"))}
+
+    trail = stack.call("GET", "/api/v1/audit", params={"operation": "job.submit",
+                                                       "limit": 500})
+    assert trail.status_code == 200, trail.text
+    records = [item for item in trail.json()["items"] if item["schedule_id"] == "edited"]
+    assert sorted(item["job_id"] for item in records) == sorted(fired)  # each job once
+    for item in records:
+        assert item["outcome"] == "ok", item
+        actor = item["actor"]
+        assert (actor["kind"], actor["name"], actor["on_behalf_of"]) == (
+            "schedule", "edited", "token:sched-editor"), actor
+    changes = stack.call("GET", "/api/v1/audit", params={"operation": "schedule",
+                                                         "limit": 500}).json()["items"]
+    assert [(item["operation"], item["actor"]["name"]) for item in reversed(changes)
+            if item["schedule_id"] == "edited"] == [
+        ("schedule.create", "sched-creator"), ("schedule.update", "sched-editor"),
+        ("schedule.delete", submitter_name(TOKEN))]

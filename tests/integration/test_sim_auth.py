@@ -471,3 +471,72 @@ def test_scenario_user_with_the_admin_token_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "users[0].token: this is the admin token (--token)" in result.stderr
     assert not (tmp_path / "kc").exists()
+
+
+def test_a_namespaced_role_on_pystol_org_cannot_create_cluster_kinds(
+        admin: client.ApiClient, sim: SimProcess, tmp_path: Path) -> None:
+    """Node-level and cluster-wide chaos by custom resource is a cluster-scoped kind: a
+    team's Role on `pystol.org/*` in its namespace lets it create PystolActions there, and
+    the API server itself refuses it a PystolClusterAction; a ClusterRole bound cluster-wide
+    is what allows one."""
+    from pystol_api.crds import crd_dir
+
+    sim.kubectl("apply", "-f", str(crd_dir()))
+    sim.kubectl("wait", "--for", "condition=Established", "--timeout", "30s",
+                "crd/pystolactions.pystol.org", "crd/pystolclusteractions.pystol.org",
+                "crd/pystolclusterschedules.pystol.org")
+    if sim.kubectl("get", "namespace", "team-a", check=False).returncode != 0:
+        sim.kubectl("create", "namespace", "team-a")
+    name = make_service_account(admin, "team-a")
+    token = sa_token(admin, "team-a", name)
+    user = f"system:serviceaccount:team-a:{name}"
+    grant(admin, "team-a", sa_subject("team-a", name), [client.V1PolicyRule(
+        api_groups=["pystol.org"], resources=["*"], verbs=["*"])])
+    template = {"action": "node-cordon", "duration": "10s", "target": {"names": ["node-a"]}}
+    manifests = {
+        "own.yaml": {"kind": "PystolAction", "metadata": {"name": "own", "namespace": "team-a"},
+                     "spec": {"action": "pod-kill", "dryRun": True}},
+        "pca.yaml": {"kind": "PystolClusterAction", "metadata": {"name": unique("cordon")},
+                     "spec": template},
+        "pcs.yaml": {"kind": "PystolClusterSchedule", "metadata": {"name": unique("nightly")},
+                     "spec": {"interval": "1h", "template": template}},
+    }
+    for file, manifest in manifests.items():
+        (tmp_path / file).write_text(json.dumps({"apiVersion": "pystol.org/v1alpha1",
+                                                 **manifest}))
+
+    def create(file: str) -> subprocess.CompletedProcess[str]:
+        return sim.kubectl("create", "-f", str(tmp_path / file), "--token", token, check=False)
+
+    assert create("own.yaml").returncode == 0  # the Role holds in its namespace
+    for file, plural in (("pca.yaml", "pystolclusteractions"),
+                         ("pcs.yaml", "pystolclusterschedules")):
+        result = create(file)
+        assert result.returncode != 0
+        assert (f'Error from server (Forbidden): error when creating "{tmp_path / file}": '
+                f'{plural}.pystol.org is forbidden: User "{user}" cannot create resource '
+                f'"{plural}" in API group "pystol.org" at the cluster scope') \
+            in result.stderr, result.stderr
+    assert manifests["pca.yaml"]["metadata"]["name"] not in sim.kubectl(
+        "get", "pystolclusteractions", "-o", "name").stdout
+    # A cluster kind does not exist under a namespace: no way round the cluster scope.
+    code, _ = raw(sim, "POST", "/apis/pystol.org/v1alpha1/namespaces/team-a/"
+                  "pystolclusteractions", token, {"apiVersion": "pystol.org/v1alpha1",
+                                                  **manifests["pca.yaml"]})
+    assert code == 404
+
+    # What a cluster admin grants: a ClusterRole, bound cluster-wide.
+    rbac = client.RbacAuthorizationV1Api(admin)
+    role = unique("pystol-cluster-chaos")
+    rbac.create_cluster_role(client.V1ClusterRole(
+        metadata=client.V1ObjectMeta(name=role), rules=[client.V1PolicyRule(
+            api_groups=["pystol.org"], resources=["pystolclusteractions"],
+            verbs=["create", "get"])]))
+    rbac.create_cluster_role_binding(client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name=role), subjects=[sa_subject("team-a", name)],
+        role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name=role)))
+    assert create("pca.yaml").returncode == 0
+    assert sim.kubectl("get", "pystolclusteraction", manifests["pca.yaml"]["metadata"]["name"],
+                       "--token", token, "-o", "name").stdout.strip()
+    # ... and only the kind it names.
+    assert "cannot create resource \"pystolclusterschedules\"" in create("pcs.yaml").stderr

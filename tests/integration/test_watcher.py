@@ -616,3 +616,154 @@ def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack, kube: client
             assert handle.process.poll() is None
     finally:
         beat.stop()
+
+
+# -- the confused deputy by custom resource: no command, no image, no exec output (issue 12) --
+
+#: What a stolen service-account token looks like: it must show up nowhere Pystol writes.
+STOLEN = "eyJhbGciOiJSUzI1NiJ9.team-a-must-never-read-this"
+#: The sim prints this annotation's text on stdout and stderr of every exec in the pod, as a
+#: container's own shell profile or `kill` wrapper could.
+EXEC_OUTPUT = "sim.pystol.org/exec-output"
+READ_TOKEN = ["sh", "-c", "cat /var/run/secrets/kubernetes.io/serviceaccount/token >&2; exit 7"]
+
+
+@pytest.fixture(scope="module")
+def team_app(stack: Stack, kube: client.ApiClient) -> str:
+    """Deployment `app` in team-a (2 pods, app=team-app) whose exec'd processes print
+    STOLEN; its label selector."""
+    core, apps = stack.kube_clients()
+    labels = {"app": "team-app"}
+    apps.create_namespaced_deployment("team-a", {
+        "metadata": {"name": "app"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels, "annotations": {
+                "sim.pystol.org/start-seconds": "0.5", "sim.pystol.org/ready-seconds": "1",
+                EXEC_OUTPUT: STOLEN}},
+            "spec": {"containers": [{"name": "app", "image": "team-a/app:1"}]}}}})
+    stack.sim.wait_for(lambda: [p for p in core.list_namespaced_pod(
+        "team-a", label_selector="app=team-app").items if p.status.container_statuses
+        and all(c.ready for c in p.status.container_statuses)][1:], timeout=30)
+    return "app=team-app"
+
+
+def test_a_team_cr_can_neither_run_a_command_nor_choose_an_image(
+        stack: Stack, kube: client.ApiClient, team_app: str) -> None:
+    before = pods_of(stack, "team-a")
+    target = {"namespaces": ["team-a"], "labelSelector": team_app, "mode": "all"}
+    with watcher(stack) as handle:
+        apply(stack,
+              action("shell", {"action": "container-kill", "target": target,
+                               "params": {"command": READ_TOKEN}}, "team-a"),
+              action("own-image", {"action": "pod-failure", "duration": "30s",
+                                   "target": target,
+                                   "params": {"image": "attacker/shell:1"}}, "team-a"))
+        shell = wait_for_phase(stack, kube, "shell", namespace="team-a",
+                               watchers=(handle,))["status"]
+        image = wait_for_phase(stack, kube, "own-image", namespace="team-a",
+                               watchers=(handle,))["status"]
+    assert shell["phase"] == "Failed" and not shell.get("jobId"), shell
+    assert {c["reason"] for c in shell["conditions"]} == {"InvalidSpec"}
+    assert "spec.params.command: container-kill takes a `signal`" in shell["message"]
+    assert image["phase"] == "Failed" and not image.get("jobId"), image
+    assert {c["reason"] for c in image["conditions"]} == {"PolicyRefused"}
+    assert "spec.params.image: " in image["message"]
+    assert "attacker/shell:1" in image["message"]
+    # Nothing stored, so nothing queued or run: same containers, restart counts, images.
+    assert jobs_from(stack, "team-a/shell") == jobs_from(stack, "team-a/own-image") == []
+    assert pods_of(stack, "team-a") == before
+
+
+def test_what_an_exec_prints_is_copied_nowhere(stack: Stack, kube: client.ApiClient,
+                                               team_app: str) -> None:
+    core, _ = stack.kube_clients()
+    with watcher(stack) as handle:
+        apply(stack, action("kill-own", {"action": "container-kill", "params": {
+            "signal": "SIGKILL"}, "target": {"namespaces": ["team-a"],
+                                             "labelSelector": team_app, "mode": "all"}},
+            "team-a"))
+        obj = wait_for_phase(stack, kube, "kill-own", namespace="team-a", watchers=(handle,))
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["result"]["targetsAffected"] == 2  # the kills happened, the execs printed
+    record = stack.call("GET", f"/api/v1/jobs/{status['jobId']}").json()
+    assert [pod["restart_count_after"] - pod["restart_count_before"]
+            for pod in record["result"]["output"]["pods"]] == [1, 1]
+    events = [(e.reason, e.message) for e in core.list_namespaced_event("team-a").items]
+    assert "PystolChaos" in {reason for reason, _ in events}
+    for where, text in (("the CR", json.dumps(obj)), ("the Events", json.dumps(events)),
+                        ("the job record", json.dumps(record)),
+                        ("the worker's log", "\n".join(stack.worker.output)),
+                        ("the watcher's log", "\n".join(handle.output))):
+        assert STOLEN not in text, where
+
+
+# -- every operation a custom resource causes is audited once, as that object (issue 12) --
+
+
+def audit_of(stack: Stack, actor: str, operation: str) -> list[dict[str, Any]]:
+    """The audit records of one actor and operation family, oldest first, read as an admin."""
+    response = stack.call("GET", "/api/v1/audit", params={"actor": actor,
+                                                          "operation": operation})
+    assert response.status_code == 200, response.text
+    return list(reversed(response.json()["items"]))
+
+
+def test_a_crs_job_is_audited_once_as_the_object_and_so_is_its_cancel(
+        stack: Stack, kube: client.ApiClient) -> None:
+    name, when = "audited", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    body = action(name, {"action": "http-probe", "target": {}, "params": {
+        "url": f"{stack.url}/healthz", "count": 400, "interval": "0.25s"}}, "team-a")
+    # What a real API server keeps for `--field-manager alice-ci` (the sim keeps it as sent).
+    body["metadata"]["managedFields"] = [{
+        "manager": "alice-ci", "operation": "Update", "apiVersion": f"{GROUP}/{VERSION}",
+        "time": when, "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
+    with watcher(stack) as handle:
+        created = objects(kube).create_namespaced_custom_object(
+            GROUP, VERSION, "team-a", PLURAL, body, field_manager="alice-ci")
+        job_id = wait_for_phase(stack, kube, name, phases=("Running",), namespace="team-a",
+                                watchers=(handle,))["status"]["jobId"]
+        stack.sim.kubectl("delete", "pystolaction", name, "-n", "team-a", "--timeout=30s")
+    submits = audit_of(stack, f"team-a/{name}", "job.submit")
+    cancels = audit_of(stack, f"team-a/{name}", "job.cancel")
+    assert [(r["outcome"], r["job_id"]) for r in submits] == [("ok", job_id)], \
+        (stack.call("GET", "/api/v1/audit").json(), handle.tail())
+    assert [(r["outcome"], r["job_id"]) for r in cancels] == [("ok", job_id)], cancels
+    for record in submits + cancels:
+        assert record["actor"] == {
+            **record["actor"], "kind": "custom-resource", "name": f"team-a/{name}",
+            "uid": created["metadata"]["uid"], "resource_kind": "PystolAction",
+            "manager": "alice-ci"}
+        assert record["namespaces"] == ["team-a"]
+    assert f"deletion of PystolAction team-a/{name}" in cancels[0]["detail"]
+
+
+def test_a_pystolschedule_is_audited_at_create_update_and_delete(
+        stack: Stack, kube: client.ApiClient) -> None:
+    api, name = objects(kube), "audited-nightly"
+    with watcher(stack) as handle:
+        created = api.create_namespaced_custom_object(
+            GROUP, VERSION, "team-a", "pystolschedules", {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "PystolSchedule",
+                "metadata": {"name": name, "namespace": "team-a"},
+                "spec": {"interval": "1h", "template": {"action": "pod-kill", "dryRun": True,
+                                                        "target": {"namespaces": ["team-a"]}}}})
+
+        def status_at(generation: int) -> dict[str, Any] | None:
+            status = api.get_namespaced_custom_object(
+                GROUP, VERSION, "team-a", "pystolschedules", name).get("status") or {}
+            return status if status.get("observedGeneration") == generation else None
+
+        stack.sim.wait_for(lambda: status_at(1), timeout=30)
+        stack.sim.kubectl("patch", "pystolschedule", name, "-n", "team-a", "--type", "merge",
+                          "-p", '{"spec": {"interval": "2h"}}')
+        assert stack.sim.wait_for(lambda: status_at(2), timeout=30)["phase"] == "Active"
+        stack.sim.kubectl("delete", "pystolschedule", name, "-n", "team-a", "--timeout=30s")
+        assert handle.process.poll() is None
+    records = audit_of(stack, f"team-a/{name}", "schedule")
+    assert [(r["operation"], r["outcome"]) for r in records] == [
+        ("schedule.create", "ok"), ("schedule.update", "ok"), ("schedule.delete", "ok")], records
+    schedule_id = f"cr.team-a.{name}"
+    assert {r["schedule_id"] for r in records} == {schedule_id}
+    assert {(r["actor"]["kind"], r["actor"]["uid"]) for r in records} == {
+        ("custom-resource", created["metadata"]["uid"])}

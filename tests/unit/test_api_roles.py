@@ -4,7 +4,9 @@ One table, read by one test: for each (role, operation) the expected status, and
 refusal a 403 problem document naming the field or namespace. The tokens are real named
 tokens (created in the token store, as `pystol tokens create` does); an operator and a
 viewer are scoped to `shop`, and `payments` is another tenant's namespace. Each mutating
-operation must leave exactly one audit record, with the caller's identity and outcome.
+operation must leave exactly one audit record, with the caller's identity (kind and exact
+name) and outcome; a schedule create or change the API cannot use (422) is recorded as
+`invalid`, like a job submission.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from pystol_api.http.app import create_app, services_of
+from pystol_api.http.auth import submitter_name
 from pystol_worker.actions import default_registry
-from pystol_worker.core.access import Role
+from pystol_worker.core.access import ActorKind, Role
 from pystol_worker.core.settings import Settings
 from pystol_worker.kube.fake_cluster import FakeCluster
 
@@ -99,6 +102,14 @@ def schedule_in(world: World, namespace: str, schedule_id: str) -> str:
     return schedule_id
 
 
+def paused_schedule_in(world: World, namespace: str, schedule_id: str) -> str:
+    schedule_in(world, namespace, schedule_id)
+    response = world.call("admin", "PATCH", f"/api/v1/schedules/{schedule_id}",
+                          {"paused": True})
+    assert response.status_code == 200, response.json
+    return schedule_id
+
+
 # (operation, (role -> expected status), request builder). Roles: admin; operator and
 # viewer of `shop`. Builders get the world and return (method, path, body).
 Request = Callable[[World], tuple[str, str, Any]]
@@ -131,6 +142,14 @@ CASES: list[tuple[str, dict[str, int], Request]] = [
     ("move a schedule to another namespace", {"admin": 200, "operator": 403, "viewer": 403},
      lambda w: ("PATCH", f"/api/v1/schedules/{schedule_in(w, 'shop', 's2')}",
                 {"template": pod_kill("payments", dry_run=True)})),
+    ("resume a schedule in own namespace", {"admin": 200, "operator": 200, "viewer": 403},
+     lambda w: ("PATCH", f"/api/v1/schedules/{paused_schedule_in(w, 'shop', 's4')}",
+                {"paused": False})),
+    ("update a schedule in own namespace", {"admin": 200, "operator": 200, "viewer": 403},
+     lambda w: ("PATCH", f"/api/v1/schedules/{schedule_in(w, 'shop', 's5')}",
+                {"interval": "20m"})),
+    ("delete a schedule in own namespace", {"admin": 204, "operator": 204, "viewer": 403},
+     lambda w: ("DELETE", f"/api/v1/schedules/{schedule_in(w, 'shop', 's6')}", None)),
     ("delete a schedule in another namespace", {"admin": 204, "operator": 404, "viewer": 404},
      lambda w: ("DELETE", f"/api/v1/schedules/{schedule_in(w, 'payments', 's3')}", None)),
     ("engage the halt", {"admin": 200, "operator": 200, "viewer": 403},
@@ -141,6 +160,11 @@ CASES: list[tuple[str, dict[str, int], Request]] = [
      lambda w: ("GET", "/api/v1/policy", None)),
 ]
 MUTATING = {"POST", "PATCH", "DELETE"}
+#: Who each role's audit records must name: the settings token by its stable hash name,
+#: the named tokens by the names they were created with.
+ACTORS = {"admin": (ActorKind.SETTINGS_TOKEN, submitter_name(ADMIN_TOKEN)),
+          "operator": (ActorKind.TOKEN, "operator-shop"),
+          "viewer": (ActorKind.TOKEN, "viewer-shop")}
 
 
 @pytest.mark.parametrize("role", ["admin", "operator", "viewer"])
@@ -166,9 +190,7 @@ def test_role_may_or_may_not(world: World, role: str, operation: str,
         assert len(new) == 1, (operation, role, [r.operation for r in new])
         record = new[0]
         assert record.outcome == ("refused" if response.status_code == 403 else "ok")
-        expected_name = {"admin": "token-", "operator": "operator-shop",
-                         "viewer": "viewer-shop"}[role]
-        assert record.actor.name.startswith(expected_name), record.actor
+        assert (record.actor.kind, record.actor.name) == ACTORS[role], record.actor
 
 
 def test_lists_show_only_the_callers_namespaces(world: World) -> None:
@@ -229,3 +251,42 @@ def test_the_cluster_view_shows_only_the_callers_namespaces(world: World) -> Non
     assert [pod.namespace for pod in view.pods] == ["shop"]
     assert [w.namespace for w in view.workloads] == ["shop"]
     assert view.running_jobs == ["j-1"]
+
+
+# (what is wrong, method, path builder, body, the operation, the namespaces recorded)
+INVALID_SCHEDULE_REQUESTS: list[tuple[str, str, Callable[[World], str], Any, str,
+                                      list[str]]] = [
+    ("a template with an unknown action", "POST", lambda w: "/api/v1/schedules",
+     {"id": "s-bad", "interval": "10m", "template": {"action": "no-such-action",
+                                                     "target": {"namespaces": ["shop"]}}},
+     "schedule.create", ["shop"]),
+    ("a body the request model refuses", "POST", lambda w: "/api/v1/schedules",
+     {**schedule("shop", "s-bad"), "interval": "often"}, "schedule.create", ["shop"]),
+    ("a patch whose merged spec is invalid", "PATCH",
+     lambda w: f"/api/v1/schedules/{schedule_in(w, 'shop', 's7')}",
+     {"interval": None}, "schedule.update", ["shop"]),
+    ("a patch whose template fails validation", "PATCH",
+     lambda w: f"/api/v1/schedules/{schedule_in(w, 'shop', 's8')}",
+     {"template": {"params": {"no_such_param": 1}}}, "schedule.update", ["shop"]),
+    ("a patch with a field schedules do not have", "PATCH",
+     lambda w: f"/api/v1/schedules/{schedule_in(w, 'shop', 's9')}",
+     {"colour": "red"}, "schedule.update", ["shop"]),
+]
+
+
+@pytest.mark.parametrize(("wrong", "method", "path", "body", "operation", "namespaces"),
+                         INVALID_SCHEDULE_REQUESTS,
+                         ids=[case[0] for case in INVALID_SCHEDULE_REQUESTS])
+def test_an_invalid_schedule_change_is_audited_once_as_invalid(
+        world: World, wrong: str, method: str, path: Callable[[World], str], body: Any,
+        operation: str, namespaces: list[str]) -> None:
+    url = path(world)
+    before = len(world.audit())
+    response = world.call("operator", method, url, body)
+    assert response.status_code == 422, (wrong, response.json)
+    new = world.audit()[:len(world.audit()) - before]
+    assert [(r.operation, r.outcome) for r in new] == [(operation, "invalid")], wrong
+    [record] = new
+    assert (record.actor.kind, record.actor.name) == ACTORS["operator"]
+    assert record.namespaces == namespaces
+    assert record.detail == response.json["detail"]  # what the caller was told

@@ -585,6 +585,53 @@ def test_a_job_the_queue_refuses_is_audited_as_failed_once() -> None:
     assert (record.outcome, record.job_id) == ("failed", failed.value.job_id)
 
 
+def audit_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str | None]]:
+    """(outcome, job id) of every line logged on `pystol.audit`, oldest first."""
+    documents = [getattr(line, "audit") for line in caplog.records  # noqa: B009
+                 if line.name == "pystol.audit"]  # `extra={"audit": …}` of AuditLog.log
+    return [(document["outcome"], document["job_id"]) for document in documents]
+
+
+def test_a_job_the_queue_refuses_logs_one_audit_line_failed(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The log is the trail a SIEM reads: a refused job must not show there as `ok`."""
+    class Refusing:
+        def send(self, job_id: str) -> None:
+            raise ConnectionError("broker down")
+
+    submissions = Submissions(queue=Refusing())
+    caplog.set_level("INFO", logger="pystol.audit")
+    with pytest.raises(QueueUnavailable) as failed:
+        submissions.submit(KILL_IN_SHOP)
+    assert audit_lines(caplog) == [("failed", failed.value.job_id)]
+
+
+def test_a_queued_and_a_deferred_job_each_log_one_audit_line_ok(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="pystol.audit")
+    queued, _ = Submissions().submit(KILL_IN_SHOP)
+    waiting = Submissions(policy=Policy(windows=WEEKDAYS, outside_windows=OutsideWindows.WAIT),
+                          clock=ManualClock(SATURDAY))
+    deferred, _ = waiting.submit(KILL_IN_SHOP)
+    assert deferred.not_before is not None
+    assert audit_lines(caplog) == [("ok", queued.id), ("ok", deferred.id)]
+
+
+def test_the_trail_finds_a_job_by_the_namespace_its_probe_reads() -> None:
+    """`pystol audit -n payments` must show a job in shop whose probe reads payments."""
+    submissions = Submissions()
+    reads_payments = {**KILL_IN_SHOP, "probes": [{
+        "type": "k8s", "namespace": "payments",
+        "object": {"kind": "Deployment", "name": "ledger"}}]}
+    ok, _ = submissions.submit(reads_payments)
+    with pytest.raises(AccessDenied):
+        submissions.submit(reads_payments, SHOP_OPERATOR)
+    found, _ = submissions.audit.read(namespace="payments")
+    assert [(r.outcome, r.job_id) for r in reversed(found)] == [("ok", ok.id),
+                                                                 ("refused", None)]
+    assert all(r.namespaces == ["payments", "shop"] for r in found)
+
+
 # -- schedules ------------------------------------------------------------------------------
 
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC).timestamp()

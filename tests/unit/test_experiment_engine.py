@@ -1079,8 +1079,8 @@ def test_the_service_resolves_each_host_once_through_its_resolver() -> None:
 
 
 def test_a_forged_submitter_in_the_run_record_gives_no_access() -> None:
-    """L3: the owner shortcut (read, cancel, resume without a namespace check) follows
-    the sealed grant's submitter, not the record's unsealed `submitter`."""
+    """L3: a run's record names its submitter, but a submitter string grants nothing:
+    reading and cancelling need the rights in the run's namespaces now."""
     import json
 
     from pystol_worker.experiments.service import RunNotFound
@@ -1095,6 +1095,18 @@ def test_a_forged_submitter_in_the_run_record_gives_no_access() -> None:
     with pytest.raises(RunNotFound):
         h.service.cancel(run.id, mallory)
     assert h.service.run(run.id, alice).id == run.id
+
+
+def test_a_name_that_lost_a_namespace_no_longer_reaches_its_runs_there() -> None:
+    """Token `alice` re-created for someone else (or narrowed) as an operator of `cart`
+    only: the run the old `alice` started in `shop` is not hers to read or cancel."""
+    from pystol_worker.experiments.service import RunNotFound
+    h = Harness()
+    run = h.start(document(kill("web")), operator("alice", "shop"))
+    for call in (h.service.run, h.service.cancel):
+        with pytest.raises(RunNotFound):
+            call(run.id, operator("alice", "cart"))
+    assert run.id not in [item.id for item in h.service.runs(operator("alice", "cart")).items]
 
 
 @pytest.mark.parametrize(("status", "deadline", "why"), [

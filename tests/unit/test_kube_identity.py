@@ -5,21 +5,30 @@ The cluster here is a recording stand-in for the two review calls of `ClusterAcc
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, Configuration
 
 from pystol_api.http.kube_identity import KubernetesIdentities
 from pystol_worker.core.access import ActorKind, Permission
-from pystol_worker.kube.cluster_access import ClusterError
+from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError, TokenBucket
 from tests.support.manual_clock import ManualClock
 
 
 class ReviewingCluster:
+    """TokenReview answers by token; SubjectAccessReview by (user, verb, resource,
+    namespace), except that a token scoped to `user:info` (its `extra`) may do nothing."""
+
     def __init__(self, users: dict[str, dict[str, Any]],
                  allowed: set[tuple[str, str, str, str | None]]) -> None:
         self.users = users
         self.allowed = allowed
         self.reviews: list[str] = []
         self.access: list[tuple[str, str, str, str | None]] = []
+        self.extras: list[dict[str, list[str]] | None] = []  # spec.extra of each review
         self.down = False
 
     def review_token(self, token: str) -> dict[str, Any]:
@@ -30,16 +39,22 @@ class ReviewingCluster:
         return {"authenticated": True, "user": user} if user else {"authenticated": False}
 
     def review_access(self, user: str, groups: list[str], uid: str | None, verb: str,
-                      group: str, resource: str, namespace: str | None) -> bool:
+                      group: str, resource: str, namespace: str | None, *,
+                      extra: dict[str, list[str]] | None = None) -> bool:
         if self.down:
             raise ClusterError("cannot reach the Kubernetes API")
         assert group == "pystol.org"
         self.access.append((user, verb, resource, namespace))
+        self.extras.append(extra)
+        if extra is not None and extra.get(SCOPES) == ["user:info"]:
+            return False  # like OpenShift's scope authorizer: this token may only read who
         return (user, verb, resource, namespace) in self.allowed
 
 
 
 ROBOT = "system:serviceaccount:shop:robot"
+SCOPES = "scopes.authorization.openshift.io"
+CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 
 
 def make(cluster: ReviewingCluster, clock: ManualClock) -> KubernetesIdentities:
@@ -115,3 +130,66 @@ def test_a_flood_of_random_tokens_is_cut_off_and_known_users_keep_working() -> N
     clock.now = 5.0
     assert identities.identify("random-new") is None
     assert len(cluster.reviews) == 4  # the allowance came back with time
+
+
+def test_every_access_review_carries_the_users_extra() -> None:
+    """TokenReview's `user.extra` (a scope, a credential id) reaches each SAR: an
+    authorizer that narrows a user by it must judge the token that signed in."""
+    extra = {SCOPES: ["user:full"], CREDENTIAL_ID: ["JTI=abc"]}
+    cluster = ReviewingCluster({"t": {"username": ROBOT, "extra": extra}},
+                               {(ROBOT, "create", "pystolactions", "shop")})
+    identity = make(cluster, ManualClock(0.0)).identify("t")
+    assert identity is not None
+    assert identity.authority.allows(Permission.JOBS_SUBMIT, "shop")
+    assert not identity.authority.allows(Permission.HALT_LIFT, None)
+    assert cluster.extras == [extra, extra]
+    assert "extra" not in identity.actor.model_dump()  # not in job records or the trail
+
+
+def test_a_token_scoped_to_user_info_gets_none_of_its_users_rights() -> None:
+    """The attack: a token the cluster scoped to `user:info` must not run chaos where
+    its user may, neither asked first nor after the full token's answer was cached."""
+    scoped = {"username": ROBOT, "extra": {SCOPES: ["user:info"]}}
+    cluster = ReviewingCluster({"full": {"username": ROBOT}, "scoped": scoped},
+                               {(ROBOT, "create", "pystolactions", "shop")})
+    identities = make(cluster, ManualClock(0.0))
+    full, narrow = identities.identify("full"), identities.identify("scoped")
+    assert full is not None and narrow is not None
+    assert full.authority.allows(Permission.JOBS_SUBMIT, "shop")
+    assert not narrow.authority.allows(Permission.JOBS_SUBMIT, "shop")
+    assert cluster.extras == [None, {SCOPES: ["user:info"]}]  # two questions, not one
+
+
+def test_two_credentials_of_one_user_do_not_share_cached_answers() -> None:
+    first = {"username": ROBOT, "extra": {CREDENTIAL_ID: ["JTI=one"]}}
+    second = {"username": ROBOT, "extra": {CREDENTIAL_ID: ["JTI=two"]}}
+    cluster = ReviewingCluster({"one": first, "two": second},
+                               {(ROBOT, "list", "pystolactions", "shop")})
+    identities = make(cluster, ManualClock(0.0))
+    for token in ("one", "two", "one", "two"):
+        identity = identities.identify(token)
+        assert identity is not None and identity.authority.allows(Permission.JOBS_READ, "shop")
+    assert cluster.extras == [{CREDENTIAL_ID: ["JTI=one"]}, {CREDENTIAL_ID: ["JTI=two"]}]
+
+
+def test_the_subject_access_review_sent_to_the_cluster_has_spec_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ClusterAccess.review_access` itself: the body it posts carries `spec.extra`."""
+    access = ClusterAccess(ApiClient(Configuration()), TokenBucket(1000.0, 1000))
+    sent: list[dict[str, Any]] = []
+
+    def call_raw(verb: str, func: Any, body: dict[str, Any]) -> Any:
+        sent.append(body)
+        return SimpleNamespace(data=json.dumps({"status": {"allowed": True}}).encode())
+
+    monkeypatch.setattr(access, "call_raw", call_raw)
+    assert access.review_access(ROBOT, ["system:serviceaccounts"], "u-1", "create",
+                                "pystol.org", "pystolactions", "shop",
+                                extra={SCOPES: ["user:info"]})
+    assert access.review_access(ROBOT, [], None, "delete", "pystol.org", "halts", None)
+    assert sent[0]["spec"] == {
+        "user": ROBOT, "groups": ["system:serviceaccounts"], "uid": "u-1",
+        "extra": {SCOPES: ["user:info"]},
+        "resourceAttributes": {"verb": "create", "group": "pystol.org",
+                               "resource": "pystolactions", "namespace": "shop"}}
+    assert "extra" not in sent[1]["spec"]

@@ -275,6 +275,19 @@ def test_each_slot_makes_one_job_with_a_slot_idempotency_key(env: Env) -> None:
     assert env.sent == [result.job_id, following.job_id]
 
 
+def test_a_schedule_too_frequent_for_a_tightened_policy_stops_firing(env: Env) -> None:
+    """The admin raises `min_schedule_period` after a schedule was stored (a new policy
+    file, a restarted worker): its next fire is refused, not run at the old rate."""
+    env.add(interval="2s", concurrency_policy="Allow")
+    assert env.fire().outcome == "started"
+    env.store.policy = Policy(min_schedule_period=60)
+    refused = env.fire()
+    assert refused.outcome == "failed" and refused.job_id is None
+    assert "interval runs as often as every 2s" in refused.reason
+    assert "no more often than every 60s" in refused.reason
+    assert len(env.sent) == 1  # nothing more was queued
+
+
 def test_slots_without_a_fire_are_recorded_and_only_the_latest_runs(env: Env) -> None:
     env.add(interval="2s", concurrency_policy="Allow")  # its jobs stay queued here
     first = env.fire()

@@ -636,3 +636,32 @@ def test_deleting_a_schedule_ignores_a_foreign_schedule_id(ctx: Context,
     assert store.exists(victim.id)
     with pytest.raises(ScheduleNotFound):
         store.get("cr.team-a.mine")
+
+
+def test_a_refused_change_of_a_schedule_is_audited_as_an_update_and_its_removal(
+        ctx: Context, events: list[Any]) -> None:
+    from pystol_worker.store.audit_log import AuditLog
+
+    trail = AuditLog(ctx.redis, max_records=100, retention_seconds=3600, approximate=False)
+    ctx.submissions.audit = trail
+    obj = schedule_body("nightly", {"action": "pod-kill", "target": {"namespaces": ["team-a"]}})
+    sync(ctx, obj)
+    # The object is changed to ask for what it may not: the stored schedule goes.
+    obj["spec"]["template"] = {"action": "pod-kill", "target": {"namespaces": ["payments"]}}
+    assert sync(ctx, obj)["phase"] == "Failed"
+    assert not ctx.schedule_store().exists("cr.team-a.nightly")
+
+    records, _ = trail.read()
+    assert [(r.operation, r.outcome) for r in reversed(records)] == [
+        ("schedule.create", "ok"), ("schedule.update", "refused"), ("schedule.delete", "ok")]
+    assert {r.schedule_id for r in records} == {"cr.team-a.nightly"}
+    assert {(r.actor.name, r.actor.uid) for r in records} == {
+        ("team-a/nightly", "uid-team-a-nightly")}
+    assert "payments" in (records[0].detail or "")
+
+    # A new object refused from the start is a refused create, and nothing is removed.
+    sync(ctx, schedule_body("steal", {"action": "pod-kill",
+                                      "target": {"namespaces": ["payments"]}}))
+    newest, _ = trail.read(limit=1)
+    assert [(r.operation, r.outcome, r.schedule_id) for r in newest] == [
+        ("schedule.create", "refused", "cr.team-a.steal")]

@@ -30,6 +30,7 @@ from pystol_worker.core.access import AccessDenied, Permission
 from pystol_worker.core.model import JobRecord, JobSpec
 from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
+from pystol_worker.jobs.authorization import job_namespaces
 from pystol_worker.jobs.submission import JobQueue, SubmissionService
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid
 from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
@@ -181,13 +182,15 @@ def read_body(max_bytes: int) -> bytes:
 # -- which jobs and schedules a caller may see and change ------------------------------------
 
 
-def may_see(namespaces: list[str], submitter: str, permission: Permission) -> bool:
-    """A job or schedule is visible to its submitter, and to whoever may use `permission`
-    (jobs.read, schedules.read) in every one of its namespaces (a job spanning `shop` and
-    `payments` tells about both), or at cluster scope for one that names none
-    (node-level chaos)."""
-    if submitter == current_submitter():
-        return True
+def may_see(namespaces: list[str], permission: Permission) -> bool:
+    """Whether the caller may use `permission` (jobs.read, schedules.read) in every one of
+    these namespaces (a job spanning `shop` and `payments` tells about both), or at
+    cluster scope when there are none (node-level chaos).
+
+    What the caller may do *now* decides, never who submitted it: a token name can be
+    revoked and created again for someone else, and a Kubernetes user's RoleBinding in a
+    namespace can be removed; neither may keep reaching the jobs (and schedules) that the
+    name once started there."""
     authority = current_authority()
     if namespaces:
         return all(authority.allows(permission, namespace) for namespace in namespaces)
@@ -197,18 +200,20 @@ def may_see(namespaces: list[str], submitter: str, permission: Permission) -> bo
 def require_job_access(record: JobRecord, permission: Permission) -> None:
     """404 for a job the caller may not see (so ids of other tenants' jobs are not even
     confirmed); 403 when they see it but may not use `permission` (jobs.cancel) in every
-    namespace it touches (cluster chaos for one that names none)."""
-    namespaces = record.spec.target.namespaces
-    if not may_see(namespaces, record.submitter, Permission.JOBS_READ):
+    namespace it touches, its probes' included (cluster chaos for one that names none)."""
+    namespaces = job_namespaces(record.spec)
+    if not may_see(namespaces, Permission.JOBS_READ):
         raise ApiProblem(404, "job-not-found", "Job not found", f"there is no job {record.id}")
-    if permission == Permission.JOBS_READ or record.submitter == current_submitter():
+    if permission == Permission.JOBS_READ:
         return
     authority = current_authority()
-    for index, namespace in enumerate(namespaces):
+    targets = record.spec.target.namespaces
+    for namespace in namespaces:
         if not authority.allows(permission, namespace):
+            loc = (f"target.namespaces[{targets.index(namespace)}]"
+                   if namespace in targets else None)
             raise forbidden(AccessDenied(f"{current_submitter()} may not {permission.value} "
-                                         f"in namespace {namespace!r}",
-                                         loc=f"target.namespaces[{index}]"))
+                                         f"in namespace {namespace!r}", loc=loc))
     if not namespaces and not authority.allows(Permission.CLUSTER_CHAOS, None):
         raise forbidden(AccessDenied(f"{current_submitter()} may not {permission.value} "
                                      "node-level or cluster-wide jobs"))

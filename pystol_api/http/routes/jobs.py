@@ -37,6 +37,7 @@ from pystol_api.http.routes.common import (
 )
 from pystol_worker.core.access import Permission
 from pystol_worker.core.model import JobRecord, JobStatus, Page, Source, TimelineEvent
+from pystol_worker.jobs.authorization import job_namespaces
 from pystol_worker.jobs.submission import ChaosHalted, IdempotencyConflict, QueueUnavailable
 from pystol_worker.store.job_store import TIMELINE_CHANNEL, JobNotFound, TransitionRefused
 
@@ -214,8 +215,7 @@ def blueprint(services: Services) -> APIBlueprint:
                           cursor=query.cursor, limit=query.limit)
         # Only the jobs the caller may see; the cursor still walks every job.
         page.items = [record for record in page.items
-                      if may_see(record.spec.target.namespaces, record.submitter,
-                                 Permission.JOBS_READ)]
+                      if may_see(job_namespaces(record.spec), Permission.JOBS_READ)]
         return json_response(page)
 
     @bp.get("/jobs/<id>", summary="One job, with its timeline",

@@ -6,15 +6,20 @@ problems with field paths. Every change is written to Redis together with the
 celery-redbeat entry that `pystol beat` fires, so it takes effect without a restart.
 PATCH is a JSON merge patch (RFC 7386) of the spec: `{"paused": true}` pauses,
 `{"template": {"duration": "30s"}}` changes one template field, `null` resets a field.
+
+Every create, change, pause, resume and delete writes one audit record, whatever its
+outcome: `ok`, `refused` (403) or `invalid` (422 and the other answers to a body that
+cannot be used), like a job submission.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, request
+from flask import Response, g, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import (
     BaseModel,
@@ -51,7 +56,9 @@ from pystol_worker.core.schedule_model import (
     TimeWindow,
 )
 from pystol_worker.jobs.authorization import PolicyRefused
+from pystol_worker.jobs.validation import JobInvalid
 from pystol_worker.schedules.store import ScheduleExists, ScheduleNotFound, ScheduleStore
+from pystol_worker.store.audit_log import MAX_NAMESPACES, Outcome
 
 TAG = Tag(name="schedules", description="Scheduled chaos: cron, interval or mtbf, with "
                                         "time windows and a concurrency policy.")
@@ -151,6 +158,47 @@ def schedule_url(schedule_id: str) -> str:
     return f"{API_PREFIX}/schedules/{schedule_id}"
 
 
+#: Endpoints whose refused input is audited, and the operation each records.
+AUDITED_WHEN_INVALID = {"schedules.create_schedule": "schedule.create",
+                        "schedules.patch_schedule": "schedule.update"}
+INVALID_STATUSES = frozenset({400, 413, 415, 422})
+MAX_AUDITED_ID = 150
+
+
+def _requested(store: ScheduleStore) -> tuple[str | None, list[str]]:
+    """The schedule id and namespaces an invalid request named, as far as they can be
+    read: a PATCH's stored schedule (so the trail's namespace filter finds the attempt),
+    or a create body's id and template namespaces."""
+    if request.view_args and isinstance(request.view_args.get("id"), str):
+        schedule_id = request.view_args["id"][:MAX_AUDITED_ID]
+        try:
+            return schedule_id, store.get(schedule_id).namespaces
+        except ScheduleNotFound:
+            return schedule_id, []
+    try:
+        body: Any = json.loads(request.get_data(cache=True) or b"null")
+    except ValueError:
+        return None, []
+    if not isinstance(body, dict):
+        return None, []
+    schedule_id = body.get("id")
+    template = body.get("template")
+    target = template.get("target") if isinstance(template, dict) else None
+    namespaces = target.get("namespaces") if isinstance(target, dict) else None
+    return (schedule_id[:MAX_AUDITED_ID] if isinstance(schedule_id, str) else None,
+            [ns[:100] for ns in namespaces[:MAX_NAMESPACES] if isinstance(ns, str)]
+            if isinstance(namespaces, list) else [])
+
+
+def _problem_detail(response: Response) -> str | None:
+    try:
+        document = json.loads(response.get_data())
+    except ValueError:
+        return None
+    detail = document.get("detail") if isinstance(document, dict) else None
+    return str(detail) if detail is not None else None
+
+
 def blueprint(services: Services) -> APIBlueprint:
     bp = APIBlueprint("schedules", __name__, url_prefix=API_PREFIX, abp_tags=[TAG],
                       abp_security=BEARER_SECURITY, abp_responses=AUTH_RESPONSES)
@@ -163,8 +211,7 @@ def blueprint(services: Services) -> APIBlueprint:
                           f"there is no schedule {schedule_id}")
 
     def visible(record: ScheduleRecord) -> bool:
-        return may_see(record.namespaces, record.submitter,
-                       Permission.SCHEDULES_READ)
+        return may_see(record.namespaces, Permission.SCHEDULES_READ)
 
     def visible_or_404(schedule_id: str) -> ScheduleRecord:
         try:
@@ -178,16 +225,40 @@ def blueprint(services: Services) -> APIBlueprint:
     @contextlib.contextmanager
     def audited(operation: str, schedule_id: str | None,
                 namespaces: list[str]) -> Iterator[None]:
-        """One audit record for a schedule change, refused or done."""
+        """One audit record for a schedule change: refused, invalid (the template fails
+        `validate_job`, as a job submission's would) or done. Other errors (404, 409)
+        record nothing."""
+
+        def record(outcome: Outcome, detail: str | None) -> None:
+            services.audit.record(current_actor(), operation, outcome=outcome,
+                                  targets=[schedule_id or "(new)"], namespaces=namespaces,
+                                  schedule_id=schedule_id, detail=detail)
+            g.audited = True
+
         try:
             yield
         except (AccessDenied, PolicyRefused) as refused:
-            services.audit.record(current_actor(), operation, outcome="refused",
-                                  targets=[schedule_id or "(new)"], namespaces=namespaces,
-                                  schedule_id=schedule_id, detail=str(refused))
+            record("refused", str(refused))
             raise
-        services.audit.record(current_actor(), operation, targets=[schedule_id or "(new)"],
-                              namespaces=namespaces, schedule_id=schedule_id)
+        except JobInvalid as invalid:
+            record("invalid", str(invalid))
+            raise
+        record("ok", None)
+
+    @bp.after_request
+    def _audit_invalid_requests(response: Response) -> Response:
+        """A create or change whose body never reached the view (the request models and
+        the JSON checks answer 400/413/415/422 first) is audited `invalid` here, like a
+        job submission or a token creation, so that every attempt is in the trail once."""
+        operation = AUDITED_WHEN_INVALID.get(request.endpoint or "")
+        if operation is None or response.status_code not in INVALID_STATUSES \
+                or "identity" not in g or getattr(g, "audited", False):
+            return response
+        schedule_id, namespaces = _requested(store)
+        services.audit.record(current_actor(), operation, outcome="invalid",
+                              targets=[schedule_id or "(new)"], namespaces=namespaces,
+                              schedule_id=schedule_id, detail=_problem_detail(response))
+        return response
 
     @bp.post("/schedules", summary="Create a schedule",
              responses={201: {"description": "Validated and stored; beat fires it from now on.",
@@ -234,6 +305,7 @@ def blueprint(services: Services) -> APIBlueprint:
         try:
             spec = ScheduleSpec.model_validate(merged)
         except ValidationError as error:
+            # Audited by `_audit_invalid_requests`, with the schedule's namespaces.
             return validation_error_callback(error)
         namespaces = sorted(set(current.namespaces) | set(spec.namespaces()))
         try:

@@ -86,13 +86,6 @@ export function namespacesWith(permission) {
     .map(([namespace]) => namespace).sort();
 }
 
-// The name the API records this identity's jobs under (pystol_worker.core.access.Actor.submitter).
-export function submitter() {
-  if (!me) return null;
-  const { kind, name } = me.actor;
-  return kind === "settings-token" || kind === "custom-resource" ? name : `${kind}:${name}`;
-}
-
 const KINDS = { "settings-token": "API token", token: "Pystol token", kubernetes: "Kubernetes" };
 
 // "Pystol token ci-shop", and "operator in shop" / "admin" / "Kubernetes RBAC".

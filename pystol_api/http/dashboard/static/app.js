@@ -515,10 +515,9 @@ async function jobView(id) {
     timeline.append(el("li", {}, el("time", { datetime: ev.at }, when(ev.at)), el("strong", {}, ev.kind), " ", ev.message));
     seen += 1;
   };
-  // Its submitter may cancel a job; others need jobs.cancel in every namespace it touches
-  // (cluster chaos for one that names none), as the API checks.
-  const mayCancel = () => record.submitter === access.submitter() ||
-    access.mayIn("jobs.cancel", record.spec.target.namespaces);
+  // jobs.cancel in every namespace it touches (cluster chaos for one that names none), as
+  // the API checks; having submitted it is not enough (the name may be someone else's now).
+  const mayCancel = () => access.mayIn("jobs.cancel", record.spec.target.namespaces);
   const render = () => {
     const cancellable = !TERMINAL.has(record.status) && mayCancel();
     head.replaceChildren(

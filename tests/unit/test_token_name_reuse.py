@@ -1,0 +1,80 @@
+"""A token name is not an identity for life: whoever holds a re-created token of a revoked
+token's name (or a Kubernetes user whose RoleBinding in a namespace was removed) must not
+reach the jobs and schedules submitted under that name, in namespaces they may no longer
+touch. What a caller may see and cancel is decided by what they may do now, in every
+namespace the job or schedule touches, never by a matching submitter string."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from pystol_api.http.app import create_app
+from pystol_worker.actions import default_registry
+from pystol_worker.core.access import Role
+from pystol_worker.store.token_store import TokenStore
+from tests.unit.test_api_tokens_audit import (
+    ADMIN,
+    SIGNING_KEY,
+    RecordingQueue,
+    bearer,
+    make_settings,
+)
+
+
+@pytest.fixture
+def app() -> Flask:
+    return create_app(make_settings(), redis_client=fakeredis.FakeRedis(),
+                      queue=RecordingQueue(), registry=default_registry())
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
+    with app.test_client() as test_client:
+        yield test_client
+
+
+def job(namespace: str) -> dict[str, Any]:
+    return {"action": "pod-kill", "dry_run": True,
+            "target": {"namespaces": [namespace], "label_selector": "app=web"}}
+
+
+def schedule(namespace: str) -> dict[str, Any]:
+    return {"id": "nightly", "interval": "1h", "template": job(namespace)}
+
+
+def token(app: Flask, role: Role, *namespaces: str) -> dict[str, str]:
+    from pystol_api.http.app import services_of
+
+    store = TokenStore(services_of(app).redis, SIGNING_KEY.encode())
+    _, secret = store.create("ci", role, list(namespaces), None, "test")
+    return bearer(secret)
+
+
+def test_a_recreated_token_name_reaches_none_of_the_old_holders_jobs(
+        app: Flask, client: FlaskClient) -> None:
+    old = token(app, Role.OPERATOR, "shop", "payments")
+    submitted = client.post("/api/v1/jobs", json=job("payments"), headers=old)
+    assert submitted.status_code == 202, submitted.get_json()
+    job_id = submitted.get_json()["id"]
+    created = client.post("/api/v1/schedules", json=schedule("payments"), headers=old)
+    assert created.status_code == 201, created.get_json()
+    schedule_id = created.get_json()["id"]
+    assert client.delete("/api/v1/tokens/ci", headers=ADMIN).status_code == 204
+
+    new = token(app, Role.OPERATOR, "shop")  # the same name, for someone else, in shop
+    listed = client.get("/api/v1/jobs", headers=new).get_json()
+    assert job_id not in [item["id"] for item in listed["items"]]
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=new).status_code == 404
+    cancel = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=new)
+    assert cancel.status_code == 404
+    status = client.get(f"/api/v1/jobs/{job_id}", headers=ADMIN).get_json()["status"]
+    assert status == "queued"  # the old holder's job is untouched
+    assert client.get(f"/api/v1/schedules/{schedule_id}", headers=new).status_code == 404
+    assert client.delete(f"/api/v1/schedules/{schedule_id}", headers=new).status_code == 404
+    assert client.get(f"/api/v1/schedules/{schedule_id}", headers=ADMIN).status_code == 200
