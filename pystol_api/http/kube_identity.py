@@ -83,13 +83,32 @@ class _TtlCache:
 Extra = tuple[tuple[str, tuple[str, ...]], ...]
 
 
-def frozen_extra(raw: Any) -> Extra:
-    """`user.extra` as the TokenReview gave it (a map of string lists), frozen; anything
-    of another shape is dropped (the cluster never sends it)."""
-    if not isinstance(raw, Mapping):
+#: The most of `user.extra` and `groups` a signed-in user may carry (characters, and
+#: groups): every cached review keeps them, and every SubjectAccessReview sends them.
+MAX_EXTRA_CHARS = 16 * 1024
+MAX_GROUPS = 256
+
+
+def frozen_extra(raw: Any) -> Extra | None:
+    """`user.extra` as the TokenReview gave it (a map of string lists), frozen; None when
+    it has another shape or is over MAX_EXTRA_CHARS. Such a user is refused rather than
+    asked about without it: dropping or trimming `extra` would ask the authorizer about a
+    wider user than the one who signed in."""
+    if raw is None:
         return ()
-    return tuple(sorted((str(key), tuple(str(value) for value in values))
-                        for key, values in raw.items() if isinstance(values, list)))
+    if not isinstance(raw, Mapping):
+        return None
+    frozen: list[tuple[str, tuple[str, ...]]] = []
+    size = 0
+    for key, values in raw.items():
+        if not isinstance(key, str) or not isinstance(values, list) \
+                or not all(isinstance(value, str) for value in values):
+            return None
+        size += len(key) + sum(len(value) for value in values)
+        if size > MAX_EXTRA_CHARS:
+            return None
+        frozen.append((key, tuple(values)))
+    return tuple(sorted(frozen))
 
 
 @dataclass(frozen=True)
@@ -151,10 +170,16 @@ class KubernetesIdentities:
         user = status.get("user") or {}
         if not status.get("authenticated") or not user.get("username"):
             return None
+        groups = user.get("groups") or []
+        extra = frozen_extra(user.get("extra"))
+        if extra is None or not isinstance(groups, list) or len(groups) > MAX_GROUPS:
+            log.warning("refusing %s: the TokenReview's extra or groups are malformed or "
+                        "too large to ask about faithfully", str(user["username"])[:100])
+            return None
         actor = Actor(kind=ActorKind.KUBERNETES, name=str(user["username"]),
-                      groups=[str(group) for group in user.get("groups") or []],
+                      groups=[str(group) for group in groups],
                       uid=str(user["uid"]) if user.get("uid") else None)
-        return ReviewedUser(actor, frozen_extra(user.get("extra")))
+        return ReviewedUser(actor, extra)
 
     def allows(self, user: ReviewedUser, permission: Permission,
                namespace: str | None) -> bool:

@@ -57,8 +57,10 @@ class NoParams(BaseModel):
 
 
 def moved_to_policy(value: Any, name: str, policy_field: str) -> Any:
-    """Refuse a per-job switch that is the admin's now, saying where it went."""
-    if value is not None:
+    """Refuse a per-job switch that is the admin's now, saying where it went. `false` is
+    what the policy's default says anyway, so stored schedules, experiments and custom
+    resources that spell it out keep working."""
+    if value is not None and value is not False:
         raise ValueError(f"`{name}` is not a job parameter: it is the admin policy's "
                          f"`{policy_field}` (see GET /api/v1/policy)")
     return value

@@ -130,7 +130,9 @@ class Actor(BaseModel):
     namespaces: list[str] | None = Field(None, description="Where the role applies; None: "
                                                            "every namespace.")
     groups: list[str] = Field(default_factory=list)
-    uid: str | None = Field(None, description="A custom resource's or Kubernetes user's uid.")
+    uid: str | None = Field(None, description="A custom resource's or Kubernetes user's "
+                                              "uid; for a named token, which token of that "
+                                              "name (its creation time).")
     resource_kind: str | None = Field(None, description="A custom resource's kind.")
     manager: str | None = Field(None, description="A custom resource's last manager "
                                                   "(managedFields).")

@@ -400,14 +400,23 @@ class ExperimentService:
                                 permission=permission,
                                 resolve=ResolveBudget(resolver=self.resolver))
 
-    def _may(self, identity: Identity, permission: Permission, namespaces: list[str]) -> bool:
-        """What the identity may do now in every namespace decides, not who started a run
-        or stored a document: a token name can be revoked and created again for someone
-        else, and a Kubernetes user can lose a RoleBinding."""
-        if namespaces:
-            return all(identity.authority.allows(permission, namespace)
-                       for namespace in namespaces)
-        return identity.authority.allows(permission, None)
+    def _may(self, identity: Identity, permission: Permission, namespaces: list[str],
+             cluster: bool = False) -> bool:
+        """What the identity may do now in every namespace (and at cluster scope, for a run
+        whose grant acts there) decides, not who started a run or stored a document: a
+        token name can be revoked and created again for someone else, and a Kubernetes
+        user can lose a RoleBinding."""
+        if (cluster or not namespaces) and not identity.authority.allows(permission, None):
+            return False
+        return all(identity.authority.allows(permission, namespace)
+                   for namespace in namespaces)
+
+    @staticmethod
+    def _run_scope(run: ExperimentRun) -> tuple[list[str], bool]:
+        """The namespaces a run's grant covers, and whether it acts at cluster scope."""
+        if run.grant is None:
+            return run.spec.namespaces(), False
+        return list(run.grant.namespaces), run.grant.cluster
 
     # -- documents -------------------------------------------------------------------------
 
@@ -612,7 +621,9 @@ class ExperimentService:
                 except StoredRunNotFound:
                     earlier = None
                 if earlier is not None:
-                    if earlier.spec != spec:
+                    if earlier.spec != spec or not self._may_read_run(identity, earlier):
+                        # A different spec; or a run started under this name by someone
+                        # the caller is not (a re-created token), which is not theirs.
                         raise IdempotencyConflict(earlier_id)
                     return earlier
         try:
@@ -665,8 +676,7 @@ class ExperimentService:
         return run
 
     def _may_read_run(self, identity: Identity, run: ExperimentRun) -> bool:
-        namespaces = list(run.grant.namespaces) if run.grant else run.spec.namespaces()
-        return self._may(identity, Permission.JOBS_READ, namespaces)
+        return self._may(identity, Permission.JOBS_READ, *self._run_scope(run))
 
     def timeline(self, run_id: str, identity: Identity | None = None,
                  start: int = 0) -> builtins.list[TimelineEvent]:
@@ -736,8 +746,8 @@ class ExperimentService:
         namespace of its grant; RunEnded when it has already ended. Returns the run as
         it is now (still going: the stop is asynchronous)."""
         run = self.run(run_id, identity)
-        namespaces = list(run.grant.namespaces) if run.grant else run.spec.namespaces()
-        if not self._may(identity, Permission.JOBS_CANCEL, namespaces):
+        namespaces, cluster = self._run_scope(run)
+        if not self._may(identity, Permission.JOBS_CANCEL, namespaces, cluster):
             raise AccessDenied(f"{identity.actor.submitter} may not cancel run {run_id}",
                                permission=Permission.JOBS_CANCEL)
         if run.status.terminal:
@@ -755,8 +765,8 @@ class ExperimentService:
         """Resume a suspend step (`method[2]`) that is waiting now; NotSuspended
         otherwise. Needs `jobs.submit` in every namespace of the run's grant."""
         run = self.run(run_id, identity)
-        namespaces = list(run.grant.namespaces) if run.grant else run.spec.namespaces()
-        if not self._may(identity, Permission.JOBS_SUBMIT, namespaces):
+        namespaces, cluster = self._run_scope(run)
+        if not self._may(identity, Permission.JOBS_SUBMIT, namespaces, cluster):
             raise AccessDenied(f"{identity.actor.submitter} may not resume run {run_id}",
                                permission=Permission.JOBS_SUBMIT)
         if run.status.terminal:

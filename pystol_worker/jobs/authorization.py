@@ -385,6 +385,8 @@ def owner_lapsed(owner: Actor | None, grant: Grant | None, client: redis.Redis,
     token = TokenStore(client, key).active(owner.name)
     if token is None:
         return f"token {owner.name}{role} was revoked or has expired"
+    if owner.uid is not None and owner.uid != token.uid:  # None: recorded before uids
+        return f"token {owner.name}{role} was revoked (a token of that name was created again)"
     authority = token.authority()
     if grant.cluster and not authority.allows(Permission.CLUSTER_CHAOS, None):
         return f"token {owner.name} may no longer run cluster-level chaos"

@@ -173,25 +173,32 @@ class SubmissionService:
             halted = ChaosHalted(HaltSwitch.state_of(halted_at.raw))
             self._audit(identity, spec, "refused", str(halted), schedule_id=schedule_id)
             raise halted from None
-        if created:
-            if not_before is not None:
-                self.store.defer(record.id, not_before)
-                self.store.append_event(record.id, EventKind.DEFERRED,
-                                        f"outside the admin policy's chaos windows; queued "
-                                        f"when the next one opens, {not_before.isoformat()}")
-            else:
-                try:
-                    self._send(record)
-                except QueueUnavailable as error:
-                    # One record per submission: `failed` replaces the stored `ok`, and
-                    # only `failed` reaches the log (the `ok` line is written below, once
-                    # the job is on its way), so the log and the stream tell one story.
-                    if self.audit is not None and audit_ok is not None:
-                        self.audit.withdraw(audit_ok.entry_id)
-                    self._audit(identity, spec, "failed", str(error), job_id=record.id,
-                                schedule_id=schedule_id)
-                    raise
-            if audit_ok is not None and audit_ok.record is not None:
+        withdrawn = False
+        try:
+            if created:
+                if not_before is not None:
+                    self.store.defer(record.id, not_before)
+                    self.store.append_event(record.id, EventKind.DEFERRED,
+                                            f"outside the admin policy's chaos windows; "
+                                            f"queued when the next one opens, "
+                                            f"{not_before.isoformat()}")
+                else:
+                    try:
+                        self._send(record)
+                    except QueueUnavailable as error:
+                        # One record per submission: `failed` replaces the stored `ok`, and
+                        # only `failed` reaches the log, so the log and the stream tell one
+                        # story.
+                        if self.audit is not None and audit_ok is not None:
+                            self.audit.withdraw(audit_ok.entry_id)
+                            withdrawn = True
+                        self._audit(identity, spec, "failed", str(error), job_id=record.id,
+                                    schedule_id=schedule_id)
+                        raise
+        finally:
+            # The `ok` the submit script stored stays in the stream whatever else fails
+            # after it (a Redis error deferring the job): the log line must follow it.
+            if not withdrawn and audit_ok is not None and audit_ok.record is not None:
                 AuditLog.log(audit_ok.record)
         return record, created
 

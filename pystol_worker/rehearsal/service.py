@@ -127,18 +127,22 @@ class RehearsalService:
         return run
 
     def get(self, run_id: str, identity: Identity | None = None) -> RehearsalRun:
-        """The run; RehearsalNotFound when missing, or when `identity` is neither who
-        asked for it nor allowed `jobs.read` in every namespace it copies."""
+        """The run; RehearsalNotFound when missing, or when `identity` may not `jobs.read`
+        in every namespace it copies (and at cluster scope for one whose grant acts
+        there). Having asked for it is not enough: the name may be someone else's now."""
         from pystol_worker.core.access import Permission
 
         raw = self.redis.get(_key(run_id))
         if raw is None:
             raise RehearsalNotFound(run_id)
         run = RehearsalRun.model_validate_json(raw)
-        if identity is not None and identity.actor.submitter != run.submitter:
+        if identity is not None:
             namespaces = run.grant.namespaces if run.grant else []
-            if not namespaces or not all(identity.authority.allows(Permission.JOBS_READ, ns)
-                                         for ns in namespaces):
+            cluster = run.grant.cluster if run.grant else True
+            authority = identity.authority
+            if (cluster or not namespaces) and not authority.allows(Permission.JOBS_READ, None):
+                raise RehearsalNotFound(run_id)
+            if not all(authority.allows(Permission.JOBS_READ, ns) for ns in namespaces):
                 raise RehearsalNotFound(run_id)
         return run
 

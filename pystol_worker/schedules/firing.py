@@ -353,7 +353,7 @@ class ScheduleFirer:
             log.warning("schedule %s: %s; not running it", stored.id, lapsed)
             return run(RunOutcome.FAILED, f"refused: {lapsed}; whoever may run it now can "
                        "change or resume the schedule to grant it again")
-        too_often = self.schedules.period_problem(stored.spec)
+        too_often = self.schedules.period_problem(stored.spec, slot_ms)
         if too_often is not None:
             log.warning("schedule %s: %s; not running it", stored.id, too_often.msg)
             return run(RunOutcome.FAILED, f"refused by the admin policy: {too_often.loc} "

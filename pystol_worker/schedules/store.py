@@ -70,6 +70,7 @@ from pystol_worker.core.schedule_model import (
     datetime_to_ms,
     interval_ms,
     is_allowed,
+    latest_slot_at_or_before,
     ms_to_datetime,
     next_allowed_slot,
     next_opening,
@@ -247,6 +248,16 @@ def _shortest_cron_gap_of(cron: str, time_zone: str, day_ms: int) -> float | Non
     return min(gaps) if gaps else None
 
 
+def _gap_around(spec: ScheduleSpec, slot_ms: int) -> float | None:
+    """The shorter of the gaps between a cron slot and the slots just before and after."""
+    before = latest_slot_at_or_before(spec, slot_ms, slot_ms - 1)
+    after = next_slot_after(spec, slot_ms, slot_ms)
+    gaps = [slot_ms - before if before is not None else None,
+            after - slot_ms if after is not None else None]
+    known = [gap for gap in gaps if gap is not None]
+    return min(known) / 1000 if known else None
+
+
 class ScheduleStore:
     """Create, read, change and delete schedules; every change keeps the redbeat entry in
     sync. `registry` validates templates (default: the installed actions); `clock` (epoch
@@ -409,11 +420,16 @@ class ScheduleStore:
             raise PolicyRefused([too_often])
         return grant, document_digest(stored.spec)
 
-    def period_problem(self, spec: ScheduleSpec) -> FieldProblem | None:
+    def period_problem(self, spec: ScheduleSpec,
+                       slot_ms: int | None = None) -> FieldProblem | None:
         """The problem when `spec` runs more often than the admin policy's shortest schedule
-        period allows, or None. Checked when a schedule is created or changed, and again
-        at every fire: a policy tightened later must hold for schedules stored before."""
-        shortest = self._shortest_gap(spec)
+        period allows, or None. Checked when a schedule is created or changed (over its
+        next 500 slots), and again at every fire (`slot_ms`: the gaps to the slots before
+        and after this one, two cron steps instead of 500), so a policy tightened later
+        holds for schedules stored before, without letting many cron schedules make every
+        fire expensive."""
+        shortest = (self._shortest_gap(spec) if slot_ms is None or spec.cron is None
+                    else _gap_around(spec, slot_ms))
         if shortest is None or shortest >= self.policy.min_schedule_period:
             return None
         return FieldProblem(spec.kind, f"runs as often as every {shortest:g}s; the admin "

@@ -106,7 +106,15 @@ class NamedToken(BaseModel):
     def actor(self) -> Actor:
         """The actor requests with this token are recorded as."""
         return Actor(kind=ActorKind.TOKEN, name=self.name, role=self.role,
-                     namespaces=None if self.role == Role.ADMIN else list(self.namespaces))
+                     namespaces=None if self.role == Role.ADMIN else list(self.namespaces),
+                     uid=self.uid)
+
+    @property
+    def uid(self) -> str:
+        """Which token of this name: a name revoked and created again (perhaps for someone
+        else) is another token, and what acts on the first one's behalf (a schedule it
+        last changed) must not go on under the second one's rights."""
+        return f"created:{self.created_at.isoformat()}"
 
     def authority(self) -> RoleAuthority:
         """What requests with this token may do."""

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +23,24 @@ from kubernetes.client.rest import ApiException
 
 from pystol_api.crds import crd_dir
 from pystol_worker.store.job_store import JobStore
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, running_stack
 from tests.support.pystol_processes import Process, spawn, start_beat
 from tests.support.recovery_truth import assert_matches_truth, whole_again_at
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 GROUP, VERSION, PLURAL = "pystol.org", "v1alpha1", "pystolactions"
 CLUSTER_PLURAL = "pystolclusteractions"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+          ) -> Iterator[Stack]:
+    """The integration stack, under an admin policy that lets a schedule fire every few
+    seconds (the default allows once a minute, and the worker checks it again at each
+    fire, so the watcher alone cannot be given a laxer one)."""
+    with running_stack(tmp_path_factory.mktemp("stack"), redis_server,
+                       policy={"min_schedule_period": "1s"}) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -541,8 +551,8 @@ def test_two_watchers_with_peering_only_one_acts(stack: Stack, kube: client.ApiC
 
 
 
-def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack, kube: client.ApiClient,
-                                                      tmp_path: Path) -> None:
+def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack, kube: client.ApiClient
+                                                      ) -> None:
     from pystol_worker.core.settings import Settings
     from pystol_worker.schedules import ScheduleStore
 
@@ -557,12 +567,9 @@ def test_schedule_runs_on_beat_and_follows_its_object(stack: Stack, kube: client
         return stack.sim.wait_for(lambda: predicate(schedule().get("status") or {})
                                   and schedule()["status"], timeout=timeout, interval=0.2)
 
-    # The default admin policy allows schedules no more often than once a minute.
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("min_schedule_period: 1s\n")
     beat = start_beat(stack.env())
     try:
-        with watcher(stack, env={"PYSTOL_POLICY_FILE": str(policy)}) as handle:
+        with watcher(stack) as handle:  # the module's policy allows a 2s interval
             apply(stack, {
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "PystolSchedule",
                 "metadata": {"name": "every-2s", "namespace": "shop"},

@@ -617,6 +617,27 @@ def test_a_queued_and_a_deferred_job_each_log_one_audit_line_ok(
     assert audit_lines(caplog) == [("ok", queued.id), ("ok", deferred.id)]
 
 
+def test_a_redis_error_after_the_job_was_stored_still_logs_its_ok(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The submit script stored the job and its `ok` record; deferring it then fails (Redis
+    went away). The stream keeps that `ok`, so the log must say it too."""
+    import redis as redis_module
+
+    waiting = Submissions(policy=Policy(windows=WEEKDAYS, outside_windows=OutsideWindows.WAIT),
+                          clock=ManualClock(SATURDAY))
+
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise redis_module.ConnectionError("Redis went away")
+
+    waiting.store.defer = unreachable  # type: ignore[method-assign]
+    caplog.set_level("INFO", logger="pystol.audit")
+    with pytest.raises(redis_module.ConnectionError):
+        waiting.submit(KILL_IN_SHOP)
+    stored = waiting.store.list().items
+    assert [record.outcome for record in waiting.audit.read()[0]] == ["ok"]
+    assert audit_lines(caplog) == [("ok", stored[0].id)]
+
+
 def test_the_trail_finds_a_job_by_the_namespace_its_probe_reads() -> None:
     """`pystol audit -n payments` must show a job in shop whose probe reads payments."""
     submissions = Submissions()

@@ -1109,6 +1109,24 @@ def test_a_name_that_lost_a_namespace_no_longer_reaches_its_runs_there() -> None
     assert run.id not in [item.id for item in h.service.runs(operator("alice", "cart")).items]
 
 
+def test_a_node_level_run_that_also_touches_shop_is_not_a_shop_operators() -> None:
+    """A run whose grant acts at cluster scope (a node-cordon step) is read and cancelled
+    at cluster scope, even when another step acts in `shop`."""
+    from pystol_worker.experiments.service import RunNotFound
+    h = Harness()
+    cordon = {"type": "action", "name": "cordon",
+              "job": {"action": "node-cordon", "duration": "1m",
+                      "target": {"names": ["node-1"]}}}
+    run = h.start(document(kill("web"), cordon))
+    assert run.grant is not None and run.grant.cluster and run.grant.namespaces == ["shop"]
+    shop = operator("olga", "shop")
+    for call in (h.service.run, h.service.cancel):
+        with pytest.raises(RunNotFound):
+            call(run.id, shop)
+    assert run.id not in [item.id for item in h.service.runs(shop).items]
+    assert h.service.run(run.id).id == run.id
+
+
 @pytest.mark.parametrize(("status", "deadline", "why"), [
     (ExperimentStatus.CANCELLED, timedelta(hours=1), "already ended cancelled"),
     (ExperimentStatus.RUNNING, -timedelta(hours=60), "passed its deadline"),

@@ -193,3 +193,19 @@ def test_the_subject_access_review_sent_to_the_cluster_has_spec_extra(
         "resourceAttributes": {"verb": "create", "group": "pystol.org",
                                "resource": "pystolactions", "namespace": "shop"}}
     assert "extra" not in sent[1]["spec"]
+
+
+@pytest.mark.parametrize("user", [
+    {"username": ROBOT, "extra": {SCOPES: "user:full"}},            # not a list
+    {"username": ROBOT, "extra": {SCOPES: ["user:full", 7]}},       # not strings
+    {"username": ROBOT, "extra": ["user:full"]},                     # not a map
+    {"username": ROBOT, "extra": {"k": ["v" * (17 * 1024)]}},        # too large to carry
+    {"username": ROBOT, "groups": [f"g{n}" for n in range(300)]},    # too many groups
+], ids=["value-not-a-list", "value-not-strings", "not-a-map", "huge", "many-groups"])
+def test_a_user_whose_extra_cannot_be_carried_faithfully_is_refused(
+        user: dict[str, Any]) -> None:
+    """Dropping or trimming `extra` would ask RBAC about a wider user than the one who
+    signed in; keeping a huge one would fill the review cache. Neither: 401."""
+    cluster = ReviewingCluster({"t": user}, {(ROBOT, "create", "pystolactions", "shop")})
+    assert make(cluster, ManualClock(0.0)).identify("t") is None
+    assert cluster.access == []

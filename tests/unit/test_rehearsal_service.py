@@ -136,3 +136,16 @@ def test_a_rehearsal_is_hidden_from_who_may_not_read_its_namespaces(
         rehearsals.get(run.id, PAYMENTS_VIEWER)
     with pytest.raises(RehearsalNotFound):
         rehearsals.get("r-nope", SHOP_OPERATOR)
+
+
+def test_a_name_that_lost_the_namespace_no_longer_reads_its_rehearsal(
+        service: tuple[RehearsalService, list[str]]) -> None:
+    """The same token name, re-created as an operator of `cart` only (or narrowed): the
+    report of the rehearsal it once asked for in `shop` is not its to read."""
+    rehearsals, _ = service
+    run = rehearsals.start(spec(), SHOP_OPERATOR)
+    renamed = Identity(SHOP_OPERATOR.actor, RoleAuthority(Role.OPERATOR, frozenset({"cart"})))
+    assert renamed.actor.submitter == run.submitter
+    with pytest.raises(RehearsalNotFound):
+        rehearsals.get(run.id, renamed)
+    assert rehearsals.get(run.id, SHOP_OPERATOR).id == run.id

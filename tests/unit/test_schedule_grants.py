@@ -316,10 +316,27 @@ def test_a_token_recreated_with_the_same_name_elsewhere_does_not_inherit_the_sch
     schedules = Schedules()
     schedules.create(HOURLY, schedules.ci)
     schedules.tokens.revoke("ci")
+    time.sleep(0.002)  # the token store's clock is the wall clock
     schedules.token("ci", role, *namespaces)
 
     assert_refused(schedules, schedules.fire(),
-                   "token ci may no longer run chaos in namespace 'shop'")
+                   "token ci, which last changed it, was revoked (a token of that name was "
+                   "created again)")
+
+
+def test_a_token_recreated_with_the_same_name_and_rights_does_not_inherit_the_schedule(
+        ) -> None:
+    """Even with the very same role and namespaces, a re-created name is another token
+    (perhaps someone else's): the old holder's schedule stops."""
+    schedules = Schedules()
+    schedules.create(HOURLY, schedules.ci)
+    schedules.tokens.revoke("ci")
+    time.sleep(0.002)  # the token store's clock is the wall clock
+    schedules.token("ci", Role.OPERATOR, "shop")
+
+    assert_refused(schedules, schedules.fire(),
+                   "token ci, which last changed it, was revoked (a token of that name was "
+                   "created again)")
 
 
 def test_a_node_level_schedule_stops_when_its_token_is_no_longer_an_admin() -> None:
@@ -327,10 +344,11 @@ def test_a_node_level_schedule_stops_when_its_token_is_no_longer_an_admin() -> N
     schedules.create({"interval": "1h", "template": DRAIN_N1},
                      schedules.token("root", Role.ADMIN))
     schedules.tokens.revoke("root")
+    time.sleep(0.002)
     schedules.token("root", Role.OPERATOR, "shop")  # no cluster-level chaos
 
-    assert_refused(schedules, schedules.fire(),
-                   "token root may no longer run cluster-level chaos")
+    assert_refused(schedules, schedules.fire(), "token root, which last changed it, was "
+                   "revoked (a token of that name was created again)")
 
 
 def test_a_schedule_of_a_token_that_still_holds_runs() -> None:

@@ -288,6 +288,17 @@ def test_a_schedule_too_frequent_for_a_tightened_policy_stops_firing(env: Env) -
     assert len(env.sent) == 1  # nothing more was queued
 
 
+def test_a_cron_too_frequent_for_a_tightened_policy_stops_firing(env: Env) -> None:
+    """The same for cron, whose fire-time check looks at the gaps around its slot."""
+    env.add(cron="* * * * *", concurrency_policy="Allow")
+    assert env.fire().outcome == "started"
+    env.store.policy = Policy(min_schedule_period=120)
+    refused = env.fire()
+    assert refused.outcome == "failed" and refused.job_id is None
+    assert "cron runs as often as every 60s" in refused.reason
+    assert len(env.sent) == 1
+
+
 def test_slots_without_a_fire_are_recorded_and_only_the_latest_runs(env: Env) -> None:
     env.add(interval="2s", concurrency_policy="Allow")  # its jobs stay queued here
     first = env.fire()

@@ -78,3 +78,40 @@ def test_a_recreated_token_name_reaches_none_of_the_old_holders_jobs(
     assert client.get(f"/api/v1/schedules/{schedule_id}", headers=new).status_code == 404
     assert client.delete(f"/api/v1/schedules/{schedule_id}", headers=new).status_code == 404
     assert client.get(f"/api/v1/schedules/{schedule_id}", headers=ADMIN).status_code == 200
+
+
+def test_a_node_level_job_probing_a_namespace_stays_an_admins_job(
+        app: Flask, client: FlaskClient) -> None:
+    """A node-cordon names no namespace, so only cluster-scope callers may see or cancel
+    it; its probe reading `shop` must not make it a `shop` job an operator of shop can
+    list, read or cancel."""
+    body = {"action": "node-cordon", "duration": "5m", "target": {"names": ["node-1"]},
+            "probes": [{"type": "k8s", "namespace": "shop",
+                        "object": {"kind": "Deployment", "name": "web"}}]}
+    submitted = client.post("/api/v1/jobs", json=body, headers=ADMIN)
+    assert submitted.status_code == 202, submitted.get_json()
+    job_id = submitted.get_json()["id"]
+    operator = token(app, Role.OPERATOR, "shop")
+    assert client.get("/api/v1/jobs", headers=operator).get_json()["items"] == []
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=operator).status_code == 404
+    assert client.post(f"/api/v1/jobs/{job_id}/cancel", headers=operator).status_code == 404
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=ADMIN).get_json()["status"] == "queued"
+
+
+def test_an_idempotency_key_of_the_old_holder_names_no_job_to_the_new_one(
+        app: Flask, client: FlaskClient) -> None:
+    old = token(app, Role.OPERATOR, "shop", "payments")
+    earlier = client.post("/api/v1/jobs", json={**job("payments"), "idempotency_key": "k1"},
+                          headers=old)
+    assert earlier.status_code == 202
+    job_id = earlier.get_json()["id"]
+    conflict = client.post("/api/v1/jobs", json={**job("payments"), "idempotency_key": "k1",
+                                                 "duration": "30s"}, headers=old)
+    assert conflict.status_code == 409 and job_id in conflict.get_json()["detail"]
+    assert client.delete("/api/v1/tokens/ci", headers=ADMIN).status_code == 204
+
+    new = token(app, Role.OPERATOR, "shop")
+    reused = client.post("/api/v1/jobs", json={**job("shop"), "idempotency_key": "k1"},
+                         headers=new)
+    assert reused.status_code == 409, reused.get_json()
+    assert job_id not in reused.get_json()["detail"]

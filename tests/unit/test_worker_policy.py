@@ -137,7 +137,10 @@ def test_a_per_job_switch_that_is_policy_is_refused_naming_it(
     assert queue.sent == []
     listed: dict[str, Any] = client.get("/api/v1/jobs", headers=headers).get_json()
     assert listed["items"] == [], "a refused job was stored"
-    # Without the switch the same job is accepted: the refusal is the switch's alone.
+    # Without the switch, or with it off (what the policy's default says anyway), the
+    # same job is accepted: the refusal is the switch's alone.
+    spec["params"] = {param: False}
+    assert client.post("/api/v1/jobs", json=spec, headers=headers).status_code == 202
     del spec["params"]
     assert client.post("/api/v1/jobs", json=spec, headers=headers).status_code == 202
 

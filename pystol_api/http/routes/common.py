@@ -7,6 +7,7 @@ application by `create_app`; views close over it instead of reading globals.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from werkzeug.exceptions import HTTPException
 
 from pystol_api.http.auth import current_authority, current_submitter, forbidden
 from pystol_api.http.problems import ApiProblem, problem_doc, pydantic_field_errors
@@ -179,42 +181,64 @@ def read_body(max_bytes: int) -> bytes:
     return data
 
 
+def body_for_audit(response: Response) -> dict[str, Any]:
+    """The request's JSON object, for naming what a refused request asked in its audit
+    record, or {}. An audit hook runs after the app answered: it never re-reads a body
+    refused for its size and never raises (a nesting the JSON parser cannot follow is a
+    RecursionError), so a hostile body still gets its 4xx and its one record."""
+    if response.status_code == 413:
+        return {}
+    try:
+        body: Any = json.loads(request.get_data(cache=True) or b"null")
+    except (ValueError, RecursionError, HTTPException):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 # -- which jobs and schedules a caller may see and change ------------------------------------
 
 
-def may_see(namespaces: list[str], permission: Permission) -> bool:
+def may_see(namespaces: list[str], permission: Permission, cluster: bool = False) -> bool:
     """Whether the caller may use `permission` (jobs.read, schedules.read) in every one of
-    these namespaces (a job spanning `shop` and `payments` tells about both), or at
-    cluster scope when there are none (node-level chaos).
+    these namespaces (a job spanning `shop` and `payments` tells about both), and at
+    cluster scope too when the thing acts at cluster scope (node-level chaos names no
+    target namespace, whatever namespaces its probes read).
 
     What the caller may do *now* decides, never who submitted it: a token name can be
     revoked and created again for someone else, and a Kubernetes user's RoleBinding in a
     namespace can be removed; neither may keep reaching the jobs (and schedules) that the
     name once started there."""
     authority = current_authority()
-    if namespaces:
-        return all(authority.allows(permission, namespace) for namespace in namespaces)
-    return authority.allows(permission, None)
+    if (cluster or not namespaces) and not authority.allows(permission, None):
+        return False
+    return all(authority.allows(permission, namespace) for namespace in namespaces)
+
+
+def may_see_job(record: JobRecord) -> bool:
+    """`may_see` for a job: every namespace it acts or reads in (its probes' too), and
+    cluster scope when it names no target namespace (nodes), whatever its probes read."""
+    return may_see(job_namespaces(record.spec), Permission.JOBS_READ,
+                   cluster=not record.spec.target.namespaces)
 
 
 def require_job_access(record: JobRecord, permission: Permission) -> None:
     """404 for a job the caller may not see (so ids of other tenants' jobs are not even
     confirmed); 403 when they see it but may not use `permission` (jobs.cancel) in every
-    namespace it touches, its probes' included (cluster chaos for one that names none)."""
-    namespaces = job_namespaces(record.spec)
-    if not may_see(namespaces, Permission.JOBS_READ):
+    namespace it touches, its probes' included (and cluster chaos for one that names no
+    target namespace)."""
+    if not may_see_job(record):
         raise ApiProblem(404, "job-not-found", "Job not found", f"there is no job {record.id}")
     if permission == Permission.JOBS_READ:
         return
     authority = current_authority()
     targets = record.spec.target.namespaces
-    for namespace in namespaces:
+    for namespace in job_namespaces(record.spec):
         if not authority.allows(permission, namespace):
             loc = (f"target.namespaces[{targets.index(namespace)}]"
                    if namespace in targets else None)
             raise forbidden(AccessDenied(f"{current_submitter()} may not {permission.value} "
                                          f"in namespace {namespace!r}", loc=loc))
-    if not namespaces and not authority.allows(Permission.CLUSTER_CHAOS, None):
+    if not targets and not authority.allows(Permission.CLUSTER_CHAOS, None):
         raise forbidden(AccessDenied(f"{current_submitter()} may not {permission.value} "
                                      "node-level or cluster-wide jobs"))
 

@@ -32,12 +32,11 @@ from pystol_api.http.routes.common import (
     JobSubmission,
     Services,
     json_response,
-    may_see,
+    may_see_job,
     require_job_access,
 )
 from pystol_worker.core.access import Permission
 from pystol_worker.core.model import JobRecord, JobStatus, Page, Source, TimelineEvent
-from pystol_worker.jobs.authorization import job_namespaces
 from pystol_worker.jobs.submission import ChaosHalted, IdempotencyConflict, QueueUnavailable
 from pystol_worker.store.job_store import TIMELINE_CHANNEL, JobNotFound, TransitionRefused
 
@@ -171,6 +170,18 @@ def blueprint(services: Services) -> APIBlueprint:
                       abp_security=BEARER_SECURITY, abp_responses=AUTH_RESPONSES)
     store = services.store
 
+    def key_reused(key: str | None, job_id: str | None) -> ApiProblem:
+        """409 for an idempotency key used before; the earlier job is named only to a
+        caller who may see it."""
+        earlier = None
+        if job_id is not None:
+            with contextlib.suppress(JobNotFound):
+                earlier = job_id if may_see_job(store.get(job_id)) else None
+        which = f" (job {earlier})" if earlier else ""
+        return ApiProblem(409, "idempotency-conflict", "Idempotency key reused",
+                          f"idempotency key {key!r} was used in the last 24 h for a "
+                          f"different job spec{which}; use a new key for a new job")
+
     @bp.post("/jobs", summary="Submit a chaos job",
              responses={202: {"description": "Validated, stored and queued.",
                               "headers": LOCATION_DOC,
@@ -194,15 +205,16 @@ def blueprint(services: Services) -> APIBlueprint:
         except ChaosHalted as halted:
             raise ApiProblem(409, "chaos-halted", "Chaos is halted", str(halted)) from None
         except IdempotencyConflict as conflict:
-            raise ApiProblem(409, "idempotency-conflict", "Idempotency key reused",
-                             f"idempotency key {spec.idempotency_key!r} was used in the last "
-                             f"24 h for a different job spec (job {conflict.job_id}); use a "
-                             "new key for a new job") from None
+            raise key_reused(spec.idempotency_key, conflict.job_id) from None
         except QueueUnavailable as refused:
             raise ApiProblem(503, "queue-unavailable", "Job could not be queued",
                              f"job {refused.job_id} was stored but the queue "
                              "(PYSTOL_REDIS_URL) refused it; it was marked failed. Retry "
                              "later.", headers={"Retry-After": "5"}) from None
+        if not created and not may_see_job(record):
+            # The key's earlier job was submitted under this name by someone the caller
+            # is not (a token re-created after a revoke): neither it nor its id is theirs.
+            raise key_reused(spec.idempotency_key, None)
         return json_response(record, 202 if created else 200,
                              {"Location": job_url(record.id)})
 
@@ -215,7 +227,7 @@ def blueprint(services: Services) -> APIBlueprint:
                           cursor=query.cursor, limit=query.limit)
         # Only the jobs the caller may see; the cursor still walks every job.
         page.items = [record for record in page.items
-                      if may_see(job_namespaces(record.spec), Permission.JOBS_READ)]
+                      if may_see_job(record)]
         return json_response(page)
 
     @bp.get("/jobs/<id>", summary="One job, with its timeline",

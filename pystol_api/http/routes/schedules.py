@@ -40,6 +40,7 @@ from pystol_api.http.routes.common import (
     INVALID_DOC,
     JSON_BODY_RESPONSES,
     Services,
+    body_for_audit,
     first_non_finite,
     json_response,
     may_see,
@@ -165,7 +166,7 @@ INVALID_STATUSES = frozenset({400, 413, 415, 422})
 MAX_AUDITED_ID = 150
 
 
-def _requested(store: ScheduleStore) -> tuple[str | None, list[str]]:
+def _requested(store: ScheduleStore, response: Response) -> tuple[str | None, list[str]]:
     """The schedule id and namespaces an invalid request named, as far as they can be
     read: a PATCH's stored schedule (so the trail's namespace filter finds the attempt),
     or a create body's id and template namespaces."""
@@ -175,12 +176,7 @@ def _requested(store: ScheduleStore) -> tuple[str | None, list[str]]:
             return schedule_id, store.get(schedule_id).namespaces
         except ScheduleNotFound:
             return schedule_id, []
-    try:
-        body: Any = json.loads(request.get_data(cache=True) or b"null")
-    except ValueError:
-        return None, []
-    if not isinstance(body, dict):
-        return None, []
+    body = body_for_audit(response)
     schedule_id = body.get("id")
     template = body.get("template")
     target = template.get("target") if isinstance(template, dict) else None
@@ -254,7 +250,7 @@ def blueprint(services: Services) -> APIBlueprint:
         if operation is None or response.status_code not in INVALID_STATUSES \
                 or "identity" not in g or getattr(g, "audited", False):
             return response
-        schedule_id, namespaces = _requested(store)
+        schedule_id, namespaces = _requested(store, response)
         services.audit.record(current_actor(), operation, outcome="invalid",
                               targets=[schedule_id or "(new)"], namespaces=namespaces,
                               schedule_id=schedule_id, detail=_problem_detail(response))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from flask import Response, g, request
 from flask_openapi3 import APIBlueprint, Tag
@@ -34,6 +34,7 @@ from pystol_api.http.routes.common import (
     JSON_BODY_RESPONSES,
     UNAUTHORIZED_DOC,
     Services,
+    body_for_audit,
     json_response,
 )
 from pystol_worker.core.access import Permission, Role
@@ -144,16 +145,11 @@ def _outcome(status: int) -> Outcome:
     return "failed"
 
 
-def _requested() -> tuple[list[str], list[str]]:
+def _requested(response: Response) -> tuple[list[str], list[str]]:
     """The token name and namespaces a request named, as far as they can be read."""
     if request.view_args and isinstance(request.view_args.get("name"), str):
         return [request.view_args["name"][:100]], []
-    try:
-        body: Any = json.loads(request.get_data(cache=True) or b"null")
-    except ValueError:
-        return [], []
-    if not isinstance(body, dict):
-        return [], []
+    body = body_for_audit(response)
     name = body.get("name")
     namespaces = body.get("namespaces")
     return ([name[:100]] if isinstance(name, str) else [],
@@ -186,7 +182,7 @@ def blueprint(services: Services) -> APIBlueprint:
         if operation is None or response.status_code < 400 or "identity" not in g \
                 or getattr(g, "audited", False):
             return response
-        targets, namespaces = _requested()
+        targets, namespaces = _requested(response)
         services.audit.record(current_actor(), operation,
                               outcome=_outcome(response.status_code), targets=targets,
                               namespaces=namespaces, detail=_problem_detail(response))
