@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,11 @@ from typing import Any
 import fakeredis
 import playwright.sync_api as playwright_sync
 import pytest
-from werkzeug.serving import make_server
 
 from pystol_api.http.app import create_app, services_of
 from pystol_worker.core.access import Role
 from pystol_worker.core.settings import Settings
+from tests.support.served_app import serving
 
 pytestmark = pytest.mark.e2e
 expect = playwright_sync.expect
@@ -95,11 +94,8 @@ def dashboard_url() -> Iterator[str]:
         stored = client.post("/api/v1/experiments", json=EXPERIMENT,
                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert stored.status_code == 201, stored.json
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

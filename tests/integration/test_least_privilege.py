@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -648,10 +648,9 @@ def test_nothing_was_refused_while_everything_ran(rig: Rig) -> None:
 
 
 @dataclass(repr=False)
-class Lacking:
-    """One rule of permissions.py, taken out of the component's ClusterRole on demand."""
+class MissingRule:
+    """One verb of one rule, and the 403 the sim words for a call that needs it."""
 
-    rig: Rig
     component: str
     group: str
     resource: str
@@ -665,6 +664,18 @@ class Lacking:
     def expected(self) -> str:
         return forbidden_text(self.verb, self.resource, self.group)
 
+    def says(self, text: str, where: str) -> None:
+        assert self.expected in unescaped(text), (
+            f"without [{self}], {where} should say the sim's 403 "
+            f"'{self.expected}', but says:\n{text[:1500]}")
+
+
+@dataclass(repr=False)
+class Lacking(MissingRule):
+    """One rule of permissions.py, taken out of the component's ClusterRole on demand."""
+
+    rig: Rig = field(kw_only=True)
+
     def __str__(self) -> str:
         return f"{self.component}: {self.verb} {self.group or 'core'}/{self.resource}"
 
@@ -674,11 +685,6 @@ class Lacking:
     def removed(self) -> Iterator[None]:
         with self.rig.rbac.without(self.component, self.group, self.resource, self.verb):
             yield
-
-    def says(self, text: str, where: str) -> None:
-        assert self.expected in unescaped(text), (
-            f"without [{self}], {where} should say the sim's 403 "
-            f"'{self.expected}', but says:\n{text[:1500]}")
 
     def job_fails(self, spec: dict[str, Any], succeeded_ok: bool = False
                   ) -> dict[str, Any]:
@@ -1203,19 +1209,10 @@ def namespaced_rig(tmp_path_factory: pytest.TempPathFactory, redis_server: Redis
 
 
 @dataclass(repr=False)
-class LackingInNamespace:
+class LackingInNamespace(MissingRule):
     """One verb taken out of the namespaced watcher's Role."""
 
-    rig: NamespacedRig
-    component: str
-    group: str
-    resource: str
-    verb: str
-    in_process_used: bool = False
-
-    @property
-    def expected(self) -> str:
-        return forbidden_text(self.verb, self.resource, self.group)
+    rig: NamespacedRig = field(kw_only=True)
 
     def __str__(self) -> str:
         return f"{self.component} (namespaced): {self.verb} {self.group or 'core'}/" \
@@ -1231,11 +1228,6 @@ class LackingInNamespace:
             yield
         finally:
             self.rig.set_role_rules(rendered)
-
-    def says(self, text: str, where: str) -> None:
-        assert self.expected in unescaped(text), (
-            f"without [{self}], {where} should say the sim's 403 "
-            f"'{self.expected}', but says:\n{text[:1500]}")
 
 
 NAMESPACED_PROBES: dict[tuple[str, str, str, str], Callable[[LackingInNamespace], None]] = {}
@@ -1364,7 +1356,7 @@ def test_without_the_rule_it_fails_with_its_403(rig: Rig, rule: tuple[str, str, 
     component, group, resource, verb = rule
     probe_of_rule = PROBES.get(rule)
     assert probe_of_rule is not None, f"no operation is known that needs {rule}"
-    lacking = Lacking(rig, component, group, resource, verb)
+    lacking = Lacking(component, group, resource, verb, rig=rig)
     probe_of_rule(lacking)
     # IN_PROCESS lists exactly the rules whose refusal was seen in this process.
     assert lacking.in_process_used == (rule in IN_PROCESS), (
@@ -1382,7 +1374,7 @@ def test_without_the_rule_it_fails_with_its_403(rig: Rig, rule: tuple[str, str, 
 def test_without_the_namespaced_rule_it_fails_with_its_403(
         namespaced_rig: NamespacedRig, rule: tuple[str, str, str, str]) -> None:
     component, group, resource, verb = rule
-    lacking = LackingInNamespace(namespaced_rig, component, group, resource, verb)
+    lacking = LackingInNamespace(component, group, resource, verb, rig=namespaced_rig)
     NAMESPACED_PROBES[rule](lacking)
     assert lacking.in_process_used == (rule in NAMESPACED_IN_PROCESS), lacking
     assert namespaced_rig.live_role_rules() == namespaced_rig.role_rules()

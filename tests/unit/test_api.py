@@ -31,6 +31,7 @@ from pystol_worker.core.model import JobStatus
 from pystol_worker.core.settings import Settings
 from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
 from pystol_worker.store.job_store import JobStore
+from tests.support.recording_queue import RecordingQueue
 
 TOKEN = "unit-test-token-1"
 OTHER_TOKEN = "unit-test-token-2"
@@ -42,16 +43,6 @@ JOB: dict[str, Any] = {
     "params": {"grace_period_seconds": 0},
     "duration": "60s",
 }
-
-
-class RecordingQueue:
-    """A JobQueue that remembers what it was asked to queue."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 class RefusingQueue:

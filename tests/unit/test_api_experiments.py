@@ -24,17 +24,10 @@ from pystol_worker.actions import default_registry
 from pystol_worker.core.access import Role
 from pystol_worker.core.settings import Settings
 from pystol_worker.kube.fake_cluster import FakeCluster
+from tests.support.recording_queue import RecordingQueue
 
 ADMIN_TOKEN = "admin-token-0123456789"
 FAST = 1.0  # seconds: a refusal of a hostile body must not take longer than this
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 @dataclass

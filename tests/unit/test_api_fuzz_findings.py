@@ -21,17 +21,10 @@ from pystol_api.http.routes.common import revalidated
 from pystol_worker.actions import default_registry
 from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.validation import JobInvalid
+from tests.support.recording_queue import RecordingQueue
 
 TOKEN = "fuzz-findings-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 def make_app(client: redis.Redis) -> Flask:

@@ -47,6 +47,7 @@ from pystol_worker.actions import default_registry
 from pystol_worker.core.settings import Settings, SettingsError
 from pystol_worker.kube.cluster_access import ClusterError
 from pystol_worker.store import metrics as m
+from tests.support.recording_queue import RecordingQueue
 
 TOKEN = "hardening-token-1"
 OTHER = "hardening-token-2"
@@ -55,14 +56,6 @@ JOB: dict[str, Any] = {"action": "pod-kill", "duration": "60s",
                        "target": {"namespaces": ["shop"], "label_selector": "app=web",
                                   "mode": "one"}}
 STREAM = {**AUTH, "Accept": "text/event-stream"}
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 def down_cluster() -> Any:

@@ -26,16 +26,9 @@ from pystol_worker.actions import default_registry
 from pystol_worker.core.access import ActorKind, Role
 from pystol_worker.core.settings import Settings
 from pystol_worker.kube.fake_cluster import FakeCluster
+from tests.support.recording_queue import RecordingQueue
 
 ADMIN_TOKEN = "admin-token-0123456789"
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 def pod_kill(namespace: str, **extra: Any) -> dict[str, Any]:

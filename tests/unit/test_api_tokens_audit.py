@@ -26,17 +26,10 @@ from pystol_worker.actions import default_registry
 from pystol_worker.core.access import Role
 from pystol_worker.core.settings import Settings
 from pystol_worker.store.token_store import SECRET_PREFIX, TokenStore
+from tests.support.recording_queue import RecordingQueue
 
 ADMIN_TOKEN = "unit-test-admin-token"
 SIGNING_KEY = "unit-test-signing-key-0123456789"
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -59,6 +59,7 @@ from pystol_worker.store.token_store import TokenStore
 from tests.support.fake_jobs import FakeJobs, app_deployment, pods_of
 from tests.support.grants import ADMIN, operator, viewer
 from tests.support.manual_clock import ManualClock
+from tests.support.recording_queue import RecordingQueue
 
 SHOP_OPERATOR = operator("ci", "shop")
 SHOP_VIEWER = viewer("dash", "shop")
@@ -75,15 +76,6 @@ WEEKDAYS = ["mon-fri 09:00-17:00"]
 
 def job(document: dict[str, Any], **fields: Any) -> JobSpec:
     return JobSpec.model_validate({**document, **fields})
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
-
 
 
 @dataclass

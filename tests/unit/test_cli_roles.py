@@ -13,7 +13,6 @@ cluster), served over HTTP from a thread, as in test_cli_tokens_audit.py.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,6 @@ import fakeredis
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
-from werkzeug.serving import make_server
 
 from pystol_api.cli.commands import Runtime, cli
 from pystol_api.http.app import create_app, services_of
@@ -30,18 +28,12 @@ from pystol_worker.actions import default_registry
 from pystol_worker.core.access import Role
 from pystol_worker.core.settings import Settings
 from pystol_worker.kube.fake_cluster import FakeCluster
+from tests.support.recording_queue import RecordingQueue
+from tests.support.served_app import serving
 
 ADMIN_TOKEN = "cli-roles-admin-token"
 SIGNING_KEY = "cli-roles-signing-key-0123456789"
 ROLES = ("admin", "operator", "viewer")
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +50,8 @@ def module_app() -> Flask:
 
 @pytest.fixture(scope="module")
 def served(module_app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, module_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(module_app) as url:
+        yield url
 
 
 @dataclass

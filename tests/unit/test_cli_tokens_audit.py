@@ -5,7 +5,6 @@ and the stores together, without any process or real Redis."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +14,6 @@ import fakeredis
 import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
-from werkzeug.serving import make_server
 
 from pystol_api.cli.audit import audit_rows, describe_actor, parse_when
 from pystol_api.cli.commands import Runtime, cli
@@ -24,6 +22,7 @@ from pystol_api.http.app import create_app, services_of
 from pystol_api.http.auth import submitter_name
 from pystol_worker.core.access import Actor, ActorKind, Role
 from pystol_worker.core.settings import Settings
+from tests.support.served_app import serving
 
 ADMIN_TOKEN = "cli-test-admin-token"
 SIGNING_KEY = "cli-test-signing-key-0123456789"
@@ -43,11 +42,8 @@ def module_app() -> Flask:
 
 @pytest.fixture(scope="module")
 def served(module_app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, module_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(module_app) as url:
+        yield url
 
 
 @pytest.fixture

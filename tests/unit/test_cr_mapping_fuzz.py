@@ -64,6 +64,7 @@ from pystol_worker.core.settings import Settings
 from pystol_worker.jobs.submission import SubmissionService
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
+from tests.support.recording_queue import RecordingQueue
 
 EXAMPLES = int(os.environ.get("PYSTOL_FUZZ_EXAMPLES", "200"))
 FUZZ = hypothesis.settings(max_examples=EXAMPLES, derandomize=True, deadline=None,
@@ -229,14 +230,6 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> Any:
 
 
 # -- the handlers, as kopf calls them --------------------------------------------------------------
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 PATCHED: dict[str, dict[str, Any]] = {}

@@ -67,6 +67,7 @@ from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
 from pystol_worker.store.run_signals import RunStop, run_stop_key, run_stopped, stop_run
 from tests.support.grants import ADMIN, custom_resource, operator
+from tests.support.recording_queue import RecordingQueue
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 SHOP = ["shop"]
@@ -433,14 +434,6 @@ def test_the_score_counts_every_action_step_run_or_not() -> None:
 
 
 # -- advance on fakeredis ------------------------------------------------------------------
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 class Harness:

@@ -36,6 +36,7 @@ from pystol_worker.schedules.store import ScheduleStore, StoredSchedule
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.token_store import TokenStore
 from tests.support.grants import ADMIN
+from tests.support.recording_queue import RecordingQueue
 
 T0 = datetime(2025, 6, 11, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday
 KILL_IN_SHOP: dict[str, Any] = {"action": "pod-kill", "target": {
@@ -44,14 +45,6 @@ DRAIN_N1: dict[str, Any] = {"action": "node-drain", "target": {"names": ["n1"]},
                             "duration": "1s"}
 HOURLY: dict[str, Any] = {"interval": "1h", "template": KILL_IN_SHOP}
 GRANT_DOES_NOT_VERIFY = "grant does not verify"
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 @dataclass

@@ -8,7 +8,6 @@ the store are exercised together without any process or real Redis.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from pystol_api.cli.commands import Runtime, cli
 from pystol_api.http.app import create_app, services_of
@@ -26,19 +24,13 @@ from pystol_api.http.routes.schedules import merge_patch
 from pystol_worker.core.access import Role
 from pystol_worker.core.settings import Settings
 from pystol_worker.schedules.store import REDBEAT_SCHEDULE_KEY, entry_key
+from tests.support.recording_queue import RecordingQueue
+from tests.support.served_app import serving
 
 TOKEN = "schedule-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TEMPLATE: dict[str, Any] = {"action": "pod-kill",
                             "target": {"namespaces": ["shop"], "label_selector": "app=web"}}
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 @pytest.fixture
@@ -219,11 +211,8 @@ def test_merge_patch() -> None:
 
 @pytest.fixture
 def served(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(app) as url:
+        yield url
 
 
 def invoke(url: str, args: list[str]) -> Result:

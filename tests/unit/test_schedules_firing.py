@@ -275,28 +275,21 @@ def test_each_slot_makes_one_job_with_a_slot_idempotency_key(env: Env) -> None:
     assert env.sent == [result.job_id, following.job_id]
 
 
-def test_a_schedule_too_frequent_for_a_tightened_policy_stops_firing(env: Env) -> None:
+@pytest.mark.parametrize(("timing", "said"), [
+    ({"interval": "2s"}, "interval runs as often as every 2s"),
+    ({"cron": "* * * * *"}, "cron runs as often as every 60s"),  # the gaps around its slot
+])
+def test_a_schedule_too_frequent_for_a_tightened_policy_stops_firing(
+        env: Env, timing: dict[str, str], said: str) -> None:
     """The admin raises `min_schedule_period` after a schedule was stored (a new policy
     file, a restarted worker): its next fire is refused, not run at the old rate."""
-    env.add(interval="2s", concurrency_policy="Allow")
-    assert env.fire().outcome == "started"
-    env.store.policy = Policy(min_schedule_period=60)
-    refused = env.fire()
-    assert refused.outcome == "failed" and refused.job_id is None
-    assert "interval runs as often as every 2s" in refused.reason
-    assert "no more often than every 60s" in refused.reason
-    assert len(env.sent) == 1  # nothing more was queued
-
-
-def test_a_cron_too_frequent_for_a_tightened_policy_stops_firing(env: Env) -> None:
-    """The same for cron, whose fire-time check looks at the gaps around its slot."""
-    env.add(cron="* * * * *", concurrency_policy="Allow")
+    env.add(**timing, concurrency_policy="Allow")
     assert env.fire().outcome == "started"
     env.store.policy = Policy(min_schedule_period=120)
     refused = env.fire()
     assert refused.outcome == "failed" and refused.job_id is None
-    assert "cron runs as often as every 60s" in refused.reason
-    assert len(env.sent) == 1
+    assert said in refused.reason and "no more often than every 120s" in refused.reason
+    assert len(env.sent) == 1  # nothing more was queued
 
 
 def test_slots_without_a_fire_are_recorded_and_only_the_latest_runs(env: Env) -> None:

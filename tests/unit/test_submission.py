@@ -24,6 +24,7 @@ from pystol_worker.jobs.submission import (
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
 from tests.support.grants import custom_resource, operator, store_job
+from tests.support.recording_queue import RecordingQueue
 
 SPEC: dict[str, Any] = {"action": "pod-kill",
                         "target": {"namespaces": ["shop"], "label_selector": "app=web"}}
@@ -31,16 +32,6 @@ ALICE = operator("alice", "shop")
 BOB = operator("bob", "shop")
 KILL_WEB = custom_resource("shop", "kill-web")
 SHOP_A = custom_resource("shop", "a")
-
-
-class RecordingQueue:
-    """A JobQueue that remembers what it was asked to queue."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 class RefusingQueue:

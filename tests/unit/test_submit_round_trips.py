@@ -28,6 +28,7 @@ from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import HALT_KEY, JobStore
 from tests.support.grants import operator
+from tests.support.recording_queue import RecordingQueue
 
 TOKEN = "round-trips-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,14 +36,6 @@ JOB: dict[str, Any] = {"action": "pod-kill", "dry_run": True,
                        "target": {"namespaces": ["shop"], "label_selector": "app=web",
                                   "mode": "one"}}
 ALICE = operator("alice", "shop")
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 class RoundTrips:

@@ -65,17 +65,10 @@ from pystol_worker.jobs.submission import SubmissionService
 from pystol_worker.schedules import ScheduleNotFound
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
+from tests.support.recording_queue import RecordingQueue
 
 ADMIN = Identity(Actor(kind=ActorKind.SETTINGS_TOKEN, name="admin"), RoleAuthority(Role.ADMIN))
 PROBE_URL = "http://probe.example/healthz"
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 class Context(WatcherContext):

@@ -34,16 +34,9 @@ from pystol_worker.kube.fake_cluster import FakeCluster
 from pystol_worker.store.halt import HaltSwitch
 from tests.support.fake_jobs import FakeJobs, app_deployment, pods_of
 from tests.support.grants import ADMIN
+from tests.support.recording_queue import RecordingQueue
 
 ADMIN_TOKEN = "worker-policy-admin-token"
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, job_id: str) -> None:
-        self.sent.append(job_id)
 
 
 def submitted_then_run_under(stricter: Policy, document: dict[str, Any]

@@ -36,6 +36,7 @@ from pystol_worker.jobs.authorization import job_namespaces
 from pystol_worker.jobs.submission import JobQueue, SubmissionService
 from pystol_worker.jobs.validation import FieldProblem, JobInvalid
 from pystol_worker.kube.cluster_access import ClusterAccess, ClusterError
+from pystol_worker.store.audit_log import MAX_NAMESPACES as AUDIT_MAX_NAMESPACES
 from pystol_worker.store.audit_log import AuditLog
 from pystol_worker.store.job_store import JobStore
 from pystol_worker.store.token_store import TokenStore
@@ -193,6 +194,24 @@ def body_for_audit(response: Response) -> dict[str, Any]:
     except (ValueError, RecursionError, HTTPException):
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def namespaces_for_audit(value: Any) -> list[str]:
+    """A request's `namespaces` list as an audit record can hold it: strings only, at
+    most the trail's MAX_NAMESPACES of them, each cut to 100 characters."""
+    if not isinstance(value, list):
+        return []
+    return [ns[:100] for ns in value[:AUDIT_MAX_NAMESPACES] if isinstance(ns, str)]
+
+
+def problem_detail(response: Response) -> str | None:
+    """The `detail` of the problem document a refused request was answered with."""
+    try:
+        document = json.loads(response.get_data())
+    except ValueError:
+        return None
+    detail = document.get("detail") if isinstance(document, dict) else None
+    return str(detail) if detail is not None else None
 
 
 # -- which jobs and schedules a caller may see and change ------------------------------------

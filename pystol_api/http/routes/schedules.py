@@ -15,7 +15,6 @@ cannot be used), like a job submission.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,6 +43,8 @@ from pystol_api.http.routes.common import (
     first_non_finite,
     json_response,
     may_see,
+    namespaces_for_audit,
+    problem_detail,
     revalidated,
 )
 from pystol_api.http.routes.jobs import SubmitHeaders
@@ -59,7 +60,7 @@ from pystol_worker.core.schedule_model import (
 from pystol_worker.jobs.authorization import PolicyRefused
 from pystol_worker.jobs.validation import JobInvalid
 from pystol_worker.schedules.store import ScheduleExists, ScheduleNotFound, ScheduleStore
-from pystol_worker.store.audit_log import MAX_NAMESPACES, Outcome
+from pystol_worker.store.audit_log import Outcome
 
 TAG = Tag(name="schedules", description="Scheduled chaos: cron, interval or mtbf, with "
                                         "time windows and a concurrency policy.")
@@ -182,17 +183,7 @@ def _requested(store: ScheduleStore, response: Response) -> tuple[str | None, li
     target = template.get("target") if isinstance(template, dict) else None
     namespaces = target.get("namespaces") if isinstance(target, dict) else None
     return (schedule_id[:MAX_AUDITED_ID] if isinstance(schedule_id, str) else None,
-            [ns[:100] for ns in namespaces[:MAX_NAMESPACES] if isinstance(ns, str)]
-            if isinstance(namespaces, list) else [])
-
-
-def _problem_detail(response: Response) -> str | None:
-    try:
-        document = json.loads(response.get_data())
-    except ValueError:
-        return None
-    detail = document.get("detail") if isinstance(document, dict) else None
-    return str(detail) if detail is not None else None
+            namespaces_for_audit(namespaces))
 
 
 def blueprint(services: Services) -> APIBlueprint:
@@ -253,7 +244,7 @@ def blueprint(services: Services) -> APIBlueprint:
         schedule_id, namespaces = _requested(store, response)
         services.audit.record(current_actor(), operation, outcome="invalid",
                               targets=[schedule_id or "(new)"], namespaces=namespaces,
-                              schedule_id=schedule_id, detail=_problem_detail(response))
+                              schedule_id=schedule_id, detail=problem_detail(response))
         return response
 
     @bp.post("/schedules", summary="Create a schedule",

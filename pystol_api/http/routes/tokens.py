@@ -8,7 +8,6 @@ answer, after the request, so that every way a request can end is covered once.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated
 
@@ -36,6 +35,8 @@ from pystol_api.http.routes.common import (
     Services,
     body_for_audit,
     json_response,
+    namespaces_for_audit,
+    problem_detail,
 )
 from pystol_worker.core.access import Permission, Role
 from pystol_worker.core.model import NamespaceName, format_duration, parse_duration
@@ -153,17 +154,7 @@ def _requested(response: Response) -> tuple[list[str], list[str]]:
     name = body.get("name")
     namespaces = body.get("namespaces")
     return ([name[:100]] if isinstance(name, str) else [],
-            [ns[:100] for ns in namespaces[:MAX_NAMESPACES] if isinstance(ns, str)]
-            if isinstance(namespaces, list) else [])
-
-
-def _problem_detail(response: Response) -> str | None:
-    try:
-        document = json.loads(response.get_data())
-    except ValueError:
-        return None
-    detail = document.get("detail") if isinstance(document, dict) else None
-    return str(detail) if detail is not None else None
+            namespaces_for_audit(namespaces))
 
 
 def blueprint(services: Services) -> APIBlueprint:
@@ -185,7 +176,7 @@ def blueprint(services: Services) -> APIBlueprint:
         targets, namespaces = _requested(response)
         services.audit.record(current_actor(), operation,
                               outcome=_outcome(response.status_code), targets=targets,
-                              namespaces=namespaces, detail=_problem_detail(response))
+                              namespaces=namespaces, detail=problem_detail(response))
         return response
 
     @bp.get("/tokens", summary="List named tokens",

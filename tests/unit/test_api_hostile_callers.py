@@ -1,8 +1,15 @@
-"""A token name is not an identity for life: whoever holds a re-created token of a revoked
+"""Callers the API must not trust with more than they may do now.
+
+A token name is not an identity for life: whoever holds a re-created token of a revoked
 token's name (or a Kubernetes user whose RoleBinding in a namespace was removed) must not
 reach the jobs and schedules submitted under that name, in namespaces they may no longer
 touch. What a caller may see and cancel is decided by what they may do now, in every
-namespace the job or schedule touches, never by a matching submitter string."""
+namespace the job or schedule touches, never by a matching submitter string.
+
+The hooks that audit a refused create (schedules, tokens) read the request body again to
+name what was asked. A hostile body must still get its 4xx, never a 500, and still leave
+exactly one `invalid` record: deep nesting (a RecursionError in the JSON parser) and a body
+over the size limit (413) are the two ways to trip a second read."""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pystol_api.http.app import create_app
+from pystol_api.http.app import create_app, services_of
 from pystol_worker.actions import default_registry
 from pystol_worker.core.access import Role
 from pystol_worker.store.token_store import TokenStore
@@ -49,8 +56,6 @@ def schedule(namespace: str) -> dict[str, Any]:
 
 
 def token(app: Flask, role: Role, *namespaces: str) -> dict[str, str]:
-    from pystol_api.http.app import services_of
-
     store = TokenStore(services_of(app).redis, SIGNING_KEY.encode())
     _, secret = store.create("ci", role, list(namespaces), None, "test")
     return bearer(secret)
@@ -115,3 +120,19 @@ def test_an_idempotency_key_of_the_old_holder_names_no_job_to_the_new_one(
                          headers=new)
     assert reused.status_code == 409, reused.get_json()
     assert job_id not in reused.get_json()["detail"]
+
+
+JSON = {**ADMIN, "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/schedules", "/api/v1/tokens"])
+@pytest.mark.parametrize(("body", "status"), [
+    (b"[" * 2000, 400),                                   # nesting deeper than the parser
+    (b'{"id": "' + b"x" * (70 * 1024) + b'"}', 413),      # over max_request_bytes (64 KiB)
+], ids=["deep", "huge"])
+def test_a_hostile_body_gets_its_4xx_and_one_invalid_record(
+        app: Flask, client: FlaskClient, path: str, body: bytes, status: int) -> None:
+    response = client.post(path, data=body, headers=JSON)
+    assert response.status_code == status, response.get_data()[:300]
+    records, _ = services_of(app).audit.read()
+    assert [record.outcome for record in records] == ["invalid"]
