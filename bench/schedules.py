@@ -122,7 +122,6 @@ def measure_pystol(client: redis.Redis, settings: Any, cfg: Config, count: int,
     from pystol_worker.schedules.store import ScheduleStore
     from pystol_worker.store.job_store import JobStore
 
-    # Sub-second intervals are what this measures: the policy allows them here only.
     store = ScheduleStore(client, settings, policy=Policy(min_schedule_period=cfg.interval))
     admin = Identity(Actor(kind=ActorKind.SETTINGS_TOKEN, name="bench", role=Role.ADMIN),
                      RoleAuthority(Role.ADMIN))
@@ -249,7 +248,12 @@ def run(cfg: Config) -> dict[str, Any]:
                                                 "0", "--kubeconfig", str(kubeconfig),
                                                 "--speed", "10"], workdir))
         sim.wait_for(lambda: "pystol-sim: serving" in sim.text(), 60)
-        env = {"PYSTOL_REDIS_URL": redis_url, "PYSTOL_KUBECONFIG": str(kubeconfig)}
+        # Sub-second intervals are what this measures: the policy allows them here only
+        # (the worker checks the shortest period again at every fire).
+        policy = workdir / "policy.yaml"
+        policy.write_text(f"min_schedule_period: {cfg.interval}\n", encoding="utf-8")
+        env = {"PYSTOL_REDIS_URL": redis_url, "PYSTOL_KUBECONFIG": str(kubeconfig),
+               "PYSTOL_POLICY_FILE": str(policy)}
         cli = [sys.executable, "-m", "pystol_api.cli"]
         worker = stack.enter_context(spawn("worker", [*cli, "worker", "--concurrency",
                                                       str(cfg.concurrency)], workdir, env))
