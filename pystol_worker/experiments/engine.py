@@ -833,6 +833,14 @@ class ExperimentEngine:
                     # Nothing of a finished run may go on running or start later: cancel
                     # every step job not ended (method, rollback, queued or deferred).
                     jobs_left = self._cancel_step_jobs(run, cache, queued_only=False)
+                if isinstance(command, SubmitStep) and command.path.startswith("rollbacks") \
+                        and entered_rollbacks and stored_stop(run) is not None \
+                        and not self._method_jobs_left(run):
+                    # The stop did its work. Forget it before the first rollback job is
+                    # queued, not after this advance: a worker can start that job at once,
+                    # and a job that reads the run's stop skips itself ("steady state not
+                    # met before injection") — a rollback that never ran.
+                    forget_run_stop(self.redis, run_id, jobs_left=False)
                 self._apply(run, command, now, cache)
         self._write(run, version)
         if run.status.terminal:

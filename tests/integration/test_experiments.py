@@ -278,7 +278,10 @@ def test_a_failing_continuous_probe_stops_its_step_and_its_sibling_and_reverts(
             assert ts(change.ended_at) - first_failure < interval, (job.id, change)
     _, _, net = exp.kube()
     assert net.list_namespaced_network_policy(web).items == []
-    assert ended.rollbacks[0].status == StepStatus.SUCCEEDED
+    assert ended.rollbacks[0].status == StepStatus.SUCCEEDED, (
+        ended.rollbacks[0].model_dump_json(indent=1),
+        exp.job(ended, "rollbacks[0]").model_dump_json(indent=1)
+        if ended.rollbacks[0].job_id else "no job")
     exp.assert_clean(ended)
 
 

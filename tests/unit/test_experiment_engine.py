@@ -437,9 +437,10 @@ def test_the_score_counts_every_action_step_run_or_not() -> None:
 
 
 class Harness:
-    def __init__(self, max_experiment_seconds: int = 4 * 3600) -> None:
+    def __init__(self, max_experiment_seconds: int = 4 * 3600,
+                 queue: RecordingQueue | None = None) -> None:
         self.redis = fakeredis.FakeRedis()
-        self.queue = RecordingQueue()
+        self.queue = queue if queue is not None else RecordingQueue()
         self.advances: list[str] = []
         self.settings = Settings(max_experiment_seconds=max_experiment_seconds)
         self.jobs = JobStore(self.redis)
@@ -493,6 +494,42 @@ def test_a_whole_run_through_advance_leaves_no_lock_and_is_indexed_as_ended() ->
     assert h.redis.ttl(run_key(run.id)) > 0  # expires with the job retention
     kinds = [event.kind for event in h.service.timeline(run.id)]
     assert EventKind.STEP_STARTED in kinds and kinds[-1] == EventKind.COMPLETED
+
+
+class StopReadingQueue(RecordingQueue):
+    """Records, as each job is queued, whether its run's stop key is set: what a worker
+    that starts the job at once would read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.redis: Any = None
+        self.stopped_at_send: dict[str, bool] = {}
+
+    def send(self, job_id: str) -> None:
+        super().send(job_id)
+        run_id = JobStore(self.redis).get(job_id).spec.experiment.run_id  # type: ignore[union-attr]
+        self.stopped_at_send[job_id] = run_stopped(self.redis, run_id) is not None
+
+
+def test_a_rollback_job_is_queued_after_the_runs_stop_is_forgotten() -> None:
+    """A probe stopped the run; the advance that enters the rollbacks queues the first
+    rollback job. A worker may start it before that advance ends: if the stop were still
+    set, the job would read it and skip itself, and the rollback would never run (seen
+    under load in CI)."""
+    queue = StopReadingQueue()
+    h = Harness(queue=queue)
+    queue.redis = h.redis
+    run = h.start(document(kill("web"), rollbacks=[kill("undo")]))
+    h.service.advance(run.id)
+    method_job = h.queue.sent[-1]
+    stop_run(h.redis, run.id, "probe", "stopped by probe web-ok (continuous): 503",
+             by="test")
+    h.jobs.claim(method_job, "w1")
+    h.jobs.finish(method_job, JobStatus.ABORTED, "stopped by probe")
+    h.service.advance(run.id)
+    rollback_job = h.run(run.id).rollbacks[0].job_id
+    assert rollback_job is not None and h.queue.sent[-1] == rollback_job
+    assert queue.stopped_at_send == {method_job: False, rollback_job: False}
 
 
 def test_two_advances_at_once_submit_each_step_once() -> None:
