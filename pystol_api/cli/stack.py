@@ -682,8 +682,9 @@ def _announce(out: Output, options: UpOptions, plan: RedisPlan, api_url: str,
     if options.sim:
         lines.append(f"export KUBECONFIG={shlex.quote(kubeconfig)}  # for kubectl")
     lines += [example_command(example), "", "Ctrl-C stops everything.", ""]
-    for line in lines:
-        out.say(line)
+    # One write under the output lock: a child's line (the API logging the last /readyz
+    # poll) must not land inside the block a user pastes into a shell.
+    out.say("\n".join(lines))
 
 
 # -- fakeredis as a child process --------------------------------------------------------

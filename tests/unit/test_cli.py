@@ -7,6 +7,7 @@ CLI sends as well as what it prints and its exit codes.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import signal
@@ -793,3 +794,23 @@ def test_up_takes_the_sims_serving_line_only_from_its_first_line_of_stdout() -> 
                 "FIRST", repr("pystol-sim: something else first"))], {}, out)
     finally:
         supervisor.stop_all()
+
+
+def test_the_ready_block_is_one_write_no_child_line_can_split() -> None:
+    """`pystol up` prints a block to paste into another shell while its children keep
+    logging (the API logs the last /readyz poll). Written line by line, a child's line
+    could land inside it and the pasted block would run `[api] ...` as a command (seen in
+    CI's first-run smoke). One write under the output lock keeps it whole."""
+    class Recording(stack.Output):
+        def __init__(self) -> None:
+            super().__init__(io.StringIO(), io.StringIO(), colour=False)
+            self.writes: list[str] = []
+
+        def say(self, text: str = "") -> None:
+            self.writes.append(text)
+
+    out = Recording()
+    stack._announce(out, stack.UpOptions(), stack.RedisPlan("existing", "redis://r:6379/0"),
+                    "http://127.0.0.1:8080", "tok", "https://127.0.0.1:1", "/tmp/k")
+    [block] = out.writes
+    assert "In another terminal:" in block and "export PYSTOL_API_URL=" in block
