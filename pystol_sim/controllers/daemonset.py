@@ -11,7 +11,6 @@ from pystol_sim.controllers.node import NodeController
 from pystol_sim.controllers.objects import pod_is_active, pod_is_ready, tolerates
 from pystol_sim.controllers.pod_factory import new_pod
 from pystol_sim.resources import ResourceType
-from pystol_sim.store import random_suffix
 
 
 class DaemonSetController(Controller):
@@ -45,7 +44,7 @@ class DaemonSetController(Controller):
                     self.manager.mark(self.manager.type("apps", "v1", "daemonsets"), ns, name)
                     break
                 created += 1
-                pod = new_pod(self.manager, ds, template, f"{name}-{random_suffix()}",
+                pod = new_pod(self.manager, ds, template, generate_name=f"{name}-",
                               node_name=node.name, component="daemonset-controller")
                 if pod is not None:
                     by_node[node.name] = pod

@@ -29,7 +29,7 @@ from typing import Any
 from pystol_sim.controllers.manager import MAX_PODS_PER_SYNC, Controller, ControllerManager
 from pystol_sim.controllers.objects import count_of, pod_is_active, pod_is_ready
 from pystol_sim.controllers.pod_factory import new_pod
-from pystol_sim.store import now_rfc3339, random_suffix
+from pystol_sim.store import now_rfc3339
 
 COMPONENT = "job-controller"
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
@@ -259,7 +259,7 @@ class JobController(Controller):
             self.manager.mark(jobs, job["metadata"]["namespace"], name)  # the rest next time
         for _ in range(missing):
             pod = new_pod(self.manager, job, spec.get("template") or {},
-                          f"{name}-{random_suffix()}", component=COMPONENT)
+                          generate_name=f"{name}-", component=COMPONENT)
             if pod is None:
                 break  # refused (quota): retried later
             created.append(pod)

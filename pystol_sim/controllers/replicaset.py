@@ -10,7 +10,6 @@ from typing import Any
 from pystol_sim.controllers.manager import MAX_PODS_PER_SYNC, Controller
 from pystol_sim.controllers.objects import count_of, pod_is_active, pod_is_ready
 from pystol_sim.controllers.pod_factory import new_pod
-from pystol_sim.store import random_suffix
 
 COMPONENT = "replicaset-controller"
 
@@ -30,7 +29,7 @@ class ReplicaSetController(Controller):
             self.manager.mark(self.manager.type("apps", "v1", "replicasets"), ns, name)
         if len(pods) < desired:
             for _ in range(min(desired - len(pods), MAX_PODS_PER_SYNC)):
-                pod = new_pod(self.manager, rs, template, f"{name}-{random_suffix()}",
+                pod = new_pod(self.manager, rs, template, generate_name=f"{name}-",
                               component=COMPONENT)
                 if pod is None:
                     break  # refused (quota): retried later, as kube-controller-manager does

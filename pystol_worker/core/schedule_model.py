@@ -200,15 +200,22 @@ class CronExpression:
 
     def next_after(self, after: datetime, zone: ZoneInfo) -> datetime | None:
         """The first fire time strictly after `after` (UTC), within SEARCH_DAYS days."""
+        return next(self.slots_after(after, zone), None)
+
+    def slots_after(self, after: datetime, zone: ZoneInfo) -> Iterator[datetime]:
+        """The fire times strictly after `after` (UTC), in order, within SEARCH_DAYS days.
+
+        One walk over the days: asking `next_after` 500 times instead started each search
+        again from the day before, and cost 0.76 s of API CPU for `* * * * *`, which any
+        operator could spend per request by varying the expression."""
         day = after.astimezone(zone).date() - timedelta(days=1)
         for _ in range(CRON_SEARCH_DAYS):
             day_end = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone)
             if self.matches_day(day) and day_end.astimezone(UTC) + timedelta(hours=3) > after:
                 for moment in self._day_times(day, zone, reverse=False, near=after):
                     if moment > after:
-                        return moment
+                        yield moment
             day += timedelta(days=1)
-        return None
 
     def latest_at_or_before(self, when: datetime, zone: ZoneInfo) -> datetime | None:
         day = when.astimezone(zone).date() + timedelta(days=1)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pystol_api.http.problems import loc_path
@@ -157,6 +160,47 @@ def test_cron_across_daylight_saving_changes() -> None:
     assert ms_to_datetime(first) == datetime(2025, 10, 26, 0, 30, tzinfo=UTC)
     second = next_slot_after(nightly, 0, first)
     assert ms_to_datetime(second) == berlin(2025, 10, 27, 2, 30)
+
+
+CRONS = ["* * * * *", "*/7 * * * *", "0 * * * *", "30 2 * * *", "15,45 1-3 * * *",
+         "0 0 13 * fri", "59 23 * * sun", "0 0 29 2 *", "5/20 */5 1,15 * mon-fri"]
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
+
+
+def slots_minute_by_minute(cron: str, zone: ZoneInfo, after: datetime,
+                           until: datetime) -> list[datetime]:
+    """The oracle: every UTC minute in (after, until] whose local time the expression names;
+    a local time that happens twice fires at its first occurrence only (fold 0), one that
+    does not exist never comes out of a UTC conversion."""
+    expression = parse_cron(cron)
+    minute = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    found = []
+    while minute <= until:
+        local = minute.astimezone(zone)
+        if (local.minute in expression.minutes and local.hour in expression.hours
+                and expression.matches_day(local.date()) and local.fold == 0):
+            found.append(minute)
+        minute += timedelta(minutes=1)
+    return found
+
+
+@hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+@hypothesis.given(cron=st.sampled_from(CRONS), zone=st.sampled_from(ZONES),
+                  start=st.datetimes(min_value=datetime(2025, 1, 1),
+                                     max_value=datetime(2027, 12, 31)),
+                  near_a_change=st.booleans())
+def test_the_cron_walk_gives_every_slot_the_clock_gives(cron: str, zone: str, start: datetime,
+                                                        near_a_change: bool) -> None:
+    """`slots_after` (one walk, used for the policy's shortest gap) yields exactly the
+    slots a minute-by-minute clock finds, across DST changes in zones with 30-minute and
+    1-hour shifts."""
+    if near_a_change:  # the night before Europe's and the US's spring and autumn changes
+        start = start.replace(month=(3, 10, 11)[start.day % 3], day=7 + start.day % 24)
+    after = start.replace(tzinfo=UTC)
+    until = after + timedelta(days=2)
+    walked = [slot for slot in itertools.takewhile(
+        lambda slot: slot <= until, parse_cron(cron).slots_after(after, ZoneInfo(zone)))]
+    assert walked == slots_minute_by_minute(cron, ZoneInfo(zone), after, until)
 
 
 # -- interval ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ controllers themselves are what is tested; the 422s admission gives are checked 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from pystol_sim.cluster import Cluster, Timings
 from pystol_sim.controllers.job import JobController
 from pystol_sim.errors import ApiError
 from pystol_sim.resources import Catalogue, ResourceType
-from pystol_sim.store import Store
+from pystol_sim.store import Store, random_suffix
 from pystol_sim.validation import validate_object
 
 RUN = "sim.pystol.org/run-seconds"
@@ -122,6 +123,38 @@ def test_huge_replicas_create_at_most_500_pods_per_reconcile(plural: str,
         assert len(pods_of(cluster)) == MAX_PODS_PER_SYNC
         cluster.manager.reconcile_all()
         assert len(pods_of(cluster)) == 800
+
+    run(body)
+
+
+@pytest.mark.parametrize(("group", "plural", "spec"), [
+    ("apps", "replicasets", {"replicas": 3, "selector": {"matchLabels": {"app": "x"}}}),
+    ("batch", "jobs", {"parallelism": 3, "completions": 3}),
+])
+def test_a_generated_pod_name_that_collides_is_drawn_again_not_given_up(
+        group: str, plural: str, spec: dict[str, Any]) -> None:
+    """A random `<owner>-xxxxx` name that a pod already has is a collision, not a refusal:
+    the 500-pod ReplicaSet above once stopped at 427 because one draw out of 500 hit a
+    name it had just used. The store draws again, as kube-apiserver's RetryGenerateName
+    does, so every pod is created in the one reconcile."""
+    async def body(cluster: Cluster) -> None:
+        rt = rtype(cluster, group, "v1", plural)
+        state = random.getstate()
+        first_draw = random_suffix()
+        random.setstate(state)
+        cluster.store.create(cluster.pods, {  # the name the first draw will give
+            "metadata": {"name": f"big-{first_draw}", "labels": {"other": "y"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}, "t")
+        random.setstate(state)
+        cluster.store.create(rt, {"metadata": {"name": "big"},
+                                  "spec": {"template": pod_template(), **spec}}, "t")
+        controller = cluster.manager._by_resource[rt.key]
+        controller.reconcile(cluster.store.get(rt, "t", "big"))
+        if plural == "jobs":  # the first look fills the defaults
+            controller.reconcile(cluster.store.get(rt, "t", "big"))
+        owned = [p for p in pods_of(cluster) if p["metadata"].get("ownerReferences")]
+        assert len(owned) == 3
+        assert all(p["metadata"]["generateName"] == "big-" for p in owned)
 
     run(body)
 
