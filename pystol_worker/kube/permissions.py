@@ -34,8 +34,9 @@ what needs it fail with that verb's 403):
   events create (kopf.event); the peering object list/watch/patch and create
   (ensure_peering: ClusterKopfPeering cluster-wide, KopfPeering with --namespace). No `get`:
   kopf lists and watches, and patches what it handles, but never reads one object;
-  customresourcedefinitions list/watch (kopf's resource scanning); nodes list
-  (first_node_address).
+  customresourcedefinitions list/watch (kopf's resource scanning; cluster-wide only: a
+  watcher confined with --namespace turns scanning off and finds its kinds once through
+  API discovery, which needs no rule); nodes list (first_node_address).
 - api (pystol_api/http/kube_identity.py: who a Kubernetes bearer token is and what RBAC lets
   it do): tokenreviews and subjectaccessreviews create, as Kubernetes' own
   `system:auth-delegator` grants them;
@@ -81,8 +82,11 @@ CLUSTER_SCOPED = frozenset({
 })
 
 #: What the watcher needs only cluster-wide: the cluster-scoped kinds are not served by a
-#: watcher confined to a namespace.
+#: watcher confined to a namespace, and such a watcher runs with kopf's scanning off, so it
+#: never lists or watches CustomResourceDefinitions (a namespaced install need not let it
+#: read every CRD of the cluster).
 CLUSTER_WIDE_ONLY = frozenset({
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
     ("kopf.dev", "clusterkopfpeerings"),
     ("pystol.org", "pystolclusteractions"),
     ("pystol.org", "pystolclusteractions/status"),

@@ -4,7 +4,6 @@ the fuzzer happens to draw the same request again."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,35 +144,3 @@ def test_halt_documents_its_optional_body(client: FlaskClient) -> None:
     schema = body["content"]["application/json"]["schema"]
     assert set(schema["properties"]) == {"reason"}
     assert schema["additionalProperties"] is False
-
-
-# -- the first possible audit cursor: 503 --------------------------------------------------------
-# GET /api/v1/audit?cursor=0-0 answered 503 "Job store unavailable": the store asked Redis
-# for XREVRANGE with max "(0-0", which Redis refuses ("invalid end ID for the interval"),
-# and the RedisError handler took it for an outage. fakeredis accepts that range, so this
-# needs a real redis-server.
-
-
-@pytest.fixture(scope="module")
-def real_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
-    from tests.support.redis_server import RedisServer
-
-    try:
-        with RedisServer.start(tmp_path_factory.mktemp("redis")) as server:
-            yield server.client()
-    except RuntimeError as error:  # no redis-server on PATH
-        pytest.skip(str(error))
-
-
-@pytest.mark.parametrize("cursor", ["0-0", "000-0", "0-000"])
-def test_the_first_audit_cursor_is_an_empty_last_page(real_redis: redis.Redis,
-                                                      cursor: str) -> None:
-    app = make_app(real_redis)
-    with app.test_client() as client:
-        client.post("/api/v1/halt", headers=AUTH)  # something in the trail
-        client.delete("/api/v1/halt", headers=AUTH)
-        response = client.get(f"/api/v1/audit?cursor={cursor}", headers=AUTH)
-        assert response.status_code == 200, response.get_data(as_text=True)
-        assert json.loads(response.get_data()) == {"items": [], "next_cursor": None}
-        # a cursor just after it still reads what is older than it (nothing) the usual way
-        assert client.get("/api/v1/audit?cursor=0-1", headers=AUTH).status_code == 200
