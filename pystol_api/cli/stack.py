@@ -112,11 +112,15 @@ class RedisPlan:
 # -- pure decisions ----------------------------------------------------------------------
 
 
-def find_free_port(host: str = LOCALHOST) -> int:
-    """A port the kernel says is free now (another process may still take it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def find_free_port(host: str = LOCALHOST, avoid: frozenset[int] = frozenset()) -> int:
+    """A port the kernel says is free now (another process may still take it first), and
+    not one of `avoid`: ports already promised to a child that has not bound them yet."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -579,11 +583,10 @@ def run_up(options: UpOptions, settings: Settings, *, colour: bool = False,
 
 def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
                          supervisor: Supervisor, workdir: Path, environ: dict[str, str]) -> int:
-    api_port = options.port or find_free_port()
-    if not port_is_free(LOCALHOST, api_port):
+    api_port = options.port
+    if api_port and not port_is_free(LOCALHOST, api_port):
         raise StackError(f"port {api_port} is already in use on {LOCALHOST}: choose another "
                          "with --port (0 picks a free one)")
-    api_url = f"http://{LOCALHOST}:{api_port}"
 
     # 1. Redis
     from pystol_worker.core.settings import SettingsError
@@ -619,7 +622,10 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
                                     options.snapshot), environ, out)
         kubeconfig = str(kubeconfig_path)
 
-    # 3. Workers and 4. the API
+    # 3. Workers and 4. the API. Picked only now, once Redis and the sim have bound theirs,
+    # a free API port cannot be the one the kernel then gave one of them.
+    api_port = api_port or find_free_port()
+    api_url = f"http://{LOCALHOST}:{api_port}"
     generated = not settings.api_tokens
     tokens = settings.api_tokens or [secrets.token_urlsafe(24)]
     env = child_environment(environ, redis_url=plan.url, kubeconfig=kubeconfig,
@@ -637,7 +643,8 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
 
         install_crds(kubeconfig)
     if options.sim or kubeconfig:
-        supervisor.start(Child("watcher", watcher_command(find_free_port()), env, out))
+        supervisor.start(Child("watcher", watcher_command(
+            find_free_port(avoid=frozenset({api_port}))), env, out))
     supervisor.start(Child("api", api_command(), env, out))
     supervisor.wait_until(lambda: api_ready(api_url), API_READY_TIMEOUT, f"the API at {api_url}")
 

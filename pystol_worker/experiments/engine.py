@@ -106,6 +106,9 @@ AFTER = "after"
 HOLD_POLL_SECONDS = 0.5  # how soon to look again at an until-rollback step not yet holding
 MAX_ITERATIONS = 1000  # decide/apply rounds per advance (a run has at most ~100 steps)
 CAS_ATTEMPTS = 5
+#: Rounds one advance task makes while other advances keep asking for another; then it
+#: hands the run to a fresh task.
+MAX_ROUNDS = 10
 #: A step keeps one outcome per probe and phase of its job (the first failure, else the
 #: last run: exactly what its PSP counts) and at most this many in all; the counts are in
 #: `output.probe_summary`. Copying every outcome of every step job would let one run's
@@ -717,18 +720,24 @@ class ExperimentEngine:
     def advance(self, run_id: str) -> None:
         """Move the run on as far as it can go now. One advance at a time per run (the
         lock); one that finds it taken asks the holder to go round once more, so a job
-        ending while an advance runs is never left unfolded."""
+        ending while an advance runs is never left unfolded. The ask and the release are
+        each one Redis step: an ask that came between the holder's "nothing asked" and its
+        unlock was once lost, and the run waited for the sweep. After MAX_ROUNDS rounds
+        a fresh advance task takes over, so one busy run cannot hold a worker."""
         token = self.store.lock_advance(run_id)
         if token is None:
-            self.store.ask_again(run_id)
-            return
+            return  # the holder was asked to go round again
+        asked_again = True
         try:
-            for _ in range(10):
+            for _ in range(MAX_ROUNDS):
                 self._advance_with_retries(run_id)
-                if not self.store.take_again(run_id):
-                    break
+                asked_again = self.store.release_advance(run_id, token)
+                if not asked_again:
+                    return
         finally:
-            self.store.unlock_advance(run_id, token)
+            if asked_again:  # out of rounds, or an error: still holding the lock
+                self.store.unlock_advance(run_id, token)
+        self.send_advance(run_id)
 
     def _advance_with_retries(self, run_id: str) -> None:
         for attempt in range(CAS_ATTEMPTS):

@@ -70,6 +70,33 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Take the advance lock, or, in the same step, ask its holder for one more round. As two
+# commands (SET NX, then SET again) the holder could release between them and the ask be
+# left for no one.
+_LOCK_OR_ASK_AGAIN = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return 0
+"""
+
+# The holder's release: if another advance asked for a round since, keep the lock (renewed)
+# and take the ask (1); else release it (0). Checking and releasing in one step is what
+# makes an ask arriving between "no ask" and "unlock" impossible.
+_RELEASE_UNLESS_ASKED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+return 0
+"""
+
+
+#: How long an advance holds its run's lock before another may take it (a worker that died
+#: mid-advance must not block the run for longer).
+ADVANCE_LOCK_MILLIS = 30_000
+
 
 class RunConflict(Exception):
     """The run changed since it was read (another advance wrote it)."""
@@ -355,23 +382,29 @@ class ExperimentStore:
                 claimed.append(member.decode() if isinstance(member, bytes) else str(member))
         return claimed
 
-    def lock_advance(self, run_id: str, millis: int = 30_000) -> str | None:
+    def lock_advance(self, run_id: str, millis: int = ADVANCE_LOCK_MILLIS) -> str | None:
+        """The advance lock's token; or None, and then the holder has been asked (in the
+        same Redis step) to go round once more before it releases."""
         token = secrets.token_hex(8)
-        if self.redis.set(f"{run_key(run_id)}:advance", token, nx=True, px=millis):
+        key = run_key(run_id)
+        if self.redis.eval(_LOCK_OR_ASK_AGAIN, 2, f"{key}:advance", f"{key}:again",
+                           token, millis, 60_000):
             return token
         return None
+
+    def release_advance(self, run_id: str, token: str,
+                        millis: int = ADVANCE_LOCK_MILLIS) -> bool:
+        """Release the lock, unless another advance asked for a round since the holder
+        last looked: then keep it, renewed, and answer True (go round again)."""
+        key = run_key(run_id)
+        return bool(self.redis.eval(_RELEASE_UNLESS_ASKED, 2, f"{key}:advance",
+                                    f"{key}:again", token, millis))
 
     def unlock_advance(self, run_id: str, token: str) -> None:
         self.redis.eval(_UNLOCK, 1, f"{run_key(run_id)}:advance", token)
 
     def advance_locked(self, run_id: str) -> bool:
         return bool(self.redis.exists(f"{run_key(run_id)}:advance"))
-
-    def ask_again(self, run_id: str) -> None:
-        self.redis.set(f"{run_key(run_id)}:again", "1", px=60_000)
-
-    def take_again(self, run_id: str) -> bool:
-        return bool(self.redis.delete(f"{run_key(run_id)}:again"))
 
     def resume(self, run_id: str, path: str) -> None:
         self.redis.set(f"{run_key(run_id)}:resume:{path}", "1", ex=7 * 86400)

@@ -214,10 +214,16 @@ class ObjectTracker:
         with self.lock:
             obj = copy.deepcopy(obj)
             meta = obj.setdefault("metadata", {})
-            if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             if resource not in CLUSTER_SCOPED:
                 meta["namespace"] = namespace or meta.get("namespace") or "default"
+            if not meta.get("name") and meta.get("generateName"):
+                # Drawn again while taken, as kube-apiserver does (RetryGenerateName): a
+                # 5-character suffix collides often enough to fail a test now and then.
+                while True:
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+                    if self._key(resource, meta.get("namespace"), meta["name"]) \
+                            not in self.objects:
+                        break
             key = self._key(resource, meta.get("namespace"), meta["name"])
             if key in self.objects:
                 raise ClusterError(f"Kubernetes API answered 409: {resource} "

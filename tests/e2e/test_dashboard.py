@@ -149,7 +149,13 @@ def test_sign_in_and_cluster_topology(page: Any, stack: Stack) -> None:
     shot(page, "cluster.png")
 
 
-def test_a_cordoned_node_is_marked_within_two_seconds(page: Any, stack: Stack) -> None:
+#: The page asks again one second after it drew the last answer, and the API reads the
+#: cluster at most every 0.8 s for all its viewers: about 2 s in the worst case on an idle
+#: machine, more while CI runs Chromium, the sim and a worker on two cores.
+CLUSTER_VIEW_DEADLINE_MS = 5_000
+
+
+def test_a_cordoned_node_is_marked_at_the_next_refreshes(page: Any, stack: Stack) -> None:
     def cordon(on: bool) -> None:
         sim = stack.sim
         request = urllib.request.Request(
@@ -163,12 +169,13 @@ def test_a_cordoned_node_is_marked_within_two_seconds(page: Any, stack: Stack) -
     cordon(True)
     try:
         marked = page.locator("section.node.cordoned")
-        expect(marked).to_have_count(1, timeout=2_000)
+        expect(marked).to_have_count(1, timeout=CLUSTER_VIEW_DEADLINE_MS)
         expect(marked).to_contain_text("worker-c")
         expect(marked.locator(".tag")).to_have_text("cordoned")
     finally:
         cordon(False)
-    expect(page.locator("section.node.cordoned")).to_have_count(0, timeout=2_000)
+    expect(page.locator("section.node.cordoned")).to_have_count(0,
+                                                                timeout=CLUSTER_VIEW_DEADLINE_MS)
 
 
 def test_validation_errors_appear_beside_their_fields(page: Any, stack: Stack) -> None:

@@ -98,12 +98,14 @@ def running_stack(workdir: Path, redis_server: RedisServer,
     running `concurrency` jobs at once and the API, with a policy that lets probes reach
     loopback (and `policy`'s fields on top of it)."""
     redis_server.client().flushdb()
-    port = free_port()
-    document = json.loads(loopback_probes_policy(api_port=port))
-    document.update(policy or {})
-    policy_file = workdir / "policy.yaml"
-    policy_file.write_text(json.dumps(document))
     with SimProcess.start(workdir, speed=10.0, extra_args=sim_args) as sim:
+        # The API's port is picked once the sim has bound its own (any free one): picked
+        # before, the kernel could hand the sim the same port, and the API fail to bind.
+        port = free_port()
+        document = json.loads(loopback_probes_policy(api_port=port))
+        document.update(policy or {})
+        policy_file = workdir / "policy.yaml"
+        policy_file.write_text(json.dumps(document))
         env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
                "PYSTOL_POLICY_FILE": str(policy_file)}
         with worker(env, concurrency=concurrency) as worker_process, \

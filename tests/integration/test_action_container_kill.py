@@ -99,7 +99,8 @@ def test_killed_containers_restart_in_place_and_are_timed(stack: Stack) -> None:
         assert entry["restart_count_before"] == counts_before[entry["uid"]]["app"]
         assert entry["restart_count_after"] == entry["restart_count_before"] + 1
         true_seconds = truth[entry["uid"]]["ready"] - truth[entry["uid"]]["restarts"][-1]
-        assert abs(true_seconds - READY_SECONDS / stack.sim.speed) < 0.1
+        # the sim's own timer (its event loop may run late on a loaded machine)
+        assert abs(true_seconds - READY_SECONDS / stack.sim.speed) < 0.3
         assert abs(entry["ready_again_seconds"] - true_seconds) < 0.3, (entry, true_seconds)
     [recovery] = record["result"]["recovery"]
     assert recovery["recovered"] and recovery["desired_replicas"] == 3

@@ -14,7 +14,8 @@ counted on the server's side: its Redis subscriptions), the hammering tokens get
 crowd leaves, every endpoint answers again, streams included.
 
 The limits are the defaults (PYSTOL_API_RATE_LIMIT 50/second per identity), except the
-streams per process (16, to see the bound at work with 60 followers). Engaging the halt
+streams per process (16, to see the bound at work with 60 followers) and the address
+budget (`ADDRESS_RATE_LIMIT`: off, as every client here shares one address). Engaging the halt
 also cancels every queued job (`HaltSwitch.engage`), and the crowd queues some hundreds:
 the halt's answer time is checked last, with the number of jobs it cancelled.
 
@@ -50,6 +51,13 @@ STREAMS, HAMMERING = 60, 40
 STREAM_MAX_CLIENTS = 16  # per API process; 2 processes: at most 32 of the 60 streams
 API_WORKERS = 2
 HALT_BUDGET_SECONDS = 1.0
+#: The 100 clients stand for 100 machines but share one loopback address, and so does the
+#: operator. With the default address budget the crowd spent its minute window (6,000)
+#: within its 8 s on a fast day, and the operator's reads after the crowd were refused for
+#: the rest of the minute: the address budget doing its job for one address
+#: (tests/unit/test_api_hardening.py), not what this test is about. Off here; the crowd
+#: still meets the per-identity budgets, and the halt switch is outside both.
+ADDRESS_RATE_LIMIT = ""
 LOAD_SECONDS = 8.0
 JOB = {"action": "pod-kill", "duration": "60s",
        "target": {"namespaces": ["shop"], "label_selector": "app=web", "mode": "one"}}
@@ -187,7 +195,8 @@ def load_api(redis_server: RedisServer, sim: SimProcess) -> Iterator[LoadApi]:
     redis_server.client().flushdb()
     env = {"PYSTOL_REDIS_URL": redis_server.url, "PYSTOL_KUBECONFIG": str(sim.kubeconfig),
            "PYSTOL_API_WORKERS": str(API_WORKERS),
-           "PYSTOL_STREAM_MAX_CLIENTS": str(STREAM_MAX_CLIENTS)}
+           "PYSTOL_STREAM_MAX_CLIENTS": str(STREAM_MAX_CLIENTS),
+           "PYSTOL_API_ADDRESS_RATE_LIMIT": ADDRESS_RATE_LIMIT}
     port = free_port()
     with api(env, port, ",".join([OPERATOR, *FOLLOWERS, *HAMMERS])) as process:
         yield LoadApi(f"http://127.0.0.1:{port}", port, process, redis_server.client())

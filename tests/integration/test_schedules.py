@@ -154,17 +154,21 @@ def test_interval_schedule_runs_on_its_slots(stack: Stack) -> None:
     record = stack.create({"id": "every-2s", "interval": "2s", "template": dry_run_template()})
     created = seconds(record["created_at"])
     assert abs(seconds(record["next_run_at"]) - (created + 2)) < 0.01
-    time.sleep(9.0)
+    # Slots at +2, +4, +6, +8: wait for the fourth job (a fixed sleep lost it when a fire
+    # on a loaded machine came after the delete), then stop the schedule.
+    deadline = time.monotonic() + 20
+    while len(stack.jobs("every-2s")) < 4:
+        assert time.monotonic() < deadline, stack.jobs("every-2s")
+        time.sleep(0.1)
     stack.delete("every-2s")
     jobs = stack.wait_ended(stack.jobs("every-2s"))
-    assert len(jobs) == 4, [job["created_at"] for job in jobs]  # slots at +2, +4, +6, +8
+    assert len(jobs) in (4, 5), [job["created_at"] for job in jobs]  # +10 if due by then
     slots = [slot_of(job) for job in jobs]
-    assert [later - earlier for earlier, later in itertools.pairwise(slots)] == \
-        [2000, 2000, 2000]
+    assert all(later - earlier == 2000 for earlier, later in itertools.pairwise(slots)), slots
     assert slots[0] == round(created * 1000) + 2000
     created_at = [seconds(job["created_at"]) for job in jobs]
     gaps = [later - earlier for earlier, later in itertools.pairwise(created_at)]
-    assert all(abs(gap - 2.0) < 0.4 for gap in gaps), gaps
+    assert all(abs(gap - 2.0) < 1.0 for gap in gaps), gaps
     for job in jobs:
         assert job["source"] == "schedule" and job["schedule_id"] == "every-2s"
         assert job["status"] == "succeeded", job

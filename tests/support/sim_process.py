@@ -8,11 +8,13 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,17 @@ class SimProcess:
     token: str
     speed: float
     ssl_context: ssl.SSLContext
+    #: The sim's last output lines. Its pipe is read to the end, so whatever it prints
+    #: (a traceback, say) can never fill the pipe and stall the sim for later tests.
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(list(self.output)[-lines:])
 
     @classmethod
     @contextmanager
@@ -57,6 +70,7 @@ class SimProcess:
         ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
         sim = cls(process, url, kubeconfig, token, speed,
                   ssl.create_default_context(cadata=ca.decode()))
+        threading.Thread(target=sim._drain, name="sim-output", daemon=True).start()
         try:
             yield sim
         finally:

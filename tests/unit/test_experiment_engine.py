@@ -43,6 +43,7 @@ from pystol_worker.core.model import (
 from pystol_worker.core.policy import Policy
 from pystol_worker.core.settings import Settings
 from pystol_worker.experiments.engine import (
+    MAX_ROUNDS,
     EndStep,
     FinishRun,
     ReleaseHeld,
@@ -61,7 +62,7 @@ from pystol_worker.experiments.service import (
     RunEnded,
     parse_experiment,
 )
-from pystol_worker.experiments.store import RunConflict, run_key
+from pystol_worker.experiments.store import ExperimentStore, RunConflict, run_key
 from pystol_worker.jobs.submission import ChaosHalted, SubmissionService
 from pystol_worker.store.halt import HaltSwitch
 from pystol_worker.store.job_store import JobStore
@@ -530,6 +531,74 @@ def test_a_rollback_job_is_queued_after_the_runs_stop_is_forgotten() -> None:
     rollback_job = h.run(run.id).rollbacks[0].job_id
     assert rollback_job is not None and h.queue.sent[-1] == rollback_job
     assert queue.stopped_at_send == {method_job: False, rollback_job: False}
+
+
+class LateAskStore(ExperimentStore):
+    """Runs `arrive` once, at the moment the lock holder releases (or decides whether to):
+    what a job ending, and its advance arriving, at that instant does."""
+
+    def __init__(self, redis_client: Any, arrive: Any) -> None:
+        super().__init__(redis_client)
+        self.arrive = arrive
+
+    def _arrive_once(self) -> None:
+        arrive, self.arrive = self.arrive, None
+        if arrive is not None:
+            arrive()
+
+    def release_advance(self, run_id: str, token: str, millis: int = 30_000) -> bool:
+        self._arrive_once()
+        return super().release_advance(run_id, token, millis)
+
+    def unlock_advance(self, run_id: str, token: str) -> None:
+        self._arrive_once()
+        super().unlock_advance(run_id, token)
+
+
+def test_an_advance_asked_for_as_the_holder_releases_is_not_lost() -> None:
+    """The step's job ends, and its advance arrives, just as the advance holding the lock
+    has found nothing more to do and releases: the newcomer finds the lock taken and asks
+    the holder for one more round. The holder must take that round. Asking and releasing
+    as two steps each lost it, and the run sat until the sweep found it (10 s)."""
+    h = Harness()
+    run = h.start(document(kill("web")))
+    engine = h.service.engine
+
+    def job_ends_and_its_advance_arrives() -> None:
+        h.finish_job(h.queue.sent[-1])
+        engine.advance(run.id)  # the job's advance: the lock is still held
+
+    engine.store = LateAskStore(h.redis, job_ends_and_its_advance_arrives)
+    engine.advance(run.id)  # submits the step; then the job ends as it releases
+    ended = h.run(run.id)
+    assert ended.status == ExperimentStatus.COMPLETED, ended.status
+    assert not engine.store.advance_locked(run.id)
+    assert not h.redis.exists(run_key(run.id) + ":again")
+
+
+class EverAskedStore(ExperimentStore):
+    """Another advance asks for one more round every time the holder is about to release."""
+
+    releases = 0
+
+    def release_advance(self, run_id: str, token: str, millis: int = 30_000) -> bool:
+        self.releases += 1
+        assert self.lock_advance(run_id) is None  # taken: it asks instead
+        return super().release_advance(run_id, token, millis)
+
+
+def test_an_advance_still_asked_for_after_its_rounds_hands_the_run_to_a_new_task() -> None:
+    """Other advances keep asking: after MAX_ROUNDS rounds the holder releases the lock and
+    sends a fresh advance task instead of holding a worker for ever."""
+    h = Harness()
+    run = h.start(document(kill("web")))
+    engine = h.service.engine
+    h.advances.clear()
+    store = engine.store = EverAskedStore(h.redis)
+    engine.advance(run.id)
+    assert store.releases == MAX_ROUNDS
+    assert h.advances == [run.id]
+    assert not store.advance_locked(run.id)
 
 
 def test_two_advances_at_once_submit_each_step_once() -> None:

@@ -189,3 +189,23 @@ def test_the_advance_lock_is_released_only_by_its_holder(client: fakeredis.FakeR
     assert store.advance_locked("x-1")
     store.unlock_advance("x-1", token_a)
     assert not store.advance_locked("x-1")
+
+
+def test_an_ask_for_another_round_is_kept_until_the_holder_takes_it(
+        client: fakeredis.FakeRedis) -> None:
+    """A second advance that finds the lock taken leaves an ask in the same step; the
+    holder's release takes it (and keeps the lock) instead of releasing; a release by
+    anyone but the holder neither releases nor takes the ask."""
+    store = ExperimentStore(client)
+    holder = store.lock_advance("x-1")
+    assert holder is not None
+    assert store.release_advance("x-1", holder) is False  # nobody asked: released
+    assert not store.advance_locked("x-1")
+    holder = store.lock_advance("x-1")
+    assert holder is not None and store.lock_advance("x-1") is None  # asks
+    assert store.release_advance("x-1", "someone-else") is False
+    assert store.advance_locked("x-1")
+    assert store.release_advance("x-1", holder) is True  # one more round, lock kept
+    assert store.advance_locked("x-1")
+    assert store.release_advance("x-1", holder) is False
+    assert not store.advance_locked("x-1")

@@ -17,7 +17,7 @@ def test_burst_passes_at_once_then_calls_are_paced_to_qps() -> None:
     waits = [bucket.acquire() for _ in range(5)]
     burst_elapsed = time.monotonic() - start
     assert waits == [0.0] * 5
-    assert burst_elapsed < 0.05
+    assert burst_elapsed < 0.5  # no sleep at all; the bound only allows for a loaded machine
 
     start = time.monotonic()
     for _ in range(20):
@@ -36,7 +36,7 @@ def test_the_bucket_refills_while_idle_but_not_beyond_the_burst() -> None:
     waits = [bucket.acquire() for _ in range(3)]
     assert waits == [0.0] * 3
     assert bucket.acquire() > 0  # the fourth must wait: the bucket held no more than 3
-    assert time.monotonic() - start < 0.2
+    assert time.monotonic() - start < 0.5  # ...one token's wait (10 ms), not a long one
 
 
 def test_acquire_reports_the_time_it_waited() -> None:
