@@ -601,7 +601,9 @@ def _start_and_supervise(options: UpOptions, settings: Settings, out: Output,
                       answers=choice == "auto" and redis_answers(
                           settings.redis_url, sentinel_master=settings.redis_sentinel_master),
                       redis_server=shutil.which("redis-server"),
-                      fake_ok=fakeredis_serves_celery(), port=find_free_port(), workdir=workdir)
+                      fake_ok=fakeredis_serves_celery(),
+                      port=find_free_port(avoid=frozenset({api_port} if api_port else ())),
+                      workdir=workdir)
     if plan.kind == "fakeredis":
         out.warn(plan.note)
     elif plan.note:

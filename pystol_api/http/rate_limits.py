@@ -9,7 +9,12 @@ incident, to halt chaos, wait behind it. The rules:
   The check runs *before* authentication, so a flood is refused before it costs a token
   lookup or a TokenReview. A client inventing a new token per request would get a fresh
   count each time, so every request also counts against its client address
-  (`PYSTOL_API_ADDRESS_RATE_LIMIT`, higher: several identities may share an address).
+  (`PYSTOL_API_ADDRESS_RATE_LIMIT`, higher: several identities may share an address) --
+  except a token that authenticated on this process within `KNOWN_TOKEN_SECONDS`. Behind
+  a proxy every client shares one address; a noisy client or a flood of guesses there
+  spent that address's budget and locked every operator out of `jobs cancel` with it.
+  An invented token never authenticates, so it never escapes the address budget; a known
+  one still has its own.
 - **How much**: `PYSTOL_API_RATE_LIMIT` ("50/second;1200/minute"; empty: off), one budget
   per identity across the whole API, not per route.
 - **The halt switch apart**: every method of `/api/v1/halt` is exempt from that budget
@@ -47,7 +52,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from limits import RateLimitItem, parse_many
 
 from pystol_api.http.problems import problem_response
@@ -63,6 +68,10 @@ MAX_MEMORY_KEYS = 100_000  # windows counted in memory while Redis is down, per 
 #: After Redis failed to answer, count in memory for this long before trying it again
 #: (so that an outage costs one connect timeout per interval, not one per request).
 RETRY_REDIS_SECONDS = 5.0
+#: A token that authenticated on this process this recently is not counted against its
+#: client address (only against its own budget).
+KNOWN_TOKEN_SECONDS = 60.0
+MAX_KNOWN_TOKENS = 10_000  # per process; the least recently seen are forgotten first
 
 # KEYS: one counter per window; ARGV: each window's length in seconds. Returns the counts.
 COUNT_LUA = """
@@ -115,13 +124,15 @@ def _endpoints_at(app: Flask, paths: Iterable[str]) -> frozenset[str]:
 @dataclass(frozen=True)
 class Budget:
     """One setting's windows: whom they count (`key`), on which requests (`applies`, by
-    endpoint), and what a refusal says."""
+    endpoint), and what a refusal says. `spares_known_tokens`: not counted for a request
+    whose token authenticated lately (the address budget)."""
 
     scope: str
     windows: list[RateLimitItem]
     key: Callable[[], str]
     applies: Callable[[str], bool]
     message: str
+    spares_known_tokens: bool = False
 
 
 class RateLimits:
@@ -140,6 +151,22 @@ class RateLimits:
         self._lock = threading.Lock()
         self._max_memory_keys = max_memory_keys
         self._redis_down_until = 0.0
+        # identity key ("token:<hash>") -> when it stops being known, least recent first
+        self._known: OrderedDict[str, float] = OrderedDict()
+
+    def remember(self, identity: str) -> None:
+        """`identity` (a `token:` key) just authenticated: spare it the address budget for
+        KNOWN_TOKEN_SECONDS."""
+        with self._lock:
+            self._known[identity] = self._clock() + KNOWN_TOKEN_SECONDS
+            self._known.move_to_end(identity)
+            while len(self._known) > MAX_KNOWN_TOKENS:
+                self._known.popitem(last=False)
+
+    def is_known(self, identity: str) -> bool:
+        with self._lock:
+            until = self._known.get(identity)
+        return until is not None and until > self._clock()
 
     def check(self) -> Response | None:
         """The before-request hook: None to go on, or the 429 answer."""
@@ -147,8 +174,11 @@ class RateLimits:
         if not endpoint or endpoint.rsplit(".", 1)[-1] == "static":
             return None
         counted: list[tuple[str, RateLimitItem, Budget]] = []
+        identity = identity_key()
         for budget in self.budgets:
             if not budget.applies(endpoint):
+                continue
+            if budget.spares_known_tokens and self.is_known(identity):
                 continue
             who = budget.key()
             for window in budget.windows:
@@ -240,7 +270,7 @@ def install(app: Flask, settings: Settings, client: redis.Redis) -> RateLimits |
             "address", list(parse_many(settings.api_address_rate_limit)), address_key,
             general,
             "this client address sent more requests than PYSTOL_API_ADDRESS_RATE_LIMIT "
-            f"({settings.api_address_rate_limit}) allows"))
+            f"({settings.api_address_rate_limit}) allows", spares_known_tokens=True))
     if settings.halt_rate_limit.strip():
         budgets.append(Budget(
             "halt", list(parse_many(settings.halt_rate_limit)), identity_key,
@@ -251,4 +281,14 @@ def install(app: Flask, settings: Settings, client: redis.Redis) -> RateLimits |
         return None
     limits = RateLimits(budgets, client)
     app.before_request(limits.check)
+
+    @app.after_request
+    def _remember_authenticated_token(response: Response) -> Response:
+        # `g.identity` is set only once authentication succeeded (auth.install).
+        if g.get("identity") is not None:
+            identity = identity_key()
+            if identity.startswith("token:"):
+                limits.remember(identity)
+        return response
+
     return limits

@@ -114,9 +114,11 @@ class Settings(BaseSettings):
     api_address_rate_limit: str = Field("200/second;6000/minute", description="Requests per "
                                         "client address the API answers, whatever token "
                                         "they carry (so inventing a new token per request "
-                                        "earns no new budget); empty: no limit. Behind a "
-                                        "proxy every client has the proxy's address: raise "
-                                        "it, or leave it to the proxy.")
+                                        "earns no new budget), except tokens that "
+                                        "authenticated on that process in the last minute; "
+                                        "empty: no limit. Behind a proxy every client has "
+                                        "the proxy's address: raise it, or leave it to the "
+                                        "proxy.")
     halt_rate_limit: str = Field("10/second", description="Requests per identity (token, or "
                                  "client address when none is given) to the halt switch (its "
                                  "own capacity, apart from api_rate_limit).")

@@ -81,9 +81,19 @@ return 0
 
 # The holder's release: if another advance asked for a round since, keep the lock (renewed)
 # and take the ask (1); else release it (0). Checking and releasing in one step is what
-# makes an ask arriving between "no ask" and "unlock" impossible.
+# makes an ask arriving between "no ask" and "unlock" impossible. A lock that lapsed during
+# a long round and that nobody took since is taken back for an ask left waiting; one that
+# another advance holds now is left to it, with the ask.
 _RELEASE_UNLESS_ASKED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  if redis.call('DEL', KEYS[2]) == 1 then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+  end
+  return 0
+end
+if holder ~= ARGV[1] then return 0 end
 if redis.call('DEL', KEYS[2]) == 1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1

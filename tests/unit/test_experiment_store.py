@@ -209,3 +209,27 @@ def test_an_ask_for_another_round_is_kept_until_the_holder_takes_it(
     assert store.advance_locked("x-1")
     assert store.release_advance("x-1", holder) is False
     assert not store.advance_locked("x-1")
+
+
+def test_an_ask_left_when_the_holders_lock_lapsed_is_still_taken(
+        client: fakeredis.FakeRedis) -> None:
+    """A round outlived the lock (30 s): an ask made while it was held must still get its
+    round. The holder takes the lock back if nobody took it since; if another advance did,
+    the ask is left for that one."""
+    store = ExperimentStore(client)
+    holder = store.lock_advance("x-1")
+    assert holder is not None and store.lock_advance("x-1") is None  # asks
+    client.delete(run_key("x-1") + ":advance")  # the lock lapses mid-round
+    assert store.release_advance("x-1", holder) is True
+    assert store.advance_locked("x-1")
+    assert store.release_advance("x-1", holder) is False
+    assert not store.advance_locked("x-1")
+    # Taken over after the lapse: the newcomer's release finds the ask, the old holder's
+    # release touches neither.
+    holder = store.lock_advance("x-1")
+    assert holder is not None and store.lock_advance("x-1") is None
+    client.delete(run_key("x-1") + ":advance")
+    newcomer = store.lock_advance("x-1")
+    assert newcomer is not None
+    assert store.release_advance("x-1", holder) is False
+    assert store.release_advance("x-1", newcomer) is True
