@@ -88,11 +88,18 @@ return counts
 def identity_key() -> str:
     """The rate-limit key of the current request: `token:` and the first 32 hex digits of
     the bearer token's SHA-256, or `address:` and the client address."""
-    scheme, _, credentials = (request.headers.get("Authorization") or "").strip().partition(" ")
-    credentials = credentials.strip()
-    if scheme.lower() == "bearer" and credentials:
-        return "token:" + hashlib.sha256(credentials.encode()).hexdigest()[:32]
-    return "address:" + (request.remote_addr or "unknown")
+    key: str | None = g.get("rate_limit_identity")
+    if key is None:  # once per request: the budgets, the address check and the
+        #              after-request hook all ask
+        scheme, _, credentials = (request.headers.get("Authorization") or ""
+                                  ).strip().partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() == "bearer" and credentials:
+            key = "token:" + hashlib.sha256(credentials.encode()).hexdigest()[:32]
+        else:
+            key = "address:" + (request.remote_addr or "unknown")
+        g.rate_limit_identity = key
+    return key
 
 
 def address_key() -> str:

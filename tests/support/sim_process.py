@@ -38,9 +38,6 @@ class SimProcess:
         for line in self.process.stdout:
             self.output.append(line.rstrip("\n"))
 
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(list(self.output)[-lines:])
-
     @classmethod
     @contextmanager
     def start(cls, workdir: Path, scenario: Path | None = None, speed: float = 10.0,
